@@ -1,0 +1,239 @@
+//! The command line: clap definitions and one small function per command.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use weir::jsonl;
+use weir::record::Outcome;
+use weir::runtime::{Runtime, RuntimeOptions, Step};
+
+#[derive(Parser)]
+#[command(
+    name = "weir",
+    version,
+    about = "Run stream functions, compiled to WebAssembly components, over partitioned streams"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a mapper over a JSON-lines file of records: outputs to stdout,
+    /// dead letters to stderr, both as JSON lines.
+    Test(TestArgs),
+    /// Check a module: its world, exports, imports and size.
+    Check(CheckArgs),
+    /// Measure the Wasm boundary: records/s of a mapper against the same
+    /// work in native Rust, instantiation time and cache load time.
+    Bench(weir::bench::BenchArgs),
+}
+
+/// Settings of the WebAssembly runtime, shared by the commands that run guests.
+#[derive(Args, Clone)]
+pub struct RuntimeArgs {
+    /// Precompiled-module cache directory [default: $WEIR_CACHE, else ~/.cache/weir/modules].
+    #[arg(long, value_name = "DIR")]
+    cache: Option<PathBuf>,
+    /// Compile every time; use no cache.
+    #[arg(long, conflicts_with = "cache")]
+    no_cache: bool,
+    /// The longest one call into the guest may run, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 5000)]
+    deadline_ms: u64,
+    /// The most memory one guest instance may use, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 256)]
+    memory_mb: usize,
+}
+
+impl RuntimeArgs {
+    fn options(&self) -> RuntimeOptions {
+        RuntimeOptions {
+            cache_dir: if self.no_cache {
+                None
+            } else {
+                self.cache.clone().or_else(weir::runtime::Cache::default_dir)
+            },
+            memory_limit: self.memory_mb << 20,
+            deadline: Duration::from_millis(self.deadline_ms),
+        }
+    }
+}
+
+#[derive(Args)]
+struct TestArgs {
+    /// The component (.wasm) to run.
+    module: PathBuf,
+    /// The records, one JSON object per line.
+    #[arg(long, short)]
+    input: PathBuf,
+    /// A setting passed to the function's init, as KEY=VALUE (repeatable).
+    #[arg(long = "config", short = 'c', value_name = "KEY=VALUE", value_parser = parse_kv)]
+    config: Vec<(String, String)>,
+    /// Records per call into the guest.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    batch: u32,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// The component (.wasm) to check.
+    module: PathBuf,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
+/// Logs to stderr: warnings from the host, and guest messages from info up,
+/// unless `WEIR_LOG` (a tracing filter) says otherwise.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,weir::guest=info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .without_time()
+        .init();
+}
+
+/// Parses the command line and runs the command.
+pub fn run() -> anyhow::Result<ExitCode> {
+    match Cli::parse().command {
+        Command::Test(args) => test(args),
+        Command::Check(args) => check(args),
+        Command::Bench(args) => weir::bench::run(&args).map(|()| ExitCode::SUCCESS),
+    }
+}
+
+fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
+    let options = args.runtime.options();
+    let runtime = Runtime::new(options.clone())?;
+    let module = runtime.load_file(&args.module)?;
+    let mut step = Step::new(module, "test", args.config.clone(), &options);
+    step.start()?;
+
+    let file = std::fs::File::open(&args.input)
+        .with_context(|| format!("cannot open the input file {}", args.input.display()))?;
+    let stdout = std::io::stdout();
+    let stderr = std::io::stderr();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut bad_lines = 0usize;
+    let mut batch = Vec::with_capacity(args.batch as usize);
+    let mut flush = |batch: &mut Vec<weir::record::Record>,
+                     out: &mut dyn Write|
+     -> anyhow::Result<()> {
+        for outcome in step.map(batch)? {
+            match outcome {
+                Outcome::Output(o) => writeln!(out, "{}", jsonl::output_line(&o))?,
+                Outcome::Dead(d) => {
+                    out.flush()?;
+                    writeln!(stderr.lock(), "{}", jsonl::dead_letter_line(&d))?;
+                }
+            }
+        }
+        batch.clear();
+        Ok(())
+    };
+    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let number = n + 1;
+        let line = line.with_context(|| {
+            format!("cannot read {} at line {number}", args.input.display())
+        })?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match jsonl::parse_record(&line, number as i64) {
+            Ok(r) => batch.push(r),
+            Err(e) => {
+                // Keep the order of what is printed: flush what came before.
+                flush(&mut batch, &mut out)?;
+                out.flush()?;
+                bad_lines += 1;
+                eprintln!("error: {}:{number}: {e}", args.input.display());
+            }
+        }
+        if batch.len() == args.batch as usize {
+            flush(&mut batch, &mut out)?;
+        }
+    }
+    flush(&mut batch, &mut out)?;
+    out.flush()?;
+    if bad_lines > 0 {
+        eprintln!(
+            "error: {} malformed line{} in {} (the other records were processed)",
+            bad_lines,
+            if bad_lines == 1 { "" } else { "s" },
+            args.input.display()
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let options = args.runtime.options();
+    let runtime = Runtime::new(options)?;
+    let module = runtime.load_file(&args.module)?;
+    print_check(&args.module, &module)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_check(path: &Path, module: &weir::runtime::Module) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "module: {}", path.display())?;
+    writeln!(out, "world: {}", module.world())?;
+    writeln!(out, "size: {} bytes", module.size())?;
+    writeln!(out, "sha256: {}", module.sha256())?;
+    writeln!(
+        out,
+        "exports: {} ({})",
+        module.world().interface(),
+        module.world().functions().join(", ")
+    )?;
+    let others: Vec<&String> = module
+        .exports()
+        .iter()
+        .filter(|e| *e != module.world().interface())
+        .collect();
+    for e in others {
+        writeln!(out, "exports: {e} (ignored)")?;
+    }
+    for i in module.imports() {
+        let what = if i.starts_with("wasi:") {
+            "linked, grants nothing"
+        } else {
+            "provided"
+        };
+        writeln!(out, "imports: {i} ({what})")?;
+    }
+    writeln!(
+        out,
+        "compiled: {}",
+        if module.from_cache() {
+            "loaded from the precompiled cache"
+        } else {
+            "compiled now"
+        }
+    )?;
+    writeln!(
+        out,
+        "load time: {:.2} ms",
+        module.load_time().as_secs_f64() * 1e3
+    )?;
+    Ok(())
+}

@@ -1,0 +1,350 @@
+//! [`Step`]: one module running as one step of a pipeline (or of `weir
+//! test`). It owns a live instance, makes a fresh one after a trap, and turns
+//! a trap on a batch into a dead letter for the one record that caused it.
+
+use std::time::{Duration, Instant};
+
+use wasmtime::Store;
+use wasmtime::component::{Func, TypedFunc};
+
+use super::{HostState, Module, RuntimeOptions, TICK, Tags, World};
+use crate::codec::{self, Entry};
+use crate::record::{DeadLetter, Failure, Output, Outcome, Record};
+
+/// Why a step cannot run at all (as opposed to a record it cannot process,
+/// which becomes a dead letter).
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// The guest's `init` refused the settings.
+    #[error("{module}: init refused the settings: {message}")]
+    Init {
+        /// The module.
+        module: String,
+        /// The guest's message.
+        message: String,
+    },
+    /// The instance could not be made or `init` trapped.
+    #[error("{module}: cannot start an instance: {message}")]
+    Instantiate {
+        /// The module.
+        module: String,
+        /// Why.
+        message: String,
+    },
+    /// The step was asked for something its world does not do.
+    #[error("{module}: is a {world}, which {what}")]
+    WrongWorld {
+        /// The module.
+        module: String,
+        /// Its world.
+        world: World,
+        /// What was asked.
+        what: String,
+    },
+}
+
+struct Live {
+    store: Store<HostState>,
+    funcs: Vec<(&'static str, Func)>,
+}
+
+/// One module running as one step.
+pub struct Step {
+    module: Module,
+    tags: Tags,
+    config: Vec<(String, String)>,
+    memory_limit: usize,
+    deadline: Duration,
+    live: Option<Live>,
+    instances: u64,
+    last_instantiate: Duration,
+}
+
+type BytesFn<'a> = TypedFunc<(&'a [u8],), (Vec<u8>,)>;
+type InitFn = TypedFunc<(Vec<(String, String)>,), (Result<(), String>,)>;
+
+impl Step {
+    /// A step running `module` as `step` with these settings. No instance is
+    /// made until the first call.
+    pub fn new(
+        module: Module,
+        step: &str,
+        config: Vec<(String, String)>,
+        options: &RuntimeOptions,
+    ) -> Self {
+        let tags = Tags {
+            module: module.name().into(),
+            step: step.into(),
+        };
+        Step {
+            module,
+            tags,
+            config,
+            memory_limit: options.memory_limit,
+            deadline: options.deadline,
+            live: None,
+            instances: 0,
+            last_instantiate: Duration::ZERO,
+        }
+    }
+
+    /// The module.
+    pub fn module(&self) -> &Module {
+        &self.module
+    }
+
+    /// How many instances it has made (one, plus one after each trap).
+    pub fn instances(&self) -> u64 {
+        self.instances
+    }
+
+    /// How long making the last instance and calling its `init` took.
+    pub fn last_instantiate_time(&self) -> Duration {
+        self.last_instantiate
+    }
+
+    fn deadline_ticks(&self) -> u64 {
+        (self.deadline.as_nanos() / TICK.as_nanos()).max(1) as u64 + 1
+    }
+
+    /// Makes the instance now (it is otherwise made on the first call).
+    pub fn start(&mut self) -> Result<(), StepError> {
+        self.live().map(|_| ())
+    }
+
+    fn live(&mut self) -> Result<&mut Live, StepError> {
+        if self.live.is_none() {
+            let started = Instant::now();
+            let live = self.instantiate()?;
+            self.last_instantiate = started.elapsed();
+            self.instances += 1;
+            self.live = Some(live);
+        }
+        let module = self.module.name().to_string();
+        self.live.as_mut().ok_or(StepError::Instantiate {
+            module,
+            message: "no instance".into(),
+        })
+    }
+
+    fn instantiate_error(&self, message: String) -> StepError {
+        StepError::Instantiate {
+            module: self.module.name().to_string(),
+            message,
+        }
+    }
+
+    fn instantiate(&self) -> Result<Live, StepError> {
+        let module = &self.module;
+        let Some(pre) = module.pre() else {
+            return Err(StepError::WrongWorld {
+                module: module.name().to_string(),
+                world: module.world(),
+                what: "needs state stores and timers, which only pipelines (`weir run`) provide"
+                    .into(),
+            });
+        };
+        let mut store = Store::new(
+            pre.engine(),
+            HostState::new(self.tags.clone(), self.memory_limit),
+        );
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(self.deadline_ticks());
+        let instance = pre
+            .instantiate(&mut store)
+            .map_err(|e| self.instantiate_error(format!("{e:#}")))?;
+        let mut funcs = Vec::new();
+        for f in module.world().functions() {
+            let func = module
+                .func(f)
+                .and_then(|idx| instance.get_func(&mut store, idx))
+                .ok_or_else(|| self.instantiate_error(format!("export `{f}` is missing")))?;
+            let checked = if *f == "init" {
+                func.typed::<(Vec<(String, String)>,), (Result<(), String>,)>(&store)
+                    .map(|_| ())
+            } else if *f == "merge" || *f == "on-timer" {
+                Ok(())
+            } else {
+                func.typed::<(&[u8],), (Vec<u8>,)>(&store).map(|_| ())
+            };
+            checked.map_err(|e| {
+                self.instantiate_error(format!(
+                    "export `{f}` of {} has the wrong type: {e:#}",
+                    module.world().interface()
+                ))
+            })?;
+            funcs.push((*f, func));
+        }
+        let init = funcs
+            .iter()
+            .find(|(n, _)| *n == "init")
+            .map(|(_, f)| *f)
+            .ok_or_else(|| self.instantiate_error("export `init` is missing".into()))?;
+        // SAFETY: checked with `typed` above.
+        let init: InitFn = unsafe { TypedFunc::new_unchecked(init) };
+        let result = init.call(&mut store, (self.config.clone(),));
+        let stderr = store.data_mut().drain_output();
+        match result {
+            Ok((Ok(()),)) => {
+                store.data().log_stderr(&stderr);
+                Ok(Live { store, funcs })
+            }
+            Ok((Err(message),)) => Err(StepError::Init {
+                module: module.name().to_string(),
+                message,
+            }),
+            Err(e) => Err(self.instantiate_error(format!(
+                "init {}",
+                describe_trap(&e, &stderr, self.deadline, self.memory_limit)
+            ))),
+        }
+    }
+
+    /// Calls a `list<u8> -> list<u8>` export. `Ok(Err(reason))` is a trap:
+    /// the instance is gone, and the next call makes a fresh one.
+    pub fn call_bytes(
+        &mut self,
+        function: &str,
+        input: &[u8],
+    ) -> Result<Result<Vec<u8>, String>, StepError> {
+        let (deadline, memory_limit) = (self.deadline, self.memory_limit);
+        let ticks = self.deadline_ticks();
+        let world = self.module.world();
+        let name = self.module.name().to_string();
+        let live = self.live()?;
+        let Some(func) = live
+            .funcs
+            .iter()
+            .find(|(n, _)| *n == function)
+            .map(|(_, f)| *f)
+        else {
+            return Err(StepError::WrongWorld {
+                module: name,
+                world,
+                what: format!("has no `{function}` function"),
+            });
+        };
+        live.store.set_epoch_deadline(ticks);
+        // SAFETY: every bytes-to-bytes export was checked with `typed` when
+        // the instance was made.
+        let typed: BytesFn<'_> = unsafe { TypedFunc::new_unchecked(func) };
+        let result = typed.call(&mut live.store, (input,));
+        let stderr = live.store.data_mut().drain_output();
+        match result {
+            Ok((out,)) => {
+                live.store.data().log_stderr(&stderr);
+                Ok(Ok(out))
+            }
+            Err(e) => {
+                self.live = None;
+                Ok(Err(describe_trap(&e, &stderr, deadline, memory_limit)))
+            }
+        }
+    }
+
+    /// Runs a mapper over records. Outputs and dead letters come back in
+    /// input order. When the guest traps on the batch, the batch is retried
+    /// one record at a time on fresh instances, so that only the records
+    /// that trap on their own become dead letters.
+    pub fn map(&mut self, records: &[Record]) -> Result<Vec<Outcome>, StepError> {
+        if self.module.world() != World::Mapper {
+            return Err(StepError::WrongWorld {
+                module: self.module.name().to_string(),
+                world: self.module.world(),
+                what: "does not map records one by one; run it in a pipeline (`weir run`)".into(),
+            });
+        }
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let batch = codec::encode_batch(records);
+        let failure = match self.call_bytes("process", &batch)? {
+            Ok(out) => match decode_map(&out, records) {
+                Ok(outcomes) => return Ok(outcomes),
+                Err(e) => e.to_string(),
+            },
+            Err(trap) => trap,
+        };
+        if let [record] = records {
+            return Ok(vec![Outcome::Dead(DeadLetter {
+                record: record.clone(),
+                failure: Failure::Trapped(failure),
+            })]);
+        }
+        tracing::debug!(module = %self.module.name(), "batch of {} failed ({failure}); retrying record by record", records.len());
+        let mut outcomes = Vec::with_capacity(records.len());
+        for r in records {
+            outcomes.extend(self.map(std::slice::from_ref(r))?);
+        }
+        Ok(outcomes)
+    }
+}
+
+fn decode_map(out: &[u8], records: &[Record]) -> Result<Vec<Outcome>, codec::Malformed> {
+    let mut outcomes = Vec::with_capacity(records.len());
+    let mut bad_tag = None;
+    codec::read_results(out, records.len(), |i, entry| {
+        let input = &records[i as usize];
+        match entry {
+            Entry::Output(o) => {
+                let (to, record) = o.to_owned(input.offset);
+                outcomes.push(Outcome::Output(Output { to, record }));
+            }
+            Entry::Rejected(m) => outcomes.push(Outcome::Dead(DeadLetter {
+                record: input.clone(),
+                failure: Failure::Rejected(m.to_string()),
+            })),
+            Entry::Accumulator(_) | Entry::Value(_) => bad_tag = Some(i),
+        }
+    })?;
+    match bad_tag {
+        Some(i) => Err(codec::Malformed(format!(
+            "input {i} got an accumulator or value entry, which a mapper does not return"
+        ))),
+        None => Ok(outcomes),
+    }
+}
+
+/// A readable reason for a trap: the guest's own panic or exception message
+/// when it wrote one to stderr, else what the trap was.
+fn describe_trap(e: &wasmtime::Error, stderr: &str, deadline: Duration, memory: usize) -> String {
+    let full = format!("{e:#}");
+    let base = if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
+        match trap {
+            wasmtime::Trap::Interrupt => format!(
+                "deadline exceeded: the call ran longer than {} ms",
+                deadline.as_millis()
+            ),
+            other => format!("trapped: {other}"),
+        }
+    } else if full.contains("forcing trap when growing memory") {
+        format!(
+            "memory limit exceeded: the guest tried to grow its memory past {} MiB",
+            memory >> 20
+        )
+    } else {
+        format!("trapped: {full}")
+    };
+    if let Some(panic) = panic_message(stderr) {
+        return panic;
+    }
+    let said: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    if said.is_empty() {
+        base
+    } else {
+        let tail = said[said.len().saturating_sub(5)..].join(" | ");
+        format!("{base}; the guest wrote: {tail}")
+    }
+}
+
+/// "panicked at src/lib.rs:12:20: boom" from a Rust guest's panic output.
+fn panic_message(stderr: &str) -> Option<String> {
+    let start = stderr.rfind("panicked at ")?;
+    let rest = &stderr[start..];
+    let mut lines = rest.lines();
+    let head = lines.next()?.trim_end_matches(':');
+    let message: Vec<&str> = lines
+        .take_while(|l| !l.starts_with("note: run with `RUST_BACKTRACE"))
+        .collect();
+    Some(format!("{head}: {}", message.join("\n").trim()))
+}
