@@ -132,7 +132,9 @@ pub struct Record<'a> {
 impl<'a> Record<'a> {
     /// The key as UTF-8 text; an error if there is none or it is not UTF-8.
     pub fn key_str(&self) -> Result<&'a str, Error> {
-        let key = self.key.ok_or_else(|| Error::new("the record has no key"))?;
+        let key = self
+            .key
+            .ok_or_else(|| Error::new("the record has no key"))?;
         std::str::from_utf8(key).map_err(|e| Error::new(format!("the key is not UTF-8: {e}")))
     }
 
@@ -141,8 +143,7 @@ impl<'a> Record<'a> {
         let value = self
             .value
             .ok_or_else(|| Error::new("the record has no value (a tombstone)"))?;
-        std::str::from_utf8(value)
-            .map_err(|e| Error::new(format!("the value is not UTF-8: {e}")))
+        std::str::from_utf8(value).map_err(|e| Error::new(format!("the value is not UTF-8: {e}")))
     }
 
     /// The value parsed as JSON into `T`.
@@ -501,8 +502,8 @@ macro_rules! debug {
 /// State stores kept by the host (processor functions only). Keys and values
 /// are bytes; the `_json` variants store values as JSON.
 pub mod state {
-    use crate::Error;
     use crate::__private::bindings::weir::functions::state as wit;
+    use crate::Error;
 
     fn err(store: &str, e: wit::StateError) -> Error {
         match e {
@@ -528,13 +529,16 @@ pub mod state {
         wit::delete(store, key).map_err(|e| err(store, e))
     }
 
+    /// A key and its value.
+    pub type Entry = (Vec<u8>, Vec<u8>);
+
     /// Up to `limit` entries with `start <= key < end`, in key order.
     pub fn range(
         store: &str,
         start: Option<&[u8]>,
         end: Option<&[u8]>,
         limit: u32,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
+    ) -> Result<Vec<Entry>, Error> {
         wit::range(store, start, end, limit).map_err(|e| err(store, e))
     }
 

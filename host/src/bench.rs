@@ -51,7 +51,9 @@ fn records(n: usize) -> Vec<Record> {
         .map(|i| {
             let value: Vec<u8> = (0..100)
                 .map(|_| {
-                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    x = x
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
                     b'a' + ((x >> 33) % 26) as u8
                 })
                 .collect();
@@ -80,7 +82,10 @@ fn sink(results: &[u8], inputs: usize, sink: &mut Vec<u8>) -> anyhow::Result<usi
     Ok(n)
 }
 
-fn best(runs: usize, mut f: impl FnMut() -> anyhow::Result<usize>) -> anyhow::Result<(Duration, usize)> {
+fn best(
+    runs: usize,
+    mut f: impl FnMut() -> anyhow::Result<usize>,
+) -> anyhow::Result<(Duration, usize)> {
     let mut best = Duration::MAX;
     let mut outputs = 0;
     for _ in 0..runs.max(1) {
@@ -109,7 +114,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let runtime = Runtime::new(options.clone())?;
     let compiled = runtime.load_file(&args.module)?;
     let cached = runtime.load_file(&args.module)?;
-    anyhow::ensure!(cached.from_cache(), "the second load did not come from the cache");
+    anyhow::ensure!(
+        cached.from_cache(),
+        "the second load did not come from the cache"
+    );
     let mut step = Step::new(cached.clone(), "bench", Vec::new(), &options);
     step.start()?;
     let mut buf = Vec::with_capacity(args.batch * 128);
@@ -199,20 +207,30 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     println!();
     println!("| path                                   | records/s | ratio to native |");
     println!("|----------------------------------------|-----------|-----------------|");
-    println!("| native, batches of {:<5}               | {} | 1.00            |", args.batch, m(native_batch));
+    println!(
+        "| native, batches of {:<5}               | {} | 1.00            |",
+        args.batch,
+        m(native_batch)
+    );
     println!(
         "| wasm, batches of {:<5}                 | {} | {:.2}            |",
         args.batch,
         m(wasm_batch),
         rate(wasm_batch) / nb
     );
-    println!("| native, one call per record            | {} | 1.00            |", m(native_single));
+    println!(
+        "| native, one call per record            | {} | 1.00            |",
+        m(native_single)
+    );
     println!(
         "| wasm, one call per record              | {} | {:.2}            |",
         m(wasm_single),
         rate(wasm_single) / ns
     );
-    println!("| native plain loop (owned, no batching) | {} | (reference)     |", m(plain));
+    println!(
+        "| native plain loop (owned, no batching) | {} | (reference)     |",
+        m(plain)
+    );
     println!();
     println!(
         "compile: {:.1} ms; load from the precompiled cache: median {:.2} ms",

@@ -187,7 +187,8 @@ pub fn output_line(o: &Output) -> String {
     let mut obj = Map::new();
     obj.insert(
         "output".into(),
-        o.to.as_ref().map_or(Value::Null, |s| Value::String(s.clone())),
+        o.to.as_ref()
+            .map_or(Value::Null, |s| Value::String(s.clone())),
     );
     obj.extend(record_json(&o.record));
     Value::Object(obj).to_string()
@@ -221,10 +222,10 @@ mod tests {
             output_line(&out),
             r#"{"output":"high","key":"k","value":{"b":1,"a":[true]},"headers":{"h":"v","bin":{"b64":"/w=="}},"timestamp":5}"#
         );
-        let bin = parse_record(r#"{"value_b64":"AAE="}"#, 0).unwrap();
+        let bin = parse_record(r#"{"value_b64":"AP8="}"#, 0).unwrap();
         assert_eq!(
             record_json(&bin).get("value_b64"),
-            Some(&Value::String("AAE=".into()))
+            Some(&Value::String("AP8=".into()))
         );
     }
 

@@ -64,10 +64,14 @@ impl DeadLetter {
     /// headers `weir.error` (the reason) and `weir.error.kind` added.
     pub fn to_record(&self) -> Record {
         let mut r = self.record.clone();
-        r.headers
-            .push(("weir.error".into(), self.failure.message().as_bytes().to_vec()));
-        r.headers
-            .push(("weir.error.kind".into(), self.failure.kind().as_bytes().to_vec()));
+        r.headers.push((
+            "weir.error".into(),
+            self.failure.message().as_bytes().to_vec(),
+        ));
+        r.headers.push((
+            "weir.error.kind".into(),
+            self.failure.kind().as_bytes().to_vec(),
+        ));
         r
     }
 }

@@ -1,1 +1,9 @@
-fn main(){}
+//! End-to-end tests: they drive the real `weir` binary with real guests built
+//! from `examples/` and `tests/guests/` (`just guests` builds them; `just
+//! test` runs both). One test binary, one module per area.
+
+#![allow(clippy::unwrap_used)]
+
+mod util;
+
+mod foundation;

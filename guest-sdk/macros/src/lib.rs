@@ -55,7 +55,11 @@ pub fn join(attr: TokenStream, item: TokenStream) -> TokenStream {
     if let Some(e) = no_args(attr, "join") {
         return e;
     }
-    if let Err(e) = check_fn(&func, 1, "fn NAME(p: Pair) -> Result<Option<Vec<u8>>, Error>") {
+    if let Err(e) = check_fn(
+        &func,
+        1,
+        "fn NAME(p: Pair) -> Result<Option<Vec<u8>>, Error>",
+    ) {
         return with_item(e.to_compile_error(), &func);
     }
     let name = &func.sig.ident;
@@ -144,7 +148,9 @@ fn no_args(attr: TokenStream, name: &str) -> Option<TokenStream> {
     Some(
         syn::Error::new(
             attr.span(),
-            format!("#[weir_guest::{name}] takes no arguments; read settings with weir_guest::config()"),
+            format!(
+                "#[weir_guest::{name}] takes no arguments; read settings with weir_guest::config()"
+            ),
         )
         .to_compile_error()
         .into(),
@@ -165,7 +171,10 @@ fn check_fn(func: &ItemFn, arity: usize, expected: &str) -> syn::Result<()> {
     }
     if sig.inputs.len() != arity {
         return Err(syn::Error::new(
-            sig.inputs.span().join(sig.ident.span()).unwrap_or(sig.ident.span()),
+            sig.inputs
+                .span()
+                .join(sig.ident.span())
+                .unwrap_or(sig.ident.span()),
             format!(
                 "a weir function takes {arity} argument, this one takes {}: expected `{expected}`",
                 sig.inputs.len()
@@ -204,7 +213,10 @@ fn check_impl(imp: &ItemImpl, trait_name: &str) -> syn::Result<()> {
     } else {
         Err(syn::Error::new(
             imp.self_ty.span(),
-            format!("put #[weir_guest::{}] on `impl weir_guest::{trait_name} for YourType {{ ... }}`", trait_name.to_lowercase()),
+            format!(
+                "put #[weir_guest::{}] on `impl weir_guest::{trait_name} for YourType {{ ... }}`",
+                trait_name.to_lowercase()
+            ),
         ))
     }
 }

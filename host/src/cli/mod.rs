@@ -58,7 +58,9 @@ impl RuntimeArgs {
             cache_dir: if self.no_cache {
                 None
             } else {
-                self.cache.clone().or_else(weir::runtime::Cache::default_dir)
+                self.cache
+                    .clone()
+                    .or_else(weir::runtime::Cache::default_dir)
             },
             memory_limit: self.memory_mb << 20,
             deadline: Duration::from_millis(self.deadline_ms),
@@ -134,26 +136,24 @@ fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut bad_lines = 0usize;
     let mut batch = Vec::with_capacity(args.batch as usize);
-    let mut flush = |batch: &mut Vec<weir::record::Record>,
-                     out: &mut dyn Write|
-     -> anyhow::Result<()> {
-        for outcome in step.map(batch)? {
-            match outcome {
-                Outcome::Output(o) => writeln!(out, "{}", jsonl::output_line(&o))?,
-                Outcome::Dead(d) => {
-                    out.flush()?;
-                    writeln!(stderr.lock(), "{}", jsonl::dead_letter_line(&d))?;
+    let mut flush =
+        |batch: &mut Vec<weir::record::Record>, out: &mut dyn Write| -> anyhow::Result<()> {
+            for outcome in step.map(batch)? {
+                match outcome {
+                    Outcome::Output(o) => writeln!(out, "{}", jsonl::output_line(&o))?,
+                    Outcome::Dead(d) => {
+                        out.flush()?;
+                        writeln!(stderr.lock(), "{}", jsonl::dead_letter_line(&d))?;
+                    }
                 }
             }
-        }
-        batch.clear();
-        Ok(())
-    };
+            batch.clear();
+            Ok(())
+        };
     for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
         let number = n + 1;
-        let line = line.with_context(|| {
-            format!("cannot read {} at line {number}", args.input.display())
-        })?;
+        let line =
+            line.with_context(|| format!("cannot read {} at line {number}", args.input.display()))?;
         if line.trim().is_empty() {
             continue;
         }

@@ -72,7 +72,9 @@ impl Cache {
             // compatibility hash; wasmtime also checks its header.
             match unsafe { Component::deserialize_file(engine, &path) } {
                 Ok(c) => return Ok((c, true)),
-                Err(e) => tracing::warn!(path = %path.display(), "precompiled module unusable, recompiling: {e:#}"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "precompiled module unusable, recompiling: {e:#}")
+                }
             }
         }
         let component = Component::new(engine, bytes)?;

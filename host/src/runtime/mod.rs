@@ -98,6 +98,16 @@ impl World {
         }
     }
 
+    /// "a mapper", "an aggregator", ...
+    pub fn with_article(self) -> &'static str {
+        match self {
+            World::Mapper => "a mapper",
+            World::Aggregator => "an aggregator",
+            World::Joiner => "a joiner",
+            World::Processor => "a processor",
+        }
+    }
+
     /// The interface a component of this world exports.
     pub fn interface(self) -> &'static str {
         match self {
@@ -190,7 +200,9 @@ pub enum LoadError {
         exports: String,
     },
     /// It exports more than one.
-    #[error("{module}: implements several worlds at once ({worlds}); a module implements exactly one")]
+    #[error(
+        "{module}: implements several worlds at once ({worlds}); a module implements exactly one"
+    )]
     SeveralWorlds {
         /// The module.
         module: String,
@@ -198,7 +210,7 @@ pub enum LoadError {
         worlds: String,
     },
     /// The interface lacks a function.
-    #[error("{module}: a {world} must export `{function}` in {interface}, and this module does not")]
+    #[error("{module}: {} must export `{function}` in {interface}, and this module does not", world.with_article())]
     MissingExport {
         /// The module.
         module: String,
@@ -210,7 +222,7 @@ pub enum LoadError {
         function: &'static str,
     },
     /// It imports something its world does not provide.
-    #[error("{module}: imports {import}, which a {world} cannot use{hint}")]
+    #[error("{module}: imports {import}, which {} cannot use{hint}", world.with_article())]
     ForbiddenImport {
         /// The module.
         module: String,

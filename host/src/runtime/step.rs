@@ -9,7 +9,7 @@ use wasmtime::component::{Func, TypedFunc};
 
 use super::{HostState, Module, RuntimeOptions, TICK, Tags, World};
 use crate::codec::{self, Entry};
-use crate::record::{DeadLetter, Failure, Output, Outcome, Record};
+use crate::record::{DeadLetter, Failure, Outcome, Output, Record};
 
 /// Why a step cannot run at all (as opposed to a record it cannot process,
 /// which becomes a dead letter).
@@ -32,7 +32,7 @@ pub enum StepError {
         message: String,
     },
     /// The step was asked for something its world does not do.
-    #[error("{module}: is a {world}, which {what}")]
+    #[error("{module}: is {}, which {what}", world.with_article())]
     WrongWorld {
         /// The module.
         module: String,

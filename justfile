@@ -1,0 +1,48 @@
+# Every developer task. `bash .ci/setup` installs what these need (the
+# wasm32-wasip2 target, just itself); the README's two commands run it first.
+
+# One build directory that survives between runs (and between CI runs).
+export CARGO_TARGET_DIR := env_var_or_default("CARGO_TARGET_DIR", env_var("HOME") + "/.cache/weir/target")
+
+guests_rust := "-p uppercase -p filter-errors -p split-words -p count -p faulty -p half-mapper"
+weir := CARGO_TARGET_DIR + "/release/weir"
+wasm := CARGO_TARGET_DIR + "/wasm32-wasip2/release"
+
+default:
+    @just --list
+
+# Install what the project needs (idempotent).
+setup:
+    bash .ci/setup
+
+# Build the weir binary (release).
+build:
+    cargo build --release -p weir
+
+# Build every guest (examples and test guests) to wasm32-wasip2 components.
+guests:
+    cargo build --release --target wasm32-wasip2 {{guests_rust}}
+
+# Run every test: unit, doc and end-to-end (guests are built first, once).
+test: guests
+    cargo test --release --workspace --exclude uppercase --exclude filter-errors --exclude split-words --exclude count --exclude faulty --exclude half-mapper
+
+# The demo: the examples run over their sample records with `weir test`.
+demo: build guests
+    @echo "== uppercase (a map) over examples/uppercase/sample.jsonl"
+    {{weir}} test {{wasm}}/uppercase.wasm --input examples/uppercase/sample.jsonl
+    @echo "== filter-errors (routing to named outputs; a non-JSON line becomes a dead letter on stderr)"
+    {{weir}} test {{wasm}}/filter_errors.wasm --input examples/filter-errors/sample.jsonl 2>&1
+    @echo "== split-words (flat-map)"
+    {{weir}} test {{wasm}}/split_words.wasm --input examples/split-words/sample.jsonl
+    @echo "== weir check examples/split-words"
+    {{weir}} check {{wasm}}/split_words.wasm
+
+# The Wasm boundary benchmark: records/s of the uppercase map vs native.
+bench: build guests
+    {{weir}} bench --module {{wasm}}/uppercase.wasm
+
+# Formatting and lints, as CI would want them.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --release --workspace --all-targets -- -D warnings
