@@ -6,7 +6,7 @@ export CARGO_TARGET_DIR := env_var_or_default("CARGO_TARGET_DIR", env_var("HOME"
 
 guests_rust := "-p uppercase -p filter-errors -p split-words -p count -p faulty -p half-mapper"
 weir := CARGO_TARGET_DIR + "/release/weir"
-wasm := CARGO_TARGET_DIR + "/wasm32-wasip2/release"
+wasm := CARGO_TARGET_DIR + "/wasm32-wasip2/guest"
 
 default:
     @just --list
@@ -21,7 +21,7 @@ build:
 
 # Build every guest (examples and test guests) to wasm32-wasip2 components.
 guests:
-    cargo build --release --target wasm32-wasip2 {{guests_rust}}
+    cargo build --profile guest --target wasm32-wasip2 {{guests_rust}}
 
 # Run every test: unit, doc and end-to-end (guests are built first, once).
 test: guests

@@ -43,8 +43,17 @@
 
 #![deny(missing_docs)]
 
+pub mod alloc;
 #[doc(hidden)]
 pub mod codec;
+
+#[cfg(all(
+    feature = "allocator",
+    target_arch = "wasm32",
+    not(target_feature = "atomics")
+))]
+#[global_allocator]
+static ALLOCATOR: alloc::Allocator = alloc::Allocator::new();
 
 use std::fmt;
 use std::sync::OnceLock;

@@ -24,7 +24,7 @@ pub fn target_dir() -> PathBuf {
 /// A guest component built by `just guests`.
 pub fn guest(name: &str) -> PathBuf {
     let file = format!("{}.wasm", name.replace('-', "_"));
-    let path = target_dir().join("wasm32-wasip2/release").join(&file);
+    let path = target_dir().join("wasm32-wasip2/guest").join(&file);
     assert!(
         path.exists(),
         "guest {} is not built: run `just guests` (or `just test`, which builds them first)",

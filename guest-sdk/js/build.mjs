@@ -1,0 +1,101 @@
+#!/usr/bin/env node
+// Builds a JavaScript Weir function into a WebAssembly component:
+//
+//   node guest-sdk/js/build.mjs index.js -o function.wasm [--engine qjs|sm]
+//
+// 1. bundles the module with weir-guest (this directory) into one file,
+//    keeping the `weir:functions/...` imports for the component;
+// 2. reads the world from what the module exports (`mapping`: mapper,
+//    `aggregation`: aggregator, `joining`: joiner, `processing`: processor);
+// 3. runs the engine's componentize tool on the bundle and the WIT in wit/:
+//    componentize-qjs (QuickJS, the default) or componentize-js
+//    (StarlingMonkey, `--engine sm`).
+//
+// The tools come from the project's setup (`bash .ci/setup`), installed under
+// $WEIR_TOOLS (default ~/.cache/weir) in node/.
+
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { createRequire } from "node:module";
+import { tmpdir, homedir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const wit = resolve(here, "../../wit");
+const tools = process.env.WEIR_TOOLS || join(homedir(), ".cache/weir");
+const nodeDir = join(tools, "node");
+
+const WORLDS = { mapping: "mapper", aggregation: "aggregator", joining: "joiner", processing: "processor" };
+
+function fail(message) {
+  console.error(`build.mjs: ${message}`);
+  process.exit(1);
+}
+
+function parseArgs(argv) {
+  const args = { entry: null, out: null, engine: "qjs", keep: false };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === "-o" || a === "--out") args.out = argv[++i];
+    else if (a === "--engine") args.engine = argv[++i];
+    else if (a === "--keep-bundle") args.keep = true;
+    else if (a === "-h" || a === "--help") {
+      console.log("usage: node build.mjs ENTRY.js -o OUT.wasm [--engine qjs|sm] [--keep-bundle]");
+      process.exit(0);
+    } else if (a.startsWith("-")) fail(`unknown option ${a}`);
+    else if (args.entry === null) args.entry = a;
+    else fail(`unexpected argument ${a}`);
+  }
+  if (args.entry === null || !args.out) fail("usage: node build.mjs ENTRY.js -o OUT.wasm [--engine qjs|sm]");
+  if (args.engine !== "qjs" && args.engine !== "sm") fail(`--engine is qjs or sm, not ${args.engine}`);
+  return args;
+}
+
+const args = parseArgs(process.argv.slice(2));
+const entry = resolve(args.entry);
+const out = resolve(args.out);
+if (!existsSync(entry)) fail(`${args.entry}: no such file`);
+const tool = join(nodeDir, "node_modules/.bin", args.engine === "qjs" ? "componentize-qjs" : "componentize-js");
+if (!existsSync(tool)) {
+  fail(`${tool} is not installed: run \`bash .ci/setup\` in the Weir repository (or set WEIR_TOOLS)`);
+}
+
+const require = createRequire(join(nodeDir, "package.json"));
+const { rolldown } = await import(pathToFileURL(require.resolve("rolldown")).href);
+
+const work = mkdtempSync(join(tmpdir(), "weir-js-"));
+try {
+  const bundlePath = args.keep ? `${out}.bundle.js` : join(work, "bundle.js");
+  const bundle = await rolldown({
+    input: entry,
+    external: [/^weir:functions\//, /^wasi:/],
+    resolve: {
+      alias: {
+        "weir-guest/state": join(here, "state.js"),
+        "weir-guest": join(here, "weir-guest.js"),
+      },
+    },
+    transform: { define: { __WEIR_ENGINE__: JSON.stringify(args.engine) } },
+    logLevel: "warn",
+  });
+  const { output } = await bundle.write({ file: bundlePath, format: "esm" });
+  await bundle.close();
+  const exported = output[0].exports.filter((e) => e in WORLDS);
+  if (exported.length !== 1) {
+    fail(
+      `${args.entry} must export exactly one of mapping (map(...)), aggregation (aggregate(...)), ` +
+        `joining (join(...)) or processing (processor(...)); it exports: ${output[0].exports.join(", ") || "nothing"}`,
+    );
+  }
+  const world = WORLDS[exported[0]];
+  const argv =
+    args.engine === "qjs"
+      ? ["--wit", wit, "--world", world, "--js", bundlePath, "--sync", "-o", out]
+      : [bundlePath, "--wit", wit, "--world-name", world, "-d", "http", "fetch-event", "-o", out];
+  const r = spawnSync(tool, argv, { stdio: "inherit" });
+  if (r.status !== 0) fail(`${tool} failed (exit ${r.status ?? r.signal})`);
+  console.error(`built ${out} (world ${world}, engine ${args.engine === "qjs" ? "QuickJS" : "StarlingMonkey"})`);
+} finally {
+  rmSync(work, { recursive: true, force: true });
+}
