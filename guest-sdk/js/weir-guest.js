@@ -74,9 +74,19 @@ export function utf8(s) {
 /** The text of UTF-8 bytes; throws on bytes that are not UTF-8. */
 export function text(bytes) {
   if (strictDecoder !== null) return strictDecoder.decode(bytes);
+  const n = bytes.length;
+  if (n <= 4096) {
+    let ascii = true;
+    for (let i = 0; i < n; i++) {
+      if (bytes[i] >= 0x80) {
+        ascii = false;
+        break;
+      }
+    }
+    if (ascii) return String.fromCharCode.apply(null, bytes);
+  }
   let s = "";
   let chunk = [];
-  const n = bytes.length;
   let i = 0;
   const bad = () => {
     throw new Error(`invalid utf-8 sequence at byte ${i}`);
@@ -223,8 +233,13 @@ export class Writer {
   }
   u32(x) {
     this.room(4);
-    this.v.setUint32(this.p, x, true);
-    this.p += 4;
+    const b = this.b;
+    let p = this.p;
+    b[p++] = x & 255;
+    b[p++] = (x >>> 8) & 255;
+    b[p++] = (x >>> 16) & 255;
+    b[p++] = x >>> 24;
+    this.p = p;
   }
   i64(x) {
     this.room(8);
@@ -244,6 +259,37 @@ export class Writer {
     if (b === null) this.u32(NONE);
     else this.bytes(b);
   }
+  /** A string as UTF-8 `bytes`, written in place. */
+  str(s) {
+    const n = s.length;
+    this.room(4 + n * 3);
+    const b = this.b;
+    const start = this.p + 4;
+    let p = start;
+    for (let i = 0; i < n; i++) {
+      const c = s.charCodeAt(i);
+      if (c >= 0x80) {
+        p = -1;
+        break;
+      }
+      b[p++] = c;
+    }
+    if (p < 0) {
+      // Not ASCII: the general encoder.
+      const u = utf8(s);
+      this.u32(u.length);
+      b.set(u, this.p);
+      this.p += u.length;
+      return;
+    }
+    this.u32(p - start);
+    this.p = p;
+  }
+  /** An output's key, value or header value: a string, bytes or null. */
+  field(v, what) {
+    if (typeof v === "string") this.str(v);
+    else this.optBytes(toBytes(v, what));
+  }
   entry(tag, index) {
     this.count++;
     this.u8(tag);
@@ -256,21 +302,22 @@ export class Writer {
     }
     this.entry(0, index);
     const to = o.output;
-    this.optBytes(to === null || to === undefined ? null : utf8(String(to)));
+    if (to === null || to === undefined) this.u32(NONE);
+    else this.str(String(to));
     const t = o.timestamp;
     this.i64(t === null || t === undefined ? ts : Number(t));
-    this.optBytes(toBytes(o.key, "an output's key"));
-    this.optBytes(toBytes(o.value, "an output's value"));
+    this.field(o.key, "an output's key");
+    this.field(o.value, "an output's value");
     const headers = o.headers || [];
     this.u32(headers.length);
     for (const [name, value] of headers) {
-      this.bytes(utf8(String(name)));
-      this.bytes(toBytes(value, "a header value") || new Uint8Array(0));
+      this.str(String(name));
+      this.field(value === null || value === undefined ? "" : value, "a header value");
     }
   }
   rejected(index, message) {
     this.entry(1, index);
-    this.bytes(utf8(message));
+    this.str(String(message));
   }
   accumulator(index, acc) {
     this.entry(2, index);

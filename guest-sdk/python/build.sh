@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Builds a Python Weir function into a WebAssembly component:
+#
+#   bash guest-sdk/python/build.sh APP_DIR MODULE OUT.wasm [WORLD]
+#
+# APP_DIR holds MODULE.py (the function, decorated with @weir.map, or
+# @weir.aggregate, @weir.join, @weir.processor); WORLD is mapper (default),
+# aggregator, joiner or processor. componentize-py comes from the project's
+# setup (`bash .ci/setup`), in the virtual environment $WEIR_TOOLS/venv
+# (default ~/.cache/weir/venv).
+set -euo pipefail
+if [ $# -lt 3 ]; then
+    echo "usage: bash build.sh APP_DIR MODULE OUT.wasm [mapper|aggregator|joiner|processor]" >&2
+    exit 2
+fi
+here="$(cd "$(dirname "$0")" && pwd)"
+app="$1" module="$2" out="$3" world="${4:-mapper}"
+tool="${WEIR_TOOLS:-$HOME/.cache/weir}/venv/bin/componentize-py"
+if [ ! -x "$tool" ]; then
+    echo "build.sh: $tool is not installed: run \`bash .ci/setup\` in the Weir repository (or set WEIR_TOOLS)" >&2
+    exit 1
+fi
+mkdir -p "$(dirname "$out")"
+"$tool" -q -d "$here/../../wit" -w "$world" componentize -p "$app" -p "$here" "$module" -o "$out"
+echo "built $out (world $world)" >&2
