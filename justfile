@@ -7,6 +7,7 @@ export CARGO_TARGET_DIR := env_var_or_default("CARGO_TARGET_DIR", env_var("HOME"
 guests_rust := "-p uppercase -p filter-errors -p split-words -p count -p faulty -p half-mapper"
 weir := CARGO_TARGET_DIR + "/release/weir"
 wasm := CARGO_TARGET_DIR + "/wasm32-wasip2/guest"
+guests_dir := CARGO_TARGET_DIR + "/guests"
 
 default:
     @just --list
@@ -19,9 +20,20 @@ setup:
 build:
     cargo build --release -p weir
 
-# Build every guest (examples and test guests) to wasm32-wasip2 components.
-guests:
+# Build every guest (examples and test guests), in every language, to components.
+guests: guests-rust guests-js guests-python
+
+# The Rust guests, to wasm32-wasip2 components.
+guests-rust:
     cargo build --profile guest --target wasm32-wasip2 {{guests_rust}}
+
+# The JavaScript guests (examples/js, tests/guests/js), to $CARGO_TARGET_DIR/guests/js/NAME.wasm.
+guests-js: setup
+    bash guest-sdk/build-guests.sh js {{guests_dir}}/js
+
+# The Python guests (examples/python, tests/guests/python), to $CARGO_TARGET_DIR/guests/python/NAME.wasm.
+guests-python: setup
+    bash guest-sdk/build-guests.sh python {{guests_dir}}/python
 
 # Run every test: unit, doc and end-to-end (guests are built first, once).
 test: guests

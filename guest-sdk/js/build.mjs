@@ -93,8 +93,12 @@ try {
     args.engine === "qjs"
       ? ["--wit", wit, "--world", world, "--js", bundlePath, "--sync", "-o", out]
       : [bundlePath, "--wit", wit, "--world-name", world, "-d", "http", "fetch-event", "-o", out];
-  const r = spawnSync(tool, argv, { stdio: "inherit" });
-  if (r.status !== 0) fail(`${tool} failed (exit ${r.status ?? r.signal})`);
+  // The tools' progress report goes to stdout: shown only when they fail.
+  const r = spawnSync(tool, argv, { stdio: ["ignore", "pipe", "inherit"], encoding: "utf8" });
+  if (r.status !== 0) {
+    process.stderr.write(r.stdout || "");
+    fail(`${tool} failed (exit ${r.status ?? r.signal})`);
+  }
   console.error(`built ${out} (world ${world}, engine ${args.engine === "qjs" ? "QuickJS" : "StarlingMonkey"})`);
 } finally {
   rmSync(work, { recursive: true, force: true });

@@ -4,8 +4,8 @@
 #   bash guest-sdk/python/build.sh APP_DIR MODULE OUT.wasm [WORLD]
 #
 # APP_DIR holds MODULE.py (the function, decorated with @weir.map, or
-# @weir.aggregate, @weir.join, @weir.processor); WORLD is mapper (default),
-# aggregator, joiner or processor. componentize-py comes from the project's
+# @weir.aggregate, @weir.join, @weir.processor); WORLD is mapper, aggregator,
+# joiner or processor, by default the one its decorator says. componentize-py comes from the project's
 # setup (`bash .ci/setup`), in the virtual environment $WEIR_TOOLS/venv
 # (default ~/.cache/weir/venv).
 set -euo pipefail
@@ -14,7 +14,15 @@ if [ $# -lt 3 ]; then
     exit 2
 fi
 here="$(cd "$(dirname "$0")" && pwd)"
-app="$1" module="$2" out="$3" world="${4:-mapper}"
+app="$1" module="$2" out="$3" world="${4:-}"
+if [ -z "$world" ]; then
+    world=mapper
+    case "$(grep -Eo '^@([A-Za-z_]+\.)?(map|aggregate|join|processor)\b' "$app/$module.py" | head -1)" in
+        *aggregate) world=aggregator ;;
+        *join) world=joiner ;;
+        *processor) world=processor ;;
+    esac
+fi
 tool="${WEIR_TOOLS:-$HOME/.cache/weir}/venv/bin/componentize-py"
 if [ ! -x "$tool" ]; then
     echo "build.sh: $tool is not installed: run \`bash .ci/setup\` in the Weir repository (or set WEIR_TOOLS)" >&2

@@ -1,0 +1,14 @@
+"""A test guest whose code raises: "boom" raises a ValueError of its own,
+"zero" makes the runtime raise ZeroDivisionError; anything else is forwarded."""
+
+import weir_guest as weir
+
+
+@weir.map
+def throws(r: weir.Record):
+    v = r.value_text()
+    if v == "boom":
+        raise ValueError(f"boom at offset {r.offset}")
+    if v == "zero":
+        return weir.Output.forward(r).with_value(str(1 // 0))
+    return weir.Output.forward(r)
