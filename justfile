@@ -4,7 +4,7 @@
 # One build directory that survives between runs (and between CI runs).
 export CARGO_TARGET_DIR := env_var_or_default("CARGO_TARGET_DIR", env_var("HOME") + "/.cache/weir/target")
 
-guests_rust := "-p uppercase -p filter-errors -p split-words -p count -p faulty -p half-mapper"
+guests_rust := "-p uppercase -p filter-errors -p split-words -p count -p stock-stats -p merge-json -p faulty -p half-mapper"
 weir := CARGO_TARGET_DIR + "/release/weir"
 wasm := CARGO_TARGET_DIR + "/wasm32-wasip2/guest"
 guests_dir := CARGO_TARGET_DIR + "/guests"
@@ -37,18 +37,15 @@ guests-python: setup
 
 # Run every test: unit, doc and end-to-end (guests are built first, once).
 test: guests
-    cargo test --release --workspace --exclude uppercase --exclude filter-errors --exclude split-words --exclude count --exclude faulty --exclude half-mapper
+    cargo test --release --workspace --exclude uppercase --exclude filter-errors --exclude split-words --exclude count --exclude stock-stats --exclude merge-json --exclude faulty --exclude half-mapper
 
-# The demo: the examples run over their sample records with `weir test`.
-demo: build guests
-    @echo "== uppercase (a map) over examples/uppercase/sample.jsonl"
-    {{weir}} test {{wasm}}/uppercase.wasm --input examples/uppercase/sample.jsonl
-    @echo "== filter-errors (routing to named outputs; a non-JSON line becomes a dead letter on stderr)"
-    {{weir}} test {{wasm}}/filter_errors.wasm --input examples/filter-errors/sample.jsonl 2>&1
-    @echo "== split-words (flat-map)"
-    {{weir}} test {{wasm}}/split_words.wasm --input examples/split-words/sample.jsonl
-    @echo "== weir check examples/split-words"
-    {{weir}} check {{wasm}}/split_words.wasm
+# The demo: word count and stock statistics on the embedded log, end to end.
+demo: build guests-rust
+    WEIR_MODULE_PATH={{wasm}} {{weir}} demo
+
+# One example function over its sample records with `weir test`, e.g. `just try filter-errors`.
+try name: build guests-rust
+    {{weir}} test {{wasm}}/$(echo {{name}} | tr - _).wasm --input examples/{{name}}/sample.jsonl
 
 # The Wasm boundary benchmark: records/s of the uppercase map vs native.
 bench: build guests

@@ -9,6 +9,9 @@
 //! - [`codec`]: the packed batch encoding that crosses the Wasm boundary.
 //! - [`record`]: records, outputs and dead letters.
 //! - [`jsonl`]: the JSON-lines record format of the CLI.
+//! - [`log`]: the embedded partitioned log (RocksDB), the default source and
+//!   sink, which also keeps pipelines' state, timers and offsets.
+//! - [`pipeline`]: pipeline files and `weir run`: tasks, windows, joins.
 //! - [`bench`]: `weir bench`, the cost of the boundary against native code.
 
 #![deny(missing_docs)]
@@ -17,5 +20,7 @@ pub mod bench;
 pub mod bindings;
 pub mod codec;
 pub mod jsonl;
+pub mod log;
+pub mod pipeline;
 pub mod record;
 pub mod runtime;

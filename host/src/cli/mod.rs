@@ -12,6 +12,10 @@ use weir::jsonl;
 use weir::record::Outcome;
 use weir::runtime::{Runtime, RuntimeOptions, Step};
 
+mod demo;
+mod log_cmds;
+mod new;
+
 #[derive(Parser)]
 #[command(
     name = "weir",
@@ -33,6 +37,23 @@ enum Command {
     /// Measure the Wasm boundary: records/s of a mapper against the same
     /// work in native Rust, instantiation time and cache load time.
     Bench(weir::bench::BenchArgs),
+    /// Create, list, describe and delete topics of the embedded log.
+    #[command(subcommand)]
+    Topic(log_cmds::TopicCommand),
+    /// Append JSON-lines records (stdin or --input) to a topic.
+    Produce(log_cmds::ProduceArgs),
+    /// Print a topic's records as JSON lines.
+    Consume(log_cmds::ConsumeArgs),
+    /// Run a pipeline file on the embedded log.
+    Run(log_cmds::RunArgs),
+    /// Word count and stock statistics on the embedded log, end to end.
+    Demo(demo::DemoArgs),
+    /// Read a pipeline's state (interactive queries), running or stopped.
+    #[command(subcommand)]
+    State(log_cmds::StateCommand),
+    /// Write a new guest project (Rust, JavaScript or Python) that builds
+    /// and passes `weir test` as it is.
+    New(new::NewArgs),
 }
 
 /// Settings of the WebAssembly runtime, shared by the commands that run guests.
@@ -119,6 +140,13 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Test(args) => test(args),
         Command::Check(args) => check(args),
         Command::Bench(args) => weir::bench::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::Topic(cmd) => log_cmds::topic(cmd),
+        Command::Produce(args) => log_cmds::produce(args),
+        Command::Consume(args) => log_cmds::consume(args),
+        Command::Run(args) => log_cmds::run(args),
+        Command::State(cmd) => log_cmds::state(cmd),
+        Command::Demo(args) => demo::run(args),
+        Command::New(args) => new::run(args),
     }
 }
 

@@ -242,6 +242,47 @@ impl Step {
         }
     }
 
+    /// Calls the aggregator's `merge`. `Ok(Err(reason))` is the guest's error
+    /// or a trap (after which the next call makes a fresh instance).
+    pub fn merge(&mut self, a: &[u8], b: &[u8]) -> Result<Result<Vec<u8>, String>, StepError> {
+        let (deadline, memory_limit) = (self.deadline, self.memory_limit);
+        let ticks = self.deadline_ticks();
+        let world = self.module.world();
+        let name = self.module.name().to_string();
+        let live = self.live()?;
+        let Some(func) = live
+            .funcs
+            .iter()
+            .find(|(n, _)| *n == "merge")
+            .map(|(_, f)| *f)
+        else {
+            return Err(StepError::WrongWorld {
+                module: name,
+                world,
+                what: "has no `merge` function".into(),
+            });
+        };
+        live.store.set_epoch_deadline(ticks);
+        let typed = func
+            .typed::<(&[u8], &[u8]), (Result<Vec<u8>, String>,)>(&live.store)
+            .map_err(|e| StepError::Instantiate {
+                module: name.clone(),
+                message: format!("export `merge` has the wrong type: {e:#}"),
+            })?;
+        let result = typed.call(&mut live.store, (a, b));
+        let stderr = live.store.data_mut().drain_output();
+        match result {
+            Ok((r,)) => {
+                live.store.data().log_stderr(&stderr);
+                Ok(r)
+            }
+            Err(e) => {
+                self.live = None;
+                Ok(Err(describe_trap(&e, &stderr, deadline, memory_limit)))
+            }
+        }
+    }
+
     /// Runs a mapper over records. Outputs and dead letters come back in
     /// input order. When the guest traps on the batch, the batch is retried
     /// one record at a time on fresh instances, so that only the records

@@ -1,0 +1,534 @@
+//! The embedded partitioned log: Weir's default source and sink, and the
+//! store of everything a pipeline keeps (state, timers, offsets), all in one
+//! RocksDB database per data directory — so that a task commits its outputs,
+//! state changes, timers and input offsets in one atomic write batch.
+//!
+//! Keys (big-endian numbers, so that RocksDB's byte order is numeric order):
+//!
+//! ```text
+//! R topic-id:u32 partition:u32 offset:u64   -> a record, in the packed layout of wit/functions.wit
+//! M name                                    -> a topic's settings (JSON)
+//! K ...                                     -> pipeline keys (state, offsets, timers): see `keys`
+//! ```
+//!
+//! Offsets are assigned when a commit is written, under one lock, so that
+//! every partition's offsets are dense and appear in order to readers.
+
+pub mod partitioner;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, bail};
+use rocksdb::{DB, Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions};
+use serde::{Deserialize, Serialize};
+
+use crate::codec;
+use crate::record::Record;
+
+/// A topic's settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicConfig {
+    /// Number of partitions.
+    pub partitions: u32,
+    /// Keep only the newest record per key (a table's changelog).
+    #[serde(default)]
+    pub compacted: bool,
+    /// Delete records older than this many milliseconds (by timestamp).
+    #[serde(default)]
+    pub retention_ms: Option<i64>,
+    /// Delete the oldest records of a partition past this many bytes.
+    #[serde(default)]
+    pub retention_bytes: Option<u64>,
+}
+
+/// A topic: its name, id and settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Topic {
+    /// Its name.
+    pub name: String,
+    /// Its id inside the database.
+    pub id: u32,
+    /// Its settings.
+    #[serde(flatten)]
+    pub config: TopicConfig,
+}
+
+/// A record read from the log, still in the packed layout.
+pub struct Stored {
+    /// Its offset.
+    pub offset: u64,
+    /// The packed record (which also holds the offset).
+    pub bytes: Vec<u8>,
+}
+
+impl Stored {
+    /// The record, decoded.
+    pub fn record(&self) -> anyhow::Result<Record> {
+        codec::Reader::new(&self.bytes)
+            .record()
+            .with_context(|| format!("record at offset {} is corrupt", self.offset))
+    }
+
+    /// Its timestamp, read without decoding the rest.
+    pub fn timestamp(&self) -> i64 {
+        let mut a = [0u8; 8];
+        if let Some(b) = self.bytes.get(8..16) {
+            a.copy_from_slice(b);
+        }
+        i64::from_le_bytes(a)
+    }
+}
+
+/// Everything one commit writes, atomically.
+#[derive(Default)]
+pub struct Commit {
+    appends: Vec<(u32, u32, Record)>,
+    puts: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl Commit {
+    /// Appends a record to a topic partition (its offset is assigned at commit).
+    pub fn append(&mut self, topic: &Topic, partition: u32, record: Record) {
+        self.appends.push((topic.id, partition, record));
+    }
+
+    /// Sets (`Some`) or deletes (`None`) a pipeline key.
+    pub fn put(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        self.puts.push((key, value));
+    }
+
+    /// Whether it writes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.appends.is_empty() && self.puts.is_empty()
+    }
+}
+
+/// A data directory's log and stores.
+pub struct Log {
+    db: DB,
+    dir: PathBuf,
+    /// Next offset per (topic id, partition), filled on first use; the lock
+    /// also serialises commits.
+    heads: Mutex<HashMap<(u32, u32), u64>>,
+    topics: Mutex<HashMap<String, Topic>>,
+    secondary: Option<tempfile::TempDir>,
+}
+
+fn record_key(topic: u32, partition: u32, offset: u64) -> [u8; 17] {
+    let mut k = [0u8; 17];
+    k[0] = b'R';
+    k[1..5].copy_from_slice(&topic.to_be_bytes());
+    k[5..9].copy_from_slice(&partition.to_be_bytes());
+    k[9..17].copy_from_slice(&offset.to_be_bytes());
+    k
+}
+
+fn meta_key(name: &str) -> Vec<u8> {
+    let mut k = vec![b'M'];
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+/// Checks a topic or pipeline name: 1 to 200 of `A-Z a-z 0-9 . _ -`.
+pub fn check_name(what: &str, name: &str) -> anyhow::Result<()> {
+    if name.is_empty()
+        || name.len() > 200
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
+        bail!("invalid {what} name {name:?}: use 1 to 200 of the characters A-Z a-z 0-9 . _ -");
+    }
+    Ok(())
+}
+
+impl Log {
+    /// Opens (creating if needed) the log in `dir`, for reading and writing.
+    /// One process at a time may do so.
+    pub fn open(dir: &Path) -> anyhow::Result<Arc<Log>> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.set_max_open_files(256);
+        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        let db = DB::open(&opts, dir.join("db")).map_err(|e| {
+            let msg = e.to_string();
+            if msg.contains("lock") {
+                anyhow::anyhow!(
+                    "the data directory {} is in use by another weir process (RocksDB: {msg}); stop it first, or give another --data",
+                    dir.display()
+                )
+            } else {
+                anyhow::anyhow!("cannot open the data directory {}: {msg}", dir.display())
+            }
+        })?;
+        Ok(Arc::new(Log {
+            db,
+            dir: dir.to_path_buf(),
+            heads: Mutex::new(HashMap::new()),
+            topics: Mutex::new(HashMap::new()),
+            secondary: None,
+        }))
+    }
+
+    /// Opens the log for reading, beside a process that may be writing it
+    /// (a RocksDB secondary instance); [`Log::catch_up`] sees newer writes.
+    pub fn open_reader(dir: &Path) -> anyhow::Result<Arc<Log>> {
+        if !dir.join("db").exists() {
+            bail!(
+                "{} is not a weir data directory (no db/ inside); give --data or set WEIR_DATA",
+                dir.display()
+            );
+        }
+        let secondary = tempfile::tempdir().context("cannot make a temporary directory")?;
+        let mut opts = Options::default();
+        opts.set_max_open_files(-1);
+        let db = DB::open_as_secondary(&opts, &dir.join("db"), &secondary.path().to_path_buf())
+            .with_context(|| format!("cannot open the data directory {}", dir.display()))?;
+        Ok(Arc::new(Log {
+            db,
+            dir: dir.to_path_buf(),
+            heads: Mutex::new(HashMap::new()),
+            topics: Mutex::new(HashMap::new()),
+            secondary: Some(secondary),
+        }))
+    }
+
+    /// For a reader: sees what the writing process committed since.
+    pub fn catch_up(&self) -> anyhow::Result<()> {
+        if self.secondary.is_some() {
+            self.db.try_catch_up_with_primary()?;
+            self.lock_heads().clear();
+        }
+        Ok(())
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The database, for the pipeline's stores.
+    pub fn db(&self) -> &DB {
+        &self.db
+    }
+
+    /// Creates a topic.
+    pub fn create_topic(&self, name: &str, config: TopicConfig) -> anyhow::Result<Topic> {
+        check_name("topic", name)?;
+        if config.partitions == 0 || config.partitions > 10_000 {
+            bail!(
+                "topic {name}: {} partitions; give between 1 and 10000",
+                config.partitions
+            );
+        }
+        let _guard = self.lock_heads();
+        if self.topic(name)?.is_some() {
+            bail!("topic {name} already exists");
+        }
+        let id = self
+            .topics()?
+            .iter()
+            .map(|t| t.id)
+            .max()
+            .map_or(1, |m| m + 1);
+        let topic = Topic {
+            name: name.to_string(),
+            id,
+            config,
+        };
+        self.db
+            .put(meta_key(name), serde_json::to_vec(&topic)?)
+            .with_context(|| format!("cannot create topic {name}"))?;
+        Ok(topic)
+    }
+
+    /// The topic called `name`, if it exists.
+    pub fn topic(&self, name: &str) -> anyhow::Result<Option<Topic>> {
+        if let Some(t) = self.lock_topics().get(name) {
+            return Ok(Some(t.clone()));
+        }
+        let Some(bytes) = self.db.get(meta_key(name))? else {
+            return Ok(None);
+        };
+        let t: Topic = serde_json::from_slice(&bytes)
+            .with_context(|| format!("the settings of topic {name} are corrupt"))?;
+        self.lock_topics().insert(name.to_string(), t.clone());
+        Ok(Some(t))
+    }
+
+    /// The topic called `name`, or an error naming the topics there are.
+    pub fn require_topic(&self, name: &str) -> anyhow::Result<Topic> {
+        match self.topic(name)? {
+            Some(t) => Ok(t),
+            None => {
+                let names: Vec<String> = self.topics()?.into_iter().map(|t| t.name).collect();
+                bail!(
+                    "no topic named {name} in {} (topics: {}); create it with `weir topic create {name} --partitions N`",
+                    self.dir.display(),
+                    if names.is_empty() {
+                        "none".to_string()
+                    } else {
+                        names.join(", ")
+                    }
+                )
+            }
+        }
+    }
+
+    /// Every topic, by name.
+    pub fn topics(&self) -> anyhow::Result<Vec<Topic>> {
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator(IteratorMode::From(b"M", Direction::Forward))
+        {
+            let (k, v) = item?;
+            if k.first() != Some(&b'M') {
+                break;
+            }
+            out.push(serde_json::from_slice(&v).context("corrupt topic settings")?);
+        }
+        Ok(out)
+    }
+
+    /// Deletes a topic and its records.
+    pub fn delete_topic(&self, name: &str) -> anyhow::Result<()> {
+        let topic = self.require_topic(name)?;
+        let mut heads = self.lock_heads();
+        let mut batch = WriteBatch::default();
+        batch.delete_range(
+            record_key(topic.id, 0, 0),
+            record_key(topic.id, u32::MAX, u64::MAX),
+        );
+        batch.delete(meta_key(name));
+        self.db.write(batch)?;
+        heads.retain(|(id, _), _| *id != topic.id);
+        self.lock_topics().remove(name);
+        Ok(())
+    }
+
+    fn lock_heads(&self) -> std::sync::MutexGuard<'_, HashMap<(u32, u32), u64>> {
+        match self.heads.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    fn lock_topics(&self) -> std::sync::MutexGuard<'_, HashMap<String, Topic>> {
+        match self.topics.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    fn first_last(&self, topic: u32, partition: u32) -> anyhow::Result<Option<(u64, u64)>> {
+        let lo = record_key(topic, partition, 0);
+        let hi = record_key(topic, partition, u64::MAX);
+        let mut it = self.db.raw_iterator();
+        it.seek(lo);
+        let first = match it.key() {
+            Some(k) if k.len() == 17 && k[..9] == lo[..9] => offset_of(k),
+            _ => {
+                it.status()?;
+                return Ok(None);
+            }
+        };
+        it.seek_for_prev(hi);
+        let last = match it.key() {
+            Some(k) if k.len() == 17 && k[..9] == lo[..9] => offset_of(k),
+            _ => first,
+        };
+        Ok(Some((first, last)))
+    }
+
+    /// The offset of the first record still kept (after retention).
+    pub fn start_offset(&self, topic: &Topic, partition: u32) -> anyhow::Result<u64> {
+        Ok(match self.first_last(topic.id, partition)? {
+            Some((first, _)) => first,
+            None => self.end_offset(topic, partition)?,
+        })
+    }
+
+    /// The offset the next record appended will get.
+    pub fn end_offset(&self, topic: &Topic, partition: u32) -> anyhow::Result<u64> {
+        let mut heads = self.lock_heads();
+        self.head(&mut heads, topic.id, partition)
+    }
+
+    fn head(
+        &self,
+        heads: &mut HashMap<(u32, u32), u64>,
+        topic: u32,
+        partition: u32,
+    ) -> anyhow::Result<u64> {
+        if let Some(h) = heads.get(&(topic, partition)) {
+            return Ok(*h);
+        }
+        // After the last record; an empty (or emptied) partition keeps its
+        // end in a marker so that offsets never go back.
+        let marker = self.db.get(end_marker(topic, partition))?;
+        let from_marker = marker
+            .as_deref()
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(0);
+        let from_records = self
+            .first_last(topic, partition)?
+            .map_or(0, |(_, last)| last + 1);
+        let h = from_marker.max(from_records);
+        heads.insert((topic, partition), h);
+        Ok(h)
+    }
+
+    /// Reads up to `max` records of a partition from `from` on.
+    pub fn read(
+        &self,
+        topic: &Topic,
+        partition: u32,
+        from: u64,
+        max: usize,
+    ) -> anyhow::Result<Vec<Stored>> {
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_upper_bound(record_key(topic.id, partition, u64::MAX).to_vec());
+        let mut it = self.db.raw_iterator_opt(opts);
+        it.seek(record_key(topic.id, partition, from));
+        let mut out = Vec::new();
+        while out.len() < max && it.valid() {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                break;
+            };
+            out.push(Stored {
+                offset: offset_of(k),
+                bytes: v.to_vec(),
+            });
+            it.next();
+        }
+        it.status()?;
+        Ok(out)
+    }
+
+    /// Writes a commit atomically: appends get the next offsets of their
+    /// partitions. Returns the offsets assigned, in append order.
+    pub fn commit(&self, commit: Commit) -> anyhow::Result<Vec<u64>> {
+        let mut heads = self.lock_heads();
+        let mut batch = WriteBatch::default();
+        let mut offsets = Vec::with_capacity(commit.appends.len());
+        let mut next: HashMap<(u32, u32), u64> = HashMap::new();
+        let mut buf = Vec::with_capacity(256);
+        for (topic, partition, mut record) in commit.appends {
+            let n = match next.get(&(topic, partition)) {
+                Some(n) => *n,
+                None => self.head(&mut heads, topic, partition)?,
+            };
+            record.offset = n as i64;
+            buf.clear();
+            codec::encode_record(&mut buf, &record);
+            batch.put(record_key(topic, partition, n), &buf);
+            offsets.push(n);
+            next.insert((topic, partition), n + 1);
+        }
+        for (k, v) in commit.puts {
+            match v {
+                Some(v) => batch.put(k, v),
+                None => batch.delete(k),
+            }
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_sync(false);
+        self.db
+            .write_opt(batch, &wo)
+            .context("cannot write to the log")?;
+        heads.extend(next);
+        Ok(offsets)
+    }
+
+    /// Applies retention and compaction to every topic: deletes records older
+    /// than `retention_ms` (relative to `now_ms`), the oldest records of a
+    /// partition past `retention_bytes`, and in compacted topics every record
+    /// that a newer one with the same key replaces. Returns how many records
+    /// it deleted.
+    pub fn clean(&self, now_ms: i64) -> anyhow::Result<u64> {
+        let mut deleted = 0;
+        for topic in self.topics()? {
+            let c = &topic.config;
+            if c.retention_ms.is_none() && c.retention_bytes.is_none() && !c.compacted {
+                continue;
+            }
+            for p in 0..c.partitions {
+                deleted += self.clean_partition(&topic, p, now_ms)?;
+            }
+        }
+        Ok(deleted)
+    }
+
+    fn clean_partition(&self, topic: &Topic, partition: u32, now_ms: i64) -> anyhow::Result<u64> {
+        let c = &topic.config;
+        let records = self.read(topic, partition, 0, usize::MAX)?;
+        let total: u64 = records.iter().map(|r| r.bytes.len() as u64).sum();
+        let mut doomed = vec![false; records.len()];
+        if let Some(ms) = c.retention_ms {
+            for (i, r) in records.iter().enumerate() {
+                if r.timestamp() < now_ms - ms {
+                    doomed[i] = true;
+                }
+            }
+        }
+        if let Some(limit) = c.retention_bytes {
+            let mut size = total;
+            for (i, r) in records.iter().enumerate() {
+                if size <= limit {
+                    break;
+                }
+                size -= r.bytes.len() as u64;
+                doomed[i] = true;
+            }
+        }
+        if c.compacted {
+            let mut newest: HashMap<Vec<u8>, usize> = HashMap::new();
+            for (i, r) in records.iter().enumerate() {
+                let key = r.record()?.key.unwrap_or_default();
+                if let Some(old) = newest.insert(key, i) {
+                    doomed[old] = true;
+                }
+            }
+        }
+        let n = doomed.iter().filter(|d| **d).count() as u64;
+        if n == 0 {
+            return Ok(0);
+        }
+        let heads = self.lock_heads();
+        let mut batch = WriteBatch::default();
+        for (r, d) in records.iter().zip(&doomed) {
+            if *d {
+                batch.delete(record_key(topic.id, partition, r.offset));
+            }
+        }
+        if let Some(last) = records.last() {
+            batch.put(
+                end_marker(topic.id, partition),
+                (last.offset + 1).to_be_bytes(),
+            );
+        }
+        self.db.write(batch)?;
+        drop(heads);
+        Ok(n)
+    }
+}
+
+fn end_marker(topic: u32, partition: u32) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = b'E';
+    k[1..5].copy_from_slice(&topic.to_be_bytes());
+    k[5..9].copy_from_slice(&partition.to_be_bytes());
+    k
+}
+
+fn offset_of(key: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&key[9..17]);
+    u64::from_be_bytes(a)
+}

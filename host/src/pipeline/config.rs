@@ -1,0 +1,542 @@
+//! Pipeline files (TOML), read and validated as a whole before anything
+//! starts. Every error names the file, the line, the field and what would be
+//! valid.
+//!
+//! ```toml
+//! name = "wordcount"                 # the application id: names offsets, state, internal topics
+//! input = "lines"                    # the stream the steps start from
+//! output = "counts"                  # where the last step's default output goes
+//! dead_letter = "wordcount-dlq"      # rejected and trapping records, with the reason in headers
+//!
+//! [[steps]]
+//! name = "split"
+//! kind = "map"                       # map | aggregate | join | processor
+//! module = "split_words.wasm"        # relative to this file
+//! config = { min_length = 2 }        # passed to the function's init
+//! outputs = { rare = "rare-words" }  # named outputs -> topics
+//!
+//! [[steps]]
+//! name = "count"
+//! kind = "aggregate"
+//! module = "count.wasm"
+//! window = { type = "tumbling", size = "5s", grace = "1s" }   # or hopping (advance) / session (gap)
+//! emit = "update"                    # or "close": once, when the window closes
+//! ```
+//!
+//! A join step names the other side: `with = "profiles"`, `with_kind =
+//! "table"` (or "stream", which needs `window = { before = "1s", after =
+//! "0s" }`), and `join = "inner" | "left" | "outer"`. A processor lists its
+//! state stores: `stores = ["seen"]`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A pipeline file that is wrong, with where and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}:{line}: {message}")]
+pub struct ConfigError {
+    /// The file.
+    pub file: String,
+    /// The 1-based line.
+    pub line: usize,
+    /// What is wrong, and what would be valid.
+    pub message: String,
+}
+
+/// The kind of a step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepKind {
+    /// A mapper: one record in, zero or more out.
+    Map,
+    /// An aggregator, with the host keeping accumulators and windows.
+    Aggregate,
+    /// A joiner, with the host keeping the join state.
+    Join,
+    /// A processor, with state stores and timers.
+    Processor,
+}
+
+/// When an aggregate emits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Emit {
+    /// Every update of a window's result.
+    #[default]
+    Update,
+    /// Once per window, when it closes (end + grace passed).
+    Close,
+}
+
+/// Inner, left or outer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum JoinType {
+    /// Only pairs that match.
+    #[default]
+    Inner,
+    /// Every left record, with the right side when it matches.
+    Left,
+    /// Both sides, matched where they match.
+    Outer,
+}
+
+/// What the other side of a join is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum WithKind {
+    /// A table: the latest value per key of a (compacted) topic.
+    #[default]
+    Table,
+    /// A stream: records within a time window of each other meet.
+    Stream,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileToml {
+    name: Spanned<String>,
+    input: Spanned<String>,
+    output: Option<Spanned<String>>,
+    dead_letter: Option<Spanned<String>>,
+    #[serde(default)]
+    steps: Vec<Spanned<StepToml>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StepToml {
+    name: Spanned<String>,
+    kind: Spanned<StepKind>,
+    module: Spanned<String>,
+    #[serde(default)]
+    config: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    outputs: BTreeMap<String, Spanned<String>>,
+    window: Option<Spanned<WindowToml>>,
+    emit: Option<Spanned<Emit>>,
+    with: Option<Spanned<String>>,
+    with_kind: Option<Spanned<WithKind>>,
+    join: Option<Spanned<JoinType>>,
+    #[serde(default)]
+    stores: Vec<Spanned<String>>,
+    #[serde(default)]
+    key_preserving: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WindowToml {
+    #[serde(rename = "type")]
+    kind: Option<Spanned<String>>,
+    size: Option<Spanned<String>>,
+    advance: Option<Spanned<String>>,
+    gap: Option<Spanned<String>>,
+    grace: Option<Spanned<String>>,
+    before: Option<Spanned<String>>,
+    after: Option<Spanned<String>>,
+}
+
+/// A window of an aggregate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Window {
+    /// Fixed, non-overlapping windows of `size` ms.
+    Tumbling {
+        /// Size in ms.
+        size: i64,
+    },
+    /// Windows of `size` ms starting every `advance` ms.
+    Hopping {
+        /// Size in ms.
+        size: i64,
+        /// Advance in ms.
+        advance: i64,
+    },
+    /// Activity sessions: records closer than `gap` ms share a window.
+    Session {
+        /// Inactivity gap in ms.
+        gap: i64,
+    },
+}
+
+/// A validated step.
+#[derive(Clone, Debug)]
+pub struct Step {
+    /// Its name, unique in the pipeline.
+    pub name: String,
+    /// Its kind.
+    pub kind: StepKind,
+    /// The module's file.
+    pub module: PathBuf,
+    /// Its settings, as strings.
+    pub config: Vec<(String, String)>,
+    /// Named outputs to topics.
+    pub outputs: BTreeMap<String, String>,
+    /// An aggregate's window (`None`: unwindowed).
+    pub window: Option<Window>,
+    /// How late a record may be and still count, in ms.
+    pub grace: i64,
+    /// When an aggregate emits.
+    pub emit: Emit,
+    /// A join's other side (a topic).
+    pub with: Option<String>,
+    /// Table or stream.
+    pub with_kind: WithKind,
+    /// Inner, left or outer.
+    pub join: JoinType,
+    /// A stream-stream join's bounds: right records from `before` ms before
+    /// to `after` ms after a left record meet it.
+    pub before: i64,
+    /// See `before`.
+    pub after: i64,
+    /// A processor's state stores.
+    pub stores: Vec<String>,
+    /// The step keeps the record key as it is (no repartition after it).
+    pub key_preserving: bool,
+}
+
+/// A validated pipeline.
+#[derive(Clone, Debug)]
+pub struct Pipeline {
+    /// The application id.
+    pub name: String,
+    /// The input stream.
+    pub input: String,
+    /// The last step's default output topic.
+    pub output: Option<String>,
+    /// The dead-letter topic.
+    pub dead_letter: Option<String>,
+    /// The steps, in order.
+    pub steps: Vec<Step>,
+    /// The file it came from.
+    pub file: PathBuf,
+}
+
+struct Ctx<'a> {
+    file: String,
+    text: &'a str,
+}
+
+impl Ctx<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())]
+            .bytes()
+            .filter(|b| *b == b'\n')
+            .count()
+            + 1
+    }
+
+    fn err<T>(
+        &self,
+        span: std::ops::Range<usize>,
+        message: impl Into<String>,
+    ) -> Result<T, ConfigError> {
+        Err(ConfigError {
+            file: self.file.clone(),
+            line: self.line_of(span.start),
+            message: message.into(),
+        })
+    }
+
+    fn duration(&self, field: &str, v: &Spanned<String>) -> Result<i64, ConfigError> {
+        match humantime::parse_duration(v.get_ref().trim()) {
+            Ok(d) => Ok(d.as_millis() as i64),
+            Err(e) => self.err(
+                v.span(),
+                format!(
+                    "`{field}` = {:?} is not a duration ({e}); write e.g. \"500ms\", \"5s\", \"1m\"",
+                    v.get_ref()
+                ),
+            ),
+        }
+    }
+}
+
+/// A module path: relative to the pipeline file, else in one of the
+/// directories of `WEIR_MODULE_PATH` (colon-separated).
+fn find_module(base: &Path, module: &str) -> Option<PathBuf> {
+    let direct = base.join(module);
+    if direct.exists() {
+        return Some(direct);
+    }
+    let path = std::env::var_os("WEIR_MODULE_PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(module))
+        .find(|p| p.exists())
+}
+
+fn name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 200
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+/// Reads and validates a pipeline file.
+pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: file.clone(),
+        line: 0,
+        message: format!("cannot read it: {e}"),
+    })?;
+    parse(path, &text)
+}
+
+/// Validates pipeline text (`path` names it in errors and anchors module
+/// paths).
+pub fn parse(path: &Path, text: &str) -> Result<Pipeline, ConfigError> {
+    let cx = Ctx {
+        file: path.display().to_string(),
+        text,
+    };
+    let raw: FileToml = toml::from_str(text).map_err(|e| {
+        let line = e.span().map_or(1, |s| cx.line_of(s.start));
+        // Name the field when the line is `field = value`.
+        let field = text
+            .lines()
+            .nth(line.saturating_sub(1))
+            .and_then(|l| l.split_once('='))
+            .map(|(k, _)| k.trim())
+            .filter(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
+        let message = e.message().trim().to_string();
+        ConfigError {
+            file: cx.file.clone(),
+            line,
+            message: match field {
+                Some(f) if !message.contains(&format!("`{f}`")) => format!("`{f}`: {message}"),
+                _ => message,
+            },
+        }
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    for (what, v) in [("name", Some(&raw.name)), ("input", Some(&raw.input))]
+        .into_iter()
+        .chain([
+            ("output", raw.output.as_ref()),
+            ("dead_letter", raw.dead_letter.as_ref()),
+        ])
+    {
+        if let Some(v) = v
+            && !name_ok(v.get_ref())
+        {
+            return cx.err(
+                v.span(),
+                format!(
+                    "`{what}` = {:?}: use 1 to 200 of the characters A-Z a-z 0-9 . _ -",
+                    v.get_ref()
+                ),
+            );
+        }
+    }
+    if raw.steps.is_empty() {
+        return cx.err(
+            raw.name.span(),
+            "the pipeline has no steps: add at least one [[steps]] table with name, kind and module",
+        );
+    }
+    let mut steps: Vec<Step> = Vec::new();
+    for st in &raw.steps {
+        let s = st.get_ref();
+        let name = s.name.get_ref().clone();
+        if !name_ok(&name) {
+            return cx.err(
+                s.name.span(),
+                format!("step `name` = {name:?}: use 1 to 200 of the characters A-Z a-z 0-9 . _ -"),
+            );
+        }
+        if steps.iter().any(|p| p.name == name) {
+            return cx.err(
+                s.name.span(),
+                format!("two steps are named {name:?}: step names must be unique"),
+            );
+        }
+        let kind = *s.kind.get_ref();
+        let Some(module) = find_module(base, s.module.get_ref()) else {
+            return cx.err(
+                s.module.span(),
+                format!(
+                    "step {name}: `module` = {:?}: no such file, relative to the pipeline file ({}) or in WEIR_MODULE_PATH; build it first (`just guests`) or fix the path",
+                    s.module.get_ref(),
+                    base.join(s.module.get_ref()).display()
+                ),
+            );
+        };
+        let config = s
+            .config
+            .iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    toml::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (k.clone(), v)
+            })
+            .collect();
+        let mut outputs = BTreeMap::new();
+        for (k, v) in &s.outputs {
+            if !name_ok(v.get_ref()) {
+                return cx.err(
+                    v.span(),
+                    format!(
+                        "step {name}: output {k} = {:?} is not a valid topic name",
+                        v.get_ref()
+                    ),
+                );
+            }
+            outputs.insert(k.clone(), v.get_ref().clone());
+        }
+        let only = |field: &str, present: bool, span: std::ops::Range<usize>, kinds: &str| {
+            if present {
+                cx.err(
+                    span,
+                    format!(
+                        "step {name}: `{field}` applies to {kinds} steps, not to a {kind:?} step"
+                    ),
+                )
+            } else {
+                Ok(())
+            }
+        };
+        if kind != StepKind::Aggregate
+            && let Some(e) = &s.emit
+        {
+            only("emit", true, e.span(), "aggregate")?;
+        }
+        if kind != StepKind::Join {
+            if let Some(w) = &s.with {
+                only("with", true, w.span(), "join")?;
+            }
+            if let Some(j) = &s.join {
+                only("join", true, j.span(), "join")?;
+            }
+        }
+        if kind != StepKind::Processor
+            && let Some(st) = s.stores.first()
+        {
+            only("stores", true, st.span(), "processor")?;
+        }
+        let mut step = Step {
+            name: name.clone(),
+            kind,
+            module,
+            config,
+            outputs,
+            window: None,
+            grace: 0,
+            emit: s.emit.as_ref().map(|e| *e.get_ref()).unwrap_or_default(),
+            with: s.with.as_ref().map(|w| w.get_ref().clone()),
+            with_kind: s
+                .with_kind
+                .as_ref()
+                .map(|w| *w.get_ref())
+                .unwrap_or_default(),
+            join: s.join.as_ref().map(|j| *j.get_ref()).unwrap_or_default(),
+            before: 0,
+            after: 0,
+            stores: s.stores.iter().map(|x| x.get_ref().clone()).collect(),
+            key_preserving: s.key_preserving,
+        };
+        if let Some(w) = &s.window {
+            let span = w.span();
+            let w = w.get_ref();
+            if let Some(g) = &w.grace {
+                step.grace = cx.duration("window.grace", g)?;
+            }
+            match kind {
+                StepKind::Aggregate => {
+                    let Some(t) = &w.kind else {
+                        return cx.err(span, format!("step {name}: the window needs a `type`: \"tumbling\", \"hopping\" or \"session\""));
+                    };
+                    let need = |f: &Option<Spanned<String>>,
+                                field: &str|
+                     -> Result<i64, ConfigError> {
+                        match f {
+                            Some(v) => {
+                                let ms = cx.duration(&format!("window.{field}"), v)?;
+                                if ms <= 0 {
+                                    return cx.err(
+                                        v.span(),
+                                        format!(
+                                            "step {name}: `window.{field}` must be longer than 0"
+                                        ),
+                                    );
+                                }
+                                Ok(ms)
+                            }
+                            None => cx.err(
+                                span.clone(),
+                                format!("step {name}: a {} window needs `{field}`", t.get_ref()),
+                            ),
+                        }
+                    };
+                    step.window = Some(match t.get_ref().as_str() {
+                        "tumbling" => Window::Tumbling {
+                            size: need(&w.size, "size")?,
+                        },
+                        "hopping" => {
+                            let size = need(&w.size, "size")?;
+                            let advance = need(&w.advance, "advance")?;
+                            if advance > size {
+                                return cx.err(span, format!("step {name}: `window.advance` ({advance} ms) is larger than `window.size` ({size} ms)"));
+                            }
+                            Window::Hopping { size, advance }
+                        }
+                        "session" => Window::Session {
+                            gap: need(&w.gap, "gap")?,
+                        },
+                        other => {
+                            return cx.err(t.span(), format!("step {name}: unknown window type {other:?}; valid: \"tumbling\", \"hopping\", \"session\""));
+                        }
+                    });
+                }
+                StepKind::Join => {
+                    if let Some(b) = &w.before {
+                        step.before = cx.duration("window.before", b)?;
+                    }
+                    if let Some(a) = &w.after {
+                        step.after = cx.duration("window.after", a)?;
+                    }
+                }
+                _ => {
+                    return cx.err(span, format!("step {name}: `window` applies to aggregate and join steps, not to a {kind:?} step"));
+                }
+            }
+        }
+        if kind == StepKind::Join {
+            let Some(with) = &s.with else {
+                return cx.err(
+                    st.span(),
+                    format!("step {name}: a join needs `with`, the topic of the other side"),
+                );
+            };
+            if !name_ok(with.get_ref()) {
+                return cx.err(
+                    with.span(),
+                    format!(
+                        "step {name}: `with` = {:?} is not a valid topic name",
+                        with.get_ref()
+                    ),
+                );
+            }
+            if step.with_kind == WithKind::Stream && s.window.is_none() {
+                return cx.err(st.span(), format!("step {name}: a stream-stream join needs `window = {{ before = \"...\", after = \"...\" }}`"));
+            }
+        }
+        steps.push(step);
+    }
+    let _ = Duration::ZERO;
+    Ok(Pipeline {
+        name: raw.name.into_inner(),
+        input: raw.input.into_inner(),
+        output: raw.output.map(Spanned::into_inner),
+        dead_letter: raw.dead_letter.map(Spanned::into_inner),
+        steps,
+        file: path.to_path_buf(),
+    })
+}

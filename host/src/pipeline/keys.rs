@@ -1,0 +1,140 @@
+//! Where a pipeline keeps its things in the data directory's database.
+//!
+//! ```text
+//! K pipeline 0 'o' source-topic 0 partition:u32          -> next offset to read (u64)
+//! K pipeline 0 't' segment:u32 partition:u32             -> the task's stream time (i64)
+//! K pipeline 0 'a' step 0 partition:u32 klen:u32 key start:i64 -> aggregate: end:i64 + accumulator
+//! K pipeline 0 'c' step 0 partition:u32 end:i64 klen:u32 key start:i64 -> aggregate windows by end (emit on close)
+//! K pipeline 0 'j' step 0 side:u8 partition:u32 klen:u32 key [ts:i64 offset:u64] -> join state
+//! K pipeline 0 's' step 0 store 0 partition:u32 key      -> a processor's state store
+//! ```
+//!
+//! Signed numbers are stored with the sign bit flipped, big-endian, so that
+//! byte order is numeric order.
+
+/// An `i64` whose big-endian bytes sort in numeric order.
+pub fn ord_i64(v: i64) -> [u8; 8] {
+    ((v as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+/// The inverse of [`ord_i64`].
+pub fn from_ord_i64(b: &[u8]) -> i64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[..8]);
+    (u64::from_be_bytes(a) ^ (1 << 63)) as i64
+}
+
+/// The prefix of everything a pipeline keeps.
+pub fn pipeline(name: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(64);
+    k.push(b'K');
+    k.extend_from_slice(name.as_bytes());
+    k.push(0);
+    k
+}
+
+/// The committed offset of one source partition.
+pub fn offset(pipe: &str, topic: &str, partition: u32) -> Vec<u8> {
+    let mut k = pipeline(pipe);
+    k.push(b'o');
+    k.extend_from_slice(topic.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&partition.to_be_bytes());
+    k
+}
+
+/// A task's stream time.
+pub fn stream_time(pipe: &str, segment: u32, partition: u32) -> Vec<u8> {
+    let mut k = pipeline(pipe);
+    k.push(b't');
+    k.extend_from_slice(&segment.to_be_bytes());
+    k.extend_from_slice(&partition.to_be_bytes());
+    k
+}
+
+/// The prefix of one step's keys of one kind in one partition.
+pub fn step(pipe: &str, kind: u8, step: &str, partition: u32) -> Vec<u8> {
+    let mut k = pipeline(pipe);
+    k.push(kind);
+    k.extend_from_slice(step.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&partition.to_be_bytes());
+    k
+}
+
+/// Appends a length-prefixed key.
+pub fn push_key(k: &mut Vec<u8>, key: &[u8]) {
+    k.extend_from_slice(&(key.len() as u32).to_be_bytes());
+    k.extend_from_slice(key);
+}
+
+/// An aggregate's accumulator of one key and window.
+pub fn agg(pipe: &str, step_name: &str, partition: u32, key: &[u8], start: i64) -> Vec<u8> {
+    let mut k = step(pipe, b'a', step_name, partition);
+    push_key(&mut k, key);
+    k.extend_from_slice(&ord_i64(start));
+    k
+}
+
+/// The close index entry of one window.
+pub fn agg_close(
+    pipe: &str,
+    step_name: &str,
+    partition: u32,
+    end: i64,
+    key: &[u8],
+    start: i64,
+) -> Vec<u8> {
+    let mut k = step(pipe, b'c', step_name, partition);
+    k.extend_from_slice(&ord_i64(end));
+    push_key(&mut k, key);
+    k.extend_from_slice(&ord_i64(start));
+    k
+}
+
+/// A processor's state store entry.
+pub fn store(pipe: &str, step_name: &str, store_name: &str, partition: u32, key: &[u8]) -> Vec<u8> {
+    let mut k = store_prefix(pipe, step_name, store_name, partition);
+    k.extend_from_slice(key);
+    k
+}
+
+/// The prefix of a processor's state store in one partition.
+pub fn store_prefix(pipe: &str, step_name: &str, store_name: &str, partition: u32) -> Vec<u8> {
+    let mut k = pipeline(pipe);
+    k.push(b's');
+    k.extend_from_slice(step_name.as_bytes());
+    k.push(0);
+    k.extend_from_slice(store_name.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&partition.to_be_bytes());
+    k
+}
+
+/// The key just after every key that starts with `prefix`.
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0xff; prefix.len() + 1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ordered_i64_sorts_numerically() {
+        let vals = [i64::MIN, -5, -1, 0, 1, 7, i64::MAX];
+        for w in vals.windows(2) {
+            assert!(ord_i64(w[0]) < ord_i64(w[1]));
+        }
+        for v in vals {
+            assert_eq!(from_ord_i64(&ord_i64(v)), v);
+        }
+    }
+}

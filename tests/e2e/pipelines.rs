@@ -1,0 +1,644 @@
+//! Pipelines on the embedded log: the seed's examples against models the
+//! tests compute on their own, crash recovery, windows, joins, dead letters
+//! and pipeline-file mistakes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::{Value, json};
+
+use crate::util::{assert_lines, guest, root, run, tempdir, weir};
+
+/// A data directory and `weir` commands pointed at it.
+struct Data {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl Data {
+    fn new() -> Data {
+        let dir = tempdir();
+        let path = dir.path().join("data");
+        Data { _dir: dir, path }
+    }
+
+    fn weir(&self) -> Command {
+        let mut c = weir();
+        c.env("WEIR_DATA", &self.path);
+        c.env("WEIR_MODULE_PATH", guest("count").parent().unwrap());
+        c
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let r = run(self.weir().args(args));
+        assert!(r.status.success(), "weir {args:?} failed: {}", r.stderr);
+        r.stdout
+    }
+
+    fn topic(&self, name: &str, partitions: u32) {
+        self.ok(&[
+            "topic",
+            "create",
+            name,
+            "--partitions",
+            &partitions.to_string(),
+        ]);
+    }
+
+    fn produce(&self, topic: &str, lines: &[String]) {
+        let mut child = self
+            .weir()
+            .args(["produce", topic])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        for l in lines {
+            writeln!(stdin, "{l}").unwrap();
+        }
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn run_pipeline(&self, file: &Path, extra: &[&str]) -> String {
+        let r = run(self
+            .weir()
+            .arg("run")
+            .arg(file)
+            .args(["--until-caught-up", "--quiet"])
+            .args(extra));
+        assert!(r.status.success(), "weir run failed: {}", r.stderr);
+        r.stderr
+    }
+
+    fn consume(&self, topic: &str) -> Vec<Value> {
+        self.ok(&["consume", topic, "--from-beginning"])
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+/// A JSON value as text with object keys sorted, to compare values that were
+/// built with different key orders.
+fn canon(v: &Value) -> String {
+    match v {
+        Value::Object(m) => {
+            let mut items: Vec<(&String, &Value)> = m.iter().collect();
+            items.sort_by(|a, b| a.0.cmp(b.0));
+            let inner: Vec<String> = items
+                .into_iter()
+                .map(|(k, v)| format!("{}:{}", Value::String(k.clone()), canon(v)))
+                .collect();
+            format!("{{{}}}", inner.join(","))
+        }
+        Value::Array(a) => format!("[{}]", a.iter().map(canon).collect::<Vec<_>>().join(",")),
+        other => other.to_string(),
+    }
+}
+
+fn pipeline(name: &str) -> PathBuf {
+    root().join("examples/pipelines").join(name)
+}
+
+/// The newest value per key (and window), as a compacted topic keeps it.
+fn latest(records: &[Value]) -> BTreeMap<String, Value> {
+    let mut m = BTreeMap::new();
+    for r in records {
+        let mut k = r["key"].as_str().unwrap().to_string();
+        if let Some(h) = r.get("headers") {
+            k = format!("{k}@{}", h["weir.window.start"].as_str().unwrap_or(""));
+        }
+        m.insert(k, r["value"].clone());
+    }
+    m
+}
+
+fn words_of(line: &str) -> Vec<String> {
+    line.to_lowercase()
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty() && *w != "the")
+        .map(str::to_string)
+        .collect()
+}
+
+fn text_lines(n: usize, seed: u64) -> Vec<String> {
+    let vocab = [
+        "the",
+        "kafka",
+        "stream",
+        "wasm",
+        "state",
+        "The",
+        "window",
+        "join",
+        "Weir",
+        "river",
+        "log",
+        "table",
+        "offset",
+        "partition",
+    ];
+    let mut x = seed;
+    (0..n)
+        .map(|i| {
+            let mut words = Vec::new();
+            for _ in 0..(3 + i % 5) {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                words.push(vocab[(x >> 33) as usize % vocab.len()]);
+            }
+            words.join(if i % 3 == 0 { ", " } else { " " })
+        })
+        .collect()
+}
+
+fn model_counts(lines: &[String]) -> BTreeMap<String, Value> {
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    for l in lines {
+        for w in words_of(l) {
+            *counts.entry(w).or_default() += 1;
+        }
+    }
+    counts.into_iter().map(|(k, v)| (k, json!(v))).collect()
+}
+
+fn as_records(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            json!({"key": format!("line-{i}"), "value": l, "timestamp": 1000 + i}).to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn word_count_matches_a_model_and_state_is_queryable() {
+    let d = Data::new();
+    d.topic("lines", 3);
+    let lines = text_lines(400, 7);
+    d.produce("lines", &as_records(&lines));
+    let summary = d.run_pipeline(&pipeline("wordcount.toml"), &[]);
+    assert!(summary.contains("wordcount: "), "{summary}");
+    let counts = d.consume("counts");
+    let model = model_counts(&lines);
+    assert_eq!(latest(&counts), model);
+    let r = run(d
+        .weir()
+        .args(["state", "get"])
+        .arg(&d.path)
+        .args(["wordcount", "count", "kafka"]));
+    assert!(r.status.success(), "{}", r.stderr);
+    assert_lines(
+        "state get",
+        &r.stdout,
+        &format!(r#"{{"key":"kafka","value":{}}}"#, model["kafka"]),
+    );
+    let scan = run(d
+        .weir()
+        .args(["state", "scan"])
+        .arg(&d.path)
+        .args(["wordcount", "count"]));
+    assert_eq!(scan.stdout.lines().count(), model.len());
+}
+
+#[test]
+fn word_count_killed_and_restarted_loses_and_repeats_nothing() {
+    let d = Data::new();
+    d.topic("lines", 2);
+    let lines = text_lines(6000, 11);
+    d.produce("lines", &as_records(&lines));
+    let total_words: u64 = lines.iter().map(|l| words_of(l).len() as u64).sum();
+    let repartition_end = || -> u64 {
+        let out = run(d
+            .weir()
+            .args(["topic", "describe", "wordcount-count-repartition"]));
+        out.stdout
+            .lines()
+            .filter_map(|l| l.split("end offset ").nth(1))
+            .map(|n| n.trim().parse::<u64>().unwrap())
+            .sum()
+    };
+    // Kill -9 at several points, each once the run has made some progress.
+    let mut kills = 0;
+    for threshold in [200u64, 3000, 9000] {
+        let mut child = d
+            .weir()
+            .arg("run")
+            .arg(pipeline("wordcount.toml"))
+            .args(["--until-caught-up", "--quiet", "--batch", "20"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            if d.path.join("db").exists() && repartition_end() >= threshold {
+                child.kill().unwrap(); // SIGKILL
+                kills += 1;
+                break;
+            }
+            std::thread::yield_now();
+        }
+        child.wait().unwrap();
+    }
+    assert_eq!(kills, 3, "the run finished before it could be killed");
+    d.run_pipeline(&pipeline("wordcount.toml"), &[]);
+    // Every word went through the repartition topic exactly once...
+    assert_eq!(repartition_end(), total_words);
+    // ...and the final counts (outputs and state) are the model's.
+    let model = model_counts(&lines);
+    assert_eq!(latest(&d.consume("counts")), model);
+    let scan = run(d.weir().args(["state", "scan"]).arg(&d.path).args([
+        "wordcount",
+        "count",
+        "--max",
+        "100000",
+    ]));
+    let state: BTreeMap<String, Value> = scan
+        .stdout
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (v["key"].as_str().unwrap().to_string(), v["value"].clone())
+        })
+        .collect();
+    assert_eq!(state, model);
+}
+
+fn write_pipeline(dir: &Path, text: &str) -> PathBuf {
+    let p = dir.join("pipeline.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn late_records_within_grace_count_and_beyond_grace_are_dropped() {
+    let d = Data::new();
+    d.topic("events", 1);
+    let file = write_pipeline(
+        d.path.parent().unwrap(),
+        r#"
+name = "late"
+input = "events"
+output = "out"
+
+[[steps]]
+name = "count"
+kind = "aggregate"
+module = "count.wasm"
+window = { type = "tumbling", size = "10s", grace = "5s" }
+"#,
+    );
+    let ev = |ts: i64| json!({"key": "k", "value": "x", "timestamp": ts}).to_string();
+    d.produce(
+        "events",
+        &[ev(1000), ev(12000), ev(9000), ev(16000), ev(2000)],
+    );
+    let summary = d.run_pipeline(&file, &["--batch", "1"]);
+    assert!(
+        summary.contains("5 records in, 4 out, 0 dead letters, 1 late records dropped"),
+        "{summary}"
+    );
+    let out: Vec<String> = d
+        .consume("out")
+        .iter()
+        .map(|r| {
+            format!(
+                "{}@{}={}",
+                r["key"].as_str().unwrap(),
+                r["headers"]["weir.window.start"].as_str().unwrap(),
+                r["value"]
+            )
+        })
+        .collect();
+    assert_eq!(out, ["k@0=1", "k@10000=1", "k@0=2", "k@10000=2"]);
+}
+
+#[test]
+fn session_windows_merge_when_a_record_bridges_them() {
+    let d = Data::new();
+    d.topic("events", 1);
+    let file = write_pipeline(
+        d.path.parent().unwrap(),
+        r#"
+name = "sessions"
+input = "events"
+output = "out"
+
+[[steps]]
+name = "count"
+kind = "aggregate"
+module = "count.wasm"
+window = { type = "session", gap = "5s", grace = "10s" }
+"#,
+    );
+    let ev = |ts: i64| json!({"key": "k", "value": "x", "timestamp": ts}).to_string();
+    d.produce("events", &[ev(1000), ev(20000), ev(10000), ev(15000)]);
+    d.run_pipeline(&file, &["--batch", "1"]);
+    let out: Vec<String> = d
+        .consume("out")
+        .iter()
+        .map(|r| {
+            format!(
+                "[{},{}]={}",
+                r["headers"]["weir.window.start"].as_str().unwrap(),
+                r["headers"]["weir.window.end"].as_str().unwrap(),
+                r["value"]
+            )
+        })
+        .collect();
+    assert_eq!(
+        out,
+        [
+            "[1000,1000]=1",
+            "[20000,20000]=1",
+            "[10000,10000]=1",
+            "[10000,10000]=null",
+            "[20000,20000]=null",
+            "[10000,20000]=3"
+        ]
+    );
+    let r = run(d
+        .weir()
+        .args(["state", "get"])
+        .arg(&d.path)
+        .args(["sessions", "count", "k"]));
+    assert_lines(
+        "state",
+        &r.stdout,
+        r#"
+        {"key":"k","window":{"start":1000,"end":1000},"value":1}
+        {"key":"k","window":{"start":10000,"end":20000},"value":3}
+        "#,
+    );
+}
+
+#[test]
+fn rejected_records_go_to_the_dead_letter_topic_and_the_rest_go_on() {
+    let d = Data::new();
+    d.topic("lines", 1);
+    d.produce(
+        "lines",
+        &[
+            json!({"key": "a", "value": "one two", "timestamp": 1}).to_string(),
+            json!({"key": "b", "value": null, "timestamp": 2}).to_string(),
+            json!({"key": "c", "value": "two", "timestamp": 3}).to_string(),
+        ],
+    );
+    let summary = d.run_pipeline(&pipeline("wordcount.toml"), &[]);
+    assert!(summary.contains("1 dead letters"), "{summary}");
+    assert_eq!(
+        latest(&d.consume("counts")),
+        BTreeMap::from([("one".into(), json!(1)), ("two".into(), json!(2))])
+    );
+    let dlq = d.ok(&["consume", "wordcount-dlq", "--from-beginning"]);
+    assert_lines(
+        "dead letters",
+        &dlq,
+        r#"{"partition":0,"offset":0,"key":"b","value":null,"headers":{"weir.error":"the record has no value (a tombstone)","weir.error.kind":"rejected","weir.step":"split"},"timestamp":2}"#,
+    );
+}
+
+#[test]
+fn a_pipeline_file_mistake_names_the_line_and_field() {
+    let d = Data::new();
+    let dir = d.path.parent().unwrap().to_path_buf();
+    let cases = [
+        (
+            "name = \"p\"\ninput = \"in\"\n\n[[steps]]\nname = \"s\"\nkind = \"mapp\"\nmodule = \"count.wasm\"\n",
+            "6: `kind`: unknown variant `mapp`, expected one of `map`, `aggregate`, `join`, `processor`",
+        ),
+        (
+            "name = \"p\"\ninput = \"in\"\n\n[[steps]]\nname = \"s\"\nkind = \"aggregate\"\nmodule = \"count.wasm\"\nwindow = { type = \"tumbling\", size = \"five seconds\" }\n",
+            "8: `window.size` = \"five seconds\" is not a duration (expected number at 0); write e.g. \"500ms\", \"5s\", \"1m\"",
+        ),
+        (
+            "name = \"p\"\ninput = \"in\"\n\n[[steps]]\nname = \"s\"\nkind = \"map\"\nmodule = \"nope.wasm\"\n",
+            "7: step s: `module` = \"nope.wasm\": no such file",
+        ),
+        (
+            "name = \"p\"\ninput = \"in\"\nouput = \"x\"\n",
+            "3: unknown field `ouput`, expected one of `name`, `input`, `output`, `dead_letter`, `steps`",
+        ),
+    ];
+    for (text, want) in cases {
+        let file = write_pipeline(&dir, text);
+        let r = run(d.weir().arg("run").arg(&file).arg("--until-caught-up"));
+        assert_eq!(r.status.code(), Some(1));
+        let expected = format!("error: {}:{want}", file.display());
+        assert!(
+            r.stderr.starts_with(&expected),
+            "expected: {expected}\nactual: {}",
+            r.stderr
+        );
+    }
+}
+
+#[test]
+fn keys_land_on_the_partitions_kafka_would_choose() {
+    let d = Data::new();
+    d.topic("keys", 4);
+    let keys = [
+        "21",
+        "foobar",
+        "a-little-bit-long-string",
+        "a-little-bit-longer-string",
+        "abc",
+    ];
+    d.produce(
+        "keys",
+        &keys
+            .iter()
+            .map(|k| json!({"key": k, "value": 1}).to_string())
+            .collect::<Vec<_>>(),
+    );
+    // Kafka: (murmur2(key) & 0x7fffffff) % 4, with murmur2 from its UtilsTest.
+    let kafka = |h: i64| ((h & 0x7fff_ffff) % 4) as u64;
+    let want: BTreeMap<&str, u64> = BTreeMap::from([
+        ("21", kafka(-973932308)),
+        ("foobar", kafka(-790332482)),
+        ("a-little-bit-long-string", kafka(-985981536)),
+        ("a-little-bit-longer-string", kafka(-1486304829)),
+        ("abc", kafka(479470107)),
+    ]);
+    let got: BTreeMap<String, u64> = d
+        .consume("keys")
+        .iter()
+        // "21" prints as the JSON number 21: bytes that are JSON print as JSON.
+        .map(|r| {
+            (
+                r["key"]
+                    .as_str()
+                    .map_or_else(|| r["key"].to_string(), str::to_string),
+                r["partition"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let want: BTreeMap<String, u64> = want.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    assert_eq!(got, want);
+}
+
+/// Trades: (ticker, ask, timestamp), out of order by up to 1.5 s.
+fn trades() -> Vec<(String, f64, i64)> {
+    let tickers = ["ACME", "GLOB", "INIT"];
+    let mut x: u64 = 99;
+    let mut out = Vec::new();
+    for i in 0..300i64 {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let t = tickers[(x >> 40) as usize % 3];
+        // Multiples of 0.25: sums are exact in any order.
+        let ask = 100.0 + ((x >> 20) % 400) as f64 * 0.25;
+        let jitter = ((x >> 50) % 1500) as i64;
+        out.push((t.to_string(), ask, 100_000 + i * 100 - jitter));
+    }
+    out
+}
+
+#[test]
+fn stock_statistics_match_a_model_over_hopping_windows() {
+    let d = Data::new();
+    d.topic("trades", 2);
+    let trades = trades();
+    d.produce(
+        "trades",
+        &trades
+            .iter()
+            .map(|(t, a, ts)| json!({"key": t, "value": {"ask": a}, "timestamp": ts}).to_string())
+            .collect::<Vec<_>>(),
+    );
+    d.run_pipeline(&pipeline("stock-stats.toml"), &[]);
+    // The model: every 5 s window advancing by 1 s that holds a trade.
+    let mut model: BTreeMap<String, (f64, u64, f64)> = BTreeMap::new();
+    for (t, ask, ts) in &trades {
+        let mut start = ts.div_euclid(1000) * 1000;
+        while start > ts - 5000 {
+            let e = model
+                .entry(format!("{t}@{start}"))
+                .or_insert((f64::MAX, 0, 0.0));
+            e.0 = e.0.min(*ask);
+            e.1 += 1;
+            e.2 += ask;
+            start -= 1000;
+        }
+    }
+    let round = |x: f64| (x * 100.0).round() / 100.0;
+    let model: BTreeMap<String, Value> = model
+        .into_iter()
+        .map(|(k, (min, n, sum))| {
+            (
+                k,
+                json!({"min_ask": round(min), "count": n, "avg_ask": round(sum / n as f64)}),
+            )
+        })
+        .collect();
+    // Closed windows were emitted once each; the still-open ones are in the state.
+    let emitted = d.consume("stock-stats");
+    let mut got = latest(&emitted);
+    assert_eq!(got.len(), emitted.len(), "a window was emitted twice");
+    let scan = run(d
+        .weir()
+        .args(["state", "scan"])
+        .arg(&d.path)
+        .args(["stock-stats", "stats"]));
+    for l in scan.stdout.lines() {
+        let v: Value = serde_json::from_str(l).unwrap();
+        let k = format!("{}@{}", v["key"].as_str().unwrap(), v["window"]["start"]);
+        let acc = &v["value"];
+        let n = acc["count"].as_u64().unwrap();
+        let avg = round(acc["sum_ask"].as_f64().unwrap() / n as f64);
+        got.insert(
+            k,
+            json!({"min_ask": round(acc["min_ask"].as_f64().unwrap()), "count": n, "avg_ask": avg}),
+        );
+    }
+    assert_eq!(got, model);
+}
+
+#[test]
+fn clicks_are_enriched_with_profiles_and_recent_searches() {
+    let d = Data::new();
+    for t in ["clicks", "profiles", "searches"] {
+        d.topic(t, 2);
+    }
+    let users = ["ann", "bob", "cid", "dee"];
+    let mut profiles = Vec::new();
+    let mut searches = Vec::new();
+    let mut clicks = Vec::new();
+    let mut x: u64 = 5;
+    for i in 0..200i64 {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let u = users[(x >> 33) as usize % users.len()];
+        let ts = 10_000 + i * 250;
+        match (x >> 45) % 4 {
+            0 => profiles.push((u, ts, json!({"user": u, "tier": format!("tier-{}", i % 3)}))),
+            1 => searches.push((u, ts, json!({"q": format!("query-{i}")}))),
+            _ => clicks.push((u, ts, json!({"page": format!("/p/{i}")}))),
+        }
+    }
+    let recs = |v: &Vec<(&str, i64, Value)>| -> Vec<String> {
+        v.iter()
+            .map(|(u, ts, val)| json!({"key": u, "value": val, "timestamp": ts}).to_string())
+            .collect()
+    };
+    d.produce("profiles", &recs(&profiles));
+    d.produce("searches", &recs(&searches));
+    d.produce("clicks", &recs(&clicks));
+    d.run_pipeline(&pipeline("clicks.toml"), &[]);
+    // The model: the newest profile at or before the click; every search of
+    // the same user in the second up to the click (or null).
+    let mut model = Vec::new();
+    for (u, ts, click) in &clicks {
+        let profile = profiles
+            .iter()
+            .rfind(|(pu, pts, _)| pu == u && pts <= ts)
+            .map_or(Value::Null, |(_, _, p)| p.clone());
+        let mut with_profile = click.clone();
+        with_profile["profile"] = profile;
+        let recent: Vec<&Value> = searches
+            .iter()
+            .filter(|(su, sts, _)| su == u && *sts >= ts - 1000 && sts <= ts)
+            .map(|(_, _, s)| s)
+            .collect();
+        if recent.is_empty() {
+            let mut o = with_profile.clone();
+            o["search"] = Value::Null;
+            model.push((u.to_string(), *ts, canon(&o)));
+        }
+        for s in recent {
+            let mut o = with_profile.clone();
+            o["search"] = s.clone();
+            model.push((u.to_string(), *ts, canon(&o)));
+        }
+    }
+    let got: BTreeSet<(String, i64, String)> = d
+        .consume("enriched-clicks")
+        .iter()
+        .map(|r| {
+            (
+                r["key"].as_str().unwrap().to_string(),
+                r["timestamp"].as_i64().unwrap(),
+                canon(&r["value"]),
+            )
+        })
+        .collect();
+    let want: BTreeSet<(String, i64, String)> = model.into_iter().collect();
+    assert_eq!(got, want);
+}
