@@ -8,3 +8,4 @@ mod util;
 
 mod foundation;
 mod pipelines;
+mod languages;
