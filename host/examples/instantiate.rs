@@ -42,7 +42,12 @@ fn main() -> anyhow::Result<()> {
         module.display(),
         median(loads).as_secs_f64() * 1e3,
         median(instantiations.clone()).as_secs_f64() * 1e3,
-        instantiations.first().copied().unwrap_or_default().as_secs_f64() * 1e3,
+        instantiations
+            .first()
+            .copied()
+            .unwrap_or_default()
+            .as_secs_f64()
+            * 1e3,
     );
     Ok(())
 }

@@ -44,9 +44,22 @@ fn same_as_rust(name: &str) {
     assert!(!rust.stdout.is_empty());
     for lang in LANGS {
         let other = weir_test(&lang_guest(lang, name), &input);
-        assert_eq!(other.status.code(), rust.status.code(), "{lang}: {}", other.stderr);
-        assert_lines(&format!("{lang} {name} stdout"), &other.stdout, &rust.stdout);
-        assert_lines(&format!("{lang} {name} stderr"), &other.stderr, &rust.stderr);
+        assert_eq!(
+            other.status.code(),
+            rust.status.code(),
+            "{lang}: {}",
+            other.stderr
+        );
+        assert_lines(
+            &format!("{lang} {name} stdout"),
+            &other.stdout,
+            &rust.stdout,
+        );
+        assert_lines(
+            &format!("{lang} {name} stderr"),
+            &other.stderr,
+            &rust.stderr,
+        );
         assert_eq!(other.stdout, rust.stdout, "{lang} {name}: stdout differs");
         assert_eq!(other.stderr, rust.stderr, "{lang} {name}: stderr differs");
     }
@@ -97,7 +110,10 @@ fn split_words_agrees_with_rust_on_unicode_punctuation_and_tombstones() {
             "{lang}: {}",
             other.stderr
         );
-        assert!(other.stderr.contains(r#""offset":4"#) && other.stderr.contains("the value is not UTF-8: "));
+        assert!(
+            other.stderr.contains(r#""offset":4"#)
+                && other.stderr.contains("the value is not UTF-8: ")
+        );
     }
 }
 
@@ -158,7 +174,12 @@ fn an_exception_thrown_for_a_record_becomes_a_dead_letter_with_its_message() {
         &js.stderr,
         &[
             dead(2, "b", "boom", "RangeError: boom at offset 2"),
-            dead(3, "c", "null", "TypeError: cannot read property 'value' of null"),
+            dead(
+                3,
+                "c",
+                "null",
+                "TypeError: cannot read property 'value' of null",
+            ),
         ]
         .join("\n"),
     );
@@ -199,7 +220,11 @@ fn the_state_and_aggregate_examples_build_and_pass_check() {
         ] {
             let r = run(weir().arg("check").arg(lang_guest(lang, name)));
             assert!(r.status.success(), "{lang} {name}: {}", r.stderr);
-            assert!(r.stdout.contains(&format!("\nworld: {world}\n")), "{}", r.stdout);
+            assert!(
+                r.stdout.contains(&format!("\nworld: {world}\n")),
+                "{}",
+                r.stdout
+            );
             assert!(r.stdout.contains(iface), "{}", r.stdout);
         }
     }
@@ -207,7 +232,13 @@ fn the_state_and_aggregate_examples_build_and_pass_check() {
 
 /// Runs `weir new` in a fresh directory, then the build command it printed
 /// (unchanged, in the project), and returns the project directory.
-fn new_project(parent: &Path, name: &str, lang: &str, world: &str, env: &[(&str, PathBuf)]) -> PathBuf {
+fn new_project(
+    parent: &Path,
+    name: &str,
+    lang: &str,
+    world: &str,
+    env: &[(&str, PathBuf)],
+) -> PathBuf {
     let r = run(weir()
         .arg("new")
         .arg(name)
@@ -228,7 +259,12 @@ fn new_project(parent: &Path, name: &str, lang: &str, world: &str, env: &[(&str,
         sh.env(k, v);
     }
     let b = run(&mut sh);
-    assert!(b.status.success(), "`{build}` failed:\n{}\n{}", b.stdout, b.stderr);
+    assert!(
+        b.status.success(),
+        "`{build}` failed:\n{}\n{}",
+        b.stdout,
+        b.stderr
+    );
     parent.join(name)
 }
 
@@ -295,7 +331,11 @@ fn weir_new_refuses_a_bad_name_and_an_existing_directory() {
     let dir = tempdir();
     let r = run(weir().args(["new", "Bad/Name", "--dir"]).arg(dir.path()));
     assert_eq!(r.status.code(), Some(1));
-    assert!(r.stderr.contains("is not a usable project name"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("is not a usable project name"),
+        "{}",
+        r.stderr
+    );
     std::fs::create_dir(dir.path().join("taken")).unwrap();
     let r = run(weir().args(["new", "taken", "--dir"]).arg(dir.path()));
     assert_eq!(r.status.code(), Some(1));
@@ -329,9 +369,15 @@ fn the_guides_snippets_are_the_files_the_tests_build() {
             }
             let source = std::fs::read_to_string(root().join(file))
                 .unwrap_or_else(|e| panic!("{guide}: {file}: {e}"));
-            assert_eq!(snippet, source, "{guide}: the snippet of {file} differs from the file");
+            assert_eq!(
+                snippet, source,
+                "{guide}: the snippet of {file} differs from the file"
+            );
             found += 1;
         }
-        assert!(found >= 2, "{guide}: only {found} snippets are marked with file=");
+        assert!(
+            found >= 2,
+            "{guide}: only {found} snippets are marked with file="
+        );
     }
 }
