@@ -7,5 +7,5 @@
 mod util;
 
 mod foundation;
-mod pipelines;
 mod languages;
+mod pipelines;

@@ -642,3 +642,56 @@ fn clicks_are_enriched_with_profiles_and_recent_searches() {
     let want: BTreeSet<(String, i64, String)> = model.into_iter().collect();
     assert_eq!(got, want);
 }
+
+#[test]
+fn a_processor_keeps_state_and_fires_event_time_timers_across_restarts() {
+    let d = Data::new();
+    d.topic("events", 1);
+    let ev = |k: &str, ts: i64| json!({"key": k, "value": "x", "timestamp": ts}).to_string();
+    // First run: a's timer (at 11000) is set, not yet due.
+    d.produce(
+        "events",
+        &[ev("a", 1000), ev("a", 2000), ev("b", 3000), ev("a", 5000)],
+    );
+    d.run_pipeline(&pipeline("bursts.toml"), &["--batch", "1"]);
+    assert_eq!(d.consume("bursts"), Vec::<Value>::new());
+    let r = run(d
+        .weir()
+        .args(["state", "scan"])
+        .arg(&d.path)
+        .args(["bursts", "burst"]));
+    assert_lines(
+        "state after the first run",
+        &r.stdout,
+        r#"
+        {"store":"counts","key":"a","value":3}
+        {"store":"counts","key":"b","value":1}
+        "#,
+    );
+    // Second run, after a restart: stream time passes a's and then b's timer.
+    d.produce("events", &[ev("c", 12000), ev("b", 20000)]);
+    d.run_pipeline(&pipeline("bursts.toml"), &["--batch", "1"]);
+    let out: Vec<String> = d
+        .consume("bursts")
+        .iter()
+        .map(|r| {
+            format!(
+                "{}={}@{}",
+                r["key"].as_str().unwrap(),
+                r["value"],
+                r["timestamp"]
+            )
+        })
+        .collect();
+    assert_eq!(out, ["a=3@11000", "b=2@13000"]);
+    let r = run(d
+        .weir()
+        .args(["state", "scan"])
+        .arg(&d.path)
+        .args(["bursts", "burst"]));
+    assert_lines(
+        "state at the end",
+        &r.stdout,
+        r#"{"store":"counts","key":"c","value":1}"#,
+    );
+}

@@ -460,6 +460,40 @@ pub fn state(cmd: StateCommand) -> anyhow::Result<ExitCode> {
         it.next();
     }
     it.status()?;
+    drop(it);
+    // A processor's stores ('s'): store 0 partition key.
+    let mut sp = keys::pipeline(&pipe);
+    sp.push(b's');
+    sp.extend_from_slice(step.as_bytes());
+    sp.push(0);
+    let mut opts = rocksdb::ReadOptions::default();
+    opts.set_iterate_upper_bound(keys::prefix_end(&sp));
+    let mut it = db.raw_iterator_opt(opts);
+    it.seek(&sp);
+    while it.valid() && found < max {
+        let (Some(k), Some(v)) = (it.key(), it.value()) else {
+            break;
+        };
+        let rest = &k[sp.len()..];
+        let Some(zero) = rest.iter().position(|b| *b == 0) else {
+            break;
+        };
+        let store = String::from_utf8_lossy(&rest[..zero]).into_owned();
+        let kb = &rest[zero + 5..];
+        if key.as_ref().is_none_or(|key| key.as_bytes() == kb) {
+            let mut obj = serde_json::Map::new();
+            obj.insert("store".into(), serde_json::Value::String(store));
+            obj.insert(
+                "key".into(),
+                serde_json::Value::String(String::from_utf8_lossy(kb).into_owned()),
+            );
+            obj.insert("value".into(), text(v));
+            writeln!(out, "{}", serde_json::Value::Object(obj))?;
+            found += 1;
+        }
+        it.next();
+    }
+    it.status()?;
     if found == 0 {
         if let Some(k) = key {
             eprintln!("no state for key {k:?} in step {step} of pipeline {pipe}");

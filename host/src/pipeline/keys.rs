@@ -111,6 +111,37 @@ pub fn store_prefix(pipe: &str, step_name: &str, store_name: &str, partition: u3
     k
 }
 
+/// The prefix of a processor step's timers on one clock (0 event time, 1
+/// wall clock) in one partition; then `time:i64 tag`.
+pub fn timers(pipe: &str, step_name: &str, partition: u32, clock: u8) -> Vec<u8> {
+    let mut k = step(pipe, b'w', step_name, partition);
+    k.push(clock);
+    k
+}
+
+/// A timer's entry.
+pub fn timer(
+    pipe: &str,
+    step_name: &str,
+    partition: u32,
+    clock: u8,
+    time: i64,
+    tag: &[u8],
+) -> Vec<u8> {
+    let mut k = timers(pipe, step_name, partition, clock);
+    k.extend_from_slice(&ord_i64(time));
+    k.extend_from_slice(tag);
+    k
+}
+
+/// Where a timer's time is kept by tag (to move or cancel it).
+pub fn timer_index(pipe: &str, step_name: &str, partition: u32, clock: u8, tag: &[u8]) -> Vec<u8> {
+    let mut k = step(pipe, b'x', step_name, partition);
+    k.push(clock);
+    k.extend_from_slice(tag);
+    k
+}
+
 /// The key just after every key that starts with `prefix`.
 pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();

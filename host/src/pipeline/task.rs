@@ -16,7 +16,7 @@ use crate::codec::{self, Entry};
 use crate::log::partitioner::partition_for_key;
 use crate::log::{Commit, Stored, Topic};
 use crate::record::{DeadLetter, Failure, Outcome, Record};
-use crate::runtime::Step;
+use crate::runtime::{StateCtx, Step};
 
 /// A record moving through the steps; `seq` is its position in the batch's
 /// merged source order, which decides the order in which stateful steps see
@@ -50,6 +50,7 @@ pub(crate) struct Task<'a> {
     txn: Txn,
     commit: Commit,
     seq: u64,
+    has_processor: bool,
 }
 
 /// A (key, window start) an aggregate batch touches...
@@ -131,6 +132,7 @@ impl<'a> Task<'a> {
         for (_, s) in &mut steps {
             s.start()?;
         }
+        let has_processor = steps.iter().any(|(c, _)| c.kind == StepKind::Processor);
         Ok(Task {
             shared,
             seg_index,
@@ -142,6 +144,7 @@ impl<'a> Task<'a> {
             txn: Txn::default(),
             commit: Commit::default(),
             seq: 0,
+            has_processor,
         })
     }
 
@@ -188,6 +191,9 @@ impl<'a> Task<'a> {
             }
             if self.shared.options.until_caught_up && self.caught_up()? {
                 return Ok(());
+            }
+            if self.has_processor {
+                self.tick()?;
             }
             std::thread::sleep(idle);
             idle = (idle * 2).min(Duration::from_millis(50));
@@ -276,7 +282,8 @@ impl<'a> Task<'a> {
             let side = entering.remove(&(i, true)).unwrap_or_default();
             let kind = self.steps[i].0.kind;
             flow = match kind {
-                StepKind::Map | StepKind::Processor => self.map(i, flow)?,
+                StepKind::Map => self.map(i, flow)?,
+                StepKind::Processor => self.process(i, flow)?,
                 StepKind::Aggregate => self.aggregate(i, flow)?,
                 StepKind::Join => self.join(i, flow, side)?,
             };
@@ -379,6 +386,18 @@ impl<'a> Task<'a> {
             })
             .collect();
         let outcomes = self.steps[i].1.map(&inputs)?;
+        self.route(i, &flow, outcomes)
+    }
+
+    /// Where a step's outcomes go: default outputs on down the flow, named
+    /// outputs to their topics, dead letters to the dead-letter topic.
+    /// Output offsets index `flow`.
+    fn route(
+        &mut self,
+        i: usize,
+        flow: &[Item],
+        outcomes: Vec<Outcome>,
+    ) -> anyhow::Result<Vec<Item>> {
         let name = self.steps[i].0.name.clone();
         let mut next = Vec::with_capacity(flow.len());
         for o in outcomes {
@@ -425,6 +444,136 @@ impl<'a> Task<'a> {
             }
         }
         Ok(next)
+    }
+
+    fn state_ctx(&mut self, i: usize) -> StateCtx {
+        StateCtx {
+            log: Some(self.shared.log.clone()),
+            pipeline: self.shared.pipeline.name.clone(),
+            step: self.steps[i].0.name.clone(),
+            partition: self.partition,
+            stores: self.steps[i].0.stores.clone(),
+            txn: std::mem::take(&mut self.txn),
+        }
+    }
+
+    /// A processor: its per-record function with state, then the timers
+    /// that came due (event time: the stream time passed them; wall clock:
+    /// the clock did).
+    fn process(&mut self, i: usize, flow: Vec<Item>) -> anyhow::Result<Vec<Item>> {
+        let mut next = Vec::new();
+        let mut last_seq = self.seq;
+        if !flow.is_empty() {
+            for it in &flow {
+                self.stream_time = self.stream_time.max(it.rec.timestamp);
+            }
+            last_seq = flow.iter().map(|it| it.seq).max().unwrap_or(last_seq);
+            let inputs: Vec<Record> = flow
+                .iter()
+                .enumerate()
+                .map(|(idx, it)| Record {
+                    offset: idx as i64,
+                    ..it.rec.clone()
+                })
+                .collect();
+            let ctx = self.state_ctx(i);
+            let result = self.steps[i].1.process(&inputs, ctx);
+            let (outcomes, ctx) = result?;
+            self.txn = ctx.txn;
+            next = self.route(i, &flow, outcomes)?;
+        }
+        next.extend(self.fire_timers(i, last_seq)?);
+        Ok(next)
+    }
+
+    /// Calls `on-timer` for every due timer of a processor step, earliest
+    /// first, and returns the outputs.
+    fn fire_timers(&mut self, i: usize, seq: u64) -> anyhow::Result<Vec<Item>> {
+        let pipe = self.shared.pipeline.name.clone();
+        let name = self.steps[i].0.name.clone();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let mut out = Vec::new();
+        for (clock, due) in [(0u8, self.stream_time), (1u8, now)] {
+            // A timer callback may schedule timers that are due at once; a
+            // bound keeps a guest from looping here forever.
+            for _ in 0..10_000 {
+                let prefix = keys::timers(&pipe, &name, self.partition, clock);
+                let mut end = prefix.clone();
+                end.extend_from_slice(&keys::ord_i64(due.saturating_add(1)));
+                let db = self.shared.log.db();
+                let Some((k, _)) = self.txn.range(db, &prefix, &end, 1)?.into_iter().next() else {
+                    break;
+                };
+                let time = keys::from_ord_i64(&k[prefix.len()..prefix.len() + 8]);
+                let tag = k[prefix.len() + 8..].to_vec();
+                self.txn.delete(k);
+                self.txn
+                    .delete(keys::timer_index(&pipe, &name, self.partition, clock, &tag));
+                let ctx = self.state_ctx(i);
+                let (result, ctx) = self.steps[i].1.on_timer(time, &tag, ctx)?;
+                self.txn = ctx.txn;
+                match result {
+                    Ok(outputs) => {
+                        for (to, mut rec) in outputs {
+                            rec.offset = 0;
+                            match to {
+                                None => out.push(Item { seq, rec }),
+                                Some(to) => match self.steps[i].0.outputs.get(&to).cloned() {
+                                    Some(topic) => self.append(&topic, rec)?,
+                                    None => {
+                                        tracing::warn!(step = %name, "a timer emitted to the undeclared output `{to}`; dropped")
+                                    }
+                                },
+                            }
+                        }
+                    }
+                    Err(reason) => {
+                        // No input record to dead-letter: the timer's tag is the record.
+                        self.dead(
+                            &name,
+                            DeadLetter {
+                                record: Record {
+                                    timestamp: time,
+                                    key: Some(tag.clone()),
+                                    ..Record::default()
+                                },
+                                failure: Failure::Trapped(format!("on-timer at {time}: {reason}")),
+                            },
+                        )?;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Fires wall-clock timers while no records arrive; commits if any fired.
+    fn tick(&mut self) -> anyhow::Result<()> {
+        let mut any = false;
+        for i in 0..self.steps.len() {
+            if self.steps[i].0.kind != StepKind::Processor {
+                continue;
+            }
+            let out = self.fire_timers(i, self.seq)?;
+            any |= !out.is_empty() || !self.commit.is_empty();
+            // Outputs of a timer continue through the later steps.
+            let mut flow = out;
+            for j in i + 1..self.steps.len() {
+                flow = match self.steps[j].0.kind {
+                    StepKind::Map => self.map(j, flow)?,
+                    StepKind::Processor => self.process(j, flow)?,
+                    StepKind::Aggregate => self.aggregate(j, flow)?,
+                    StepKind::Join => self.join(j, flow, Vec::new())?,
+                };
+            }
+            self.sink(flow)?;
+        }
+        if any || !self.txn.is_empty() {
+            self.finish_batch()?;
+        }
+        Ok(())
     }
 
     fn windows_of(&self, w: Option<Window>, ts: i64) -> Vec<(i64, i64)> {

@@ -34,6 +34,8 @@ pub struct HostState {
     pub(crate) tags: Tags,
     pub(crate) stdout: Capture,
     pub(crate) stderr: Capture,
+    /// A processor's state during a call.
+    pub(crate) state: Option<super::state::StateCtx>,
 }
 
 impl HostState {
@@ -65,6 +67,7 @@ impl HostState {
             tags,
             stdout,
             stderr,
+            state: None,
         }
     }
 

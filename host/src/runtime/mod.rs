@@ -22,6 +22,7 @@
 
 mod cache;
 mod host;
+mod state;
 mod step;
 
 use std::fmt;
@@ -37,6 +38,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 pub use self::cache::Cache;
 pub use self::host::{HostState, Tags};
+pub use self::state::StateCtx;
 pub use self::step::{Step, StepError};
 
 /// How often the epoch advances; deadlines are counted in these.
@@ -276,6 +278,18 @@ impl Runtime {
             wasmtime::component::HasSelf<HostState>,
         >(&mut linker, |s| s)
         .map_err(anyhow::Error::from)?;
+        // Linked for every world, but only a processor may import them: the
+        // load check refuses any other component that does.
+        crate::bindings::weir::functions::state::add_to_linker::<
+            HostState,
+            wasmtime::component::HasSelf<HostState>,
+        >(&mut linker, |s| s)
+        .map_err(anyhow::Error::from)?;
+        crate::bindings::weir::functions::timers::add_to_linker::<
+            HostState,
+            wasmtime::component::HasSelf<HostState>,
+        >(&mut linker, |s| s)
+        .map_err(anyhow::Error::from)?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let (e, stop) = (engine.clone(), ticker_stop.clone());
@@ -446,11 +460,7 @@ impl Runtime {
         for f in world.functions() {
             funcs.push((*f, lookup(f)?));
         }
-        let pre = if world == World::Processor {
-            // State and timers arrive with pipelines; until then a processor
-            // loads and is checked, but does not run.
-            None
-        } else {
+        let pre =
             Some(
                 self.linker
                     .instantiate_pre(&component)
@@ -458,8 +468,7 @@ impl Runtime {
                         module: module.clone(),
                         message: format!("{e:#}"),
                     })?,
-            )
-        };
+            );
         Ok(Module {
             inner: Arc::new(ModuleInner {
                 name: module,

@@ -58,6 +58,9 @@ pub struct Step {
     live: Option<Live>,
     instances: u64,
     last_instantiate: Duration,
+    /// A processor's state when it runs outside a pipeline (`weir test`):
+    /// kept in memory for the life of the step.
+    scratch: Option<crate::pipeline::txn::Txn>,
 }
 
 type BytesFn<'a> = TypedFunc<(&'a [u8],), (Vec<u8>,)>;
@@ -85,6 +88,7 @@ impl Step {
             live: None,
             instances: 0,
             last_instantiate: Duration::ZERO,
+            scratch: None,
         }
     }
 
@@ -163,6 +167,7 @@ impl Step {
                 func.typed::<(Vec<(String, String)>,), (Result<(), String>,)>(&store)
                     .map(|_| ())
             } else if *f == "merge" || *f == "on-timer" {
+                // Checked at their call.
                 Ok(())
             } else {
                 func.typed::<(&[u8],), (Vec<u8>,)>(&store).map(|_| ())
@@ -283,11 +288,141 @@ impl Step {
         }
     }
 
+    /// Runs a processor over records with state: `ctx` holds the task's
+    /// pending state changes, and comes back with the batch's changes added.
+    /// A trap discards the changes of the call that trapped; the batch is
+    /// then retried record by record, so the trapping record is a dead letter
+    /// and leaves no state change behind.
+    pub fn process(
+        &mut self,
+        records: &[Record],
+        ctx: super::StateCtx,
+    ) -> Result<(Vec<Outcome>, super::StateCtx), StepError> {
+        if records.is_empty() {
+            return Ok((Vec::new(), ctx));
+        }
+        let batch = codec::encode_batch(records);
+        self.live()?.store.data_mut().state = Some(ctx.clone());
+        let result = self.call_bytes("process", &batch)?;
+        let after = self
+            .live
+            .as_mut()
+            .and_then(|l| l.store.data_mut().state.take());
+        let failure = match (result, after) {
+            (Ok(out), Some(new_ctx)) => match decode_map(&out, records) {
+                Ok(outcomes) => return Ok((outcomes, new_ctx)),
+                Err(e) => e.to_string(),
+            },
+            (Ok(_), None) => "the instance lost its state context".to_string(),
+            (Err(trap), _) => trap,
+        };
+        if let [record] = records {
+            return Ok((
+                vec![Outcome::Dead(DeadLetter {
+                    record: record.clone(),
+                    failure: Failure::Trapped(failure),
+                })],
+                ctx,
+            ));
+        }
+        let mut outcomes = Vec::with_capacity(records.len());
+        let mut ctx = ctx;
+        for r in records {
+            let (o, c) = self.process(std::slice::from_ref(r), ctx)?;
+            outcomes.extend(o);
+            ctx = c;
+        }
+        Ok((outcomes, ctx))
+    }
+
+    /// Calls a processor's `on-timer`. Returns its outputs (or why it failed)
+    /// and the state context (unchanged when it failed).
+    #[allow(clippy::type_complexity)]
+    pub fn on_timer(
+        &mut self,
+        time: i64,
+        tag: &[u8],
+        ctx: super::StateCtx,
+    ) -> Result<
+        (
+            Result<Vec<(Option<String>, Record)>, String>,
+            super::StateCtx,
+        ),
+        StepError,
+    > {
+        let (deadline, memory_limit) = (self.deadline, self.memory_limit);
+        let ticks = self.deadline_ticks();
+        let name = self.module.name().to_string();
+        let world = self.module.world();
+        let live = self.live()?;
+        let Some(func) = live
+            .funcs
+            .iter()
+            .find(|(n, _)| *n == "on-timer")
+            .map(|(_, f)| *f)
+        else {
+            return Err(StepError::WrongWorld {
+                module: name,
+                world,
+                what: "has no `on-timer` function".into(),
+            });
+        };
+        live.store.data_mut().state = Some(ctx.clone());
+        live.store.set_epoch_deadline(ticks);
+        let typed = func
+            .typed::<(i64, &[u8]), (Vec<u8>,)>(&live.store)
+            .map_err(|e| StepError::Instantiate {
+                module: name.clone(),
+                message: format!("export `on-timer` has the wrong type: {e:#}"),
+            })?;
+        let result = typed.call(&mut live.store, (time, tag));
+        let stderr = live.store.data_mut().drain_output();
+        let after = live.store.data_mut().state.take();
+        match (result, after) {
+            (Ok((out,)), Some(new_ctx)) => {
+                live.store.data().log_stderr(&stderr);
+                let mut outputs = Vec::new();
+                let mut rejected = None;
+                codec::read_results(&out, 1, |_, e| match e {
+                    Entry::Output(o) => outputs.push(o.to_owned(0)),
+                    Entry::Rejected(m) => rejected = Some(m.to_string()),
+                    _ => {}
+                })
+                .map_err(|e| StepError::Instantiate {
+                    module: name.clone(),
+                    message: e.to_string(),
+                })?;
+                match rejected {
+                    Some(m) => Ok((Err(m), ctx)),
+                    None => Ok((Ok(outputs), new_ctx)),
+                }
+            }
+            (Ok(_), None) => Ok((Err("the instance lost its state context".into()), ctx)),
+            (Err(e), _) => {
+                self.live = None;
+                Ok((Err(describe_trap(&e, &stderr, deadline, memory_limit)), ctx))
+            }
+        }
+    }
+
     /// Runs a mapper over records. Outputs and dead letters come back in
     /// input order. When the guest traps on the batch, the batch is retried
     /// one record at a time on fresh instances, so that only the records
     /// that trap on their own become dead letters.
     pub fn map(&mut self, records: &[Record]) -> Result<Vec<Outcome>, StepError> {
+        if self.module.world() == World::Processor {
+            let ctx = super::StateCtx {
+                log: None,
+                pipeline: "test".into(),
+                step: self.tags.step.to_string(),
+                partition: 0,
+                stores: Vec::new(),
+                txn: self.scratch.take().unwrap_or_default(),
+            };
+            let (outcomes, ctx) = self.process(records, ctx)?;
+            self.scratch = Some(ctx.txn);
+            return Ok(outcomes);
+        }
         if self.module.world() != World::Mapper {
             return Err(StepError::WrongWorld {
                 module: self.module.name().to_string(),
