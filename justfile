@@ -50,6 +50,7 @@ try name: build guests-rust
 # The Wasm boundary benchmark: records/s of the uppercase map vs native.
 bench: build guests
     {{weir}} bench --module {{wasm}}/uppercase.wasm
+    {{weir}} bench --pipelines --module {{wasm}}/uppercase.wasm
 
 # Formatting and lints, as CI would want them.
 lint:

@@ -33,6 +33,198 @@ pub struct BenchArgs {
     /// Runs of each row; the best is reported.
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
+    /// Instead: end-to-end pipelines on the embedded log (a map, and word
+    /// count), with Wasm steps and with the same steps compiled natively.
+    /// The modules are taken from the directory of --module.
+    #[arg(long)]
+    pub pipelines: bool,
+    /// (internal) Run one pipeline benchmark in this process: map | wordcount.
+    #[arg(long, hide = true)]
+    pub one: Option<String>,
+    /// (internal) With --one: native steps.
+    #[arg(long, hide = true)]
+    pub native: bool,
+}
+
+/// `examples/split-words`, compiled natively.
+fn native_split(r: weir_guest::Record) -> Result<Vec<weir_guest::Output>, weir_guest::Error> {
+    let line = r.value_str()?.to_lowercase();
+    Ok(line
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty() && *w != "the")
+        .map(|w| weir_guest::Output::keyed(w, w))
+        .collect())
+}
+
+/// `examples/count`, compiled natively.
+struct NativeCount;
+
+impl weir_guest::Aggregate for NativeCount {
+    type Acc = u64;
+    fn init() -> u64 {
+        0
+    }
+    fn add(acc: &mut u64, _r: &weir_guest::Record) -> Result<(), weir_guest::Error> {
+        *acc += 1;
+        Ok(())
+    }
+    fn merge(a: u64, b: u64) -> u64 {
+        a + b
+    }
+}
+
+fn native_step(file: &str) -> Option<crate::runtime::NativeFn> {
+    use weir_guest::__private as g;
+    match file {
+        "uppercase.wasm" => Some(Box::new(|_, b: &[u8]| g::map_batch(b, native_uppercase))),
+        "split_words.wasm" => Some(Box::new(|_, b: &[u8]| g::map_batch(b, native_split))),
+        "count.wasm" => Some(Box::new(|f: &str, b: &[u8]| match f {
+            "add" => g::aggregate_add::<NativeCount>(b),
+            _ => g::aggregate_present::<NativeCount>(b),
+        })),
+        _ => None,
+    }
+}
+
+fn peak_rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// One pipeline run in this process; prints `RESULT records seconds peak-kb`.
+fn one_pipeline(args: &BenchArgs, which: &str) -> anyhow::Result<()> {
+    use crate::log::{Commit, Log, TopicConfig};
+    let dir = tempfile::tempdir()?;
+    let modules = args
+        .module
+        .parent()
+        .context("--module has no directory")?
+        .to_path_buf();
+    let (text, n) = match which {
+        "map" => (
+            "name = \"bench\"\ninput = \"in\"\noutput = \"out\"\n[[steps]]\nname = \"up\"\nkind = \"map\"\nmodule = \"uppercase.wasm\"\n",
+            args.records,
+        ),
+        "wordcount" => (
+            "name = \"bench\"\ninput = \"in\"\noutput = \"out\"\n[[steps]]\nname = \"split\"\nkind = \"map\"\nmodule = \"split_words.wasm\"\n[[steps]]\nname = \"count\"\nkind = \"aggregate\"\nmodule = \"count.wasm\"\n",
+            args.records / 4,
+        ),
+        other => anyhow::bail!("unknown pipeline benchmark {other}"),
+    };
+    let file = modules.join(format!("bench-{which}.toml"));
+    std::fs::write(&file, text)?;
+    let pipeline = crate::pipeline::config::load(&file)?;
+    let _ = std::fs::remove_file(&file);
+    let log = Log::open(&dir.path().join("data"))?;
+    let topic = log.create_topic(
+        "in",
+        TopicConfig {
+            partitions: 2,
+            compacted: false,
+            retention_ms: None,
+            retention_bytes: None,
+        },
+    )?;
+    let words = [
+        "stream", "river", "the", "weir", "log", "kafka", "state", "window", "join", "table",
+    ];
+    let mut c = Commit::default();
+    for (i, mut r) in records(n).into_iter().enumerate() {
+        if which == "wordcount" {
+            let line: Vec<&str> = (0..8)
+                .map(|j| words[(i * 7 + j * 3) % words.len()])
+                .collect();
+            r.value = Some(line.join(" ").into_bytes());
+        }
+        c.append(&topic, (i % 2) as u32, r);
+        if i % 10_000 == 9_999 {
+            log.commit(std::mem::take(&mut c))?;
+        }
+    }
+    log.commit(c)?;
+    let runtime = Runtime::new(RuntimeOptions::default())?;
+    let options = crate::pipeline::RunOptions {
+        until_caught_up: true,
+        progress: false,
+        batch: args.batch,
+        native: if args.native { Some(native_step) } else { None },
+    };
+    let started = Instant::now();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let summary = crate::pipeline::run(log, &pipeline, &runtime, &options, stop)?;
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "RESULT {} {} {secs} {}",
+        n,
+        summary.records_in,
+        peak_rss_kb()
+    );
+    Ok(())
+}
+
+fn pipelines(args: &BenchArgs) -> anyhow::Result<()> {
+    let exe = std::env::current_exe()?;
+    println!(
+        "pipelines on the embedded log: {} records for the map, {} lines of 8 words for word count; 2 partitions, batches of {}",
+        args.records,
+        args.records / 4,
+        args.batch
+    );
+    println!();
+    println!("| pipeline  | steps  | input records/s | peak memory | ratio to native |");
+    println!("|-----------|--------|-----------------|-------------|-----------------|");
+    for which in ["map", "wordcount"] {
+        let mut rates = Vec::new();
+        for native in [true, false] {
+            let mut cmd = std::process::Command::new(&exe);
+            cmd.arg("bench")
+                .arg("--module")
+                .arg(&args.module)
+                .args(["--records", &args.records.to_string()])
+                .args(["--batch", &args.batch.to_string()])
+                .args(["--one", which]);
+            if native {
+                cmd.arg("--native");
+            }
+            let out = cmd.output()?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            let line = text
+                .lines()
+                .find(|l| l.starts_with("RESULT "))
+                .with_context(|| {
+                    format!(
+                        "the {which} run printed no result: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    )
+                })?;
+            let f: Vec<f64> = line
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            anyhow::ensure!(f.len() == 4, "bad result line {line}");
+            let rate = f[0] / f[2];
+            rates.push(rate);
+            let ratio = if native {
+                "1.00".to_string()
+            } else {
+                format!("{:.2}", rate / rates[0])
+            };
+            println!(
+                "| {which:<9} | {:<6} | {:>15.0} | {:>8.0} MB | {ratio:<15} |",
+                if native { "native" } else { "wasm" },
+                rate,
+                f[3] / 1024.0
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The same function as `examples/uppercase`, compiled natively.
@@ -98,6 +290,12 @@ fn best(
 
 /// Runs the benchmark and prints its table.
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    if let Some(which) = &args.one {
+        return one_pipeline(args, which);
+    }
+    if args.pipelines {
+        return pipelines(args);
+    }
     let n = args.records;
     let data = records(n);
     let batches: Vec<(usize, Vec<u8>)> = data

@@ -695,3 +695,63 @@ fn a_processor_keeps_state_and_fires_event_time_timers_across_restarts() {
         r#"{"store":"counts","key":"c","value":1}"#,
     );
 }
+
+#[test]
+fn compaction_keeps_the_newest_record_per_key_and_retention_drops_old_ones() {
+    let d = Data::new();
+    d.ok(&[
+        "topic",
+        "create",
+        "profiles",
+        "--partitions",
+        "1",
+        "--compacted",
+    ]);
+    d.ok(&[
+        "topic",
+        "create",
+        "events",
+        "--partitions",
+        "1",
+        "--retention",
+        "1day",
+    ]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    d.produce(
+        "profiles",
+        &[
+            json!({"key": "k1", "value": "a", "timestamp": 1}).to_string(),
+            json!({"key": "k2", "value": "b", "timestamp": 2}).to_string(),
+            json!({"key": "k1", "value": "c", "timestamp": 3}).to_string(),
+        ],
+    );
+    d.produce(
+        "events",
+        &[
+            json!({"value": "old", "timestamp": 1000}).to_string(),
+            json!({"value": "new", "timestamp": now}).to_string(),
+        ],
+    );
+    assert_eq!(d.ok(&["topic", "clean"]), "deleted 2 records\n");
+    assert_lines(
+        "profiles",
+        &d.ok(&["consume", "profiles", "--from-beginning"]),
+        r#"
+        {"partition":0,"offset":1,"key":"k2","value":"b","timestamp":2}
+        {"partition":0,"offset":2,"key":"k1","value":"c","timestamp":3}
+        "#,
+    );
+    let events = d.consume("events");
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["value"], "new");
+    assert_eq!(events[0]["offset"], 1);
+    // Offsets never go back: the next record gets offset 2.
+    d.produce(
+        "events",
+        &[json!({"value": "next", "timestamp": now}).to_string()],
+    );
+    assert_eq!(d.consume("events")[1]["offset"], 2);
+}

@@ -101,6 +101,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         until_caught_up: true,
         progress: false,
         batch: 500,
+        native: None,
     };
     let stop = Arc::new(AtomicBool::new(false));
     let s = pipeline::run(log.clone(), &wordcount, &runtime, &opts, stop.clone())?;

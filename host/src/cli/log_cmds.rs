@@ -58,6 +58,12 @@ pub enum TopicCommand {
         #[command(flatten)]
         data: DataArgs,
     },
+    /// Apply retention (time, size) and compaction to every topic now
+    /// (`weir run` also does it when it starts and every 30 s).
+    Clean {
+        #[command(flatten)]
+        data: DataArgs,
+    },
     /// Delete a topic and its records.
     Delete {
         /// The topic.
@@ -65,6 +71,12 @@ pub enum TopicCommand {
         #[command(flatten)]
         data: DataArgs,
     },
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 pub fn topic(cmd: TopicCommand) -> anyhow::Result<ExitCode> {
@@ -131,6 +143,11 @@ pub fn topic(cmd: TopicCommand) -> anyhow::Result<ExitCode> {
                     log.end_offset(&t, p)?
                 );
             }
+        }
+        TopicCommand::Clean { data } => {
+            let log = Log::open(&data.data)?;
+            let n = log.clean(now_ms())?;
+            println!("deleted {n} record{}", if n == 1 { "" } else { "s" });
         }
         TopicCommand::Delete { name, data } => {
             let log = Log::open(&data.data)?;
@@ -344,6 +361,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         until_caught_up: args.until_caught_up,
         progress: !args.quiet,
         batch: args.batch.max(1),
+        native: None,
     };
     let summary = pipeline::run(log, &pipeline, &runtime, &options, stop)?;
     eprintln!(

@@ -39,6 +39,8 @@ pub struct RunOptions {
     pub progress: bool,
     /// Records per batch.
     pub batch: usize,
+    /// Benchmarks only: native stand-ins for modules, by file name.
+    pub native: Option<fn(&str) -> Option<crate::runtime::NativeFn>>,
 }
 
 impl Default for RunOptions {
@@ -47,6 +49,7 @@ impl Default for RunOptions {
             until_caught_up: false,
             progress: false,
             batch: 500,
+            native: None,
         }
     }
 }
@@ -271,6 +274,25 @@ pub fn run(
 
     let started = Instant::now();
     let done = Arc::new(AtomicBool::new(false));
+    // Retention and compaction: at the start, then every 30 s.
+    let cleaner = {
+        let (log, done) = (log.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut last: Option<Instant> = None;
+            while !done.load(Ordering::SeqCst) {
+                if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(30)) {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as i64);
+                    if let Err(e) = log.clean(now) {
+                        tracing::warn!("retention and compaction failed: {e:#}");
+                    }
+                    last = Some(Instant::now());
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
     let progress = if options.progress && std::io::stderr().is_terminal() {
         let (shared, done) = (shared.clone(), done.clone());
         Some(std::thread::spawn(move || {
@@ -315,6 +337,7 @@ pub fn run(
     if let Some(h) = progress {
         let _ = h.join();
     }
+    let _ = cleaner.join();
     if let Some(e) = first_err {
         return Err(e);
     }

@@ -117,12 +117,21 @@ impl<'a> Task<'a> {
                     external: true,
                 });
             }
-            let step = Step::new(
+            let mut step = Step::new(
                 shared.modules[si].clone(),
                 &cfg.name,
                 cfg.config.clone(),
                 &shared.runtime_options,
             );
+            let file = cfg
+                .module
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned());
+            if let (Some(native), Some(file)) = (shared.options.native, file)
+                && let Some(f) = native(&file)
+            {
+                step.set_native(f);
+            }
             steps.push((cfg, step));
         }
         let stream_time = db

@@ -39,7 +39,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 pub use self::cache::Cache;
 pub use self::host::{HostState, Tags};
 pub use self::state::StateCtx;
-pub use self::step::{Step, StepError};
+pub use self::step::{NativeFn, Step, StepError};
 
 /// How often the epoch advances; deadlines are counted in these.
 pub const TICK: Duration = Duration::from_millis(5);

@@ -61,7 +61,14 @@ pub struct Step {
     /// A processor's state when it runs outside a pipeline (`weir test`):
     /// kept in memory for the life of the step.
     scratch: Option<crate::pipeline::txn::Txn>,
+    /// A native stand-in for the guest's bytes-to-bytes exports, for
+    /// benchmarks that compare the same pipeline with a native step.
+    native: Option<NativeFn>,
 }
+
+/// A native implementation of a world's bytes-to-bytes exports: called with
+/// the export's name and the packed input, returns the packed result list.
+pub type NativeFn = Box<dyn FnMut(&str, &[u8]) -> Vec<u8> + Send>;
 
 type BytesFn<'a> = TypedFunc<(&'a [u8],), (Vec<u8>,)>;
 type InitFn = TypedFunc<(Vec<(String, String)>,), (Result<(), String>,)>;
@@ -89,7 +96,14 @@ impl Step {
             instances: 0,
             last_instantiate: Duration::ZERO,
             scratch: None,
+            native: None,
         }
+    }
+
+    /// Replaces the guest's bytes-to-bytes exports with native code (for
+    /// benchmarks).
+    pub fn set_native(&mut self, f: NativeFn) {
+        self.native = Some(f);
     }
 
     /// The module.
@@ -212,6 +226,9 @@ impl Step {
         function: &str,
         input: &[u8],
     ) -> Result<Result<Vec<u8>, String>, StepError> {
+        if let Some(f) = self.native.as_mut() {
+            return Ok(Ok(f(function, input)));
+        }
         let (deadline, memory_limit) = (self.deadline, self.memory_limit);
         let ticks = self.deadline_ticks();
         let world = self.module.world();
