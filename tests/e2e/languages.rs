@@ -381,3 +381,74 @@ fn the_guides_snippets_are_the_files_the_tests_build() {
         );
     }
 }
+
+/// Runs `weir` with `stdin` as its input; it must succeed.
+fn weir_ok(args: &[&str], data: &Path, stdin: &str) -> String {
+    use std::io::Write;
+    let mut child = weir()
+        .args(args)
+        .arg("--data")
+        .arg(data)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "weir {args:?}: {stderr}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn the_counter_processor_counts_across_batches_and_restarts_in_js_and_python() {
+    for lang in LANGS {
+        let dir = tempdir();
+        let data = dir.path().join("data");
+        let pipeline = dir.path().join("counter.toml");
+        std::fs::write(
+            &pipeline,
+            format!(
+                "name = \"counter\"\ninput = \"in\"\noutput = \"out\"\n\n[[steps]]\nname = \"count\"\nkind = \"processor\"\nmodule = \"{}\"\nstores = [\"counts\"]\n",
+                lang_guest(lang, "count-per-key").display()
+            ),
+        )
+        .unwrap();
+        let pipeline = pipeline.to_str().unwrap();
+        weir_ok(&["topic", "create", "in"], &data, "");
+        let records = |keys: &[&str]| -> String {
+            keys.iter()
+                .map(|k| format!("{{\"key\":\"{k}\",\"value\":\"x\"}}\n"))
+                .collect()
+        };
+        weir_ok(&["produce", "in"], &data, &records(&["a", "b", "a"]));
+        // Batches of 2: the count of `a` crosses a batch.
+        weir_ok(
+            &["run", pipeline, "--until-caught-up", "-q", "--batch", "2"],
+            &data,
+            "",
+        );
+        // A restart: the counts come back from the store.
+        weir_ok(&["produce", "in"], &data, &records(&["a", "b", "c"]));
+        weir_ok(&["run", pipeline, "--until-caught-up", "-q"], &data, "");
+        let out = weir_ok(&["consume", "out", "--from-beginning"], &data, "");
+        let values: Vec<String> = out
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["value"].as_str().unwrap().to_string()
+            })
+            .collect();
+        assert_eq!(
+            values,
+            ["a=1", "b=1", "a=2", "a=3", "b=2", "c=1"],
+            "{lang}: {out}"
+        );
+    }
+}
