@@ -755,3 +755,69 @@ fn compaction_keeps_the_newest_record_per_key_and_retention_drops_old_ones() {
     );
     assert_eq!(d.consume("events")[1]["offset"], 2);
 }
+
+#[test]
+fn a_table_table_left_join_follows_updates_on_both_sides() {
+    let d = Data::new();
+    d.topic("accounts", 1);
+    d.topic("plans", 1);
+    let file = write_pipeline(
+        d.path.parent().unwrap(),
+        r#"
+name = "accounts-plans"
+input = "accounts"
+output = "out"
+
+[[steps]]
+name = "plan"
+kind = "join"
+module = "merge_json.wasm"
+with = "plans"
+with_kind = "table"
+as_table = true
+join = "left"
+config = { field = "plan" }
+"#,
+    );
+    let rec =
+        |k: &str, v: Value, ts: i64| json!({"key": k, "value": v, "timestamp": ts}).to_string();
+    d.produce(
+        "plans",
+        &[
+            rec("u1", json!({"plan": "free"}), 1),
+            rec("u1", json!({"plan": "pro"}), 3),
+            rec("u1", Value::Null, 5),
+        ],
+    );
+    d.produce(
+        "accounts",
+        &[
+            rec("u1", json!({"name": "ann"}), 2),
+            rec("u2", json!({"name": "bob"}), 4),
+            rec("u1", Value::Null, 6),
+        ],
+    );
+    d.run_pipeline(&file, &[]);
+    let out: Vec<String> = d
+        .consume("out")
+        .iter()
+        .map(|r| {
+            format!(
+                "{}@{}={}",
+                r["key"].as_str().unwrap(),
+                r["timestamp"],
+                canon(&r["value"])
+            )
+        })
+        .collect();
+    assert_eq!(
+        out,
+        [
+            r#"u1@2={"name":"ann","plan":{"plan":"free"}}"#,
+            r#"u1@3={"name":"ann","plan":{"plan":"pro"}}"#,
+            r#"u2@4={"name":"bob","plan":null}"#,
+            r#"u1@5={"name":"ann","plan":null}"#,
+            r#"u1@6=null"#,
+        ]
+    );
+}

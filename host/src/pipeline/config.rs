@@ -25,7 +25,9 @@
 //!
 //! A join step names the other side: `with = "profiles"`, `with_kind =
 //! "table"` (or "stream", which needs `window = { before = "1s", after =
-//! "0s" }`), and `join = "inner" | "left" | "outer"`. A processor lists its
+//! "0s" }`), and `join = "inner" | "left" | "outer"`; `as_table = true`
+//! makes the incoming records a table too (a table-table join, where a
+//! deleted row deletes the join result). A processor lists its
 //! state stores: `stores = ["seen"]`.
 
 use std::collections::BTreeMap;
@@ -126,6 +128,8 @@ struct StepToml {
     stores: Vec<Spanned<String>>,
     #[serde(default)]
     key_preserving: bool,
+    #[serde(default)]
+    as_table: bool,
 }
 
 #[derive(Deserialize)]
@@ -197,6 +201,10 @@ pub struct Step {
     pub stores: Vec<String>,
     /// The step keeps the record key as it is (no repartition after it).
     pub key_preserving: bool,
+    /// A join whose incoming records are a table's updates (a table-table
+    /// join): both sides keep their newest value per key, and an update on
+    /// either side emits the key's new join result.
+    pub as_table: bool,
 }
 
 /// A validated pipeline.
@@ -441,6 +449,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Pipeline, ConfigError> {
             after: 0,
             stores: s.stores.iter().map(|x| x.get_ref().clone()).collect(),
             key_preserving: s.key_preserving,
+            as_table: s.as_table,
         };
         if let Some(w) = &s.window {
             let span = w.span();
@@ -523,6 +532,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Pipeline, ConfigError> {
                         with.get_ref()
                     ),
                 );
+            }
+            if s.as_table && step.with_kind != WithKind::Table {
+                return cx.err(st.span(), format!("step {name}: `as_table = true` needs `with_kind = \"table\"` (a table-table join)"));
             }
             if step.with_kind == WithKind::Stream && s.window.is_none() {
                 return cx.err(st.span(), format!("step {name}: a stream-stream join needs `window = {{ before = \"...\", after = \"...\" }}`"));

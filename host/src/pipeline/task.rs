@@ -1017,42 +1017,72 @@ impl<'a> Task<'a> {
         all.sort_by_key(|(_, it)| it.seq);
         // (key, ts, left, right, seq) pairs for the guest, in order.
         let mut pairs: Vec<JoinPair> = Vec::new();
+        let mut tombstones: Vec<Item> = Vec::new();
         for (is_left, it) in all {
             self.stream_time = self.stream_time.max(it.rec.timestamp);
             let key = it.rec.key.clone();
             let db = self.shared.log.db();
             match (cfg.with_kind, is_left) {
-                (WithKind::Table, false) => {
-                    // A table update: the newest value per key.
-                    if let Some(k) = key {
+                (WithKind::Table, side_is_left) => {
+                    let Some(k) = key else {
+                        // An unkeyed stream record meets nothing.
+                        if side_is_left && !cfg.as_table && cfg.join != JoinType::Inner {
+                            pairs.push((
+                                None,
+                                it.rec.timestamp,
+                                it.rec.value.clone(),
+                                None,
+                                it.seq,
+                                it.rec,
+                            ));
+                        }
+                        continue;
+                    };
+                    let table_key = |side: u8| {
                         let mut sk = keys::step(&pipe, b'j', &cfg.name, self.partition);
-                        sk.push(b'r');
+                        sk.push(side);
                         keys::push_key(&mut sk, &k);
-                        match it.rec.value {
-                            Some(v) => self.txn.put(sk, v),
+                        sk
+                    };
+                    // Keep the newest value of each table side.
+                    if !side_is_left || cfg.as_table {
+                        let sk = table_key(if side_is_left { b'l' } else { b'r' });
+                        match &it.rec.value {
+                            Some(v) => self.txn.put(sk, v.clone()),
                             None => self.txn.delete(sk),
                         }
                     }
-                }
-                (WithKind::Table, true) => {
-                    let right = match &key {
-                        Some(k) => {
-                            let mut sk = keys::step(&pipe, b'j', &cfg.name, self.partition);
-                            sk.push(b'r');
-                            keys::push_key(&mut sk, k);
-                            self.txn.get(db, &sk)?
-                        }
-                        None => None,
+                    if !side_is_left && !cfg.as_table {
+                        // Stream-table: a table update emits nothing.
+                        continue;
+                    }
+                    let right = self.txn.get(db, &table_key(b'r'))?;
+                    let left = if cfg.as_table {
+                        self.txn.get(db, &table_key(b'l'))?
+                    } else {
+                        it.rec.value.clone()
                     };
-                    if right.is_some() || cfg.join != JoinType::Inner {
-                        pairs.push((
-                            key,
-                            it.rec.timestamp,
-                            it.rec.value.clone(),
-                            right,
-                            it.seq,
-                            it.rec,
-                        ));
+                    let ts = it.rec.timestamp;
+                    // Table-table: the join result of the key after this update.
+                    let pair = match cfg.join {
+                        JoinType::Inner => left.is_some() && right.is_some(),
+                        JoinType::Left => left.is_some(),
+                        JoinType::Outer => left.is_some() || right.is_some(),
+                    };
+                    if pair {
+                        pairs.push((Some(k), ts, left, right, it.seq, it.rec));
+                    } else if cfg.as_table && it.rec.value.is_none() {
+                        // A deleted row deletes the join result.
+                        tombstones.push(Item {
+                            seq: it.seq,
+                            rec: Record {
+                                offset: it.rec.offset,
+                                timestamp: ts,
+                                key: Some(k),
+                                value: None,
+                                headers: Vec::new(),
+                            },
+                        });
                     }
                 }
                 (WithKind::Stream, _) => {
@@ -1107,7 +1137,7 @@ impl<'a> Task<'a> {
             self.purge_join_buffers(i)?;
         }
         if pairs.is_empty() {
-            return Ok(Vec::new());
+            return Ok(tombstones);
         }
         let mut buf = (pairs.len() as u32).to_le_bytes().to_vec();
         for (key, ts, l, r, _, _) in &pairs {
@@ -1164,6 +1194,8 @@ impl<'a> Task<'a> {
                 )?,
             }
         }
+        next.extend(tombstones);
+        next.sort_by_key(|it| it.seq);
         Ok(next)
     }
 
