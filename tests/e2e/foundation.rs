@@ -443,3 +443,68 @@ fn a_wrong_guest_signature_is_a_compile_error_pointing_at_it() {
         r.stderr
     );
 }
+
+/// The README's five-minute guide, built and run as a reader would.
+#[test]
+fn the_readme_guide_builds_and_runs() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let block = |start: &str| -> String {
+        let at = readme
+            .find(start)
+            .unwrap_or_else(|| panic!("README has no block starting {start:?}"));
+        let rest = &readme[at..];
+        rest[..rest.find("```").unwrap()].to_string()
+    };
+    let manifest = block("# Cargo.toml").replace(
+        "path = \"../weir/guest-sdk\"",
+        &format!(
+            "path = {:?}",
+            root().join("guest-sdk").display().to_string()
+        ),
+    );
+    let source = block("// src/lib.rs");
+    let target = crate::util::target_dir().join("readme-guide");
+    let krate = target.join("shout");
+    std::fs::create_dir_all(krate.join("src")).unwrap();
+    std::fs::write(
+        krate.join("Cargo.toml"),
+        format!("{manifest}\n[workspace]\n"),
+    )
+    .unwrap();
+    std::fs::write(krate.join("src/lib.rs"), source).unwrap();
+    let built = run(std::process::Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--manifest-path",
+        ])
+        .arg(krate.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", target.join("target")));
+    assert!(built.status.success(), "{}", built.stderr);
+    let input = krate.join("sample.jsonl");
+    std::fs::write(
+        &input,
+        "{\"key\": \"a\", \"value\": \"hello\"}\n{\"key\": \"b\"}\n",
+    )
+    .unwrap();
+    let r = run(weir()
+        .arg("test")
+        .arg(target.join("target/wasm32-wasip2/release/shout.wasm"))
+        .arg("--input")
+        .arg(&input)
+        .args(["--config", "suffix=?!"]));
+    assert!(r.status.success(), "{}", r.stderr);
+    assert_lines(
+        "stdout",
+        &r.stdout,
+        r#"{"output":null,"key":"a","value":"HELLO?!","timestamp":0}"#,
+    );
+    assert_lines(
+        "stderr",
+        &r.stderr,
+        r#"{"offset":2,"key":"b","value":null,"headers":{"weir.error":"record at offset 2 has no value","weir.error.kind":"rejected"},"timestamp":0}"#,
+    );
+}
