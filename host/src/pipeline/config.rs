@@ -533,6 +533,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Pipeline, ConfigError> {
                     ),
                 );
             }
+            if step.join == JoinType::Outer && !s.as_table {
+                let span = s.join.as_ref().map_or(st.span(), |j| j.span());
+                return cx.err(span, format!("step {name}: an outer join is a table-table join here: add `as_table = true` (stream joins are \"inner\" or \"left\")"));
+            }
             if s.as_table && step.with_kind != WithKind::Table {
                 return cx.err(st.span(), format!("step {name}: `as_table = true` needs `with_kind = \"table\"` (a table-table join)"));
             }
