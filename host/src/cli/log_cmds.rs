@@ -265,7 +265,11 @@ pub struct ConsumeArgs {
 }
 
 pub fn consume(args: ConsumeArgs) -> anyhow::Result<ExitCode> {
-    let log = Log::open_reader(&args.data.data)?;
+    let log = if args.follow {
+        Log::open_follower(&args.data.data)?
+    } else {
+        Log::open_reader(&args.data.data)?
+    };
     let topic = log.require_topic(&args.topic)?;
     let parts: Vec<u32> = match args.partition {
         Some(p) if p < topic.config.partitions => vec![p],

@@ -114,6 +114,20 @@ pub struct Log {
     heads: Mutex<HashMap<(u32, u32), u64>>,
     topics: Mutex<HashMap<String, Topic>>,
     secondary: Option<tempfile::TempDir>,
+    writer: bool,
+}
+
+impl Drop for Log {
+    /// A writer flushes its memtables when it closes, so that what it wrote
+    /// is in table files and not only in the write-ahead log (a crash still
+    /// recovers from the log).
+    fn drop(&mut self) {
+        if self.writer
+            && let Err(e) = self.db.flush()
+        {
+            tracing::warn!("flushing {} on close: {e}", self.dir.display());
+        }
+    }
 }
 
 fn record_key(topic: u32, partition: u32, offset: u64) -> [u8; 17] {
@@ -171,12 +185,35 @@ impl Log {
             heads: Mutex::new(HashMap::new()),
             topics: Mutex::new(HashMap::new()),
             secondary: None,
+            writer: true,
         }))
     }
 
-    /// Opens the log for reading, beside a process that may be writing it
-    /// (a RocksDB secondary instance); [`Log::catch_up`] sees newer writes.
+    /// Opens the log for reading as of now (read-only: it takes no lock, so
+    /// a writing process may run beside it).
     pub fn open_reader(dir: &Path) -> anyhow::Result<Arc<Log>> {
+        if !dir.join("db").exists() {
+            bail!(
+                "{} is not a weir data directory (no db/ inside); give --data or set WEIR_DATA",
+                dir.display()
+            );
+        }
+        let opts = Options::default();
+        let db = DB::open_for_read_only(&opts, dir.join("db"), false)
+            .with_context(|| format!("cannot open the data directory {}", dir.display()))?;
+        Ok(Arc::new(Log {
+            db,
+            dir: dir.to_path_buf(),
+            heads: Mutex::new(HashMap::new()),
+            topics: Mutex::new(HashMap::new()),
+            secondary: None,
+            writer: false,
+        }))
+    }
+
+    /// Opens the log for following, beside a process that may be writing it
+    /// (a RocksDB secondary instance); [`Log::catch_up`] sees newer writes.
+    pub fn open_follower(dir: &Path) -> anyhow::Result<Arc<Log>> {
         if !dir.join("db").exists() {
             bail!(
                 "{} is not a weir data directory (no db/ inside); give --data or set WEIR_DATA",
@@ -194,6 +231,7 @@ impl Log {
             heads: Mutex::new(HashMap::new()),
             topics: Mutex::new(HashMap::new()),
             secondary: Some(secondary),
+            writer: false,
         }))
     }
 
