@@ -11,7 +11,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Args;
 
-use weir::log::{Commit, Log, TopicConfig, partitioner};
+use weir::log::{Commit, Log, partitioner};
 use weir::pipeline::{self, RunOptions};
 use weir::record::Record;
 use weir::runtime::Runtime;
@@ -35,21 +35,6 @@ pub struct DemoArgs {
     data: Option<PathBuf>,
     #[command(flatten)]
     runtime: RuntimeArgs,
-}
-
-fn topic(log: &Log, name: &str, partitions: u32) -> anyhow::Result<weir::log::Topic> {
-    match log.topic(name)? {
-        Some(t) => Ok(t),
-        None => log.create_topic(
-            name,
-            TopicConfig {
-                partitions,
-                compacted: false,
-                retention_ms: None,
-                retention_bytes: None,
-            },
-        ),
-    }
 }
 
 fn produce(log: &Log, topic: &weir::log::Topic, records: Vec<Record>) -> anyhow::Result<()> {
@@ -84,7 +69,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
 
     // Word count.
-    let lines = topic(&log, "lines", 2)?;
+    let lines = pipeline::ensure_topic(&log, "lines", 2)?;
     let records = TEXT
         .lines()
         .enumerate()
@@ -128,7 +113,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     );
 
     // Stock statistics.
-    let trades = topic(&log, "trades", 2)?;
+    let trades = pipeline::ensure_topic(&log, "trades", 2)?;
     let tickers = ["ACME", "GLOB", "INIT"];
     let mut x: u64 = 42;
     let mut recs = Vec::new();

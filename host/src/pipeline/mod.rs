@@ -160,7 +160,8 @@ fn expected_world(kind: StepKind) -> World {
     }
 }
 
-fn ensure_topic(log: &Log, name: &str, partitions: u32) -> anyhow::Result<Topic> {
+/// The topic called `name`, created with `partitions` if it does not exist.
+pub fn ensure_topic(log: &Log, name: &str, partitions: u32) -> anyhow::Result<Topic> {
     match log.topic(name)? {
         Some(t) => Ok(t),
         None => log.create_topic(

@@ -53,6 +53,18 @@ pub(crate) struct Task<'a> {
     has_processor: bool,
 }
 
+/// The flow's records with their offsets replaced by their index in it, so
+/// that a step's outcomes can be traced back to the item they came from.
+fn indexed(flow: &[Item]) -> Vec<Record> {
+    flow.iter()
+        .enumerate()
+        .map(|(idx, it)| Record {
+            offset: idx as i64,
+            ..it.rec.clone()
+        })
+        .collect()
+}
+
 /// A (key, window start) an aggregate batch touches...
 type GroupKey = (Vec<u8>, i64);
 /// ...and its window end, member record indexes, last seq and last timestamp.
@@ -386,14 +398,7 @@ impl<'a> Task<'a> {
         if flow.is_empty() {
             return Ok(flow);
         }
-        let inputs: Vec<Record> = flow
-            .iter()
-            .enumerate()
-            .map(|(idx, it)| Record {
-                offset: idx as i64,
-                ..it.rec.clone()
-            })
-            .collect();
+        let inputs = indexed(&flow);
         let outcomes = self.steps[i].1.map(&inputs)?;
         self.route(i, &flow, outcomes)
     }
@@ -477,14 +482,7 @@ impl<'a> Task<'a> {
                 self.stream_time = self.stream_time.max(it.rec.timestamp);
             }
             last_seq = flow.iter().map(|it| it.seq).max().unwrap_or(last_seq);
-            let inputs: Vec<Record> = flow
-                .iter()
-                .enumerate()
-                .map(|(idx, it)| Record {
-                    offset: idx as i64,
-                    ..it.rec.clone()
-                })
-                .collect();
+            let inputs = indexed(&flow);
             let ctx = self.state_ctx(i);
             let result = self.steps[i].1.process(&inputs, ctx);
             let (outcomes, ctx) = result?;
