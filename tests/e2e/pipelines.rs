@@ -821,3 +821,73 @@ config = { field = "plan" }
         ]
     );
 }
+
+#[test]
+fn ctrl_c_stops_a_run_cleanly_and_a_restart_resumes() {
+    let d = Data::new();
+    d.topic("lines", 2);
+    let lines = text_lines(3000, 3);
+    d.produce("lines", &as_records(&lines));
+    let mut child = d
+        .weir()
+        .arg("run")
+        .arg(pipeline("wordcount.toml"))
+        .args(["--quiet", "--batch", "20"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the run has started (it creates its output topic), then
+    // interrupt it.
+    while !(d.path.join("db").exists()
+        && run(d.weir().args(["topic", "describe", "counts"]))
+            .status
+            .success())
+    {
+        std::thread::yield_now();
+    }
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("wordcount: "));
+    d.run_pipeline(&pipeline("wordcount.toml"), &[]);
+    assert_eq!(latest(&d.consume("counts")), model_counts(&lines));
+}
+
+#[test]
+fn the_demo_runs_word_count_and_stock_statistics() {
+    let r = run(weir()
+        .arg("demo")
+        .env("WEIR_MODULE_PATH", guest("count").parent().unwrap()));
+    assert!(r.status.success(), "{}", r.stderr);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(
+        lines[1],
+        "== word count: 6 lines -> split (map) -> repartition by word -> count (aggregate)"
+    );
+    assert_eq!(
+        lines[2].split_whitespace().collect::<Vec<_>>(),
+        ["word", "count"]
+    );
+    assert_eq!(lines[3].split_whitespace().collect::<Vec<_>>(), ["a", "5"]);
+    assert!(r.stdout.contains(
+        "\n== stock statistics: 600 trades (out of order) -> 5 s windows every 1 s, per ticker; "
+    ));
+    let tickers: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| ["ACME", "GLOB", "INIT"].contains(w))
+        .collect();
+    assert_eq!(tickers, ["ACME", "GLOB", "INIT"]);
+}
