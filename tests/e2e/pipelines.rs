@@ -828,7 +828,7 @@ fn ctrl_c_stops_a_run_cleanly_and_a_restart_resumes() {
     d.topic("lines", 2);
     let lines = text_lines(3000, 3);
     d.produce("lines", &as_records(&lines));
-    let mut child = d
+    let child = d
         .weir()
         .arg("run")
         .arg(pipeline("wordcount.toml"))
