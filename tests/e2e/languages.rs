@@ -452,3 +452,53 @@ fn the_counter_processor_counts_across_batches_and_restarts_in_js_and_python() {
         );
     }
 }
+
+#[test]
+fn the_sum_aggregator_sums_per_key_and_tumbling_window_in_js_and_python() {
+    for lang in LANGS {
+        let dir = tempdir();
+        let data = dir.path().join("data");
+        let pipeline = dir.path().join("sums.toml");
+        std::fs::write(
+            &pipeline,
+            format!(
+                "name = \"sums\"\ninput = \"in\"\noutput = \"out\"\ndead_letter = \"dlq\"\n\n[[steps]]\nname = \"sum\"\nkind = \"aggregate\"\nmodule = \"{}\"\nwindow = {{ type = \"tumbling\", size = \"10s\" }}\nemit = \"close\"\n",
+                lang_guest(lang, "sum-per-key").display()
+            ),
+        )
+        .unwrap();
+        let pipeline = pipeline.to_str().unwrap();
+        weir_ok(&["topic", "create", "in"], &data, "");
+        let input: String = [
+            ("a", "1", 1000),
+            ("a", "2", 2000),
+            ("b", "5", 3000),
+            ("a", "x", 4000),
+            ("a", "4", 12000),
+            ("c", "1", 30000),
+        ]
+        .iter()
+        .map(|(k, v, ts)| format!("{{\"key\":\"{k}\",\"value\":\"{v}\",\"timestamp\":{ts}}}\n"))
+        .collect();
+        weir_ok(&["produce", "in"], &data, &input);
+        weir_ok(&["run", pipeline, "--until-caught-up", "-q"], &data, "");
+        let out: Vec<String> = weir_ok(&["consume", "out", "--from-beginning"], &data, "")
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                format!(
+                    "{}@{}={}",
+                    v["key"].as_str().unwrap(),
+                    v["headers"]["weir.window.start"].as_str().unwrap(),
+                    v["value"]
+                )
+            })
+            .collect();
+        // Windows close when the stream time (30 s) passes their end; c's is still open.
+        assert_eq!(out, ["a@0=3", "b@0=5", "a@10000=4"], "{lang}");
+        let dlq = weir_ok(&["consume", "dlq", "--from-beginning"], &data, "");
+        let dead: serde_json::Value = serde_json::from_str(dlq.trim()).unwrap();
+        assert_eq!(dead["headers"]["weir.error"], "not a number: x", "{lang}");
+        assert_eq!(dead["headers"]["weir.step"], "sum", "{lang}");
+    }
+}
