@@ -891,3 +891,62 @@ fn the_demo_runs_word_count_and_stock_statistics() {
         .collect();
     assert_eq!(tickers, ["ACME", "GLOB", "INIT"]);
 }
+
+#[test]
+fn a_guest_that_panics_or_loops_in_a_pipeline_dead_letters_that_record_only() {
+    let d = Data::new();
+    d.topic("in", 1);
+    let file = write_pipeline(
+        d.path.parent().unwrap(),
+        r#"
+name = "faulty"
+input = "in"
+output = "out"
+dead_letter = "dlq"
+
+[[steps]]
+name = "echo"
+kind = "map"
+module = "faulty.wasm"
+config = { suffix = "!" }
+"#,
+    );
+    let rec =
+        |i: usize, v: &str| json!({"key": format!("k{i}"), "value": v, "timestamp": i}).to_string();
+    d.produce("in", &[rec(0, "a")]);
+    d.run_pipeline(&file, &[]);
+    // The second run's batch starts at offset 1: the guest sees real offsets.
+    d.produce(
+        "in",
+        &[rec(1, "panic"), rec(2, "b"), rec(3, "loop"), rec(4, "c")],
+    );
+    let summary = d.run_pipeline(&file, &["--deadline-ms", "200"]);
+    assert!(
+        summary.contains("4 records in, 2 out, 2 dead letters"),
+        "{summary}"
+    );
+    let out: Vec<String> = d
+        .consume("out")
+        .iter()
+        .map(|r| r["value"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(out, ["a!", "b!", "c!"]);
+    let dead: Vec<String> = d
+        .consume("dlq")
+        .iter()
+        .map(|r| {
+            format!(
+                "{}: {}",
+                r["value"].as_str().unwrap(),
+                r["headers"]["weir.error"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        dead,
+        [
+            "panic: panicked at tests/guests/faulty/src/lib.rs:11:20: boom at offset 1",
+            "loop: deadline exceeded: the call ran longer than 200 ms",
+        ]
+    );
+}

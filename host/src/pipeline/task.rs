@@ -53,18 +53,6 @@ pub(crate) struct Task<'a> {
     has_processor: bool,
 }
 
-/// The flow's records with their offsets replaced by their index in it, so
-/// that a step's outcomes can be traced back to the item they came from.
-fn indexed(flow: &[Item]) -> Vec<Record> {
-    flow.iter()
-        .enumerate()
-        .map(|(idx, it)| Record {
-            offset: idx as i64,
-            ..it.rec.clone()
-        })
-        .collect()
-}
-
 /// A (key, window start) an aggregate batch touches...
 type GroupKey = (Vec<u8>, i64);
 /// ...and its window end, member record indexes, last seq and last timestamp.
@@ -398,8 +386,8 @@ impl<'a> Task<'a> {
         if flow.is_empty() {
             return Ok(flow);
         }
-        let inputs = indexed(&flow);
-        let outcomes = self.steps[i].1.map(&inputs)?;
+        let inputs: Vec<Record> = flow.iter().map(|it| it.rec.clone()).collect();
+        let outcomes = self.steps[i].1.map_indexed(&inputs)?;
         self.route(i, &flow, outcomes)
     }
 
@@ -410,16 +398,14 @@ impl<'a> Task<'a> {
         &mut self,
         i: usize,
         flow: &[Item],
-        outcomes: Vec<Outcome>,
+        outcomes: Vec<(usize, Outcome)>,
     ) -> anyhow::Result<Vec<Item>> {
         let name = self.steps[i].0.name.clone();
         let mut next = Vec::with_capacity(flow.len());
-        for o in outcomes {
+        for (idx, o) in outcomes {
             match o {
                 Outcome::Output(out) => {
-                    let idx = out.record.offset as usize;
-                    let mut rec = out.record;
-                    rec.offset = flow[idx].rec.offset;
+                    let rec = out.record;
                     match out.to {
                         None => next.push(Item {
                             seq: flow[idx].seq,
@@ -450,11 +436,7 @@ impl<'a> Task<'a> {
                         },
                     }
                 }
-                Outcome::Dead(mut d) => {
-                    let idx = d.record.offset as usize;
-                    d.record.offset = flow[idx].rec.offset;
-                    self.dead(&name, d)?;
-                }
+                Outcome::Dead(d) => self.dead(&name, d)?,
             }
         }
         Ok(next)
@@ -482,7 +464,7 @@ impl<'a> Task<'a> {
                 self.stream_time = self.stream_time.max(it.rec.timestamp);
             }
             last_seq = flow.iter().map(|it| it.seq).max().unwrap_or(last_seq);
-            let inputs = indexed(&flow);
+            let inputs: Vec<Record> = flow.iter().map(|it| it.rec.clone()).collect();
             let ctx = self.state_ctx(i);
             let result = self.steps[i].1.process(&inputs, ctx);
             let (outcomes, ctx) = result?;

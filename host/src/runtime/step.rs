@@ -314,7 +314,7 @@ impl Step {
         &mut self,
         records: &[Record],
         ctx: super::StateCtx,
-    ) -> Result<(Vec<Outcome>, super::StateCtx), StepError> {
+    ) -> Result<(Vec<(usize, Outcome)>, super::StateCtx), StepError> {
         if records.is_empty() {
             return Ok((Vec::new(), ctx));
         }
@@ -335,18 +335,21 @@ impl Step {
         };
         if let [record] = records {
             return Ok((
-                vec![Outcome::Dead(DeadLetter {
-                    record: record.clone(),
-                    failure: Failure::Trapped(failure),
-                })],
+                vec![(
+                    0,
+                    Outcome::Dead(DeadLetter {
+                        record: record.clone(),
+                        failure: Failure::Trapped(failure),
+                    }),
+                )],
                 ctx,
             ));
         }
         let mut outcomes = Vec::with_capacity(records.len());
         let mut ctx = ctx;
-        for r in records {
+        for (j, r) in records.iter().enumerate() {
             let (o, c) = self.process(std::slice::from_ref(r), ctx)?;
-            outcomes.extend(o);
+            outcomes.extend(o.into_iter().map(|(_, o)| (j, o)));
             ctx = c;
         }
         Ok((outcomes, ctx))
@@ -438,8 +441,18 @@ impl Step {
             };
             let (outcomes, ctx) = self.process(records, ctx)?;
             self.scratch = Some(ctx.txn);
-            return Ok(outcomes);
+            return Ok(outcomes.into_iter().map(|(_, o)| o).collect());
         }
+        Ok(self
+            .map_indexed(records)?
+            .into_iter()
+            .map(|(_, o)| o)
+            .collect())
+    }
+
+    /// As [`Step::map`], with each outcome paired with the index of the
+    /// input record it came from.
+    pub fn map_indexed(&mut self, records: &[Record]) -> Result<Vec<(usize, Outcome)>, StepError> {
         if self.module.world() != World::Mapper {
             return Err(StepError::WrongWorld {
                 module: self.module.name().to_string(),
@@ -459,21 +472,28 @@ impl Step {
             Err(trap) => trap,
         };
         if let [record] = records {
-            return Ok(vec![Outcome::Dead(DeadLetter {
-                record: record.clone(),
-                failure: Failure::Trapped(failure),
-            })]);
+            return Ok(vec![(
+                0,
+                Outcome::Dead(DeadLetter {
+                    record: record.clone(),
+                    failure: Failure::Trapped(failure),
+                }),
+            )]);
         }
         tracing::debug!(module = %self.module.name(), "batch of {} failed ({failure}); retrying record by record", records.len());
         let mut outcomes = Vec::with_capacity(records.len());
-        for r in records {
-            outcomes.extend(self.map(std::slice::from_ref(r))?);
+        for (j, r) in records.iter().enumerate() {
+            outcomes.extend(
+                self.map_indexed(std::slice::from_ref(r))?
+                    .into_iter()
+                    .map(|(_, o)| (j, o)),
+            );
         }
         Ok(outcomes)
     }
 }
 
-fn decode_map(out: &[u8], records: &[Record]) -> Result<Vec<Outcome>, codec::Malformed> {
+fn decode_map(out: &[u8], records: &[Record]) -> Result<Vec<(usize, Outcome)>, codec::Malformed> {
     let mut outcomes = Vec::with_capacity(records.len());
     let mut bad_tag = None;
     codec::read_results(out, records.len(), |i, entry| {
@@ -481,12 +501,15 @@ fn decode_map(out: &[u8], records: &[Record]) -> Result<Vec<Outcome>, codec::Mal
         match entry {
             Entry::Output(o) => {
                 let (to, record) = o.to_owned(input.offset);
-                outcomes.push(Outcome::Output(Output { to, record }));
+                outcomes.push((i as usize, Outcome::Output(Output { to, record })));
             }
-            Entry::Rejected(m) => outcomes.push(Outcome::Dead(DeadLetter {
-                record: input.clone(),
-                failure: Failure::Rejected(m.to_string()),
-            })),
+            Entry::Rejected(m) => outcomes.push((
+                i as usize,
+                Outcome::Dead(DeadLetter {
+                    record: input.clone(),
+                    failure: Failure::Rejected(m.to_string()),
+                }),
+            )),
             Entry::Accumulator(_) | Entry::Value(_) => bad_tag = Some(i),
         }
     })?;
