@@ -758,6 +758,21 @@ fn compaction_keeps_the_newest_record_per_key_and_retention_drops_old_ones() {
 
 #[test]
 fn a_table_table_left_join_follows_updates_on_both_sides() {
+    table_table("left", &[], &[]);
+}
+
+#[test]
+fn a_table_table_outer_join_also_emits_rows_only_the_right_side_has() {
+    table_table(
+        "outer",
+        &[r#"u1@1={"plan":{"plan":"free"}}"#],
+        &[r#"u3@7={"plan":{"plan":"team"}}"#, r#"u3@8=null"#],
+    );
+}
+
+/// Plans and accounts of three users; `first` and `more` are what the join
+/// type adds before and after what every join type emits.
+fn table_table(join: &str, first: &[&str], more: &[&str]) {
     let d = Data::new();
     d.topic("accounts", 1);
     d.topic("plans", 1);
@@ -775,9 +790,11 @@ module = "merge_json.wasm"
 with = "plans"
 with_kind = "table"
 as_table = true
-join = "left"
+join = "JOIN"
 config = { field = "plan" }
-"#,
+"#
+        .replace("JOIN", join)
+        .as_str(),
     );
     let rec =
         |k: &str, v: Value, ts: i64| json!({"key": k, "value": v, "timestamp": ts}).to_string();
@@ -787,6 +804,8 @@ config = { field = "plan" }
             rec("u1", json!({"plan": "free"}), 1),
             rec("u1", json!({"plan": "pro"}), 3),
             rec("u1", Value::Null, 5),
+            rec("u3", json!({"plan": "team"}), 7),
+            rec("u3", Value::Null, 8),
         ],
     );
     d.produce(
@@ -810,16 +829,16 @@ config = { field = "plan" }
             )
         })
         .collect();
-    assert_eq!(
-        out,
-        [
-            r#"u1@2={"name":"ann","plan":{"plan":"free"}}"#,
-            r#"u1@3={"name":"ann","plan":{"plan":"pro"}}"#,
-            r#"u2@4={"name":"bob","plan":null}"#,
-            r#"u1@5={"name":"ann","plan":null}"#,
-            r#"u1@6=null"#,
-        ]
-    );
+    let mut want = first.to_vec();
+    want.extend_from_slice(&[
+        r#"u1@2={"name":"ann","plan":{"plan":"free"}}"#,
+        r#"u1@3={"name":"ann","plan":{"plan":"pro"}}"#,
+        r#"u2@4={"name":"bob","plan":null}"#,
+        r#"u1@5={"name":"ann","plan":null}"#,
+        r#"u1@6=null"#,
+    ]);
+    want.extend_from_slice(more);
+    assert_eq!(out, want, "{join} join");
 }
 
 #[test]

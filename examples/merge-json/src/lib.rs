@@ -1,6 +1,7 @@
-//! Joins two JSON values: the left one must be an object; the right one (or
-//! `null` when nothing matched, in a left join) goes into it under the field
-//! named by the `field` setting (default "right").
+//! Joins two JSON values: the left one must be an object (or nothing, in an
+//! outer join: then an empty one); the right one (or `null` when nothing
+//! matched) goes into it under the field named by the `field` setting
+//! (default "right").
 
 use weir_guest::serde_json::{Map, Value};
 use weir_guest::{Error, Pair, reject};
@@ -8,11 +9,12 @@ use weir_guest::{Error, Pair, reject};
 #[weir_guest::join]
 fn merge(p: Pair) -> Result<Option<Vec<u8>>, Error> {
     let field = weir_guest::config().get("field").unwrap_or("right");
-    let Some(left) = p.left else {
-        reject!("the left side has no value");
-    };
-    let Ok(Value::Object(mut obj)) = weir_guest::serde_json::from_slice::<Value>(left) else {
-        reject!("the left side is not a JSON object");
+    let mut obj = match p.left {
+        None => Map::new(),
+        Some(left) => match weir_guest::serde_json::from_slice::<Value>(left) {
+            Ok(Value::Object(obj)) => obj,
+            _ => reject!("the left side is not a JSON object"),
+        },
     };
     let right = match p.right {
         None => Value::Null,

@@ -57,6 +57,8 @@ pub(crate) struct Task<'a> {
 type GroupKey = (Vec<u8>, i64);
 /// ...and its window end, member record indexes, last seq and last timestamp.
 type Group = (i64, Vec<usize>, u64, i64);
+/// A table-table join's two sides of one key: left, right.
+type TableRow = (Option<Vec<u8>>, Option<Vec<u8>>);
 /// A join pair: key, timestamp, left, right, seq, and the record it came from.
 type JoinPair = (
     Option<Vec<u8>>,
@@ -1024,9 +1026,17 @@ impl<'a> Task<'a> {
                         keys::push_key(&mut sk, &k);
                         sk
                     };
-                    // Keep the newest value of each table side.
+                    // Keep the newest value of each table side (and what it
+                    // was, to know whether a join result existed before).
+                    let mut before: Option<TableRow> = None;
                     if !side_is_left || cfg.as_table {
                         let sk = table_key(if side_is_left { b'l' } else { b'r' });
+                        if cfg.as_table {
+                            before = Some((
+                                self.txn.get(db, &table_key(b'l'))?,
+                                self.txn.get(db, &table_key(b'r'))?,
+                            ));
+                        }
                         match &it.rec.value {
                             Some(v) => self.txn.put(sk, v.clone()),
                             None => self.txn.delete(sk),
@@ -1043,16 +1053,17 @@ impl<'a> Task<'a> {
                         it.rec.value.clone()
                     };
                     let ts = it.rec.timestamp;
-                    // Table-table: the join result of the key after this update.
-                    let pair = match cfg.join {
-                        JoinType::Inner => left.is_some() && right.is_some(),
-                        JoinType::Left => left.is_some(),
-                        JoinType::Outer => left.is_some() || right.is_some(),
+                    let joined = |l: bool, r: bool| match cfg.join {
+                        JoinType::Inner => l && r,
+                        JoinType::Left => l,
+                        JoinType::Outer => l || r,
                     };
-                    if pair {
+                    if joined(left.is_some(), right.is_some()) {
                         pairs.push((Some(k), ts, left, right, it.seq, it.rec));
-                    } else if cfg.as_table && it.rec.value.is_none() {
-                        // A deleted row deletes the join result.
+                    } else if let Some((l0, r0)) = before
+                        && joined(l0.is_some(), r0.is_some())
+                    {
+                        // Table-table: the key's join result is gone.
                         tombstones.push(Item {
                             seq: it.seq,
                             rec: Record {
