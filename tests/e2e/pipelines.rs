@@ -326,6 +326,38 @@ window = { type = "tumbling", size = "10s", grace = "5s" }
         })
         .collect();
     assert_eq!(out, ["k@0=1", "k@10000=1", "k@0=2", "k@10000=2"]);
+    // Interactive query by key and window start.
+    let r = run(d
+        .weir()
+        .args(["state", "get"])
+        .arg(&d.path)
+        .args(["late", "count", "k", "--from", "5000"]));
+    assert_lines(
+        "state",
+        &r.stdout,
+        r#"{"key":"k","window":{"start":10000,"end":20000},"value":2}"#,
+    );
+    let r = run(d
+        .weir()
+        .args(["state", "get"])
+        .arg(&d.path)
+        .args(["late", "count", "k", "--to", "5000"]));
+    assert_lines(
+        "state",
+        &r.stdout,
+        r#"{"key":"k","window":{"start":0,"end":10000},"value":2}"#,
+    );
+    let r = run(d
+        .weir()
+        .args(["state", "get"])
+        .arg(&d.path)
+        .args(["late", "count", "nope"]));
+    assert_eq!(r.status.code(), Some(1));
+    assert_lines(
+        "stderr",
+        &r.stderr,
+        r#"no state for key "nope" in step count of pipeline late"#,
+    );
 }
 
 #[test]
@@ -968,4 +1000,83 @@ config = { suffix = "!" }
             "loop: deadline exceeded: the call ran longer than 200 ms",
         ]
     );
+}
+
+#[test]
+fn a_wall_clock_timer_fires_when_the_clock_passes_it() {
+    let d = Data::new();
+    d.topic("events", 1);
+    let file = write_pipeline(
+        d.path.parent().unwrap(),
+        r#"
+name = "wall"
+input = "events"
+output = "bursts"
+
+[[steps]]
+name = "burst"
+kind = "processor"
+module = "burst_count.wasm"
+stores = ["counts"]
+config = { clock = "wall", window_ms = 1000 }
+"#,
+    );
+    // Timestamps long past: the wall clock has passed every timer.
+    let ev = |k: &str, ts: i64| json!({"key": k, "value": "x", "timestamp": ts}).to_string();
+    d.produce("events", &[ev("a", 1000), ev("a", 1500), ev("b", 2000)]);
+    d.run_pipeline(&file, &[]);
+    let out: Vec<String> = d
+        .consume("bursts")
+        .iter()
+        .map(|r| {
+            format!(
+                "{}={}@{}",
+                r["key"].as_str().unwrap(),
+                r["value"],
+                r["timestamp"]
+            )
+        })
+        .collect();
+    assert_eq!(out, ["a=2@2000", "b=1@3000"]);
+}
+
+#[test]
+fn consume_follow_prints_records_as_they_arrive() {
+    use std::io::BufRead;
+    let d = Data::new();
+    d.topic("t", 1);
+    d.produce("t", &[json!({"value": "first"}).to_string()]);
+    let mut child = d
+        .weir()
+        .args(["consume", "t", "--from-beginning", "--follow"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    // A watchdog, so that a failure cannot hang the test run.
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(60));
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    });
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert_eq!(
+        first,
+        r#"{"partition":0,"offset":0,"key":null,"value":"first","timestamp":0}"#
+    );
+    d.produce("t", &[json!({"value": "second"}).to_string()]);
+    let second = lines.next().unwrap().unwrap();
+    assert_eq!(
+        second,
+        r#"{"partition":0,"offset":1,"key":null,"value":"second","timestamp":0}"#
+    );
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(child.wait().unwrap().success());
 }

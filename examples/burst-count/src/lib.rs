@@ -2,7 +2,8 @@
 //! key's records in the store `counts`; the first record of a key also sets
 //! an event-time timer 10 s later (or `window_ms` from the settings), and
 //! when the stream time passes it, the timer emits the key's count and
-//! forgets it.
+//! forgets it. With the setting `clock = "wall"` the timer follows the wall
+//! clock instead (at the record's timestamp + the window).
 
 use weir_guest::{Error, Output, Processor, Record, state, timers};
 
@@ -17,7 +18,11 @@ impl Processor for BurstCount {
         let count: u64 = state::get_json("counts", key)?.unwrap_or(0);
         if count == 0 {
             let window: i64 = weir_guest::config().parse_or("window_ms", 10_000)?;
-            timers::at_event_time(r.timestamp + window, key);
+            if weir_guest::config().get("clock") == Some("wall") {
+                timers::at_wall_clock(r.timestamp + window, key);
+            } else {
+                timers::at_event_time(r.timestamp + window, key);
+            }
         }
         state::put_json("counts", key, &(count + 1))?;
         Ok(Vec::new())
