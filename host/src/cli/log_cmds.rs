@@ -455,11 +455,14 @@ pub fn state(cmd: StateCommand) -> anyhow::Result<ExitCode> {
         let (Some(k), Some(v)) = (it.key(), it.value()) else {
             break;
         };
-        let rest = &k[prefix.len() + 4..];
-        let klen = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-        let kb = &rest[4..4 + klen];
-        let start = keys::from_ord_i64(&rest[4 + klen..]);
-        let wend = i64::from_be_bytes([v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]]);
+        let parsed = k
+            .get(prefix.len() + 4..)
+            .and_then(keys::take_key)
+            .and_then(|(kb, rest)| Some((kb, keys::take_i64(rest)?.0)))
+            .zip(keys::agg_value(v));
+        let Some(((kb, start), (wend, acc))) = parsed else {
+            bail!("a state entry of step {step} is corrupt");
+        };
         let wanted = key.as_ref().is_none_or(|key| key.as_bytes() == kb)
             && from.is_none_or(|f| start >= f)
             && to.is_none_or(|t| start < t);
@@ -475,7 +478,7 @@ pub fn state(cmd: StateCommand) -> anyhow::Result<ExitCode> {
                     serde_json::json!({"start": start, "end": wend}),
                 );
             }
-            obj.insert("value".into(), text(&v[8..]));
+            obj.insert("value".into(), text(acc));
             writeln!(out, "{}", serde_json::Value::Object(obj))?;
             found += 1;
         }
@@ -501,7 +504,9 @@ pub fn state(cmd: StateCommand) -> anyhow::Result<ExitCode> {
             break;
         };
         let store = String::from_utf8_lossy(&rest[..zero]).into_owned();
-        let kb = &rest[zero + 5..];
+        let Some(kb) = rest.get(zero + 5..) else {
+            bail!("a state entry of step {step} is corrupt");
+        };
         if key.as_ref().is_none_or(|key| key.as_bytes() == kb) {
             let mut obj = serde_json::Map::new();
             obj.insert("store".into(), serde_json::Value::String(store));

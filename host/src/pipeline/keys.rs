@@ -142,6 +142,25 @@ pub fn timer_index(pipe: &str, step_name: &str, partition: u32, clock: u8, tag: 
     k
 }
 
+/// Reads a length-prefixed key at the start of `b`: the key and what follows.
+pub fn take_key(b: &[u8]) -> Option<(&[u8], &[u8])> {
+    let len = u32::from_be_bytes(b.get(..4)?.try_into().ok()?) as usize;
+    let key = b.get(4..4 + len)?;
+    Some((key, &b[4 + len..]))
+}
+
+/// Reads an ordered `i64` at the start of `b`.
+pub fn take_i64(b: &[u8]) -> Option<(i64, &[u8])> {
+    let head = b.get(..8)?;
+    Some((from_ord_i64(head), &b[8..]))
+}
+
+/// Splits an aggregate's stored value into its window end and accumulator.
+pub fn agg_value(v: &[u8]) -> Option<(i64, &[u8])> {
+    let end = i64::from_be_bytes(v.get(..8)?.try_into().ok()?);
+    Some((end, &v[8..]))
+}
+
 /// The key just after every key that starts with `prefix`.
 pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();

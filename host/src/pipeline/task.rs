@@ -497,8 +497,9 @@ impl<'a> Task<'a> {
                 let Some((k, _)) = self.txn.range(db, &prefix, &end, 1)?.into_iter().next() else {
                     break;
                 };
-                let time = keys::from_ord_i64(&k[prefix.len()..prefix.len() + 8]);
-                let tag = k[prefix.len() + 8..].to_vec();
+                let (time, tag) =
+                    keys::take_i64(&k[prefix.len()..]).context("a timer key is corrupt")?;
+                let tag = tag.to_vec();
                 self.txn.delete(k);
                 self.txn
                     .delete(keys::timer_index(&pipe, &name, self.partition, clock, &tag));
@@ -688,7 +689,15 @@ impl<'a> Task<'a> {
         buf.extend_from_slice(&(groups.len() as u32).to_le_bytes());
         for ((key, start), (_, members, _, _)) in groups {
             let k = keys::agg(&pipe, &cfg.name, self.partition, key, *start);
-            let acc = self.txn.get(db, &k)?.map(|v| v[8..].to_vec());
+            let acc = match self.txn.get(db, &k)? {
+                Some(v) => Some(
+                    keys::agg_value(&v)
+                        .context("a stored accumulator is corrupt")?
+                        .1
+                        .to_vec(),
+                ),
+                None => None,
+            };
             codec::put_opt(&mut buf, acc.as_deref());
             buf.extend_from_slice(&(members.len() as u32).to_le_bytes());
             for m in members {
@@ -799,7 +808,8 @@ impl<'a> Task<'a> {
             };
             buf.extend_from_slice(&s.to_le_bytes());
             buf.extend_from_slice(&e.to_le_bytes());
-            codec::put_bytes(&mut buf, &v[8..]);
+            let (_, acc) = keys::agg_value(&v).context("a stored accumulator is corrupt")?;
+            codec::put_bytes(&mut buf, acc);
             present.push((key.clone(), *start, *end, *seq, *ts));
         }
         buf[..4].copy_from_slice(&(present.len() as u32).to_le_bytes());
@@ -857,10 +867,12 @@ impl<'a> Task<'a> {
         let mut items = Vec::new();
         for (k, _) in &closing {
             let rest = &k[prefix.len()..];
-            let wend = keys::from_ord_i64(&rest[..8]);
-            let klen = u32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]) as usize;
-            let key = rest[12..12 + klen].to_vec();
-            let start = keys::from_ord_i64(&rest[12 + klen..]);
+            let parsed = keys::take_i64(rest).and_then(|(wend, rest)| {
+                let (key, rest) = keys::take_key(rest)?;
+                let (start, _) = keys::take_i64(rest)?;
+                Some((wend, key.to_vec(), start))
+            });
+            let (wend, key, start) = parsed.context("a window index key is corrupt")?;
             items.push((key, start, wend, 0u64, wend - 1));
         }
         let out = self.present(i, &items)?;
@@ -901,12 +913,13 @@ impl<'a> Task<'a> {
         let mut merged: Option<Vec<u8>> = None;
         let mut removed = Vec::new();
         for (k, v) in sessions {
-            let s = keys::from_ord_i64(&k[prefix.len()..]);
-            let e = i64::from_be_bytes([v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]]);
+            let (s, _) = keys::take_i64(&k[prefix.len()..]).context("a session key is corrupt")?;
+            let (e, acc_bytes) =
+                keys::agg_value(&v).context("a session's accumulator is corrupt")?;
             if s - gap <= ts && ts <= e + gap {
                 start = start.min(s);
                 end = end.max(e);
-                let acc = v[8..].to_vec();
+                let acc = acc_bytes.to_vec();
                 merged = Some(match merged {
                     None => acc,
                     Some(m) => match self.steps[i].1.merge(&m, &acc)? {
@@ -1204,8 +1217,10 @@ impl<'a> Task<'a> {
             let entries = self.txn.range(db, &p, &keys::prefix_end(&p), usize::MAX)?;
             for (k, _) in entries {
                 let rest = &k[p.len()..];
-                let klen = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-                let ts = keys::from_ord_i64(&rest[4 + klen..]);
+                let ts = keys::take_key(rest)
+                    .and_then(|(_, rest)| keys::take_i64(rest))
+                    .map(|(ts, _)| ts)
+                    .context("a join buffer key is corrupt")?;
                 if ts < horizon {
                     self.txn.delete(k);
                 }
