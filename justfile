@@ -20,6 +20,10 @@ setup:
 build:
     cargo build --release -p weir
 
+# Put `weir` on your PATH (~/.cargo/bin), reusing the release build.
+install:
+    cargo install --path host --locked --quiet
+
 # Build every guest (examples and test guests), in every language, to components.
 guests: guests-rust guests-js guests-python
 

@@ -217,7 +217,7 @@ fn word_count_matches_a_model_and_state_is_queryable() {
 fn word_count_killed_and_restarted_loses_and_repeats_nothing() {
     let d = Data::new();
     d.topic("lines", 2);
-    let lines = text_lines(6000, 11);
+    let lines = text_lines(12000, 11);
     d.produce("lines", &as_records(&lines));
     let total_words: u64 = lines.iter().map(|l| words_of(l).len() as u64).sum();
     let repartition_end = || -> u64 {
