@@ -388,7 +388,7 @@ impl<'a> Task<'a> {
         if flow.is_empty() {
             return Ok(flow);
         }
-        let inputs: Vec<Record> = flow.iter().map(|it| it.rec.clone()).collect();
+        let inputs: Vec<&Record> = flow.iter().map(|it| &it.rec).collect();
         let outcomes = self.steps[i].1.map_indexed(&inputs)?;
         self.route(i, &flow, outcomes)
     }
@@ -466,7 +466,7 @@ impl<'a> Task<'a> {
                 self.stream_time = self.stream_time.max(it.rec.timestamp);
             }
             last_seq = flow.iter().map(|it| it.seq).max().unwrap_or(last_seq);
-            let inputs: Vec<Record> = flow.iter().map(|it| it.rec.clone()).collect();
+            let inputs: Vec<&Record> = flow.iter().map(|it| &it.rec).collect();
             let ctx = self.state_ctx(i);
             let result = self.steps[i].1.process(&inputs, ctx);
             let (outcomes, ctx) = result?;

@@ -2,6 +2,7 @@
 //! test`). It owns a live instance, makes a fresh one after a trap, and turns
 //! a trap on a batch into a dead letter for the one record that caused it.
 
+use std::borrow::Borrow;
 use std::time::{Duration, Instant};
 
 use wasmtime::Store;
@@ -312,13 +313,13 @@ impl Step {
     /// and leaves no state change behind.
     pub fn process(
         &mut self,
-        records: &[Record],
+        records: &[impl Borrow<Record>],
         ctx: super::StateCtx,
     ) -> Result<(Vec<(usize, Outcome)>, super::StateCtx), StepError> {
         if records.is_empty() {
             return Ok((Vec::new(), ctx));
         }
-        let batch = codec::encode_batch(records);
+        let batch = codec::encode_batch(records.iter().map(Borrow::borrow));
         self.live()?.store.data_mut().state = Some(ctx.clone());
         let result = self.call_bytes("process", &batch)?;
         let after = self
@@ -334,6 +335,7 @@ impl Step {
             (Err(trap), _) => trap,
         };
         if let [record] = records {
+            let record: &Record = record.borrow();
             return Ok((
                 vec![(
                     0,
@@ -452,7 +454,10 @@ impl Step {
 
     /// As [`Step::map`], with each outcome paired with the index of the
     /// input record it came from.
-    pub fn map_indexed(&mut self, records: &[Record]) -> Result<Vec<(usize, Outcome)>, StepError> {
+    pub fn map_indexed(
+        &mut self,
+        records: &[impl Borrow<Record>],
+    ) -> Result<Vec<(usize, Outcome)>, StepError> {
         if self.module.world() != World::Mapper {
             return Err(StepError::WrongWorld {
                 module: self.module.name().to_string(),
@@ -463,7 +468,7 @@ impl Step {
         if records.is_empty() {
             return Ok(Vec::new());
         }
-        let batch = codec::encode_batch(records);
+        let batch = codec::encode_batch(records.iter().map(Borrow::borrow));
         let failure = match self.call_bytes("process", &batch)? {
             Ok(out) => match decode_map(&out, records) {
                 Ok(outcomes) => return Ok(outcomes),
@@ -472,6 +477,7 @@ impl Step {
             Err(trap) => trap,
         };
         if let [record] = records {
+            let record: &Record = record.borrow();
             return Ok(vec![(
                 0,
                 Outcome::Dead(DeadLetter {
@@ -493,11 +499,14 @@ impl Step {
     }
 }
 
-fn decode_map(out: &[u8], records: &[Record]) -> Result<Vec<(usize, Outcome)>, codec::Malformed> {
+fn decode_map(
+    out: &[u8],
+    records: &[impl Borrow<Record>],
+) -> Result<Vec<(usize, Outcome)>, codec::Malformed> {
     let mut outcomes = Vec::with_capacity(records.len());
     let mut bad_tag = None;
     codec::read_results(out, records.len(), |i, entry| {
-        let input = &records[i as usize];
+        let input: &Record = records[i as usize].borrow();
         match entry {
             Entry::Output(o) => {
                 let (to, record) = o.to_owned(input.offset);
