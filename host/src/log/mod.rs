@@ -159,6 +159,17 @@ pub fn check_name(what: &str, name: &str) -> anyhow::Result<()> {
 }
 
 impl Log {
+    fn wrap(db: DB, dir: &Path, secondary: Option<tempfile::TempDir>, writer: bool) -> Arc<Log> {
+        Arc::new(Log {
+            db,
+            dir: dir.to_path_buf(),
+            heads: Mutex::new(HashMap::new()),
+            topics: Mutex::new(HashMap::new()),
+            secondary,
+            writer,
+        })
+    }
+
     /// Opens (creating if needed) the log in `dir`, for reading and writing.
     /// One process at a time may do so.
     pub fn open(dir: &Path) -> anyhow::Result<Arc<Log>> {
@@ -179,60 +190,29 @@ impl Log {
                 anyhow::anyhow!("cannot open the data directory {}: {msg}", dir.display())
             }
         })?;
-        Ok(Arc::new(Log {
-            db,
-            dir: dir.to_path_buf(),
-            heads: Mutex::new(HashMap::new()),
-            topics: Mutex::new(HashMap::new()),
-            secondary: None,
-            writer: true,
-        }))
+        Ok(Log::wrap(db, dir, None, true))
     }
 
     /// Opens the log for reading as of now (read-only: it takes no lock, so
     /// a writing process may run beside it).
     pub fn open_reader(dir: &Path) -> anyhow::Result<Arc<Log>> {
-        if !dir.join("db").exists() {
-            bail!(
-                "{} is not a weir data directory (no db/ inside); give --data or set WEIR_DATA",
-                dir.display()
-            );
-        }
+        require_data_dir(dir)?;
         let opts = Options::default();
         let db = DB::open_for_read_only(&opts, dir.join("db"), false)
             .with_context(|| format!("cannot open the data directory {}", dir.display()))?;
-        Ok(Arc::new(Log {
-            db,
-            dir: dir.to_path_buf(),
-            heads: Mutex::new(HashMap::new()),
-            topics: Mutex::new(HashMap::new()),
-            secondary: None,
-            writer: false,
-        }))
+        Ok(Log::wrap(db, dir, None, false))
     }
 
     /// Opens the log for following, beside a process that may be writing it
     /// (a RocksDB secondary instance); [`Log::catch_up`] sees newer writes.
     pub fn open_follower(dir: &Path) -> anyhow::Result<Arc<Log>> {
-        if !dir.join("db").exists() {
-            bail!(
-                "{} is not a weir data directory (no db/ inside); give --data or set WEIR_DATA",
-                dir.display()
-            );
-        }
+        require_data_dir(dir)?;
         let secondary = tempfile::tempdir().context("cannot make a temporary directory")?;
         let mut opts = Options::default();
         opts.set_max_open_files(-1);
         let db = DB::open_as_secondary(&opts, &dir.join("db"), &secondary.path().to_path_buf())
             .with_context(|| format!("cannot open the data directory {}", dir.display()))?;
-        Ok(Arc::new(Log {
-            db,
-            dir: dir.to_path_buf(),
-            heads: Mutex::new(HashMap::new()),
-            topics: Mutex::new(HashMap::new()),
-            secondary: Some(secondary),
-            writer: false,
-        }))
+        Ok(Log::wrap(db, dir, Some(secondary), false))
     }
 
     /// For a reader: sees what the writing process committed since.
@@ -555,6 +535,16 @@ impl Log {
         drop(heads);
         Ok(n)
     }
+}
+
+fn require_data_dir(dir: &Path) -> anyhow::Result<()> {
+    if !dir.join("db").exists() {
+        bail!(
+            "{} is not a weir data directory (no db/ inside); give --data or set WEIR_DATA",
+            dir.display()
+        );
+    }
+    Ok(())
 }
 
 fn end_marker(topic: u32, partition: u32) -> [u8; 9] {

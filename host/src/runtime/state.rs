@@ -114,6 +114,23 @@ impl state::Host for HostState {
     }
 }
 
+impl StateCtx {
+    /// Removes the timer `tag` on clock `c`, if one is set (both its entry
+    /// and its index).
+    fn unset_timer(&mut self, c: u8, tag: &[u8]) {
+        let index = keys::timer_index(&self.pipeline, &self.step, self.partition, c, tag);
+        let db = self.log.as_ref().map(|l| l.db());
+        if let Ok(Some(old)) = self.txn.get_in(db, &index)
+            && old.len() == 8
+        {
+            let old_time = keys::from_ord_i64(&old);
+            let k = keys::timer(&self.pipeline, &self.step, self.partition, c, old_time, tag);
+            self.txn.delete(k);
+            self.txn.delete(index);
+        }
+    }
+}
+
 impl timers::Host for HostState {
     fn schedule(&mut self, clock: timers::Clock, time: i64, tag: Vec<u8>) {
         let Some(cx) = self.state.as_mut() else {
@@ -121,34 +138,16 @@ impl timers::Host for HostState {
             return;
         };
         let c = clock_byte(clock);
-        let index = keys::timer_index(&cx.pipeline, &cx.step, cx.partition, c, &tag);
-        let db = cx.log.as_ref().map(|l| l.db());
-        if let Ok(Some(old)) = cx.txn.get_in(db, &index)
-            && old.len() == 8
-        {
-            let old_time = keys::from_ord_i64(&old);
-            let k = keys::timer(&cx.pipeline, &cx.step, cx.partition, c, old_time, &tag);
-            cx.txn.delete(k);
-        }
+        cx.unset_timer(c, &tag);
         let k = keys::timer(&cx.pipeline, &cx.step, cx.partition, c, time, &tag);
         cx.txn.put(k, Vec::new());
+        let index = keys::timer_index(&cx.pipeline, &cx.step, cx.partition, c, &tag);
         cx.txn.put(index, keys::ord_i64(time).to_vec());
     }
 
     fn cancel(&mut self, clock: timers::Clock, tag: Vec<u8>) {
-        let Some(cx) = self.state.as_mut() else {
-            return;
-        };
-        let c = clock_byte(clock);
-        let index = keys::timer_index(&cx.pipeline, &cx.step, cx.partition, c, &tag);
-        let db = cx.log.as_ref().map(|l| l.db());
-        if let Ok(Some(old)) = cx.txn.get_in(db, &index)
-            && old.len() == 8
-        {
-            let old_time = keys::from_ord_i64(&old);
-            let k = keys::timer(&cx.pipeline, &cx.step, cx.partition, c, old_time, &tag);
-            cx.txn.delete(k);
-            cx.txn.delete(index);
+        if let Some(cx) = self.state.as_mut() {
+            cx.unset_timer(clock_byte(clock), &tag);
         }
     }
 }

@@ -6,7 +6,7 @@ use std::borrow::Borrow;
 use std::time::{Duration, Instant};
 
 use wasmtime::Store;
-use wasmtime::component::{Func, TypedFunc};
+use wasmtime::component::{ComponentNamedList, Func, Lift, Lower, TypedFunc};
 
 use super::{HostState, Module, RuntimeOptions, TICK, Tags, World};
 use crate::codec::{self, Entry};
@@ -71,7 +71,6 @@ pub struct Step {
 /// the export's name and the packed input, returns the packed result list.
 pub type NativeFn = Box<dyn FnMut(&str, &[u8]) -> Vec<u8> + Send>;
 
-type BytesFn<'a> = TypedFunc<(&'a [u8],), (Vec<u8>,)>;
 type InitFn = TypedFunc<(Vec<(String, String)>,), (Result<(), String>,)>;
 
 impl Step {
@@ -181,9 +180,11 @@ impl Step {
             let checked = if *f == "init" {
                 func.typed::<(Vec<(String, String)>,), (Result<(), String>,)>(&store)
                     .map(|_| ())
-            } else if *f == "merge" || *f == "on-timer" {
-                // Checked at their call.
-                Ok(())
+            } else if *f == "merge" {
+                func.typed::<(&[u8], &[u8]), (Result<Vec<u8>, String>,)>(&store)
+                    .map(|_| ())
+            } else if *f == "on-timer" {
+                func.typed::<(i64, &[u8]), (Vec<u8>,)>(&store).map(|_| ())
             } else {
                 func.typed::<(&[u8],), (Vec<u8>,)>(&store).map(|_| ())
             };
@@ -230,6 +231,20 @@ impl Step {
         if let Some(f) = self.native.as_mut() {
             return Ok(Ok(f(function, input)));
         }
+        Ok(self
+            .call::<(&[u8],), (Vec<u8>,)>(function, (input,))?
+            .map(|(out,)| out))
+    }
+
+    /// Calls an export with the types it was checked to have when the
+    /// instance was made, under the step's deadline. A trap drops the
+    /// instance and comes back as `Ok(Err(reason))`; what the guest wrote to
+    /// stderr goes into that reason, or into the log when the call succeeded.
+    fn call<P, R>(&mut self, function: &str, params: P) -> Result<Result<R, String>, StepError>
+    where
+        P: ComponentNamedList + Lower,
+        R: ComponentNamedList + Lift,
+    {
         let (deadline, memory_limit) = (self.deadline, self.memory_limit);
         let ticks = self.deadline_ticks();
         let world = self.module.world();
@@ -248,15 +263,15 @@ impl Step {
             });
         };
         live.store.set_epoch_deadline(ticks);
-        // SAFETY: every bytes-to-bytes export was checked with `typed` when
-        // the instance was made.
-        let typed: BytesFn<'_> = unsafe { TypedFunc::new_unchecked(func) };
-        let result = typed.call(&mut live.store, (input,));
+        // SAFETY: every export was checked with `typed` when the instance was
+        // made, with the types its callers here use.
+        let typed: TypedFunc<P, R> = unsafe { TypedFunc::new_unchecked(func) };
+        let result = typed.call(&mut live.store, params);
         let stderr = live.store.data_mut().drain_output();
         match result {
-            Ok((out,)) => {
+            Ok(r) => {
                 live.store.data().log_stderr(&stderr);
-                Ok(Ok(out))
+                Ok(Ok(r))
             }
             Err(e) => {
                 self.live = None;
@@ -268,42 +283,9 @@ impl Step {
     /// Calls the aggregator's `merge`. `Ok(Err(reason))` is the guest's error
     /// or a trap (after which the next call makes a fresh instance).
     pub fn merge(&mut self, a: &[u8], b: &[u8]) -> Result<Result<Vec<u8>, String>, StepError> {
-        let (deadline, memory_limit) = (self.deadline, self.memory_limit);
-        let ticks = self.deadline_ticks();
-        let world = self.module.world();
-        let name = self.module.name().to_string();
-        let live = self.live()?;
-        let Some(func) = live
-            .funcs
-            .iter()
-            .find(|(n, _)| *n == "merge")
-            .map(|(_, f)| *f)
-        else {
-            return Err(StepError::WrongWorld {
-                module: name,
-                world,
-                what: "has no `merge` function".into(),
-            });
-        };
-        live.store.set_epoch_deadline(ticks);
-        let typed = func
-            .typed::<(&[u8], &[u8]), (Result<Vec<u8>, String>,)>(&live.store)
-            .map_err(|e| StepError::Instantiate {
-                module: name.clone(),
-                message: format!("export `merge` has the wrong type: {e:#}"),
-            })?;
-        let result = typed.call(&mut live.store, (a, b));
-        let stderr = live.store.data_mut().drain_output();
-        match result {
-            Ok((r,)) => {
-                live.store.data().log_stderr(&stderr);
-                Ok(r)
-            }
-            Err(e) => {
-                self.live = None;
-                Ok(Err(describe_trap(&e, &stderr, deadline, memory_limit)))
-            }
-        }
+        Ok(self
+            .call::<(&[u8], &[u8]), (Result<Vec<u8>, String>,)>("merge", (a, b))?
+            .and_then(|(r,)| r))
     }
 
     /// Runs a processor over records with state: `ctx` holds the task's
@@ -372,37 +354,15 @@ impl Step {
         ),
         StepError,
     > {
-        let (deadline, memory_limit) = (self.deadline, self.memory_limit);
-        let ticks = self.deadline_ticks();
         let name = self.module.name().to_string();
-        let world = self.module.world();
-        let live = self.live()?;
-        let Some(func) = live
-            .funcs
-            .iter()
-            .find(|(n, _)| *n == "on-timer")
-            .map(|(_, f)| *f)
-        else {
-            return Err(StepError::WrongWorld {
-                module: name,
-                world,
-                what: "has no `on-timer` function".into(),
-            });
-        };
-        live.store.data_mut().state = Some(ctx.clone());
-        live.store.set_epoch_deadline(ticks);
-        let typed = func
-            .typed::<(i64, &[u8]), (Vec<u8>,)>(&live.store)
-            .map_err(|e| StepError::Instantiate {
-                module: name.clone(),
-                message: format!("export `on-timer` has the wrong type: {e:#}"),
-            })?;
-        let result = typed.call(&mut live.store, (time, tag));
-        let stderr = live.store.data_mut().drain_output();
-        let after = live.store.data_mut().state.take();
+        self.live()?.store.data_mut().state = Some(ctx.clone());
+        let result = self.call::<(i64, &[u8]), (Vec<u8>,)>("on-timer", (time, tag))?;
+        let after = self
+            .live
+            .as_mut()
+            .and_then(|l| l.store.data_mut().state.take());
         match (result, after) {
             (Ok((out,)), Some(new_ctx)) => {
-                live.store.data().log_stderr(&stderr);
                 let mut outputs = Vec::new();
                 let mut rejected = None;
                 codec::read_results(&out, 1, |_, e| match e {
@@ -420,10 +380,7 @@ impl Step {
                 }
             }
             (Ok(_), None) => Ok((Err("the instance lost its state context".into()), ctx)),
-            (Err(e), _) => {
-                self.live = None;
-                Ok((Err(describe_trap(&e, &stderr, deadline, memory_limit)), ctx))
-            }
+            (Err(trap), _) => Ok((Err(trap), ctx)),
         }
     }
 
