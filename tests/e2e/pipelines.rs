@@ -213,6 +213,21 @@ fn word_count_matches_a_model_and_state_is_queryable() {
     assert_eq!(scan.stdout.lines().count(), model.len());
 }
 
+/// Downstream tasks start while upstream ones already write: repeated runs
+/// catch a task that skips records it has not seen yet.
+#[test]
+fn word_count_is_exact_run_after_run() {
+    let lines = text_lines(400, 7);
+    let model = model_counts(&lines);
+    for round in 0..15 {
+        let d = Data::new();
+        d.topic("lines", 3);
+        d.produce("lines", &as_records(&lines));
+        d.run_pipeline(&pipeline("wordcount.toml"), &[]);
+        assert_eq!(latest(&d.consume("counts")), model, "round {round}");
+    }
+}
+
 #[test]
 fn word_count_killed_and_restarted_loses_and_repeats_nothing() {
     let d = Data::new();
@@ -1053,24 +1068,38 @@ fn consume_follow_prints_records_as_they_arrive() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let pid = child.id();
-    // A watchdog, so that a failure cannot hang the test run.
+    // Lines arrive through a channel, so that a missing one fails the test
+    // after a minute instead of hanging it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
     std::thread::spawn(move || {
-        std::thread::sleep(std::time::Duration::from_secs(60));
-        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        for line in std::io::BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
     });
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
+    let next_line = |child: &mut std::process::Child| match rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+    {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = child.kill();
+            panic!("consume --follow printed nothing more: {e}");
+        }
+    };
+    let first = next_line(&mut child);
     assert_eq!(
         first,
         r#"{"partition":0,"offset":0,"key":null,"value":"first","timestamp":0}"#
     );
     d.produce("t", &[json!({"value": "second"}).to_string()]);
-    let second = lines.next().unwrap().unwrap();
+    let second = next_line(&mut child);
     assert_eq!(
         second,
         r#"{"partition":0,"offset":1,"key":null,"value":"second","timestamp":0}"#
     );
+    let pid = child.id();
     assert!(
         Command::new("kill")
             .args(["-INT", &pid.to_string()])

@@ -371,6 +371,15 @@ impl Log {
         })
     }
 
+    /// The offset of the first record kept, if the partition has any.
+    /// (Unlike [`Log::start_offset`], an empty partition has none: a reader
+    /// must not skip to the end, where records may be landing right now.)
+    pub fn first_offset(&self, topic: &Topic, partition: u32) -> anyhow::Result<Option<u64>> {
+        Ok(self
+            .first_last(topic.id, partition)?
+            .map(|(first, _)| first))
+    }
+
     /// The offset the next record appended will get.
     pub fn end_offset(&self, topic: &Topic, partition: u32) -> anyhow::Result<u64> {
         let mut heads = self.lock_heads();

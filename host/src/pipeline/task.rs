@@ -95,7 +95,7 @@ impl<'a> Task<'a> {
         let main = topic(&seg.source)?;
         let next = read_u64(db.get(keys::offset(&pipe.name, &main.name, partition))?);
         sources.push(Source {
-            next: next.max(shared.log.start_offset(&main, partition)?),
+            next: next.max(shared.log.first_offset(&main, partition)?.unwrap_or(0)),
             topic: main,
             enters_at: 0,
             side: false,
@@ -111,7 +111,7 @@ impl<'a> Task<'a> {
                 let t = topic(with)?;
                 let next = read_u64(db.get(keys::offset(&pipe.name, with, partition))?);
                 sources.push(Source {
-                    next: next.max(shared.log.start_offset(&t, partition)?),
+                    next: next.max(shared.log.first_offset(&t, partition)?.unwrap_or(0)),
                     topic: t,
                     enters_at: i,
                     side: true,
@@ -201,6 +201,7 @@ impl<'a> Task<'a> {
                 continue;
             }
             if self.shared.options.until_caught_up && self.caught_up()? {
+                tracing::debug!(segment = self.seg_index, partition = self.partition, next = ?self.sources.iter().map(|s| s.next).collect::<Vec<_>>(), "caught up");
                 return Ok(());
             }
             if self.has_processor {
