@@ -11,16 +11,21 @@
 //! - [`jsonl`]: the JSON-lines record format of the CLI.
 //! - [`log`]: the embedded partitioned log (RocksDB), the default source and
 //!   sink, which also keeps pipelines' state, timers and offsets.
-//! - [`pipeline`]: pipeline files and `weir run`: tasks, windows, joins.
-//! - [`bench`]: `weir bench`, the cost of the boundary against native code.
+//! - [`backend`]: the log-backend seam (what a task needs from where records
+//!   and state live), with an in-memory implementation.
+//! - [`operators`]: one module per kind of step (map, aggregate, session,
+//!   joins, processor), behind one interface.
+//! - [`pipeline`]: pipeline files, segments, the task loop and the engine
+//!   with its handle on running pipelines (status, stop, swap).
 
 #![deny(missing_docs)]
 
-pub mod bench;
+pub mod backend;
 pub mod bindings;
 pub mod codec;
 pub mod jsonl;
 pub mod log;
+pub mod operators;
 pub mod pipeline;
 pub mod record;
 pub mod runtime;

@@ -6,6 +6,7 @@
 
 mod util;
 
+mod engine;
 mod foundation;
 mod languages;
 mod pipelines;

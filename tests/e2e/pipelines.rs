@@ -646,7 +646,16 @@ fn clicks_are_enriched_with_profiles_and_recent_searches() {
             .collect()
     };
     d.produce("profiles", &recs(&profiles));
-    d.produce("searches", &recs(&searches));
+    // A search of every user far ahead closes the join windows, so that the
+    // last clicks that met no search come out too (Kafka Streams emits an
+    // unmatched left record when its window closes).
+    let closing: Vec<(&str, i64, Value)> = users
+        .iter()
+        .map(|u| (*u, 10_000_000, json!({"q": "closing"})))
+        .collect();
+    let mut all_searches = searches.clone();
+    all_searches.extend(closing);
+    d.produce("searches", &recs(&all_searches));
     d.produce("clicks", &recs(&clicks));
     d.run_pipeline(&pipeline("clicks.toml"), &[]);
     // The model: the newest profile at or before the click; every search of

@@ -44,7 +44,7 @@ fn produce(log: &Log, topic: &weir::log::Topic, records: Vec<Record>) -> anyhow:
             r.key.as_deref().unwrap_or_default(),
             topic.config.partitions,
         );
-        c.append(topic, p, r);
+        c.append(topic, p, &r);
     }
     log.commit(c)?;
     Ok(())
@@ -69,7 +69,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
 
     // Word count.
-    let lines = pipeline::ensure_topic(&log, "lines", 2)?;
+    let lines = pipeline::ensure_topic(&*log, "lines", 2)?;
     let records = TEXT
         .lines()
         .enumerate()
@@ -113,7 +113,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     );
 
     // Stock statistics.
-    let trades = pipeline::ensure_topic(&log, "trades", 2)?;
+    let trades = pipeline::ensure_topic(&*log, "trades", 2)?;
     let tickers = ["ACME", "GLOB", "INIT"];
     let mut x: u64 = 42;
     let mut recs = Vec::new();

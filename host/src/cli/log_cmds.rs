@@ -221,7 +221,7 @@ pub fn produce(args: ProduceArgs) -> anyhow::Result<ExitCode> {
                 (rr - 1) % topic.config.partitions
             }
         };
-        commit.append(&topic, p, record);
+        commit.append(&topic, p, &record);
         pending += 1;
         if pending == 1000 {
             written += log.commit(std::mem::take(&mut commit))?.len() as u64;
@@ -438,7 +438,6 @@ pub fn state(cmd: StateCommand) -> anyhow::Result<ExitCode> {
         } => (data, pipeline, step, None, None, None, max),
     };
     let log = Log::open_reader(&data)?;
-    let db = log.db();
     let mut found = 0usize;
     let mut out = std::io::stdout().lock();
     // Aggregates ('a') and table join state ('j'), every partition.
@@ -446,15 +445,11 @@ pub fn state(cmd: StateCommand) -> anyhow::Result<ExitCode> {
     prefix.push(b'a');
     prefix.extend_from_slice(step.as_bytes());
     prefix.push(0);
-    let end = keys::prefix_end(&prefix);
-    let mut opts = rocksdb::ReadOptions::default();
-    opts.set_iterate_upper_bound(end.clone());
-    let mut it = db.raw_iterator_opt(opts);
-    it.seek(&prefix);
-    while it.valid() && found < max {
-        let (Some(k), Some(v)) = (it.key(), it.value()) else {
+    for (k, v) in log.scan(&prefix, usize::MAX)? {
+        if found >= max {
             break;
-        };
+        }
+        let (k, v) = (k.as_slice(), v.as_slice());
         let parsed = k
             .get(prefix.len() + 4..)
             .and_then(keys::take_key)
@@ -482,23 +477,17 @@ pub fn state(cmd: StateCommand) -> anyhow::Result<ExitCode> {
             writeln!(out, "{}", serde_json::Value::Object(obj))?;
             found += 1;
         }
-        it.next();
     }
-    it.status()?;
-    drop(it);
     // A processor's stores ('s'): store 0 partition key.
     let mut sp = keys::pipeline(&pipe);
     sp.push(b's');
     sp.extend_from_slice(step.as_bytes());
     sp.push(0);
-    let mut opts = rocksdb::ReadOptions::default();
-    opts.set_iterate_upper_bound(keys::prefix_end(&sp));
-    let mut it = db.raw_iterator_opt(opts);
-    it.seek(&sp);
-    while it.valid() && found < max {
-        let (Some(k), Some(v)) = (it.key(), it.value()) else {
+    for (k, v) in log.scan(&sp, usize::MAX)? {
+        if found >= max {
             break;
-        };
+        }
+        let (k, v) = (k.as_slice(), v.as_slice());
         let rest = &k[sp.len()..];
         let Some(zero) = rest.iter().position(|b| *b == 0) else {
             break;
@@ -518,9 +507,7 @@ pub fn state(cmd: StateCommand) -> anyhow::Result<ExitCode> {
             writeln!(out, "{}", serde_json::Value::Object(obj))?;
             found += 1;
         }
-        it.next();
     }
-    it.status()?;
     if found == 0 {
         if let Some(k) = key {
             eprintln!("no state for key {k:?} in step {step} of pipeline {pipe}");

@@ -9,9 +9,12 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use weir::jsonl;
+use weir::operators::processor::ProcessorState;
 use weir::record::Outcome;
-use weir::runtime::{Runtime, RuntimeOptions, Step};
+use weir::runtime::guest::process_batch;
+use weir::runtime::{GuestState, Runtime, RuntimeOptions, Step, StepError, World};
 
+mod bench;
 mod demo;
 mod log_cmds;
 mod new;
@@ -36,7 +39,7 @@ enum Command {
     Check(CheckArgs),
     /// Measure the Wasm boundary: records/s of a mapper against the same
     /// work in native Rust, instantiation time and cache load time.
-    Bench(weir::bench::BenchArgs),
+    Bench(bench::BenchArgs),
     /// Create, list, describe and delete topics of the embedded log.
     #[command(subcommand)]
     Topic(log_cmds::TopicCommand),
@@ -139,7 +142,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
     match Cli::parse().command {
         Command::Test(args) => test(args),
         Command::Check(args) => check(args),
-        Command::Bench(args) => weir::bench::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::Bench(args) => bench::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Topic(cmd) => log_cmds::topic(cmd),
         Command::Produce(args) => log_cmds::produce(args),
         Command::Consume(args) => log_cmds::consume(args),
@@ -154,8 +157,20 @@ fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
     let options = args.runtime.options();
     let runtime = Runtime::new(options.clone())?;
     let module = runtime.load_file(&args.module)?;
+    let world = module.world();
+    if !matches!(world, World::Mapper | World::Processor) {
+        return Err(StepError::WrongWorld {
+            module: module.name().to_string(),
+            world,
+            what: "does not map records one by one; run it in a pipeline (`weir run`)".into(),
+        }
+        .into());
+    }
     let mut step = Step::new(module, "test", args.config.clone(), &options);
     step.start()?;
+    // A processor keeps its state in memory for the run.
+    let mut state: Option<Box<dyn GuestState>> = (world == World::Processor)
+        .then(|| Box::new(ProcessorState::detached("test", Default::default())) as _);
 
     let file = std::fs::File::open(&args.input)
         .with_context(|| format!("cannot open the input file {}", args.input.display()))?;
@@ -166,7 +181,9 @@ fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
     let mut batch = Vec::with_capacity(args.batch as usize);
     let mut flush =
         |batch: &mut Vec<weir::record::Record>, out: &mut dyn Write| -> anyhow::Result<()> {
-            for outcome in step.map(batch)? {
+            let (outcomes, s) = process_batch(&mut step, batch, state.take())?;
+            state = s;
+            for (_, outcome) in outcomes {
                 match outcome {
                     Outcome::Output(o) => writeln!(out, "{}", jsonl::output_line(&o))?,
                     Outcome::Dead(d) => {

@@ -8,8 +8,12 @@
 //! ```text
 //! R topic-id:u32 partition:u32 offset:u64   -> a record, in the packed layout of wit/functions.wit
 //! M name                                    -> a topic's settings (JSON)
-//! K ...                                     -> pipeline keys (state, offsets, timers): see `keys`
+//! K ...                                     -> pipeline keys (state, timers, stream time): see `pipeline::keys`
+//! K pipeline 0 'o' topic 0 partition:u32    -> a pipeline's next offset in a source partition (u64)
 //! ```
+//!
+//! This is the only module that touches RocksDB; tasks reach it through the
+//! [`Backend`] trait.
 //!
 //! Offsets are assigned when a commit is written, under one lock, so that
 //! every partition's offsets are dense and appear in order to readers.
@@ -22,88 +26,9 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, bail};
 use rocksdb::{DB, Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions};
-use serde::{Deserialize, Serialize};
 
-use crate::codec;
-use crate::record::Record;
-
-/// A topic's settings.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TopicConfig {
-    /// Number of partitions.
-    pub partitions: u32,
-    /// Keep only the newest record per key (a table's changelog).
-    #[serde(default)]
-    pub compacted: bool,
-    /// Delete records older than this many milliseconds (by timestamp).
-    #[serde(default)]
-    pub retention_ms: Option<i64>,
-    /// Delete the oldest records of a partition past this many bytes.
-    #[serde(default)]
-    pub retention_bytes: Option<u64>,
-}
-
-/// A topic: its name, id and settings.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Topic {
-    /// Its name.
-    pub name: String,
-    /// Its id inside the database.
-    pub id: u32,
-    /// Its settings.
-    #[serde(flatten)]
-    pub config: TopicConfig,
-}
-
-/// A record read from the log, still in the packed layout.
-pub struct Stored {
-    /// Its offset.
-    pub offset: u64,
-    /// The packed record (which also holds the offset).
-    pub bytes: Vec<u8>,
-}
-
-impl Stored {
-    /// The record, decoded.
-    pub fn record(&self) -> anyhow::Result<Record> {
-        codec::Reader::new(&self.bytes)
-            .record()
-            .with_context(|| format!("record at offset {} is corrupt", self.offset))
-    }
-
-    /// Its timestamp, read without decoding the rest.
-    pub fn timestamp(&self) -> i64 {
-        let mut a = [0u8; 8];
-        if let Some(b) = self.bytes.get(8..16) {
-            a.copy_from_slice(b);
-        }
-        i64::from_le_bytes(a)
-    }
-}
-
-/// Everything one commit writes, atomically.
-#[derive(Default)]
-pub struct Commit {
-    appends: Vec<(u32, u32, Record)>,
-    puts: Vec<(Vec<u8>, Option<Vec<u8>>)>,
-}
-
-impl Commit {
-    /// Appends a record to a topic partition (its offset is assigned at commit).
-    pub fn append(&mut self, topic: &Topic, partition: u32, record: Record) {
-        self.appends.push((topic.id, partition, record));
-    }
-
-    /// Sets (`Some`) or deletes (`None`) a pipeline key.
-    pub fn put(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
-        self.puts.push((key, value));
-    }
-
-    /// Whether it writes nothing.
-    pub fn is_empty(&self) -> bool {
-        self.appends.is_empty() && self.puts.is_empty()
-    }
-}
+use crate::backend::{Backend, StateRead};
+pub use crate::backend::{Commit, Stored, Topic, TopicConfig};
 
 /// A data directory's log and stores.
 pub struct Log {
@@ -227,11 +152,6 @@ impl Log {
     /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.dir
-    }
-
-    /// The database, for the pipeline's stores.
-    pub fn db(&self) -> &DB {
-        &self.db
     }
 
     /// Creates a topic.
@@ -445,16 +365,16 @@ impl Log {
         let mut batch = WriteBatch::default();
         let mut offsets = Vec::with_capacity(commit.appends.len());
         let mut next: HashMap<(u32, u32), u64> = HashMap::new();
-        let mut buf = Vec::with_capacity(256);
-        for (topic, partition, mut record) in commit.appends {
+        for (topic, partition, mut packed) in commit.appends {
             let n = match next.get(&(topic, partition)) {
                 Some(n) => *n,
                 None => self.head(&mut heads, topic, partition)?,
             };
-            record.offset = n as i64;
-            buf.clear();
-            codec::encode_record(&mut buf, &record);
-            batch.put(record_key(topic, partition, n), &buf);
+            match packed.get_mut(..8) {
+                Some(head) => head.copy_from_slice(&(n as i64).to_le_bytes()),
+                None => bail!("an appended record is not in the packed layout"),
+            }
+            batch.put(record_key(topic, partition, n), &packed);
             offsets.push(n);
             next.insert((topic, partition), n + 1);
         }
@@ -464,6 +384,12 @@ impl Log {
                 None => batch.delete(k),
             }
         }
+        for p in commit.positions {
+            batch.put(
+                position_key(&p.group, &p.topic, p.partition),
+                p.next.to_be_bytes(),
+            );
+        }
         let mut wo = WriteOptions::default();
         wo.set_sync(false);
         self.db
@@ -471,6 +397,63 @@ impl Log {
             .context("cannot write to the log")?;
         heads.extend(next);
         Ok(offsets)
+    }
+
+    /// The committed position of `group` in a source partition.
+    pub fn position(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+    ) -> anyhow::Result<Option<u64>> {
+        let key = position_key(group, topic, partition);
+        match self.db.get(&key)? {
+            None => Ok(None),
+            Some(b) => match <[u8; 8]>::try_from(b.as_slice()) {
+                Ok(a) => Ok(Some(u64::from_be_bytes(a))),
+                Err(_) => bail!(
+                    "the stored offset of pipeline {group} in {topic} partition {partition} is corrupt ({} bytes where 8 belong) in {}; restore the data directory from a backup",
+                    b.len(),
+                    self.dir.display()
+                ),
+            },
+        }
+    }
+
+    /// Sets the committed position of `group` in a source partition (tests
+    /// and tools; pipelines commit positions with their batches).
+    pub fn put_raw(&self, key: &[u8], value: &[u8]) -> anyhow::Result<()> {
+        self.db.put(key, value)?;
+        Ok(())
+    }
+
+    /// State entries whose keys start with `prefix`, in key order, up to `limit`.
+    pub fn scan(&self, prefix: &[u8], limit: usize) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.range_raw(prefix, &crate::pipeline::keys::prefix_end(prefix), limit)
+    }
+
+    fn range_raw(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut out = Vec::new();
+        if start >= end || limit == 0 {
+            return Ok(out);
+        }
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_upper_bound(end.to_vec());
+        let mut it = self.db.raw_iterator_opt(opts);
+        it.seek(start);
+        while it.valid() && out.len() < limit {
+            if let (Some(k), Some(v)) = (it.key(), it.value()) {
+                out.push((k.to_vec(), v.to_vec()));
+            }
+            it.next();
+        }
+        it.status()?;
+        Ok(out)
     }
 
     /// Applies retention and compaction to every topic: deletes records older
@@ -554,6 +537,85 @@ fn require_data_dir(dir: &Path) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Where a pipeline's position in a source partition is kept.
+pub fn position_key(group: &str, topic: &str, partition: u32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(group.len() + topic.len() + 12);
+    k.push(b'K');
+    k.extend_from_slice(group.as_bytes());
+    k.push(0);
+    k.push(b'o');
+    k.extend_from_slice(topic.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&partition.to_be_bytes());
+    k
+}
+
+impl StateRead for Log {
+    fn get(&self, key: &[u8]) -> anyhow::Result<Option<Vec<u8>>> {
+        self.db
+            .get(key)
+            .with_context(|| format!("cannot read state from {}", self.dir.display()))
+    }
+
+    fn range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.range_raw(start, end, limit)
+            .with_context(|| format!("cannot read state from {}", self.dir.display()))
+    }
+}
+
+impl Backend for Log {
+    fn describe(&self) -> String {
+        format!("the data directory {}", self.dir.display())
+    }
+
+    fn topic(&self, name: &str) -> anyhow::Result<Option<Topic>> {
+        Log::topic(self, name)
+    }
+
+    fn require_topic(&self, name: &str) -> anyhow::Result<Topic> {
+        Log::require_topic(self, name)
+    }
+
+    fn create_topic(&self, name: &str, config: TopicConfig) -> anyhow::Result<Topic> {
+        Log::create_topic(self, name, config)
+    }
+
+    fn read(
+        &self,
+        topic: &Topic,
+        partition: u32,
+        from: u64,
+        max: usize,
+    ) -> anyhow::Result<Vec<Stored>> {
+        Log::read(self, topic, partition, from, max)
+    }
+
+    fn first_offset(&self, topic: &Topic, partition: u32) -> anyhow::Result<Option<u64>> {
+        Log::first_offset(self, topic, partition)
+    }
+
+    fn end_offset(&self, topic: &Topic, partition: u32) -> anyhow::Result<u64> {
+        Log::end_offset(self, topic, partition)
+    }
+
+    fn position(&self, group: &str, topic: &str, partition: u32) -> anyhow::Result<Option<u64>> {
+        Log::position(self, group, topic, partition)
+    }
+
+    fn commit(&self, commit: Commit) -> anyhow::Result<()> {
+        Log::commit(self, commit).map(|_| ())
+    }
+
+    fn clean(&self, now_ms: i64) -> anyhow::Result<u64> {
+        Log::clean(self, now_ms)
+    }
 }
 
 fn end_marker(topic: u32, partition: u32) -> [u8; 9] {

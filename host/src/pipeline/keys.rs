@@ -1,7 +1,7 @@
 //! Where a pipeline keeps its things in the data directory's database.
 //!
 //! ```text
-//! K pipeline 0 'o' source-topic 0 partition:u32          -> next offset to read (u64)
+//! K pipeline 0 'o' source-topic 0 partition:u32          -> next offset to read (u64; kept by the backend)
 //! K pipeline 0 't' segment:u32 partition:u32             -> the task's stream time (i64)
 //! K pipeline 0 'a' step 0 partition:u32 klen:u32 key start:i64 -> aggregate: end:i64 + accumulator
 //! K pipeline 0 'c' step 0 partition:u32 end:i64 klen:u32 key start:i64 -> aggregate windows by end (emit on close)
@@ -30,16 +30,6 @@ pub fn pipeline(name: &str) -> Vec<u8> {
     k.push(b'K');
     k.extend_from_slice(name.as_bytes());
     k.push(0);
-    k
-}
-
-/// The committed offset of one source partition.
-pub fn offset(pipe: &str, topic: &str, partition: u32) -> Vec<u8> {
-    let mut k = pipeline(pipe);
-    k.push(b'o');
-    k.extend_from_slice(topic.as_bytes());
-    k.push(0);
-    k.extend_from_slice(&partition.to_be_bytes());
     k
 }
 

@@ -35,7 +35,7 @@ pub struct HostState {
     pub(crate) stdout: Capture,
     pub(crate) stderr: Capture,
     /// A processor's state during a call.
-    pub(crate) state: Option<super::state::StateCtx>,
+    pub(crate) state: Option<Box<dyn super::state::GuestState>>,
 }
 
 impl HostState {

@@ -21,8 +21,9 @@
 //! settings, so a second load skips compilation.
 
 mod cache;
+pub mod guest;
 mod host;
-mod state;
+pub mod state;
 mod step;
 
 use std::fmt;
@@ -37,8 +38,9 @@ use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 pub use self::cache::Cache;
+pub use self::guest::{Call, Guest, NativeGuest};
 pub use self::host::{HostState, Tags};
-pub use self::state::StateCtx;
+pub use self::state::{Clock, GuestState, StateError};
 pub use self::step::{NativeFn, Step, StepError};
 
 /// How often the epoch advances; deadlines are counted in these.
@@ -460,15 +462,13 @@ impl Runtime {
         for f in world.functions() {
             funcs.push((*f, lookup(f)?));
         }
-        let pre =
-            Some(
-                self.linker
-                    .instantiate_pre(&component)
-                    .map_err(|e| LoadError::Invalid {
-                        module: module.clone(),
-                        message: format!("{e:#}"),
-                    })?,
-            );
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Invalid {
+                module: module.clone(),
+                message: format!("{e:#}"),
+            })?;
         Ok(Module {
             inner: Arc::new(ModuleInner {
                 name: module,
@@ -508,7 +508,7 @@ struct ModuleInner {
     imports: Vec<String>,
     exports: Vec<String>,
     funcs: Vec<(&'static str, ComponentExportIndex)>,
-    pre: Option<InstancePre<HostState>>,
+    pre: InstancePre<HostState>,
 }
 
 impl Module {
@@ -551,7 +551,7 @@ impl Module {
             .find(|(n, _)| *n == name)
             .map(|(_, i)| i)
     }
-    pub(crate) fn pre(&self) -> Option<&InstancePre<HostState>> {
-        self.inner.pre.as_ref()
+    pub(crate) fn pre(&self) -> &InstancePre<HostState> {
+        &self.inner.pre
     }
 }

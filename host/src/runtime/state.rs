@@ -1,90 +1,71 @@
-//! The `state` and `timers` interfaces, for processors: reads and writes go
-//! to the task's pending changes ([`Txn`]) over the data directory's
-//! database, so that they commit with the batch (or vanish with a trap).
+//! The `state` and `timers` interfaces, for processors. The runtime knows
+//! nothing of where state lives: during one call the store holds a
+//! [`GuestState`], which the caller (a pipeline operator, `weir test`)
+//! implements over its pending changes and its backend, and takes back after
+//! the call.
 
-use std::sync::Arc;
+use std::any::Any;
 
 use super::HostState;
 use crate::bindings::weir::functions::{state, timers};
-use crate::log::Log;
-use crate::pipeline::keys;
-use crate::pipeline::txn::Txn;
 
-/// What a processor's state calls act on during one call.
-#[derive(Clone)]
-pub struct StateCtx {
-    /// The committed state (`None`: state lives only in `txn`, as in `weir test`).
-    pub log: Option<Arc<Log>>,
-    /// The pipeline.
-    pub pipeline: String,
-    /// The step.
-    pub step: String,
-    /// The task's partition.
-    pub partition: u32,
-    /// The stores the step declares (empty: any name, as in `weir test`).
-    pub stores: Vec<String>,
-    /// The pending changes.
-    pub txn: Txn,
+pub use crate::bindings::weir::functions::state::StateError;
+pub use crate::bindings::weir::functions::timers::Clock;
+
+/// Entries of a store, in key order.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// What a processor's state and timer calls act on during a call.
+///
+/// The runtime calls [`GuestState::keep`] after a call that succeeded and
+/// [`GuestState::rollback`] after one that trapped, so that a trap leaves no
+/// state change behind.
+pub trait GuestState: Any + Send {
+    /// The value of `key` in `store`.
+    fn get(&mut self, store: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StateError>;
+    /// Sets `key` in `store`.
+    fn put(&mut self, store: &str, key: Vec<u8>, value: Vec<u8>) -> Result<(), StateError>;
+    /// Removes `key` from `store`.
+    fn delete(&mut self, store: &str, key: Vec<u8>) -> Result<(), StateError>;
+    /// Up to `limit` entries of `store` with `start <= key < end`.
+    fn range(
+        &mut self,
+        store: &str,
+        start: Option<&[u8]>,
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Entries, StateError>;
+    /// Schedules (or moves) the timer `tag` on `clock` at `time`.
+    fn schedule(&mut self, clock: Clock, time: i64, tag: Vec<u8>);
+    /// Cancels the timer `tag` on `clock`.
+    fn cancel(&mut self, clock: Clock, tag: Vec<u8>);
+    /// The changes since the last `keep` or `rollback` stay.
+    fn keep(&mut self);
+    /// The changes since the last `keep` or `rollback` are dropped.
+    fn rollback(&mut self);
 }
 
-impl StateCtx {
-    fn check(&self, store: &str) -> Result<(), state::StateError> {
-        if self.stores.is_empty() || self.stores.iter().any(|s| s == store) {
-            Ok(())
-        } else {
-            Err(state::StateError::NoSuchStore(store.to_string()))
-        }
-    }
-
-    fn key(&self, store: &str, key: &[u8]) -> Vec<u8> {
-        keys::store(&self.pipeline, &self.step, store, self.partition, key)
-    }
-}
-
-fn clock_byte(c: timers::Clock) -> u8 {
-    match c {
-        timers::Clock::EventTime => 0,
-        timers::Clock::WallClock => 1,
-    }
-}
-
-fn no_state() -> state::StateError {
-    state::StateError::Io(
-        "state stores exist only while the function runs as a processor step".into(),
-    )
-}
-
-fn io(e: anyhow::Error) -> state::StateError {
-    state::StateError::Io(format!("{e:#}"))
+fn no_state() -> StateError {
+    StateError::Io("state stores exist only while the function runs as a processor step".into())
 }
 
 impl state::Host for HostState {
-    fn get(&mut self, store: String, key: Vec<u8>) -> Result<Option<Vec<u8>>, state::StateError> {
-        let cx = self.state.as_ref().ok_or_else(no_state)?;
-        cx.check(&store)?;
-        let db = cx.log.as_ref().map(|l| l.db());
-        cx.txn.get_in(db, &cx.key(&store, &key)).map_err(io)
+    fn get(&mut self, store: String, key: Vec<u8>) -> Result<Option<Vec<u8>>, StateError> {
+        self.state.as_mut().ok_or_else(no_state)?.get(&store, &key)
     }
 
-    fn put(
-        &mut self,
-        store: String,
-        key: Vec<u8>,
-        value: Vec<u8>,
-    ) -> Result<(), state::StateError> {
-        let cx = self.state.as_mut().ok_or_else(no_state)?;
-        cx.check(&store)?;
-        let k = cx.key(&store, &key);
-        cx.txn.put(k, value);
-        Ok(())
+    fn put(&mut self, store: String, key: Vec<u8>, value: Vec<u8>) -> Result<(), StateError> {
+        self.state
+            .as_mut()
+            .ok_or_else(no_state)?
+            .put(&store, key, value)
     }
 
-    fn delete(&mut self, store: String, key: Vec<u8>) -> Result<(), state::StateError> {
-        let cx = self.state.as_mut().ok_or_else(no_state)?;
-        cx.check(&store)?;
-        let k = cx.key(&store, &key);
-        cx.txn.delete(k);
-        Ok(())
+    fn delete(&mut self, store: String, key: Vec<u8>) -> Result<(), StateError> {
+        self.state
+            .as_mut()
+            .ok_or_else(no_state)?
+            .delete(&store, key)
     }
 
     fn range(
@@ -93,61 +74,29 @@ impl state::Host for HostState {
         start: Option<Vec<u8>>,
         end: Option<Vec<u8>>,
         limit: u32,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, state::StateError> {
-        let cx = self.state.as_ref().ok_or_else(no_state)?;
-        cx.check(&store)?;
-        let prefix = keys::store_prefix(&cx.pipeline, &cx.step, &store, cx.partition);
-        let from = cx.key(&store, start.as_deref().unwrap_or_default());
-        let to = match end {
-            Some(e) => cx.key(&store, &e),
-            None => keys::prefix_end(&prefix),
-        };
-        let db = cx.log.as_ref().map(|l| l.db());
-        let entries = cx
-            .txn
-            .range_in(db, &from, &to, limit as usize)
-            .map_err(io)?;
-        Ok(entries
-            .into_iter()
-            .map(|(k, v)| (k[prefix.len()..].to_vec(), v))
-            .collect())
-    }
-}
-
-impl StateCtx {
-    /// Removes the timer `tag` on clock `c`, if one is set (both its entry
-    /// and its index).
-    fn unset_timer(&mut self, c: u8, tag: &[u8]) {
-        let index = keys::timer_index(&self.pipeline, &self.step, self.partition, c, tag);
-        let db = self.log.as_ref().map(|l| l.db());
-        if let Ok(Some(old)) = self.txn.get_in(db, &index)
-            && old.len() == 8
-        {
-            let old_time = keys::from_ord_i64(&old);
-            let k = keys::timer(&self.pipeline, &self.step, self.partition, c, old_time, tag);
-            self.txn.delete(k);
-            self.txn.delete(index);
-        }
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+        self.state.as_mut().ok_or_else(no_state)?.range(
+            &store,
+            start.as_deref(),
+            end.as_deref(),
+            limit as usize,
+        )
     }
 }
 
 impl timers::Host for HostState {
-    fn schedule(&mut self, clock: timers::Clock, time: i64, tag: Vec<u8>) {
-        let Some(cx) = self.state.as_mut() else {
-            tracing::warn!(module = %self.tags.module, "a timer was scheduled outside a pipeline; it will not fire");
-            return;
-        };
-        let c = clock_byte(clock);
-        cx.unset_timer(c, &tag);
-        let k = keys::timer(&cx.pipeline, &cx.step, cx.partition, c, time, &tag);
-        cx.txn.put(k, Vec::new());
-        let index = keys::timer_index(&cx.pipeline, &cx.step, cx.partition, c, &tag);
-        cx.txn.put(index, keys::ord_i64(time).to_vec());
+    fn schedule(&mut self, clock: Clock, time: i64, tag: Vec<u8>) {
+        match self.state.as_mut() {
+            Some(s) => s.schedule(clock, time, tag),
+            None => {
+                tracing::warn!(module = %self.tags.module, "a timer was scheduled outside a processor step; it will not fire")
+            }
+        }
     }
 
-    fn cancel(&mut self, clock: timers::Clock, tag: Vec<u8>) {
-        if let Some(cx) = self.state.as_mut() {
-            cx.unset_timer(clock_byte(clock), &tag);
+    fn cancel(&mut self, clock: Clock, tag: Vec<u8>) {
+        if let Some(s) = self.state.as_mut() {
+            s.cancel(clock, tag);
         }
     }
 }

@@ -1,16 +1,15 @@
 //! [`Step`]: one module running as one step of a pipeline (or of `weir
-//! test`). It owns a live instance, makes a fresh one after a trap, and turns
-//! a trap on a batch into a dead letter for the one record that caused it.
+//! test`). It owns a live instance, calls its exports typed, and makes a
+//! fresh instance after a trap (which it reports as the call's failure).
 
-use std::borrow::Borrow;
 use std::time::{Duration, Instant};
 
 use wasmtime::Store;
-use wasmtime::component::{ComponentNamedList, Func, Lift, Lower, TypedFunc};
+use wasmtime::component::{ComponentNamedList, Func, Lift, Lower};
 
+use super::guest::{Call, Guest};
+use super::state::GuestState;
 use super::{HostState, Module, RuntimeOptions, TICK, Tags, World};
-use crate::codec::{self, Entry};
-use crate::record::{DeadLetter, Failure, Outcome, Output, Record};
 
 /// Why a step cannot run at all (as opposed to a record it cannot process,
 /// which becomes a dead letter).
@@ -49,7 +48,7 @@ struct Live {
     funcs: Vec<(&'static str, Func)>,
 }
 
-/// One module running as one step.
+/// One module running as one step: the Wasm implementation of [`Guest`].
 pub struct Step {
     module: Module,
     tags: Tags,
@@ -59,9 +58,6 @@ pub struct Step {
     live: Option<Live>,
     instances: u64,
     last_instantiate: Duration,
-    /// A processor's state when it runs outside a pipeline (`weir test`):
-    /// kept in memory for the life of the step.
-    scratch: Option<crate::pipeline::txn::Txn>,
     /// A native stand-in for the guest's bytes-to-bytes exports, for
     /// benchmarks that compare the same pipeline with a native step.
     native: Option<NativeFn>,
@@ -70,8 +66,6 @@ pub struct Step {
 /// A native implementation of a world's bytes-to-bytes exports: called with
 /// the export's name and the packed input, returns the packed result list.
 pub type NativeFn = Box<dyn FnMut(&str, &[u8]) -> Vec<u8> + Send>;
-
-type InitFn = TypedFunc<(Vec<(String, String)>,), (Result<(), String>,)>;
 
 impl Step {
     /// A step running `module` as `step` with these settings. No instance is
@@ -95,7 +89,6 @@ impl Step {
             live: None,
             instances: 0,
             last_instantiate: Duration::ZERO,
-            scratch: None,
             native: None,
         }
     }
@@ -154,14 +147,7 @@ impl Step {
 
     fn instantiate(&self) -> Result<Live, StepError> {
         let module = &self.module;
-        let Some(pre) = module.pre() else {
-            return Err(StepError::WrongWorld {
-                module: module.name().to_string(),
-                world: module.world(),
-                what: "needs state stores and timers, which only pipelines (`weir run`) provide"
-                    .into(),
-            });
-        };
+        let pre = module.pre();
         let mut store = Store::new(
             pre.engine(),
             HostState::new(self.tags.clone(), self.memory_limit),
@@ -177,16 +163,11 @@ impl Step {
                 .func(f)
                 .and_then(|idx| instance.get_func(&mut store, idx))
                 .ok_or_else(|| self.instantiate_error(format!("export `{f}` is missing")))?;
-            let checked = if *f == "init" {
-                func.typed::<(Vec<(String, String)>,), (Result<(), String>,)>(&store)
-                    .map(|_| ())
-            } else if *f == "merge" {
-                func.typed::<(&[u8], &[u8]), (Result<Vec<u8>, String>,)>(&store)
-                    .map(|_| ())
-            } else if *f == "on-timer" {
-                func.typed::<(i64, &[u8]), (Vec<u8>,)>(&store).map(|_| ())
-            } else {
-                func.typed::<(&[u8],), (Vec<u8>,)>(&store).map(|_| ())
+            let checked = match *f {
+                "init" => func.typed::<InitParams, InitResults>(&store).map(|_| ()),
+                "merge" => func.typed::<MergeParams, MergeResults>(&store).map(|_| ()),
+                "on-timer" => func.typed::<TimerParams, BytesResults>(&store).map(|_| ()),
+                _ => func.typed::<BytesParams, BytesResults>(&store).map(|_| ()),
             };
             checked.map_err(|e| {
                 self.instantiate_error(format!(
@@ -201,9 +182,9 @@ impl Step {
             .find(|(n, _)| *n == "init")
             .map(|(_, f)| *f)
             .ok_or_else(|| self.instantiate_error("export `init` is missing".into()))?;
-        // SAFETY: checked with `typed` above.
-        let init: InitFn = unsafe { TypedFunc::new_unchecked(init) };
-        let result = init.call(&mut store, (self.config.clone(),));
+        let result = init
+            .typed::<InitParams, InitResults>(&store)
+            .and_then(|f| f.call(&mut store, (self.config.clone(),)));
         let stderr = store.data_mut().drain_output();
         match result {
             Ok((Ok(()),)) => {
@@ -221,26 +202,17 @@ impl Step {
         }
     }
 
-    /// Calls a `list<u8> -> list<u8>` export. `Ok(Err(reason))` is a trap:
-    /// the instance is gone, and the next call makes a fresh one.
-    pub fn call_bytes(
+    /// Calls an export, type-checked against what the host expects, under
+    /// the step's deadline, with `state` in the store for the call. A trap
+    /// drops the instance and comes back as `Ok(Err(reason))`; what the guest
+    /// wrote to stderr goes into that reason, or into the log when the call
+    /// succeeded.
+    fn call_typed<P, R>(
         &mut self,
         function: &str,
-        input: &[u8],
-    ) -> Result<Result<Vec<u8>, String>, StepError> {
-        if let Some(f) = self.native.as_mut() {
-            return Ok(Ok(f(function, input)));
-        }
-        Ok(self
-            .call::<(&[u8],), (Vec<u8>,)>(function, (input,))?
-            .map(|(out,)| out))
-    }
-
-    /// Calls an export with the types it was checked to have when the
-    /// instance was made, under the step's deadline. A trap drops the
-    /// instance and comes back as `Ok(Err(reason))`; what the guest wrote to
-    /// stderr goes into that reason, or into the log when the call succeeded.
-    fn call<P, R>(&mut self, function: &str, params: P) -> Result<Result<R, String>, StepError>
+        params: P,
+        state: Option<Box<dyn GuestState>>,
+    ) -> Result<Typed<R>, StepError>
     where
         P: ComponentNamedList + Lower,
         R: ComponentNamedList + Lift,
@@ -263,227 +235,72 @@ impl Step {
             });
         };
         live.store.set_epoch_deadline(ticks);
-        // SAFETY: every export was checked with `typed` when the instance was
-        // made, with the types its callers here use.
-        let typed: TypedFunc<P, R> = unsafe { TypedFunc::new_unchecked(func) };
-        let result = typed.call(&mut live.store, params);
+        live.store.data_mut().state = state;
+        let result = func
+            .typed::<P, R>(&live.store)
+            .and_then(|typed| typed.call(&mut live.store, params));
+        let state = live.store.data_mut().state.take();
         let stderr = live.store.data_mut().drain_output();
         match result {
             Ok(r) => {
                 live.store.data().log_stderr(&stderr);
-                Ok(Ok(r))
+                Ok((Ok(r), state))
             }
             Err(e) => {
                 self.live = None;
-                Ok(Err(describe_trap(&e, &stderr, deadline, memory_limit)))
+                Ok((
+                    Err(describe_trap(&e, &stderr, deadline, memory_limit)),
+                    state,
+                ))
             }
         }
-    }
-
-    /// Calls the aggregator's `merge`. `Ok(Err(reason))` is the guest's error
-    /// or a trap (after which the next call makes a fresh instance).
-    pub fn merge(&mut self, a: &[u8], b: &[u8]) -> Result<Result<Vec<u8>, String>, StepError> {
-        Ok(self
-            .call::<(&[u8], &[u8]), (Result<Vec<u8>, String>,)>("merge", (a, b))?
-            .and_then(|(r,)| r))
-    }
-
-    /// Runs a processor over records with state: `ctx` holds the task's
-    /// pending state changes, and comes back with the batch's changes added.
-    /// A trap discards the changes of the call that trapped; the batch is
-    /// then retried record by record, so the trapping record is a dead letter
-    /// and leaves no state change behind.
-    pub fn process(
-        &mut self,
-        records: &[impl Borrow<Record>],
-        ctx: super::StateCtx,
-    ) -> Result<(Vec<(usize, Outcome)>, super::StateCtx), StepError> {
-        if records.is_empty() {
-            return Ok((Vec::new(), ctx));
-        }
-        let batch = codec::encode_batch(records.iter().map(Borrow::borrow));
-        self.live()?.store.data_mut().state = Some(ctx.clone());
-        let result = self.call_bytes("process", &batch)?;
-        let after = self
-            .live
-            .as_mut()
-            .and_then(|l| l.store.data_mut().state.take());
-        let failure = match (result, after) {
-            (Ok(out), Some(new_ctx)) => match decode_map(&out, records) {
-                Ok(outcomes) => return Ok((outcomes, new_ctx)),
-                Err(e) => e.to_string(),
-            },
-            (Ok(_), None) => "the instance lost its state context".to_string(),
-            (Err(trap), _) => trap,
-        };
-        if let [record] = records {
-            let record: &Record = record.borrow();
-            return Ok((
-                vec![(
-                    0,
-                    Outcome::Dead(DeadLetter {
-                        record: record.clone(),
-                        failure: Failure::Trapped(failure),
-                    }),
-                )],
-                ctx,
-            ));
-        }
-        let mut outcomes = Vec::with_capacity(records.len());
-        let mut ctx = ctx;
-        for (j, r) in records.iter().enumerate() {
-            let (o, c) = self.process(std::slice::from_ref(r), ctx)?;
-            outcomes.extend(o.into_iter().map(|(_, o)| (j, o)));
-            ctx = c;
-        }
-        Ok((outcomes, ctx))
-    }
-
-    /// Calls a processor's `on-timer`. Returns its outputs (or why it failed)
-    /// and the state context (unchanged when it failed).
-    #[allow(clippy::type_complexity)]
-    pub fn on_timer(
-        &mut self,
-        time: i64,
-        tag: &[u8],
-        ctx: super::StateCtx,
-    ) -> Result<
-        (
-            Result<Vec<(Option<String>, Record)>, String>,
-            super::StateCtx,
-        ),
-        StepError,
-    > {
-        let name = self.module.name().to_string();
-        self.live()?.store.data_mut().state = Some(ctx.clone());
-        let result = self.call::<(i64, &[u8]), (Vec<u8>,)>("on-timer", (time, tag))?;
-        let after = self
-            .live
-            .as_mut()
-            .and_then(|l| l.store.data_mut().state.take());
-        match (result, after) {
-            (Ok((out,)), Some(new_ctx)) => {
-                let mut outputs = Vec::new();
-                let mut rejected = None;
-                codec::read_results(&out, 1, |_, e| match e {
-                    Entry::Output(o) => outputs.push(o.to_owned(0)),
-                    Entry::Rejected(m) => rejected = Some(m.to_string()),
-                    _ => {}
-                })
-                .map_err(|e| StepError::Instantiate {
-                    module: name.clone(),
-                    message: e.to_string(),
-                })?;
-                match rejected {
-                    Some(m) => Ok((Err(m), ctx)),
-                    None => Ok((Ok(outputs), new_ctx)),
-                }
-            }
-            (Ok(_), None) => Ok((Err("the instance lost its state context".into()), ctx)),
-            (Err(trap), _) => Ok((Err(trap), ctx)),
-        }
-    }
-
-    /// Runs a mapper over records. Outputs and dead letters come back in
-    /// input order. When the guest traps on the batch, the batch is retried
-    /// one record at a time on fresh instances, so that only the records
-    /// that trap on their own become dead letters.
-    pub fn map(&mut self, records: &[Record]) -> Result<Vec<Outcome>, StepError> {
-        if self.module.world() == World::Processor {
-            let ctx = super::StateCtx {
-                log: None,
-                pipeline: "test".into(),
-                step: self.tags.step.to_string(),
-                partition: 0,
-                stores: Vec::new(),
-                txn: self.scratch.take().unwrap_or_default(),
-            };
-            let (outcomes, ctx) = self.process(records, ctx)?;
-            self.scratch = Some(ctx.txn);
-            return Ok(outcomes.into_iter().map(|(_, o)| o).collect());
-        }
-        Ok(self
-            .map_indexed(records)?
-            .into_iter()
-            .map(|(_, o)| o)
-            .collect())
-    }
-
-    /// As [`Step::map`], with each outcome paired with the index of the
-    /// input record it came from.
-    pub fn map_indexed(
-        &mut self,
-        records: &[impl Borrow<Record>],
-    ) -> Result<Vec<(usize, Outcome)>, StepError> {
-        if self.module.world() != World::Mapper {
-            return Err(StepError::WrongWorld {
-                module: self.module.name().to_string(),
-                world: self.module.world(),
-                what: "does not map records one by one; run it in a pipeline (`weir run`)".into(),
-            });
-        }
-        if records.is_empty() {
-            return Ok(Vec::new());
-        }
-        let batch = codec::encode_batch(records.iter().map(Borrow::borrow));
-        let failure = match self.call_bytes("process", &batch)? {
-            Ok(out) => match decode_map(&out, records) {
-                Ok(outcomes) => return Ok(outcomes),
-                Err(e) => e.to_string(),
-            },
-            Err(trap) => trap,
-        };
-        if let [record] = records {
-            let record: &Record = record.borrow();
-            return Ok(vec![(
-                0,
-                Outcome::Dead(DeadLetter {
-                    record: record.clone(),
-                    failure: Failure::Trapped(failure),
-                }),
-            )]);
-        }
-        tracing::debug!(module = %self.module.name(), "batch of {} failed ({failure}); retrying record by record", records.len());
-        let mut outcomes = Vec::with_capacity(records.len());
-        for (j, r) in records.iter().enumerate() {
-            outcomes.extend(
-                self.map_indexed(std::slice::from_ref(r))?
-                    .into_iter()
-                    .map(|(_, o)| (j, o)),
-            );
-        }
-        Ok(outcomes)
     }
 }
 
-fn decode_map(
-    out: &[u8],
-    records: &[impl Borrow<Record>],
-) -> Result<Vec<(usize, Outcome)>, codec::Malformed> {
-    let mut outcomes = Vec::with_capacity(records.len());
-    let mut bad_tag = None;
-    codec::read_results(out, records.len(), |i, entry| {
-        let input: &Record = records[i as usize].borrow();
-        match entry {
-            Entry::Output(o) => {
-                let (to, record) = o.to_owned(input.offset);
-                outcomes.push((i as usize, Outcome::Output(Output { to, record })));
-            }
-            Entry::Rejected(m) => outcomes.push((
-                i as usize,
-                Outcome::Dead(DeadLetter {
-                    record: input.clone(),
-                    failure: Failure::Rejected(m.to_string()),
-                }),
-            )),
-            Entry::Accumulator(_) | Entry::Value(_) => bad_tag = Some(i),
+/// A typed call's result (or why it failed) and the state handed in.
+type Typed<R> = (Result<R, String>, Option<Box<dyn GuestState>>);
+type InitParams = (Vec<(String, String)>,);
+type InitResults = (Result<(), String>,);
+type BytesParams<'a> = (&'a [u8],);
+type BytesResults = (Vec<u8>,);
+type MergeParams<'a> = (&'a [u8], &'a [u8]);
+type MergeResults = (Result<Vec<u8>, String>,);
+type TimerParams<'a> = (i64, &'a [u8]);
+
+impl Guest for Step {
+    fn name(&self) -> &str {
+        self.module.name()
+    }
+
+    fn world(&self) -> World {
+        self.module.world()
+    }
+
+    fn call(
+        &mut self,
+        call: Call<'_>,
+        state: Option<Box<dyn GuestState>>,
+    ) -> Result<(Result<Vec<u8>, String>, Option<Box<dyn GuestState>>), StepError> {
+        if let (Some(f), Call::Export(export, input)) = (self.native.as_mut(), &call) {
+            return Ok((Ok(f(export, input)), state));
         }
-    })?;
-    match bad_tag {
-        Some(i) => Err(codec::Malformed(format!(
-            "input {i} got an accumulator or value entry, which a mapper does not return"
-        ))),
-        None => Ok(outcomes),
+        match call {
+            Call::Export(export, input) => {
+                let (r, s) =
+                    self.call_typed::<BytesParams, BytesResults>(export, (input,), state)?;
+                Ok((r.map(|(out,)| out), s))
+            }
+            Call::Timer(time, tag) => {
+                let (r, s) =
+                    self.call_typed::<TimerParams, BytesResults>("on-timer", (time, tag), state)?;
+                Ok((r.map(|(out,)| out), s))
+            }
+            Call::Merge(a, b) => {
+                let (r, s) =
+                    self.call_typed::<MergeParams, MergeResults>("merge", (a, b), state)?;
+                Ok((r.and_then(|(r,)| r), s))
+            }
+        }
     }
 }
 

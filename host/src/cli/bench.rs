@@ -10,13 +10,15 @@
 //! without the batch encoding, is printed for reference.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::codec::{self, Entry};
-use crate::record::Record;
-use crate::runtime::{Runtime, RuntimeOptions, Step};
+use weir::codec::{self, Entry};
+use weir::log::{Commit, Log, TopicConfig};
+use weir::record::Record;
+use weir::runtime::{Call, Guest, Runtime, RuntimeOptions, Step};
 
 /// Options of `weir bench`.
 #[derive(clap::Args, Debug)]
@@ -73,7 +75,7 @@ impl weir_guest::Aggregate for NativeCount {
     }
 }
 
-fn native_step(file: &str) -> Option<crate::runtime::NativeFn> {
+fn native_step(file: &str) -> Option<weir::runtime::NativeFn> {
     use weir_guest::__private as g;
     match file {
         "uppercase.wasm" => Some(Box::new(|_, b: &[u8]| g::map_batch(b, native_uppercase))),
@@ -97,67 +99,147 @@ fn peak_rss_kb() -> u64 {
         .unwrap_or(0)
 }
 
+/// Resets the peak-memory mark of this process (Linux: `clear_refs` 5), so
+/// that the figure covers the run and not the generated input.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Fills topic `in` (2 partitions) with `n` records, generated and written
+/// in chunks so that the input is never held in memory as a whole.
+fn fill(log: &Log, which: &str, n: usize) -> anyhow::Result<weir::log::Topic> {
+    let topic = log.create_topic("in", TopicConfig::partitions(2))?;
+    let words = [
+        "stream", "river", "the", "weir", "log", "kafka", "state", "window", "join", "table",
+    ];
+    let mut done = 0;
+    while done < n {
+        let chunk = (n - done).min(10_000);
+        let mut c = Commit::default();
+        for (j, mut r) in records(done, chunk).into_iter().enumerate() {
+            let i = done + j;
+            if which == "wordcount" {
+                let line: Vec<&str> = (0..8)
+                    .map(|j| words[(i * 7 + j * 3) % words.len()])
+                    .collect();
+                r.value = Some(line.join(" ").into_bytes());
+            }
+            c.append(&topic, (i % 2) as u32, &r);
+        }
+        log.commit(c)?;
+        done += chunk;
+    }
+    Ok(topic)
+}
+
+/// The storage limit: per partition, in its own thread, read a batch, copy
+/// every record into an output (its value upper-cased, as the map does) and
+/// commit the outputs with the input position — the same reads, writes and
+/// commits as the map pipeline, with no guest and no operator at all.
+fn storage_only(log: &Arc<Log>, input: &weir::log::Topic, batch: usize) -> anyhow::Result<u64> {
+    let out = log.create_topic("out", TopicConfig::partitions(2))?;
+    let mut threads = Vec::new();
+    for p in 0..2u32 {
+        let (log, input, out) = (log.clone(), input.clone(), out.clone());
+        threads.push(std::thread::spawn(move || -> anyhow::Result<u64> {
+            let mut next = 0u64;
+            let mut n = 0u64;
+            loop {
+                let got = log.read(&input, p, next, batch)?;
+                let Some(last) = got.last() else { break };
+                next = last.offset + 1;
+                let mut c = Commit::default();
+                for s in &got {
+                    let mut packed = s.bytes.clone();
+                    upper_value(&mut packed);
+                    c.append_packed(&out, p, packed);
+                }
+                c.position("bench", &input.name, p, next);
+                log.commit(c)?;
+                n += got.len() as u64;
+            }
+            Ok(n)
+        }));
+    }
+    let mut total = 0;
+    for t in threads {
+        total += t
+            .join()
+            .map_err(|_| anyhow::anyhow!("a storage thread panicked"))??;
+    }
+    Ok(total)
+}
+
+/// Upper-cases the value of a packed record in place.
+fn upper_value(packed: &mut [u8]) {
+    let len = |b: &[u8], at: usize| {
+        b.get(at..at + 4)
+            .map(|x| u32::from_le_bytes([x[0], x[1], x[2], x[3]]))
+    };
+    let key_at = 16;
+    let Some(klen) = len(packed, key_at) else {
+        return;
+    };
+    let value_at = key_at + 4 + if klen == u32::MAX { 0 } else { klen as usize };
+    let Some(vlen) = len(packed, value_at) else {
+        return;
+    };
+    if vlen == u32::MAX {
+        return;
+    }
+    let start = value_at + 4;
+    if let Some(v) = packed.get_mut(start..start + vlen as usize) {
+        v.make_ascii_uppercase();
+    }
+}
+
 /// One pipeline run in this process; prints `RESULT records seconds peak-kb`.
 fn one_pipeline(args: &BenchArgs, which: &str) -> anyhow::Result<()> {
-    use crate::log::{Commit, Log, TopicConfig};
     let dir = tempfile::tempdir()?;
     let modules = args
         .module
         .parent()
         .context("--module has no directory")?
         .to_path_buf();
-    let (text, n) = match which {
-        "map" => (
-            "name = \"bench\"\ninput = \"in\"\noutput = \"out\"\n[[steps]]\nname = \"up\"\nkind = \"map\"\nmodule = \"uppercase.wasm\"\n",
-            args.records,
-        ),
-        "wordcount" => (
-            "name = \"bench\"\ninput = \"in\"\noutput = \"out\"\n[[steps]]\nname = \"split\"\nkind = \"map\"\nmodule = \"split_words.wasm\"\n[[steps]]\nname = \"count\"\nkind = \"aggregate\"\nmodule = \"count.wasm\"\n",
-            args.records / 4,
-        ),
+    let n = match which {
+        "wordcount" => args.records / 4,
+        _ => args.records,
+    };
+    let log = Log::open(&dir.path().join("data"))?;
+    let topic = fill(&log, which, n)?;
+    if which == "storage" {
+        reset_peak_rss();
+        let started = Instant::now();
+        let done = storage_only(&log, &topic, args.batch)?;
+        let secs = started.elapsed().as_secs_f64();
+        anyhow::ensure!(done == n as u64, "storage row read {done} of {n}");
+        println!("RESULT {n} {done} {secs} {}", peak_rss_kb());
+        return Ok(());
+    }
+    let text = match which {
+        "map" => {
+            "name = \"bench\"\ninput = \"in\"\noutput = \"out\"\n[[steps]]\nname = \"up\"\nkind = \"map\"\nmodule = \"uppercase.wasm\"\n"
+        }
+        "wordcount" => {
+            "name = \"bench\"\ninput = \"in\"\noutput = \"out\"\n[[steps]]\nname = \"split\"\nkind = \"map\"\nmodule = \"split_words.wasm\"\n[[steps]]\nname = \"count\"\nkind = \"aggregate\"\nmodule = \"count.wasm\"\n"
+        }
         other => anyhow::bail!("unknown pipeline benchmark {other}"),
     };
     let file = modules.join(format!("bench-{which}.toml"));
     std::fs::write(&file, text)?;
-    let pipeline = crate::pipeline::config::load(&file)?;
+    let pipeline = weir::pipeline::config::load(&file)?;
     let _ = std::fs::remove_file(&file);
-    let log = Log::open(&dir.path().join("data"))?;
-    let topic = log.create_topic(
-        "in",
-        TopicConfig {
-            partitions: 2,
-            compacted: false,
-            retention_ms: None,
-            retention_bytes: None,
-        },
-    )?;
-    let words = [
-        "stream", "river", "the", "weir", "log", "kafka", "state", "window", "join", "table",
-    ];
-    let mut c = Commit::default();
-    for (i, mut r) in records(n).into_iter().enumerate() {
-        if which == "wordcount" {
-            let line: Vec<&str> = (0..8)
-                .map(|j| words[(i * 7 + j * 3) % words.len()])
-                .collect();
-            r.value = Some(line.join(" ").into_bytes());
-        }
-        c.append(&topic, (i % 2) as u32, r);
-        if i % 10_000 == 9_999 {
-            log.commit(std::mem::take(&mut c))?;
-        }
-    }
-    log.commit(c)?;
     let runtime = Runtime::new(RuntimeOptions::default())?;
-    let options = crate::pipeline::RunOptions {
+    let options = weir::pipeline::RunOptions {
         until_caught_up: true,
         progress: false,
         batch: args.batch,
         native: if args.native { Some(native_step) } else { None },
     };
+    reset_peak_rss();
     let started = Instant::now();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let summary = crate::pipeline::run(log, &pipeline, &runtime, &options, stop)?;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let summary = weir::pipeline::run(log, &pipeline, &runtime, &options, stop)?;
     let secs = started.elapsed().as_secs_f64();
     println!(
         "RESULT {} {} {secs} {}",
@@ -168,62 +250,75 @@ fn one_pipeline(args: &BenchArgs, which: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn pipelines(args: &BenchArgs) -> anyhow::Result<()> {
+fn one(args: &BenchArgs, which: &str, native: bool) -> anyhow::Result<(f64, f64)> {
     let exe = std::env::current_exe()?;
+    let mut cmd = std::process::Command::new(&exe);
+    cmd.arg("bench")
+        .arg("--module")
+        .arg(&args.module)
+        .args(["--records", &args.records.to_string()])
+        .args(["--batch", &args.batch.to_string()])
+        .args(["--one", which]);
+    if native {
+        cmd.arg("--native");
+    }
+    let out = cmd.output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("RESULT "))
+        .with_context(|| {
+            format!(
+                "the {which} run printed no result: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })?;
+    let f: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    anyhow::ensure!(f.len() == 4, "bad result line {line}");
+    Ok((f[0] / f[2], f[3] / 1024.0))
+}
+
+fn pipelines(args: &BenchArgs) -> anyhow::Result<()> {
     println!(
-        "pipelines on the embedded log: {} records for the map, {} lines of 8 words for word count; 2 partitions, batches of {}",
+        "pipelines on the embedded log: {} records for the map, {} lines of 8 words for word count; 2 partitions, batches of {}; peak memory of the run alone (the generated input is left out)",
         args.records,
         args.records / 4,
         args.batch
     );
     println!();
-    println!("| pipeline  | steps  | input records/s | peak memory | ratio to native |");
-    println!("|-----------|--------|-----------------|-------------|-----------------|");
+    println!(
+        "| pipeline      | steps  | input records/s | peak memory | ratio to native | ratio to storage |"
+    );
+    println!(
+        "|---------------|--------|-----------------|-------------|-----------------|------------------|"
+    );
+    let (storage, mem) = one(args, "storage", false)?;
+    println!(
+        "| storage limit | none   | {storage:>15.0} | {mem:>8.0} MB | -               | 1.00             |"
+    );
     for which in ["map", "wordcount"] {
-        let mut rates = Vec::new();
+        let mut native_rate = 0.0;
         for native in [true, false] {
-            let mut cmd = std::process::Command::new(&exe);
-            cmd.arg("bench")
-                .arg("--module")
-                .arg(&args.module)
-                .args(["--records", &args.records.to_string()])
-                .args(["--batch", &args.batch.to_string()])
-                .args(["--one", which]);
+            let (rate, mem) = one(args, which, native)?;
             if native {
-                cmd.arg("--native");
+                native_rate = rate;
             }
-            let out = cmd.output()?;
-            let text = String::from_utf8_lossy(&out.stdout);
-            let line = text
-                .lines()
-                .find(|l| l.starts_with("RESULT "))
-                .with_context(|| {
-                    format!(
-                        "the {which} run printed no result: {}",
-                        String::from_utf8_lossy(&out.stderr)
-                    )
-                })?;
-            let f: Vec<f64> = line
-                .split_whitespace()
-                .skip(1)
-                .filter_map(|x| x.parse().ok())
-                .collect();
-            anyhow::ensure!(f.len() == 4, "bad result line {line}");
-            let rate = f[0] / f[2];
-            rates.push(rate);
-            let ratio = if native {
-                "1.00".to_string()
-            } else {
-                format!("{:.2}", rate / rates[0])
-            };
             println!(
-                "| {which:<9} | {:<6} | {:>15.0} | {:>8.0} MB | {ratio:<15} |",
+                "| {which:<13} | {:<6} | {rate:>15.0} | {mem:>8.0} MB | {:<15} | {:<16} |",
                 if native { "native" } else { "wasm" },
-                rate,
-                f[3] / 1024.0
+                format!("{:.2}", rate / native_rate),
+                format!("{:.2}", rate / storage),
             );
         }
     }
+    println!();
+    println!(
+        "(word count's rate is in lines of 8 words per second; its storage ratio compares lines with records)"
+    );
     Ok(())
 }
 
@@ -236,10 +331,10 @@ fn native_uppercase(r: weir_guest::Record) -> Result<weir_guest::Output, weir_gu
     })
 }
 
-fn records(n: usize) -> Vec<Record> {
+fn records(from: usize, n: usize) -> Vec<Record> {
     // A small LCG: the same data on every run, lower-case letters.
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    (0..n)
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d ^ (from as u64).wrapping_mul(0x9e37_79b9);
+    (from..from + n)
         .map(|i| {
             let value: Vec<u8> = (0..100)
                 .map(|_| {
@@ -288,6 +383,14 @@ fn best(
     Ok((best, outputs))
 }
 
+/// Calls the mapper's `process` on a packed batch.
+fn call(step: &mut Step, batch: &[u8]) -> anyhow::Result<Vec<u8>> {
+    match step.call(Call::Export("process", batch), None)?.0 {
+        Ok(out) => Ok(out),
+        Err(trap) => anyhow::bail!("the guest trapped: {trap}"),
+    }
+}
+
 /// Runs the benchmark and prints its table.
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     if let Some(which) = &args.one {
@@ -297,7 +400,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         return pipelines(args);
     }
     let n = args.records;
-    let data = records(n);
+    let data = records(0, n);
     let batches: Vec<(usize, Vec<u8>)> = data
         .chunks(args.batch.max(1))
         .map(|c| (c.len(), codec::encode_batch(c)))
@@ -335,10 +438,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         let mut total = 0;
         for (len, b) in &batches {
             buf.clear();
-            let out = match step.call_bytes("process", b)? {
-                Ok(out) => out,
-                Err(trap) => anyhow::bail!("the guest trapped: {trap}"),
-            };
+            let out = call(&mut step, b)?;
             total += sink(&out, *len, &mut buf)?;
         }
         Ok(total)
@@ -349,10 +449,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         let mut total = 0;
         for b in &singles {
             buf.clear();
-            let out = match step.call_bytes("process", b)? {
-                Ok(out) => out,
-                Err(trap) => anyhow::bail!("the guest trapped: {trap}"),
-            };
+            let out = call(&mut step, b)?;
             total += sink(&out, 1, &mut buf)?;
         }
         Ok(total)

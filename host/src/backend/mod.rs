@@ -1,0 +1,271 @@
+//! The log-backend seam: everything a task needs from where its records and
+//! state live, and nothing else.
+//!
+//! A task reads batches of packed records from its source partitions
+//! ([`Backend::read`]), reads committed state ([`StateRead`]), and commits a
+//! batch atomically ([`Backend::commit`]: outputs, state changes, timers,
+//! stream time and input positions together). Which partitions a process
+//! runs comes from an [`Assignor`]: the embedded log assigns every partition
+//! once; Kafka's consumer group changes the assignment on a rebalance, so
+//! the engine creates and drops tasks while it runs.
+//!
+//! Implementations: the embedded log ([`crate::log::Log`], RocksDB; the only
+//! module that touches RocksDB) and [`memory::MemoryBackend`] (unit tests and
+//! in-memory runs). A storage error is an `Err` that fails the batch: it is
+//! never handed to a guest as something it could turn into a dead letter.
+
+pub mod memory;
+pub mod txn;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec;
+use crate::record::Record;
+
+pub use self::txn::Txn;
+
+/// A topic's settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicConfig {
+    /// Number of partitions.
+    pub partitions: u32,
+    /// Keep only the newest record per key (a table's changelog).
+    #[serde(default)]
+    pub compacted: bool,
+    /// Delete records older than this many milliseconds (by timestamp).
+    #[serde(default)]
+    pub retention_ms: Option<i64>,
+    /// Delete the oldest records of a partition past this many bytes.
+    #[serde(default)]
+    pub retention_bytes: Option<u64>,
+}
+
+impl TopicConfig {
+    /// A plain topic with `partitions` partitions.
+    pub fn partitions(partitions: u32) -> Self {
+        TopicConfig {
+            partitions,
+            compacted: false,
+            retention_ms: None,
+            retention_bytes: None,
+        }
+    }
+}
+
+/// A topic: its name, id and settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Topic {
+    /// Its name.
+    pub name: String,
+    /// Its id inside the backend.
+    pub id: u32,
+    /// Its settings.
+    #[serde(flatten)]
+    pub config: TopicConfig,
+}
+
+/// A record read from a backend, still in the packed layout of
+/// `wit/functions.wit` (which the embedded log stores as it is).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stored {
+    /// Its offset.
+    pub offset: u64,
+    /// The packed record (which also holds the offset).
+    pub bytes: Vec<u8>,
+}
+
+impl Stored {
+    /// The record, decoded.
+    pub fn record(&self) -> anyhow::Result<Record> {
+        use anyhow::Context;
+        codec::Reader::new(&self.bytes)
+            .record()
+            .with_context(|| format!("record at offset {} is corrupt", self.offset))
+    }
+
+    /// Its timestamp, read without decoding the rest.
+    pub fn timestamp(&self) -> i64 {
+        let mut a = [0u8; 8];
+        if let Some(b) = self.bytes.get(8..16) {
+            a.copy_from_slice(b);
+        }
+        i64::from_le_bytes(a)
+    }
+}
+
+/// Where a consumer (a pipeline) is in one source partition: the next offset
+/// it will read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Position {
+    /// The consumer: the pipeline's application id.
+    pub group: String,
+    /// The source topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: u32,
+    /// The next offset to read.
+    pub next: u64,
+}
+
+/// Everything one commit writes, atomically: appended records, state
+/// changes (timers and stream time are state keys too) and input positions.
+#[derive(Default, Debug)]
+pub struct Commit {
+    /// (topic id, partition, packed record); offsets are assigned at commit.
+    pub appends: Vec<(u32, u32, Vec<u8>)>,
+    /// State keys set (`Some`) or deleted (`None`).
+    pub puts: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// Input positions.
+    pub positions: Vec<Position>,
+}
+
+impl Commit {
+    /// Appends a record to a topic partition (its offset is assigned at commit).
+    pub fn append(&mut self, topic: &Topic, partition: u32, record: &Record) {
+        let mut buf = Vec::with_capacity(64);
+        codec::encode_record(&mut buf, record);
+        self.appends.push((topic.id, partition, buf));
+    }
+
+    /// Appends a record already in the packed layout.
+    pub fn append_packed(&mut self, topic: &Topic, partition: u32, packed: Vec<u8>) {
+        self.appends.push((topic.id, partition, packed));
+    }
+
+    /// Sets (`Some`) or deletes (`None`) a state key.
+    pub fn put(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        self.puts.push((key, value));
+    }
+
+    /// Records where a consumer is in a source partition.
+    pub fn position(&mut self, group: &str, topic: &str, partition: u32, next: u64) {
+        self.positions.push(Position {
+            group: group.to_string(),
+            topic: topic.to_string(),
+            partition,
+            next,
+        });
+    }
+
+    /// Whether it writes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.appends.is_empty() && self.puts.is_empty() && self.positions.is_empty()
+    }
+}
+
+/// Reads of committed state.
+pub trait StateRead: Send + Sync {
+    /// The committed value of `key`.
+    fn get(&self, key: &[u8]) -> anyhow::Result<Option<Vec<u8>>>;
+
+    /// Committed entries with `start <= key < end`, in key order, up to `limit`.
+    fn range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>>;
+}
+
+/// Which partitions of its input a process runs, as it changes.
+pub trait Assignor: Send {
+    /// Waits up to `wait` for the assignment to change; returns the whole new
+    /// set when it did (the first call returns the initial set).
+    fn poll(&mut self, wait: Duration) -> anyhow::Result<Option<BTreeSet<u32>>>;
+}
+
+/// An assignor that assigns every partition once and never changes.
+pub struct AllPartitions {
+    partitions: u32,
+    given: bool,
+}
+
+impl AllPartitions {
+    /// Every partition of `0..partitions`.
+    pub fn new(partitions: u32) -> Self {
+        AllPartitions {
+            partitions,
+            given: false,
+        }
+    }
+}
+
+impl Assignor for AllPartitions {
+    fn poll(&mut self, wait: Duration) -> anyhow::Result<Option<BTreeSet<u32>>> {
+        if self.given {
+            std::thread::park_timeout(wait);
+            return Ok(None);
+        }
+        self.given = true;
+        Ok(Some((0..self.partitions).collect()))
+    }
+}
+
+/// Where a pipeline's records, state and positions live.
+pub trait Backend: StateRead {
+    /// What it is, for messages ("the data directory .weir").
+    fn describe(&self) -> String;
+
+    /// The topic called `name`, if it exists.
+    fn topic(&self, name: &str) -> anyhow::Result<Option<Topic>>;
+
+    /// The topic called `name`, or an error saying how to create it.
+    fn require_topic(&self, name: &str) -> anyhow::Result<Topic> {
+        self.topic(name)?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "no topic named {name} in {}; create it with `weir topic create {name} --partitions N`",
+                self.describe()
+            )
+        })
+    }
+
+    /// Creates a topic.
+    fn create_topic(&self, name: &str, config: TopicConfig) -> anyhow::Result<Topic>;
+
+    /// The topic called `name`, created with `partitions` if it does not exist.
+    fn ensure_topic(&self, name: &str, partitions: u32) -> anyhow::Result<Topic> {
+        match self.topic(name)? {
+            Some(t) => Ok(t),
+            None => self.create_topic(name, TopicConfig::partitions(partitions)),
+        }
+    }
+
+    /// Up to `max` records of a partition from offset `from` on.
+    fn read(
+        &self,
+        topic: &Topic,
+        partition: u32,
+        from: u64,
+        max: usize,
+    ) -> anyhow::Result<Vec<Stored>>;
+
+    /// The offset of the first record still kept, if the partition has any.
+    fn first_offset(&self, topic: &Topic, partition: u32) -> anyhow::Result<Option<u64>>;
+
+    /// The offset the next record appended will get.
+    fn end_offset(&self, topic: &Topic, partition: u32) -> anyhow::Result<u64>;
+
+    /// The committed position of `group` in a partition, if it has one. A
+    /// position that cannot be read is an error naming it, never 0.
+    fn position(&self, group: &str, topic: &str, partition: u32) -> anyhow::Result<Option<u64>>;
+
+    /// Writes a commit atomically.
+    fn commit(&self, commit: Commit) -> anyhow::Result<()>;
+
+    /// Which partitions of `input` (with `partitions` partitions) this
+    /// process runs for `group`.
+    fn assignor(&self, group: &str, partitions: u32) -> anyhow::Result<Box<dyn Assignor>> {
+        let _ = group;
+        Ok(Box::new(AllPartitions::new(partitions)))
+    }
+
+    /// Applies retention and compaction now (`now_ms` is the wall clock);
+    /// returns how many records it deleted. Backends without either do nothing.
+    fn clean(&self, now_ms: i64) -> anyhow::Result<u64> {
+        let _ = now_ms;
+        Ok(0)
+    }
+}

@@ -1,0 +1,225 @@
+//! Calls into an aggregator shared by the windowed and the session
+//! aggregate: `add` records to accumulators and `present` them as outputs,
+//! each with the one failure rule (a batch that fails is retried item by
+//! item; what fails alone is a dead letter).
+
+use super::{Ctx, Item};
+use crate::codec::{self, Entry};
+use crate::pipeline::config::Step as StepConfig;
+use crate::record::{Failure, Record};
+use crate::runtime::{Call, Guest};
+
+/// What `add` made of a batch: the new accumulator of every group and the
+/// records it rejected (index into the records, reason).
+pub(super) type Added = (Vec<Vec<u8>>, Vec<(usize, String)>);
+
+/// Calls `add` once for `records` and groups of (accumulator so far, member
+/// record indexes). `Ok(Err(reason))`: the call failed as a whole (a trap or
+/// a malformed answer).
+pub(super) fn call_add(
+    guest: &mut dyn Guest,
+    records: &[&Record],
+    groups: &[(Option<&[u8]>, &[usize])],
+) -> anyhow::Result<Result<Added, String>> {
+    let mut buf = codec::encode_batch(records.iter().copied());
+    buf.extend_from_slice(&(groups.len() as u32).to_le_bytes());
+    for (acc, members) in groups {
+        codec::put_opt(&mut buf, *acc);
+        buf.extend_from_slice(&(members.len() as u32).to_le_bytes());
+        for m in *members {
+            buf.extend_from_slice(&(*m as u32).to_le_bytes());
+        }
+    }
+    let (result, _) = guest.call(Call::Export("add", &buf), None)?;
+    let out = match result {
+        Ok(out) => out,
+        Err(trap) => return Ok(Err(trap)),
+    };
+    let mut accs: Vec<Option<Vec<u8>>> = vec![None; groups.len()];
+    let mut rejected = Vec::new();
+    let mut bad = None;
+    let parsed = codec::read_results(&out, records.len().max(groups.len()), |idx, e| match e {
+        Entry::Accumulator(a) => match accs.get_mut(idx as usize) {
+            Some(slot) => *slot = Some(a.to_vec()),
+            None => bad = Some(idx),
+        },
+        Entry::Rejected(m) => rejected.push((idx as usize, m.to_string())),
+        _ => bad = Some(idx),
+    });
+    if let Err(e) = parsed {
+        return Ok(Err(e.to_string()));
+    }
+    if bad.is_some() || accs.iter().any(Option::is_none) {
+        return Ok(Err(
+            "the guest's add returned an entry of the wrong kind or missed a group".into(),
+        ));
+    }
+    Ok(Ok((accs.into_iter().flatten().collect(), rejected)))
+}
+
+/// One accumulator to present.
+pub(super) struct Presentable {
+    /// The group's key.
+    pub key: Vec<u8>,
+    /// The window (0, 0 for an unwindowed aggregate).
+    pub start: i64,
+    /// Its end.
+    pub end: i64,
+    /// The accumulator.
+    pub acc: Vec<u8>,
+    /// The seq and timestamp the output gets.
+    pub seq: u64,
+    /// Its timestamp.
+    pub ts: i64,
+    /// The record that caused it (dead-lettered if presenting fails), if any.
+    pub input: Option<Record>,
+}
+
+fn window_headers(windowed: bool, start: i64, end: i64) -> Vec<(String, Vec<u8>)> {
+    if windowed {
+        vec![
+            ("weir.window.start".into(), start.to_string().into_bytes()),
+            ("weir.window.end".into(), end.to_string().into_bytes()),
+        ]
+    } else {
+        Vec::new()
+    }
+}
+
+/// Presents accumulators as output records: key, the guest's value, the
+/// window in the headers `weir.window.start` / `weir.window.end`.
+pub(super) fn present(
+    guest: &mut dyn Guest,
+    cfg: &StepConfig,
+    cx: &mut Ctx<'_>,
+    items: Vec<Presentable>,
+) -> anyhow::Result<Vec<Item>> {
+    if items.is_empty() {
+        return Ok(Vec::new());
+    }
+    let windowed = cfg.window.is_some();
+    let mut buf = (items.len() as u32).to_le_bytes().to_vec();
+    for p in &items {
+        codec::put_opt(&mut buf, Some(&p.key));
+        let (s, e) = if windowed { (p.start, p.end) } else { (0, 0) };
+        buf.extend_from_slice(&s.to_le_bytes());
+        buf.extend_from_slice(&e.to_le_bytes());
+        codec::put_bytes(&mut buf, &p.acc);
+    }
+    let (result, _) = guest.call(Call::Export("present", &buf), None)?;
+    let failure = match result {
+        Ok(out) => {
+            let mut values: Vec<Option<Result<Option<Vec<u8>>, String>>> = vec![None; items.len()];
+            let parsed = codec::read_results(&out, items.len(), |idx, e| {
+                if let Some(slot) = values.get_mut(idx as usize) {
+                    match e {
+                        Entry::Value(v) => *slot = Some(Ok(v.map(<[u8]>::to_vec))),
+                        Entry::Rejected(m) => *slot = Some(Err(m.to_string())),
+                        _ => {}
+                    }
+                }
+            });
+            match parsed {
+                Ok(()) => {
+                    let mut out = Vec::new();
+                    for (p, v) in items.into_iter().zip(values) {
+                        match v {
+                            Some(Ok(Some(value))) => out.push(Item {
+                                seq: p.seq,
+                                rec: Record {
+                                    offset: 0,
+                                    timestamp: p.ts,
+                                    key: Some(p.key),
+                                    value: Some(value),
+                                    headers: window_headers(windowed, p.start, p.end),
+                                },
+                            }),
+                            Some(Ok(None)) | None => {}
+                            Some(Err(m)) => dead(cfg, cx, p, Failure::Rejected(m)),
+                        }
+                    }
+                    return Ok(out);
+                }
+                Err(e) => e.to_string(),
+            }
+        }
+        Err(trap) => trap,
+    };
+    if items.len() == 1 {
+        if let Some(p) = items.into_iter().next() {
+            dead(cfg, cx, p, Failure::Trapped(format!("present: {failure}")));
+        }
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for p in items {
+        out.extend(present(guest, cfg, cx, vec![p])?);
+    }
+    Ok(out)
+}
+
+/// A result that could not be presented goes to the dead letters: the
+/// record that caused it, or (for a window that closed) a record with the
+/// key, the window in the headers and the accumulator as its value.
+fn dead(cfg: &StepConfig, cx: &mut Ctx<'_>, p: Presentable, failure: Failure) {
+    let windowed = cfg.window.is_some();
+    let record = p.input.unwrap_or_else(|| Record {
+        offset: 0,
+        timestamp: p.ts,
+        key: Some(p.key),
+        value: Some(p.acc),
+        headers: window_headers(windowed, p.start, p.end),
+    });
+    cx.out.dead(&cfg.name, record, failure);
+}
+
+/// Emits and forgets the windows (or sessions) whose close time (the window
+/// end plus `slack`, as kept in the close index) plus grace the stream time
+/// has reached (`emit = "close"`).
+pub(super) fn close_due(
+    guest: &mut dyn Guest,
+    cfg: &StepConfig,
+    cx: &mut Ctx<'_>,
+    slack: i64,
+) -> anyhow::Result<Vec<Item>> {
+    use anyhow::Context;
+
+    use crate::pipeline::keys;
+    let prefix = keys::step(cx.pipeline, b'c', &cfg.name, cx.partition);
+    let mut end = prefix.clone();
+    end.extend_from_slice(&keys::ord_i64(
+        cx.stream_time.saturating_sub(cfg.grace).saturating_add(1),
+    ));
+    let closing = cx.range(&prefix, &end, usize::MAX)?;
+    let mut items = Vec::new();
+    for (k, _) in &closing {
+        let rest = &k[prefix.len()..];
+        let parsed = keys::take_i64(rest).and_then(|(close, rest)| {
+            let (key, rest) = keys::take_key(rest)?;
+            let (start, _) = keys::take_i64(rest)?;
+            Some((close, key.to_vec(), start))
+        });
+        let (close, key, start) = parsed.context("a window index key is corrupt")?;
+        let agg = keys::agg(cx.pipeline, &cfg.name, cx.partition, &key, start);
+        if let Some(v) = cx.get(&agg)? {
+            let (wend, acc) = keys::agg_value(&v).context("a stored accumulator is corrupt")?;
+            let wend = if slack == 0 { close } else { wend };
+            // A window's results carry its last millisecond; a session's, its end.
+            let ts = if slack == 0 { wend - 1 } else { wend };
+            items.push(Presentable {
+                key: key.clone(),
+                start,
+                end: wend,
+                acc: acc.to_vec(),
+                seq: 0,
+                ts,
+                input: None,
+            });
+        }
+        cx.txn.delete(agg);
+    }
+    for (k, _) in closing {
+        cx.txn.delete(k);
+    }
+    present(guest, cfg, cx, items)
+}

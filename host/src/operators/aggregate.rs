@@ -1,0 +1,242 @@
+//! Aggregates over tumbling and hopping windows, or none (a global
+//! aggregate per key): the host assigns records to windows, keeps the
+//! accumulators in state and calls the guest to add records and present
+//! results. A record whose window has closed (end + grace reached by the
+//! stream time) is dropped as late; with `emit = "update"` each changed
+//! window is emitted once per batch, with `emit = "close"` once when it closes.
+
+use std::collections::HashMap;
+
+use anyhow::Context;
+
+use super::accumulate::{Presentable, call_add, close_due, present};
+use super::{Ctx, Item, Operator};
+use crate::pipeline::config::{Emit, Step as StepConfig, Window};
+use crate::pipeline::keys;
+use crate::record::{Failure, Record};
+use crate::runtime::Guest;
+
+/// A windowed (or global) aggregate step.
+pub struct Aggregate {
+    cfg: StepConfig,
+    guest: Box<dyn Guest>,
+}
+
+/// A (key, window) a batch touches: its end, member record indexes, and the
+/// seq, timestamp and index of its last record.
+struct Group {
+    key: Vec<u8>,
+    start: i64,
+    end: i64,
+    members: Vec<usize>,
+    seq: u64,
+    ts: i64,
+    last: usize,
+}
+
+/// The windows a record at `ts` falls in: `[start, end)`.
+pub fn windows_of(w: Option<Window>, ts: i64) -> Vec<(i64, i64)> {
+    match w {
+        None | Some(Window::Session { .. }) => vec![(0, 0)],
+        Some(Window::Tumbling { size }) => {
+            let start = ts.div_euclid(size) * size;
+            vec![(start, start + size)]
+        }
+        Some(Window::Hopping { size, advance }) => {
+            let mut out = Vec::new();
+            let last = ts.div_euclid(advance) * advance;
+            let mut start = last;
+            while start > ts - size {
+                out.push((start, start + size));
+                start -= advance;
+            }
+            out.reverse();
+            out
+        }
+    }
+}
+
+impl Aggregate {
+    /// An aggregate step running `guest`.
+    pub fn new(cfg: StepConfig, guest: Box<dyn Guest>) -> Self {
+        Aggregate { cfg, guest }
+    }
+
+    /// Adds records to their groups' accumulators and stores them; when the
+    /// call fails, retries record by record so that only the record that
+    /// fails becomes a dead letter.
+    fn add(&mut self, cx: &mut Ctx<'_>, recs: &[&Record], groups: &[Group]) -> anyhow::Result<()> {
+        let mut stored = Vec::with_capacity(groups.len());
+        for g in groups {
+            let k = keys::agg(cx.pipeline, &self.cfg.name, cx.partition, &g.key, g.start);
+            let acc = match cx.get(&k)? {
+                Some(v) => Some(
+                    keys::agg_value(&v)
+                        .context("a stored accumulator is corrupt")?
+                        .1
+                        .to_vec(),
+                ),
+                None => None,
+            };
+            stored.push(acc);
+        }
+        let call: Vec<(Option<&[u8]>, &[usize])> = stored
+            .iter()
+            .zip(groups)
+            .map(|(a, g)| (a.as_deref(), g.members.as_slice()))
+            .collect();
+        let failure = match call_add(self.guest.as_mut(), recs, &call)? {
+            Ok((accs, rejected)) => {
+                for (idx, m) in rejected {
+                    if let Some(r) = recs.get(idx) {
+                        cx.out
+                            .dead(&self.cfg.name, (*r).clone(), Failure::Rejected(m));
+                    }
+                }
+                let close = self.cfg.emit == Emit::Close && self.cfg.window.is_some();
+                for (g, acc) in groups.iter().zip(accs) {
+                    let k = keys::agg(cx.pipeline, &self.cfg.name, cx.partition, &g.key, g.start);
+                    let mut v = g.end.to_be_bytes().to_vec();
+                    v.extend_from_slice(&acc);
+                    cx.txn.put(k, v);
+                    if close {
+                        cx.txn.put(
+                            keys::agg_close(
+                                cx.pipeline,
+                                &self.cfg.name,
+                                cx.partition,
+                                g.end,
+                                &g.key,
+                                g.start,
+                            ),
+                            Vec::new(),
+                        );
+                    }
+                }
+                return Ok(());
+            }
+            Err(f) => f,
+        };
+        if let [r] = recs {
+            cx.out
+                .dead(&self.cfg.name, (*r).clone(), Failure::Trapped(failure));
+            return Ok(());
+        }
+        for (ri, r) in recs.iter().enumerate() {
+            let mine: Vec<Group> = groups
+                .iter()
+                .filter(|g| g.members.contains(&ri))
+                .map(|g| Group {
+                    key: g.key.clone(),
+                    start: g.start,
+                    end: g.end,
+                    members: vec![0],
+                    seq: g.seq,
+                    ts: g.ts,
+                    last: 0,
+                })
+                .collect();
+            self.add(cx, std::slice::from_ref(r), &mine)?;
+        }
+        Ok(())
+    }
+}
+
+impl Operator for Aggregate {
+    fn config(&self) -> &StepConfig {
+        &self.cfg
+    }
+
+    fn run(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        flow: Vec<Item>,
+        _side: Vec<Item>,
+    ) -> anyhow::Result<Vec<Item>> {
+        let cfg = &self.cfg;
+        let mut index: HashMap<(Vec<u8>, i64), usize> = HashMap::new();
+        let mut groups: Vec<Group> = Vec::new();
+        let mut records: Vec<&Record> = Vec::new();
+        for it in &flow {
+            let Some(key) = it.rec.key.as_ref() else {
+                cx.out.dead(
+                    &cfg.name,
+                    it.rec.clone(),
+                    Failure::Rejected(format!(
+                        "step {}: an aggregate groups by key, and this record has none",
+                        cfg.name
+                    )),
+                );
+                continue;
+            };
+            let ts = it.rec.timestamp;
+            cx.observe(ts);
+            let idx = records.len();
+            let mut counted = false;
+            for (start, end) in windows_of(cfg.window, ts) {
+                if cfg.window.is_some() && end + cfg.grace <= *cx.stream_time {
+                    continue;
+                }
+                counted = true;
+                let g = *index.entry((key.clone(), start)).or_insert_with(|| {
+                    groups.push(Group {
+                        key: key.clone(),
+                        start,
+                        end,
+                        members: Vec::new(),
+                        seq: 0,
+                        ts: i64::MIN,
+                        last: 0,
+                    });
+                    groups.len() - 1
+                });
+                let g = &mut groups[g];
+                g.members.push(idx);
+                g.seq = it.seq;
+                g.ts = g.ts.max(ts);
+                g.last = idx;
+            }
+            if counted {
+                records.push(&it.rec);
+            } else {
+                cx.out.late += 1;
+                tracing::debug!(step = %cfg.name, ts, stream_time = *cx.stream_time, "late record dropped");
+            }
+        }
+        let mut out = Vec::new();
+        if !groups.is_empty() {
+            self.add(cx, &records, &groups)?;
+            if self.cfg.emit == Emit::Update {
+                let mut items = Vec::new();
+                for g in &groups {
+                    let k = keys::agg(cx.pipeline, &self.cfg.name, cx.partition, &g.key, g.start);
+                    let Some(v) = cx.get(&k)? else { continue };
+                    let (_, acc) =
+                        keys::agg_value(&v).context("a stored accumulator is corrupt")?;
+                    items.push(Presentable {
+                        key: g.key.clone(),
+                        start: g.start,
+                        end: g.end,
+                        acc: acc.to_vec(),
+                        seq: g.seq,
+                        ts: g.ts,
+                        input: records.get(g.last).map(|r| (*r).clone()),
+                    });
+                }
+                out.extend(present(self.guest.as_mut(), &self.cfg, cx, items)?);
+            }
+        }
+        if self.cfg.emit == Emit::Close && self.cfg.window.is_some() {
+            out.extend(close_due(self.guest.as_mut(), &self.cfg, cx, 0)?);
+        }
+        Ok(out)
+    }
+
+    fn guest(&self) -> &dyn Guest {
+        self.guest.as_ref()
+    }
+
+    fn swap(&mut self, guest: Box<dyn Guest>) -> Box<dyn Guest> {
+        std::mem::replace(&mut self.guest, guest)
+    }
+}

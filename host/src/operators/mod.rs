@@ -1,0 +1,177 @@
+//! Operators: one file per kind of step, each behind [`Operator`].
+//!
+//! An operator takes a batch of records flowing through the pipeline (and,
+//! for a join, the records of its other side), a [`Ctx`] with the task's
+//! state view and an output [`Collector`], and returns the records that flow
+//! on to the next step. It never calls another operator or the task: what a
+//! timer emits comes back from [`Operator::tick`] and the task loop alone
+//! runs the next step.
+//!
+//! One rule for guest failures, everywhere: a record that traps or is
+//! rejected in `process`, `add`, `merge`, `present`, `join` or a timer goes to
+//! the dead letters with the step and the reason, and the rest of the batch
+//! goes on; an output to a named output the pipeline does not declare is a
+//! dead letter too, with a reason saying how to declare it. A storage error
+//! is not a guest failure: it fails the batch (nothing of it commits).
+
+mod accumulate;
+pub mod aggregate;
+pub mod join_stream;
+pub mod join_table;
+pub mod map;
+mod pairs;
+pub mod processor;
+pub mod session;
+
+use std::sync::Arc;
+
+use crate::backend::{StateRead, Txn};
+use crate::pipeline::config::{Step as StepConfig, StepKind, Window, WithKind};
+use crate::record::{DeadLetter, Failure, Record};
+use crate::runtime::Guest;
+
+/// A record moving through the steps; `seq` is its position in the task's
+/// merged source order, which decides the order in which stateful steps see
+/// records from different sources.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Item {
+    /// Position in the merged source order.
+    pub seq: u64,
+    /// The record.
+    pub rec: Record,
+}
+
+/// What operators emit besides the flow: records to named outputs and dead
+/// letters, with counters per step.
+#[derive(Default, Debug)]
+pub struct Collector {
+    /// Records for named outputs: (topic, record).
+    pub emitted: Vec<(String, Record)>,
+    /// Dead letters: (step name, dead letter).
+    pub dead: Vec<(String, DeadLetter)>,
+    /// Late records dropped.
+    pub late: u64,
+}
+
+impl Collector {
+    /// Sends a record that failed in `step` to the dead letters.
+    pub fn dead(&mut self, step: &str, record: Record, failure: Failure) {
+        self.dead
+            .push((step.to_string(), DeadLetter { record, failure }));
+    }
+
+    /// Routes an output of `step` to its named output `to`: to its topic
+    /// when the pipeline declares it, else to the dead letters (with `input`,
+    /// the record it came from, and how to declare it).
+    pub fn named(&mut self, step: &StepConfig, to: &str, rec: Record, input: &Record) {
+        match step.outputs.get(to) {
+            Some(topic) => self.emitted.push((topic.clone(), rec)),
+            None => {
+                let declared: Vec<&String> = step.outputs.keys().collect();
+                let reason = format!(
+                    "step {} emitted to the output `{to}`, which the pipeline does not declare (declared: {declared:?}); add `outputs = {{ {to} = \"TOPIC\" }}` to the step",
+                    step.name
+                );
+                self.dead(&step.name, input.clone(), Failure::Rejected(reason));
+            }
+        }
+    }
+}
+
+/// What an operator works with during one batch.
+pub struct Ctx<'a> {
+    /// The pipeline (its name prefixes every state key).
+    pub pipeline: &'a str,
+    /// The task's partition.
+    pub partition: u32,
+    /// Committed state.
+    pub base: &'a Arc<dyn StateRead>,
+    /// The task's pending state changes.
+    pub txn: &'a mut Txn,
+    /// The task's stream time: the largest timestamp seen.
+    pub stream_time: &'a mut i64,
+    /// Named outputs and dead letters.
+    pub out: &'a mut Collector,
+    /// The wall clock, in ms since the Unix epoch (simulated in tests).
+    pub now_ms: i64,
+}
+
+impl Ctx<'_> {
+    /// The value of a state key: pending, else committed.
+    pub fn get(&self, key: &[u8]) -> anyhow::Result<Option<Vec<u8>>> {
+        self.txn.get(self.base.as_ref(), key)
+    }
+
+    /// State entries with `start <= key < end`, up to `limit`.
+    pub fn range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.txn.range(self.base.as_ref(), start, end, limit)
+    }
+
+    /// Moves stream time forward to `ts` (it never goes back).
+    pub fn observe(&mut self, ts: i64) {
+        if ts > *self.stream_time {
+            *self.stream_time = ts;
+        }
+    }
+}
+
+/// One step of a pipeline.
+pub trait Operator: Send {
+    /// The step's settings.
+    fn config(&self) -> &StepConfig;
+
+    /// Runs one batch: `flow` in order, and `side`, the records of a join's
+    /// other side (empty for every other kind). Returns what flows on.
+    fn run(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        flow: Vec<Item>,
+        side: Vec<Item>,
+    ) -> anyhow::Result<Vec<Item>>;
+
+    /// Fires what came due with no input (wall-clock timers); what it
+    /// returns flows on, with `seq`.
+    fn tick(&mut self, cx: &mut Ctx<'_>, seq: u64) -> anyhow::Result<Vec<Item>> {
+        let _ = (cx, seq);
+        Ok(Vec::new())
+    }
+
+    /// Whether [`Operator::tick`] can ever emit (a processor's timers).
+    fn ticks(&self) -> bool {
+        false
+    }
+
+    /// The function it runs.
+    fn guest(&self) -> &dyn Guest;
+
+    /// Replaces the function it runs (a hot swap, between two batches);
+    /// returns the old one.
+    fn swap(&mut self, guest: Box<dyn Guest>) -> Box<dyn Guest>;
+}
+
+/// The operator for a step.
+pub fn build(cfg: StepConfig, guest: Box<dyn Guest>) -> Box<dyn Operator> {
+    match cfg.kind {
+        StepKind::Map => Box::new(map::Map::new(cfg, guest)),
+        StepKind::Processor => Box::new(processor::Processor::new(cfg, guest)),
+        StepKind::Aggregate => match cfg.window {
+            Some(Window::Session { .. }) => Box::new(session::Session::new(cfg, guest)),
+            _ => Box::new(aggregate::Aggregate::new(cfg, guest)),
+        },
+        StepKind::Join => match cfg.with_kind {
+            WithKind::Table => Box::new(join_table::TableJoin::new(cfg, guest)),
+            WithKind::Stream => Box::new(join_stream::StreamJoin::new(cfg, guest)),
+        },
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing;
+
+#[cfg(test)]
+mod tests;

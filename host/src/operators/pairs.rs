@@ -1,0 +1,94 @@
+//! The call into a joiner shared by both join operators: pairs of values in,
+//! one joined value (or nothing) per pair out; a pair whose call fails goes
+//! to the dead letters as the record that made it.
+
+use super::{Ctx, Item};
+use crate::codec::{self, Entry};
+use crate::pipeline::config::Step as StepConfig;
+use crate::record::{Failure, Record};
+use crate::runtime::{Call, Guest};
+
+/// Two values that meet, and the record that made them meet.
+pub(super) struct Pair {
+    /// The join key.
+    pub key: Option<Vec<u8>>,
+    /// The result's timestamp.
+    pub ts: i64,
+    /// The left value (none: no match on the left).
+    pub left: Option<Vec<u8>>,
+    /// The right value (none: no match on the right).
+    pub right: Option<Vec<u8>>,
+    /// The result's seq.
+    pub seq: u64,
+    /// The record that made them meet (its offset and headers go on).
+    pub rec: Record,
+}
+
+/// Calls the joiner for `pairs`; returns the joined records in order.
+pub(super) fn join(
+    guest: &mut dyn Guest,
+    cfg: &StepConfig,
+    cx: &mut Ctx<'_>,
+    pairs: Vec<Pair>,
+) -> anyhow::Result<Vec<Item>> {
+    if pairs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut buf = (pairs.len() as u32).to_le_bytes().to_vec();
+    for p in &pairs {
+        codec::put_opt(&mut buf, p.key.as_deref());
+        buf.extend_from_slice(&p.ts.to_le_bytes());
+        codec::put_opt(&mut buf, p.left.as_deref());
+        codec::put_opt(&mut buf, p.right.as_deref());
+    }
+    let (result, _) = guest.call(Call::Export("join", &buf), None)?;
+    let failure = match result {
+        Ok(out) => {
+            let mut results: Vec<Option<Result<Option<Vec<u8>>, String>>> = vec![None; pairs.len()];
+            let parsed = codec::read_results(&out, pairs.len(), |idx, e| {
+                if let Some(slot) = results.get_mut(idx as usize) {
+                    match e {
+                        Entry::Value(v) => *slot = Some(Ok(v.map(<[u8]>::to_vec))),
+                        Entry::Rejected(m) => *slot = Some(Err(m.to_string())),
+                        _ => {}
+                    }
+                }
+            });
+            match parsed {
+                Ok(()) => {
+                    let mut next = Vec::new();
+                    for (p, res) in pairs.into_iter().zip(results) {
+                        match res {
+                            Some(Ok(Some(value))) => next.push(Item {
+                                seq: p.seq,
+                                rec: Record {
+                                    offset: p.rec.offset,
+                                    timestamp: p.ts,
+                                    key: p.key,
+                                    value: Some(value),
+                                    headers: p.rec.headers,
+                                },
+                            }),
+                            Some(Ok(None)) | None => {}
+                            Some(Err(m)) => cx.out.dead(&cfg.name, p.rec, Failure::Rejected(m)),
+                        }
+                    }
+                    return Ok(next);
+                }
+                Err(e) => e.to_string(),
+            }
+        }
+        Err(trap) => trap,
+    };
+    if pairs.len() == 1 {
+        if let Some(p) = pairs.into_iter().next() {
+            cx.out.dead(&cfg.name, p.rec, Failure::Trapped(failure));
+        }
+        return Ok(Vec::new());
+    }
+    let mut next = Vec::new();
+    for p in pairs {
+        next.extend(join(guest, cfg, cx, vec![p])?);
+    }
+    Ok(next)
+}

@@ -1,0 +1,367 @@
+//! Processors: a guest with state stores and timers (the Processor API). Its
+//! state calls read and write the task's pending changes through
+//! [`ProcessorState`], one layer per call, so that a call that traps leaves
+//! nothing behind; due timers fire after each batch, earliest first
+//! (event-time timers when the stream time passes them, wall-clock timers
+//! when the clock does, also while no records arrive).
+
+use std::any::Any;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use super::map::route;
+use super::{Ctx, Item, Operator};
+use crate::backend::{StateRead, Txn};
+use crate::pipeline::config::Step as StepConfig;
+use crate::pipeline::keys;
+use crate::record::{Failure, Record};
+use crate::runtime::guest::{fire_timer, process_batch};
+use crate::runtime::{Clock, Guest, GuestState, StateError};
+
+/// How many timers one round may fire (a timer that reschedules itself at a
+/// time already due would otherwise loop forever).
+const MAX_FIRES: usize = 1_000_000;
+/// Due timers read at once.
+const CHUNK: usize = 1024;
+
+/// A processor step.
+pub struct Processor {
+    cfg: StepConfig,
+    guest: Box<dyn Guest>,
+}
+
+impl Processor {
+    /// A processor step running `guest`.
+    pub fn new(cfg: StepConfig, guest: Box<dyn Guest>) -> Self {
+        Processor { cfg, guest }
+    }
+
+    fn state(&self, cx: &mut Ctx<'_>) -> Box<dyn GuestState> {
+        Box::new(ProcessorState {
+            txn: std::mem::take(cx.txn),
+            layer: Txn::default(),
+            base: cx.base.clone(),
+            pipeline: cx.pipeline.to_string(),
+            step: self.cfg.name.clone(),
+            partition: cx.partition,
+            stores: self.cfg.stores.clone(),
+            error: None,
+        })
+    }
+
+    /// Calls `on-timer` for every due timer, earliest first, and returns
+    /// the outputs for the flow.
+    fn fire_timers(&mut self, cx: &mut Ctx<'_>, seq: u64) -> anyhow::Result<Vec<Item>> {
+        let mut out = Vec::new();
+        let mut fired = 0usize;
+        for (clock, due) in [(0u8, *cx.stream_time), (1u8, cx.now_ms)] {
+            let prefix = keys::timers(cx.pipeline, &self.cfg.name, cx.partition, clock);
+            let mut end = prefix.clone();
+            end.extend_from_slice(&keys::ord_i64(due.saturating_add(1)));
+            // Walk forward from a cursor; when it finds nothing, look once
+            // more from the start for timers a callback set in the past.
+            let mut cursor = prefix.clone();
+            loop {
+                let chunk = cx.range(&cursor, &end, CHUNK)?;
+                let Some((last, _)) = chunk.last() else {
+                    if cursor == prefix {
+                        break;
+                    }
+                    cursor = prefix.clone();
+                    continue;
+                };
+                cursor = last.clone();
+                cursor.push(0);
+                for (k, _) in chunk {
+                    // An earlier callback may have cancelled or moved it.
+                    if cx.txn.pending(&k) == Some(None) {
+                        continue;
+                    }
+                    if fired >= MAX_FIRES {
+                        tracing::warn!(step = %self.cfg.name, "{MAX_FIRES} timers fired in one round; the rest fire after the next batch");
+                        return Ok(out);
+                    }
+                    fired += 1;
+                    let (time, tag) =
+                        keys::take_i64(&k[prefix.len()..]).context("a timer key is corrupt")?;
+                    let tag = tag.to_vec();
+                    cx.txn.delete(k);
+                    cx.txn.delete(keys::timer_index(
+                        cx.pipeline,
+                        &self.cfg.name,
+                        cx.partition,
+                        clock,
+                        &tag,
+                    ));
+                    let state = self.state(cx);
+                    let (result, state) = fire_timer(self.guest.as_mut(), time, &tag, state)?;
+                    restore(cx, state)?;
+                    match result {
+                        Ok(outputs) => {
+                            for (to, mut rec) in outputs {
+                                rec.offset = 0;
+                                match to {
+                                    None => out.push(Item { seq, rec }),
+                                    Some(to) => {
+                                        let input = rec.clone();
+                                        cx.out.named(&self.cfg, &to, rec, &input)
+                                    }
+                                }
+                            }
+                        }
+                        Err(reason) => cx.out.dead(
+                            &self.cfg.name,
+                            Record {
+                                timestamp: time,
+                                key: Some(tag),
+                                ..Record::default()
+                            },
+                            Failure::Trapped(format!("on-timer at {time}: {reason}")),
+                        ),
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Takes the task's pending changes back from the state a call had, and
+/// fails the batch if the storage failed during the call.
+fn restore(cx: &mut Ctx<'_>, state: Option<Box<dyn GuestState>>) -> anyhow::Result<()> {
+    let Some(state) = state else {
+        anyhow::bail!("a processor call lost its state");
+    };
+    let any: Box<dyn Any> = state;
+    let st = any
+        .downcast::<ProcessorState>()
+        .map_err(|_| anyhow::anyhow!("a processor call came back with another kind of state"))?;
+    let st = *st;
+    *cx.txn = st.txn;
+    match st.error {
+        Some(e) => Err(e.context(format!("step {}: reading state", st.step))),
+        None => Ok(()),
+    }
+}
+
+impl Operator for Processor {
+    fn config(&self) -> &StepConfig {
+        &self.cfg
+    }
+
+    fn run(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        flow: Vec<Item>,
+        _side: Vec<Item>,
+    ) -> anyhow::Result<Vec<Item>> {
+        let mut next = Vec::new();
+        let mut last_seq = 0;
+        if !flow.is_empty() {
+            for it in &flow {
+                cx.observe(it.rec.timestamp);
+                last_seq = last_seq.max(it.seq);
+            }
+            let inputs: Vec<&Record> = flow.iter().map(|it| &it.rec).collect();
+            let state = self.state(cx);
+            let (outcomes, state) = process_batch(self.guest.as_mut(), &inputs, Some(state))?;
+            restore(cx, state)?;
+            next = route(&self.cfg, cx.out, &flow, outcomes);
+        }
+        next.extend(self.fire_timers(cx, last_seq)?);
+        Ok(next)
+    }
+
+    fn tick(&mut self, cx: &mut Ctx<'_>, seq: u64) -> anyhow::Result<Vec<Item>> {
+        self.fire_timers(cx, seq)
+    }
+
+    fn ticks(&self) -> bool {
+        true
+    }
+
+    fn guest(&self) -> &dyn Guest {
+        self.guest.as_ref()
+    }
+
+    fn swap(&mut self, guest: Box<dyn Guest>) -> Box<dyn Guest> {
+        std::mem::replace(&mut self.guest, guest)
+    }
+}
+
+/// Pending changes over committed state, as one reader.
+struct Over<'a> {
+    txn: &'a Txn,
+    base: &'a dyn StateRead,
+}
+
+impl StateRead for Over<'_> {
+    fn get(&self, key: &[u8]) -> anyhow::Result<Option<Vec<u8>>> {
+        self.txn.get(self.base, key)
+    }
+    fn range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.txn.range(self.base, start, end, limit)
+    }
+}
+
+/// A processor's state during one call: the call's own changes (`layer`)
+/// over the task's pending changes (`txn`) over committed state (`base`).
+pub struct ProcessorState {
+    txn: Txn,
+    layer: Txn,
+    base: Arc<dyn StateRead>,
+    pipeline: String,
+    step: String,
+    partition: u32,
+    /// The stores the step declares (empty: any name, as in `weir test`).
+    stores: Vec<String>,
+    /// A storage error met during the call: it fails the batch.
+    error: Option<anyhow::Error>,
+}
+
+impl ProcessorState {
+    /// State for a processor outside a pipeline (`weir test`): `txn` holds
+    /// everything, over no committed state.
+    pub fn detached(step: &str, txn: Txn) -> Self {
+        ProcessorState {
+            txn,
+            layer: Txn::default(),
+            base: Arc::new(crate::backend::txn::NoState),
+            pipeline: "test".into(),
+            step: step.to_string(),
+            partition: 0,
+            stores: Vec::new(),
+            error: None,
+        }
+    }
+
+    /// The pending changes it holds.
+    pub fn into_txn(self) -> Txn {
+        self.txn
+    }
+
+    fn check(&self, store: &str) -> Result<(), StateError> {
+        if self.stores.is_empty() || self.stores.iter().any(|s| s == store) {
+            Ok(())
+        } else {
+            Err(StateError::NoSuchStore(store.to_string()))
+        }
+    }
+
+    fn key(&self, store: &str, key: &[u8]) -> Vec<u8> {
+        keys::store(&self.pipeline, &self.step, store, self.partition, key)
+    }
+
+    fn failed(&mut self, e: anyhow::Error) -> StateError {
+        let message = format!("{e:#}");
+        self.error.get_or_insert(e);
+        StateError::Io(message)
+    }
+
+    fn read(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        let over = Over {
+            txn: &self.txn,
+            base: self.base.as_ref(),
+        };
+        match self.layer.get(&over, key) {
+            Ok(v) => Ok(v),
+            Err(e) => Err(self.failed(e)),
+        }
+    }
+
+    fn unset_timer(&mut self, c: u8, tag: &[u8]) {
+        let index = keys::timer_index(&self.pipeline, &self.step, self.partition, c, tag);
+        if let Ok(Some(old)) = self.read(&index)
+            && old.len() == 8
+        {
+            let old_time = keys::from_ord_i64(&old);
+            let k = keys::timer(&self.pipeline, &self.step, self.partition, c, old_time, tag);
+            self.layer.delete(k);
+            self.layer.delete(index);
+        }
+    }
+}
+
+fn clock_byte(c: Clock) -> u8 {
+    match c {
+        Clock::EventTime => 0,
+        Clock::WallClock => 1,
+    }
+}
+
+impl GuestState for ProcessorState {
+    fn get(&mut self, store: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        self.check(store)?;
+        let k = self.key(store, key);
+        self.read(&k)
+    }
+
+    fn put(&mut self, store: &str, key: Vec<u8>, value: Vec<u8>) -> Result<(), StateError> {
+        self.check(store)?;
+        let k = self.key(store, &key);
+        self.layer.put(k, value);
+        Ok(())
+    }
+
+    fn delete(&mut self, store: &str, key: Vec<u8>) -> Result<(), StateError> {
+        self.check(store)?;
+        let k = self.key(store, &key);
+        self.layer.delete(k);
+        Ok(())
+    }
+
+    fn range(
+        &mut self,
+        store: &str,
+        start: Option<&[u8]>,
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+        self.check(store)?;
+        let prefix = keys::store_prefix(&self.pipeline, &self.step, store, self.partition);
+        let from = self.key(store, start.unwrap_or_default());
+        let to = match end {
+            Some(e) => self.key(store, e),
+            None => keys::prefix_end(&prefix),
+        };
+        let over = Over {
+            txn: &self.txn,
+            base: self.base.as_ref(),
+        };
+        match self.layer.range(&over, &from, &to, limit) {
+            Ok(entries) => Ok(entries
+                .into_iter()
+                .map(|(k, v)| (k[prefix.len()..].to_vec(), v))
+                .collect()),
+            Err(e) => Err(self.failed(e)),
+        }
+    }
+
+    fn schedule(&mut self, clock: Clock, time: i64, tag: Vec<u8>) {
+        let c = clock_byte(clock);
+        self.unset_timer(c, &tag);
+        let k = keys::timer(&self.pipeline, &self.step, self.partition, c, time, &tag);
+        self.layer.put(k, Vec::new());
+        let index = keys::timer_index(&self.pipeline, &self.step, self.partition, c, &tag);
+        self.layer.put(index, keys::ord_i64(time).to_vec());
+    }
+
+    fn cancel(&mut self, clock: Clock, tag: Vec<u8>) {
+        self.unset_timer(clock_byte(clock), &tag);
+    }
+
+    fn keep(&mut self) {
+        let layer = std::mem::take(&mut self.layer);
+        self.txn.absorb(layer);
+    }
+
+    fn rollback(&mut self) {
+        self.layer.clear();
+    }
+}

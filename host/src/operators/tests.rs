@@ -1,0 +1,552 @@
+//! Operator unit tests: the in-memory backend, native stand-ins for guests.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+
+use super::testing::*;
+use crate::record::Record;
+
+fn stream(recs: &[Record]) -> Vec<(bool, Record)> {
+    recs.iter().map(|r| (false, r.clone())).collect()
+}
+
+const SESSION: &str = r#"name = "count"
+kind = "aggregate"
+module = "count.wasm"
+window = { type = "session", gap = "5s", grace = "10s" }"#;
+
+#[test]
+fn map_routes_outputs_and_dead_letters_what_fails() {
+    let cfg = step(
+        r#"name = "up"
+kind = "map"
+module = "up.wasm"
+outputs = { rare = "rare-words" }"#,
+    );
+    let mut h = Harness::new(cfg, upper());
+    let out = h.feed(
+        &stream(&[rec("a", "hi", 1), rec("b", "xy", 2), rec("c", "bad", 3)]),
+        10,
+    );
+    assert_eq!(out.iter().map(show).collect::<Vec<_>>(), ["a=HI@1"]);
+    assert_eq!(h.emitted.len(), 1);
+    assert_eq!(h.emitted[0].0, "rare-words");
+    assert_eq!(show(&h.emitted[0].1), "b=XY@2");
+    assert_eq!(h.dead.len(), 1);
+    assert_eq!(
+        (h.dead[0].0.as_str(), h.dead[0].1.as_str()),
+        ("up", "bad value")
+    );
+}
+
+#[test]
+fn an_undeclared_output_is_a_dead_letter_naming_how_to_declare_it() {
+    let cfg = step(
+        r#"name = "up"
+kind = "map"
+module = "up.wasm""#,
+    );
+    let mut h = Harness::new(cfg, upper());
+    let out = h.feed(&stream(&[rec("b", "xy", 2)]), 10);
+    assert!(out.is_empty());
+    assert_eq!(
+        h.dead[0].1,
+        "step up emitted to the output `rare`, which the pipeline does not declare (declared: []); add `outputs = { rare = \"TOPIC\" }` to the step"
+    );
+    assert_eq!(show(&h.dead[0].2), "b=xy@2");
+}
+
+#[test]
+fn tumbling_windows_count_within_grace_and_drop_beyond() {
+    let cfg = step(
+        r#"name = "count"
+kind = "aggregate"
+module = "count.wasm"
+window = { type = "tumbling", size = "10s", grace = "2s" }
+emit = "close""#,
+    );
+    let mut h = Harness::new(cfg, counter());
+    let recs = [
+        rec("a", "x", 1_000),
+        rec("a", "x", 9_000),
+        rec("a", "x", 10_500),
+        rec("a", "x", 5_000),  // late, within grace (stream time 10.5 s < 12 s)
+        rec("b", "x", 12_000), // closes [0, 10 s)
+        rec("a", "x", 7_000),  // beyond grace: dropped
+        rec("z", "x", 40_000), // closes the rest
+    ];
+    let out = h.feed(&stream(&recs), 1);
+    assert_eq!(
+        out.iter().map(show).collect::<Vec<_>>(),
+        [
+            "a[0,10000]=3@9999",
+            "a[10000,20000]=1@19999",
+            "b[10000,20000]=1@19999"
+        ]
+    );
+    assert_eq!(h.late, 1);
+}
+
+#[test]
+fn an_aggregate_dead_letters_a_rejected_or_trapping_record_and_counts_the_rest() {
+    let cfg = step(
+        r#"name = "count"
+kind = "aggregate"
+module = "count.wasm""#,
+    );
+    let mut h = Harness::new(cfg, counter());
+    let out = h.feed(
+        &stream(&[
+            rec("a", "x", 1),
+            rec("a", "bad", 2),
+            rec("a", "trap", 3),
+            rec("a", "x", 4),
+        ]),
+        10,
+    );
+    assert_eq!(out.iter().map(show).collect::<Vec<_>>(), ["a=2@4"]);
+    let reasons: Vec<&str> = h.dead.iter().map(|d| d.1.as_str()).collect();
+    assert_eq!(reasons, ["bad record", "trapped: unreachable"]);
+}
+
+/// Issue 12, case a: session windows with emit = "close" emit each final
+/// session once, and a late record that falls into a session still within
+/// grace merges with it.
+#[test]
+fn a_session_windows_emit_on_close_and_merge_a_late_record_within_grace() {
+    let cfg = step(&format!("{SESSION}\nemit = \"close\""));
+    for size in [1, 2, 500] {
+        let mut h = Harness::new(cfg.clone(), counter());
+        let recs = [
+            rec("a", "x", 10_000),
+            rec("a", "x", 24_000),
+            rec("a", "x", 8_000),
+            rec("z", "x", 3_610_000),
+        ];
+        let out = h.feed(&stream(&recs), size);
+        assert_eq!(
+            out.iter().map(show).collect::<Vec<_>>(),
+            ["a[8000,10000]=2@10000", "a[24000,24000]=1@24000"],
+            "batch size {size}"
+        );
+        assert_eq!(h.late, 0);
+    }
+}
+
+/// Issue 12, case b: with emit = "update", the last value per surviving
+/// session.
+#[test]
+fn b_session_update_merges_a_late_record_into_the_session_it_reaches() {
+    let cfg = step(SESSION);
+    let mut h = Harness::new(cfg, counter());
+    let recs = [
+        rec("a", "x", 10_000),
+        rec("a", "x", 24_000),
+        rec("a", "x", 8_000),
+    ];
+    let out = h.feed(&stream(&recs), 1);
+    assert_eq!(
+        out.iter().map(show).collect::<Vec<_>>(),
+        [
+            "a[10000,10000]=1@10000",
+            "a[24000,24000]=1@24000",
+            "a[10000,10000]=null@8000",
+            "a[8000,10000]=2@8000"
+        ]
+    );
+}
+
+#[test]
+fn a_session_drops_a_record_whose_merged_session_is_beyond_grace() {
+    let cfg = step(SESSION);
+    let mut h = Harness::new(cfg, counter());
+    let recs = [
+        rec("a", "x", 10_000),
+        rec("a", "x", 40_000),
+        rec("a", "x", 12_000),
+    ];
+    let out = h.feed(&stream(&recs), 1);
+    assert_eq!(out.len(), 2);
+    assert_eq!(h.late, 1);
+}
+
+const STREAM_JOIN: &str = r#"name = "j"
+kind = "join"
+module = "concat.wasm"
+with = "right"
+with_kind = "stream"
+window = { before = "2s", after = "2s", grace = "5s" }"#;
+
+fn left(key: &str, v: &str, ts: i64) -> (bool, Record) {
+    (false, rec(key, v, ts))
+}
+fn right(key: &str, v: &str, ts: i64) -> (bool, Record) {
+    (true, rec(key, v, ts))
+}
+
+fn joined(join: &str, input: &[(bool, Record)], size: usize) -> Vec<String> {
+    let cfg = step(&format!("{STREAM_JOIN}\njoin = \"{join}\""));
+    let mut h = Harness::new(cfg, concat());
+    h.feed(input, size).iter().map(show).collect()
+}
+
+/// Issue 12, case g: a right record past its window but inside grace joins.
+#[test]
+fn g_a_late_right_record_within_retention_joins() {
+    let input = [
+        left("g", "L0", 0),
+        right("g", "R8", 8_000),
+        right("g", "R2", 2_000),
+    ];
+    for size in [1, 7, 500] {
+        assert_eq!(
+            joined("inner", &input, size),
+            ["g=L0+R2@2000"],
+            "batch {size}"
+        );
+    }
+}
+
+/// Issue 12, case q: a left record its side no longer retains joins nothing.
+#[test]
+fn q_a_record_beyond_the_other_sides_retention_joins_nothing() {
+    let input = [
+        left("q", "L0", 0),
+        left("q", "L10", 10_000),
+        right("q", "R11", 11_000),
+        right("q", "R1", 1_000),
+    ];
+    for size in [1, 7, 500] {
+        assert_eq!(
+            joined("inner", &input, size),
+            ["q=L10+R11@11000"],
+            "batch {size}"
+        );
+    }
+}
+
+/// Issue 12, case p: retention is measured against the retaining side's
+/// own stream time.
+#[test]
+fn p_retention_follows_each_sides_own_stream_time() {
+    let input = [
+        left("p", "L0", 0),
+        right("p", "R30", 30_000),
+        right("p", "R1", 1_000),
+    ];
+    for size in [1, 7, 500] {
+        assert_eq!(
+            joined("inner", &input, size),
+            ["p=L0+R1@1000"],
+            "batch {size}"
+        );
+    }
+}
+
+#[test]
+fn a_left_join_emits_an_unmatched_record_when_its_window_closes() {
+    let input = [
+        left("k", "L0", 0),
+        right("k", "R1", 1_000),   // meets L0
+        left("k", "L5", 5_000),    // meets nothing yet
+        right("k", "R6", 6_000),   // meets L5
+        left("k", "L10", 10_000),  // meets nothing, ever
+        right("x", "X20", 20_000), // the join's stream time passes 10 + 2 + 5
+    ];
+    for size in [1, 7, 500] {
+        assert_eq!(
+            joined("left", &input, size),
+            ["k=L0+R1@1000", "k=L5+R6@6000", "k=L10+-@10000"],
+            "batch {size}"
+        );
+    }
+}
+
+#[test]
+fn table_table_joins_follow_both_sides_and_delete_results() {
+    let cfg = step(
+        r#"name = "j"
+kind = "join"
+module = "concat.wasm"
+with = "right"
+as_table = true
+join = "inner""#,
+    );
+    let mut h = Harness::new(cfg, concat());
+    let mut gone = rec("a", "", 4);
+    gone.value = None;
+    let out = h.feed(
+        &[
+            left("a", "l1", 1),
+            right("a", "r1", 2),
+            left("a", "l2", 3),
+            (true, gone),
+        ],
+        1,
+    );
+    assert_eq!(
+        out.iter().map(show).collect::<Vec<_>>(),
+        ["a=l1+r1@2", "a=l2+r1@3", "a=null@4"]
+    );
+}
+
+#[test]
+fn a_rejected_join_pair_is_a_dead_letter() {
+    let cfg = step(
+        r#"name = "j"
+kind = "join"
+module = "concat.wasm"
+with = "right"
+join = "left""#,
+    );
+    let mut h = Harness::new(cfg, concat());
+    let out = h.feed(
+        &[
+            right("a", "r", 1),
+            left("a", "reject", 2),
+            left("a", "ok", 3),
+        ],
+        10,
+    );
+    assert_eq!(out.iter().map(show).collect::<Vec<_>>(), ["a=ok+r@3"]);
+    assert_eq!(h.dead[0].1, "rejected pair");
+}
+
+const PROCESSOR: &str = r#"name = "proc"
+kind = "processor"
+module = "proc.wasm"
+stores = ["n"]"#;
+
+#[test]
+fn a_processor_keeps_state_and_fires_event_time_timers_in_order() {
+    let mut h = Harness::new(step(PROCESSOR), counting_processor());
+    let out = h.feed(
+        &stream(&[
+            rec("a", "x", 0),
+            rec("b", "x", 5),
+            rec("c", "x", 8),
+            rec("c", "x", 9), // moves c's timer to 19
+            rec("d", "x", 30),
+        ]),
+        1,
+    );
+    assert_eq!(
+        out.iter().map(show).collect::<Vec<_>>(),
+        [
+            "a=1@0",
+            "b=1@5",
+            "c=1@8",
+            "c=2@9",
+            "d=1@30",
+            "a=timer:a@10",
+            "b=timer:b@15",
+            "c=timer:c@19"
+        ]
+    );
+}
+
+#[test]
+fn a_wall_clock_timer_fires_when_the_clock_passes_it_with_no_input() {
+    let mut h = Harness::new(step(PROCESSOR), counting_processor());
+    h.now_ms = 50;
+    let out = h.feed(&stream(&[rec("w", "wall", 0)]), 1);
+    assert_eq!(out.iter().map(show).collect::<Vec<_>>(), ["w=1@0"]);
+    assert!(h.tick().unwrap().is_empty(), "not due at 50 ms");
+    h.now_ms = 100;
+    let fired: Vec<String> = h.tick().unwrap().iter().map(show).collect();
+    assert_eq!(fired, ["w=timer:w@100"]);
+    assert!(h.tick().unwrap().is_empty(), "a timer fires once");
+}
+
+#[test]
+fn a_trapping_processor_record_leaves_no_state_change_behind() {
+    let mut h = Harness::new(step(PROCESSOR), counting_processor());
+    let out = h.feed(
+        &stream(&[rec("a", "x", 0), rec("a", "trap", 1), rec("a", "x", 2)]),
+        10,
+    );
+    assert_eq!(out.iter().map(show).collect::<Vec<_>>(), ["a=1@0", "a=2@2"]);
+    assert_eq!(h.dead.len(), 1);
+    assert_eq!(h.dead[0].1, "trapped: boom");
+}
+
+#[test]
+fn an_undeclared_store_fails_only_that_record() {
+    let cfg = step(
+        r#"name = "proc"
+kind = "processor"
+module = "proc.wasm"
+stores = ["other"]"#,
+    );
+    let mut h = Harness::new(cfg, counting_processor());
+    let out = h.feed(&stream(&[rec("a", "x", 0)]), 1);
+    assert!(out.is_empty());
+    assert_eq!(h.dead[0].1, "StateError::NoSuchStore(\"n\")");
+}
+
+#[test]
+fn a_storage_error_fails_the_batch_and_dead_letters_nothing() {
+    let mut h = Harness::new(step(PROCESSOR), counting_processor());
+    h.feed(&stream(&[rec("a", "x", 0)]), 1);
+    h.backend.fail_next_get("disk on fire");
+    let err = h.batch(&stream(&[rec("a", "x", 1)])).unwrap_err();
+    assert_eq!(
+        format!("{err:#}"),
+        "step proc: reading state: the in-memory backend: disk on fire"
+    );
+    assert!(h.dead.is_empty());
+    // Nothing of the failed batch stayed: the retry counts from 1.
+    let out = h.feed(&stream(&[rec("a", "x", 1)]), 1);
+    assert_eq!(out.iter().map(show).collect::<Vec<_>>(), ["a=2@1"]);
+}
+
+/// A small pseudo-random generator (no dependency).
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+/// Out-of-order input with late records: timestamps wander forward with
+/// jumps back of up to `back` ms.
+fn wandering(seed: u64, n: usize, keys: u64, back: u64) -> Vec<Record> {
+    let mut g = Lcg(seed);
+    let mut t = 100_000i64;
+    (0..n)
+        .map(|_| {
+            t += g.next(3_000) as i64;
+            let ts = t - g.next(back) as i64;
+            rec(&format!("k{}", g.next(keys)), "x", ts)
+        })
+        .collect()
+}
+
+/// The final value per (key, window) of a run's outputs.
+fn finals(out: &[Record]) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    for r in out {
+        let s = show(r);
+        let (head, _) = s.rsplit_once('@').unwrap();
+        let (k, v) = head.split_once('=').unwrap();
+        m.insert(k.to_string(), v.to_string());
+    }
+    m
+}
+
+/// Kafka Streams' rules for tumbling windows with grace, as a model: a
+/// record counts in its window unless the stream time (including it) has
+/// reached the window's end + grace.
+fn tumbling_model(recs: &[Record], size: i64, grace: i64) -> BTreeMap<String, String> {
+    let mut st = i64::MIN;
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    for r in recs {
+        st = st.max(r.timestamp);
+        let start = r.timestamp.div_euclid(size) * size;
+        if start + size + grace <= st {
+            continue;
+        }
+        let key = String::from_utf8_lossy(r.key.as_deref().unwrap()).into_owned();
+        *counts
+            .entry(format!("{key}[{start},{}]", start + size))
+            .or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .map(|(k, v)| (k, v.to_string()))
+        .collect()
+}
+
+#[test]
+fn results_do_not_depend_on_the_batch_size() {
+    let ops = [
+        (
+            "tumbling close",
+            "window = { type = \"tumbling\", size = \"10s\", grace = \"3s\" }\nemit = \"close\"",
+        ),
+        (
+            "hopping update",
+            "window = { type = \"hopping\", size = \"10s\", advance = \"5s\", grace = \"3s\" }",
+        ),
+        (
+            "session close",
+            "window = { type = \"session\", gap = \"4s\", grace = \"3s\" }\nemit = \"close\"",
+        ),
+        (
+            "session update",
+            "window = { type = \"session\", gap = \"4s\", grace = \"3s\" }",
+        ),
+    ];
+    for seed in 1..=5u64 {
+        let mut input = wandering(seed, 300, 4, 9_000);
+        // A record far ahead closes every window.
+        input.push(rec("end", "x", 10_000_000));
+        for (name, window) in ops {
+            let cfg = step(&format!(
+                "name = \"count\"\nkind = \"aggregate\"\nmodule = \"count.wasm\"\n{window}"
+            ));
+            let mut results = Vec::new();
+            for size in [1, 7, 500] {
+                let mut h = Harness::new(cfg.clone(), counter());
+                let out = h.feed(&stream(&input), size);
+                let mut f = finals(&out);
+                if name.starts_with("session update") {
+                    // Tombstoned sessions are gone.
+                    f.retain(|_, v| v != "null");
+                }
+                results.push((size, f, h.late));
+            }
+            for (size, f, late) in &results[1..] {
+                assert_eq!(f, &results[0].1, "{name}, seed {seed}: batch {size} vs 1");
+                assert_eq!(
+                    *late, results[0].2,
+                    "{name}, seed {seed}: late at batch {size}"
+                );
+            }
+            if name == "tumbling close" {
+                // The last record's window never closes.
+                let mut model = tumbling_model(&input, 10_000, 3_000);
+                model.retain(|k, _| !k.starts_with("end"));
+                assert_eq!(results[0].1, model, "seed {seed}");
+            }
+        }
+        // Joins: stream-stream (inner and left) and table-table.
+        let mut g = Lcg(seed * 31);
+        let both: Vec<(bool, Record)> = wandering(seed + 100, 300, 3, 6_000)
+            .into_iter()
+            .map(|mut r| {
+                let side = g.next(2) == 0;
+                if side && g.next(10) == 0 {
+                    r.value = None;
+                }
+                (side, r)
+            })
+            .chain([(false, rec("end", "x", 10_000_000))])
+            .collect();
+        for join in ["inner", "left"] {
+            let mut all = Vec::new();
+            for size in [1, 7, 500] {
+                let mut out = joined(join, &both, size);
+                out.sort();
+                all.push(out);
+            }
+            assert_eq!(all[0], all[1], "stream join {join}, seed {seed}, batch 7");
+            assert_eq!(all[0], all[2], "stream join {join}, seed {seed}, batch 500");
+        }
+        let table = step(
+            "name = \"j\"\nkind = \"join\"\nmodule = \"concat.wasm\"\nwith = \"right\"\nas_table = true\njoin = \"outer\"",
+        );
+        let mut all = Vec::new();
+        for size in [1, 7, 500] {
+            let mut h = Harness::new(table.clone(), concat());
+            all.push(finals(&h.feed(&both, size)));
+        }
+        assert_eq!(all[0], all[1], "table join, seed {seed}");
+        assert_eq!(all[0], all[2], "table join, seed {seed}");
+    }
+}

@@ -1,0 +1,588 @@
+//! The engine: starts a pipeline on a backend and hands back a
+//! [`PipelineHandle`] to watch it (status per step), stop it, and swap a
+//! step's module while it runs. Tasks (one per assigned partition and
+//! segment, each in its own thread) are created and dropped as the
+//! backend's assignment changes.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use super::config::{Pipeline, StepKind};
+use super::task::Task;
+use super::{RunOptions, Segment, Summary, dead_letter_topic, segments};
+use crate::backend::{Backend, Topic};
+use crate::runtime::{Guest, Module, RuntimeOptions, Step, World};
+
+/// Counters of one step.
+#[derive(Default)]
+pub(crate) struct StepCounters {
+    pub records_in: AtomicU64,
+    pub records_out: AtomicU64,
+    pub dead_letters: AtomicU64,
+}
+
+/// The module a step runs, and how many times it was swapped.
+struct Slot {
+    module: Module,
+    generation: u64,
+    /// Tasks that switched to `generation`.
+    applied: usize,
+    /// The first dead-letter reason of the step, and how many there were.
+    first_dead: Option<String>,
+}
+
+/// Counters shared by the tasks.
+#[derive(Default)]
+pub(crate) struct Stats {
+    pub records_in: AtomicU64,
+    pub records_out: AtomicU64,
+    pub dead_letters: AtomicU64,
+    pub late_dropped: AtomicU64,
+}
+
+/// Everything the tasks of a run share.
+pub(crate) struct Shared {
+    pub backend: Arc<dyn Backend>,
+    pub pipeline: Pipeline,
+    pub segments: Vec<Segment>,
+    slots: Vec<Mutex<Slot>>,
+    pub steps: Vec<StepCounters>,
+    runtime_options: RuntimeOptions,
+    pub options: RunOptions,
+    pub stop: Arc<AtomicBool>,
+    pub stats: Stats,
+    /// Finished tasks per segment.
+    pub finished: Vec<AtomicUsize>,
+    /// Tasks per segment.
+    pub tasks: Vec<usize>,
+    /// End offsets of external topics when the run started.
+    ends_at_start: BTreeMap<(String, u32), u64>,
+    topics: BTreeMap<String, Topic>,
+    pub dead_letter: String,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+impl Shared {
+    /// A topic the run uses.
+    pub fn topic(&self, name: &str) -> anyhow::Result<Topic> {
+        self.topics
+            .get(name)
+            .cloned()
+            .with_context(|| format!("topic {name} is not known to the run"))
+    }
+
+    /// Where an external topic's partition ended when the run started.
+    pub fn end_at_start(&self, topic: &str, partition: u32) -> u64 {
+        self.ends_at_start
+            .get(&(topic.to_string(), partition))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The current swap generation of pipeline step `si`.
+    pub fn generation(&self, si: usize) -> u64 {
+        lock(&self.slots[si]).generation
+    }
+
+    /// A task switched step `si` to the current generation.
+    pub fn applied(&self, si: usize) {
+        lock(&self.slots[si]).applied += 1;
+    }
+
+    /// The first dead-letter reason of a step is kept for the summary.
+    pub fn note_dead_letter(&self, step: &str, reason: &str) {
+        if let Some(si) = self.pipeline.steps.iter().position(|s| s.name == step) {
+            let mut slot = lock(&self.slots[si]);
+            if slot.first_dead.is_none() {
+                slot.first_dead = Some(reason.to_string());
+            }
+        }
+    }
+
+    /// A new instance of step `si`'s current module, and its generation.
+    pub fn guest(&self, si: usize) -> anyhow::Result<(Box<dyn Guest>, u64)> {
+        let (module, generation) = {
+            let slot = lock(&self.slots[si]);
+            (slot.module.clone(), slot.generation)
+        };
+        let cfg = &self.pipeline.steps[si];
+        let mut step = Step::new(module, &cfg.name, cfg.config.clone(), &self.runtime_options);
+        let file = cfg
+            .module
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned());
+        if let (Some(native), Some(file)) = (self.options.native, file)
+            && let Some(f) = native(&file)
+        {
+            step.set_native(f);
+        }
+        step.start()
+            .with_context(|| format!("step {} of pipeline {}", cfg.name, self.pipeline.name))?;
+        Ok((Box::new(step), generation))
+    }
+}
+
+fn expected_world(kind: StepKind) -> World {
+    match kind {
+        StepKind::Map => World::Mapper,
+        StepKind::Aggregate => World::Aggregator,
+        StepKind::Join => World::Joiner,
+        StepKind::Processor => World::Processor,
+    }
+}
+
+/// Checks that `module` implements what step `step` of `pipeline` needs.
+pub fn check_world(pipeline: &Pipeline, step: usize, module: &Module) -> anyhow::Result<()> {
+    let s = &pipeline.steps[step];
+    let want = expected_world(s.kind);
+    if module.world() != want {
+        bail!(
+            "{}: step {} is a {:?} step, so its module must be {}, but {} is {}",
+            pipeline.file.display(),
+            s.name,
+            s.kind,
+            want.with_article(),
+            module.name(),
+            module.world().with_article()
+        );
+    }
+    Ok(())
+}
+
+/// What one step is doing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StepStatus {
+    /// The step's name.
+    pub name: String,
+    /// The sha256 of the module it runs.
+    pub module_sha256: String,
+    /// The module's name.
+    pub module: String,
+    /// How many times its module was swapped.
+    pub swaps: u64,
+    /// Records that entered it.
+    pub records_in: u64,
+    /// Records it emitted (on down the flow and to named outputs).
+    pub records_out: u64,
+    /// Records it sent to the dead letters.
+    pub dead_letters: u64,
+    /// The first dead-letter reason, if any.
+    pub first_dead_letter: Option<String>,
+    /// Records of its segment's source not yet read.
+    pub lag: u64,
+}
+
+/// What a running pipeline is doing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    /// The pipeline's name.
+    pub pipeline: String,
+    /// Its steps, in order.
+    pub steps: Vec<StepStatus>,
+    /// The partitions this process runs.
+    pub partitions: Vec<u32>,
+    /// Records read from sources so far.
+    pub records_in: u64,
+    /// Whether it stopped.
+    pub finished: bool,
+}
+
+/// A running pipeline.
+pub struct PipelineHandle {
+    shared: Arc<Shared>,
+    supervisor: Option<JoinHandle<anyhow::Result<()>>>,
+    assigned: Arc<Mutex<BTreeSet<u32>>>,
+    done: Arc<AtomicBool>,
+    cleaner: Option<JoinHandle<()>>,
+}
+
+/// Starts `pipeline` on `backend`: loads and checks its modules, creates
+/// its topics, and starts its tasks. Returns at once.
+pub fn start(
+    backend: Arc<dyn Backend>,
+    pipeline: &Pipeline,
+    runtime: &crate::runtime::Runtime,
+    options: &RunOptions,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<PipelineHandle> {
+    let mut slots = Vec::new();
+    for (i, s) in pipeline.steps.iter().enumerate() {
+        let m = runtime
+            .load_file(&s.module)
+            .with_context(|| format!("step {} of {}", s.name, pipeline.file.display()))?;
+        check_world(pipeline, i, &m)?;
+        slots.push(Mutex::new(Slot {
+            module: m,
+            generation: 0,
+            applied: 0,
+            first_dead: None,
+        }));
+    }
+    let input = backend.require_topic(&pipeline.input).with_context(|| {
+        format!(
+            "the input of pipeline {} ({})",
+            pipeline.name,
+            pipeline.file.display()
+        )
+    })?;
+    let parts = input.config.partitions;
+    let segs = segments(pipeline);
+    let mut topics = BTreeMap::new();
+    topics.insert(input.name.clone(), input.clone());
+    for seg in &segs {
+        if seg.source != pipeline.input {
+            topics.insert(
+                seg.source.clone(),
+                backend.ensure_topic(&seg.source, parts)?,
+            );
+        }
+        if let Some(sink) = &seg.sink {
+            topics.insert(sink.clone(), backend.ensure_topic(sink, parts)?);
+        }
+    }
+    for s in &pipeline.steps {
+        for t in s.outputs.values() {
+            topics.insert(t.clone(), backend.ensure_topic(t, parts)?);
+        }
+        if let Some(with) = &s.with {
+            let t = backend.require_topic(with).with_context(|| {
+                format!(
+                    "the `with` side of step {} ({})",
+                    s.name,
+                    pipeline.file.display()
+                )
+            })?;
+            if t.config.partitions != parts {
+                bail!(
+                    "step {}: `with` topic {with} has {} partitions but the stream has {parts}; a join needs both sides co-partitioned (the same partition count and keys)",
+                    s.name,
+                    t.config.partitions
+                );
+            }
+            topics.insert(with.clone(), t);
+        }
+    }
+    let dead_letter = dead_letter_topic(pipeline);
+    topics.insert(
+        dead_letter.clone(),
+        backend.ensure_topic(&dead_letter, parts)?,
+    );
+
+    let mut ends_at_start = BTreeMap::new();
+    for (name, t) in &topics {
+        for p in 0..t.config.partitions {
+            ends_at_start.insert((name.clone(), p), backend.end_offset(t, p)?);
+        }
+    }
+    let shared = Arc::new(Shared {
+        backend: backend.clone(),
+        pipeline: pipeline.clone(),
+        finished: segs.iter().map(|_| AtomicUsize::new(0)).collect(),
+        tasks: segs.iter().map(|_| parts as usize).collect(),
+        segments: segs,
+        steps: pipeline
+            .steps
+            .iter()
+            .map(|_| StepCounters::default())
+            .collect(),
+        slots,
+        runtime_options: runtime.options().clone(),
+        options: options.clone(),
+        stop,
+        stats: Stats::default(),
+        ends_at_start,
+        topics,
+        dead_letter,
+    });
+    let done = Arc::new(AtomicBool::new(false));
+    // Retention and compaction: at the start, then every 30 s.
+    let cleaner = {
+        let (backend, done) = (backend.clone(), done.clone());
+        std::thread::Builder::new()
+            .name("weir-cleaner".into())
+            .spawn(move || {
+                let mut last: Option<Instant> = None;
+                while !done.load(Ordering::SeqCst) {
+                    if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(30)) {
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_millis() as i64);
+                        if let Err(e) = backend.clean(now) {
+                            tracing::warn!("retention and compaction failed: {e:#}");
+                        }
+                        last = Some(Instant::now());
+                    }
+                    std::thread::park_timeout(Duration::from_millis(100));
+                }
+            })?
+    };
+    let assigned = Arc::new(Mutex::new(BTreeSet::new()));
+    let mut assignor = backend.assignor(&pipeline.name, parts)?;
+    let supervisor = {
+        let (shared, assigned, done) = (shared.clone(), assigned.clone(), done.clone());
+        std::thread::Builder::new()
+            .name("weir-engine".into())
+            .spawn(move || {
+                let r = supervise(&shared, assignor.as_mut(), &assigned);
+                done.store(true, Ordering::SeqCst);
+                r
+            })?
+    };
+    Ok(PipelineHandle {
+        shared,
+        supervisor: Some(supervisor),
+        assigned,
+        done,
+        cleaner: Some(cleaner),
+    })
+}
+
+struct Running {
+    revoked: Arc<AtomicBool>,
+    thread: JoinHandle<anyhow::Result<()>>,
+}
+
+/// Keeps one task per (segment, assigned partition) running until the run
+/// stops, every task finished, or a task failed.
+fn supervise(
+    shared: &Arc<Shared>,
+    assignor: &mut dyn crate::backend::Assignor,
+    assigned: &Mutex<BTreeSet<u32>>,
+) -> anyhow::Result<()> {
+    let mut running: HashMap<(usize, u32), Running> = HashMap::new();
+    let failed = Arc::new(AtomicBool::new(false));
+    let mut first_err: Option<anyhow::Error> = None;
+    loop {
+        let stopping = shared.stop.load(Ordering::SeqCst) || failed.load(Ordering::SeqCst);
+        if !stopping && let Some(set) = assignor.poll(Duration::from_millis(20))? {
+            // Revoked partitions: their tasks finish their batch and stop.
+            let gone: Vec<(usize, u32)> = running
+                .keys()
+                .filter(|(_, p)| !set.contains(p))
+                .copied()
+                .collect();
+            for key in gone {
+                if let Some(r) = running.remove(&key) {
+                    r.revoked.store(true, Ordering::SeqCst);
+                    if let Err(e) = join(r.thread, key) {
+                        first_err.get_or_insert(e);
+                    }
+                }
+            }
+            for seg in 0..shared.segments.len() {
+                for &p in &set {
+                    if running.contains_key(&(seg, p)) {
+                        continue;
+                    }
+                    let revoked = Arc::new(AtomicBool::new(false));
+                    let (s, r, f) = (shared.clone(), revoked.clone(), failed.clone());
+                    let thread = std::thread::Builder::new()
+                        .name(format!("weir-task-{seg}-{p}"))
+                        .spawn(move || {
+                            let result = Task::new(s.clone(), seg, p, r).and_then(|mut t| t.run());
+                            s.finished[seg].fetch_add(1, Ordering::SeqCst);
+                            if result.is_err() {
+                                // One failed task stops the run: the others
+                                // finish their batch and commit.
+                                f.store(true, Ordering::SeqCst);
+                                s.stop.store(true, Ordering::SeqCst);
+                            }
+                            result
+                        })?;
+                    running.insert((seg, p), Running { revoked, thread });
+                }
+            }
+            *lock(assigned) = set;
+        } else if stopping {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if running.values().all(|r| r.thread.is_finished()) && !running.is_empty()
+            || (stopping && running.is_empty())
+        {
+            break;
+        }
+    }
+    for (key, r) in running {
+        if let Err(e) = join(r.thread, key) {
+            first_err.get_or_insert(e);
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+fn join(thread: JoinHandle<anyhow::Result<()>>, (seg, p): (usize, u32)) -> anyhow::Result<()> {
+    match thread.join() {
+        Ok(r) => r.with_context(|| format!("task {seg}-{p}")),
+        Err(_) => bail!("task {seg}-{p} panicked"),
+    }
+}
+
+impl PipelineHandle {
+    /// What it is doing now.
+    pub fn status(&self) -> Status {
+        let s = &self.shared;
+        let partitions: Vec<u32> = lock(&self.assigned).iter().copied().collect();
+        let mut steps = Vec::new();
+        for (si, cfg) in s.pipeline.steps.iter().enumerate() {
+            let slot = lock(&s.slots[si]);
+            let c = &s.steps[si];
+            let lag = s
+                .segments
+                .iter()
+                .find(|seg| seg.steps.contains(&si))
+                .map_or(0, |seg| self.lag(&seg.source, &partitions));
+            steps.push(StepStatus {
+                name: cfg.name.clone(),
+                module_sha256: slot.module.sha256().to_string(),
+                module: slot.module.name().to_string(),
+                swaps: slot.generation,
+                records_in: c.records_in.load(Ordering::Relaxed),
+                records_out: c.records_out.load(Ordering::Relaxed),
+                dead_letters: c.dead_letters.load(Ordering::Relaxed),
+                first_dead_letter: slot.first_dead.clone(),
+                lag,
+            });
+        }
+        Status {
+            pipeline: s.pipeline.name.clone(),
+            steps,
+            partitions,
+            records_in: s.stats.records_in.load(Ordering::Relaxed),
+            finished: self.done.load(Ordering::SeqCst),
+        }
+    }
+
+    fn lag(&self, topic: &str, partitions: &[u32]) -> u64 {
+        let s = &self.shared;
+        let Ok(t) = s.topic(topic) else { return 0 };
+        partitions
+            .iter()
+            .map(|&p| {
+                let end = s.backend.end_offset(&t, p).unwrap_or(0);
+                let at = s
+                    .backend
+                    .position(&s.pipeline.name, topic, p)
+                    .ok()
+                    .flatten()
+                    .unwrap_or(0);
+                end.saturating_sub(at)
+            })
+            .sum()
+    }
+
+    /// Asks every task to finish its batch, commit and stop.
+    pub fn stop(&self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the run has ended (stopped, caught up, or failed).
+    pub fn is_finished(&self) -> bool {
+        self.done.load(Ordering::SeqCst)
+    }
+
+    /// Switches step `step` to `module`, between two batches in every task;
+    /// its state stays. The module is checked against the step's world and
+    /// instantiated with `init` first: if that fails, nothing changes and
+    /// the error is returned. Returns once every running task has switched
+    /// (or `wait` passed).
+    pub fn swap(&self, step: &str, module: Module, wait: Duration) -> anyhow::Result<()> {
+        let s = &self.shared;
+        let si = s
+            .pipeline
+            .steps
+            .iter()
+            .position(|c| c.name == step)
+            .with_context(|| format!("pipeline {} has no step {step}", s.pipeline.name))?;
+        check_world(&s.pipeline, si, &module)?;
+        let cfg = &s.pipeline.steps[si];
+        let mut trial = Step::new(
+            module.clone(),
+            &cfg.name,
+            cfg.config.clone(),
+            &s.runtime_options,
+        );
+        trial.start().with_context(|| {
+            format!("the new module for step {step} did not start; the old one keeps running")
+        })?;
+        let tasks = {
+            let seg = s.segments.iter().position(|seg| seg.steps.contains(&si));
+            let running = lock(&self.assigned).len();
+            seg.map_or(0, |_| running)
+        };
+        {
+            let mut slot = lock(&s.slots[si]);
+            slot.module = module;
+            slot.generation += 1;
+            slot.applied = 0;
+        }
+        let started = Instant::now();
+        while started.elapsed() < wait && !self.is_finished() {
+            if lock(&s.slots[si]).applied >= tasks {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
+    }
+
+    /// Waits for the run to end and says what it did.
+    pub fn wait(mut self) -> anyhow::Result<Summary> {
+        let result = match self.supervisor.take() {
+            Some(h) => match h.join() {
+                Ok(r) => r,
+                Err(_) => Err(anyhow::anyhow!("the engine's supervisor panicked")),
+            },
+            None => Ok(()),
+        };
+        self.done.store(true, Ordering::SeqCst);
+        if let Some(c) = self.cleaner.take() {
+            c.thread().unpark();
+            let _ = c.join();
+        }
+        result?;
+        let st = &self.shared.stats;
+        let mut first_dead = Vec::new();
+        for (si, cfg) in self.shared.pipeline.steps.iter().enumerate() {
+            let slot = lock(&self.shared.slots[si]);
+            if let Some(r) = &slot.first_dead {
+                let n = self.shared.steps[si].dead_letters.load(Ordering::Relaxed);
+                first_dead.push((cfg.name.clone(), n, r.clone()));
+            }
+        }
+        Ok(Summary {
+            records_in: st.records_in.load(Ordering::Relaxed),
+            records_out: st.records_out.load(Ordering::Relaxed),
+            dead_letters: st.dead_letters.load(Ordering::Relaxed),
+            late_dropped: st.late_dropped.load(Ordering::Relaxed),
+            first_dead_letters: first_dead,
+        })
+    }
+}
+
+impl Drop for PipelineHandle {
+    fn drop(&mut self) {
+        if let Some(h) = self.supervisor.take() {
+            self.shared.stop.store(true, Ordering::SeqCst);
+            let _ = h.join();
+        }
+        self.done.store(true, Ordering::SeqCst);
+        if let Some(c) = self.cleaner.take() {
+            c.thread().unpark();
+            let _ = c.join();
+        }
+    }
+}
