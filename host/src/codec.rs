@@ -66,6 +66,15 @@ pub fn encode_batch<'a>(records: impl IntoIterator<Item = &'a Record>) -> Vec<u8
     w.finish()
 }
 
+/// A batch of records already in the packed layout (one copy each).
+pub fn pack_batch<'a>(records: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut w = BatchWriter::new();
+    for r in records {
+        w.push_encoded(r);
+    }
+    w.finish()
+}
+
 /// Appends one record in the packed layout.
 pub fn encode_record(buf: &mut Vec<u8>, r: &Record) {
     buf.extend_from_slice(&r.offset.to_le_bytes());

@@ -84,3 +84,200 @@ pub enum Outcome {
     /// The record went to the dead-letter output.
     Dead(DeadLetter),
 }
+
+/// A record in the packed layout of `wit/functions.wit` (as the embedded
+/// log stores it and as guests receive it), with its fields read in place:
+/// records flow from a backend through the steps to a commit as these
+/// bytes, without being decoded into owned fields and encoded again.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Packed {
+    bytes: Vec<u8>,
+    /// Where the key's and value's bytes are (`None`: no key, a tombstone).
+    key: Option<(u32, u32)>,
+    value: Option<(u32, u32)>,
+    /// Where the header count starts.
+    headers_at: u32,
+}
+
+impl std::fmt::Debug for Packed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.to_record().fmt(f)
+    }
+}
+
+fn field(bytes: &[u8], at: usize, what: &str) -> Result<(Option<(u32, u32)>, usize), Malformed> {
+    let len = bytes
+        .get(at..at + 4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .ok_or_else(|| Malformed(format!("record {what} length needs 4 bytes at offset {at}")))?;
+    if len == crate::codec::NONE {
+        return Ok((None, at + 4));
+    }
+    let start = at + 4;
+    let end = start
+        .checked_add(len as usize)
+        .filter(|e| *e <= bytes.len())
+        .ok_or_else(|| {
+            Malformed(format!(
+                "record {what} needs {len} bytes at offset {start} of {}",
+                bytes.len()
+            ))
+        })?;
+    Ok((Some((start as u32, len)), end))
+}
+
+use crate::codec::Malformed;
+
+impl Packed {
+    /// Reads a packed record (checking its layout; nothing is copied).
+    pub fn parse(bytes: Vec<u8>) -> Result<Packed, Malformed> {
+        if bytes.len() < 16 {
+            return Err(Malformed(format!(
+                "a record needs at least 16 bytes, this one has {}",
+                bytes.len()
+            )));
+        }
+        let (key, at) = field(&bytes, 16, "key")?;
+        let (value, at) = field(&bytes, at, "value")?;
+        let headers_at = at;
+        // Check the headers once, so that reading them later cannot fail.
+        let mut r = crate::codec::Reader::new(&bytes[at..]);
+        let n = r.u32("header count")?;
+        for _ in 0..n {
+            r.string("header name")?;
+            r.bytes("header value")?;
+        }
+        if !r.at_end() {
+            return Err(Malformed("bytes follow the record's headers".into()));
+        }
+        Ok(Packed {
+            bytes,
+            key,
+            value,
+            headers_at: headers_at as u32,
+        })
+    }
+
+    /// A packed record from its fields.
+    pub fn new<'a>(
+        offset: i64,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: impl Iterator<Item = (&'a str, &'a [u8])>,
+    ) -> Packed {
+        let mut bytes =
+            Vec::with_capacity(40 + key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len));
+        bytes.extend_from_slice(&offset.to_le_bytes());
+        bytes.extend_from_slice(&timestamp.to_le_bytes());
+        let put = |b: Option<&[u8]>, bytes: &mut Vec<u8>| {
+            let at = bytes.len() + 4;
+            crate::codec::put_opt(bytes, b);
+            b.map(|b| (at as u32, b.len() as u32))
+        };
+        let key = put(key, &mut bytes);
+        let value = put(value, &mut bytes);
+        let headers_at = bytes.len();
+        bytes.extend_from_slice(&0u32.to_le_bytes());
+        let mut n = 0u32;
+        for (name, v) in headers {
+            crate::codec::put_bytes(&mut bytes, name.as_bytes());
+            crate::codec::put_bytes(&mut bytes, v);
+            n += 1;
+        }
+        bytes[headers_at..headers_at + 4].copy_from_slice(&n.to_le_bytes());
+        Packed {
+            bytes,
+            key,
+            value,
+            headers_at: headers_at as u32,
+        }
+    }
+
+    /// Packs a record.
+    pub fn from_record(r: &Record) -> Packed {
+        Packed::new(
+            r.offset,
+            r.timestamp,
+            r.key.as_deref(),
+            r.value.as_deref(),
+            r.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
+        )
+    }
+
+    /// Packs an output a guest returned (one copy out of its result list),
+    /// with `offset` as its offset.
+    pub fn from_output(o: &crate::codec::OutputRef<'_>, offset: i64) -> Packed {
+        Packed::new(offset, o.timestamp, o.key, o.value, o.headers())
+    }
+
+    fn slice(&self, f: Option<(u32, u32)>) -> Option<&[u8]> {
+        f.map(|(s, l)| &self.bytes[s as usize..(s + l) as usize])
+    }
+
+    /// Its offset (the input's, for an output).
+    pub fn offset(&self) -> i64 {
+        i64::from_le_bytes(self.bytes[0..8].try_into().unwrap_or([0; 8]))
+    }
+
+    /// Its event time.
+    pub fn timestamp(&self) -> i64 {
+        i64::from_le_bytes(self.bytes[8..16].try_into().unwrap_or([0; 8]))
+    }
+
+    /// Its key.
+    pub fn key(&self) -> Option<&[u8]> {
+        self.slice(self.key)
+    }
+
+    /// Its value (`None`: a tombstone).
+    pub fn value(&self) -> Option<&[u8]> {
+        self.slice(self.value)
+    }
+
+    /// Its headers, in order.
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        let mut r = crate::codec::Reader::new(&self.bytes[self.headers_at as usize..]);
+        let n = r.u32("header count").unwrap_or(0);
+        (0..n).filter_map(move |_| {
+            let name = r.string("header name").ok()?;
+            let value = r.bytes("header value").ok()?;
+            Some((name, value))
+        })
+    }
+
+    /// Sets its offset.
+    pub fn set_offset(&mut self, offset: i64) {
+        self.bytes[0..8].copy_from_slice(&offset.to_le_bytes());
+    }
+
+    /// Its bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Its bytes, owned.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+
+    /// The record with owned fields.
+    pub fn to_record(&self) -> Record {
+        Record {
+            offset: self.offset(),
+            timestamp: self.timestamp(),
+            key: self.key().map(<[u8]>::to_vec),
+            value: self.value().map(<[u8]>::to_vec),
+            headers: self
+                .headers()
+                .map(|(n, v)| (n.to_string(), v.to_vec()))
+                .collect(),
+        }
+    }
+}
+
+impl From<&Record> for Packed {
+    fn from(r: &Record) -> Self {
+        Packed::from_record(r)
+    }
+}

@@ -10,8 +10,8 @@ use clap::{Args, Parser, Subcommand};
 
 use weir::jsonl;
 use weir::operators::processor::ProcessorState;
-use weir::record::Outcome;
-use weir::runtime::guest::process_batch;
+use weir::record::{DeadLetter, Output, Packed};
+use weir::runtime::guest::{Emitted, process_batch};
 use weir::runtime::{GuestState, Runtime, RuntimeOptions, Step, StepError, World};
 
 mod bench;
@@ -181,12 +181,23 @@ fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
     let mut batch = Vec::with_capacity(args.batch as usize);
     let mut flush =
         |batch: &mut Vec<weir::record::Record>, out: &mut dyn Write| -> anyhow::Result<()> {
-            let (outcomes, s) = process_batch(&mut step, batch, state.take())?;
+            let packed: Vec<Packed> = batch.iter().map(Packed::from_record).collect();
+            let (outcomes, s) = process_batch(&mut step, &packed, state.take())?;
             state = s;
-            for (_, outcome) in outcomes {
+            for (i, outcome) in outcomes {
                 match outcome {
-                    Outcome::Output(o) => writeln!(out, "{}", jsonl::output_line(&o))?,
-                    Outcome::Dead(d) => {
+                    Emitted::Output(to, rec) => {
+                        let o = Output {
+                            to,
+                            record: rec.to_record(),
+                        };
+                        writeln!(out, "{}", jsonl::output_line(&o))?
+                    }
+                    Emitted::Failed(failure) => {
+                        let d = DeadLetter {
+                            record: batch[i].clone(),
+                            failure,
+                        };
                         out.flush()?;
                         writeln!(stderr.lock(), "{}", jsonl::dead_letter_line(&d))?;
                     }

@@ -6,7 +6,7 @@
 use super::{Ctx, Item};
 use crate::codec::{self, Entry};
 use crate::pipeline::config::Step as StepConfig;
-use crate::record::{Failure, Record};
+use crate::record::{Failure, Packed, Record};
 use crate::runtime::{Call, Guest};
 
 /// What `add` made of a batch: the new accumulator of every group and the
@@ -18,10 +18,10 @@ pub(super) type Added = (Vec<Vec<u8>>, Vec<(usize, String)>);
 /// a malformed answer).
 pub(super) fn call_add(
     guest: &mut dyn Guest,
-    records: &[&Record],
+    records: &[&Packed],
     groups: &[(Option<&[u8]>, &[usize])],
 ) -> anyhow::Result<Result<Added, String>> {
-    let mut buf = codec::encode_batch(records.iter().copied());
+    let mut buf = codec::pack_batch(records.iter().map(|r| r.bytes()));
     buf.extend_from_slice(&(groups.len() as u32).to_le_bytes());
     for (acc, members) in groups {
         codec::put_opt(&mut buf, *acc);
@@ -72,7 +72,7 @@ pub(super) struct Presentable {
     /// Its timestamp.
     pub ts: i64,
     /// The record that caused it (dead-lettered if presenting fails), if any.
-    pub input: Option<Record>,
+    pub input: Option<Packed>,
 }
 
 fn window_headers(windowed: bool, start: i64, end: i64) -> Vec<(String, Vec<u8>)> {
@@ -124,16 +124,19 @@ pub(super) fn present(
                     let mut out = Vec::new();
                     for (p, v) in items.into_iter().zip(values) {
                         match v {
-                            Some(Ok(Some(value))) => out.push(Item {
-                                seq: p.seq,
-                                rec: Record {
-                                    offset: 0,
-                                    timestamp: p.ts,
-                                    key: Some(p.key),
-                                    value: Some(value),
-                                    headers: window_headers(windowed, p.start, p.end),
-                                },
-                            }),
+                            Some(Ok(Some(value))) => {
+                                let headers = window_headers(windowed, p.start, p.end);
+                                out.push(Item {
+                                    seq: p.seq,
+                                    rec: Packed::new(
+                                        0,
+                                        p.ts,
+                                        Some(&p.key),
+                                        Some(&value),
+                                        headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
+                                    ),
+                                })
+                            }
                             Some(Ok(None)) | None => {}
                             Some(Err(m)) => dead(cfg, cx, p, Failure::Rejected(m)),
                         }
@@ -163,7 +166,7 @@ pub(super) fn present(
 /// key, the window in the headers and the accumulator as its value.
 fn dead(cfg: &StepConfig, cx: &mut Ctx<'_>, p: Presentable, failure: Failure) {
     let windowed = cfg.window.is_some();
-    let record = p.input.unwrap_or_else(|| Record {
+    let record = p.input.map(|r| r.to_record()).unwrap_or_else(|| Record {
         offset: 0,
         timestamp: p.ts,
         key: Some(p.key),

@@ -13,7 +13,7 @@ use super::accumulate::{Presentable, call_add, close_due, present};
 use super::{Ctx, Item, Operator};
 use crate::pipeline::config::{Emit, Step as StepConfig, Window};
 use crate::pipeline::keys;
-use crate::record::{Failure, Record};
+use crate::record::{Failure, Packed};
 use crate::runtime::Guest;
 
 /// A windowed (or global) aggregate step.
@@ -65,7 +65,7 @@ impl Aggregate {
     /// Adds records to their groups' accumulators and stores them; when the
     /// call fails, retries record by record so that only the record that
     /// fails becomes a dead letter.
-    fn add(&mut self, cx: &mut Ctx<'_>, recs: &[&Record], groups: &[Group]) -> anyhow::Result<()> {
+    fn add(&mut self, cx: &mut Ctx<'_>, recs: &[&Packed], groups: &[Group]) -> anyhow::Result<()> {
         let mut stored = Vec::with_capacity(groups.len());
         for g in groups {
             let k = keys::agg(cx.pipeline, &self.cfg.name, cx.partition, &g.key, g.start);
@@ -89,8 +89,7 @@ impl Aggregate {
             Ok((accs, rejected)) => {
                 for (idx, m) in rejected {
                     if let Some(r) = recs.get(idx) {
-                        cx.out
-                            .dead(&self.cfg.name, (*r).clone(), Failure::Rejected(m));
+                        cx.out.dead_packed(&self.cfg.name, r, Failure::Rejected(m));
                     }
                 }
                 let close = self.cfg.emit == Emit::Close && self.cfg.window.is_some();
@@ -119,7 +118,7 @@ impl Aggregate {
         };
         if let [r] = recs {
             cx.out
-                .dead(&self.cfg.name, (*r).clone(), Failure::Trapped(failure));
+                .dead_packed(&self.cfg.name, r, Failure::Trapped(failure));
             return Ok(());
         }
         for (ri, r) in recs.iter().enumerate() {
@@ -156,12 +155,12 @@ impl Operator for Aggregate {
         let cfg = &self.cfg;
         let mut index: HashMap<(Vec<u8>, i64), usize> = HashMap::new();
         let mut groups: Vec<Group> = Vec::new();
-        let mut records: Vec<&Record> = Vec::new();
+        let mut records: Vec<&Packed> = Vec::new();
         for it in &flow {
-            let Some(key) = it.rec.key.as_ref() else {
-                cx.out.dead(
+            let Some(key) = it.rec.key() else {
+                cx.out.dead_packed(
                     &cfg.name,
-                    it.rec.clone(),
+                    &it.rec,
                     Failure::Rejected(format!(
                         "step {}: an aggregate groups by key, and this record has none",
                         cfg.name
@@ -169,7 +168,7 @@ impl Operator for Aggregate {
                 );
                 continue;
             };
-            let ts = it.rec.timestamp;
+            let ts = it.rec.timestamp();
             cx.observe(ts);
             let idx = records.len();
             let mut counted = false;
@@ -178,9 +177,9 @@ impl Operator for Aggregate {
                     continue;
                 }
                 counted = true;
-                let g = *index.entry((key.clone(), start)).or_insert_with(|| {
+                let g = *index.entry((key.to_vec(), start)).or_insert_with(|| {
                     groups.push(Group {
-                        key: key.clone(),
+                        key: key.to_vec(),
                         start,
                         end,
                         members: Vec::new(),

@@ -14,9 +14,9 @@ use anyhow::Context;
 
 use super::pairs::{Pair, join};
 use super::{Ctx, Item, Operator};
-use crate::codec;
 use crate::pipeline::config::{JoinType, Step as StepConfig};
 use crate::pipeline::keys;
+use crate::record::Packed;
 use crate::runtime::Guest;
 
 /// A windowed stream-stream join step.
@@ -83,14 +83,12 @@ impl StreamJoin {
             .saturating_sub(self.cfg.grace);
         end.extend_from_slice(&keys::ord_i64(bound));
         for (k, v) in cx.range(&prefix, &end, usize::MAX)? {
-            let rec = codec::Reader::new(&v)
-                .record()
-                .context("a held join record is corrupt")?;
+            let rec = Packed::parse(v).context("a held join record is corrupt")?;
             cx.txn.delete(k);
             pairs.push(Pair {
-                key: rec.key.clone(),
-                ts: rec.timestamp,
-                left: rec.value.clone(),
+                key: rec.key().map(<[u8]>::to_vec),
+                ts: rec.timestamp(),
+                left: rec.value().map(<[u8]>::to_vec),
                 right: None,
                 seq,
                 rec,
@@ -121,11 +119,11 @@ impl Operator for StreamJoin {
         let (before, after) = (self.cfg.before, self.cfg.after);
         let mut pairs = Vec::new();
         for (is_left, it) in all {
-            cx.observe(it.rec.timestamp);
-            let Some(k) = it.rec.key.clone() else {
+            cx.observe(it.rec.timestamp());
+            let Some(k) = it.rec.key().map(<[u8]>::to_vec) else {
                 continue;
             };
-            let ts = it.rec.timestamp;
+            let ts = it.rec.timestamp();
             let (mine, other) = if is_left {
                 (LEFT, RIGHT)
             } else {
@@ -140,14 +138,14 @@ impl Operator for StreamJoin {
                 let mut s = Vec::with_capacity(k.len() + 28);
                 keys::push_key(&mut s, &k);
                 s.extend_from_slice(&keys::ord_i64(ts));
-                s.extend_from_slice(&it.rec.offset.to_be_bytes());
+                s.extend_from_slice(&it.rec.offset().to_be_bytes());
                 s.extend_from_slice(&it.seq.to_be_bytes());
                 s
             };
             if ts >= self.retained_from(mine_obs) {
                 let mut mk = self.prefix(cx, mine);
                 mk.extend_from_slice(&entry_suffix);
-                cx.txn.put(mk, it.rec.value.clone().unwrap_or_default());
+                cx.txn.put(mk, it.rec.value().unwrap_or_default().to_vec());
             }
             if left_join && ts == shared {
                 self.emit_unmatched(cx, shared, it.seq, &mut pairs)?;
@@ -183,9 +181,9 @@ impl Operator for StreamJoin {
                     cx.txn.delete(u);
                 }
                 let (l, r) = if is_left {
-                    (it.rec.value.clone(), Some(v.clone()))
+                    (it.rec.value().map(<[u8]>::to_vec), Some(v.clone()))
                 } else {
-                    (Some(v.clone()), it.rec.value.clone())
+                    (Some(v.clone()), it.rec.value().map(<[u8]>::to_vec))
                 };
                 pairs.push(Pair {
                     key: Some(k.clone()),
@@ -202,7 +200,7 @@ impl Operator for StreamJoin {
                     pairs.push(Pair {
                         key: Some(k.clone()),
                         ts,
-                        left: it.rec.value.clone(),
+                        left: it.rec.value().map(<[u8]>::to_vec),
                         right: None,
                         seq: it.seq,
                         rec: it.rec.clone(),
@@ -211,9 +209,7 @@ impl Operator for StreamJoin {
                     let mut u = self.prefix(cx, UNMATCHED);
                     u.extend_from_slice(&keys::ord_i64(ts));
                     u.extend_from_slice(&entry_suffix);
-                    let mut packed = Vec::new();
-                    codec::encode_record(&mut packed, &it.rec);
-                    cx.txn.put(u, packed);
+                    cx.txn.put(u, it.rec.bytes().to_vec());
                 }
             }
         }

@@ -8,7 +8,7 @@ use super::pairs::{Pair, join};
 use super::{Ctx, Item, Operator};
 use crate::pipeline::config::{JoinType, Step as StepConfig};
 use crate::pipeline::keys;
-use crate::record::Record;
+use crate::record::Packed;
 use crate::runtime::Guest;
 
 /// A stream-table or table-table join step.
@@ -50,14 +50,14 @@ impl Operator for TableJoin {
         let mut pairs = Vec::new();
         let mut tombstones = Vec::new();
         for (is_left, it) in all {
-            cx.observe(it.rec.timestamp);
-            let Some(k) = it.rec.key.clone() else {
+            cx.observe(it.rec.timestamp());
+            let Some(k) = it.rec.key().map(<[u8]>::to_vec) else {
                 // An unkeyed stream record meets nothing.
                 if is_left && !cfg.as_table && cfg.join != JoinType::Inner {
                     pairs.push(Pair {
                         key: None,
-                        ts: it.rec.timestamp,
-                        left: it.rec.value.clone(),
+                        ts: it.rec.timestamp(),
+                        left: it.rec.value().map(<[u8]>::to_vec),
                         right: None,
                         seq: it.seq,
                         rec: it.rec,
@@ -80,8 +80,8 @@ impl Operator for TableJoin {
                     before = Some((cx.get(&lk)?, cx.get(&rk)?));
                 }
                 let sk = if is_left { lk.clone() } else { rk.clone() };
-                match &it.rec.value {
-                    Some(v) => cx.txn.put(sk, v.clone()),
+                match it.rec.value() {
+                    Some(v) => cx.txn.put(sk, v.to_vec()),
                     None => cx.txn.delete(sk),
                 }
             }
@@ -93,9 +93,9 @@ impl Operator for TableJoin {
             let left = if cfg.as_table {
                 cx.get(&lk)?
             } else {
-                it.rec.value.clone()
+                it.rec.value().map(<[u8]>::to_vec)
             };
-            let ts = it.rec.timestamp;
+            let ts = it.rec.timestamp();
             if joined(left.is_some(), right.is_some()) {
                 pairs.push(Pair {
                     key: Some(k),
@@ -111,13 +111,7 @@ impl Operator for TableJoin {
                 // Table-table: the key's join result is gone.
                 tombstones.push(Item {
                     seq: it.seq,
-                    rec: Record {
-                        offset: it.rec.offset,
-                        timestamp: ts,
-                        key: Some(k),
-                        value: None,
-                        headers: Vec::new(),
-                    },
+                    rec: Packed::new(it.rec.offset(), ts, Some(&k), None, std::iter::empty()),
                 });
             }
         }

@@ -3,9 +3,9 @@
 
 use super::{Collector, Ctx, Item, Operator};
 use crate::pipeline::config::Step as StepConfig;
-use crate::record::{Outcome, Record};
+use crate::record::Packed;
 use crate::runtime::Guest;
-use crate::runtime::guest::process_batch;
+use crate::runtime::guest::{Emitted, process_batch};
 
 /// A map step.
 pub struct Map {
@@ -27,20 +27,18 @@ pub(crate) fn route(
     cfg: &StepConfig,
     out: &mut Collector,
     flow: &[Item],
-    outcomes: Vec<(usize, Outcome)>,
+    outcomes: Vec<(usize, Emitted)>,
 ) -> Vec<Item> {
     let mut next = Vec::with_capacity(flow.len());
     for (idx, o) in outcomes {
-        let input: &Record = &flow[idx].rec;
+        let input: &Packed = &flow[idx].rec;
         match o {
-            Outcome::Output(o) => match o.to {
-                None => next.push(Item {
-                    seq: flow[idx].seq,
-                    rec: o.record,
-                }),
-                Some(to) => out.named(cfg, &to, o.record, input),
-            },
-            Outcome::Dead(d) => out.dead(&cfg.name, d.record, d.failure),
+            Emitted::Output(None, rec) => next.push(Item {
+                seq: flow[idx].seq,
+                rec,
+            }),
+            Emitted::Output(Some(to), rec) => out.named(cfg, &to, rec, input),
+            Emitted::Failed(f) => out.dead_packed(&cfg.name, input, f),
         }
     }
     next
@@ -60,7 +58,7 @@ impl Operator for Map {
         if flow.is_empty() {
             return Ok(flow);
         }
-        let inputs: Vec<&Record> = flow.iter().map(|it| &it.rec).collect();
+        let inputs: Vec<&Packed> = flow.iter().map(|it| &it.rec).collect();
         let (outcomes, _) = process_batch(self.guest.as_mut(), &inputs, None)?;
         Ok(route(&self.cfg, cx.out, &flow, outcomes))
     }

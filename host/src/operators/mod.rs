@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use crate::backend::{StateRead, Txn};
 use crate::pipeline::config::{Step as StepConfig, StepKind, Window, WithKind};
-use crate::record::{DeadLetter, Failure, Record};
+use crate::record::{DeadLetter, Failure, Packed, Record};
 use crate::runtime::Guest;
 
 /// A record moving through the steps; `seq` is its position in the task's
@@ -37,8 +37,8 @@ use crate::runtime::Guest;
 pub struct Item {
     /// Position in the merged source order.
     pub seq: u64,
-    /// The record.
-    pub rec: Record,
+    /// The record, packed.
+    pub rec: Packed,
 }
 
 /// What operators emit besides the flow: records to named outputs and dead
@@ -46,7 +46,7 @@ pub struct Item {
 #[derive(Default, Debug)]
 pub struct Collector {
     /// Records for named outputs: (topic, record).
-    pub emitted: Vec<(String, Record)>,
+    pub emitted: Vec<(String, Packed)>,
     /// Dead letters: (step name, dead letter).
     pub dead: Vec<(String, DeadLetter)>,
     /// Late records dropped.
@@ -60,10 +60,15 @@ impl Collector {
             .push((step.to_string(), DeadLetter { record, failure }));
     }
 
+    /// Sends a record of the flow that failed in `step` to the dead letters.
+    pub fn dead_packed(&mut self, step: &str, record: &Packed, failure: Failure) {
+        self.dead(step, record.to_record(), failure);
+    }
+
     /// Routes an output of `step` to its named output `to`: to its topic
     /// when the pipeline declares it, else to the dead letters (with `input`,
     /// the record it came from, and how to declare it).
-    pub fn named(&mut self, step: &StepConfig, to: &str, rec: Record, input: &Record) {
+    pub fn named(&mut self, step: &StepConfig, to: &str, rec: Packed, input: &Packed) {
         match step.outputs.get(to) {
             Some(topic) => self.emitted.push((topic.clone(), rec)),
             None => {
@@ -72,7 +77,7 @@ impl Collector {
                     "step {} emitted to the output `{to}`, which the pipeline does not declare (declared: {declared:?}); add `outputs = {{ {to} = \"TOPIC\" }}` to the step",
                     step.name
                 );
-                self.dead(&step.name, input.clone(), Failure::Rejected(reason));
+                self.dead_packed(&step.name, input, Failure::Rejected(reason));
             }
         }
     }

@@ -5,7 +5,7 @@
 use super::{Ctx, Item};
 use crate::codec::{self, Entry};
 use crate::pipeline::config::Step as StepConfig;
-use crate::record::{Failure, Record};
+use crate::record::{Failure, Packed};
 use crate::runtime::{Call, Guest};
 
 /// Two values that meet, and the record that made them meet.
@@ -21,7 +21,7 @@ pub(super) struct Pair {
     /// The result's seq.
     pub seq: u64,
     /// The record that made them meet (its offset and headers go on).
-    pub rec: Record,
+    pub rec: Packed,
 }
 
 /// Calls the joiner for `pairs`; returns the joined records in order.
@@ -61,16 +61,18 @@ pub(super) fn join(
                         match res {
                             Some(Ok(Some(value))) => next.push(Item {
                                 seq: p.seq,
-                                rec: Record {
-                                    offset: p.rec.offset,
-                                    timestamp: p.ts,
-                                    key: p.key,
-                                    value: Some(value),
-                                    headers: p.rec.headers,
-                                },
+                                rec: Packed::new(
+                                    p.rec.offset(),
+                                    p.ts,
+                                    p.key.as_deref(),
+                                    Some(&value),
+                                    p.rec.headers(),
+                                ),
                             }),
                             Some(Ok(None)) | None => {}
-                            Some(Err(m)) => cx.out.dead(&cfg.name, p.rec, Failure::Rejected(m)),
+                            Some(Err(m)) => {
+                                cx.out.dead_packed(&cfg.name, &p.rec, Failure::Rejected(m))
+                            }
                         }
                     }
                     return Ok(next);
@@ -82,7 +84,8 @@ pub(super) fn join(
     };
     if pairs.len() == 1 {
         if let Some(p) = pairs.into_iter().next() {
-            cx.out.dead(&cfg.name, p.rec, Failure::Trapped(failure));
+            cx.out
+                .dead_packed(&cfg.name, &p.rec, Failure::Trapped(failure));
         }
         return Ok(Vec::new());
     }

@@ -15,7 +15,7 @@ use super::{Ctx, Item, Operator};
 use crate::backend::{StateRead, Txn};
 use crate::pipeline::config::Step as StepConfig;
 use crate::pipeline::keys;
-use crate::record::{Failure, Record};
+use crate::record::{Failure, Packed, Record};
 use crate::runtime::guest::{fire_timer, process_batch};
 use crate::runtime::{Clock, Guest, GuestState, StateError};
 
@@ -99,8 +99,7 @@ impl Processor {
                     restore(cx, state)?;
                     match result {
                         Ok(outputs) => {
-                            for (to, mut rec) in outputs {
-                                rec.offset = 0;
+                            for (to, rec) in outputs {
                                 match to {
                                     None => out.push(Item { seq, rec }),
                                     Some(to) => {
@@ -160,10 +159,10 @@ impl Operator for Processor {
         let mut last_seq = 0;
         if !flow.is_empty() {
             for it in &flow {
-                cx.observe(it.rec.timestamp);
+                cx.observe(it.rec.timestamp());
                 last_seq = last_seq.max(it.seq);
             }
-            let inputs: Vec<&Record> = flow.iter().map(|it| &it.rec).collect();
+            let inputs: Vec<&Packed> = flow.iter().map(|it| &it.rec).collect();
             let state = self.state(cx);
             let (outcomes, state) = process_batch(self.guest.as_mut(), &inputs, Some(state))?;
             restore(cx, state)?;

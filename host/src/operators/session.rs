@@ -12,7 +12,7 @@ use super::accumulate::{Presentable, call_add, close_due, present};
 use super::{Ctx, Item, Operator};
 use crate::pipeline::config::{Emit, Step as StepConfig, Window};
 use crate::pipeline::keys;
-use crate::record::{Failure, Record};
+use crate::record::{Failure, Packed};
 use crate::runtime::{Call, Guest};
 
 /// A session-windowed aggregate step.
@@ -47,7 +47,7 @@ impl Session {
     /// bridges.
     fn add(&mut self, cx: &mut Ctx<'_>, key: &[u8], it: &Item) -> anyhow::Result<Vec<Item>> {
         let (gap, name) = (self.gap, self.cfg.name.clone());
-        let ts = it.rec.timestamp;
+        let ts = it.rec.timestamp();
         let mut prefix = keys::step(cx.pipeline, b'a', &name, cx.partition);
         keys::push_key(&mut prefix, key);
         let sessions = cx.range(&prefix, &keys::prefix_end(&prefix), usize::MAX)?;
@@ -81,9 +81,9 @@ impl Session {
                     match r {
                         Ok(x) => x,
                         Err(reason) => {
-                            cx.out.dead(
+                            cx.out.dead_packed(
                                 &name,
-                                it.rec.clone(),
+                                &it.rec,
                                 Failure::Trapped(format!("merging sessions: {reason}")),
                             );
                             return Ok(Vec::new());
@@ -92,18 +92,18 @@ impl Session {
                 }
             });
         }
-        let recs: [&Record; 1] = [&it.rec];
+        let recs: [&Packed; 1] = [&it.rec];
         let member = [0usize];
         let acc = match call_add(self.guest.as_mut(), &recs, &[(merged.as_deref(), &member)])? {
             Ok((accs, rejected)) => {
                 if let Some((_, m)) = rejected.into_iter().next() {
-                    cx.out.dead(&name, it.rec.clone(), Failure::Rejected(m));
+                    cx.out.dead_packed(&name, &it.rec, Failure::Rejected(m));
                     return Ok(Vec::new());
                 }
                 accs.into_iter().next().unwrap_or_default()
             }
             Err(trap) => {
-                cx.out.dead(&name, it.rec.clone(), Failure::Trapped(trap));
+                cx.out.dead_packed(&name, &it.rec, Failure::Trapped(trap));
                 return Ok(Vec::new());
             }
         };
@@ -116,18 +116,20 @@ impl Session {
                 cx.txn.delete(ck);
             }
             if !close && (s, e) != (start, end) {
+                let (s, e) = (s.to_string(), e.to_string());
                 out.push(Item {
                     seq: it.seq,
-                    rec: Record {
-                        offset: 0,
-                        timestamp: ts,
-                        key: Some(key.to_vec()),
-                        value: None,
-                        headers: vec![
-                            ("weir.window.start".into(), s.to_string().into_bytes()),
-                            ("weir.window.end".into(), e.to_string().into_bytes()),
-                        ],
-                    },
+                    rec: Packed::new(
+                        0,
+                        ts,
+                        Some(key),
+                        None,
+                        [
+                            ("weir.window.start", s.as_bytes()),
+                            ("weir.window.end", e.as_bytes()),
+                        ]
+                        .into_iter(),
+                    ),
                 });
             }
         }
@@ -171,10 +173,10 @@ impl Operator for Session {
     ) -> anyhow::Result<Vec<Item>> {
         let mut out = Vec::new();
         for it in &flow {
-            let Some(key) = it.rec.key.as_ref() else {
-                cx.out.dead(
+            let Some(key) = it.rec.key() else {
+                cx.out.dead_packed(
                     &self.cfg.name,
-                    it.rec.clone(),
+                    &it.rec,
                     Failure::Rejected(format!(
                         "step {}: an aggregate groups by key, and this record has none",
                         self.cfg.name
@@ -182,7 +184,7 @@ impl Operator for Session {
                 );
                 continue;
             };
-            cx.observe(it.rec.timestamp);
+            cx.observe(it.rec.timestamp());
             out.extend(self.add(cx, key, it)?);
             // Closed after every record, as Kafka Streams' suppression
             // evicts, so that the batch size changes nothing.

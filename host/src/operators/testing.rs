@@ -11,7 +11,7 @@ use crate::backend::memory::MemoryBackend;
 use crate::backend::{Backend, Commit, StateRead, Txn};
 use crate::codec::{self, Reader};
 use crate::pipeline::config::{self, Step as StepConfig};
-use crate::record::Record;
+use crate::record::{Packed, Record};
 use crate::runtime::{Call, Guest, GuestState, NativeGuest, World};
 
 /// The one step of a pipeline file made of `step` (TOML of one `[[steps]]`).
@@ -345,7 +345,7 @@ impl Harness {
             self.seq += 1;
             let it = Item {
                 seq: self.seq,
-                rec: r.clone(),
+                rec: Packed::from_record(r),
             };
             if *is_side {
                 side.push(it)
@@ -372,7 +372,7 @@ impl Harness {
             }
         };
         self.commit(out)?;
-        Ok(next.into_iter().map(|it| it.rec).collect())
+        Ok(next.into_iter().map(|it| it.rec.to_record()).collect())
     }
 
     /// Fires what is due with no input.
@@ -389,7 +389,7 @@ impl Harness {
         };
         let next = self.op.tick(&mut cx, self.seq)?;
         self.commit(out)?;
-        Ok(next.into_iter().map(|it| it.rec).collect())
+        Ok(next.into_iter().map(|it| it.rec.to_record()).collect())
     }
 
     fn commit(&mut self, out: Collector) -> anyhow::Result<()> {
@@ -402,7 +402,8 @@ impl Harness {
             self.dead
                 .push((step, d.failure.message().to_string(), d.record));
         }
-        self.emitted.extend(out.emitted);
+        self.emitted
+            .extend(out.emitted.into_iter().map(|(t, r)| (t, r.to_record())));
         self.late += out.late;
         Ok(())
     }

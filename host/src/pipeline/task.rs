@@ -17,6 +17,7 @@ use super::keys;
 use crate::backend::{Commit, StateRead, Stored, Topic, Txn};
 use crate::log::partitioner::partition_for_key;
 use crate::operators::{self, Collector, Ctx, Item, Operator};
+use crate::record::Packed;
 
 struct Source {
     topic: Topic,
@@ -306,7 +307,13 @@ impl Task {
         // Records grouped by the step they enter at.
         let mut entering: HashMap<(usize, bool), Vec<Item>> = HashMap::new();
         for (src, stored) in taken {
-            let rec = stored.record()?;
+            let offset = stored.offset;
+            let rec = Packed::parse(stored.bytes).with_context(|| {
+                format!(
+                    "the record at offset {offset} of {} partition {} is corrupt",
+                    self.sources[src].topic.name, self.partition
+                )
+            })?;
             self.seq += 1;
             let s = &self.sources[src];
             entering
@@ -393,19 +400,12 @@ impl Task {
         Ok(())
     }
 
-    fn append(
-        &self,
-        commit: &mut Commit,
-        topic_name: &str,
-        rec: &crate::record::Record,
-    ) -> anyhow::Result<()> {
-        let topic = self.shared.topic(topic_name)?;
-        let p = match rec.key.as_deref() {
+    fn append(&self, commit: &mut Commit, topic: &Topic, rec: Packed) {
+        let p = match rec.key() {
             Some(k) => partition_for_key(k, topic.config.partitions),
             None => self.partition % topic.config.partitions.max(1),
         };
-        commit.append(&topic, p, rec);
-        Ok(())
+        commit.append_packed(topic, p, rec.into_bytes());
     }
 
     /// Commits a batch: the flow to the segment's sink, named outputs, dead
@@ -418,21 +418,22 @@ impl Task {
         let stats = &shared.stats;
         if let Some(sink) = &seg.sink {
             let internal = self.seg_index + 1 < shared.segments.len();
-            for it in &flow {
-                self.append(&mut commit, sink, &it.rec)?;
+            let topic = shared.topic(sink)?;
+            let n = flow.len() as u64;
+            for it in flow {
+                self.append(&mut commit, &topic, it.rec);
             }
             if !internal {
-                stats
-                    .records_out
-                    .fetch_add(flow.len() as u64, Ordering::Relaxed);
+                stats.records_out.fetch_add(n, Ordering::Relaxed);
             }
-        }
-        for (topic, rec) in &out.emitted {
-            self.append(&mut commit, topic, rec)?;
         }
         stats
             .records_out
             .fetch_add(out.emitted.len() as u64, Ordering::Relaxed);
+        for (topic, rec) in out.emitted {
+            let topic = shared.topic(&topic)?;
+            self.append(&mut commit, &topic, rec);
+        }
         if !out.dead.is_empty() {
             let dlq = shared.topic(&shared.dead_letter)?;
             let p = self.partition % dlq.config.partitions.max(1);

@@ -9,7 +9,7 @@ use std::borrow::Borrow;
 use super::state::GuestState;
 use super::{StepError, World};
 use crate::codec::{self, Entry};
-use crate::record::{DeadLetter, Failure, Outcome, Output, Record};
+use crate::record::{Failure, Packed};
 
 /// One call into a guest.
 #[derive(Clone, Copy, Debug)]
@@ -27,9 +27,19 @@ pub enum Call<'a> {
 /// state handed in.
 pub type Called = (Result<Vec<u8>, String>, Option<Box<dyn GuestState>>);
 
-/// What [`process_batch`] returns: outcomes with the index of the record
-/// each came from, and the state handed in.
-pub type Processed = (Vec<(usize, Outcome)>, Option<Box<dyn GuestState>>);
+/// What one input record led to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Emitted {
+    /// An output: its named output (`None`: the step's default) and the
+    /// record, with the input's offset.
+    Output(Option<String>, Packed),
+    /// The input goes to the dead letters, for this reason.
+    Failed(Failure),
+}
+
+/// What [`process_batch`] returns: what each record led to, with the index
+/// of the record, and the state handed in.
+pub type Processed = (Vec<(usize, Emitted)>, Option<Box<dyn GuestState>>);
 
 /// A step's function.
 pub trait Guest: Send {
@@ -55,13 +65,13 @@ pub trait Guest: Send {
 /// state changes are rolled back.
 pub fn process_batch(
     guest: &mut dyn Guest,
-    records: &[impl Borrow<Record>],
+    records: &[impl Borrow<Packed>],
     state: Option<Box<dyn GuestState>>,
 ) -> Result<Processed, StepError> {
     if records.is_empty() {
         return Ok((Vec::new(), state));
     }
-    let batch = codec::encode_batch(records.iter().map(Borrow::borrow));
+    let batch = codec::pack_batch(records.iter().map(|r| r.borrow().bytes()));
     let (result, mut state) = guest.call(Call::Export("process", &batch), state)?;
     let failure = match result {
         Ok(out) => match decode_map(&out, records) {
@@ -78,18 +88,8 @@ pub fn process_batch(
     if let Some(s) = state.as_mut() {
         s.rollback();
     }
-    if let [record] = records {
-        let record: &Record = record.borrow();
-        return Ok((
-            vec![(
-                0,
-                Outcome::Dead(DeadLetter {
-                    record: record.clone(),
-                    failure: Failure::Trapped(failure),
-                }),
-            )],
-            state,
-        ));
+    if records.len() == 1 {
+        return Ok((vec![(0, Emitted::Failed(Failure::Trapped(failure)))], state));
     }
     tracing::debug!(module = %guest.name(), "batch of {} failed ({failure}); retrying record by record", records.len());
     let mut outcomes = Vec::with_capacity(records.len());
@@ -111,7 +111,7 @@ pub fn fire_timer(
     state: Box<dyn GuestState>,
 ) -> Result<
     (
-        Result<Vec<(Option<String>, Record)>, String>,
+        Result<Vec<(Option<String>, Packed)>, String>,
         Option<Box<dyn GuestState>>,
     ),
     StepError,
@@ -121,7 +121,9 @@ pub fn fire_timer(
         let mut outputs = Vec::new();
         let mut rejected = None;
         codec::read_results(&out, 1, |_, e| match e {
-            Entry::Output(o) => outputs.push(o.to_owned(0)),
+            Entry::Output(o) => {
+                outputs.push((o.to.map(str::to_string), Packed::from_output(&o, 0)))
+            }
             Entry::Rejected(m) => rejected = Some(m.to_string()),
             _ => {}
         })
@@ -143,23 +145,23 @@ pub fn fire_timer(
 
 fn decode_map(
     out: &[u8],
-    records: &[impl Borrow<Record>],
-) -> Result<Vec<(usize, Outcome)>, codec::Malformed> {
+    records: &[impl Borrow<Packed>],
+) -> Result<Vec<(usize, Emitted)>, codec::Malformed> {
     let mut outcomes = Vec::with_capacity(records.len());
     let mut bad_tag = None;
     codec::read_results(out, records.len(), |i, entry| {
-        let input: &Record = records[i as usize].borrow();
+        let input: &Packed = records[i as usize].borrow();
         match entry {
-            Entry::Output(o) => {
-                let (to, record) = o.to_owned(input.offset);
-                outcomes.push((i as usize, Outcome::Output(Output { to, record })));
-            }
+            Entry::Output(o) => outcomes.push((
+                i as usize,
+                Emitted::Output(
+                    o.to.map(str::to_string),
+                    Packed::from_output(&o, input.offset()),
+                ),
+            )),
             Entry::Rejected(m) => outcomes.push((
                 i as usize,
-                Outcome::Dead(DeadLetter {
-                    record: input.clone(),
-                    failure: Failure::Rejected(m.to_string()),
-                }),
+                Emitted::Failed(Failure::Rejected(m.to_string())),
             )),
             Entry::Accumulator(_) | Entry::Value(_) => bad_tag = Some(i),
         }
