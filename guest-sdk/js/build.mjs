@@ -15,7 +15,7 @@
 // $WEIR_TOOLS (default ~/.cache/weir) in node/.
 
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { tmpdir, homedir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -27,6 +27,14 @@ const tools = process.env.WEIR_TOOLS || join(homedir(), ".cache/weir");
 const nodeDir = join(tools, "node");
 
 const WORLDS = { mapping: "mapper", aggregation: "aggregator", joining: "joiner", processing: "processor" };
+// What each export must be: the object the SDK's helper returns.
+const SHAPES = {
+  mapping: { helper: "map", example: "map((r) => ...)", functions: ["init", "process"] },
+  aggregation: { helper: "aggregate", example: "aggregate({ init, add, merge })", functions: ["init", "add", "merge", "present"] },
+  joining: { helper: "join", example: "join((p) => ...)", functions: ["init", "join"] },
+  processing: { helper: "processor", example: "processor({ process })", functions: ["init", "process", "onTimer"] },
+};
+const WIT_IMPORTS = ["log", "state", "timers"].map((i) => `weir:functions/${i}@0.1.0`);
 
 function fail(message) {
   console.error(`build.mjs: ${message}`);
@@ -50,6 +58,51 @@ function parseArgs(argv) {
   if (args.entry === null || !args.out) fail("usage: node build.mjs ENTRY.js -o OUT.wasm [--engine qjs|sm]");
   if (args.engine !== "qjs" && args.engine !== "sm") fail(`--engine is qjs or sm, not ${args.engine}`);
   return args;
+}
+
+/** How a value looks, for a message. */
+function describe(v) {
+  if (typeof v === "function") return "a function";
+  if (v === null) return "null";
+  if (typeof v === "object") return Array.isArray(v) ? "an array" : "an object";
+  return typeof v === "undefined" ? "undefined" : `a ${typeof v}`;
+}
+
+/**
+ * Evaluates the module in Node, with the component's imports stubbed, and
+ * checks that its export is what the SDK's helper returns: without the
+ * helper, the component builds and then fails when it first runs. A module
+ * that does not evaluate in Node is left to the component build.
+ */
+async function checkShape(name, work) {
+  const stub = join(work, "wit-stub.js");
+  writeFileSync(stub, "export default new Proxy({}, { get: () => () => undefined });\n");
+  const alias = { "weir-guest/state": join(here, "state.js"), "weir-guest": join(here, "weir-guest.js") };
+  for (const i of WIT_IMPORTS) alias[i] = stub;
+  let mod;
+  try {
+    const bundle = await rolldown({
+      input: entry,
+      resolve: { alias },
+      transform: { define: { __WEIR_ENGINE__: JSON.stringify(args.engine) } },
+      logLevel: "silent",
+    });
+    const file = join(work, "shape-check.mjs");
+    await bundle.write({ file, format: "esm" });
+    await bundle.close();
+    mod = await import(pathToFileURL(file).href);
+  } catch {
+    return;
+  }
+  const shape = SHAPES[name];
+  const v = mod[name];
+  const ok = v !== null && typeof v === "object" && shape.functions.every((f) => typeof v[f] === "function");
+  if (!ok) {
+    fail(
+      `${args.entry}: \`${name}\` is ${describe(v)}, not what ${shape.helper}(...) returns: ` +
+        `write \`export const ${name} = ${shape.example}\`, with \`import { ${shape.helper} } from "weir-guest"\``,
+    );
+  }
 }
 
 const args = parseArgs(process.argv.slice(2));
@@ -89,6 +142,7 @@ try {
     );
   }
   const world = WORLDS[exported[0]];
+  await checkShape(exported[0], work);
   const argv =
     args.engine === "qjs"
       ? ["--wit", wit, "--world", world, "--js", bundlePath, "--sync", "-o", out]

@@ -338,7 +338,7 @@ export class Writer {
 /** An input record. `key` and `value` are Uint8Arrays, or null (none; a null value is a tombstone). */
 export class Record {
   constructor(offset, timestamp, key, value, headers) {
-    /** Position in the input partition (for `weir test`, the line number). */
+    /** Position in the input partition, 0-based (for `weir test`, among the input file's records). */
     this.offset = offset;
     /** Event time, ms since the Unix epoch. */
     this.timestamp = timestamp;

@@ -15,13 +15,29 @@ if [ $# -lt 3 ]; then
 fi
 here="$(cd "$(dirname "$0")" && pwd)"
 app="$1" module="$2" out="$3" world="${4:-}"
+src="$app/$module.py"
+if [ ! -f "$src" ]; then
+    echo "build.sh: $src: no such file (the arguments are the app's directory, its module without .py, and the output)" >&2
+    exit 1
+fi
+# The decorator exports the class componentize-py looks for (Mapping, ...):
+# without it the build fails deep inside componentize-py.
+decorator="$(grep -Eo '^@([A-Za-z_]+\.)?(map|aggregate|join|processor)\b' "$src" | head -1 || true)"
+case "$decorator" in
+    *aggregate) found=aggregator ;;
+    *join) found=joiner ;;
+    *processor) found=processor ;;
+    *map) found=mapper ;;
+    *)
+        echo "build.sh: $src has no function decorated with @weir.map (nor @weir.aggregate, @weir.join or @weir.processor): put \`@weir.map\` on the line above your function, with \`import weir_guest as weir\`" >&2
+        exit 1
+        ;;
+esac
 if [ -z "$world" ]; then
-    world=mapper
-    case "$(grep -Eo '^@([A-Za-z_]+\.)?(map|aggregate|join|processor)\b' "$app/$module.py" | head -1)" in
-        *aggregate) world=aggregator ;;
-        *join) world=joiner ;;
-        *processor) world=processor ;;
-    esac
+    world="$found"
+elif [ "$world" != "$found" ]; then
+    echo "build.sh: $src is decorated with $decorator, which makes a $found, but the world asked for is $world: change the decorator, or leave the world out" >&2
+    exit 1
 fi
 tool="${WEIR_TOOLS:-$HOME/.cache/weir}/venv/bin/componentize-py"
 if [ ! -x "$tool" ]; then

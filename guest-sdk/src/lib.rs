@@ -125,8 +125,8 @@ macro_rules! reject {
 /// nothing.
 #[derive(Clone, Copy, Debug)]
 pub struct Record<'a> {
-    /// The record's offset in its input partition (for `weir test`, the line
-    /// number in the input file).
+    /// The record's offset in its input partition, 0-based (for `weir test`,
+    /// its position among the input file's records).
     pub offset: i64,
     /// Event time, in milliseconds since the Unix epoch.
     pub timestamp: i64,

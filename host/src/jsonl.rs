@@ -230,6 +230,18 @@ mod tests {
     }
 
     #[test]
+    fn numbers_print_with_every_digit_they_had() {
+        let r = Record {
+            value: Some(br#"{"a":110.00000000000001,"b":[0.30000000000000004,-2.5e-7]}"#.to_vec()),
+            ..Record::default()
+        };
+        assert_eq!(
+            Value::Object(record_json(&r)).to_string(),
+            r#"{"key":null,"value":{"a":110.00000000000001,"b":[0.30000000000000004,-2.5e-7]},"timestamp":0}"#
+        );
+    }
+
+    #[test]
     fn mistakes_name_what_to_fix() {
         assert_eq!(
             parse_record(r#"{"vaule":1}"#, 0).unwrap_err().0,

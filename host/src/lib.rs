@@ -23,6 +23,7 @@
 pub mod backend;
 pub mod bindings;
 pub mod codec;
+pub mod hints;
 pub mod jsonl;
 pub mod log;
 pub mod operators;

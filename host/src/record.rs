@@ -3,7 +3,8 @@
 /// A record: what a topic stores and what a guest receives.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Record {
-    /// Position in its input partition (for `weir test`, the line number).
+    /// Position in its input partition, 0-based (for `weir test`, among the
+    /// input file's records).
     pub offset: i64,
     /// Event time, in milliseconds since the Unix epoch.
     pub timestamp: i64,

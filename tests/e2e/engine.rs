@@ -190,7 +190,7 @@ fn a_swap_to_a_module_of_another_world_or_that_fails_init_changes_nothing() {
     assert_eq!(
         format!("{err:#}"),
         format!(
-            "{}: step case is a Map step, so its module must be a mapper, but {} is an aggregator",
+            "{}:6: step case is a map step (`kind = \"map\"`), so its module must be a mapper, but {} is an aggregator: set `kind = \"aggregate\"`, or build the module as a mapper",
             dir.path().join("map.toml").display(),
             guest("count").display()
         )

@@ -53,7 +53,7 @@ fn filter_errors_routes_by_level_and_rejects_non_json() {
         "stderr",
         &r.stderr,
         r#"
-        {"offset":4,"key":"db-7","value":"not json at all","headers":{"weir.error":"not a JSON log line: expected an object such as {\"level\":\"ERROR\",...}","weir.error.kind":"rejected"},"timestamp":1003}
+        {"offset":3,"key":"db-7","value":"not json at all","headers":{"weir.error":"not a JSON log line: expected an object such as {\"level\":\"ERROR\",...}","weir.error.kind":"rejected"},"timestamp":1003}
         "#,
     );
 }
@@ -137,7 +137,7 @@ fn a_trap_in_a_batch_of_100_dead_letters_only_that_record() {
     assert_lines(
         "stderr",
         &r.stderr,
-        r#"{"offset":37,"key":"k37","value":"panic","headers":{"weir.error":"panicked at tests/guests/faulty/src/lib.rs:11:20: boom at offset 37","weir.error.kind":"trapped"},"timestamp":37}"#,
+        r#"{"offset":36,"key":"k37","value":"panic","headers":{"weir.error":"panicked at tests/guests/faulty/src/lib.rs:11:20: boom at offset 36","weir.error.kind":"trapped"},"timestamp":37}"#,
     );
 }
 
@@ -168,7 +168,7 @@ fn an_endless_loop_hits_the_deadline_and_the_rest_goes_on() {
     assert_lines(
         "stderr",
         &r.stderr,
-        r#"{"offset":2,"key":null,"value":"loop","headers":{"weir.error":"deadline exceeded: the call ran longer than 200 ms","weir.error.kind":"trapped"},"timestamp":0}"#,
+        r#"{"offset":1,"key":null,"value":"loop","headers":{"weir.error":"deadline exceeded: the call ran longer than 200 ms","weir.error.kind":"trapped"},"timestamp":0}"#,
     );
 }
 
@@ -192,7 +192,7 @@ fn a_guest_that_eats_memory_is_stopped_at_the_limit() {
     assert_lines(
         "stderr",
         &r.stderr,
-        r#"{"offset":1,"key":null,"value":"oom","headers":{"weir.error":"memory limit exceeded: the guest tried to grow its memory past 32 MiB","weir.error.kind":"trapped"},"timestamp":0}"#,
+        r#"{"offset":0,"key":null,"value":"oom","headers":{"weir.error":"memory limit exceeded: the guest tried to grow its memory past 32 MiB","weir.error.kind":"trapped"},"timestamp":0}"#,
     );
 }
 
@@ -208,7 +208,7 @@ fn guest_logs_go_to_the_host_log_tagged_with_module_and_step() {
         "stderr",
         &r.stderr,
         &format!(
-            " INFO weir::guest: hello from offset 1 module={} step=test",
+            " INFO weir::guest: hello from offset 0 module={} step=test",
             module.display()
         ),
     );
@@ -505,6 +505,6 @@ fn the_readme_guide_builds_and_runs() {
     assert_lines(
         "stderr",
         &r.stderr,
-        r#"{"offset":2,"key":"b","value":null,"headers":{"weir.error":"record at offset 2 has no value","weir.error.kind":"rejected"},"timestamp":0}"#,
+        r#"{"offset":1,"key":"b","value":null,"headers":{"weir.error":"record at offset 1 has no value","weir.error.kind":"rejected"},"timestamp":0}"#,
     );
 }

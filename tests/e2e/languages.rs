@@ -111,7 +111,7 @@ fn split_words_agrees_with_rust_on_unicode_punctuation_and_tombstones() {
             other.stderr
         );
         assert!(
-            other.stderr.contains(r#""offset":4"#)
+            other.stderr.contains(r#""offset":3"#)
                 && other.stderr.contains("the value is not UTF-8: ")
         );
     }
@@ -173,9 +173,9 @@ fn an_exception_thrown_for_a_record_becomes_a_dead_letter_with_its_message() {
         "js stderr",
         &js.stderr,
         &[
-            dead(2, "b", "boom", "RangeError: boom at offset 2"),
+            dead(1, "b", "boom", "RangeError: boom at offset 1"),
             dead(
-                3,
+                2,
                 "c",
                 "null",
                 "TypeError: cannot read property 'value' of null",
@@ -196,8 +196,8 @@ fn an_exception_thrown_for_a_record_becomes_a_dead_letter_with_its_message() {
         "python stderr",
         &py.stderr,
         &[
-            dead(2, "b", "boom", "ValueError: boom at offset 2"),
-            dead(4, "d", "zero", "ZeroDivisionError: division by zero"),
+            dead(1, "b", "boom", "ValueError: boom at offset 1"),
+            dead(3, "d", "zero", "ZeroDivisionError: division by zero"),
         ]
         .join("\n"),
     );
@@ -355,7 +355,7 @@ fn the_guides_snippets_are_the_files_the_tests_build() {
             let Some(file) = line
                 .strip_prefix("```")
                 .and_then(|l| l.split_once(" file="))
-                .map(|(_, f)| f.trim())
+                .and_then(|(_, f)| f.split_whitespace().next())
             else {
                 continue;
             };

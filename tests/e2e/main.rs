@@ -7,6 +7,7 @@
 mod util;
 
 mod engine;
+mod first_hour;
 mod foundation;
 mod languages;
 mod pipelines;

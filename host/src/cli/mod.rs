@@ -153,9 +153,22 @@ pub fn run() -> anyhow::Result<ExitCode> {
     }
 }
 
+/// A module file that does not exist: say how to build it.
+fn require_module(path: &Path) -> anyhow::Result<()> {
+    if !path.exists() {
+        anyhow::bail!(
+            "{}: no such file: {}",
+            path.display(),
+            weir::hints::missing_module(path)
+        );
+    }
+    Ok(())
+}
+
 fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
     let options = args.runtime.options();
     let runtime = Runtime::new(options.clone())?;
+    require_module(&args.module)?;
     let module = runtime.load_file(&args.module)?;
     let world = module.world();
     if !matches!(world, World::Mapper | World::Processor) {
@@ -178,6 +191,10 @@ fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
     let stderr = std::io::stderr();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut bad_lines = 0usize;
+    // Offsets are 0-based positions among the records, as in a topic
+    // partition that `weir produce` filled from the same file (blank and
+    // malformed lines take none); messages about a line name its number.
+    let mut offset = 0i64;
     let mut batch = Vec::with_capacity(args.batch as usize);
     let mut flush =
         |batch: &mut Vec<weir::record::Record>, out: &mut dyn Write| -> anyhow::Result<()> {
@@ -213,8 +230,11 @@ fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
         if line.trim().is_empty() {
             continue;
         }
-        match jsonl::parse_record(&line, number as i64) {
-            Ok(r) => batch.push(r),
+        match jsonl::parse_record(&line, offset) {
+            Ok(r) => {
+                batch.push(r);
+                offset += 1;
+            }
             Err(e) => {
                 // Keep the order of what is printed: flush what came before.
                 flush(&mut batch, &mut out)?;
@@ -244,6 +264,7 @@ fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
 fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let options = args.runtime.options();
     let runtime = Runtime::new(options)?;
+    require_module(&args.module)?;
     let module = runtime.load_file(&args.module)?;
     print_check(&args.module, &module)?;
     Ok(ExitCode::SUCCESS)

@@ -140,11 +140,23 @@ fn project(name: &str, lang: Lang, world: WorldArg, repo: &Path) -> Project {
                 "Cargo.toml".into(),
                 render(include_str!("../../templates/rust/Cargo.toml"), &vars),
             ));
+            files.push((
+                ".cargo/config.toml".into(),
+                render(
+                    include_str!("../../templates/rust/cargo-config.toml"),
+                    &vars,
+                ),
+            ));
             files.push(("src/lib.rs".into(), function));
             files.push((".gitignore".into(), "/target\nCargo.lock\n".into()));
+            // Cargo writes where CARGO_TARGET_DIR says, when it is set.
+            let target = std::env::var("CARGO_TARGET_DIR")
+                .ok()
+                .filter(|d| !d.is_empty())
+                .unwrap_or_else(|| "target".into());
             (
-                "cargo build --release --target wasm32-wasip2".to_string(),
-                format!("target/wasm32-wasip2/release/{ident}.wasm"),
+                "cargo build --release".to_string(),
+                format!("{target}/wasm32-wasip2/release/{ident}.wasm"),
             )
         }
         Lang::Js => {
@@ -154,22 +166,21 @@ fn project(name: &str, lang: Lang, world: WorldArg, repo: &Path) -> Project {
             ));
             files.push(("index.js".into(), function));
             files.push((".gitignore".into(), "*.wasm\n".into()));
-            (
-                format!("node {sdk}/js/build.mjs index.js -o {name}.wasm"),
-                format!("{name}.wasm"),
-            )
+            // package.json's build script: node SDK/js/build.mjs index.js -o NAME.wasm
+            ("npm run build".to_string(), format!("{name}.wasm"))
         }
         Lang::Python => {
             files.push((
                 "pyproject.toml".into(),
                 render(include_str!("../../templates/python/pyproject.toml"), &vars),
             ));
+            files.push((
+                "build.sh".into(),
+                render(include_str!("../../templates/python/build.sh"), &vars),
+            ));
             files.push(("app.py".into(), function));
             files.push((".gitignore".into(), "*.wasm\n__pycache__/\n".into()));
-            (
-                format!("bash {sdk}/python/build.sh . app {name}.wasm"),
-                format!("{name}.wasm"),
-            )
+            ("bash build.sh".to_string(), format!("{name}.wasm"))
         }
     };
     let test = if world == WorldArg::Mapper {

@@ -63,6 +63,28 @@ pub enum StepKind {
     Processor,
 }
 
+impl StepKind {
+    /// How the pipeline file writes it: `map`, `aggregate`, `join`, `processor`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepKind::Map => "map",
+            StepKind::Aggregate => "aggregate",
+            StepKind::Join => "join",
+            StepKind::Processor => "processor",
+        }
+    }
+
+    /// "a map step", "an aggregate step", ...
+    pub fn with_article(self) -> &'static str {
+        match self {
+            StepKind::Map => "a map step",
+            StepKind::Aggregate => "an aggregate step",
+            StepKind::Join => "a join step",
+            StepKind::Processor => "a processor step",
+        }
+    }
+}
+
 /// When an aggregate emits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -174,6 +196,8 @@ pub struct Step {
     pub name: String,
     /// Its kind.
     pub kind: StepKind,
+    /// The 1-based line of its `kind` in the pipeline file, for messages.
+    pub line: usize,
     /// The module's file.
     pub module: PathBuf,
     /// Its settings, as strings.
@@ -369,9 +393,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Pipeline, ConfigError> {
             return cx.err(
                 s.module.span(),
                 format!(
-                    "step {name}: `module` = {:?}: no such file, relative to the pipeline file ({}) or in WEIR_MODULE_PATH; build it first (`just guests`) or fix the path",
+                    "step {name}: `module` = {:?}: no such file, relative to the pipeline file ({}) or in WEIR_MODULE_PATH; {}",
                     s.module.get_ref(),
-                    base.join(s.module.get_ref()).display()
+                    base.join(s.module.get_ref()).display(),
+                    crate::hints::missing_module(&base.join(s.module.get_ref()))
                 ),
             );
         };
@@ -404,7 +429,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Pipeline, ConfigError> {
                 cx.err(
                     span,
                     format!(
-                        "step {name}: `{field}` applies to {kinds} steps, not to a {kind:?} step"
+                        "step {name}: `{field}` applies to {kinds} steps, not to {}",
+                        kind.with_article()
                     ),
                 )
             } else {
@@ -432,6 +458,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Pipeline, ConfigError> {
         let mut step = Step {
             name: name.clone(),
             kind,
+            line: cx.line_of(s.kind.span().start),
             module,
             config,
             outputs,
@@ -513,7 +540,13 @@ pub fn parse(path: &Path, text: &str) -> Result<Pipeline, ConfigError> {
                     }
                 }
                 _ => {
-                    return cx.err(span, format!("step {name}: `window` applies to aggregate and join steps, not to a {kind:?} step"));
+                    return cx.err(
+                        span,
+                        format!(
+                            "step {name}: `window` applies to aggregate and join steps, not to {}",
+                            kind.with_article()
+                        ),
+                    );
                 }
             }
         }

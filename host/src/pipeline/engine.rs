@@ -147,14 +147,24 @@ pub fn check_world(pipeline: &Pipeline, step: usize, module: &Module) -> anyhow:
     let s = &pipeline.steps[step];
     let want = expected_world(s.kind);
     if module.world() != want {
+        let fits = match module.world() {
+            World::Mapper => StepKind::Map,
+            World::Aggregator => StepKind::Aggregate,
+            World::Joiner => StepKind::Join,
+            World::Processor => StepKind::Processor,
+        };
         bail!(
-            "{}: step {} is a {:?} step, so its module must be {}, but {} is {}",
+            "{}:{}: step {} is {} (`kind = \"{}\"`), so its module must be {}, but {} is {}: set `kind = \"{}\"`, or build the module as {}",
             pipeline.file.display(),
+            s.line,
             s.name,
-            s.kind,
+            s.kind.with_article(),
+            s.kind.as_str(),
             want.with_article(),
             module.name(),
-            module.world().with_article()
+            module.world().with_article(),
+            fits.as_str(),
+            want.with_article()
         );
     }
     Ok(())
