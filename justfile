@@ -25,7 +25,7 @@ install:
     cargo install --path host --locked --quiet
 
 # Build every guest (examples and test guests), in every language, to components.
-guests: guests-rust guests-js guests-python
+guests: guests-rust guests-js guests-python guests-go guests-c
 
 # The Rust guests, to wasm32-wasip2 components.
 guests-rust:
@@ -38,6 +38,14 @@ guests-js: setup
 # The Python guests (examples/python, tests/guests/python), to $CARGO_TARGET_DIR/guests/python/NAME.wasm.
 guests-python: setup
     bash guest-sdk/build-guests.sh python {{guests_dir}}/python
+
+# The Go guests (examples/go, tests/guests/go), to $CARGO_TARGET_DIR/guests/go/NAME.wasm.
+guests-go: setup
+    bash guest-sdk/build-guests.sh go {{guests_dir}}/go
+
+# The C guests (examples/c, tests/guests/c), to $CARGO_TARGET_DIR/guests/c/NAME.wasm.
+guests-c: setup
+    bash guest-sdk/build-guests.sh c {{guests_dir}}/c
 
 # Run every test: unit, doc and end-to-end (guests are built first, once).
 test: guests

@@ -4,7 +4,7 @@
 # cache and instantiation time (host/examples/instantiate.rs: medians), and
 # records/s of `weir test --batch 1000` over the same N-line file (default
 # 1,000,000; bench/lines.py writes it), output to /dev/null. Run after
-# `just build guests`:
+# `just build guests` (Rust, C, Go, JavaScript, Python; StarlingMonkey is built here):
 #
 #   bash bench/languages.sh [N]
 set -euo pipefail
@@ -21,7 +21,7 @@ now() { date +%s.%N; }
 
 cargo build --quiet --release -p weir --example instantiate
 printf '%-10s %10s %11s %8s %12s %9s %10s\n' language bytes compile_ms load_ms instantiate_ms seconds records/s
-for lang in rust js python js-sm; do
+for lang in rust c go js python js-sm; do
     case "$lang" in
         rust) module="$target/wasm32-wasip2/guest/split_words.wasm" ;;
         js-sm)

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Builds every JavaScript or Python guest of the repository (examples/LANG/*
-# and tests/guests/LANG/*) into OUT_DIR/NAME.wasm, skipping those whose
-# component is newer than their sources, the SDK and the WIT.
+# Builds every JavaScript, Python, Go or C guest of the repository
+# (examples/LANG/* and tests/guests/LANG/*) into OUT_DIR/NAME.wasm, skipping
+# those whose component is newer than their sources, the SDK and the WIT.
 #
-#   bash guest-sdk/build-guests.sh js|python OUT_DIR
+#   bash guest-sdk/build-guests.sh js|python|go|c OUT_DIR
 set -euo pipefail
 cd "$(dirname "$0")/.."
 lang="$1" out="$2"
@@ -18,6 +18,8 @@ for dir in examples/"$lang"/*/ tests/guests/"$lang"/*/; do
     case "$lang" in
         js) node guest-sdk/js/build.mjs "$dir/index.js" -o "$wasm" ;;
         python) bash guest-sdk/python/build.sh "$dir" app "$wasm" ;;
+        go) bash guest-sdk/go/build.sh "$dir" "$wasm" ;;
+        c) bash guest-sdk/c/build.sh "$wasm" "$dir"*.c ;;
         *) echo "build-guests.sh: unknown language $lang" >&2; exit 2 ;;
     esac
 done

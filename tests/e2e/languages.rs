@@ -1,10 +1,12 @@
-//! Guests in JavaScript and Python: the same examples print exactly what the
-//! Rust examples print; an exception becomes a dead letter with its message;
-//! `weir new` projects build and pass `weir test` in every language; the
-//! guides' snippets are the files these tests build.
+//! Guests in JavaScript (and TypeScript), Python, Go and C: the same examples
+//! print exactly what the Rust examples print; an exception, a panic or an
+//! abort() becomes a dead letter with a readable reason; `weir new` projects
+//! build and pass `weir test` in every language; the guides' snippets are
+//! the files these tests build.
 //!
-//! The JavaScript and Python guests are built by `just guests` (recipes
-//! `guests-js`, `guests-python`) into `$CARGO_TARGET_DIR/guests/LANG/`.
+//! The guests are built by `just guests` (recipes `guests-js`,
+//! `guests-python`, `guests-go`, `guests-c`) into
+//! `$CARGO_TARGET_DIR/guests/LANG/`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,7 +15,10 @@ use crate::util::{Run, assert_lines, guest, root, run, target_dir, tempdir, weir
 
 const LANGS: [&str; 2] = ["js", "python"];
 
-/// A JavaScript or Python guest built by `just guests`.
+/// The compiled guest languages, tested beside the interpreted ones above.
+const GO_AND_C: [&str; 2] = ["go", "c"];
+
+/// A guest in another language than Rust, built by `just guests`.
 fn lang_guest(lang: &str, name: &str) -> PathBuf {
     let path = target_dir()
         .join("guests")
@@ -37,12 +42,12 @@ fn example_input(name: &str) -> PathBuf {
 
 /// Runs the Rust example and the same example in every other language over
 /// the same input; each must print exactly the same stdout and stderr.
-fn same_as_rust(name: &str) {
+fn same_as_rust(name: &str, langs: &[&str]) {
     let input = example_input(name);
     let rust = weir_test(&guest(name), &input);
     assert!(rust.status.success(), "{}", rust.stderr);
     assert!(!rust.stdout.is_empty());
-    for lang in LANGS {
+    for &lang in langs {
         let other = weir_test(&lang_guest(lang, name), &input);
         assert_eq!(
             other.status.code(),
@@ -67,16 +72,96 @@ fn same_as_rust(name: &str) {
 
 #[test]
 fn filter_errors_in_js_and_python_prints_what_rust_prints() {
-    same_as_rust("filter-errors");
+    same_as_rust("filter-errors", &LANGS);
+}
+
+#[test]
+fn filter_errors_in_go_and_c_prints_what_rust_prints() {
+    same_as_rust("filter-errors", &GO_AND_C);
 }
 
 #[test]
 fn split_words_in_js_and_python_prints_what_rust_prints() {
-    same_as_rust("split-words");
+    same_as_rust("split-words", &LANGS);
+}
+
+#[test]
+fn split_words_in_go_and_c_prints_what_rust_prints() {
+    same_as_rust("split-words", &GO_AND_C);
+}
+
+/// The TypeScript example type-checks against guest-sdk/js/weir-guest.d.ts
+/// (a wrong type fails `tsc`), builds with build.mjs as the JS guide shows,
+/// and prints what the Rust split-words prints.
+#[test]
+fn a_typescript_guest_type_checks_builds_and_prints_what_rust_prints() {
+    let tools = std::env::var_os("WEIR_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/weir"));
+    let tsc = tools.join("node/node_modules/typescript/bin/tsc");
+    let project = root().join("examples/typescript");
+    let check = run(Command::new("node").arg(&tsc).arg("-p").arg(&project));
+    assert!(
+        check.status.success(),
+        "tsc: {}{}",
+        check.stdout,
+        check.stderr
+    );
+
+    // A type error is caught: a number where the SDK takes a string or bytes.
+    let dir = tempdir();
+    let bad = dir.path().join("bad.ts");
+    std::fs::write(
+        &bad,
+        "import { map, Output } from \"weir-guest\";\nexport const mapping = map((r) => Output.keyed(r.valueText(), 5));\n",
+    )
+    .unwrap();
+    let config = dir.path().join("tsconfig.json");
+    std::fs::write(
+        &config,
+        format!(
+            r#"{{"compilerOptions": {{"strict": true, "noEmit": true, "module": "es2022", "moduleResolution": "bundler"}}, "files": ["{}", "bad.ts"]}}"#,
+            root().join("guest-sdk/js/weir-guest.d.ts").display()
+        ),
+    )
+    .unwrap();
+    let wrong = run(Command::new("node").arg(&tsc).arg("-p").arg(&config));
+    assert!(!wrong.status.success());
+    assert!(
+        wrong.stdout.contains("bad.ts(2,")
+            && wrong
+                .stdout
+                .contains("not assignable to parameter of type 'Bytes'"),
+        "{}",
+        wrong.stdout
+    );
+
+    let wasm = dir.path().join("split-words-ts.wasm");
+    let build = run(Command::new("node")
+        .arg(root().join("guest-sdk/js/build.mjs"))
+        .arg(project.join("split-words/index.ts"))
+        .arg("-o")
+        .arg(&wasm));
+    assert!(build.status.success(), "build.mjs: {}", build.stderr);
+    let input = example_input("split-words");
+    let rust = weir_test(&guest("split-words"), &input);
+    let ts = weir_test(&wasm, &input);
+    assert!(ts.status.success(), "{}", ts.stderr);
+    assert_lines("typescript split-words", &ts.stdout, &rust.stdout);
+    assert_eq!(ts.stderr, rust.stderr);
 }
 
 #[test]
 fn split_words_agrees_with_rust_on_unicode_punctuation_and_tombstones() {
+    split_words_on_unicode(&LANGS);
+}
+
+#[test]
+fn split_words_in_go_and_c_agrees_with_rust_on_unicode_punctuation_and_tombstones() {
+    split_words_on_unicode(&GO_AND_C);
+}
+
+fn split_words_on_unicode(langs: &[&str]) {
     let dir = tempdir();
     let input = dir.path().join("in.jsonl");
     std::fs::write(
@@ -92,7 +177,7 @@ fn split_words_agrees_with_rust_on_unicode_punctuation_and_tombstones() {
     .unwrap();
     let rust = weir_test(&guest("split-words"), &input);
     assert!(rust.status.success(), "{}", rust.stderr);
-    for lang in LANGS {
+    for &lang in langs {
         let other = weir_test(&lang_guest(lang, "split-words"), &input);
         assert_eq!(other.stdout, rust.stdout, "{lang}: stdout differs");
         // The tombstone is rejected with the same message; the message for
@@ -119,6 +204,15 @@ fn split_words_agrees_with_rust_on_unicode_punctuation_and_tombstones() {
 
 #[test]
 fn filter_errors_agrees_with_rust_on_odd_values() {
+    filter_errors_on_odd_values(&LANGS);
+}
+
+#[test]
+fn filter_errors_in_go_and_c_agrees_with_rust_on_odd_values() {
+    filter_errors_on_odd_values(&GO_AND_C);
+}
+
+fn filter_errors_on_odd_values(langs: &[&str]) {
     let dir = tempdir();
     let input = dir.path().join("in.jsonl");
     std::fs::write(
@@ -136,7 +230,7 @@ fn filter_errors_agrees_with_rust_on_odd_values() {
     .unwrap();
     let rust = weir_test(&guest("filter-errors"), &input);
     assert!(rust.status.success(), "{}", rust.stderr);
-    for lang in LANGS {
+    for &lang in langs {
         let other = weir_test(&lang_guest(lang, "filter-errors"), &input);
         assert_eq!(other.stdout, rust.stdout, "{lang}: stdout differs");
         assert_eq!(other.stderr, rust.stderr, "{lang}: stderr differs");
@@ -204,8 +298,80 @@ fn an_exception_thrown_for_a_record_becomes_a_dead_letter_with_its_message() {
 }
 
 #[test]
+fn a_go_panic_and_a_c_abort_become_dead_letters_with_a_readable_reason() {
+    let dir = tempdir();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(
+        &input,
+        "{\"key\":\"a\",\"value\":\"ok\"}\n{\"key\":\"b\",\"value\":\"boom\"}\n{\"key\":\"c\",\"value\":\"zero\"}\n{\"key\":\"d\",\"value\":\"abort\"}\n{\"key\":\"e\",\"value\":\"fine\"}\n",
+    )
+    .unwrap();
+    let dead = |offset: u32, key: &str, value: &str, message: &str, kind: &str| {
+        format!(
+            r#"{{"offset":{offset},"key":"{key}","value":"{value}","headers":{{"weir.error":"{message}","weir.error.kind":"{kind}"}},"timestamp":0}}"#
+        )
+    };
+    let ok = |key: &str, value: &str| {
+        format!(r#"{{"output":null,"key":"{key}","value":"{value}","timestamp":0}}"#)
+    };
+
+    // Go: the SDK recovers a panic, its own or the runtime's, and rejects
+    // that record with the panic's value; the instance goes on.
+    let go = weir_test(&lang_guest("go", "panics"), &input);
+    assert!(go.status.success(), "{}", go.stderr);
+    assert_lines(
+        "go stdout",
+        &go.stdout,
+        &[ok("a", "ok"), ok("d", "abort"), ok("e", "fine")].join("\n"),
+    );
+    assert_lines(
+        "go stderr",
+        &go.stderr,
+        &[
+            dead(2, "b", "boom", "panic: boom at offset 2", "rejected"),
+            dead(
+                3,
+                "c",
+                "zero",
+                "panic: runtime error: integer divide by zero",
+                "rejected",
+            ),
+        ]
+        .join("\n"),
+    );
+
+    // C: abort() traps after saying which record on stderr; the host
+    // replaces the instance and retries the batch one record at a time, so
+    // only that record is a dead letter, with what the guest wrote.
+    let c = weir_test(&lang_guest("c", "aborts"), &input);
+    assert!(c.status.success(), "{}", c.stderr);
+    assert_lines(
+        "c stdout",
+        &c.stdout,
+        &[
+            ok("a", "ok"),
+            ok("b", "boom"),
+            ok("c", "zero"),
+            ok("e", "fine"),
+        ]
+        .join("\n"),
+    );
+    assert_lines(
+        "c stderr",
+        &c.stderr,
+        &dead(
+            4,
+            "d",
+            "abort",
+            "trapped: wasm trap: wasm `unreachable` instruction executed; the guest wrote: weir-guest: abort() called while processing the record at offset 4",
+            "trapped",
+        ),
+    );
+}
+
+#[test]
 fn the_state_and_aggregate_examples_build_and_pass_check() {
-    for lang in LANGS {
+    for lang in LANGS.iter().chain(&GO_AND_C) {
         for (name, world, iface) in [
             (
                 "count-per-key",
@@ -327,6 +493,16 @@ fn weir_new_python_builds_and_passes_weir_test() {
 }
 
 #[test]
+fn weir_new_go_builds_and_passes_weir_test() {
+    new_in_every_world("go", |p, name| p.join(format!("{name}.wasm")), &[]);
+}
+
+#[test]
+fn weir_new_c_builds_and_passes_weir_test() {
+    new_in_every_world("c", |p, name| p.join(format!("{name}.wasm")), &[]);
+}
+
+#[test]
 fn weir_new_refuses_a_bad_name_and_an_existing_directory() {
     let dir = tempdir();
     let r = run(weir().args(["new", "Bad/Name", "--dir"]).arg(dir.path()));
@@ -346,7 +522,13 @@ fn weir_new_refuses_a_bad_name_and_an_existing_directory() {
 /// must be that file of the repository, which the tests above build.
 #[test]
 fn the_guides_snippets_are_the_files_the_tests_build() {
-    for guide in ["guide-rust.md", "guide-js.md", "guide-python.md"] {
+    for guide in [
+        "guide-rust.md",
+        "guide-js.md",
+        "guide-python.md",
+        "guide-go.md",
+        "guide-c.md",
+    ] {
         let path = root().join("docs").join(guide);
         let text = std::fs::read_to_string(&path).unwrap();
         let mut found = 0;
@@ -409,96 +591,118 @@ fn weir_ok(args: &[&str], data: &Path, stdin: &str) -> String {
 #[test]
 fn the_counter_processor_counts_across_batches_and_restarts_in_js_and_python() {
     for lang in LANGS {
-        let dir = tempdir();
-        let data = dir.path().join("data");
-        let pipeline = dir.path().join("counter.toml");
-        std::fs::write(
-            &pipeline,
-            format!(
-                "name = \"counter\"\ninput = \"in\"\noutput = \"out\"\n\n[[steps]]\nname = \"count\"\nkind = \"processor\"\nmodule = \"{}\"\nstores = [\"counts\"]\n",
-                lang_guest(lang, "count-per-key").display()
-            ),
-        )
-        .unwrap();
-        let pipeline = pipeline.to_str().unwrap();
-        weir_ok(&["topic", "create", "in"], &data, "");
-        let records = |keys: &[&str]| -> String {
-            keys.iter()
-                .map(|k| format!("{{\"key\":\"{k}\",\"value\":\"x\"}}\n"))
-                .collect()
-        };
-        weir_ok(&["produce", "in"], &data, &records(&["a", "b", "a"]));
-        // Batches of 2: the count of `a` crosses a batch.
-        weir_ok(
-            &["run", pipeline, "--until-caught-up", "-q", "--batch", "2"],
-            &data,
-            "",
-        );
-        // A restart: the counts come back from the store.
-        weir_ok(&["produce", "in"], &data, &records(&["a", "b", "c"]));
-        weir_ok(&["run", pipeline, "--until-caught-up", "-q"], &data, "");
-        let out = weir_ok(&["consume", "out", "--from-beginning"], &data, "");
-        let values: Vec<String> = out
-            .lines()
-            .map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).unwrap();
-                v["value"].as_str().unwrap().to_string()
-            })
-            .collect();
-        assert_eq!(
-            values,
-            ["a=1", "b=1", "a=2", "a=3", "b=2", "c=1"],
-            "{lang}: {out}"
-        );
+        counter_counts_across_batches_and_restarts(lang);
     }
+}
+
+#[test]
+fn the_counter_processor_counts_across_batches_and_restarts_in_go_and_c() {
+    for lang in GO_AND_C {
+        counter_counts_across_batches_and_restarts(lang);
+    }
+}
+
+fn counter_counts_across_batches_and_restarts(lang: &str) {
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    let pipeline = dir.path().join("counter.toml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            "name = \"counter\"\ninput = \"in\"\noutput = \"out\"\n\n[[steps]]\nname = \"count\"\nkind = \"processor\"\nmodule = \"{}\"\nstores = [\"counts\"]\n",
+            lang_guest(lang, "count-per-key").display()
+        ),
+    )
+    .unwrap();
+    let pipeline = pipeline.to_str().unwrap();
+    weir_ok(&["topic", "create", "in"], &data, "");
+    let records = |keys: &[&str]| -> String {
+        keys.iter()
+            .map(|k| format!("{{\"key\":\"{k}\",\"value\":\"x\"}}\n"))
+            .collect()
+    };
+    weir_ok(&["produce", "in"], &data, &records(&["a", "b", "a"]));
+    // Batches of 2: the count of `a` crosses a batch.
+    weir_ok(
+        &["run", pipeline, "--until-caught-up", "-q", "--batch", "2"],
+        &data,
+        "",
+    );
+    // A restart: the counts come back from the store.
+    weir_ok(&["produce", "in"], &data, &records(&["a", "b", "c"]));
+    weir_ok(&["run", pipeline, "--until-caught-up", "-q"], &data, "");
+    let out = weir_ok(&["consume", "out", "--from-beginning"], &data, "");
+    let values: Vec<String> = out
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["value"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(
+        values,
+        ["a=1", "b=1", "a=2", "a=3", "b=2", "c=1"],
+        "{lang}: {out}"
+    );
 }
 
 #[test]
 fn the_sum_aggregator_sums_per_key_and_tumbling_window_in_js_and_python() {
     for lang in LANGS {
-        let dir = tempdir();
-        let data = dir.path().join("data");
-        let pipeline = dir.path().join("sums.toml");
-        std::fs::write(
-            &pipeline,
-            format!(
-                "name = \"sums\"\ninput = \"in\"\noutput = \"out\"\ndead_letter = \"dlq\"\n\n[[steps]]\nname = \"sum\"\nkind = \"aggregate\"\nmodule = \"{}\"\nwindow = {{ type = \"tumbling\", size = \"10s\" }}\nemit = \"close\"\n",
-                lang_guest(lang, "sum-per-key").display()
-            ),
-        )
-        .unwrap();
-        let pipeline = pipeline.to_str().unwrap();
-        weir_ok(&["topic", "create", "in"], &data, "");
-        let input: String = [
-            ("a", "1", 1000),
-            ("a", "2", 2000),
-            ("b", "5", 3000),
-            ("a", "x", 4000),
-            ("a", "4", 12000),
-            ("c", "1", 30000),
-        ]
-        .iter()
-        .map(|(k, v, ts)| format!("{{\"key\":\"{k}\",\"value\":\"{v}\",\"timestamp\":{ts}}}\n"))
-        .collect();
-        weir_ok(&["produce", "in"], &data, &input);
-        weir_ok(&["run", pipeline, "--until-caught-up", "-q"], &data, "");
-        let out: Vec<String> = weir_ok(&["consume", "out", "--from-beginning"], &data, "")
-            .lines()
-            .map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).unwrap();
-                format!(
-                    "{}@{}={}",
-                    v["key"].as_str().unwrap(),
-                    v["headers"]["weir.window.start"].as_str().unwrap(),
-                    v["value"]
-                )
-            })
-            .collect();
-        // Windows close when the stream time (30 s) passes their end; c's is still open.
-        assert_eq!(out, ["a@0=3", "b@0=5", "a@10000=4"], "{lang}");
-        let dlq = weir_ok(&["consume", "dlq", "--from-beginning"], &data, "");
-        let dead: serde_json::Value = serde_json::from_str(dlq.trim()).unwrap();
-        assert_eq!(dead["headers"]["weir.error"], "not a number: x", "{lang}");
-        assert_eq!(dead["headers"]["weir.step"], "sum", "{lang}");
+        sum_per_key_and_tumbling_window(lang);
     }
+}
+
+#[test]
+fn the_sum_aggregator_sums_per_key_and_tumbling_window_in_go_and_c() {
+    for lang in GO_AND_C {
+        sum_per_key_and_tumbling_window(lang);
+    }
+}
+
+fn sum_per_key_and_tumbling_window(lang: &str) {
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    let pipeline = dir.path().join("sums.toml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            "name = \"sums\"\ninput = \"in\"\noutput = \"out\"\ndead_letter = \"dlq\"\n\n[[steps]]\nname = \"sum\"\nkind = \"aggregate\"\nmodule = \"{}\"\nwindow = {{ type = \"tumbling\", size = \"10s\" }}\nemit = \"close\"\n",
+            lang_guest(lang, "sum-per-key").display()
+        ),
+    )
+    .unwrap();
+    let pipeline = pipeline.to_str().unwrap();
+    weir_ok(&["topic", "create", "in"], &data, "");
+    let input: String = [
+        ("a", "1", 1000),
+        ("a", "2", 2000),
+        ("b", "5", 3000),
+        ("a", "x", 4000),
+        ("a", "4", 12000),
+        ("c", "1", 30000),
+    ]
+    .iter()
+    .map(|(k, v, ts)| format!("{{\"key\":\"{k}\",\"value\":\"{v}\",\"timestamp\":{ts}}}\n"))
+    .collect();
+    weir_ok(&["produce", "in"], &data, &input);
+    weir_ok(&["run", pipeline, "--until-caught-up", "-q"], &data, "");
+    let out: Vec<String> = weir_ok(&["consume", "out", "--from-beginning"], &data, "")
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            format!(
+                "{}@{}={}",
+                v["key"].as_str().unwrap(),
+                v["headers"]["weir.window.start"].as_str().unwrap(),
+                v["value"]
+            )
+        })
+        .collect();
+    // Windows close when the stream time (30 s) passes their end; c's is still open.
+    assert_eq!(out, ["a@0=3", "b@0=5", "a@10000=4"], "{lang}");
+    let dlq = weir_ok(&["consume", "dlq", "--from-beginning"], &data, "");
+    let dead: serde_json::Value = serde_json::from_str(dlq.trim()).unwrap();
+    assert_eq!(dead["headers"]["weir.error"], "not a number: x", "{lang}");
+    assert_eq!(dead["headers"]["weir.step"], "sum", "{lang}");
 }

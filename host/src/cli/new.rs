@@ -1,4 +1,4 @@
-//! `weir new NAME --lang rust|js|python [--world ...]`: writes a guest
+//! `weir new NAME --lang rust|js|python|go|c [--world ...]`: writes a guest
 //! project that builds and passes `weir test` as it is, from the templates in
 //! `host/templates/`.
 
@@ -17,6 +17,32 @@ pub enum Lang {
     Js,
     /// Python, built with componentize-py.
     Python,
+    /// Go (1.24 or later), built for wasip1 and made a component with jco.
+    Go,
+    /// C, built with clang and wasi-libc, linked by wasm-component-ld.
+    C,
+}
+
+impl Lang {
+    fn name(self) -> &'static str {
+        match self {
+            Lang::Rust => "Rust",
+            Lang::Js => "JavaScript",
+            Lang::Python => "Python",
+            Lang::Go => "Go",
+            Lang::C => "C",
+        }
+    }
+
+    fn guide(self) -> &'static str {
+        match self {
+            Lang::Rust => "guide-rust.md",
+            Lang::Js => "guide-js.md",
+            Lang::Python => "guide-python.md",
+            Lang::Go => "guide-go.md",
+            Lang::C => "guide-c.md",
+        }
+    }
 }
 
 /// The world (kind of function) of a new guest.
@@ -85,6 +111,14 @@ fn function_template(lang: Lang, world: WorldArg) -> &'static str {
         }
         (Lang::Python, WorldArg::Joiner) => include_str!("../../templates/python/joiner.py"),
         (Lang::Python, WorldArg::Processor) => include_str!("../../templates/python/processor.py"),
+        (Lang::Go, WorldArg::Mapper) => include_str!("../../templates/go/mapper.go"),
+        (Lang::Go, WorldArg::Aggregator) => include_str!("../../templates/go/aggregator.go"),
+        (Lang::Go, WorldArg::Joiner) => include_str!("../../templates/go/joiner.go"),
+        (Lang::Go, WorldArg::Processor) => include_str!("../../templates/go/processor.go"),
+        (Lang::C, WorldArg::Mapper) => include_str!("../../templates/c/mapper.c"),
+        (Lang::C, WorldArg::Aggregator) => include_str!("../../templates/c/aggregator.c"),
+        (Lang::C, WorldArg::Joiner) => include_str!("../../templates/c/joiner.c"),
+        (Lang::C, WorldArg::Processor) => include_str!("../../templates/c/processor.c"),
     }
 }
 
@@ -182,6 +216,26 @@ fn project(name: &str, lang: Lang, world: WorldArg, repo: &Path) -> Project {
             files.push((".gitignore".into(), "*.wasm\n__pycache__/\n".into()));
             ("bash build.sh".to_string(), format!("{name}.wasm"))
         }
+        Lang::Go => {
+            files.push((
+                "go.mod".into(),
+                render(include_str!("../../templates/go/go.mod"), &vars),
+            ));
+            files.push(("main.go".into(), function));
+            files.push((".gitignore".into(), "*.wasm\n".into()));
+            (
+                format!("bash {sdk}/go/build.sh . {name}.wasm"),
+                format!("{name}.wasm"),
+            )
+        }
+        Lang::C => {
+            files.push(("main.c".into(), function));
+            files.push((".gitignore".into(), "*.wasm\n".into()));
+            (
+                format!("bash {sdk}/c/build.sh {name}.wasm main.c"),
+                format!("{name}.wasm"),
+            )
+        }
     };
     let test = if world == WorldArg::Mapper {
         format!("weir test {wasm} --input sample.jsonl")
@@ -189,16 +243,8 @@ fn project(name: &str, lang: Lang, world: WorldArg, repo: &Path) -> Project {
         // Only mappers run under `weir test`; the others run in pipelines.
         format!("weir check {wasm}")
     };
-    let lang_name = match lang {
-        Lang::Rust => "Rust",
-        Lang::Js => "JavaScript",
-        Lang::Python => "Python",
-    };
-    let guide = match lang {
-        Lang::Rust => "guide-rust.md",
-        Lang::Js => "guide-js.md",
-        Lang::Python => "guide-python.md",
-    };
+    let lang_name = lang.name();
+    let guide = lang.guide();
     files.push((
         "README.md".into(),
         format!(
@@ -234,11 +280,7 @@ pub fn run(args: NewArgs) -> anyhow::Result<ExitCode> {
     println!(
         "created {} (a {} {})",
         dir.display(),
-        match args.lang {
-            Lang::Rust => "Rust",
-            Lang::Js => "JavaScript",
-            Lang::Python => "Python",
-        },
+        args.lang.name(),
         args.world.name()
     );
     println!("build:  cd {} && {}", dir.display(), p.build);
@@ -262,7 +304,7 @@ mod tests {
 
     #[test]
     fn every_template_is_filled_in() {
-        for lang in [Lang::Rust, Lang::Js, Lang::Python] {
+        for lang in [Lang::Rust, Lang::Js, Lang::Python, Lang::Go, Lang::C] {
             for world in [
                 WorldArg::Mapper,
                 WorldArg::Aggregator,

@@ -1,0 +1,3 @@
+module weir.local/guest
+
+go 1.24
