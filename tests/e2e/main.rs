@@ -7,5 +7,6 @@
 mod util;
 
 mod foundation;
+mod hardening;
 mod languages;
 mod pipelines;
