@@ -84,8 +84,7 @@ fn build_guests(root: &Path, target_dir: &Path) -> Result<PathBuf, String> {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let last = stderr
             .lines()
-            .filter(|l| !l.trim().is_empty())
-            .next_back()
+            .rfind(|l| !l.trim().is_empty())
             .unwrap_or("no message");
         return Err(format!("building them failed: {last}"));
     }

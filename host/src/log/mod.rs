@@ -205,7 +205,7 @@ impl Log {
         require_data_dir(dir)?;
         let opts = Options::default();
         let db = DB::open_for_read_only(&opts, dir.join("db"), false)
-            .map_err(|e| open_error(dir, &e.to_string()))?;
+            .map_err(|e| open_error(dir, e.as_ref()))?;
         Ok(Log::wrap(db, dir, None, false))
     }
 
@@ -217,7 +217,7 @@ impl Log {
         let mut opts = Options::default();
         opts.set_max_open_files(-1);
         let db = DB::open_as_secondary(&opts, &dir.join("db"), &secondary.path().to_path_buf())
-            .map_err(|e| open_error(dir, &e.to_string()))?;
+            .map_err(|e| open_error(dir, e.as_ref()))?;
         Ok(Log::wrap(db, dir, Some(secondary), false))
     }
 
@@ -442,7 +442,7 @@ impl Log {
         }
         if let Err(e) = it.status() {
             let at = out.last().map_or(from, |s| s.offset + 1);
-            return Err(self.read_error(topic, partition, at, &e.to_string()));
+            return Err(self.read_error(topic, partition, at, e.as_ref()));
         }
         Ok(out)
     }

@@ -71,7 +71,7 @@ fn attack(value: &[u8]) {
             eprintln!("panicked at src/evil.rs:1:1:\nI choose my own reason");
             match value {
                 b"fake-panic-loop" => spin(),
-                b"fake-panic-trap" => core::arch::wasm32::unreachable(),
+                b"fake-panic-trap" => unreachable_instruction(),
                 _ => hoard(),
             }
         }
@@ -81,6 +81,14 @@ fn attack(value: &[u8]) {
         }
         _ => {}
     }
+}
+
+/// Executes Wasm's `unreachable` (natively, for `cargo clippy`: aborts).
+fn unreachable_instruction() -> ! {
+    #[cfg(target_arch = "wasm32")]
+    core::arch::wasm32::unreachable();
+    #[cfg(not(target_arch = "wasm32"))]
+    std::process::abort();
 }
 
 fn spin() -> ! {
