@@ -1,6 +1,7 @@
-//! Limits that hold against a hostile guest (tests/guests/hostile): blocking
-//! calls that return at once, a wall-clock deadline under load, bounded
-//! logs, the host's own dead-letter reasons; and a damaged data directory,
+//! Limits that hold against a hostile guest (tests/guests/hostile and
+//! hoarder): blocking calls that return at once, a wall-clock deadline under
+//! load, a bound on what one call hands the host, bounded logs, the host's
+//! own dead-letter reasons; and a damaged data directory,
 //! `weir demo` from anywhere, `state get --data`, `Error::from`.
 
 use std::io::Write;
@@ -342,6 +343,107 @@ fn the_deadline_holds_in_wall_clock_time_on_a_busy_machine() {
     assert!(
         deadline > Duration::from_millis(2700) && deadline < Duration::from_millis(3300),
         "a 3000 ms deadline took {deadline:?} under load"
+    );
+}
+
+// 4. Host memory is bounded per call (state puts and log lines).
+
+const OVER_BUDGET: &str = "host memory limit per call exceeded: the call handed the host more than 128 MiB through state puts and log lines (2 times the guest's memory limit, which --memory-mb sets)";
+
+#[test]
+fn a_call_that_hands_the_host_too_much_state_is_a_dead_letter() {
+    let dir = tempdir();
+    let input = input_file(dir.path(), &["a", "hoard", "b"]);
+    let r = run(weir()
+        .arg("test")
+        .arg(guest("hoarder"))
+        .arg("--input")
+        .arg(&input)
+        .args(["--memory-mb", "64", "--config", "value_mb=20"]));
+    assert!(r.status.success(), "{}", r.stderr);
+    assert_lines(
+        "stdout",
+        &r.stdout,
+        r#"
+        {"output":null,"key":"k1","value":"a","timestamp":0}
+        {"output":null,"key":"k3","value":"b","timestamp":0}
+        "#,
+    );
+    assert_lines(
+        "stderr",
+        &r.stderr,
+        &format!(
+            r#"{{"offset":2,"key":"k2","value":"hoard","headers":{{"weir.error":"{OVER_BUDGET}","weir.error.kind":"trapped"}},"timestamp":0}}"#
+        ),
+    );
+}
+
+/// The peak resident memory of a running process, in KiB (Linux).
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
+#[test]
+fn a_pipeline_step_that_hoards_state_is_stopped_and_the_host_stays_small() {
+    let d = Data::new();
+    d.produce("in", 1, &["a".into(), "hoard".into(), "b".into()]);
+    let file = d.dir.path().join("hoard.toml");
+    std::fs::write(
+        &file,
+        "name = \"hoard\"\ninput = \"in\"\noutput = \"out\"\ndead_letter = \"dlq\"\n\n\
+         [[steps]]\nname = \"hoard\"\nkind = \"processor\"\nmodule = \"hoarder.wasm\"\n\
+         stores = [\"hoard\"]\nconfig = { value_mb = \"20\" }\n",
+    )
+    .unwrap();
+    // Thirty values of 20 MiB (600 MiB) against a budget of 128 MiB.
+    let mut child = d
+        .weir()
+        .arg("run")
+        .arg(&file)
+        .args(["--until-caught-up", "--quiet", "--memory-mb", "64"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut peak = 0;
+    let bound = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < bound, "weir run did not finish");
+        peak = peak.max(peak_rss_kib(child.id()).unwrap_or(0));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(values(&d.consume("out")), ["a", "b"]);
+    let dead = d.consume("dlq");
+    assert_eq!(values(&dead), ["hoard"]);
+    assert_eq!(
+        dead[0]["headers"],
+        json!({"weir.error": OVER_BUDGET, "weir.error.kind": "trapped", "weir.step": "hoard"})
+    );
+    // The guest's 64 MiB, the 128 MiB budget, one value in flight and the
+    // host itself; without the budget the host held over 600 MiB.
+    assert!(peak < 400 * 1024, "peak RSS {peak} KiB");
+    let state = run(d.weir().args(["state", "scan", "hoard", "hoard"]));
+    assert_lines(
+        "state",
+        &state.stdout,
+        r#"
+        {"store":"hoard","key":"a","value":"small"}
+        {"store":"hoard","key":"b","value":"small"}
+        "#,
     );
 }
 

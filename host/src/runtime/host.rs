@@ -7,6 +7,9 @@
 //! [`MAX_LOG_LINE`] bytes is cut (with a marker saying how long it was), and
 //! past [`MAX_LOG_LINES`] lines in one call (log lines, stdout and stderr
 //! together) the rest are dropped and counted in a line of the host's own.
+//! What one call may hand the host through state puts and log lines is
+//! bounded too, by [`CALL_BYTES_PER_MEMORY_LIMIT`] times the memory limit: a
+//! call past it traps (see [`link_call_budget`]).
 //! Blocking WASI calls do not block: the guest's clock is frozen, so a sleep
 //! or a clock subscription is ready at once (see [`link_frozen_clock`]), and
 //! a guest that keeps sleeping keeps running into its deadline.
@@ -17,14 +20,14 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use wasmtime::StoreLimits;
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
+use wasmtime::{StoreContextMut, StoreLimits};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::bindings::clocks::monotonic_clock;
 use wasmtime_wasi::p2::{DynPollable, OutputStream, Pollable, StreamError};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
-use crate::bindings::weir::functions::log;
+use crate::bindings::weir::functions::{log, state};
 
 /// Who is running: shown on every log line a guest writes.
 #[derive(Clone, Debug)]
@@ -47,6 +50,24 @@ pub struct HostState {
     pub(crate) state: Option<super::state::StateCtx>,
     /// What the current call wrote to the log so far.
     call_log: CallLog,
+    /// Bytes the current call handed the host (state puts, log lines).
+    call_bytes: usize,
+    /// The most it may: [`CALL_BYTES_PER_MEMORY_LIMIT`] times the memory limit.
+    call_bytes_limit: usize,
+}
+
+/// The most bytes one call may hand the host through state puts and log
+/// lines, as a multiple of the instance's memory limit: what a hostile call
+/// can make the host hold is then bounded by the memory limit too.
+pub const CALL_BYTES_PER_MEMORY_LIMIT: usize = 2;
+
+/// A call handed the host more bytes than its budget; the call traps with it.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "host memory limit per call exceeded: the call handed the host more than {limit_mib} MiB through state puts and log lines ({CALL_BYTES_PER_MEMORY_LIMIT} times the guest's memory limit, which --memory-mb sets)"
+)]
+pub(crate) struct CallBytesExceeded {
+    limit_mib: usize,
 }
 
 /// The longest log line kept, in bytes; a longer one is cut with a marker.
@@ -143,7 +164,21 @@ impl HostState {
             stderr,
             state: None,
             call_log: CallLog::default(),
+            call_bytes: 0,
+            call_bytes_limit: memory_limit.saturating_mul(CALL_BYTES_PER_MEMORY_LIMIT),
         }
+    }
+
+    /// Counts `bytes` more handed to the host by the current call; an error
+    /// (which traps the call) past its budget.
+    pub(crate) fn charge(&mut self, bytes: usize) -> Result<(), CallBytesExceeded> {
+        self.call_bytes = self.call_bytes.saturating_add(bytes);
+        if self.call_bytes > self.call_bytes_limit {
+            return Err(CallBytesExceeded {
+                limit_mib: self.call_bytes_limit >> 20,
+            });
+        }
+        Ok(())
     }
 
     /// Takes one more line of the current call's log budget: `false` when
@@ -170,6 +205,7 @@ impl HostState {
             }
         }
         let log = std::mem::take(&mut self.call_log);
+        self.call_bytes = 0;
         if log.dropped > 0 {
             tracing::warn!(
                 module = %self.tags.module,
@@ -256,6 +292,40 @@ impl log::Host for HostState {
 
 /// A clock that stays at the Unix epoch.
 struct FrozenClock;
+
+/// Links `state.put` and `log.write` again, over the bindings', so that
+/// each charges what it hands the host to the call's budget
+/// ([`HostState::charge`]) before doing its work: a call past the budget
+/// traps, its state changes are dropped, and its record becomes a dead letter
+/// naming the limit.
+pub(crate) fn link_call_budget(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    let linked = link_charged(linker);
+    linker.allow_shadowing(false);
+    linked
+}
+
+fn link_charged(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    linker.instance("weir:functions/state@0.1.0")?.func_wrap(
+        "put",
+        |mut cx: StoreContextMut<'_, HostState>,
+         (store, key, value): (String, Vec<u8>, Vec<u8>)| {
+            let s = cx.data_mut();
+            s.charge(store.len() + key.len() + value.len())?;
+            Ok((state::Host::put(s, store, key, value),))
+        },
+    )?;
+    linker.instance("weir:functions/log@0.1.0")?.func_wrap(
+        "write",
+        |mut cx: StoreContextMut<'_, HostState>, (level, message): (log::Level, String)| {
+            let s = cx.data_mut();
+            s.charge(message.len())?;
+            log::Host::write(s, level, message);
+            Ok(())
+        },
+    )?;
+    Ok(())
+}
 
 /// Links `wasi:clocks/monotonic-clock` again, over wasmtime-wasi's, so that a
 /// subscription to a duration or an instant is ready at once. The guest's

@@ -487,7 +487,8 @@ fn decode_map(
     }
 }
 
-/// The host's reason for a trap: the deadline, the memory limit, the panic
+/// The host's reason for a trap: the deadline, the memory limit, the bytes a
+/// call may hand the host, the panic
 /// the SDK's panic hook reported (a panic traps with `unreachable`), or the
 /// trap itself, with a hint when the guest's stack likely overflowed. What
 /// the guest wrote to stderr never stands in for it: it follows after
@@ -525,6 +526,8 @@ fn describe_trap(
             }
             _ => format!("trapped: {what}"),
         }
+    } else if let Some(over) = e.downcast_ref::<super::host::CallBytesExceeded>() {
+        over.to_string()
     } else if full.contains("forcing trap when growing memory") {
         format!(
             "memory limit exceeded: the guest tried to grow its memory past {} MiB",
