@@ -16,11 +16,36 @@ pub mod bindings {
 use crate::codec::{Reader, Writer};
 use crate::{Aggregate, Config, Error, IntoOutputs, IntoValue, Pair, Processor, Record, Window};
 
-/// Stores the step's settings; the generated `init` export calls it.
+/// Stores the step's settings and installs the panic hook; the generated
+/// `init` export calls it.
 pub fn init(config: Vec<(String, String)>) -> Result<(), String> {
+    std::panic::set_hook(Box::new(report_panic));
     // A second `init` on the same instance keeps the first settings.
     let _ = crate::CONFIG.set(Config { entries: config });
     Ok(())
+}
+
+/// Reports a panic to the host before the call traps: as an error-level log
+/// line `panicked at FILE:LINE:COL: MESSAGE`, which the host takes as the
+/// reason of the `unreachable` trap that follows (a panic aborts in Wasm).
+/// Nothing goes to stderr, which the host keeps apart as the guest's output.
+fn report_panic(info: &std::panic::PanicHookInfo<'_>) {
+    let payload = info.payload();
+    let message = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(a panic without a message)");
+    let line = match info.location() {
+        Some(l) => format!(
+            "panicked at {}:{}:{}: {message}",
+            l.file(),
+            l.line(),
+            l.column()
+        ),
+        None => format!("panicked: {message}"),
+    };
+    crate::log::write(crate::log::Level::Error, &line);
 }
 
 /// Runs a per-record map function over a packed record batch.

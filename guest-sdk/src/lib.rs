@@ -69,7 +69,8 @@ pub use serde_json;
 /// the record: the host sends it to the step's dead-letter output with this
 /// message in its headers, and goes on with the next record.
 ///
-/// Any error type converts into it with `?`.
+/// Any error type converts into it with `?`, and so does a message:
+/// `Error::from("no price")`, `Error::from(format!("bad price {p}"))`.
 pub struct Error {
     message: String,
 }
@@ -88,8 +89,12 @@ impl Error {
     }
 }
 
-impl<E: std::error::Error> From<E> for Error {
+// Every error type and `&str`, `String` and `Cow<str>` convert into a boxed
+// error; going through it gives both `?` on any error and `Error::from("…")`
+// (two separate impls would overlap: std may one day make `String` an error).
+impl<'a, E: Into<Box<dyn std::error::Error + 'a>>> From<E> for Error {
     fn from(e: E) -> Self {
+        let e: Box<dyn std::error::Error + 'a> = e.into();
         let mut message = e.to_string();
         let mut source = e.source();
         while let Some(s) = source {

@@ -9,5 +9,6 @@ mod util;
 mod engine;
 mod first_hour;
 mod foundation;
+mod hardening;
 mod languages;
 mod pipelines;

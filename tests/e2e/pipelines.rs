@@ -197,7 +197,6 @@ fn word_count_matches_a_model_and_state_is_queryable() {
     let r = run(d
         .weir()
         .args(["state", "get"])
-        .arg(&d.path)
         .args(["wordcount", "count", "kafka"]));
     assert!(r.status.success(), "{}", r.stderr);
     assert_lines(
@@ -208,7 +207,6 @@ fn word_count_matches_a_model_and_state_is_queryable() {
     let scan = run(d
         .weir()
         .args(["state", "scan"])
-        .arg(&d.path)
         .args(["wordcount", "count"]));
     assert_eq!(scan.stdout.lines().count(), model.len());
 }
@@ -277,12 +275,11 @@ fn word_count_killed_and_restarted_loses_and_repeats_nothing() {
     // ...and the final counts (outputs and state) are the model's.
     let model = model_counts(&lines);
     assert_eq!(latest(&d.consume("counts")), model);
-    let scan = run(d.weir().args(["state", "scan"]).arg(&d.path).args([
-        "wordcount",
-        "count",
-        "--max",
-        "100000",
-    ]));
+    let scan =
+        run(d
+            .weir()
+            .args(["state", "scan"])
+            .args(["wordcount", "count", "--max", "100000"]));
     let state: BTreeMap<String, Value> = scan
         .stdout
         .lines()
@@ -345,7 +342,6 @@ window = { type = "tumbling", size = "10s", grace = "5s" }
     let r = run(d
         .weir()
         .args(["state", "get"])
-        .arg(&d.path)
         .args(["late", "count", "k", "--from", "5000"]));
     assert_lines(
         "state",
@@ -355,7 +351,6 @@ window = { type = "tumbling", size = "10s", grace = "5s" }
     let r = run(d
         .weir()
         .args(["state", "get"])
-        .arg(&d.path)
         .args(["late", "count", "k", "--to", "5000"]));
     assert_lines(
         "state",
@@ -365,7 +360,6 @@ window = { type = "tumbling", size = "10s", grace = "5s" }
     let r = run(d
         .weir()
         .args(["state", "get"])
-        .arg(&d.path)
         .args(["late", "count", "nope"]));
     assert_eq!(r.status.code(), Some(1));
     assert_lines(
@@ -422,7 +416,6 @@ window = { type = "session", gap = "5s", grace = "10s" }
     let r = run(d
         .weir()
         .args(["state", "get"])
-        .arg(&d.path)
         .args(["sessions", "count", "k"]));
     assert_lines(
         "state",
@@ -601,7 +594,6 @@ fn stock_statistics_match_a_model_over_hopping_windows() {
     let scan = run(d
         .weir()
         .args(["state", "scan"])
-        .arg(&d.path)
         .args(["stock-stats", "stats"]));
     for l in scan.stdout.lines() {
         let v: Value = serde_json::from_str(l).unwrap();
@@ -711,11 +703,7 @@ fn a_processor_keeps_state_and_fires_event_time_timers_across_restarts() {
     );
     d.run_pipeline(&pipeline("bursts.toml"), &["--batch", "1"]);
     assert_eq!(d.consume("bursts"), Vec::<Value>::new());
-    let r = run(d
-        .weir()
-        .args(["state", "scan"])
-        .arg(&d.path)
-        .args(["bursts", "burst"]));
+    let r = run(d.weir().args(["state", "scan"]).args(["bursts", "burst"]));
     assert_lines(
         "state after the first run",
         &r.stdout,
@@ -740,11 +728,7 @@ fn a_processor_keeps_state_and_fires_event_time_timers_across_restarts() {
         })
         .collect();
     assert_eq!(out, ["a=3@11000", "b=2@13000"]);
-    let r = run(d
-        .weir()
-        .args(["state", "scan"])
-        .arg(&d.path)
-        .args(["bursts", "burst"]));
+    let r = run(d.weir().args(["state", "scan"]).args(["bursts", "burst"]));
     assert_lines(
         "state at the end",
         &r.stdout,

@@ -18,6 +18,9 @@ use weir::runtime::Runtime;
 
 use super::RuntimeArgs;
 
+// DEMO_GUESTS: the demo's modules, built by build.rs.
+include!(concat!(env!("OUT_DIR"), "/demo_guests.rs"));
+
 const WORDCOUNT: &str = include_str!("../../../examples/pipelines/wordcount.toml");
 const STOCKS: &str = include_str!("../../../examples/pipelines/stock-stats.toml");
 
@@ -58,8 +61,14 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&pipes)?;
     std::fs::write(pipes.join("wordcount.toml"), WORDCOUNT)?;
     std::fs::write(pipes.join("stock-stats.toml"), STOCKS)?;
+    // The modules built into this binary, beside the pipeline files (where
+    // they are looked for first); without them, WEIR_MODULE_PATH.
+    for (file, bytes) in DEMO_GUESTS {
+        std::fs::write(pipes.join(file), bytes)
+            .with_context(|| format!("cannot write the demo module {file}"))?;
+    }
     let wordcount = pipeline::config::load(&pipes.join("wordcount.toml"))
-        .context("the demo needs the example modules: run `just guests`, and set WEIR_MODULE_PATH to the directory they are in (`just demo` does both)")?;
+        .context("this weir was built without the demo's modules: run `just guests`, and set WEIR_MODULE_PATH to the directory they are in (`just demo` does both)")?;
     let stocks = pipeline::config::load(&pipes.join("stock-stats.toml"))?;
 
     let log = Log::open(&dir)?;
@@ -106,11 +115,18 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     for (w, c) in by_count.iter().take(12) {
         println!("{w:<14} {c:>5}");
     }
-    println!(
-        "({} distinct words; `weir consume counts --from-beginning --data {}` shows them all)",
-        by_count.len(),
-        dir.display()
-    );
+    if args.data.is_some() {
+        println!(
+            "({} distinct words; `weir consume counts --from-beginning --data {}` shows them all)",
+            by_count.len(),
+            dir.display()
+        );
+    } else {
+        println!(
+            "({} distinct words; the data is in a temporary directory, deleted on exit: `weir demo --data DIR` keeps it for `weir consume counts --from-beginning --data DIR`)",
+            by_count.len()
+        );
+    }
 
     // Stock statistics.
     let trades = pipeline::ensure_topic(&*log, "trades", 2)?;

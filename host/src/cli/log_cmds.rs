@@ -384,8 +384,6 @@ pub enum StateCommand {
     /// The value of one key in a step's state (every window, for a windowed
     /// aggregate).
     Get {
-        /// The data directory.
-        data: PathBuf,
         /// The pipeline's name.
         pipeline: String,
         /// The step.
@@ -398,11 +396,11 @@ pub enum StateCommand {
         /// Only windows starting before this time (ms).
         #[arg(long)]
         to: Option<i64>,
+        #[command(flatten)]
+        data: DataArgs,
     },
     /// Every key of a step's state.
     Scan {
-        /// The data directory.
-        data: PathBuf,
         /// The pipeline's name.
         pipeline: String,
         /// The step.
@@ -410,6 +408,8 @@ pub enum StateCommand {
         /// At most this many entries.
         #[arg(long, default_value_t = 1000)]
         max: usize,
+        #[command(flatten)]
+        data: DataArgs,
     },
 }
 
@@ -437,7 +437,7 @@ pub fn state(cmd: StateCommand) -> anyhow::Result<ExitCode> {
             max,
         } => (data, pipeline, step, None, None, None, max),
     };
-    let log = Log::open_reader(&data)?;
+    let log = Log::open_reader(&data.data)?;
     let mut found = 0usize;
     let mut out = std::io::stdout().lock();
     // Aggregates ('a') and table join state ('j'), every partition.

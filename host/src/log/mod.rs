@@ -96,12 +96,18 @@ impl Log {
     }
 
     /// Opens (creating if needed) the log in `dir`, for reading and writing.
-    /// One process at a time may do so.
+    /// One process at a time may do so. A damaged directory is refused with
+    /// an error saying what is wrong, and nothing in it is changed.
     pub fn open(dir: &Path) -> anyhow::Result<Arc<Log>> {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+        let fresh = !has_database(dir)?;
+        if fresh {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+        }
         let mut opts = Options::default();
-        opts.create_if_missing(true);
+        // Only a directory with no database yet gets a new one: RocksDB
+        // would otherwise start afresh beside files it cannot account for.
+        opts.create_if_missing(fresh);
         opts.set_max_open_files(256);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
         let db = DB::open(&opts, dir.join("db")).map_err(|e| {
@@ -112,7 +118,7 @@ impl Log {
                     dir.display()
                 )
             } else {
-                anyhow::anyhow!("cannot open the data directory {}: {msg}", dir.display())
+                open_error(dir, &msg)
             }
         })?;
         Ok(Log::wrap(db, dir, None, true))
@@ -124,7 +130,7 @@ impl Log {
         require_data_dir(dir)?;
         let opts = Options::default();
         let db = DB::open_for_read_only(&opts, dir.join("db"), false)
-            .with_context(|| format!("cannot open the data directory {}", dir.display()))?;
+            .map_err(|e| open_error(dir, e.as_ref()))?;
         Ok(Log::wrap(db, dir, None, false))
     }
 
@@ -136,7 +142,7 @@ impl Log {
         let mut opts = Options::default();
         opts.set_max_open_files(-1);
         let db = DB::open_as_secondary(&opts, &dir.join("db"), &secondary.path().to_path_buf())
-            .with_context(|| format!("cannot open the data directory {}", dir.display()))?;
+            .map_err(|e| open_error(dir, e.as_ref()))?;
         Ok(Log::wrap(db, dir, Some(secondary), false))
     }
 
@@ -343,7 +349,7 @@ impl Log {
         opts.set_iterate_upper_bound(record_key(topic.id, partition, u64::MAX).to_vec());
         let mut it = self.db.raw_iterator_opt(opts);
         it.seek(record_key(topic.id, partition, from));
-        let mut out = Vec::new();
+        let mut out: Vec<Stored> = Vec::new();
         while out.len() < max && it.valid() {
             let (Some(k), Some(v)) = (it.key(), it.value()) else {
                 break;
@@ -354,8 +360,25 @@ impl Log {
             });
             it.next();
         }
-        it.status()?;
+        if let Err(e) = it.status() {
+            let at = out.last().map_or(from, |s| s.offset + 1);
+            return Err(self.read_error(topic, partition, at, e.as_ref()));
+        }
         Ok(out)
+    }
+
+    /// Why a partition cannot be read from `offset` on, and what to do.
+    fn read_error(&self, topic: &Topic, partition: u32, offset: u64, msg: &str) -> anyhow::Error {
+        let dir = self.dir.display();
+        let what = if msg.contains("Corruption") || msg.contains("checksum") {
+            "it is damaged"
+        } else {
+            "RocksDB failed"
+        };
+        anyhow::anyhow!(
+            "cannot read topic {name} partition {partition} from offset {offset} in the data directory {dir}: {what} (RocksDB: {msg}). Records before offset {offset} were readable; restore the data directory from a backup, and see each partition's offsets with `weir topic describe {name} --data {dir}`",
+            name = topic.name
+        )
     }
 
     /// Writes a commit atomically: appends get the next offsets of their
@@ -530,7 +553,7 @@ impl Log {
 }
 
 fn require_data_dir(dir: &Path) -> anyhow::Result<()> {
-    if !dir.join("db").exists() {
+    if !has_database(dir)? {
         bail!(
             "{} is not a weir data directory (no db/ inside); give --data or set WEIR_DATA",
             dir.display()
@@ -615,6 +638,45 @@ impl Backend for Log {
 
     fn clean(&self, now_ms: i64) -> anyhow::Result<u64> {
         Log::clean(self, now_ms)
+    }
+}
+
+/// Whether `dir/db` holds a database: `false` when it does not exist or is
+/// empty; an error naming the damage when it holds files but no `CURRENT`
+/// (the file that says which of them are live), which RocksDB would
+/// otherwise report as a new database clashing with old logs.
+fn has_database(dir: &Path) -> anyhow::Result<bool> {
+    let db = dir.join("db");
+    let mut entries = match std::fs::read_dir(&db) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("cannot read the data directory {}", dir.display()));
+        }
+    };
+    if entries.next().is_none() {
+        return Ok(false);
+    }
+    if !db.join("CURRENT").exists() {
+        bail!(
+            "the data directory {} is damaged: {} is missing, so the database's files cannot be told apart from stale ones. Nothing was changed; restore the data directory from a backup",
+            dir.display(),
+            db.join("CURRENT").display()
+        );
+    }
+    Ok(true)
+}
+
+/// A readable error for a database that RocksDB refused to open.
+fn open_error(dir: &Path, msg: &str) -> anyhow::Error {
+    if msg.contains("Corruption") || msg.contains("checksum") || msg.contains("No such file") {
+        anyhow::anyhow!(
+            "the data directory {} is damaged and cannot be opened (RocksDB: {msg}). Nothing was changed; restore the data directory from a backup",
+            dir.display()
+        )
+    } else {
+        anyhow::anyhow!("cannot open the data directory {}: {msg}", dir.display())
     }
 }
 

@@ -8,7 +8,8 @@
 //!   a deadline. Deadlines use epoch interruption, not fuel: an epoch check
 //!   is a load and a compare at loop heads and function entries, while fuel
 //!   counts every instruction and costs far more on a hot path. A ticker
-//!   thread advances the epoch every [`TICK`].
+//!   thread advances the epoch by wall-clock time, one per [`TICK`], so that
+//!   a deadline holds on a busy machine too.
 //! - WASI is linked only so that the imports every language's standard
 //!   library makes resolve; its context grants nothing: no files, sockets,
 //!   environment or arguments, a clock frozen at the epoch and deterministic
@@ -275,6 +276,7 @@ impl Runtime {
 
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(anyhow::Error::from)?;
+        host::link_frozen_clock(&mut linker).map_err(anyhow::Error::from)?;
         crate::bindings::weir::functions::log::add_to_linker::<
             HostState,
             wasmtime::component::HasSelf<HostState>,
@@ -292,17 +294,13 @@ impl Runtime {
             wasmtime::component::HasSelf<HostState>,
         >(&mut linker, |s| s)
         .map_err(anyhow::Error::from)?;
+        host::link_call_budget(&mut linker).map_err(anyhow::Error::from)?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let (e, stop) = (engine.clone(), ticker_stop.clone());
         std::thread::Builder::new()
             .name("weir-epoch".into())
-            .spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(TICK);
-                    e.increment_epoch();
-                }
-            })?;
+            .spawn(move || epoch_ticker(&e, &stop))?;
 
         let cache = options.cache_dir.as_ref().map(|d| Cache::new(d, &engine));
         Ok(Runtime {
@@ -483,6 +481,24 @@ impl Runtime {
                 pre,
             }),
         })
+    }
+}
+
+/// Advances the engine's epoch so that it counts wall-clock [`TICK`]s since
+/// the ticker started. A sleep on a busy machine wakes late (5 ms became
+/// ~8.4 ms under load), so one increment per wake-up would stretch every
+/// deadline; instead each wake-up adds as many ticks as wall time says are
+/// due. A deadline then holds to within one late wake-up.
+fn epoch_ticker(engine: &Engine, stop: &AtomicBool) {
+    let started = Instant::now();
+    let mut ticks: u128 = 0;
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(TICK);
+        let due = started.elapsed().as_nanos() / TICK.as_nanos();
+        while ticks < due {
+            engine.increment_epoch();
+            ticks += 1;
+        }
     }
 }
 

@@ -304,18 +304,47 @@ impl Guest for Step {
     }
 }
 
-/// A readable reason for a trap: the guest's own panic or exception message
-/// when it wrote one to stderr, else what the trap was.
-fn describe_trap(e: &wasmtime::Error, stderr: &str, deadline: Duration, memory: usize) -> String {
+/// The host's reason for a trap: the deadline, the memory limit, the bytes a
+/// call may hand the host, the panic
+/// the SDK's panic hook reported (a panic traps with `unreachable`), or the
+/// trap itself, with a hint when the guest's stack likely overflowed. What
+/// the guest wrote to stderr never stands in for it: it follows after
+/// [`crate::record::GUEST_OUTPUT`], and the dead letter carries it in a header of its own
+/// (`weir.error.stderr`).
+fn describe_trap(
+    e: &wasmtime::Error,
+    out: &super::host::GuestOutput,
+    deadline: Duration,
+    memory: usize,
+) -> String {
+    use crate::record::GUEST_OUTPUT;
     let full = format!("{e:#}");
-    let base = if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
+    let reason = if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
+        // wasmtime says "wasm trap: out of bounds memory access".
+        let said = trap.to_string();
+        let what = said.strip_prefix("wasm trap: ").unwrap_or(&said);
         match trap {
             wasmtime::Trap::Interrupt => format!(
                 "deadline exceeded: the call ran longer than {} ms",
                 deadline.as_millis()
             ),
-            other => format!("trapped: {other}"),
+            wasmtime::Trap::UnreachableCodeReached => match panic_message(out) {
+                Some(panic) => panic,
+                None => format!("trapped: {what}"),
+            },
+            // A Rust guest's stack sits below its data (`--stack-first`), so
+            // a stack that overflows runs below address 0 and the next access
+            // is out of bounds; safe code does not reach that otherwise.
+            wasmtime::Trap::MemoryOutOfBounds => format!(
+                "trapped: {what} (the guest's stack may have overflowed: deep recursion or large local variables)"
+            ),
+            wasmtime::Trap::StackOverflow => {
+                format!("trapped: {what} (the guest's calls nested too deeply)")
+            }
+            _ => format!("trapped: {what}"),
         }
+    } else if let Some(over) = e.downcast_ref::<super::host::CallBytesExceeded>() {
+        over.to_string()
     } else if full.contains("forcing trap when growing memory") {
         format!(
             "memory limit exceeded: the guest tried to grow its memory past {} MiB",
@@ -324,26 +353,16 @@ fn describe_trap(e: &wasmtime::Error, stderr: &str, deadline: Duration, memory: 
     } else {
         format!("trapped: {full}")
     };
-    if let Some(panic) = panic_message(stderr) {
-        return panic;
-    }
-    let said: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    let reason = reason.replace(GUEST_OUTPUT, " ");
+    let said = out.stderr_tail().replace(GUEST_OUTPUT, " ");
     if said.is_empty() {
-        base
+        reason
     } else {
-        let tail = said[said.len().saturating_sub(5)..].join(" | ");
-        format!("{base}; the guest wrote: {tail}")
+        format!("{reason}{GUEST_OUTPUT}{said}")
     }
 }
 
-/// "panicked at src/lib.rs:12:20: boom" from a Rust guest's panic output.
-fn panic_message(stderr: &str) -> Option<String> {
-    let start = stderr.rfind("panicked at ")?;
-    let rest = &stderr[start..];
-    let mut lines = rest.lines();
-    let head = lines.next()?.trim_end_matches(':');
-    let message: Vec<&str> = lines
-        .take_while(|l| !l.starts_with("note: run with `RUST_BACKTRACE"))
-        .collect();
-    Some(format!("{head}: {}", message.join("\n").trim()))
+/// "panicked at src/lib.rs:12:20: boom", as the SDK's panic hook reported it.
+fn panic_message(out: &super::host::GuestOutput) -> Option<String> {
+    out.panic.clone()
 }

@@ -1,7 +1,7 @@
-//! A guest that misbehaves on purpose, for the host's tests. By value:
-//! `panic` panics, `loop` never returns, `oom` allocates until it runs out of
-//! memory, `reject` is rejected, `log` writes a log line; any other value is
-//! echoed with the `suffix` setting appended.
+//! A guest that misbehaves on purpose, for the host's tests. By value: `panic` panics, `loop` never
+//! returns, `oom` allocates until it runs out of memory, `reject` is rejected (`reject-str` and
+//! `reject-string`: with `Error::from` a `&str` and a `String`), `log` writes a log line; any other
+//! value is echoed with the `suffix` setting appended.
 
 use weir_guest::{Error, Output, Record, reject};
 
@@ -23,6 +23,11 @@ fn faulty(r: Record) -> Result<Output, Error> {
             }
         }
         "reject" => reject!("rejected on purpose at offset {}", r.offset),
+        "reject-str" => Err(Error::from("rejected with a &str")),
+        "reject-string" => Err(Error::from(format!(
+            "rejected with a String at offset {}",
+            r.offset
+        ))),
         "log" => {
             weir_guest::info!("hello from offset {}", r.offset);
             Ok(Output::forward(&r))
