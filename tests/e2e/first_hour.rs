@@ -625,7 +625,7 @@ fn count_with(
     let state = move |key: &str| {
         let _keep = &dir;
         run(crate::util::weir()
-            .args(["state", "get"])
+            .args(["state", "get", "--data"])
             .arg(&data)
             .args(["c", "count", key]))
     };

@@ -176,7 +176,7 @@ fn a_guest_that_sleeps_does_not_hold_the_host() {
     assert_lines(
         "stderr",
         &r.stderr,
-        r#"{"offset":4,"key":"k4","value":"sleep-loop","headers":{"weir.error":"deadline exceeded: the call ran longer than 1000 ms","weir.error.kind":"trapped"},"timestamp":0}"#,
+        r#"{"offset":3,"key":"k4","value":"sleep-loop","headers":{"weir.error":"deadline exceeded: the call ran longer than 1000 ms","weir.error.kind":"trapped"},"timestamp":0}"#,
     );
     assert!(took < Duration::from_secs(6), "took {took:?}");
 }
@@ -373,7 +373,7 @@ fn a_call_that_hands_the_host_too_much_state_is_a_dead_letter() {
         "stderr",
         &r.stderr,
         &format!(
-            r#"{{"offset":2,"key":"k2","value":"hoard","headers":{{"weir.error":"{OVER_BUDGET}","weir.error.kind":"trapped"}},"timestamp":0}}"#
+            r#"{{"offset":1,"key":"k2","value":"hoard","headers":{{"weir.error":"{OVER_BUDGET}","weir.error.kind":"trapped"}},"timestamp":0}}"#
         ),
     );
 }
@@ -811,8 +811,8 @@ fn error_from_a_str_or_a_string_rejects_the_record() {
         "stderr",
         &r.stderr,
         r#"
-        {"offset":1,"key":"k1","value":"reject-str","headers":{"weir.error":"rejected with a &str","weir.error.kind":"rejected"},"timestamp":0}
-        {"offset":2,"key":"k2","value":"reject-string","headers":{"weir.error":"rejected with a String at offset 2","weir.error.kind":"rejected"},"timestamp":0}
+        {"offset":0,"key":"k1","value":"reject-str","headers":{"weir.error":"rejected with a &str","weir.error.kind":"rejected"},"timestamp":0}
+        {"offset":1,"key":"k2","value":"reject-string","headers":{"weir.error":"rejected with a String at offset 1","weir.error.kind":"rejected"},"timestamp":0}
         "#,
     );
 }

@@ -328,9 +328,9 @@ fn a_go_panic_and_a_c_abort_become_dead_letters_with_a_readable_reason() {
         "go stderr",
         &go.stderr,
         &[
-            dead(2, "b", "boom", "panic: boom at offset 2", "rejected"),
+            dead(1, "b", "boom", "panic: boom at offset 1", "rejected"),
             dead(
-                3,
+                2,
                 "c",
                 "zero",
                 "panic: runtime error: integer divide by zero",
@@ -359,13 +359,7 @@ fn a_go_panic_and_a_c_abort_become_dead_letters_with_a_readable_reason() {
     assert_lines(
         "c stderr",
         &c.stderr,
-        &dead(
-            4,
-            "d",
-            "abort",
-            "trapped: wasm trap: wasm `unreachable` instruction executed; the guest wrote: weir-guest: abort() called while processing the record at offset 4",
-            "trapped",
-        ),
+        r#"{"offset":3,"key":"d","value":"abort","headers":{"weir.error":"trapped: wasm `unreachable` instruction executed","weir.error.kind":"trapped","weir.error.stderr":"weir-guest: abort() called while processing the record at offset 3"},"timestamp":0}"#,
     );
 }
 
