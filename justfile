@@ -56,6 +56,13 @@ bench: build guests
     {{weir}} bench --module {{wasm}}/uppercase.wasm
     {{weir}} bench --pipelines --module {{wasm}}/uppercase.wasm
 
+# A single-node Apache Kafka broker (KRaft) on loopback, in the foreground:
+# fetches Kafka 4.4 from Maven Central the first time (cached under
+# ~/.cache/weir/kafka), prints its bootstrap address, and stops on Ctrl-C.
+# Point weir at it with --brokers ADDRESS or WEIR_BROKERS=ADDRESS.
+kafka:
+    bash tests/kafka/broker.sh run
+
 # Formatting and lints, as CI would want them.
 lint:
     cargo fmt --all -- --check

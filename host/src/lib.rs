@@ -11,6 +11,8 @@
 //! - [`jsonl`]: the JSON-lines record format of the CLI.
 //! - [`log`]: the embedded partitioned log (RocksDB), the default source and
 //!   sink, which also keeps pipelines' state, timers and offsets.
+//! - [`kafka`]: Apache Kafka through rdkafka, for `weir topic`, `produce`
+//!   and `consume --brokers`.
 //! - [`pipeline`]: pipeline files and `weir run`: tasks, windows, joins.
 //! - [`bench`]: `weir bench`, the cost of the boundary against native code.
 
@@ -20,6 +22,7 @@ pub mod bench;
 pub mod bindings;
 pub mod codec;
 pub mod jsonl;
+pub mod kafka;
 pub mod log;
 pub mod pipeline;
 pub mod record;

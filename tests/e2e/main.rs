@@ -7,5 +7,6 @@
 mod util;
 
 mod foundation;
+mod kafka;
 mod languages;
 mod pipelines;
