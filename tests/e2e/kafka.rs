@@ -421,3 +421,68 @@ fn kafka_that_is_down_gives_an_error_naming_the_brokers_at_once() {
         )
     );
 }
+
+#[test]
+fn kafka_consume_reads_committed_records_and_does_not_wait_for_an_open_transaction() {
+    use rdkafka::ClientConfig;
+    use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+
+    let topic = unique("txn");
+    ok(&mut kweir(&["topic", "create", &topic]));
+    let producer: ThreadedProducer<rdkafka::producer::DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("transactional.id", unique("weir-test-txn"))
+        .create()
+        .unwrap();
+    let t = Duration::from_secs(30);
+    producer.init_transactions(t).unwrap();
+    let send = |value: &str| {
+        producer
+            .send(
+                BaseRecord::<str, str>::to(&topic)
+                    .key("k")
+                    .payload(value)
+                    .timestamp(1000),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+    };
+    producer.begin_transaction().unwrap();
+    send("committed");
+    producer.commit_transaction(t).unwrap();
+    producer.begin_transaction().unwrap();
+    send("aborted");
+    producer.flush(t).unwrap();
+    producer.abort_transaction(t).unwrap();
+    producer.begin_transaction().unwrap();
+    send("open");
+    producer.flush(t).unwrap();
+
+    // read_committed: the committed record only; the open transaction's
+    // record is past the end as of the start, so consume does not wait.
+    assert_lines(
+        "read_committed",
+        &ok(&mut kweir(&["consume", &topic, "--from-beginning"])),
+        r#"{"partition":0,"offset":0,"key":"k","value":"committed","timestamp":1000}"#,
+    );
+    // Offsets 1 and 3 are the transaction markers.
+    assert_lines(
+        "read_uncommitted",
+        &ok(&mut kweir(&[
+            "consume",
+            &topic,
+            "--from-beginning",
+            "--read-uncommitted",
+        ])),
+        r#"{"partition":0,"offset":0,"key":"k","value":"committed","timestamp":1000}
+           {"partition":0,"offset":2,"key":"k","value":"aborted","timestamp":1000}
+           {"partition":0,"offset":4,"key":"k","value":"open","timestamp":1000}"#,
+    );
+    producer.commit_transaction(t).unwrap();
+    assert_lines(
+        "read_committed after the commit",
+        &ok(&mut kweir(&["consume", &topic, "--from-beginning"])),
+        r#"{"partition":0,"offset":0,"key":"k","value":"committed","timestamp":1000}
+           {"partition":0,"offset":4,"key":"k","value":"open","timestamp":1000}"#,
+    );
+}

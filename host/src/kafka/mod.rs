@@ -124,7 +124,7 @@ impl Connection {
         c
     }
 
-    /// A consumer with no group (partitions are assigned by hand), reading
+    /// A consumer that joins no group (partitions are assigned by hand), reading
     /// read_committed unless told otherwise, and reporting the end of each
     /// partition.
     pub(crate) fn consumer(&self, read_committed: bool) -> Result<BaseConsumer<Ctx>, Error> {
@@ -171,11 +171,11 @@ impl Connection {
             if let Some(Err(e)) = consumer.poll(Duration::from_millis(50)) {
                 consumer.context().note(format!("{e}"));
             }
-            if let Some((reason, since)) = consumer.context().down() {
+            if let Some(down) = consumer.context().down() {
                 // Every broker refused (or one failed and none answered
                 // since): librdkafka would go on retrying; give up now.
-                if reason.1 || since.elapsed() >= DOWN_GRACE {
-                    return Err(self.unreachable(reason.0));
+                if down.all || down.at.elapsed() >= DOWN_GRACE {
+                    return Err(self.unreachable(down.reason));
                 }
             }
             if start.elapsed() >= TIMEOUT {
@@ -243,9 +243,16 @@ pub struct Ctx {
 #[derive(Default)]
 struct Errors {
     last: Option<String>,
-    /// The first connection failure since the last success: (reason, every
-    /// broker is down), and when.
-    down: Option<((String, bool), Instant)>,
+    /// The first connection failure since the cluster last answered.
+    down: Option<Down>,
+}
+
+#[derive(Clone)]
+struct Down {
+    reason: String,
+    /// librdkafka said every broker is down.
+    all: bool,
+    at: Instant,
 }
 
 /// librdkafka's reason without its trailing timing, `(after 0ms in state
@@ -270,10 +277,8 @@ impl Ctx {
         }
     }
 
-    /// The first connection failure, whether every broker is down, and
-    /// when it came.
-    #[allow(clippy::type_complexity)]
-    fn down(&self) -> Option<((String, bool), Instant)> {
+    /// The first connection failure since the cluster last answered.
+    fn down(&self) -> Option<Down> {
         self.errors.lock().ok().and_then(|e| e.down.clone())
     }
 
@@ -300,12 +305,20 @@ impl ClientContext for Ctx {
         if let Ok(mut e) = self.errors.lock() {
             match error.rdkafka_error_code() {
                 Some(Code::AllBrokersDown) => {
-                    e.down = Some(((text.clone(), true), Instant::now()));
+                    e.down = Some(Down {
+                        reason: text.clone(),
+                        all: true,
+                        at: Instant::now(),
+                    });
                 }
                 Some(Code::BrokerTransportFailure | Code::Resolve | Code::Authentication)
                     if e.down.is_none() =>
                 {
-                    e.down = Some(((text.clone(), false), Instant::now()));
+                    e.down = Some(Down {
+                        reason: text.clone(),
+                        all: false,
+                        at: Instant::now(),
+                    });
                 }
                 _ => {}
             }
