@@ -56,10 +56,10 @@ bench: build guests
     {{weir}} bench --module {{wasm}}/uppercase.wasm
     {{weir}} bench --pipelines --module {{wasm}}/uppercase.wasm
 
-# A single-node Apache Kafka broker (KRaft) on loopback, in the foreground:
-# fetches Kafka 4.4 from Maven Central the first time (cached under
-# ~/.cache/weir/kafka), prints its bootstrap address, and stops on Ctrl-C.
-# Point weir at it with --brokers ADDRESS or WEIR_BROKERS=ADDRESS.
+# Fetches Kafka 4.4 from Maven Central the first time (cached under
+# ~/.cache/weir/kafka); point weir at the printed address with --brokers
+# ADDRESS or WEIR_BROKERS=ADDRESS.
+# A single-node Apache Kafka broker on loopback, in the foreground (Ctrl-C stops it).
 kafka:
     bash tests/kafka/broker.sh run
 
