@@ -412,6 +412,21 @@ fn kafka_that_is_down_gives_an_error_naming_the_brokers_at_once() {
             start.elapsed()
         );
     }
+    // librdkafka properties pass through, and a wrong one is named.
+    let r = run(weir().args([
+        "topic",
+        "list",
+        "--brokers",
+        &down,
+        "--kafka-config",
+        "no.such=1",
+    ]));
+    assert_eq!(
+        r.stderr,
+        format!(
+            "error: cannot make a Kafka consumer for {down}: Client config error: No such configuration property: \"no.such\" no.such 1\n"
+        )
+    );
     // WEIR_BROKERS names it as well as --brokers.
     let r = run(weir().args(["topic", "list"]).env("WEIR_BROKERS", &down));
     assert_eq!(

@@ -92,7 +92,7 @@ pub fn create(conn: &Connection, name: &str, settings: &TopicSettings) -> Result
             }
             return Err(Error::Client {
                 what,
-                source: KafkaError::AdminOp(code),
+                error: KafkaError::AdminOp(code),
             });
         }
     }
@@ -115,7 +115,7 @@ pub fn create(conn: &Connection, name: &str, settings: &TopicSettings) -> Result
                     "topic {name} was created but its partitions have no leader after {} s",
                     TIMEOUT.as_secs()
                 ),
-                source: KafkaError::AdminOp(RDKafkaErrorCode::LeaderNotAvailable),
+                error: KafkaError::AdminOp(RDKafkaErrorCode::LeaderNotAvailable),
             });
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -215,7 +215,7 @@ pub fn delete(conn: &Connection, name: &str) -> Result<(), Error> {
         if let Err((_, code)) = r {
             return Err(Error::Client {
                 what,
-                source: KafkaError::AdminOp(code),
+                error: KafkaError::AdminOp(code),
             });
         }
     }

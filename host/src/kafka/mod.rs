@@ -73,20 +73,20 @@ pub enum Error {
         partition: u32,
     },
     /// Any other error from librdkafka, with what was being done.
-    #[error("{what}: {source}")]
+    #[error("{what}: {error}")]
     Client {
         /// What Weir was doing.
         what: String,
-        /// librdkafka's error.
-        #[source]
-        source: KafkaError,
+        /// librdkafka's error (not a `source`: rdkafka's errors print their
+        /// own cause, which the chain would print twice).
+        error: KafkaError,
     },
 }
 
 /// Wraps a librdkafka error with what was being done.
 pub(crate) fn client_error(what: impl Into<String>) -> impl FnOnce(KafkaError) -> Error {
     let what = what.into();
-    move |source| Error::Client { what, source }
+    move |error| Error::Client { what, error }
 }
 
 /// Where the cluster is and how to talk to it.
@@ -346,5 +346,39 @@ pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
             return v;
         }
         std::thread::park();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timings_are_cut_from_librdkafka_reasons() {
+        assert_eq!(
+            plain_reason(
+                "127.0.0.1:1/bootstrap: Connect to ipv4#127.0.0.1:1 failed: Connection refused (after 0ms in state CONNECT)"
+            ),
+            "127.0.0.1:1/bootstrap: Connect to ipv4#127.0.0.1:1 failed: Connection refused"
+        );
+        assert_eq!(
+            plain_reason(
+                "b:9/bootstrap: Connect to ipv4#10.0.0.1:9 failed: Connection refused (after 1ms in state CONNECT, 1 identical error(s) suppressed)"
+            ),
+            "b:9/bootstrap: Connect to ipv4#10.0.0.1:9 failed: Connection refused"
+        );
+        assert_eq!(plain_reason("1/1 brokers are down"), "1/1 brokers are down");
+    }
+
+    #[test]
+    fn a_client_error_prints_what_was_done_then_why() {
+        let e = anyhow::Error::from(Error::Client {
+            what: "cannot read topic t".into(),
+            error: KafkaError::Global(rdkafka::types::RDKafkaErrorCode::UnknownGroup),
+        });
+        assert_eq!(
+            format!("{e:#}"),
+            "cannot read topic t: Global error: UnknownGroup (Local: Unknown group)"
+        );
     }
 }

@@ -266,3 +266,24 @@ impl Producer {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_reads_as_librdkafka_describes_the_error() {
+        assert_eq!(
+            reason(&KafkaError::MessageProduction(
+                RDKafkaErrorCode::InvalidTimestamp
+            )),
+            "Broker: Invalid timestamp"
+        );
+        assert_eq!(
+            reason(&KafkaError::MessageProduction(
+                RDKafkaErrorCode::MessageSizeTooLarge
+            )),
+            "Broker: Message size too large"
+        );
+    }
+}
