@@ -64,6 +64,13 @@ bench: build guests
     {{weir}} bench --module {{wasm}}/uppercase.wasm
     {{weir}} bench --pipelines --module {{wasm}}/uppercase.wasm
 
+# Fetches Kafka 4.4 from Maven Central the first time (cached under
+# ~/.cache/weir/kafka); point weir at the printed address with --brokers
+# ADDRESS or WEIR_BROKERS=ADDRESS.
+# A single-node Apache Kafka broker on loopback, in the foreground (Ctrl-C stops it).
+kafka:
+    bash tests/kafka/broker.sh run
+
 # Formatting and lints, as CI would want them.
 lint:
     cargo fmt --all -- --check

@@ -13,6 +13,8 @@
 //!   sink, which also keeps pipelines' state, timers and offsets.
 //! - [`backend`]: the log-backend seam (what a task needs from where records
 //!   and state live), with an in-memory implementation.
+//! - [`kafka`]: Apache Kafka through rdkafka, for `weir topic`, `produce`
+//!   and `consume --brokers`.
 //! - [`operators`]: one module per kind of step (map, aggregate, session,
 //!   joins, processor), behind one interface.
 //! - [`pipeline`]: pipeline files, segments, the task loop and the engine
@@ -25,6 +27,7 @@ pub mod bindings;
 pub mod codec;
 pub mod hints;
 pub mod jsonl;
+pub mod kafka;
 pub mod log;
 pub mod operators;
 pub mod pipeline;

@@ -10,5 +10,6 @@ mod engine;
 mod first_hour;
 mod foundation;
 mod hardening;
+mod kafka;
 mod languages;
 mod pipelines;

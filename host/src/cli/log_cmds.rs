@@ -1,4 +1,6 @@
 //! Commands over the embedded log: topics, produce, consume, run, state.
+//! `topic`, `produce` and `consume` work on Kafka instead when given
+//! `--brokers` (or `WEIR_BROKERS`), through [`weir::kafka`].
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -11,6 +13,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 
 use weir::jsonl;
+use weir::kafka::{self, Connection};
 use weir::log::{Commit, Log, TopicConfig, partitioner};
 use weir::pipeline::{self, RunOptions, keys};
 use weir::runtime::Runtime;
@@ -23,6 +26,29 @@ pub struct DataArgs {
     /// The data directory of the embedded log.
     #[arg(long, env = "WEIR_DATA", default_value = ".weir", value_name = "DIR")]
     pub data: PathBuf,
+}
+
+/// Kafka instead of the embedded log.
+#[derive(Args, Clone)]
+pub struct KafkaArgs {
+    /// Work on this Kafka cluster (its bootstrap servers, HOST:PORT,...)
+    /// instead of the embedded log.
+    #[arg(long, env = "WEIR_BROKERS", value_name = "HOST:PORT,...")]
+    pub brokers: Option<String>,
+    /// A librdkafka property for Kafka (security.protocol, sasl.*, ssl.*,
+    /// ...), as KEY=VALUE (repeatable).
+    #[arg(long = "kafka-config", value_name = "KEY=VALUE", value_parser = super::parse_kv, requires = "brokers")]
+    pub properties: Vec<(String, String)>,
+}
+
+impl KafkaArgs {
+    /// The Kafka cluster to use, if one was named.
+    fn connection(&self) -> Option<Connection> {
+        self.brokers.as_ref().map(|b| Connection {
+            brokers: b.clone(),
+            properties: self.properties.clone(),
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -45,11 +71,15 @@ pub enum TopicCommand {
         retention_bytes: Option<u64>,
         #[command(flatten)]
         data: DataArgs,
+        #[command(flatten)]
+        kafka: KafkaArgs,
     },
     /// List topics.
     List {
         #[command(flatten)]
         data: DataArgs,
+        #[command(flatten)]
+        kafka: KafkaArgs,
     },
     /// Show a topic's settings and its partitions' offsets.
     Describe {
@@ -57,6 +87,8 @@ pub enum TopicCommand {
         name: String,
         #[command(flatten)]
         data: DataArgs,
+        #[command(flatten)]
+        kafka: KafkaArgs,
     },
     /// Apply retention (time, size) and compaction to every topic now
     /// (`weir run` also does it when it starts and every 30 s).
@@ -70,6 +102,8 @@ pub enum TopicCommand {
         name: String,
         #[command(flatten)]
         data: DataArgs,
+        #[command(flatten)]
+        kafka: KafkaArgs,
     },
 }
 
@@ -77,6 +111,52 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn plural(n: u64) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// A topic as `topic list` and `topic describe` print it, from either log.
+fn print_topic(t: &kafka::admin::TopicInfo, list: bool) {
+    let s = &t.settings;
+    if list {
+        println!(
+            "{}\t{} partitions{}",
+            t.name,
+            s.partitions,
+            if s.compacted { "\tcompacted" } else { "" }
+        );
+        return;
+    }
+    println!("topic: {}", t.name);
+    println!("partitions: {}", s.partitions);
+    println!("compacted: {}", s.compacted);
+    if let Some(ms) = s.retention_ms {
+        println!(
+            "retention: {}",
+            humantime::format_duration(Duration::from_millis(ms as u64))
+        );
+    }
+    if let Some(b) = s.retention_bytes {
+        println!("retention bytes: {b}");
+    }
+    for (p, (start, end)) in t.offsets.iter().enumerate() {
+        println!("partition {p}: start offset {start}, end offset {end}");
+    }
+}
+
+fn info_of(t: &weir::log::Topic) -> kafka::admin::TopicInfo {
+    kafka::admin::TopicInfo {
+        name: t.name.clone(),
+        settings: kafka::admin::TopicSettings {
+            partitions: t.config.partitions,
+            compacted: t.config.compacted,
+            retention_ms: t.config.retention_ms,
+            retention_bytes: t.config.retention_bytes,
+        },
+        offsets: Vec::new(),
+    }
 }
 
 pub fn topic(cmd: TopicCommand) -> anyhow::Result<ExitCode> {
@@ -88,70 +168,71 @@ pub fn topic(cmd: TopicCommand) -> anyhow::Result<ExitCode> {
             retention,
             retention_bytes,
             data,
+            kafka,
         } => {
-            let log = Log::open(&data.data)?;
-            let t = log.create_topic(
-                &name,
-                TopicConfig {
+            let config = TopicConfig {
+                partitions,
+                compacted,
+                retention_ms: retention.map(|d| Duration::from(d).as_millis() as i64),
+                retention_bytes,
+            };
+            if let Some(conn) = kafka.connection() {
+                let settings = kafka::admin::TopicSettings {
                     partitions,
                     compacted,
-                    retention_ms: retention.map(|d| Duration::from(d).as_millis() as i64),
+                    retention_ms: config.retention_ms,
                     retention_bytes,
-                },
-            )?;
+                };
+                kafka::admin::create(&conn, &name, &settings)?;
+            } else {
+                Log::open(&data.data)?.create_topic(&name, config)?;
+            }
             println!(
-                "created topic {} with {} partition{}",
-                t.name,
-                partitions,
-                if partitions == 1 { "" } else { "s" }
+                "created topic {name} with {partitions} partition{}",
+                plural(partitions.into())
             );
         }
-        TopicCommand::List { data } => {
-            let log = Log::open_reader(&data.data)?;
-            for t in log.topics()? {
-                println!(
-                    "{}\t{} partitions{}",
-                    t.name,
-                    t.config.partitions,
-                    if t.config.compacted {
-                        "\tcompacted"
-                    } else {
-                        ""
-                    }
-                );
+        TopicCommand::List { data, kafka } => {
+            let topics = match kafka.connection() {
+                Some(conn) => kafka::admin::list(&conn)?,
+                None => Log::open_reader(&data.data)?
+                    .topics()?
+                    .iter()
+                    .map(info_of)
+                    .collect(),
+            };
+            for t in &topics {
+                print_topic(t, true);
             }
         }
-        TopicCommand::Describe { name, data } => {
-            let log = Log::open_reader(&data.data)?;
-            let t = log.require_topic(&name)?;
-            println!("topic: {}", t.name);
-            println!("partitions: {}", t.config.partitions);
-            println!("compacted: {}", t.config.compacted);
-            if let Some(ms) = t.config.retention_ms {
-                println!(
-                    "retention: {}",
-                    humantime::format_duration(Duration::from_millis(ms as u64))
-                );
-            }
-            if let Some(b) = t.config.retention_bytes {
-                println!("retention bytes: {b}");
-            }
-            for p in 0..t.config.partitions {
-                println!(
-                    "partition {p}: start offset {}, end offset {}",
-                    log.start_offset(&t, p)?,
-                    log.end_offset(&t, p)?
-                );
-            }
+        TopicCommand::Describe { name, data, kafka } => {
+            let info = match kafka.connection() {
+                Some(conn) => kafka::admin::describe(&conn, &name)?,
+                None => {
+                    let log = Log::open_reader(&data.data)?;
+                    let t = log.require_topic(&name)?;
+                    let mut info = info_of(&t);
+                    for p in 0..t.config.partitions {
+                        info.offsets.push((
+                            log.start_offset(&t, p)? as i64,
+                            log.end_offset(&t, p)? as i64,
+                        ));
+                    }
+                    info
+                }
+            };
+            print_topic(&info, false);
         }
         TopicCommand::Clean { data } => {
             let log = Log::open(&data.data)?;
             let n = log.clean(now_ms())?;
-            println!("deleted {n} record{}", if n == 1 { "" } else { "s" });
+            println!("deleted {n} record{}", plural(n));
         }
-        TopicCommand::Delete { name, data } => {
-            let log = Log::open(&data.data)?;
-            log.delete_topic(&name)?;
+        TopicCommand::Delete { name, data, kafka } => {
+            match kafka.connection() {
+                Some(conn) => kafka::admin::delete(&conn, &name)?,
+                None => Log::open(&data.data)?.delete_topic(&name)?,
+            }
             println!("deleted topic {name}");
         }
     }
@@ -171,9 +252,79 @@ pub struct ProduceArgs {
     input: Option<PathBuf>,
     #[command(flatten)]
     data: DataArgs,
+    #[command(flatten)]
+    kafka: KafkaArgs,
+}
+
+/// Calls `each(line number, record)` for every record of `reader`; a
+/// malformed line is reported on stderr and counted, not passed on.
+fn for_each_record(
+    reader: Box<dyn BufRead + '_>,
+    source: &str,
+    mut each: impl FnMut(usize, weir::record::Record) -> anyhow::Result<()>,
+) -> anyhow::Result<usize> {
+    let mut bad = 0usize;
+    for (n, line) in reader.lines().enumerate() {
+        let line = line.with_context(|| format!("cannot read {source} at line {}", n + 1))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match jsonl::parse_record(&line, 0) {
+            Ok(r) => each(n + 1, r)?,
+            Err(e) => {
+                eprintln!("error: {source}:{}: {e}", n + 1);
+                bad += 1;
+            }
+        }
+    }
+    Ok(bad)
 }
 
 pub fn produce(args: ProduceArgs) -> anyhow::Result<ExitCode> {
+    let (reader, source): (Box<dyn BufRead>, String) = match &args.input {
+        Some(path) => (
+            Box::new(std::io::BufReader::new(
+                std::fs::File::open(path)
+                    .with_context(|| format!("cannot open {}", path.display()))?,
+            )),
+            path.display().to_string(),
+        ),
+        None => (Box::new(std::io::stdin().lock()), "stdin".to_string()),
+    };
+    let (written, bad, refused) = match args.kafka.connection() {
+        Some(conn) => produce_kafka(&conn, &args, reader, &source)?,
+        None => produce_log(&args, reader, &source)?,
+    };
+    eprintln!(
+        "produced {written} record{} to {}",
+        plural(written),
+        args.topic
+    );
+    if bad > 0 {
+        eprintln!(
+            "error: {bad} malformed line{} in {source} were not produced",
+            plural(bad as u64)
+        );
+    }
+    if refused > 0 {
+        eprintln!(
+            "error: Kafka refused {refused} record{} of {source}",
+            plural(refused as u64)
+        );
+    }
+    Ok(if bad + refused > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Returns (records written, malformed lines, refused records).
+fn produce_log(
+    args: &ProduceArgs,
+    reader: Box<dyn BufRead + '_>,
+    source: &str,
+) -> anyhow::Result<(u64, usize, usize)> {
     let log = Log::open(&args.data.data)?;
     let topic = log.require_topic(&args.topic)?;
     if let Some(p) = args.partition
@@ -185,34 +336,11 @@ pub fn produce(args: ProduceArgs) -> anyhow::Result<ExitCode> {
             topic.config.partitions - 1
         );
     }
-    let (reader, source): (Box<dyn BufRead>, String) = match &args.input {
-        Some(path) => (
-            Box::new(std::io::BufReader::new(
-                std::fs::File::open(path)
-                    .with_context(|| format!("cannot open {}", path.display()))?,
-            )),
-            path.display().to_string(),
-        ),
-        None => (Box::new(std::io::stdin().lock()), "stdin".to_string()),
-    };
     let mut commit = Commit::default();
     let mut pending = 0usize;
     let mut written = 0u64;
-    let mut bad = 0usize;
     let mut rr = 0u32;
-    for (n, line) in reader.lines().enumerate() {
-        let line = line.with_context(|| format!("cannot read {source} at line {}", n + 1))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let record = match jsonl::parse_record(&line, 0) {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("error: {source}:{}: {e}", n + 1);
-                bad += 1;
-                continue;
-            }
-        };
+    let bad = for_each_record(reader, source, |_, record| {
         let p = match (args.partition, &record.key) {
             (Some(p), _) => p,
             (None, Some(k)) => partitioner::partition_for_key(k, topic.config.partitions),
@@ -227,21 +355,42 @@ pub fn produce(args: ProduceArgs) -> anyhow::Result<ExitCode> {
             written += log.commit(std::mem::take(&mut commit))?.len() as u64;
             pending = 0;
         }
-    }
+        Ok(())
+    })?;
     written += log.commit(commit)?.len() as u64;
-    eprintln!(
-        "produced {written} record{} to {}",
-        if written == 1 { "" } else { "s" },
-        topic.name
-    );
-    if bad > 0 {
-        eprintln!(
-            "error: {bad} malformed line{} in {source} were not produced",
-            if bad == 1 { "" } else { "s" }
+    Ok((written, bad, 0))
+}
+
+/// As [`produce_log`], to Kafka: every delivery is checked, and each refused
+/// record is reported with its line.
+fn produce_kafka(
+    conn: &Connection,
+    args: &ProduceArgs,
+    reader: Box<dyn BufRead + '_>,
+    source: &str,
+) -> anyhow::Result<(u64, usize, usize)> {
+    let mut producer = kafka::produce::Producer::open(conn, &args.topic)?;
+    if let Some(p) = args.partition
+        && p >= producer.partitions()
+    {
+        bail!(
+            "topic {} has partitions 0 to {}; there is no partition {p}",
+            args.topic,
+            producer.partitions() - 1
         );
-        return Ok(ExitCode::FAILURE);
     }
-    Ok(ExitCode::SUCCESS)
+    let bad = for_each_record(reader, source, |line, record| {
+        let p = producer.partition_for(args.partition, record.key.as_deref());
+        Ok(producer.send(p, &record, line)?)
+    })?;
+    let summary = producer.finish()?;
+    for r in &summary.refused {
+        eprintln!(
+            "error: {source}:{}: Kafka refused the record: {}",
+            r.tag, r.reason
+        );
+    }
+    Ok((summary.delivered, bad, summary.refused.len()))
 }
 
 #[derive(Args)]
@@ -260,11 +409,50 @@ pub struct ConsumeArgs {
     /// Keep waiting for new records (Ctrl-C to stop).
     #[arg(long, short)]
     follow: bool,
+    /// On Kafka, also print records of transactions not committed (yet) or
+    /// aborted (the default is read_committed).
+    #[arg(long, requires = "brokers")]
+    read_uncommitted: bool,
     #[command(flatten)]
     data: DataArgs,
+    #[command(flatten)]
+    kafka: KafkaArgs,
+}
+
+/// One consumed record as a JSON line: partition, offset, then the record.
+fn consumed_line(partition: u32, r: &weir::record::Record) -> String {
+    let mut obj = serde_json::Map::new();
+    obj.insert("partition".into(), partition.into());
+    obj.insert("offset".into(), r.offset.into());
+    obj.extend(jsonl::record_json(r));
+    serde_json::Value::Object(obj).to_string()
 }
 
 pub fn consume(args: ConsumeArgs) -> anyhow::Result<ExitCode> {
+    let stop = Arc::new(AtomicBool::new(false));
+    if args.follow {
+        let s = stop.clone();
+        let _ = ctrlc::set_handler(move || s.store(true, Ordering::SeqCst));
+    }
+    if let Some(conn) = args.kafka.connection() {
+        let opts = kafka::consume::ReadOptions {
+            from_beginning: args.from_beginning,
+            partition: args.partition,
+            max: args.max,
+            follow: args.follow,
+            read_uncommitted: args.read_uncommitted,
+        };
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        kafka::consume::read(&conn, &args.topic, &opts, &stop, |p, r| {
+            writeln!(out, "{}", consumed_line(p, &r))?;
+            if args.follow {
+                out.flush()?;
+            }
+            anyhow::Ok(())
+        })?;
+        out.flush()?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let log = if args.follow {
         Log::open_follower(&args.data.data)?
     } else {
@@ -288,11 +476,6 @@ pub fn consume(args: ConsumeArgs) -> anyhow::Result<ExitCode> {
             log.end_offset(&topic, *p)?
         });
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    if args.follow {
-        let s = stop.clone();
-        let _ = ctrlc::set_handler(move || s.store(true, Ordering::SeqCst));
-    }
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut printed = 0usize;
     loop {
@@ -310,12 +493,9 @@ pub fn consume(args: ConsumeArgs) -> anyhow::Result<ExitCode> {
                 }
                 any = true;
                 for s in batch {
-                    let r = s.record()?;
-                    let mut obj = serde_json::Map::new();
-                    obj.insert("partition".into(), (*p).into());
-                    obj.insert("offset".into(), s.offset.into());
-                    obj.extend(jsonl::record_json(&r));
-                    writeln!(out, "{}", serde_json::Value::Object(obj))?;
+                    let mut r = s.record()?;
+                    r.offset = s.offset as i64;
+                    writeln!(out, "{}", consumed_line(*p, &r))?;
                     next[i] = s.offset + 1;
                     printed += 1;
                 }

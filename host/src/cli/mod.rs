@@ -40,12 +40,15 @@ enum Command {
     /// Measure the Wasm boundary: records/s of a mapper against the same
     /// work in native Rust, instantiation time and cache load time.
     Bench(bench::BenchArgs),
-    /// Create, list, describe and delete topics of the embedded log.
+    /// Create, list, describe and delete topics of the embedded log (or of
+    /// Kafka, with --brokers).
     #[command(subcommand)]
     Topic(log_cmds::TopicCommand),
-    /// Append JSON-lines records (stdin or --input) to a topic.
+    /// Append JSON-lines records (stdin or --input) to a topic (on Kafka
+    /// with --brokers).
     Produce(log_cmds::ProduceArgs),
-    /// Print a topic's records as JSON lines.
+    /// Print a topic's records as JSON lines (from Kafka with --brokers:
+    /// read_committed, to the end as of the start unless --follow).
     Consume(log_cmds::ConsumeArgs),
     /// Run a pipeline file on the embedded log.
     Run(log_cmds::RunArgs),

@@ -1,0 +1,223 @@
+//! Topics on Kafka: create, list, describe, delete, with the settings the
+//! embedded log has (partitions, compaction, retention by time and size).
+
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{
+    AdminClient, AdminOptions, ConfigResourceResult, NewTopic, OwnedResourceSpecifier,
+    ResourceSpecifier, TopicReplication,
+};
+use rdkafka::consumer::Consumer;
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+
+use super::{Connection, Ctx, Error, TIMEOUT, block_on, client_error};
+
+/// A topic's settings, as `weir topic create` takes them and `describe`
+/// shows them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TopicSettings {
+    /// Number of partitions.
+    pub partitions: u32,
+    /// `cleanup.policy=compact`.
+    pub compacted: bool,
+    /// `retention.ms`; `None` keeps records for ever (-1).
+    pub retention_ms: Option<i64>,
+    /// `retention.bytes` (per partition); `None` for no limit (-1).
+    pub retention_bytes: Option<u64>,
+}
+
+/// A topic with its settings and, when described, each partition's start
+/// and end offsets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicInfo {
+    /// Its name.
+    pub name: String,
+    /// Its settings.
+    pub settings: TopicSettings,
+    /// (start offset, end offset) per partition (empty from [`list`]).
+    pub offsets: Vec<(i64, i64)>,
+}
+
+/// Kafka's own topics (`__consumer_offsets`, `__transaction_state`, ...),
+/// which `list` leaves out as `kafka-topics --list` does.
+pub fn is_internal(name: &str) -> bool {
+    name.starts_with("__")
+}
+
+fn admin(conn: &Connection) -> Result<AdminClient<Ctx>, Error> {
+    conn.config(&[])
+        .create_with_context(Ctx::default())
+        .map_err(client_error(format!(
+            "cannot make a Kafka admin client for {}",
+            conn.brokers
+        )))
+}
+
+fn options() -> AdminOptions {
+    AdminOptions::new().request_timeout(Some(TIMEOUT))
+}
+
+/// Creates a topic (replication factor: the cluster's default) and waits
+/// until its partitions have leaders, so that a produce right after finds it.
+pub fn create(conn: &Connection, name: &str, settings: &TopicSettings) -> Result<(), Error> {
+    let consumer = conn.consumer(false)?;
+    conn.probe(&consumer, None)?;
+    let admin = admin(conn)?;
+    let retention_ms = settings.retention_ms.unwrap_or(-1).to_string();
+    let retention_bytes = settings
+        .retention_bytes
+        .map_or_else(|| "-1".to_string(), |b| b.to_string());
+    let mut topic = NewTopic::new(
+        name,
+        settings.partitions as i32,
+        TopicReplication::Fixed(-1),
+    );
+    if settings.compacted {
+        topic = topic.set("cleanup.policy", "compact");
+    }
+    if settings.retention_ms.is_some() {
+        topic = topic.set("retention.ms", &retention_ms);
+    }
+    if settings.retention_bytes.is_some() {
+        topic = topic.set("retention.bytes", &retention_bytes);
+    }
+    let what = format!("cannot create topic {name} on Kafka at {}", conn.brokers);
+    let results =
+        block_on(admin.create_topics([&topic], &options())).map_err(client_error(what.clone()))?;
+    for r in results {
+        if let Err((_, code)) = r {
+            if code == RDKafkaErrorCode::TopicAlreadyExists {
+                return Err(Error::TopicExists(name.to_string()));
+            }
+            return Err(Error::Client {
+                what,
+                error: KafkaError::AdminOp(code),
+            });
+        }
+    }
+    // The controller has it; wait until the brokers' metadata does too.
+    let start = Instant::now();
+    loop {
+        let md = conn.probe(&consumer, Some(name))?;
+        let ready = md.topics().iter().any(|t| {
+            t.name() == name
+                && t.error().is_none()
+                && t.partitions().len() == settings.partitions as usize
+                && t.partitions().iter().all(|p| p.leader() >= 0)
+        });
+        if ready {
+            return Ok(());
+        }
+        if start.elapsed() > TIMEOUT {
+            return Err(Error::Client {
+                what: format!(
+                    "topic {name} was created but its partitions have no leader after {} s",
+                    TIMEOUT.as_secs()
+                ),
+                error: KafkaError::AdminOp(RDKafkaErrorCode::LeaderNotAvailable),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn settings_of(partitions: u32, config: Option<&ConfigResourceResult>) -> TopicSettings {
+    let get = |name: &str| -> Option<String> {
+        let resource = config?.as_ref().ok()?;
+        resource.get(name)?.value.clone()
+    };
+    let positive = |v: Option<String>| v.and_then(|s| s.parse::<i64>().ok()).filter(|n| *n >= 0);
+    TopicSettings {
+        partitions,
+        compacted: get("cleanup.policy").is_some_and(|p| p.split(',').any(|x| x == "compact")),
+        retention_ms: positive(get("retention.ms")),
+        retention_bytes: positive(get("retention.bytes")).map(|n| n as u64),
+    }
+}
+
+/// The topics of the cluster (Kafka's internal ones left out), by name.
+pub fn list(conn: &Connection) -> Result<Vec<TopicInfo>, Error> {
+    let consumer = conn.consumer(false)?;
+    let md = conn.probe(&consumer, None)?;
+    let mut topics: Vec<(String, u32)> = md
+        .topics()
+        .iter()
+        .filter(|t| !is_internal(t.name()) && t.error().is_none())
+        .map(|t| (t.name().to_string(), t.partitions().len() as u32))
+        .collect();
+    topics.sort();
+    if topics.is_empty() {
+        return Ok(Vec::new());
+    }
+    let admin = admin(conn)?;
+    let specs: Vec<ResourceSpecifier> = topics
+        .iter()
+        .map(|(n, _)| ResourceSpecifier::Topic(n))
+        .collect();
+    let configs =
+        block_on(admin.describe_configs(&specs, &options())).map_err(client_error(format!(
+            "cannot read the topics' settings on Kafka at {}",
+            conn.brokers
+        )))?;
+    let config_of = |name: &str| {
+        configs.iter().find(|c| {
+            matches!(c, Ok(r) if r.specifier == OwnedResourceSpecifier::Topic(name.to_string()))
+        })
+    };
+    Ok(topics
+        .iter()
+        .map(|(name, partitions)| TopicInfo {
+            name: name.clone(),
+            settings: settings_of(*partitions, config_of(name)),
+            offsets: Vec::new(),
+        })
+        .collect())
+}
+
+/// One topic: its settings and each partition's start offset and end offset
+/// (the high watermark: the offset the next record will get).
+pub fn describe(conn: &Connection, name: &str) -> Result<TopicInfo, Error> {
+    let consumer = conn.consumer(false)?;
+    let partitions = conn.partitions(&consumer, name)?;
+    let admin = admin(conn)?;
+    let configs = block_on(admin.describe_configs(&[ResourceSpecifier::Topic(name)], &options()))
+        .map_err(client_error(format!(
+        "cannot read the settings of topic {name} on Kafka at {}",
+        conn.brokers
+    )))?;
+    let mut offsets = Vec::with_capacity(partitions as usize);
+    for p in 0..partitions {
+        offsets.push(
+            consumer
+                .fetch_watermarks(name, p as i32, TIMEOUT)
+                .map_err(client_error(format!(
+                    "cannot read the offsets of partition {p} of topic {name}"
+                )))?,
+        );
+    }
+    Ok(TopicInfo {
+        name: name.to_string(),
+        settings: settings_of(partitions, configs.first()),
+        offsets,
+    })
+}
+
+/// Deletes a topic and its records.
+pub fn delete(conn: &Connection, name: &str) -> Result<(), Error> {
+    let consumer = conn.consumer(false)?;
+    conn.partitions(&consumer, name)?;
+    let admin = admin(conn)?;
+    let what = format!("cannot delete topic {name} on Kafka at {}", conn.brokers);
+    let results =
+        block_on(admin.delete_topics(&[name], &options())).map_err(client_error(what.clone()))?;
+    for r in results {
+        if let Err((_, code)) = r {
+            return Err(Error::Client {
+                what,
+                error: KafkaError::AdminOp(code),
+            });
+        }
+    }
+    Ok(())
+}
