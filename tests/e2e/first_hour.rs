@@ -766,3 +766,105 @@ fn json_rejects_what_is_not_json_alike_in_js_and_python() {
         );
     }
 }
+
+// ------------------------------------------------------------------ failures surface
+
+/// Runs a one-step pipeline over `lines` (JSON records) until caught up;
+/// returns what `weir run` printed on stderr and its exit code.
+fn run_one_step(step: &str, lines: &[&str]) -> (String, Option<i32>) {
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    let file = dir.path().join("p.toml");
+    std::fs::write(
+        &file,
+        format!("name = \"p\"\ninput = \"in\"\noutput = \"out\"\n\n[[steps]]\n{step}\n"),
+    )
+    .unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let mut create = crate::util::weir();
+    create
+        .args(["topic", "create", "in"])
+        .arg("--data")
+        .arg(&data);
+    assert!(run(&mut create).status.success());
+    let mut produce = crate::util::weir();
+    produce
+        .args(["produce", "in", "--input"])
+        .arg(&input)
+        .arg("--data")
+        .arg(&data);
+    assert!(run(&mut produce).status.success());
+    let mut r = crate::util::weir();
+    r.arg("run")
+        .arg(&file)
+        .args(["--until-caught-up", "-q", "--data"])
+        .arg(&data);
+    let r = run(&mut r);
+    (r.stderr, r.status.code())
+}
+
+#[test]
+fn a_run_with_dead_letters_prints_the_first_reason_per_step() {
+    let (stderr, code) = run_one_step(
+        &format!(
+            "name = \"route\"\nkind = \"map\"\nmodule = \"{}\"\noutputs = {{ high = \"high\", low = \"low\" }}",
+            crate::util::guest("filter-errors").display()
+        ),
+        &[
+            r#"{"key":"a","value":"{\"level\":\"ERROR\"}"}"#,
+            r#"{"key":"b","value":"not json"}"#,
+            r#"{"key":"c","value":"nor this"}"#,
+        ],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_lines(
+        "stderr",
+        &stderr,
+        r#"
+        p: 3 records in, 1 out, 2 dead letters, 0 late records dropped
+        step route: 2 records went to the dead-letter topic p-dead-letters; the first because: not a JSON log line: expected an object such as {"level":"ERROR",...}
+        "#,
+    );
+}
+
+#[test]
+fn a_run_whose_every_record_fails_for_an_undeclared_output_or_store_exits_non_zero() {
+    let (stderr, code) = run_one_step(
+        &format!(
+            "name = \"route\"\nkind = \"map\"\nmodule = \"{}\"",
+            crate::util::guest("filter-errors").display()
+        ),
+        &[
+            r#"{"key":"a","value":"{\"level\":\"ERROR\"}"}"#,
+            r#"{"key":"b","value":"{}"}"#,
+        ],
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_lines(
+        "stderr",
+        &stderr,
+        r#"
+        p: 2 records in, 0 out, 2 dead letters, 0 late records dropped
+        step route: 2 records went to the dead-letter topic p-dead-letters; the first because: step route emitted to the output `high`, which the pipeline does not declare (declared: []); add `outputs = { high = "TOPIC" }` to the step
+        error: every record of step route went to the dead letters: step route emitted to the output `high`, which the pipeline does not declare (declared: []); add `outputs = { high = "TOPIC" }` to the step
+        "#,
+    );
+    let (stderr, code) = run_one_step(
+        &format!(
+            "name = \"bursts\"\nkind = \"processor\"\nmodule = \"{}\"\nstores = [\"other\"]",
+            crate::util::guest("burst-count").display()
+        ),
+        &[r#"{"key":"a","value":"x","timestamp":1}"#],
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_lines(
+        "stderr",
+        &stderr,
+        r#"
+        p: 1 records in, 0 out, 1 dead letters, 0 late records dropped
+        step bursts: 1 record went to the dead-letter topic p-dead-letters; the first because: no state store named `counts`: declare it in the pipeline file
+        error: every record of step bursts went to the dead letters: step bursts uses the state store `counts`, which the pipeline does not declare; add `stores = ["counts"]` to the step
+        "#,
+    );
+}

@@ -556,6 +556,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         summary.dead_letters,
         summary.late_dropped
     );
+    let dlq = pipeline::dead_letter_topic(&pipeline);
+    for (step, n, reason) in &summary.first_dead_letters {
+        eprintln!(
+            "step {step}: {n} record{} went to the dead-letter topic {dlq}; the first because: {reason}",
+            if *n == 1 { "" } else { "s" }
+        );
+    }
+    if let Some((step, fix)) = summary.misconfigured.first() {
+        eprintln!("error: every record of step {step} went to the dead letters: {fix}");
+        return Ok(ExitCode::FAILURE);
+    }
     Ok(ExitCode::SUCCESS)
 }
 

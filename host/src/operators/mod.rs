@@ -51,6 +51,9 @@ pub struct Collector {
     pub dead: Vec<(String, DeadLetter)>,
     /// Late records dropped.
     pub late: u64,
+    /// Configuration errors met: (step, what is wrong) — an output or a
+    /// state store the pipeline does not declare.
+    pub config: Vec<(String, String)>,
 }
 
 impl Collector {
@@ -77,6 +80,7 @@ impl Collector {
                     "step {} emitted to the output `{to}`, which the pipeline does not declare (declared: {declared:?}); add `outputs = {{ {to} = \"TOPIC\" }}` to the step",
                     step.name
                 );
+                self.config.push((step.name.clone(), reason.clone()));
                 self.dead_packed(&step.name, input, Failure::Rejected(reason));
             }
         }

@@ -47,6 +47,7 @@ impl Processor {
             partition: cx.partition,
             stores: self.cfg.stores.clone(),
             error: None,
+            undeclared: None,
         })
     }
 
@@ -138,6 +139,15 @@ fn restore(cx: &mut Ctx<'_>, state: Option<Box<dyn GuestState>>) -> anyhow::Resu
         .map_err(|_| anyhow::anyhow!("a processor call came back with another kind of state"))?;
     let st = *st;
     *cx.txn = st.txn;
+    if let Some(store) = st.undeclared {
+        cx.out.config.push((
+            st.step.clone(),
+            format!(
+                "step {} uses the state store `{store}`, which the pipeline does not declare; add `stores = [\"{store}\"]` to the step",
+                st.step
+            ),
+        ));
+    }
     match st.error {
         Some(e) => Err(e.context(format!("step {}: reading state", st.step))),
         None => Ok(()),
@@ -222,6 +232,8 @@ pub struct ProcessorState {
     stores: Vec<String>,
     /// A storage error met during the call: it fails the batch.
     error: Option<anyhow::Error>,
+    /// A store the call used that the step does not declare.
+    undeclared: Option<String>,
 }
 
 impl ProcessorState {
@@ -237,6 +249,7 @@ impl ProcessorState {
             partition: 0,
             stores: Vec::new(),
             error: None,
+            undeclared: None,
         }
     }
 
@@ -245,10 +258,11 @@ impl ProcessorState {
         self.txn
     }
 
-    fn check(&self, store: &str) -> Result<(), StateError> {
+    fn check(&mut self, store: &str) -> Result<(), StateError> {
         if self.stores.is_empty() || self.stores.iter().any(|s| s == store) {
             Ok(())
         } else {
+            self.undeclared.get_or_insert_with(|| store.to_string());
             Err(StateError::NoSuchStore(store.to_string()))
         }
     }

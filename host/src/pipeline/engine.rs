@@ -34,6 +34,8 @@ struct Slot {
     applied: usize,
     /// The first dead-letter reason of the step, and how many there were.
     first_dead: Option<String>,
+    /// The first configuration error the step met.
+    config_error: Option<String>,
 }
 
 /// Counters shared by the tasks.
@@ -106,6 +108,16 @@ impl Shared {
             let mut slot = lock(&self.slots[si]);
             if slot.first_dead.is_none() {
                 slot.first_dead = Some(reason.to_string());
+            }
+        }
+    }
+
+    /// A step met a configuration error (an undeclared output or store).
+    pub fn note_config_error(&self, step: &str, reason: &str) {
+        if let Some(si) = self.pipeline.steps.iter().position(|s| s.name == step) {
+            let mut slot = lock(&self.slots[si]);
+            if slot.config_error.is_none() {
+                slot.config_error = Some(reason.to_string());
             }
         }
     }
@@ -237,6 +249,7 @@ pub fn start(
             generation: 0,
             applied: 0,
             first_dead: None,
+            config_error: None,
         }));
     }
     let input = backend.require_topic(&pipeline.input).with_context(|| {
@@ -566,11 +579,22 @@ impl PipelineHandle {
         result?;
         let st = &self.shared.stats;
         let mut first_dead = Vec::new();
+        let mut misconfigured = Vec::new();
         for (si, cfg) in self.shared.pipeline.steps.iter().enumerate() {
             let slot = lock(&self.shared.slots[si]);
+            let c = &self.shared.steps[si];
+            let (dead, seen) = (
+                c.dead_letters.load(Ordering::Relaxed),
+                c.records_in.load(Ordering::Relaxed),
+            );
             if let Some(r) = &slot.first_dead {
-                let n = self.shared.steps[si].dead_letters.load(Ordering::Relaxed);
-                first_dead.push((cfg.name.clone(), n, r.clone()));
+                first_dead.push((cfg.name.clone(), dead, r.clone()));
+            }
+            if let Some(e) = &slot.config_error
+                && seen > 0
+                && dead >= seen
+            {
+                misconfigured.push((cfg.name.clone(), e.clone()));
             }
         }
         Ok(Summary {
@@ -579,6 +603,7 @@ impl PipelineHandle {
             dead_letters: st.dead_letters.load(Ordering::Relaxed),
             late_dropped: st.late_dropped.load(Ordering::Relaxed),
             first_dead_letters: first_dead,
+            misconfigured,
         })
     }
 }

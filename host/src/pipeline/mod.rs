@@ -123,6 +123,10 @@ pub struct Summary {
     /// Per step that dead-lettered records: its name, how many, and the
     /// first reason.
     pub first_dead_letters: Vec<(String, u64, String)>,
+    /// Steps whose every record went to the dead letters and that met a
+    /// configuration error (an undeclared output or state store): the step
+    /// and what to fix.
+    pub misconfigured: Vec<(String, String)>,
 }
 
 /// The topic called `name`, created with `partitions` if it does not exist.

@@ -449,6 +449,9 @@ impl Task {
                 .fetch_add(out.dead.len() as u64, Ordering::Relaxed);
         }
         stats.late_dropped.fetch_add(out.late, Ordering::Relaxed);
+        for (step, reason) in &out.config {
+            shared.note_config_error(step, reason);
+        }
         for (k, v) in self.txn.take() {
             commit.put(k, v);
         }
