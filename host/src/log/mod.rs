@@ -110,6 +110,15 @@ impl Log {
         opts.create_if_missing(fresh);
         opts.set_max_open_files(256);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        // Tasks commit from several threads into one write-ahead log:
+        // pipelined writes let one batch's memtable insert overlap the next
+        // one's log write. Two 32 MiB memtables and background flushes and
+        // compactions in parallel keep writers from stalling while bounding
+        // the memory a data directory holds.
+        opts.set_enable_pipelined_write(true);
+        opts.set_write_buffer_size(32 << 20);
+        opts.set_max_write_buffer_number(3);
+        opts.set_max_background_jobs(4);
         let db = DB::open(&opts, dir.join("db")).map_err(|e| {
             let msg = e.to_string();
             if msg.contains("lock") {
@@ -420,6 +429,14 @@ impl Log {
             .context("cannot write to the log")?;
         heads.extend(next);
         Ok(offsets)
+    }
+
+    /// Writes what is in memory to table files (what a writer also does when
+    /// it closes).
+    pub fn flush(&self) -> anyhow::Result<()> {
+        self.db
+            .flush()
+            .with_context(|| format!("cannot flush {}", self.dir.display()))
     }
 
     /// The committed position of `group` in a source partition.
