@@ -816,3 +816,67 @@ fn error_from_a_str_or_a_string_rejects_the_record() {
         "#,
     );
 }
+
+/// Item 3: a step whose calls keep running past the deadline stops after
+/// `--max-timeouts` of them in a row instead of costing one deadline per
+/// record; in a pipeline nothing of the batch is committed, so a run with a
+/// fixed module (here: a longer deadline for the records that finish) would
+/// resume there.
+#[test]
+fn a_step_that_keeps_timing_out_stops_after_max_timeouts_in_a_row() {
+    let dir = tempdir();
+    let input = dir.path().join("in.jsonl");
+    let lines: String = ["ok", "loop", "loop", "loop", "loop", "loop", "ok"]
+        .iter()
+        .map(|v| format!("{}\n", json!({"key": "k", "value": v})))
+        .collect();
+    std::fs::write(&input, lines).unwrap();
+    let faulty = guest("faulty");
+    let started = Instant::now();
+    let r = run(weir()
+        .arg("test")
+        .arg(&faulty)
+        .arg("--input")
+        .arg(&input)
+        .args(["--deadline-ms", "100", "--max-timeouts", "3"]));
+    assert_eq!(r.status.code(), Some(1), "{}", r.stderr);
+    let message = format!(
+        "step test: {} ran past its deadline of 100 ms on 3 calls in a row, so the step stopped (in a pipeline nothing after the last commit is written, and the next run resumes there): fix the function, or raise --deadline-ms or --max-timeouts",
+        faulty.display()
+    );
+    assert_lines("weir test", &r.stderr, &format!("error: {message}"));
+    // The batch, then two of its records: not five deadlines and a retry each.
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // In a pipeline: the run stops with the error and commits nothing.
+    let d = Data::new();
+    let values: Vec<String> = ["ok", "loop", "loop", "loop", "loop", "loop", "ok"]
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
+    d.produce("in", 1, &values);
+    let file = d.pipeline(&faulty.display().to_string(), "");
+    let r = run(d.weir().arg("run").arg(&file).args([
+        "--until-caught-up",
+        "-q",
+        "--deadline-ms",
+        "100",
+        "--max-timeouts",
+        "3",
+    ]));
+    assert_eq!(r.status.code(), Some(1), "{}", r.stderr);
+    assert_lines(
+        "weir run",
+        &r.stderr,
+        &format!(
+            "error: task 0-0: {}",
+            message.replace("step test:", "step attack:")
+        ),
+    );
+    assert!(d.consume("out").is_empty(), "nothing was committed");
+    assert!(d.consume("dlq").is_empty(), "no dead letter was committed");
+}

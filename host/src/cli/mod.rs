@@ -77,6 +77,10 @@ pub struct RuntimeArgs {
     /// The most memory one guest instance may use, in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 256)]
     memory_mb: usize,
+    /// Stop a step after this many calls in a row ran past the deadline
+    /// (its records stay uncommitted, so a fixed module resumes there).
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    max_timeouts: u32,
 }
 
 impl RuntimeArgs {
@@ -91,6 +95,7 @@ impl RuntimeArgs {
             },
             memory_limit: self.memory_mb << 20,
             deadline: Duration::from_millis(self.deadline_ms),
+            max_timeouts: self.max_timeouts,
         }
     }
 }

@@ -187,6 +187,12 @@ impl Task {
                     n
                 }
                 Err(e) => {
+                    // A step that cannot run (it keeps timing out, or its
+                    // instance cannot be made) stops the task: nothing of the
+                    // batch was committed, so a fixed module resumes there.
+                    if e.chain().any(|c| c.is::<crate::runtime::StepError>()) {
+                        return Err(e);
+                    }
                     // A storage error (or a corrupt stored record) fails the
                     // batch: nothing of it was committed. Start again from
                     // what was; after a few tries, stop with the error.

@@ -59,6 +59,10 @@ pub struct RuntimeOptions {
     pub memory_limit: usize,
     /// The longest one call into a guest may run.
     pub deadline: Duration,
+    /// After this many calls in a row of one step ran past the deadline,
+    /// the step stops with [`StepError::TimedOut`] instead of costing one
+    /// deadline per record.
+    pub max_timeouts: u32,
 }
 
 impl Default for RuntimeOptions {
@@ -67,6 +71,7 @@ impl Default for RuntimeOptions {
             cache_dir: Cache::default_dir(),
             memory_limit: 256 << 20,
             deadline: Duration::from_secs(5),
+            max_timeouts: 10,
         }
     }
 }

@@ -31,6 +31,20 @@ pub enum StepError {
         /// Why.
         message: String,
     },
+    /// Calls ran past the deadline too many times in a row.
+    #[error(
+        "step {step}: {module} ran past its deadline of {deadline_ms} ms on {count} calls in a row, so the step stopped (in a pipeline nothing after the last commit is written, and the next run resumes there): fix the function, or raise --deadline-ms or --max-timeouts"
+    )]
+    TimedOut {
+        /// The module.
+        module: String,
+        /// The step.
+        step: String,
+        /// The calls in a row.
+        count: u32,
+        /// The deadline.
+        deadline_ms: u128,
+    },
     /// The step was asked for something its world does not do.
     #[error("{module}: is {}, which {what}", world.with_article())]
     WrongWorld {
@@ -56,6 +70,9 @@ pub struct Step {
     memory_limit: usize,
     deadline: Duration,
     live: Option<Live>,
+    /// Calls in a row that ran past the deadline, and the most allowed.
+    timeouts: u32,
+    max_timeouts: u32,
     instances: u64,
     last_instantiate: Duration,
     /// A native stand-in for the guest's bytes-to-bytes exports, for
@@ -87,6 +104,8 @@ impl Step {
             memory_limit: options.memory_limit,
             deadline: options.deadline,
             live: None,
+            timeouts: 0,
+            max_timeouts: options.max_timeouts.max(1),
             instances: 0,
             last_instantiate: Duration::ZERO,
             native: None,
@@ -244,10 +263,24 @@ impl Step {
         match result {
             Ok(r) => {
                 live.store.data().log_stderr(&stderr);
+                self.timeouts = 0;
                 Ok((Ok(r), state))
             }
             Err(e) => {
                 self.live = None;
+                if e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
+                    self.timeouts += 1;
+                    if self.timeouts >= self.max_timeouts {
+                        return Err(StepError::TimedOut {
+                            module: self.module.name().to_string(),
+                            step: self.tags.step.to_string(),
+                            count: self.timeouts,
+                            deadline_ms: deadline.as_millis(),
+                        });
+                    }
+                } else {
+                    self.timeouts = 0;
+                }
                 Ok((
                     Err(describe_trap(&e, &stderr, deadline, memory_limit)),
                     state,
