@@ -40,6 +40,10 @@ pub struct BenchArgs {
     /// The modules are taken from the directory of --module.
     #[arg(long)]
     pub pipelines: bool,
+    /// Instead: N event-time timers of a processor coming due at once, on
+    /// the embedded log: how long firing them takes.
+    #[arg(long, value_name = "N")]
+    pub timers: Option<usize>,
     /// (internal) Run one pipeline benchmark in this process: map | wordcount.
     #[arg(long, hide = true)]
     pub one: Option<String>,
@@ -401,6 +405,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     if args.pipelines {
         return pipelines(args);
     }
+    if let Some(n) = args.timers {
+        return timers(args, n);
+    }
     let n = args.records;
     let data = records(0, n);
     let batches: Vec<(usize, Vec<u8>)> = data
@@ -538,6 +545,107 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         "instantiate (InstancePre + init): median {:.1} µs, first {:.1} µs",
         inst[inst.len() / 2].as_secs_f64() * 1e6,
         step.last_instantiate_time().as_secs_f64() * 1e6
+    );
+    Ok(())
+}
+
+/// N event-time timers of one processor step, set in one batch and
+/// committed to the embedded log, then brought due at once by one record:
+/// the time the firing batch takes (each timer calls the function once).
+fn timers(args: &BenchArgs, n: usize) -> anyhow::Result<()> {
+    use weir::backend::{StateRead, Txn};
+    use weir::operators::{Collector, Ctx, Item, build};
+    use weir::record::Packed;
+    use weir::runtime::{Clock, NativeGuest, World};
+
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("timers.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "name = \"timers\"\ninput = \"in\"\n[[steps]]\nname = \"t\"\nkind = \"processor\"\nmodule = {:?}\nstores = [\"s\"]\n",
+            args.module.display().to_string()
+        ),
+    )?;
+    let cfg = weir::pipeline::config::load(&file)?.steps.remove(0);
+    let fired = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = fired.clone();
+    let guest = NativeGuest::new("timers", World::Processor, move |call, state| {
+        let empty = 0u32.to_le_bytes().to_vec();
+        match (call, state) {
+            (Call::Export("process", input), Some(state)) => {
+                let mut r = codec::Reader::new(input);
+                let count = r.u32("count").map_err(|e| e.to_string())?;
+                for _ in 0..count {
+                    let rec = r.record().map_err(|e| e.to_string())?;
+                    if rec.value.as_deref() == Some(b"set") {
+                        for i in 0..n {
+                            state.schedule(
+                                Clock::EventTime,
+                                1_000,
+                                (i as u64).to_be_bytes().to_vec(),
+                            );
+                        }
+                    }
+                }
+                Ok(empty)
+            }
+            (Call::Timer(_, _), _) => {
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Ok(empty)
+            }
+            _ => Err("unexpected call".to_string()),
+        }
+    });
+    let log = Log::open(&dir.path().join("data"))?;
+    let base: Arc<dyn StateRead> = log.clone();
+    let mut op = build(cfg, Box::new(guest));
+    let mut txn = Txn::default();
+    let mut stream_time = i64::MIN;
+    let mut batch =
+        |value: &str, ts: i64, txn: &mut Txn, stream_time: &mut i64| -> anyhow::Result<Duration> {
+            let rec = Record {
+                offset: 0,
+                timestamp: ts,
+                key: Some(b"k".to_vec()),
+                value: Some(value.as_bytes().to_vec()),
+                headers: Vec::new(),
+            };
+            let mut out = Collector::default();
+            let started = Instant::now();
+            let mut cx = Ctx {
+                pipeline: "timers",
+                partition: 0,
+                base: &base,
+                txn,
+                stream_time,
+                out: &mut out,
+                now_ms: 0,
+            };
+            op.run(
+                &mut cx,
+                vec![Item {
+                    seq: 1,
+                    rec: Packed::from_record(&rec),
+                }],
+                Vec::new(),
+            )?;
+            let mut c = Commit::default();
+            for (k, v) in txn.take() {
+                c.put(k, v);
+            }
+            log.commit(c)?;
+            Ok(started.elapsed())
+        };
+    let set = batch("set", 0, &mut txn, &mut stream_time)?;
+    let fire = batch("go", 2_000, &mut txn, &mut stream_time)?;
+    let count = fired.load(std::sync::atomic::Ordering::Relaxed);
+    anyhow::ensure!(count == n, "{count} of {n} timers fired");
+    println!(
+        "{n} event-time timers due at once on the embedded log: set and committed in {:.3} s; fired (one call each) and committed in {:.3} s ({:.0} timers/s)",
+        set.as_secs_f64(),
+        fire.as_secs_f64(),
+        n as f64 / fire.as_secs_f64()
     );
     Ok(())
 }
