@@ -110,6 +110,11 @@ impl Log {
         opts.create_if_missing(fresh);
         opts.set_max_open_files(256);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        // Fresh data is not compressed on its way out of memory: on a small
+        // machine, compressing every flush competes with the tasks for the
+        // CPU; what survives into the lower levels is.
+        use rocksdb::DBCompressionType::{Lz4, None as Plain};
+        opts.set_compression_per_level(&[Plain, Plain, Lz4, Lz4, Lz4, Lz4, Lz4]);
         // Tasks commit from several threads into one write-ahead log:
         // pipelined writes let one batch's memtable insert overlap the next
         // one's log write. Two 32 MiB memtables and background flushes and
