@@ -230,7 +230,8 @@ fn a_pipeline_with_a_sleeping_guest_runs_and_stops_on_ctrl_c_within_a_second() {
     assert_lines(
         "summary",
         &summary.stderr,
-        "hostile: 22 records in, 21 out, 1 dead letters, 0 late records dropped",
+        "hostile: 22 records in, 21 out, 1 dead letters, 0 late records dropped\n\
+         step attack: 1 record went to the dead-letter topic dlq; the first because: deadline exceeded: the call ran longer than 1000 ms",
     );
     assert!(took < Duration::from_secs(8), "took {took:?}");
     let dead = d.consume("dlq");
@@ -348,7 +349,7 @@ fn the_deadline_holds_in_wall_clock_time_on_a_busy_machine() {
 
 // 4. Host memory is bounded per call (state puts and log lines).
 
-const OVER_BUDGET: &str = "host memory limit per call exceeded: the call handed the host more than 128 MiB through state puts and log lines (2 times the guest's memory limit, which --memory-mb sets)";
+const OVER_BUDGET: &str = "host memory limit per call exceeded: the call handed the host more than 128 MiB through state puts, log lines and outputs (2 times the guest's memory limit, which --memory-mb or the step's `memory_mb` sets)";
 
 #[test]
 fn a_call_that_hands_the_host_too_much_state_is_a_dead_letter() {
@@ -879,4 +880,53 @@ fn a_step_that_keeps_timing_out_stops_after_max_timeouts_in_a_row() {
     );
     assert!(d.consume("out").is_empty(), "nothing was committed");
     assert!(d.consume("dlq").is_empty(), "no dead letter was committed");
+}
+
+/// Item 4, configured in the pipeline file: a step's `memory_mb` sets its
+/// instances' memory and so what one call may hand the host; more than the
+/// run allows is refused, naming the line.
+#[test]
+fn a_steps_memory_mb_in_the_pipeline_file_sets_its_call_budget() {
+    let d = Data::new();
+    d.produce("in", 1, &["a".into(), "hoard".into(), "b".into()]);
+    let file = d.dir.path().join("hoard.toml");
+    let pipeline = |mb: u32| {
+        std::fs::write(
+            &file,
+            format!(
+                "name = \"hoard\"\ninput = \"in\"\noutput = \"out\"\ndead_letter = \"dlq\"\n\n\
+                 [[steps]]\nname = \"hoard\"\nkind = \"processor\"\nmodule = \"hoarder.wasm\"\n\
+                 stores = [\"hoard\"]\nconfig = {{ value_mb = \"20\" }}\nmemory_mb = {mb}\n"
+            ),
+        )
+        .unwrap();
+    };
+    pipeline(512);
+    let r = run(d
+        .weir()
+        .arg("run")
+        .arg(&file)
+        .args(["--until-caught-up", "--quiet"]));
+    assert_eq!(r.status.code(), Some(1));
+    assert_lines(
+        "too much",
+        &r.stderr,
+        &format!(
+            "error: {}:8: step hoard: `memory_mb` = 512 is more than the run allows (256 MiB): lower it, or run with --memory-mb 512",
+            file.display()
+        ),
+    );
+    pipeline(64);
+    let r = run(d
+        .weir()
+        .arg("run")
+        .arg(&file)
+        .args(["--until-caught-up", "--quiet"]));
+    assert!(r.status.success(), "{}", r.stderr);
+    assert_eq!(values(&d.consume("out")), ["a", "b"]);
+    let dead = d.consume("dlq");
+    assert_eq!(
+        dead[0]["headers"],
+        json!({"weir.error": OVER_BUDGET, "weir.error.kind": "trapped", "weir.step": "hoard"})
+    );
 }

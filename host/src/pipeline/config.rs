@@ -152,6 +152,7 @@ struct StepToml {
     key_preserving: bool,
     #[serde(default)]
     as_table: bool,
+    memory_mb: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -229,6 +230,9 @@ pub struct Step {
     /// join): both sides keep their newest value per key, and an update on
     /// either side emits the key's new join result.
     pub as_table: bool,
+    /// The most memory the step's instances may have, in MiB (`None`: the
+    /// run's `--memory-mb`); it also sets what one call may hand the host.
+    pub memory_mb: Option<usize>,
 }
 
 /// A validated pipeline.
@@ -477,6 +481,19 @@ pub fn parse(path: &Path, text: &str) -> Result<Pipeline, ConfigError> {
             stores: s.stores.iter().map(|x| x.get_ref().clone()).collect(),
             key_preserving: s.key_preserving,
             as_table: s.as_table,
+            memory_mb: match &s.memory_mb {
+                Some(m) if *m.get_ref() == 0 || *m.get_ref() > 65_536 => {
+                    return cx.err(
+                        m.span(),
+                        format!(
+                            "step {name}: `memory_mb` = {}: give between 1 and 65536 (MiB)",
+                            m.get_ref()
+                        ),
+                    );
+                }
+                Some(m) => Some(*m.get_ref() as usize),
+                None => None,
+            },
         };
         if let Some(w) = &s.window {
             let span = w.span();

@@ -129,7 +129,11 @@ impl Shared {
             (slot.module.clone(), slot.generation)
         };
         let cfg = &self.pipeline.steps[si];
-        let mut step = Step::new(module, &cfg.name, cfg.config.clone(), &self.runtime_options);
+        let mut options = self.runtime_options.clone();
+        if let Some(mb) = cfg.memory_mb {
+            options.memory_limit = mb << 20;
+        }
+        let mut step = Step::new(module, &cfg.name, cfg.config.clone(), &options);
         let file = cfg
             .module
             .file_name()
@@ -240,6 +244,17 @@ pub fn start(
 ) -> anyhow::Result<PipelineHandle> {
     let mut slots = Vec::new();
     for (i, s) in pipeline.steps.iter().enumerate() {
+        let most = runtime.options().memory_limit >> 20;
+        if let Some(mb) = s.memory_mb
+            && mb > most
+        {
+            bail!(
+                "{}:{}: step {}: `memory_mb` = {mb} is more than the run allows ({most} MiB): lower it, or run with --memory-mb {mb}",
+                pipeline.file.display(),
+                s.line,
+                s.name
+            );
+        }
         let m = runtime
             .load_file(&s.module)
             .with_context(|| format!("step {} of {}", s.name, pipeline.file.display()))?;
@@ -532,12 +547,11 @@ impl PipelineHandle {
             .with_context(|| format!("pipeline {} has no step {step}", s.pipeline.name))?;
         check_world(&s.pipeline, si, &module)?;
         let cfg = &s.pipeline.steps[si];
-        let mut trial = Step::new(
-            module.clone(),
-            &cfg.name,
-            cfg.config.clone(),
-            &s.runtime_options,
-        );
+        let mut options = s.runtime_options.clone();
+        if let Some(mb) = cfg.memory_mb {
+            options.memory_limit = mb << 20;
+        }
+        let mut trial = Step::new(module.clone(), &cfg.name, cfg.config.clone(), &options);
         trial.start().with_context(|| {
             format!("the new module for step {step} did not start; the old one keeps running")
         })?;

@@ -64,10 +64,10 @@ pub const CALL_BYTES_PER_MEMORY_LIMIT: usize = 2;
 /// A call handed the host more bytes than its budget; the call traps with it.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "host memory limit per call exceeded: the call handed the host more than {limit_mib} MiB through state puts and log lines ({CALL_BYTES_PER_MEMORY_LIMIT} times the guest's memory limit, which --memory-mb sets)"
+    "host memory limit per call exceeded: the call handed the host more than {limit_mib} MiB through state puts, log lines and outputs ({CALL_BYTES_PER_MEMORY_LIMIT} times the guest's memory limit, which --memory-mb or the step's `memory_mb` sets)"
 )]
 pub(crate) struct CallBytesExceeded {
-    limit_mib: usize,
+    pub(crate) limit_mib: usize,
 }
 
 /// The longest log line kept, in bytes; a longer one is cut with a marker.
@@ -167,6 +167,11 @@ impl HostState {
             call_bytes: 0,
             call_bytes_limit: memory_limit.saturating_mul(CALL_BYTES_PER_MEMORY_LIMIT),
         }
+    }
+
+    /// What the current call handed the host so far, and its budget.
+    pub(crate) fn call_bytes(&self) -> (usize, usize) {
+        (self.call_bytes, self.call_bytes_limit)
     }
 
     /// Counts `bytes` more handed to the host by the current call; an error

@@ -70,6 +70,9 @@ pub struct Step {
     memory_limit: usize,
     deadline: Duration,
     live: Option<Live>,
+    /// What the last call handed the host through state and logs, and the
+    /// most one call may hand it (state, logs and outputs together).
+    last_call_bytes: (usize, usize),
     /// Calls in a row that ran past the deadline, and the most allowed.
     timeouts: u32,
     max_timeouts: u32,
@@ -104,6 +107,7 @@ impl Step {
             memory_limit: options.memory_limit,
             deadline: options.deadline,
             live: None,
+            last_call_bytes: (0, 0),
             timeouts: 0,
             max_timeouts: options.max_timeouts.max(1),
             instances: 0,
@@ -259,11 +263,13 @@ impl Step {
             .typed::<P, R>(&live.store)
             .and_then(|typed| typed.call(&mut live.store, params));
         let state = live.store.data_mut().state.take();
+        let spent = live.store.data().call_bytes();
         let stderr = live.store.data_mut().drain_output();
         match result {
             Ok(r) => {
                 live.store.data().log_stderr(&stderr);
                 self.timeouts = 0;
+                self.last_call_bytes = spent;
                 Ok((Ok(r), state))
             }
             Err(e) => {
@@ -317,23 +323,35 @@ impl Guest for Step {
         if let (Some(f), Call::Export(export, input)) = (self.native.as_mut(), &call) {
             return Ok((Ok(f(export, input)), state));
         }
-        match call {
+        let (r, s) = match call {
             Call::Export(export, input) => {
                 let (r, s) =
                     self.call_typed::<BytesParams, BytesResults>(export, (input,), state)?;
-                Ok((r.map(|(out,)| out), s))
+                (r.map(|(out,)| out), s)
             }
             Call::Timer(time, tag) => {
                 let (r, s) =
                     self.call_typed::<TimerParams, BytesResults>("on-timer", (time, tag), state)?;
-                Ok((r.map(|(out,)| out), s))
+                (r.map(|(out,)| out), s)
             }
             Call::Merge(a, b) => {
                 let (r, s) =
                     self.call_typed::<MergeParams, MergeResults>("merge", (a, b), state)?;
-                Ok((r.and_then(|(r,)| r), s))
+                (r.and_then(|(r,)| r), s)
             }
+        };
+        // What the call returned counts toward what it may hand the host.
+        let (spent, limit) = self.last_call_bytes;
+        if let Ok(out) = &r
+            && limit > 0
+            && spent.saturating_add(out.len()) > limit
+        {
+            let e = super::host::CallBytesExceeded {
+                limit_mib: limit >> 20,
+            };
+            return Ok((Err(e.to_string()), s));
         }
+        Ok((r, s))
     }
 }
 
