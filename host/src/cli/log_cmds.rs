@@ -546,6 +546,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         progress: !args.quiet,
         batch: args.batch.max(1),
         native: None,
+        now_ms: None,
     };
     let summary = pipeline::run(log, &pipeline, &runtime, &options, stop)?;
     eprintln!(

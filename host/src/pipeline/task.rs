@@ -57,6 +57,14 @@ fn now_ms() -> i64 {
 }
 
 impl Task {
+    /// The wall clock: the simulated one when the run has it.
+    fn now_ms(&self) -> i64 {
+        match &self.shared.options.now_ms {
+            Some(c) => c.load(Ordering::SeqCst),
+            None => now_ms(),
+        }
+    }
+
     pub(crate) fn new(
         shared: Arc<Shared>,
         seg_index: usize,
@@ -210,6 +218,9 @@ impl Task {
                 continue;
             }
             if self.shared.options.until_caught_up && self.caught_up()? {
+                if self.ticks && self.shared.options.now_ms.is_some() {
+                    self.tick()?;
+                }
                 return Ok(());
             }
             if self.ticks {
@@ -340,7 +351,7 @@ impl Task {
         entering: &mut HashMap<(usize, bool), Vec<Item>>,
         out: &mut Collector,
     ) -> anyhow::Result<Vec<Item>> {
-        let now = now_ms();
+        let now = self.now_ms();
         for i in first..self.operators.len() {
             let side = entering.remove(&(i, true)).unwrap_or_default();
             let counters = &self.shared.steps[self.step_ids[i]];
@@ -378,7 +389,7 @@ impl Task {
             if !self.operators[i].ticks() {
                 continue;
             }
-            let now = now_ms();
+            let now = self.now_ms();
             let mut cx = Ctx {
                 pipeline: &self.shared.pipeline.name,
                 partition: self.partition,
