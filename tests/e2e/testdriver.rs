@@ -345,3 +345,98 @@ fn a_pipeline_test_writes_nothing_to_disk() {
         ["lines.jsonl", "ro"]
     );
 }
+
+/// `weir test` on the sample word count input, with extra arguments.
+fn sample_run(extra: &[&str]) -> crate::util::Run {
+    let dir = pipeline("");
+    run(test_cmd()
+        .current_dir(&dir)
+        .args([
+            "test",
+            "wordcount.toml",
+            "--input",
+            "lines=wordcount.input.jsonl",
+        ])
+        .args(extra))
+}
+
+#[test]
+fn expect_passes_on_the_sample_expected_file() {
+    let r = sample_run(&["--expect", "wordcount.expected.jsonl"]);
+    assert_eq!(r.status.code(), Some(0), "{}", r.stderr);
+    assert_lines(
+        "stdout",
+        &r.stdout,
+        "wordcount.expected.jsonl: 5 records, as expected",
+    );
+    let r = sample_run(&["--expect", "wordcount.expected.jsonl", "--ignore-order"]);
+    assert_eq!(r.status.code(), Some(0), "{}", r.stderr);
+}
+
+#[test]
+fn expect_fails_with_missing_unexpected_and_changed_records() {
+    let dir = tempdir();
+    let wrong = dir.path().join("wrong.jsonl");
+    write_lines(
+        &wrong,
+        &[
+            r#"{"topic": "counts", "key": "river", "value": 3}"#.into(),
+            r#"{"topic": "counts", "key": "log", "value": 2}"#.into(),
+            r#"{"topic": "counts", "key": "and", "value": 1, "timestamp": 1000}"#.into(),
+            r#"{"topic": "counts", "key": "of", "value": 1, "headers": {"h": "v"}}"#.into(),
+            r#"{"topic": "counts", "key": "the", "value": 2}"#.into(),
+        ],
+    );
+    let w = wrong.display().to_string();
+    let r = sample_run(&["--expect", &w]);
+    assert_eq!(r.status.code(), Some(1), "{}", r.stderr);
+    assert_eq!(
+        r.stdout,
+        format!(
+            r#"{w}:1: changed: {{"topic": "counts", "key": "river", "value": 3}}
+    value: expected 3, got 2
+{w}:3: out of order: {{"topic": "counts", "key": "and", "value": 1, "timestamp": 1000}}
+{w}:4: changed: {{"topic": "counts", "key": "of", "value": 1, "headers": {{"h": "v"}}}}
+    headers: expected {{"h":"v"}}, got {{}}
+{w}:5: missing: {{"topic": "counts", "key": "the", "value": 2}}
+unexpected: {{"topic":"counts","partition":0,"offset":3,"key":"a","value":1,"timestamp":2000}}
+{w}: 1 missing, 1 unexpected, 2 changed, 1 out of order (5 expected, 5 output)
+"#
+        )
+    );
+    // As multisets, the order no longer matters.
+    let r = sample_run(&["--expect", &w, "--ignore-order"]);
+    assert_eq!(r.status.code(), Some(1), "{}", r.stderr);
+    assert_eq!(
+        r.stdout,
+        format!(
+            r#"{w}:1: changed: {{"topic": "counts", "key": "river", "value": 3}}
+    value: expected 3, got 2
+{w}:4: changed: {{"topic": "counts", "key": "of", "value": 1, "headers": {{"h": "v"}}}}
+    headers: expected {{"h":"v"}}, got {{}}
+{w}:5: missing: {{"topic": "counts", "key": "the", "value": 2}}
+unexpected: {{"topic":"counts","partition":0,"offset":3,"key":"a","value":1,"timestamp":2000}}
+{w}: 1 missing, 1 unexpected, 2 changed, 0 out of order (5 expected, 5 output)
+"#
+        )
+    );
+}
+
+#[test]
+fn a_mistake_in_the_expected_file_names_its_line() {
+    let dir = tempdir();
+    let bad = dir.path().join("bad.jsonl");
+    write_lines(
+        &bad,
+        &["".into(), r#"{"topic": "counts", "vaule": 1}"#.into()],
+    );
+    let r = sample_run(&["--expect", &bad.display().to_string()]);
+    assert_eq!(r.status.code(), Some(1));
+    assert_eq!(
+        r.stderr.trim(),
+        format!(
+            "error: {}:2: unknown field `vaule`; an expected record has some of the fields topic, partition, offset, key, key_b64, value, value_b64, headers, timestamp",
+            bad.display()
+        )
+    );
+}

@@ -16,6 +16,7 @@ use weir::runtime::{GuestState, Runtime, RuntimeOptions, Step, StepError, World}
 
 mod bench;
 mod demo;
+mod expect;
 mod log_cmds;
 mod new;
 mod testdriver;
@@ -113,6 +114,14 @@ struct TestArgs {
     /// (e.g. 10s, 500ms, 2m) once the input is consumed; timers then fire.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
     advance_wall: Option<i64>,
+    /// Pipeline tests: compare the outputs with these records (JSON lines
+    /// with some of topic, key, value, headers, timestamp); exit 1 with the
+    /// differences when they differ.
+    #[arg(long, value_name = "FILE.jsonl")]
+    expect: Option<PathBuf>,
+    /// With --expect: compare as multisets, in any order.
+    #[arg(long, requires = "expect")]
+    ignore_order: bool,
     /// A setting passed to the function's init, as KEY=VALUE (repeatable).
     #[arg(long = "config", short = 'c', value_name = "KEY=VALUE", value_parser = parse_kv)]
     config: Vec<(String, String)>,
@@ -210,6 +219,8 @@ fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
             advance_wall_ms: args.advance_wall.unwrap_or(0),
             batch: args.batch as usize,
             runtime: &args.runtime,
+            expect: args.expect.as_deref(),
+            ignore_order: args.ignore_order,
         });
     }
     let [input] = args.input.as_slice() else {

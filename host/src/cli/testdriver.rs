@@ -33,6 +33,9 @@ pub struct PipelineTest<'a> {
     pub advance_wall_ms: i64,
     pub batch: usize,
     pub runtime: &'a RuntimeArgs,
+    /// Compare the outputs with this file instead of printing them.
+    pub expect: Option<&'a Path>,
+    pub ignore_order: bool,
 }
 
 /// The records of one input file, cut where an `advance_wall_ms` line stands.
@@ -83,6 +86,8 @@ fn read_input(topic: &str, file: &Path) -> anyhow::Result<Input> {
 /// Runs the test; prints the outputs.
 pub fn run(t: PipelineTest<'_>) -> anyhow::Result<ExitCode> {
     let pipe = pipeline::config::load(t.pipeline)?;
+    // Read first: a mistake in it is reported before the run.
+    let expected = t.expect.map(super::expect::read).transpose()?;
     let mut inputs = Vec::new();
     for spec in t.inputs {
         let Some((topic, file)) = spec
@@ -172,13 +177,33 @@ pub fn run(t: PipelineTest<'_>) -> anyhow::Result<ExitCode> {
         outputs.extend(s.outputs.values().cloned());
     }
     outputs.insert(pipeline::dead_letter_topic(&pipe));
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut actual = Vec::new();
     for topic in &outputs {
         for p in 0..parts {
             for r in mem.records(topic, p) {
-                writeln!(out, "{}", Value::Object(output_json(topic, p, &r)))?;
+                actual.push(output_json(topic, p, &r));
             }
         }
+    }
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if let (Some(expected), Some(file)) = (expected, t.expect) {
+        let diff = super::expect::compare(file, &expected, &actual, t.ignore_order);
+        if diff.is_empty() {
+            writeln!(
+                out,
+                "{}: {} records, as expected",
+                file.display(),
+                expected.len()
+            )?;
+            out.flush()?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        write!(out, "{diff}")?;
+        out.flush()?;
+        return Ok(ExitCode::FAILURE);
+    }
+    for obj in actual {
+        writeln!(out, "{}", Value::Object(obj))?;
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
