@@ -155,8 +155,28 @@ fn word_count_in_memory_gives_what_the_embedded_log_gives() {
     let inputs: &[(&str, &[String])] = &[("lines", &lines)];
     let want = embedded_run(&file, 1, inputs, &["counts", "wordcount-dlq"], "50");
     let got = memory_run(&file, 1, inputs, "50");
-    assert!(want.len() > 8, "{want:?}");
-    assert_eq!(got, want);
+    // Which updates of a count come out depends on how the repartitioned
+    // words were cut into batches, which on the log follows the threads'
+    // timing: compare each word's last count, and the dead letters.
+    let last = |recs: &[Value]| -> (BTreeMap<String, Value>, Vec<Value>) {
+        let mut counts = BTreeMap::new();
+        let mut dead = Vec::new();
+        for r in recs {
+            match r["topic"].as_str() {
+                Some("counts") => {
+                    counts.insert(r["key"].as_str().unwrap().to_string(), r["value"].clone());
+                }
+                _ => dead.push(r.clone()),
+            }
+        }
+        (counts, dead)
+    };
+    let (want_counts, want_dead) = last(&want);
+    assert_eq!(want_counts.len(), 7, "{want_counts:?}");
+    assert_eq!(want_dead.len(), 1, "{want_dead:?}");
+    assert_eq!(last(&got), (want_counts, want_dead));
+    // In memory, the same run gives the same records every time.
+    assert_eq!(memory_run(&file, 1, inputs, "50"), got);
 }
 
 #[test]
@@ -439,4 +459,98 @@ fn a_mistake_in_the_expected_file_names_its_line() {
             bad.display()
         )
     );
+}
+
+#[test]
+fn state_prints_every_steps_final_state_as_weir_state_does() {
+    let r = sample_run(&["--state"]);
+    assert!(r.status.success(), "{}", r.stderr);
+    assert_lines(
+        "outputs, then the state",
+        &r.stdout,
+        r#"
+        {"topic":"counts","partition":0,"offset":0,"key":"river","value":2,"timestamp":2000}
+        {"topic":"counts","partition":0,"offset":1,"key":"and","value":1,"timestamp":1000}
+        {"topic":"counts","partition":0,"offset":2,"key":"log","value":2,"timestamp":2000}
+        {"topic":"counts","partition":0,"offset":3,"key":"a","value":1,"timestamp":2000}
+        {"topic":"counts","partition":0,"offset":4,"key":"of","value":1,"timestamp":2000}
+        # state of step count
+        {"key":"a","value":1}
+        {"key":"of","value":1}
+        {"key":"and","value":1}
+        {"key":"log","value":2}
+        {"key":"river","value":2}
+        "#,
+    );
+    let r = sample_run(&["--state", "--json", "--expect", "wordcount.expected.jsonl"]);
+    assert!(r.status.success(), "{}", r.stderr);
+    assert_lines(
+        "as JSON",
+        &r.stdout,
+        r#"
+        {"expect":"wordcount.expected.jsonl","equal":true,"missing":0,"unexpected":0,"changed":0,"out_of_order":0,"expected":5,"output":5}
+        {"step":"count","key":"a","value":1}
+        {"step":"count","key":"of","value":1}
+        {"step":"count","key":"and","value":1}
+        {"step":"count","key":"log","value":2}
+        {"step":"count","key":"river","value":2}
+        "#,
+    );
+    // A processor's stores and a windowed aggregate: what `weir state scan`
+    // says after `weir run` on the embedded log.
+    let events = events(&[("a", 1000), ("a", 2000), ("b", 3000)]);
+    let trades: Vec<String> = [
+        ("ACME", 1.5, 1000),
+        ("GLOB", 2.0, 1500),
+        ("ACME", 3.0, 2500),
+    ]
+    .iter()
+    .map(|(k, a, ts)| json!({"key": k, "value": {"ask": a}, "timestamp": ts}).to_string())
+    .collect();
+    for (file, topic, step, lines) in [
+        ("bursts.toml", "events", "burst", &events),
+        ("stock-stats.toml", "trades", "stats", &trades),
+    ] {
+        let dir = tempdir();
+        let data = dir.path().join("data");
+        let input = dir.path().join("in.jsonl");
+        write_lines(&input, lines);
+        let cmd = || {
+            let mut c = weir();
+            c.env("WEIR_DATA", &data);
+            c.env("WEIR_MODULE_PATH", modules());
+            c
+        };
+        assert!(run(cmd().args(["topic", "create", topic])).status.success());
+        assert!(
+            run(cmd().args(["produce", topic, "--input"]).arg(&input))
+                .status
+                .success()
+        );
+        assert!(
+            run(cmd()
+                .arg("run")
+                .arg(pipeline(file))
+                .args(["--until-caught-up", "--quiet"]))
+            .status
+            .success()
+        );
+        let name = file.trim_end_matches(".toml");
+        let scan = run(cmd().args(["state", "scan", name, step]));
+        assert!(scan.stdout.lines().count() >= 2, "{}", scan.stdout);
+        let r = run(test_cmd()
+            .arg("test")
+            .arg(pipeline(file))
+            .arg("--input")
+            .arg(format!("{topic}={}", input.display()))
+            .arg("--state"));
+        assert!(r.status.success(), "{}", r.stderr);
+        let state: Vec<&str> = r
+            .stdout
+            .lines()
+            .skip_while(|l| !l.starts_with("# state of step"))
+            .collect();
+        assert_eq!(state[0], format!("# state of step {step}"));
+        assert_eq!(state[1..].join("\n"), scan.stdout.trim_end());
+    }
 }

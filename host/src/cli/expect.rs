@@ -147,13 +147,16 @@ fn differences<'a>(
         .collect()
 }
 
-/// Compares; returns the diff text, empty when the outputs are as expected.
+/// Compares; returns the report and whether the outputs are as expected.
+/// The report is text (empty when equal), or with `json` one JSON object a
+/// line: each difference, then a summary.
 pub fn compare(
     file: &Path,
     expected: &[Expected],
     actual: &[Map<String, Value>],
     ignore_order: bool,
-) -> String {
+    json: bool,
+) -> (String, bool) {
     let mut used = vec![false; actual.len()];
     let mut unmatched = Vec::new();
     let mut cursor = 0usize;
@@ -177,6 +180,11 @@ pub fn compare(
             .find(|(n, _)| *n == name)
             .is_none_or(|(_, v)| actual_field(a, name) == *v)
     };
+    let parsed = |e: &Expected| serde_json::from_str::<Value>(&e.text).unwrap_or(Value::Null);
+    let line = |text: &mut String, v: Value| {
+        *text += &v.to_string();
+        text.push('\n');
+    };
     for ei in unmatched {
         let e = &expected[ei];
         // A changed record: an unused output of the same topic and key.
@@ -186,30 +194,70 @@ pub fn compare(
             Some(i) => {
                 used[i] = true;
                 let diffs = differences(e, &actual[i]);
-                if diffs.is_empty() {
+                let what = if diffs.is_empty() {
                     moved += 1;
-                    text += &format!("{}:{}: out of order: {}\n", file.display(), e.line, e.text);
+                    "out of order"
                 } else {
                     changed += 1;
-                    text += &format!("{}:{}: changed: {}\n", file.display(), e.line, e.text);
+                    "changed"
+                };
+                if json {
+                    let fields: Map<String, Value> = diffs
+                        .iter()
+                        .map(|(n, want, got)| {
+                            (
+                                n.to_string(),
+                                serde_json::json!({"expected": want, "got": got}),
+                            )
+                        })
+                        .collect();
+                    line(
+                        &mut text,
+                        serde_json::json!({"diff": what, "line": e.line, "expected": parsed(e),
+                            "got": actual[i], "fields": fields}),
+                    );
+                } else {
+                    text += &format!("{}:{}: {what}: {}\n", file.display(), e.line, e.text);
                     for (n, want, got) in diffs {
-                        text += &format!("    {n}: expected {}, got {}\n", want, got);
+                        text += &format!("    {n}: expected {want}, got {got}\n");
                     }
                 }
             }
             None => {
                 missing += 1;
-                text += &format!("{}:{}: missing: {}\n", file.display(), e.line, e.text)
+                if json {
+                    line(
+                        &mut text,
+                        serde_json::json!({"diff": "missing", "line": e.line, "expected": parsed(e)}),
+                    );
+                } else {
+                    text += &format!("{}:{}: missing: {}\n", file.display(), e.line, e.text);
+                }
             }
         }
     }
     for (i, a) in actual.iter().enumerate() {
         if !used[i] {
             unexpected += 1;
-            text += &format!("unexpected: {}\n", Value::Object(a.clone()));
+            if json {
+                line(
+                    &mut text,
+                    serde_json::json!({"diff": "unexpected", "got": a}),
+                );
+            } else {
+                text += &format!("unexpected: {}\n", Value::Object(a.clone()));
+            }
         }
     }
-    if !text.is_empty() {
+    let equal = missing + unexpected + changed + moved == 0;
+    if json {
+        line(
+            &mut text,
+            serde_json::json!({"expect": file.display().to_string(), "equal": equal,
+                "missing": missing, "unexpected": unexpected, "changed": changed,
+                "out_of_order": moved, "expected": expected.len(), "output": actual.len()}),
+        );
+    } else if !equal {
         text += &format!(
             "{}: {missing} missing, {unexpected} unexpected, {changed} changed, {moved} out of order ({} expected, {} output)\n",
             file.display(),
@@ -217,5 +265,5 @@ pub fn compare(
             actual.len()
         );
     }
-    text
+    (text, equal)
 }

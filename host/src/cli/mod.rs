@@ -122,6 +122,14 @@ struct TestArgs {
     /// With --expect: compare as multisets, in any order.
     #[arg(long, requires = "expect")]
     ignore_order: bool,
+    /// Pipeline tests: print the final state of every step after the run
+    /// (key, window, value; a processor's stores by name).
+    #[arg(long)]
+    state: bool,
+    /// Pipeline tests: every part of the output as JSON lines (state
+    /// entries with their "step", differences and a summary object).
+    #[arg(long)]
+    json: bool,
     /// A setting passed to the function's init, as KEY=VALUE (repeatable).
     #[arg(long = "config", short = 'c', value_name = "KEY=VALUE", value_parser = parse_kv)]
     config: Vec<(String, String)>,
@@ -221,6 +229,8 @@ fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
             runtime: &args.runtime,
             expect: args.expect.as_deref(),
             ignore_order: args.ignore_order,
+            state: args.state,
+            json: args.json,
         });
     }
     let [input] = args.input.as_slice() else {

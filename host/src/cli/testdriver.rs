@@ -18,7 +18,7 @@ use weir::backend::memory::MemoryBackend;
 use weir::backend::{Backend, TopicConfig};
 use weir::jsonl;
 use weir::log::partitioner::partition_for_key;
-use weir::pipeline::{self, RunOptions};
+use weir::pipeline::{self, RunOptions, keys};
 use weir::record::Record;
 use weir::runtime::Runtime;
 
@@ -36,6 +36,10 @@ pub struct PipelineTest<'a> {
     /// Compare the outputs with this file instead of printing them.
     pub expect: Option<&'a Path>,
     pub ignore_order: bool,
+    /// Print the final state of every step after the outputs.
+    pub state: bool,
+    /// Everything as JSON lines.
+    pub json: bool,
 }
 
 /// The records of one input file, cut where an `advance_wall_ms` line stands.
@@ -186,27 +190,84 @@ pub fn run(t: PipelineTest<'_>) -> anyhow::Result<ExitCode> {
         }
     }
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut code = ExitCode::SUCCESS;
     if let (Some(expected), Some(file)) = (expected, t.expect) {
-        let diff = super::expect::compare(file, &expected, &actual, t.ignore_order);
-        if diff.is_empty() {
+        let (report, equal) =
+            super::expect::compare(file, &expected, &actual, t.ignore_order, t.json);
+        if equal && !t.json {
             writeln!(
                 out,
                 "{}: {} records, as expected",
                 file.display(),
                 expected.len()
             )?;
-            out.flush()?;
-            return Ok(ExitCode::SUCCESS);
         }
-        write!(out, "{diff}")?;
-        out.flush()?;
-        return Ok(ExitCode::FAILURE);
+        write!(out, "{report}")?;
+        if !equal {
+            code = ExitCode::FAILURE;
+        }
+    } else {
+        for obj in actual {
+            writeln!(out, "{}", Value::Object(obj))?;
+        }
     }
-    for obj in actual {
-        writeln!(out, "{}", Value::Object(obj))?;
+    if t.state {
+        print_state(&mut out, &pipe, &mem, t.json)?;
     }
     out.flush()?;
-    Ok(ExitCode::SUCCESS)
+    Ok(code)
+}
+
+/// The final state of every step, as `weir state scan` prints it: under a
+/// `# state of step S` line, or with `--json` each entry with its `"step"`.
+fn print_state(
+    out: &mut dyn Write,
+    pipe: &pipeline::Pipeline,
+    mem: &MemoryBackend,
+    json: bool,
+) -> anyhow::Result<()> {
+    let state = mem.state();
+    for step in &pipe.steps {
+        let mut lines = Vec::new();
+        for (tag, aggregate) in [(b'a', true), (b's', false)] {
+            let mut prefix = keys::pipeline(&pipe.name);
+            prefix.push(tag);
+            prefix.extend_from_slice(step.name.as_bytes());
+            prefix.push(0);
+            for (k, v) in state.range(prefix.clone()..) {
+                if !k.starts_with(&prefix) {
+                    break;
+                }
+                let entry = if aggregate {
+                    super::log_cmds::aggregate_entry(prefix.len(), k, v).map(|(_, _, o)| o)
+                } else {
+                    super::log_cmds::store_entry(prefix.len(), k, v).map(|(_, o)| o)
+                };
+                let Some(obj) = entry else {
+                    bail!("a state entry of step {} is corrupt", step.name);
+                };
+                lines.push(obj);
+            }
+        }
+        if lines.is_empty() {
+            continue;
+        }
+        if !json {
+            writeln!(out, "# state of step {}", step.name)?;
+        }
+        for obj in lines {
+            let v = if json {
+                let mut o = Map::new();
+                o.insert("step".into(), step.name.clone().into());
+                o.extend(obj);
+                Value::Object(o)
+            } else {
+                Value::Object(obj)
+            };
+            writeln!(out, "{v}")?;
+        }
+    }
+    Ok(())
 }
 
 /// One output record: topic, partition, offset, then the record.

@@ -189,6 +189,14 @@ impl Task {
                 return Ok(());
             }
             self.apply_swaps();
+            // A simulated clock (`weir test`): a segment reads once the
+            // segments before it are done, so its batches are the same
+            // from run to run.
+            if self.shared.options.now_ms.is_some() && !self.upstream_finished() {
+                std::thread::sleep(idle);
+                idle = (idle * 2).min(Duration::from_millis(5));
+                continue;
+            }
             let n = match self.step_batch() {
                 Ok(n) => {
                     failures = 0;
