@@ -554,3 +554,53 @@ fn state_prints_every_steps_final_state_as_weir_state_does() {
         assert_eq!(state[1..].join("\n"), scan.stdout.trim_end());
     }
 }
+
+#[test]
+fn an_aggregator_module_folds_each_keys_records_and_prints_its_value_at_the_end() {
+    let dir = tempdir();
+    let input = dir.path().join("trades.jsonl");
+    write_lines(
+        &input,
+        &[
+            r#"{"key": "ACME", "value": {"ask": 1.5}, "timestamp": 1000}"#.into(),
+            r#"{"key": "GLOB", "value": {"ask": 2}, "timestamp": 900000}"#.into(),
+            r#"{"key": "ACME", "value": {"ask": 3.5}, "timestamp": 5000000}"#.into(),
+            r#"{"key": "ACME", "value": "oops", "timestamp": 2000}"#.into(),
+        ],
+    );
+    let r = run(weir()
+        .arg("test")
+        .arg(guest("stock-stats"))
+        .arg("--input")
+        .arg(&input));
+    assert!(r.status.success(), "{}", r.stderr);
+    // One group per key, however far apart the timestamps.
+    assert_lines(
+        "per key",
+        &r.stdout,
+        r#"
+        {"key":"ACME","value":{"avg_ask":2.5,"count":2,"min_ask":1.5}}
+        {"key":"GLOB","value":{"avg_ask":2.0,"count":1,"min_ask":2.0}}
+        "#,
+    );
+    assert_lines(
+        "dead letters",
+        &r.stderr,
+        r#"{"key":"ACME","value":"oops","headers":{"weir.error":"not a trade: expected a JSON object with a numeric \"ask\"","weir.error.kind":"rejected","weir.step":"aggregate"},"timestamp":2000}"#,
+    );
+    let r = run(weir()
+        .arg("test")
+        .arg(guest("count"))
+        .arg("--input")
+        .arg(&input)
+        .args(["--batch", "1"]));
+    assert!(r.status.success(), "{}", r.stderr);
+    assert_lines(
+        "counts",
+        &r.stdout,
+        r#"
+        {"key":"ACME","value":3}
+        {"key":"GLOB","value":1}
+        "#,
+    );
+}

@@ -244,6 +244,18 @@ fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
     require_module(&args.module)?;
     let module = runtime.load_file(&args.module)?;
     let world = module.world();
+    if world == World::Aggregator {
+        return testdriver::run_aggregator(
+            &args.module,
+            &input,
+            &args.config,
+            args.batch as usize,
+            &args.runtime,
+        );
+    }
+    if world == World::Joiner {
+        return Err(testdriver::joiner_alone(&args.module));
+    }
     if !matches!(world, World::Mapper | World::Processor) {
         return Err(StepError::WrongWorld {
             module: module.name().to_string(),

@@ -119,60 +119,15 @@ pub fn run(t: PipelineTest<'_>) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    let mem = MemoryBackend::new();
+    let mem = execute(
+        &pipe,
+        &inputs,
+        t.partitions,
+        t.advance_wall_ms,
+        t.batch,
+        t.runtime,
+    )?;
     let parts = t.partitions.max(1);
-    for name in &known {
-        mem.create_topic(name, TopicConfig::partitions(parts))?;
-    }
-    let runtime = Runtime::new(t.runtime.options())?;
-    let clock = Arc::new(AtomicI64::new(0));
-    let options = RunOptions {
-        until_caught_up: true,
-        progress: false,
-        batch: t.batch.max(1),
-        native: None,
-        now_ms: Some(clock.clone()),
-    };
-    let backend: Arc<dyn Backend> = Arc::new(mem.clone());
-    let phases = inputs.iter().map(|i| i.phases.len()).max().unwrap_or(1);
-    let mut round_robin = 0u32;
-    let run_once = |backend: &Arc<dyn Backend>| -> anyhow::Result<()> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let handle = pipeline::engine::start(backend.clone(), &pipe, &runtime, &options, stop)?;
-        handle.wait()?;
-        Ok(())
-    };
-    for phase in 0..phases {
-        let mut advance = 0i64;
-        for input in &inputs {
-            let Some((records, adv)) = input.phases.get(phase) else {
-                continue;
-            };
-            advance = advance.max(*adv);
-            let topic = backend.require_topic(&input.topic)?;
-            for r in records {
-                let p = match &r.key {
-                    Some(k) => partition_for_key(k, parts),
-                    None => {
-                        round_robin = round_robin.wrapping_add(1);
-                        (round_robin - 1) % parts
-                    }
-                };
-                mem.produce(&topic, p, std::slice::from_ref(r));
-            }
-        }
-        run_once(&backend)?;
-        if advance > 0 {
-            // The clock moves once the records before the line are
-            // processed; a run with nothing new to read fires the timers.
-            clock.fetch_add(advance, Ordering::SeqCst);
-            run_once(&backend)?;
-        }
-    }
-    if t.advance_wall_ms > 0 {
-        clock.fetch_add(t.advance_wall_ms, Ordering::SeqCst);
-        run_once(&backend)?;
-    }
 
     // Every output topic: the pipeline's output, named outputs, dead letters.
     let mut outputs: BTreeSet<String> = BTreeSet::new();
@@ -270,6 +225,74 @@ fn print_state(
     Ok(())
 }
 
+/// Runs `pipe` in memory over `inputs`; gives the backend with what it wrote.
+fn execute(
+    pipe: &pipeline::Pipeline,
+    inputs: &[Input],
+    partitions: u32,
+    advance_wall_ms: i64,
+    batch: usize,
+    runtime: &RuntimeArgs,
+) -> anyhow::Result<MemoryBackend> {
+    let mut known: BTreeSet<String> = BTreeSet::from([pipe.input.clone()]);
+    known.extend(pipe.steps.iter().filter_map(|s| s.with.clone()));
+    let mem = MemoryBackend::new();
+    let parts = partitions.max(1);
+    for name in &known {
+        mem.create_topic(name, TopicConfig::partitions(parts))?;
+    }
+    let runtime = Runtime::new(runtime.options())?;
+    let clock = Arc::new(AtomicI64::new(0));
+    let options = RunOptions {
+        until_caught_up: true,
+        progress: false,
+        batch: batch.max(1),
+        native: None,
+        now_ms: Some(clock.clone()),
+    };
+    let backend: Arc<dyn Backend> = Arc::new(mem.clone());
+    let phases = inputs.iter().map(|i| i.phases.len()).max().unwrap_or(1);
+    let mut round_robin = 0u32;
+    let run_once = |backend: &Arc<dyn Backend>| -> anyhow::Result<()> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let handle = pipeline::engine::start(backend.clone(), pipe, &runtime, &options, stop)?;
+        handle.wait()?;
+        Ok(())
+    };
+    for phase in 0..phases {
+        let mut advance = 0i64;
+        for input in inputs {
+            let Some((records, adv)) = input.phases.get(phase) else {
+                continue;
+            };
+            advance = advance.max(*adv);
+            let topic = backend.require_topic(&input.topic)?;
+            for r in records {
+                let p = match &r.key {
+                    Some(k) => partition_for_key(k, parts),
+                    None => {
+                        round_robin = round_robin.wrapping_add(1);
+                        (round_robin - 1) % parts
+                    }
+                };
+                mem.produce(&topic, p, std::slice::from_ref(r));
+            }
+        }
+        run_once(&backend)?;
+        if advance > 0 {
+            // The clock moves once the records before the line are
+            // processed; a run with nothing new to read fires the timers.
+            clock.fetch_add(advance, Ordering::SeqCst);
+            run_once(&backend)?;
+        }
+    }
+    if advance_wall_ms > 0 {
+        clock.fetch_add(advance_wall_ms, Ordering::SeqCst);
+        run_once(&backend)?;
+    }
+    Ok(mem)
+}
+
 /// One output record: topic, partition, offset, then the record.
 fn output_json(topic: &str, partition: u32, r: &Record) -> Map<String, Value> {
     let mut obj = Map::new();
@@ -278,4 +301,62 @@ fn output_json(topic: &str, partition: u32, r: &Record) -> Map<String, Value> {
     obj.insert("offset".into(), r.offset.into());
     obj.extend(jsonl::record_json(r));
     obj
+}
+
+/// `weir test AGGREGATOR.wasm --input FILE.jsonl`: the module as the one
+/// step of a pipeline in memory, unwindowed: each key's records fold into
+/// one group, and its presented value at the end is printed per key (in
+/// key order) as `{"key": ..., "value": ...}`. Dead letters go to stderr.
+pub fn run_aggregator(
+    module: &Path,
+    input: &Path,
+    config: &[(String, String)],
+    batch: usize,
+    runtime: &RuntimeArgs,
+) -> anyhow::Result<ExitCode> {
+    let module = std::fs::canonicalize(module)
+        .with_context(|| format!("cannot resolve {}", module.display()))?;
+    let q = |s: &str| Value::String(s.to_string()).to_string();
+    let settings: Vec<String> = config
+        .iter()
+        .map(|(k, v)| format!("{} = {}", q(k), q(v)))
+        .collect();
+    let text = format!(
+        "name = \"test\"\ninput = \"input\"\noutput = \"output\"\n[[steps]]\nname = \"aggregate\"\nkind = \"aggregate\"\nmodule = {}\nconfig = {{ {} }}\n",
+        q(&module.to_string_lossy()),
+        settings.join(", ")
+    );
+    let pipe = pipeline::config::parse(&module, &text)?;
+    let inputs = [read_input("input", input)?];
+    let mem = execute(&pipe, &inputs, 1, 0, batch, runtime)?;
+    // The last update of each key is its value at the end.
+    let mut last: std::collections::BTreeMap<Option<Vec<u8>>, Record> = Default::default();
+    for r in mem.records("output", 0) {
+        last.insert(r.key.clone(), r);
+    }
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for r in last.values() {
+        let mut obj = jsonl::record_json(r);
+        obj.remove("timestamp");
+        obj.remove("headers");
+        writeln!(out, "{}", Value::Object(obj))?;
+    }
+    out.flush()?;
+    let dead = mem.records(&pipeline::dead_letter_topic(&pipe), 0);
+    for r in &dead {
+        eprintln!("{}", Value::Object(jsonl::record_json(r)));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `weir test JOINER.wasm` says: a join needs two inputs.
+pub fn joiner_alone(module: &Path) -> anyhow::Error {
+    let file = module.file_name().map_or_else(
+        || module.display().to_string(),
+        |f| f.to_string_lossy().into_owned(),
+    );
+    anyhow::anyhow!(
+        "{}: is a joiner, which joins two inputs; test it in a pipeline file, e.g. join.toml:\n\n    name = \"join-test\"\n    input = \"left\"\n    output = \"joined\"\n    steps = [{{ name = \"join\", kind = \"join\", module = \"{file}\", with = \"right\", with_kind = \"table\" }}]\n\nthen: weir test join.toml --input left=left.jsonl --input right=right.jsonl",
+        module.display()
+    )
 }
