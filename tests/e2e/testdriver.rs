@@ -604,3 +604,31 @@ fn an_aggregator_module_folds_each_keys_records_and_prints_its_value_at_the_end(
         "#,
     );
 }
+
+#[test]
+fn pipeline_options_given_to_a_module_test_are_refused() {
+    let module = guest("uppercase");
+    let r = run(weir().arg("test").arg(&module).args([
+        "--input",
+        "in.jsonl",
+        "--expect",
+        "expected.jsonl",
+    ]));
+    assert_eq!(r.status.code(), Some(1));
+    assert_eq!(
+        r.stderr.trim(),
+        format!(
+            "error: --expect is for pipeline tests (weir test PIPELINE.toml --input TOPIC=FILE.jsonl ...); {} is a module",
+            module.display()
+        )
+    );
+    let r = run(test_cmd()
+        .arg("test")
+        .arg(pipeline("wordcount.toml"))
+        .args(["--input", "lines.jsonl"]));
+    assert_eq!(r.status.code(), Some(1));
+    assert_eq!(
+        r.stderr.trim(),
+        "error: --input \"lines.jsonl\": a pipeline test takes --input TOPIC=FILE.jsonl (for example --input lines=input.jsonl)"
+    );
+}

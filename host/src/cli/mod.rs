@@ -233,6 +233,19 @@ fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
             json: args.json,
         });
     }
+    let pipeline_only = [
+        ("--partitions", args.partitions != 1),
+        ("--advance-wall", args.advance_wall.is_some()),
+        ("--expect", args.expect.is_some()),
+        ("--state", args.state),
+        ("--json", args.json),
+    ];
+    if let Some((flag, _)) = pipeline_only.iter().find(|(_, given)| *given) {
+        anyhow::bail!(
+            "{flag} is for pipeline tests (weir test PIPELINE.toml --input TOPIC=FILE.jsonl ...); {} is a module",
+            args.module.display()
+        );
+    }
     let [input] = args.input.as_slice() else {
         anyhow::bail!(
             "a module test takes one --input FILE.jsonl; to feed several topics, test a pipeline file (weir test PIPELINE.toml --input TOPIC=FILE.jsonl ...)"
