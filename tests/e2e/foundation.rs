@@ -326,8 +326,8 @@ fn a_missing_export_is_named() {
 }
 
 #[test]
-fn a_component_of_another_world_is_refused_by_weir_test() {
-    let module = guest("count");
+fn a_joiner_alone_is_refused_by_weir_test_with_a_pipeline_example() {
+    let module = guest("merge-json");
     let r = run(weir()
         .arg("test")
         .arg(&module)
@@ -339,7 +339,14 @@ fn a_component_of_another_world_is_refused_by_weir_test() {
         "stderr",
         &r.stderr,
         &format!(
-            "error: {}: is an aggregator, which does not map records one by one; run it in a pipeline (`weir run`)",
+            r#"error: {}: is a joiner, which joins two inputs; test it in a pipeline file, e.g. join.toml:
+
+                name = "join-test"
+                input = "left"
+                output = "joined"
+                steps = [{{ name = "join", kind = "join", module = "merge_json.wasm", with = "right", with_kind = "table" }}]
+
+            then: weir test join.toml --input left=left.jsonl --input right=right.jsonl"#,
             module.display()
         ),
     );

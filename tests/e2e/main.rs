@@ -13,3 +13,4 @@ mod hardening;
 mod kafka;
 mod languages;
 mod pipelines;
+mod testdriver;

@@ -241,6 +241,7 @@ fn one_pipeline(args: &BenchArgs, which: &str) -> anyhow::Result<()> {
         progress: false,
         batch: args.batch,
         native: if args.native { Some(native_step) } else { None },
+        now_ms: None,
     };
     reset_peak_rss();
     let started = Instant::now();

@@ -96,6 +96,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         progress: false,
         batch: 500,
         native: None,
+        now_ms: None,
     };
     let stop = Arc::new(AtomicBool::new(false));
     let s = pipeline::run(log.clone(), &wordcount, &runtime, &opts, stop.clone())?;

@@ -546,6 +546,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         progress: !args.quiet,
         batch: args.batch.max(1),
         native: None,
+        now_ms: None,
     };
     let summary = pipeline::run(log, &pipeline, &runtime, &options, stop)?;
     eprintln!(
@@ -611,6 +612,55 @@ fn text(b: &[u8]) -> serde_json::Value {
     }
 }
 
+/// An aggregate's state entry (its key after `prefix_len` bytes) as
+/// `weir state` prints it: key, window (when windowed), value. Also gives
+/// the key's bytes and the window start; `None` when the entry is corrupt.
+pub(super) fn aggregate_entry<'a>(
+    prefix_len: usize,
+    k: &'a [u8],
+    v: &[u8],
+) -> Option<(&'a [u8], i64, serde_json::Map<String, serde_json::Value>)> {
+    let ((kb, start), (wend, acc)) = k
+        .get(prefix_len + 4..)
+        .and_then(keys::take_key)
+        .and_then(|(kb, rest)| Some((kb, keys::take_i64(rest)?.0)))
+        .zip(keys::agg_value(v))?;
+    let mut obj = serde_json::Map::new();
+    obj.insert(
+        "key".into(),
+        serde_json::Value::String(String::from_utf8_lossy(kb).into_owned()),
+    );
+    if (start, wend) != (0, 0) {
+        obj.insert(
+            "window".into(),
+            serde_json::json!({"start": start, "end": wend}),
+        );
+    }
+    obj.insert("value".into(), text(acc));
+    Some((kb, start, obj))
+}
+
+/// A processor store's entry (store, 0, partition, key after `prefix_len`
+/// bytes) as `weir state` prints it: store, key, value.
+pub(super) fn store_entry<'a>(
+    prefix_len: usize,
+    k: &'a [u8],
+    v: &[u8],
+) -> Option<(&'a [u8], serde_json::Map<String, serde_json::Value>)> {
+    let rest = k.get(prefix_len..)?;
+    let zero = rest.iter().position(|b| *b == 0)?;
+    let store = String::from_utf8_lossy(&rest[..zero]).into_owned();
+    let kb = rest.get(zero + 5..)?;
+    let mut obj = serde_json::Map::new();
+    obj.insert("store".into(), serde_json::Value::String(store));
+    obj.insert(
+        "key".into(),
+        serde_json::Value::String(String::from_utf8_lossy(kb).into_owned()),
+    );
+    obj.insert("value".into(), text(v));
+    Some((kb, obj))
+}
+
 pub fn state(cmd: StateCommand) -> anyhow::Result<ExitCode> {
     let (data, pipe, step, key, from, to, max) = match cmd {
         StateCommand::Get {
@@ -640,31 +690,13 @@ pub fn state(cmd: StateCommand) -> anyhow::Result<ExitCode> {
         if found >= max {
             break;
         }
-        let (k, v) = (k.as_slice(), v.as_slice());
-        let parsed = k
-            .get(prefix.len() + 4..)
-            .and_then(keys::take_key)
-            .and_then(|(kb, rest)| Some((kb, keys::take_i64(rest)?.0)))
-            .zip(keys::agg_value(v));
-        let Some(((kb, start), (wend, acc))) = parsed else {
+        let Some((kb, start, obj)) = aggregate_entry(prefix.len(), &k, &v) else {
             bail!("a state entry of step {step} is corrupt");
         };
         let wanted = key.as_ref().is_none_or(|key| key.as_bytes() == kb)
             && from.is_none_or(|f| start >= f)
             && to.is_none_or(|t| start < t);
         if wanted {
-            let mut obj = serde_json::Map::new();
-            obj.insert(
-                "key".into(),
-                serde_json::Value::String(String::from_utf8_lossy(kb).into_owned()),
-            );
-            if (start, wend) != (0, 0) {
-                obj.insert(
-                    "window".into(),
-                    serde_json::json!({"start": start, "end": wend}),
-                );
-            }
-            obj.insert("value".into(), text(acc));
             writeln!(out, "{}", serde_json::Value::Object(obj))?;
             found += 1;
         }
@@ -678,23 +710,14 @@ pub fn state(cmd: StateCommand) -> anyhow::Result<ExitCode> {
         if found >= max {
             break;
         }
-        let (k, v) = (k.as_slice(), v.as_slice());
         let rest = &k[sp.len()..];
-        let Some(zero) = rest.iter().position(|b| *b == 0) else {
+        if !rest.contains(&0) {
             break;
-        };
-        let store = String::from_utf8_lossy(&rest[..zero]).into_owned();
-        let Some(kb) = rest.get(zero + 5..) else {
+        }
+        let Some((kb, obj)) = store_entry(sp.len(), &k, &v) else {
             bail!("a state entry of step {step} is corrupt");
         };
         if key.as_ref().is_none_or(|key| key.as_bytes() == kb) {
-            let mut obj = serde_json::Map::new();
-            obj.insert("store".into(), serde_json::Value::String(store));
-            obj.insert(
-                "key".into(),
-                serde_json::Value::String(String::from_utf8_lossy(kb).into_owned()),
-            );
-            obj.insert("value".into(), text(v));
             writeln!(out, "{}", serde_json::Value::Object(obj))?;
             found += 1;
         }

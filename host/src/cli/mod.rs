@@ -16,8 +16,10 @@ use weir::runtime::{GuestState, Runtime, RuntimeOptions, Step, StepError, World}
 
 mod bench;
 mod demo;
+mod expect;
 mod log_cmds;
 mod new;
+mod testdriver;
 
 #[derive(Parser)]
 #[command(
@@ -32,8 +34,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a mapper over a JSON-lines file of records: outputs to stdout,
-    /// dead letters to stderr, both as JSON lines.
+    /// Run a mapper over a JSON-lines file of records (outputs to stdout,
+    /// dead letters to stderr), or a whole pipeline file in memory
+    /// (`weir test PIPELINE.toml --input TOPIC=FILE.jsonl`).
     Test(TestArgs),
     /// Check a module: its world, exports, imports and size.
     Check(CheckArgs),
@@ -102,11 +105,36 @@ impl RuntimeArgs {
 
 #[derive(Args)]
 struct TestArgs {
-    /// The component (.wasm) to run.
+    /// The component (.wasm) to run, or a pipeline file (.toml) to run in
+    /// memory.
     module: PathBuf,
-    /// The records, one JSON object per line.
-    #[arg(long, short)]
-    input: PathBuf,
+    /// The records, one JSON object per line: FILE for a module;
+    /// TOPIC=FILE (repeatable) for a pipeline.
+    #[arg(long, short, required = true)]
+    input: Vec<String>,
+    /// Pipeline tests: partitions of every input topic.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    partitions: u32,
+    /// Pipeline tests: move the simulated wall clock forward by this much
+    /// (e.g. 10s, 500ms, 2m) once the input is consumed; timers then fire.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
+    advance_wall: Option<i64>,
+    /// Pipeline tests: compare the outputs with these records (JSON lines
+    /// with some of topic, key, value, headers, timestamp); exit 1 with the
+    /// differences when they differ.
+    #[arg(long, value_name = "FILE.jsonl")]
+    expect: Option<PathBuf>,
+    /// With --expect: compare as multisets, in any order.
+    #[arg(long, requires = "expect")]
+    ignore_order: bool,
+    /// Pipeline tests: print the final state of every step after the run
+    /// (key, window, value; a processor's stores by name).
+    #[arg(long)]
+    state: bool,
+    /// Pipeline tests: every part of the output as JSON lines (state
+    /// entries with their "step", differences and a summary object).
+    #[arg(long)]
+    json: bool,
     /// A setting passed to the function's init, as KEY=VALUE (repeatable).
     #[arg(long = "config", short = 'c', value_name = "KEY=VALUE", value_parser = parse_kv)]
     config: Vec<(String, String)>,
@@ -123,6 +151,28 @@ struct CheckArgs {
     module: PathBuf,
     #[command(flatten)]
     runtime: RuntimeArgs,
+}
+
+fn parse_duration_ms(s: &str) -> Result<i64, String> {
+    let digits = s.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = &s[digits.len()..];
+    let n: i64 = digits
+        .parse()
+        .map_err(|_| format!("expected a duration such as 10s, 500ms, 2m or 1h, got {s:?}"))?;
+    let scale = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => {
+            return Err(format!(
+                "expected a duration such as 10s, 500ms, 2m or 1h, got {s:?}"
+            ));
+        }
+    };
+    n.checked_mul(scale)
+        .filter(|ms| *ms >= 0)
+        .ok_or_else(|| format!("duration {s:?} is out of range"))
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
@@ -174,11 +224,56 @@ fn require_module(path: &Path) -> anyhow::Result<()> {
 }
 
 fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
+    if args.module.extension().is_some_and(|e| e == "toml") {
+        return testdriver::run(testdriver::PipelineTest {
+            pipeline: &args.module,
+            inputs: &args.input,
+            partitions: args.partitions,
+            advance_wall_ms: args.advance_wall.unwrap_or(0),
+            batch: args.batch as usize,
+            runtime: &args.runtime,
+            expect: args.expect.as_deref(),
+            ignore_order: args.ignore_order,
+            state: args.state,
+            json: args.json,
+        });
+    }
+    let pipeline_only = [
+        ("--partitions", args.partitions != 1),
+        ("--advance-wall", args.advance_wall.is_some()),
+        ("--expect", args.expect.is_some()),
+        ("--state", args.state),
+        ("--json", args.json),
+    ];
+    if let Some((flag, _)) = pipeline_only.iter().find(|(_, given)| *given) {
+        anyhow::bail!(
+            "{flag} is for pipeline tests (weir test PIPELINE.toml --input TOPIC=FILE.jsonl ...); {} is a module",
+            args.module.display()
+        );
+    }
+    let [input] = args.input.as_slice() else {
+        anyhow::bail!(
+            "a module test takes one --input FILE.jsonl; to feed several topics, test a pipeline file (weir test PIPELINE.toml --input TOPIC=FILE.jsonl ...)"
+        );
+    };
+    let input = PathBuf::from(input);
     let options = args.runtime.options();
     let runtime = Runtime::new(options.clone())?;
     require_module(&args.module)?;
     let module = runtime.load_file(&args.module)?;
     let world = module.world();
+    if world == World::Aggregator {
+        return testdriver::run_aggregator(
+            &args.module,
+            &input,
+            &args.config,
+            args.batch as usize,
+            &args.runtime,
+        );
+    }
+    if world == World::Joiner {
+        return Err(testdriver::joiner_alone(&args.module));
+    }
     if !matches!(world, World::Mapper | World::Processor) {
         return Err(StepError::WrongWorld {
             module: module.name().to_string(),
@@ -193,8 +288,8 @@ fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
     let mut state: Option<Box<dyn GuestState>> = (world == World::Processor)
         .then(|| Box::new(ProcessorState::detached("test", Default::default())) as _);
 
-    let file = std::fs::File::open(&args.input)
-        .with_context(|| format!("cannot open the input file {}", args.input.display()))?;
+    let file = std::fs::File::open(&input)
+        .with_context(|| format!("cannot open the input file {}", input.display()))?;
     let stdout = std::io::stdout();
     let stderr = std::io::stderr();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -234,7 +329,7 @@ fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
     for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
         let number = n + 1;
         let line =
-            line.with_context(|| format!("cannot read {} at line {number}", args.input.display()))?;
+            line.with_context(|| format!("cannot read {} at line {number}", input.display()))?;
         if line.trim().is_empty() {
             continue;
         }
@@ -248,7 +343,7 @@ fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
                 flush(&mut batch, &mut out)?;
                 out.flush()?;
                 bad_lines += 1;
-                eprintln!("error: {}:{number}: {e}", args.input.display());
+                eprintln!("error: {}:{number}: {e}", input.display());
             }
         }
         if batch.len() == args.batch as usize {
@@ -262,7 +357,7 @@ fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
             "error: {} malformed line{} in {} (the other records were processed)",
             bad_lines,
             if bad_lines == 1 { "" } else { "s" },
-            args.input.display()
+            input.display()
         );
         return Ok(ExitCode::FAILURE);
     }

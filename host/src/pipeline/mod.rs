@@ -41,6 +41,12 @@ pub struct RunOptions {
     pub batch: usize,
     /// Benchmarks only: native stand-ins for modules, by file name.
     pub native: Option<fn(&str) -> Option<crate::runtime::NativeFn>>,
+    /// A simulated wall clock (ms) the tasks read instead of the system's
+    /// (`weir test`); with it, a task that is caught up fires its
+    /// wall-clock and event-time timers once more before it ends, and a
+    /// segment starts reading only once the segments before it finished
+    /// (so that its batches, and its outputs, are the same every run).
+    pub now_ms: Option<Arc<std::sync::atomic::AtomicI64>>,
 }
 
 impl Default for RunOptions {
@@ -50,6 +56,7 @@ impl Default for RunOptions {
             progress: false,
             batch: 500,
             native: None,
+            now_ms: None,
         }
     }
 }

@@ -57,6 +57,14 @@ fn now_ms() -> i64 {
 }
 
 impl Task {
+    /// The wall clock: the simulated one when the run has it.
+    fn now_ms(&self) -> i64 {
+        match &self.shared.options.now_ms {
+            Some(c) => c.load(Ordering::SeqCst),
+            None => now_ms(),
+        }
+    }
+
     pub(crate) fn new(
         shared: Arc<Shared>,
         seg_index: usize,
@@ -181,6 +189,14 @@ impl Task {
                 return Ok(());
             }
             self.apply_swaps();
+            // A simulated clock (`weir test`): a segment reads once the
+            // segments before it are done, so its batches are the same
+            // from run to run.
+            if self.shared.options.now_ms.is_some() && !self.upstream_finished() {
+                std::thread::sleep(idle);
+                idle = (idle * 2).min(Duration::from_millis(5));
+                continue;
+            }
             let n = match self.step_batch() {
                 Ok(n) => {
                     failures = 0;
@@ -216,6 +232,9 @@ impl Task {
                 continue;
             }
             if self.shared.options.until_caught_up && self.caught_up()? {
+                if self.ticks && self.shared.options.now_ms.is_some() {
+                    self.tick()?;
+                }
                 return Ok(());
             }
             if self.ticks {
@@ -346,7 +365,7 @@ impl Task {
         entering: &mut HashMap<(usize, bool), Vec<Item>>,
         out: &mut Collector,
     ) -> anyhow::Result<Vec<Item>> {
-        let now = now_ms();
+        let now = self.now_ms();
         for i in first..self.operators.len() {
             let side = entering.remove(&(i, true)).unwrap_or_default();
             let counters = &self.shared.steps[self.step_ids[i]];
@@ -384,7 +403,7 @@ impl Task {
             if !self.operators[i].ticks() {
                 continue;
             }
-            let now = now_ms();
+            let now = self.now_ms();
             let mut cx = Ctx {
                 pipeline: &self.shared.pipeline.name,
                 partition: self.partition,
