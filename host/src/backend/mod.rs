@@ -18,7 +18,8 @@ pub mod memory;
 pub mod txn;
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -204,6 +205,51 @@ impl Assignor for AllPartitions {
     }
 }
 
+/// A counter of appends that threads can wait on: a commit that appends
+/// bumps it and wakes every waiter. Backends in this process use it to make
+/// idle tasks sleep until records arrive ([`Backend::wait_for_data`]).
+#[derive(Default)]
+pub struct DataSignal {
+    version: Mutex<u64>,
+    changed: Condvar,
+}
+
+impl DataSignal {
+    fn lock(&self) -> std::sync::MutexGuard<'_, u64> {
+        self.version.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The current version.
+    pub fn version(&self) -> u64 {
+        *self.lock()
+    }
+
+    /// Bumps the version and wakes every waiter.
+    pub fn bump(&self) {
+        *self.lock() += 1;
+        self.changed.notify_all();
+    }
+
+    /// Waits until the version differs from `since` or `timeout` passed;
+    /// returns the version then.
+    pub fn wait(&self, since: u64, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        let mut v = self.lock();
+        while *v == since {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            v = self
+                .changed
+                .wait_timeout(v, left)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+        *v
+    }
+}
+
 /// Where a pipeline's records, state and positions live.
 pub trait Backend: StateRead {
     /// What it is, for messages ("the data directory .weir").
@@ -261,6 +307,25 @@ pub trait Backend: StateRead {
         let _ = group;
         Ok(Box::new(AllPartitions::new(partitions)))
     }
+
+    /// A number that changes whenever records are appended (to any
+    /// partition). Read it before reading, then [`Backend::wait_for_data`]
+    /// with it when nothing was there: no append is missed in between.
+    fn data_version(&self) -> u64 {
+        0
+    }
+
+    /// Sleeps until the data version differs from `since`, `timeout` passed,
+    /// or [`Backend::wake`] was called; returns the version then. Backends
+    /// that cannot be told of appends sleep briefly (at most 10 ms) and
+    /// return, so that callers poll.
+    fn wait_for_data(&self, since: u64, timeout: Duration) -> u64 {
+        std::thread::sleep(timeout.min(Duration::from_millis(10)));
+        since
+    }
+
+    /// Wakes every thread in [`Backend::wait_for_data`] (a stop request).
+    fn wake(&self) {}
 
     /// Applies retention and compaction now (`now_ms` is the wall clock);
     /// returns how many records it deleted. Backends without either do nothing.
