@@ -12,4 +12,5 @@ mod foundation;
 mod hardening;
 mod kafka;
 mod languages;
+mod live;
 mod pipelines;

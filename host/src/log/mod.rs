@@ -149,6 +149,12 @@ impl Log {
         Ok(Log::wrap(db, dir, Some(secondary), false))
     }
 
+    /// Whether it follows another process's writes (a secondary instance):
+    /// its own appends never signal, so a follower polls with [`Log::catch_up`].
+    pub fn follows(&self) -> bool {
+        self.secondary.is_some()
+    }
+
     /// For a reader: sees what the writing process committed since.
     pub fn catch_up(&self) -> anyhow::Result<()> {
         if self.secondary.is_some() {
