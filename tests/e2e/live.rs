@@ -228,11 +228,17 @@ fn a_running_pipeline_takes_records_produced_from_other_processes_exactly_once()
     let per: Vec<usize> = (0..2)
         .map(|p| {
             let v: Value = serde_json::from_str(
-                &d.ok(&["consume", "in", "--from-beginning", "--partition", &p.to_string()])
-                    .lines()
-                    .last()
-                    .unwrap()
-                    .to_string(),
+                &d.ok(&[
+                    "consume",
+                    "in",
+                    "--from-beginning",
+                    "--partition",
+                    &p.to_string(),
+                ])
+                .lines()
+                .last()
+                .unwrap()
+                .to_string(),
             )
             .unwrap();
             v["offset"].as_u64().unwrap() as usize + 1
@@ -274,10 +280,14 @@ fn state_get_and_a_new_topic_are_served_by_the_running_owner() {
         ],
     );
     until("the count of live", || {
-        let r = run(d.weir().args(["state", "get", "wordcount", "count", "live"]));
+        let r = run(d
+            .weir()
+            .args(["state", "get", "wordcount", "count", "live"]));
         r.status.success() && r.stdout.trim() == r#"{"key":"live","value":3}"#
     });
-    let r = run(d.weir().args(["state", "get", "wordcount", "count", "absent"]));
+    let r = run(d
+        .weir()
+        .args(["state", "get", "wordcount", "count", "absent"]));
     assert!(!r.status.success());
     assert_lines(
         "state get of a key with no state",
@@ -349,14 +359,18 @@ fn an_owner_killed_with_sigkill_leaves_a_directory_the_next_produce_opens() {
     let err = d.produce("in", &lines(25, 50));
     assert_lines("produce", &err, "produced 25 records to in");
     let got: BTreeSet<_> = d.records("in").into_iter().collect();
-    let want: BTreeSet<_> = (0..50).map(|i| (format!("k{i}"), format!("v{i}"))).collect();
+    let want: BTreeSet<_> = (0..50)
+        .map(|i| (format!("k{i}"), format!("v{i}")))
+        .collect();
     assert_eq!(got, want);
 
     // A new owner replaces the stale socket and carries on.
     let owner = d.start(&map_pipeline(d._tmp.path()));
     until("every output", || d.records("out").len() == 50);
     let out: BTreeSet<_> = d.records("out").into_iter().collect();
-    let want: BTreeSet<_> = (0..50).map(|i| (format!("k{i}"), format!("V{i}"))).collect();
+    let want: BTreeSet<_> = (0..50)
+        .map(|i| (format!("k{i}"), format!("V{i}")))
+        .collect();
     assert_eq!(out, want);
     owner.interrupt();
 }

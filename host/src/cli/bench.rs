@@ -20,6 +20,9 @@ use weir::log::{Commit, Log, TopicConfig};
 use weir::record::Record;
 use weir::runtime::{Call, Guest, Runtime, RuntimeOptions, Step};
 
+#[path = "latency.rs"]
+mod latency;
+
 /// Options of `weir bench`.
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
@@ -40,6 +43,16 @@ pub struct BenchArgs {
     /// The modules are taken from the directory of --module.
     #[arg(long)]
     pub pipelines: bool,
+    /// Instead: end-to-end latency through a running `weir run` (a map, and
+    /// word count): records produced one at a time and in bursts through the
+    /// owner's socket, timed from the produce returning to the output being
+    /// readable; then the idle CPU of the running pipeline. The modules are
+    /// taken from the directory of --module.
+    #[arg(long)]
+    pub latency: bool,
+    /// With --latency: records produced one at a time (bursts send as many).
+    #[arg(long, default_value_t = 500)]
+    pub singles: usize,
     /// (internal) Run one pipeline benchmark in this process: map | wordcount.
     #[arg(long, hide = true)]
     pub one: Option<String>,
@@ -193,6 +206,16 @@ fn upper_value(packed: &mut [u8]) {
     }
 }
 
+/// The benchmark's pipeline `which` (map | wordcount), from `in` to `out`;
+/// its modules are found beside the file.
+fn pipeline_text(which: &str) -> &'static str {
+    if which == "wordcount" {
+        "name = \"bench\"\ninput = \"in\"\noutput = \"out\"\n[[steps]]\nname = \"split\"\nkind = \"map\"\nmodule = \"split_words.wasm\"\n[[steps]]\nname = \"count\"\nkind = \"aggregate\"\nmodule = \"count.wasm\"\n"
+    } else {
+        "name = \"bench\"\ninput = \"in\"\noutput = \"out\"\n[[steps]]\nname = \"up\"\nkind = \"map\"\nmodule = \"uppercase.wasm\"\n"
+    }
+}
+
 /// One pipeline run in this process; prints `RESULT records seconds peak-kb`.
 fn one_pipeline(args: &BenchArgs, which: &str) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -217,12 +240,7 @@ fn one_pipeline(args: &BenchArgs, which: &str) -> anyhow::Result<()> {
         return Ok(());
     }
     let text = match which {
-        "map" => {
-            "name = \"bench\"\ninput = \"in\"\noutput = \"out\"\n[[steps]]\nname = \"up\"\nkind = \"map\"\nmodule = \"uppercase.wasm\"\n"
-        }
-        "wordcount" => {
-            "name = \"bench\"\ninput = \"in\"\noutput = \"out\"\n[[steps]]\nname = \"split\"\nkind = \"map\"\nmodule = \"split_words.wasm\"\n[[steps]]\nname = \"count\"\nkind = \"aggregate\"\nmodule = \"count.wasm\"\n"
-        }
+        "map" | "wordcount" => pipeline_text(which),
         other => anyhow::bail!("unknown pipeline benchmark {other}"),
     };
     let file = modules.join(format!("bench-{which}.toml"));
@@ -398,6 +416,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }
     if args.pipelines {
         return pipelines(args);
+    }
+    if args.latency {
+        return latency::run(args);
     }
     let n = args.records;
     let data = records(0, n);

@@ -148,7 +148,9 @@ fn topic_lines(t: &kafka::admin::TopicInfo, list: bool) -> Vec<String> {
         lines.push(format!("retention bytes: {b}"));
     }
     for (p, (start, end)) in t.offsets.iter().enumerate() {
-        lines.push(format!("partition {p}: start offset {start}, end offset {end}"));
+        lines.push(format!(
+            "partition {p}: start offset {start}, end offset {end}"
+        ));
     }
     lines
 }

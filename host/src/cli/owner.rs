@@ -61,15 +61,16 @@ pub fn serve(log: Arc<Log>, dir: &Path, stop: Arc<AtomicBool>) -> anyhow::Result
         Ok(()) => tracing::info!("replaced the stale socket {}", path.display()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => {
-            return Err(e).with_context(|| format!("cannot remove the old socket {}", path.display()));
+            return Err(e)
+                .with_context(|| format!("cannot remove the old socket {}", path.display()));
         }
     }
     // Bound under a temporary name, restricted to this user, then renamed:
     // nobody can connect before the mode is 0600.
     let tmp = dir.join(format!(".{SOCKET}.{}", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
-    let listener = UnixListener::bind(&tmp)
-        .with_context(|| format!("cannot listen on {}", tmp.display()))?;
+    let listener =
+        UnixListener::bind(&tmp).with_context(|| format!("cannot listen on {}", tmp.display()))?;
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("cannot restrict {}", tmp.display()))?;
     std::fs::rename(&tmp, &path)
@@ -142,7 +143,9 @@ fn handle(log: &Log, stream: UnixStream, stop: &AtomicBool) -> anyhow::Result<()
             Ok(code) => json!({ "exit": code }),
             Err(e) => json!({ "error": format!("{e:#}") }),
         },
-        Err(e) => json!({ "error": format!("the owner of the data directory cannot read the request ({e}); is this weir the same version as the running one?") }),
+        Err(e) => {
+            json!({ "error": format!("the owner of the data directory cannot read the request ({e}); is this weir the same version as the running one?") })
+        }
     };
     remote.send(&answer)?;
     remote.flush()?;
@@ -190,11 +193,7 @@ pub fn connect(dir: &Path) -> anyhow::Result<Option<Client>> {
 impl Client {
     /// Sends `req` (and `input`, a produce's records), prints the answers as
     /// they come, and returns the exit code.
-    pub fn call(
-        self,
-        req: &Request,
-        input: Option<Box<dyn BufRead + Send>>,
-    ) -> anyhow::Result<u8> {
+    pub fn call(self, req: &Request, input: Option<Box<dyn BufRead + Send>>) -> anyhow::Result<u8> {
         let gone = || {
             format!(
                 "lost the connection to the weir process that owns {}",
@@ -228,8 +227,9 @@ impl Client {
                     self.dir.display()
                 ));
             }
-            let v: Value = serde_json::from_str(&line)
-                .with_context(|| format!("the owner of {} answered {line:?}", self.dir.display()))?;
+            let v: Value = serde_json::from_str(&line).with_context(|| {
+                format!("the owner of {} answered {line:?}", self.dir.display())
+            })?;
             if let Some(s) = v.get("out").and_then(Value::as_str) {
                 writeln!(stdout, "{s}")?;
             } else if let Some(s) = v.get("err").and_then(Value::as_str) {
