@@ -43,6 +43,12 @@ pub struct BenchArgs {
     /// The modules are taken from the directory of --module.
     #[arg(long)]
     pub pipelines: bool,
+    /// (internal) Run one pipeline benchmark in this process: map | wordcount.
+    #[arg(long, hide = true)]
+    pub one: Option<String>,
+    /// (internal) With --one: native steps.
+    #[arg(long, hide = true)]
+    pub native: bool,
     /// Instead: end-to-end latency through a running `weir run` (a map, and
     /// word count): records produced one at a time and in bursts through the
     /// owner's socket, timed from the produce returning to the output being
@@ -53,12 +59,6 @@ pub struct BenchArgs {
     /// With --latency: records produced one at a time (bursts send as many).
     #[arg(long, default_value_t = 500)]
     pub singles: usize,
-    /// (internal) Run one pipeline benchmark in this process: map | wordcount.
-    #[arg(long, hide = true)]
-    pub one: Option<String>,
-    /// (internal) With --one: native steps.
-    #[arg(long, hide = true)]
-    pub native: bool,
 }
 
 /// `examples/split-words`, compiled natively.
@@ -411,14 +411,14 @@ fn call(step: &mut Step, batch: &[u8]) -> anyhow::Result<Vec<u8>> {
 
 /// Runs the benchmark and prints its table.
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    if args.latency {
+        return latency::run(args);
+    }
     if let Some(which) = &args.one {
         return one_pipeline(args, which);
     }
     if args.pipelines {
         return pipelines(args);
-    }
-    if args.latency {
-        return latency::run(args);
     }
     let n = args.records;
     let data = records(0, n);
