@@ -334,3 +334,44 @@ pub trait Backend: StateRead {
         Ok(0)
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn a_waiter_wakes_on_an_append_and_times_out_without_one() {
+        let signal = Arc::new(DataSignal::default());
+        let v = signal.version();
+        // Nothing appended: the wait lasts its timeout and reports no change.
+        let started = Instant::now();
+        assert_eq!(signal.wait(v, Duration::from_millis(30)), v);
+        assert!(started.elapsed() >= Duration::from_millis(30));
+        // An append from another thread ends a long wait at once.
+        let s = signal.clone();
+        let bumper = std::thread::spawn(move || s.bump());
+        let started = Instant::now();
+        assert_eq!(signal.wait(v, Duration::from_secs(20)), v + 1);
+        assert!(started.elapsed() < Duration::from_secs(20));
+        bumper.join().unwrap();
+        // A version already past `since` returns without waiting.
+        assert_eq!(signal.wait(v, Duration::from_secs(20)), v + 1);
+    }
+
+    #[test]
+    fn the_memory_backend_signals_commits_that_append() {
+        let b = memory::MemoryBackend::new();
+        let t = b.create_topic("in", TopicConfig::partitions(1)).unwrap();
+        let v = b.data_version();
+        let mut c = Commit::default();
+        c.put(b"k".to_vec(), Some(b"v".to_vec()));
+        b.commit(c).unwrap();
+        assert_eq!(b.data_version(), v, "a commit without appends");
+        let mut c = Commit::default();
+        c.append(&t, 0, &Record::default());
+        b.commit(c).unwrap();
+        assert_eq!(b.wait_for_data(v, Duration::from_secs(20)), v + 1);
+    }
+}
