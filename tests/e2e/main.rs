@@ -12,5 +12,6 @@ mod foundation;
 mod hardening;
 mod kafka;
 mod languages;
+mod live;
 mod pipelines;
 mod testdriver;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 
-use super::{Assignor, Backend, Commit, StateRead, Stored, Topic, TopicConfig};
+use super::{Assignor, Backend, Commit, DataSignal, StateRead, Stored, Topic, TopicConfig};
 
 #[derive(Default)]
 struct Inner {
@@ -35,6 +35,7 @@ struct Assignment {
 pub struct MemoryBackend {
     inner: Arc<Mutex<Inner>>,
     assignment: Arc<(Mutex<Assignment>, Condvar)>,
+    signal: Arc<DataSignal>,
 }
 
 impl MemoryBackend {
@@ -95,6 +96,8 @@ impl MemoryBackend {
         }
         let mut inner = self.lock();
         Self::apply(&mut inner, c);
+        drop(inner);
+        self.signal.bump();
     }
 
     /// Every committed state entry.
@@ -296,8 +299,25 @@ impl Backend for MemoryBackend {
             let m = inner.fail_commits.remove(0);
             bail!("cannot commit to the in-memory backend: {m}");
         }
+        let appends = !commit.appends.is_empty();
         Self::apply(&mut inner, commit);
+        drop(inner);
+        if appends {
+            self.signal.bump();
+        }
         Ok(())
+    }
+
+    fn data_version(&self) -> u64 {
+        self.signal.version()
+    }
+
+    fn wait_for_data(&self, since: u64, timeout: Duration) -> u64 {
+        self.signal.wait(since, timeout)
+    }
+
+    fn wake(&self) {
+        self.signal.bump();
     }
 
     fn assignor(&self, _group: &str, partitions: u32) -> anyhow::Result<Box<dyn Assignor>> {

@@ -18,7 +18,8 @@ pub mod memory;
 pub mod txn;
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -204,6 +205,51 @@ impl Assignor for AllPartitions {
     }
 }
 
+/// A counter of appends that threads can wait on: a commit that appends
+/// bumps it and wakes every waiter. Backends in this process use it to make
+/// idle tasks sleep until records arrive ([`Backend::wait_for_data`]).
+#[derive(Default)]
+pub struct DataSignal {
+    version: Mutex<u64>,
+    changed: Condvar,
+}
+
+impl DataSignal {
+    fn lock(&self) -> std::sync::MutexGuard<'_, u64> {
+        self.version.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The current version.
+    pub fn version(&self) -> u64 {
+        *self.lock()
+    }
+
+    /// Bumps the version and wakes every waiter.
+    pub fn bump(&self) {
+        *self.lock() += 1;
+        self.changed.notify_all();
+    }
+
+    /// Waits until the version differs from `since` or `timeout` passed;
+    /// returns the version then.
+    pub fn wait(&self, since: u64, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        let mut v = self.lock();
+        while *v == since {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            v = self
+                .changed
+                .wait_timeout(v, left)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+        *v
+    }
+}
+
 /// Where a pipeline's records, state and positions live.
 pub trait Backend: StateRead {
     /// What it is, for messages ("the data directory .weir").
@@ -262,10 +308,70 @@ pub trait Backend: StateRead {
         Ok(Box::new(AllPartitions::new(partitions)))
     }
 
+    /// A number that changes whenever records are appended (to any
+    /// partition). Read it before reading, then [`Backend::wait_for_data`]
+    /// with it when nothing was there: no append is missed in between.
+    fn data_version(&self) -> u64 {
+        0
+    }
+
+    /// Sleeps until the data version differs from `since`, `timeout` passed,
+    /// or [`Backend::wake`] was called; returns the version then. Backends
+    /// that cannot be told of appends sleep briefly (at most 10 ms) and
+    /// return, so that callers poll.
+    fn wait_for_data(&self, since: u64, timeout: Duration) -> u64 {
+        std::thread::sleep(timeout.min(Duration::from_millis(10)));
+        since
+    }
+
+    /// Wakes every thread in [`Backend::wait_for_data`] (a stop request).
+    fn wake(&self) {}
+
     /// Applies retention and compaction now (`now_ms` is the wall clock);
     /// returns how many records it deleted. Backends without either do nothing.
     fn clean(&self, now_ms: i64) -> anyhow::Result<u64> {
         let _ = now_ms;
         Ok(0)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn a_waiter_wakes_on_an_append_and_times_out_without_one() {
+        let signal = Arc::new(DataSignal::default());
+        let v = signal.version();
+        // Nothing appended: the wait lasts its timeout and reports no change.
+        let started = Instant::now();
+        assert_eq!(signal.wait(v, Duration::from_millis(30)), v);
+        assert!(started.elapsed() >= Duration::from_millis(30));
+        // An append from another thread ends a long wait at once.
+        let s = signal.clone();
+        let bumper = std::thread::spawn(move || s.bump());
+        let started = Instant::now();
+        assert_eq!(signal.wait(v, Duration::from_secs(20)), v + 1);
+        assert!(started.elapsed() < Duration::from_secs(20));
+        bumper.join().unwrap();
+        // A version already past `since` returns without waiting.
+        assert_eq!(signal.wait(v, Duration::from_secs(20)), v + 1);
+    }
+
+    #[test]
+    fn the_memory_backend_signals_commits_that_append() {
+        let b = memory::MemoryBackend::new();
+        let t = b.create_topic("in", TopicConfig::partitions(1)).unwrap();
+        let v = b.data_version();
+        let mut c = Commit::default();
+        c.put(b"k".to_vec(), Some(b"v".to_vec()));
+        b.commit(c).unwrap();
+        assert_eq!(b.data_version(), v, "a commit without appends");
+        let mut c = Commit::default();
+        c.append(&t, 0, &Record::default());
+        b.commit(c).unwrap();
+        assert_eq!(b.wait_for_data(v, Duration::from_secs(20)), v + 1);
     }
 }

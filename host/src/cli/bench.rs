@@ -20,6 +20,9 @@ use weir::log::{Commit, Log, TopicConfig};
 use weir::record::Record;
 use weir::runtime::{Call, Guest, Runtime, RuntimeOptions, Step};
 
+#[path = "latency.rs"]
+mod latency;
+
 /// Options of `weir bench`.
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
@@ -50,6 +53,16 @@ pub struct BenchArgs {
     /// (internal) With --one: native steps.
     #[arg(long, hide = true)]
     pub native: bool,
+    /// Instead: end-to-end latency through a running `weir run` (a map, and
+    /// word count): records produced one at a time and in bursts through the
+    /// owner's socket, timed from the produce returning to the output being
+    /// readable; then the idle CPU of the running pipeline. The modules are
+    /// taken from the directory of --module.
+    #[arg(long)]
+    pub latency: bool,
+    /// With --latency: records produced one at a time (bursts send as many).
+    #[arg(long, default_value_t = 500)]
+    pub singles: usize,
 }
 
 /// `examples/split-words`, compiled natively.
@@ -197,6 +210,16 @@ fn upper_value(packed: &mut [u8]) {
     }
 }
 
+/// The benchmark's pipeline `which` (map | wordcount), from `in` to `out`;
+/// its modules are found beside the file.
+fn pipeline_text(which: &str) -> &'static str {
+    if which == "wordcount" {
+        "name = \"bench\"\ninput = \"in\"\noutput = \"out\"\n[[steps]]\nname = \"split\"\nkind = \"map\"\nmodule = \"split_words.wasm\"\n[[steps]]\nname = \"count\"\nkind = \"aggregate\"\nmodule = \"count.wasm\"\n"
+    } else {
+        "name = \"bench\"\ninput = \"in\"\noutput = \"out\"\n[[steps]]\nname = \"up\"\nkind = \"map\"\nmodule = \"uppercase.wasm\"\n"
+    }
+}
+
 /// One pipeline run in this process; prints `RESULT records seconds peak-kb`.
 fn one_pipeline(args: &BenchArgs, which: &str) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -223,12 +246,7 @@ fn one_pipeline(args: &BenchArgs, which: &str) -> anyhow::Result<()> {
         return Ok(());
     }
     let text = match which {
-        "map" => {
-            "name = \"bench\"\ninput = \"in\"\noutput = \"out\"\n[[steps]]\nname = \"up\"\nkind = \"map\"\nmodule = \"uppercase.wasm\"\n"
-        }
-        "wordcount" => {
-            "name = \"bench\"\ninput = \"in\"\noutput = \"out\"\n[[steps]]\nname = \"split\"\nkind = \"map\"\nmodule = \"split_words.wasm\"\n[[steps]]\nname = \"count\"\nkind = \"aggregate\"\nmodule = \"count.wasm\"\n"
-        }
+        "map" | "wordcount" => pipeline_text(which),
         other => anyhow::bail!("unknown pipeline benchmark {other}"),
     };
     let file = modules.join(format!("bench-{which}.toml"));
@@ -400,6 +418,9 @@ fn call(step: &mut Step, batch: &[u8]) -> anyhow::Result<Vec<u8>> {
 
 /// Runs the benchmark and prints its table.
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    if args.latency {
+        return latency::run(args);
+    }
     if let Some(which) = &args.one {
         return one_pipeline(args, which);
     }

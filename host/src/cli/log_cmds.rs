@@ -3,7 +3,7 @@
 //! `--brokers` (or `WEIR_BROKERS`), through [`weir::kafka`].
 
 use std::io::{BufRead, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
+use serde::{Deserialize, Serialize};
 
+use weir::backend::Backend;
 use weir::jsonl;
 use weir::kafka::{self, Connection};
 use weir::log::{Commit, Log, TopicConfig, partitioner};
@@ -19,6 +21,9 @@ use weir::pipeline::{self, RunOptions, keys};
 use weir::runtime::Runtime;
 
 use super::RuntimeArgs;
+
+#[path = "owner.rs"]
+pub mod owner;
 
 /// Where the embedded log lives.
 #[derive(Args, Clone)]
@@ -118,31 +123,41 @@ fn plural(n: u64) -> &'static str {
 }
 
 /// A topic as `topic list` and `topic describe` print it, from either log.
-fn print_topic(t: &kafka::admin::TopicInfo, list: bool) {
+fn topic_lines(t: &kafka::admin::TopicInfo, list: bool) -> Vec<String> {
     let s = &t.settings;
     if list {
-        println!(
+        return vec![format!(
             "{}\t{} partitions{}",
             t.name,
             s.partitions,
             if s.compacted { "\tcompacted" } else { "" }
-        );
-        return;
+        )];
     }
-    println!("topic: {}", t.name);
-    println!("partitions: {}", s.partitions);
-    println!("compacted: {}", s.compacted);
+    let mut lines = vec![
+        format!("topic: {}", t.name),
+        format!("partitions: {}", s.partitions),
+        format!("compacted: {}", s.compacted),
+    ];
     if let Some(ms) = s.retention_ms {
-        println!(
+        lines.push(format!(
             "retention: {}",
             humantime::format_duration(Duration::from_millis(ms as u64))
-        );
+        ));
     }
     if let Some(b) = s.retention_bytes {
-        println!("retention bytes: {b}");
+        lines.push(format!("retention bytes: {b}"));
     }
     for (p, (start, end)) in t.offsets.iter().enumerate() {
-        println!("partition {p}: start offset {start}, end offset {end}");
+        lines.push(format!(
+            "partition {p}: start offset {start}, end offset {end}"
+        ));
+    }
+    lines
+}
+
+fn print_topic(t: &kafka::admin::TopicInfo, list: bool) {
+    for l in topic_lines(t, list) {
+        println!("{l}");
     }
 }
 
@@ -159,8 +174,211 @@ fn info_of(t: &weir::log::Topic) -> kafka::admin::TopicInfo {
     }
 }
 
+/// A command on a data directory of the embedded log. The process that owns
+/// the directory (`weir run`) serves it to clients over its socket
+/// ([`owner`]); with no owner, the CLI does it on the directory itself.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// `topic create`.
+    TopicCreate { name: String, config: TopicConfig },
+    /// `topic list`.
+    TopicList,
+    /// `topic describe`.
+    TopicDescribe { name: String },
+    /// `topic clean`.
+    TopicClean,
+    /// `topic delete`.
+    TopicDelete { name: String },
+    /// `produce`: the records follow the request, one JSON line each.
+    Produce {
+        topic: String,
+        partition: Option<u32>,
+        /// Where the records come from, for messages (`stdin`, a file).
+        source: String,
+    },
+    /// `consume`.
+    Consume {
+        topic: String,
+        from_beginning: bool,
+        partition: Option<u32>,
+        max: Option<usize>,
+        follow: bool,
+    },
+    /// `state get` (with a key) and `state scan`.
+    State {
+        pipeline: String,
+        step: String,
+        key: Option<String>,
+        from: Option<i64>,
+        to: Option<i64>,
+        max: usize,
+    },
+}
+
+impl Request {
+    /// Whether it writes (so that, with no owner, the directory is opened
+    /// for writing, which takes its lock).
+    fn writes(&self) -> bool {
+        matches!(
+            self,
+            Request::TopicCreate { .. }
+                | Request::TopicClean
+                | Request::TopicDelete { .. }
+                | Request::Produce { .. }
+        )
+    }
+}
+
+/// Where a request's output goes: the terminal, or an owner's client.
+pub trait Out {
+    /// A line for standard output.
+    fn out(&mut self, line: &str) -> std::io::Result<()>;
+    /// A line for standard error.
+    fn err(&mut self, line: &str) -> std::io::Result<()>;
+    /// Makes what was written visible now.
+    fn flush(&mut self) -> std::io::Result<()>;
+    /// Nothing was written for a while (a follower waiting): a client that
+    /// went away is noticed here.
+    fn idle(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+struct Terminal {
+    out: std::io::BufWriter<std::io::Stdout>,
+}
+
+impl Out for Terminal {
+    fn out(&mut self, line: &str) -> std::io::Result<()> {
+        writeln!(self.out, "{line}")
+    }
+
+    fn err(&mut self, line: &str) -> std::io::Result<()> {
+        self.out.flush()?;
+        eprintln!("{line}");
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// Does `req` on `dir`: through the process that owns it if one runs, else
+/// on the directory itself. `input` is a produce's records.
+fn perform(
+    dir: &Path,
+    req: Request,
+    input: Option<Box<dyn BufRead + Send>>,
+    stop: &Arc<AtomicBool>,
+) -> anyhow::Result<ExitCode> {
+    let code = match owner::connect(dir)? {
+        Some(client) => client.call(&req, input)?,
+        None => {
+            let log = if req.writes() {
+                Log::open(dir)?
+            } else if matches!(req, Request::Consume { follow: true, .. }) {
+                Log::open_follower(dir)?
+            } else {
+                Log::open_reader(dir)?
+            };
+            let mut input = input.unwrap_or_else(|| Box::new(std::io::empty()));
+            let mut out = Terminal {
+                out: std::io::BufWriter::new(std::io::stdout()),
+            };
+            let code = execute(&log, req, &mut input, &mut out, stop)?;
+            out.flush()?;
+            code
+        }
+    };
+    Ok(ExitCode::from(code))
+}
+
+/// Does `req` on an open log, writing what it says to `out`; returns the
+/// exit code. Both the CLI (no owner) and the owner's server call it.
+pub fn execute(
+    log: &Log,
+    req: Request,
+    input: &mut dyn BufRead,
+    out: &mut dyn Out,
+    stop: &AtomicBool,
+) -> anyhow::Result<u8> {
+    match req {
+        Request::TopicCreate { name, config } => {
+            let partitions = config.partitions;
+            log.create_topic(&name, config)?;
+            out.out(&format!(
+                "created topic {name} with {partitions} partition{}",
+                plural(partitions.into())
+            ))?;
+        }
+        Request::TopicList => {
+            for t in log.topics()? {
+                for l in topic_lines(&info_of(&t), true) {
+                    out.out(&l)?;
+                }
+            }
+        }
+        Request::TopicDescribe { name } => {
+            let t = log.require_topic(&name)?;
+            let mut info = info_of(&t);
+            for p in 0..t.config.partitions {
+                info.offsets.push((
+                    log.start_offset(&t, p)? as i64,
+                    log.end_offset(&t, p)? as i64,
+                ));
+            }
+            for l in topic_lines(&info, false) {
+                out.out(&l)?;
+            }
+        }
+        Request::TopicClean => {
+            let n = log.clean(now_ms())?;
+            out.out(&format!("deleted {n} record{}", plural(n)))?;
+        }
+        Request::TopicDelete { name } => {
+            log.delete_topic(&name)?;
+            out.out(&format!("deleted topic {name}"))?;
+        }
+        Request::Produce {
+            topic,
+            partition,
+            source,
+        } => return produce_log(log, &topic, partition, input, &source, out),
+        Request::Consume {
+            topic,
+            from_beginning,
+            partition,
+            max,
+            follow,
+        } => {
+            return consume_log(
+                log,
+                &topic,
+                from_beginning,
+                partition,
+                max,
+                follow,
+                out,
+                stop,
+            );
+        }
+        Request::State {
+            pipeline,
+            step,
+            key,
+            from,
+            to,
+            max,
+        } => return state_log(log, &pipeline, &step, key, from, to, max, out),
+    }
+    Ok(0)
+}
+
 pub fn topic(cmd: TopicCommand) -> anyhow::Result<ExitCode> {
-    match cmd {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (data, req) = match cmd {
         TopicCommand::Create {
             name,
             partitions,
@@ -184,59 +402,41 @@ pub fn topic(cmd: TopicCommand) -> anyhow::Result<ExitCode> {
                     retention_bytes,
                 };
                 kafka::admin::create(&conn, &name, &settings)?;
-            } else {
-                Log::open(&data.data)?.create_topic(&name, config)?;
+                println!(
+                    "created topic {name} with {partitions} partition{}",
+                    plural(partitions.into())
+                );
+                return Ok(ExitCode::SUCCESS);
             }
-            println!(
-                "created topic {name} with {partitions} partition{}",
-                plural(partitions.into())
-            );
+            (data, Request::TopicCreate { name, config })
         }
         TopicCommand::List { data, kafka } => {
-            let topics = match kafka.connection() {
-                Some(conn) => kafka::admin::list(&conn)?,
-                None => Log::open_reader(&data.data)?
-                    .topics()?
-                    .iter()
-                    .map(info_of)
-                    .collect(),
-            };
-            for t in &topics {
-                print_topic(t, true);
+            if let Some(conn) = kafka.connection() {
+                for t in &kafka::admin::list(&conn)? {
+                    print_topic(t, true);
+                }
+                return Ok(ExitCode::SUCCESS);
             }
+            (data, Request::TopicList)
         }
         TopicCommand::Describe { name, data, kafka } => {
-            let info = match kafka.connection() {
-                Some(conn) => kafka::admin::describe(&conn, &name)?,
-                None => {
-                    let log = Log::open_reader(&data.data)?;
-                    let t = log.require_topic(&name)?;
-                    let mut info = info_of(&t);
-                    for p in 0..t.config.partitions {
-                        info.offsets.push((
-                            log.start_offset(&t, p)? as i64,
-                            log.end_offset(&t, p)? as i64,
-                        ));
-                    }
-                    info
-                }
-            };
-            print_topic(&info, false);
-        }
-        TopicCommand::Clean { data } => {
-            let log = Log::open(&data.data)?;
-            let n = log.clean(now_ms())?;
-            println!("deleted {n} record{}", plural(n));
-        }
-        TopicCommand::Delete { name, data, kafka } => {
-            match kafka.connection() {
-                Some(conn) => kafka::admin::delete(&conn, &name)?,
-                None => Log::open(&data.data)?.delete_topic(&name)?,
+            if let Some(conn) = kafka.connection() {
+                print_topic(&kafka::admin::describe(&conn, &name)?, false);
+                return Ok(ExitCode::SUCCESS);
             }
-            println!("deleted topic {name}");
+            (data, Request::TopicDescribe { name })
         }
-    }
-    Ok(ExitCode::SUCCESS)
+        TopicCommand::Clean { data } => (data, Request::TopicClean),
+        TopicCommand::Delete { name, data, kafka } => {
+            if let Some(conn) = kafka.connection() {
+                kafka::admin::delete(&conn, &name)?;
+                println!("deleted topic {name}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            (data, Request::TopicDelete { name })
+        }
+    };
+    perform(&data.data, req, None, &stop)
 }
 
 #[derive(Args)]
@@ -257,10 +457,12 @@ pub struct ProduceArgs {
 }
 
 /// Calls `each(line number, record)` for every record of `reader`; a
-/// malformed line is reported on stderr and counted, not passed on.
+/// malformed line is reported (to `out`'s standard error) and counted, not
+/// passed on.
 fn for_each_record(
-    reader: Box<dyn BufRead + '_>,
+    reader: &mut dyn BufRead,
     source: &str,
+    out: &mut dyn Out,
     mut each: impl FnMut(usize, weir::record::Record) -> anyhow::Result<()>,
 ) -> anyhow::Result<usize> {
     let mut bad = 0usize;
@@ -272,7 +474,7 @@ fn for_each_record(
         match jsonl::parse_record(&line, 0) {
             Ok(r) => each(n + 1, r)?,
             Err(e) => {
-                eprintln!("error: {source}:{}: {e}", n + 1);
+                out.err(&format!("error: {source}:{}: {e}", n + 1))?;
                 bad += 1;
             }
         }
@@ -281,7 +483,7 @@ fn for_each_record(
 }
 
 pub fn produce(args: ProduceArgs) -> anyhow::Result<ExitCode> {
-    let (reader, source): (Box<dyn BufRead>, String) = match &args.input {
+    let (mut reader, source): (Box<dyn BufRead + Send>, String) = match &args.input {
         Some(path) => (
             Box::new(std::io::BufReader::new(
                 std::fs::File::open(path)
@@ -289,12 +491,24 @@ pub fn produce(args: ProduceArgs) -> anyhow::Result<ExitCode> {
             )),
             path.display().to_string(),
         ),
-        None => (Box::new(std::io::stdin().lock()), "stdin".to_string()),
+        None => (
+            Box::new(std::io::BufReader::new(std::io::stdin())),
+            "stdin".to_string(),
+        ),
     };
-    let (written, bad, refused) = match args.kafka.connection() {
-        Some(conn) => produce_kafka(&conn, &args, reader, &source)?,
-        None => produce_log(&args, reader, &source)?,
+    let Some(conn) = args.kafka.connection() else {
+        let req = Request::Produce {
+            topic: args.topic.clone(),
+            partition: args.partition,
+            source,
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        return perform(&args.data.data, req, Some(reader), &stop);
     };
+    let mut out = Terminal {
+        out: std::io::BufWriter::new(std::io::stdout()),
+    };
+    let (written, bad, refused) = produce_kafka(&conn, &args, &mut reader, &source, &mut out)?;
     eprintln!(
         "produced {written} record{} to {}",
         plural(written),
@@ -319,15 +533,19 @@ pub fn produce(args: ProduceArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Returns (records written, malformed lines, refused records).
+/// Appends the records of `reader` to `topic`, committing every 1,000 and at
+/// the end: when it returns, every record it counts as produced is in the
+/// log. Returns the exit code.
 fn produce_log(
-    args: &ProduceArgs,
-    reader: Box<dyn BufRead + '_>,
+    log: &Log,
+    topic: &str,
+    partition: Option<u32>,
+    reader: &mut dyn BufRead,
     source: &str,
-) -> anyhow::Result<(u64, usize, usize)> {
-    let log = Log::open(&args.data.data)?;
-    let topic = log.require_topic(&args.topic)?;
-    if let Some(p) = args.partition
+    out: &mut dyn Out,
+) -> anyhow::Result<u8> {
+    let topic = log.require_topic(topic)?;
+    if let Some(p) = partition
         && p >= topic.config.partitions
     {
         bail!(
@@ -340,8 +558,8 @@ fn produce_log(
     let mut pending = 0usize;
     let mut written = 0u64;
     let mut rr = 0u32;
-    let bad = for_each_record(reader, source, |_, record| {
-        let p = match (args.partition, &record.key) {
+    let bad = for_each_record(reader, source, out, |_, record| {
+        let p = match (partition, &record.key) {
             (Some(p), _) => p,
             (None, Some(k)) => partitioner::partition_for_key(k, topic.config.partitions),
             (None, None) => {
@@ -358,7 +576,19 @@ fn produce_log(
         Ok(())
     })?;
     written += log.commit(commit)?.len() as u64;
-    Ok((written, bad, 0))
+    out.err(&format!(
+        "produced {written} record{} to {}",
+        plural(written),
+        topic.name
+    ))?;
+    if bad > 0 {
+        out.err(&format!(
+            "error: {bad} malformed line{} in {source} were not produced",
+            plural(bad as u64)
+        ))?;
+        return Ok(1);
+    }
+    Ok(0)
 }
 
 /// As [`produce_log`], to Kafka: every delivery is checked, and each refused
@@ -366,8 +596,9 @@ fn produce_log(
 fn produce_kafka(
     conn: &Connection,
     args: &ProduceArgs,
-    reader: Box<dyn BufRead + '_>,
+    reader: &mut dyn BufRead,
     source: &str,
+    out: &mut dyn Out,
 ) -> anyhow::Result<(u64, usize, usize)> {
     let mut producer = kafka::produce::Producer::open(conn, &args.topic)?;
     if let Some(p) = args.partition
@@ -379,7 +610,7 @@ fn produce_kafka(
             producer.partitions() - 1
         );
     }
-    let bad = for_each_record(reader, source, |line, record| {
+    let bad = for_each_record(reader, source, out, |line, record| {
         let p = producer.partition_for(args.partition, record.key.as_deref());
         Ok(producer.send(p, &record, line)?)
     })?;
@@ -453,13 +684,29 @@ pub fn consume(args: ConsumeArgs) -> anyhow::Result<ExitCode> {
         out.flush()?;
         return Ok(ExitCode::SUCCESS);
     }
-    let log = if args.follow {
-        Log::open_follower(&args.data.data)?
-    } else {
-        Log::open_reader(&args.data.data)?
+    let req = Request::Consume {
+        topic: args.topic,
+        from_beginning: args.from_beginning,
+        partition: args.partition,
+        max: args.max,
+        follow: args.follow,
     };
-    let topic = log.require_topic(&args.topic)?;
-    let parts: Vec<u32> = match args.partition {
+    perform(&args.data.data, req, None, &stop)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn consume_log(
+    log: &Log,
+    topic: &str,
+    from_beginning: bool,
+    partition: Option<u32>,
+    max: Option<usize>,
+    follow: bool,
+    out: &mut dyn Out,
+    stop: &AtomicBool,
+) -> anyhow::Result<u8> {
+    let topic = log.require_topic(topic)?;
+    let parts: Vec<u32> = match partition {
         Some(p) if p < topic.config.partitions => vec![p],
         Some(p) => bail!(
             "topic {} has partitions 0 to {}; there is no partition {p}",
@@ -470,22 +717,22 @@ pub fn consume(args: ConsumeArgs) -> anyhow::Result<ExitCode> {
     };
     let mut next = Vec::new();
     for p in &parts {
-        next.push(if args.from_beginning {
+        next.push(if from_beginning {
             log.start_offset(&topic, *p)?
         } else {
             log.end_offset(&topic, *p)?
         });
     }
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut printed = 0usize;
     loop {
+        let version = log.data_version();
         let mut any = false;
         for (i, p) in parts.iter().enumerate() {
             loop {
-                let left = args.max.map_or(usize::MAX, |m| m - printed);
+                let left = max.map_or(usize::MAX, |m| m - printed);
                 if left == 0 {
                     out.flush()?;
-                    return Ok(ExitCode::SUCCESS);
+                    return Ok(0);
                 }
                 let batch = log.read(&topic, *p, next[i], left.min(1000))?;
                 if batch.is_empty() {
@@ -495,19 +742,24 @@ pub fn consume(args: ConsumeArgs) -> anyhow::Result<ExitCode> {
                 for s in batch {
                     let mut r = s.record()?;
                     r.offset = s.offset as i64;
-                    writeln!(out, "{}", consumed_line(*p, &r))?;
+                    out.out(&consumed_line(*p, &r))?;
                     next[i] = s.offset + 1;
                     printed += 1;
                 }
             }
         }
         out.flush()?;
-        if !args.follow || stop.load(Ordering::SeqCst) {
-            return Ok(ExitCode::SUCCESS);
+        if !follow || stop.load(Ordering::SeqCst) {
+            return Ok(0);
         }
         if !any {
-            std::thread::sleep(Duration::from_millis(100));
-            log.catch_up()?;
+            if log.follows() {
+                // Another process writes: look again every 100 ms.
+                std::thread::sleep(Duration::from_millis(100));
+                log.catch_up()?;
+            } else if log.wait_for_data(version, Duration::from_secs(1)) == version {
+                out.idle()?;
+            }
         }
     }
 }
@@ -537,10 +789,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let runtime = Runtime::new(args.runtime.options())?;
     let stop = Arc::new(AtomicBool::new(false));
     {
-        let s = stop.clone();
-        ctrlc::set_handler(move || s.store(true, Ordering::SeqCst))
-            .context("cannot install the Ctrl-C handler")?;
+        let (s, log) = (stop.clone(), log.clone());
+        ctrlc::set_handler(move || {
+            s.store(true, Ordering::SeqCst);
+            log.wake();
+        })
+        .context("cannot install the Ctrl-C handler")?;
     }
+    // While it runs, this process owns the directory: it serves the CLI's
+    // requests for it over its socket (removed when `_server` drops).
+    let _server = owner::serve(log.clone(), &args.data.data, stop.clone())?;
     let options = RunOptions {
         until_caught_up: args.until_caught_up,
         progress: !args.quiet,
@@ -662,7 +920,7 @@ pub(super) fn store_entry<'a>(
 }
 
 pub fn state(cmd: StateCommand) -> anyhow::Result<ExitCode> {
-    let (data, pipe, step, key, from, to, max) = match cmd {
+    let (data, pipeline, step, key, from, to, max) = match cmd {
         StateCommand::Get {
             data,
             pipeline,
@@ -678,11 +936,31 @@ pub fn state(cmd: StateCommand) -> anyhow::Result<ExitCode> {
             max,
         } => (data, pipeline, step, None, None, None, max),
     };
-    let log = Log::open_reader(&data.data)?;
+    let req = Request::State {
+        pipeline,
+        step,
+        key,
+        from,
+        to,
+        max,
+    };
+    perform(&data.data, req, None, &Arc::new(AtomicBool::new(false)))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn state_log(
+    log: &Log,
+    pipe: &str,
+    step: &str,
+    key: Option<String>,
+    from: Option<i64>,
+    to: Option<i64>,
+    max: usize,
+    out: &mut dyn Out,
+) -> anyhow::Result<u8> {
     let mut found = 0usize;
-    let mut out = std::io::stdout().lock();
     // Aggregates ('a') and table join state ('j'), every partition.
-    let mut prefix = keys::pipeline(&pipe);
+    let mut prefix = keys::pipeline(pipe);
     prefix.push(b'a');
     prefix.extend_from_slice(step.as_bytes());
     prefix.push(0);
@@ -697,12 +975,12 @@ pub fn state(cmd: StateCommand) -> anyhow::Result<ExitCode> {
             && from.is_none_or(|f| start >= f)
             && to.is_none_or(|t| start < t);
         if wanted {
-            writeln!(out, "{}", serde_json::Value::Object(obj))?;
+            out.out(&serde_json::Value::Object(obj).to_string())?;
             found += 1;
         }
     }
     // A processor's stores ('s'): store 0 partition key.
-    let mut sp = keys::pipeline(&pipe);
+    let mut sp = keys::pipeline(pipe);
     sp.push(b's');
     sp.extend_from_slice(step.as_bytes());
     sp.push(0);
@@ -718,16 +996,20 @@ pub fn state(cmd: StateCommand) -> anyhow::Result<ExitCode> {
             bail!("a state entry of step {step} is corrupt");
         };
         if key.as_ref().is_none_or(|key| key.as_bytes() == kb) {
-            writeln!(out, "{}", serde_json::Value::Object(obj))?;
+            out.out(&serde_json::Value::Object(obj).to_string())?;
             found += 1;
         }
     }
     if found == 0 {
         if let Some(k) = key {
-            eprintln!("no state for key {k:?} in step {step} of pipeline {pipe}");
-            return Ok(ExitCode::FAILURE);
+            out.err(&format!(
+                "no state for key {k:?} in step {step} of pipeline {pipe}"
+            ))?;
+            return Ok(1);
         }
-        eprintln!("step {step} of pipeline {pipe} has no state (is the step name right?)");
+        out.err(&format!(
+            "step {step} of pipeline {pipe} has no state (is the step name right?)"
+        ))?;
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(0)
 }

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, bail};
 use rocksdb::{DB, Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions};
 
-use crate::backend::{Backend, StateRead};
+use crate::backend::{Backend, DataSignal, StateRead};
 pub use crate::backend::{Commit, Stored, Topic, TopicConfig};
 
 /// A data directory's log and stores.
@@ -40,6 +40,8 @@ pub struct Log {
     topics: Mutex<HashMap<String, Topic>>,
     secondary: Option<tempfile::TempDir>,
     writer: bool,
+    /// Bumped by every commit that appends: idle tasks wait on it.
+    signal: DataSignal,
 }
 
 impl Drop for Log {
@@ -92,6 +94,7 @@ impl Log {
             topics: Mutex::new(HashMap::new()),
             secondary,
             writer,
+            signal: DataSignal::default(),
         })
     }
 
@@ -158,6 +161,12 @@ impl Log {
         let db = DB::open_as_secondary(&opts, &dir.join("db"), &secondary.path().to_path_buf())
             .map_err(|e| open_error(dir, e.as_ref()))?;
         Ok(Log::wrap(db, dir, Some(secondary), false))
+    }
+
+    /// Whether it follows another process's writes (a secondary instance):
+    /// its own appends never signal, so a follower polls with [`Log::catch_up`].
+    pub fn follows(&self) -> bool {
+        self.secondary.is_some()
     }
 
     /// For a reader: sees what the writing process committed since.
@@ -433,6 +442,10 @@ impl Log {
             .write_opt(batch, &wo)
             .context("cannot write to the log")?;
         heads.extend(next);
+        drop(heads);
+        if !offsets.is_empty() {
+            self.signal.bump();
+        }
         Ok(offsets)
     }
 
@@ -656,6 +669,18 @@ impl Backend for Log {
 
     fn commit(&self, commit: Commit) -> anyhow::Result<()> {
         Log::commit(self, commit).map(|_| ())
+    }
+
+    fn data_version(&self) -> u64 {
+        self.signal.version()
+    }
+
+    fn wait_for_data(&self, since: u64, timeout: std::time::Duration) -> u64 {
+        self.signal.wait(since, timeout)
+    }
+
+    fn wake(&self) {
+        self.signal.bump();
     }
 
     fn clean(&self, now_ms: i64) -> anyhow::Result<u64> {

@@ -361,7 +361,8 @@ pub fn start(
                         }
                         last = Some(Instant::now());
                     }
-                    std::thread::park_timeout(Duration::from_millis(100));
+                    // `wait` and `drop` unpark it when the run ends.
+                    std::thread::park_timeout(Duration::from_secs(30));
                 }
             })?
     };
@@ -401,9 +402,12 @@ fn supervise(
     let mut running: HashMap<(usize, u32), Running> = HashMap::new();
     let failed = Arc::new(AtomicBool::new(false));
     let mut first_err: Option<anyhow::Error> = None;
+    // Tasks that end and `PipelineHandle::stop` unpark this thread; the
+    // wait only bounds how late a stop flag set from outside is seen.
+    let me = std::thread::current();
     loop {
         let stopping = shared.stop.load(Ordering::SeqCst) || failed.load(Ordering::SeqCst);
-        if !stopping && let Some(set) = assignor.poll(Duration::from_millis(20))? {
+        if !stopping && let Some(set) = assignor.poll(Duration::from_millis(250))? {
             // Revoked partitions: their tasks finish their batch and stop.
             let gone: Vec<(usize, u32)> = running
                 .keys()
@@ -425,6 +429,7 @@ fn supervise(
                     }
                     let revoked = Arc::new(AtomicBool::new(false));
                     let (s, r, f) = (shared.clone(), revoked.clone(), failed.clone());
+                    let me = me.clone();
                     let thread = std::thread::Builder::new()
                         .name(format!("weir-task-{seg}-{p}"))
                         .spawn(move || {
@@ -436,6 +441,10 @@ fn supervise(
                                 f.store(true, Ordering::SeqCst);
                                 s.stop.store(true, Ordering::SeqCst);
                             }
+                            // Downstream tasks waiting for data look again
+                            // (upstream finished, or the run stops).
+                            s.backend.wake();
+                            me.unpark();
                             result
                         })?;
                     running.insert((seg, p), Running { revoked, thread });
@@ -443,7 +452,7 @@ fn supervise(
             }
             *lock(assigned) = set;
         } else if stopping {
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::park_timeout(Duration::from_millis(50));
         }
         if running.values().all(|r| r.thread.is_finished()) && !running.is_empty()
             || (stopping && running.is_empty())
@@ -525,6 +534,10 @@ impl PipelineHandle {
     /// Asks every task to finish its batch, commit and stop.
     pub fn stop(&self) {
         self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.backend.wake();
+        if let Some(h) = &self.supervisor {
+            h.thread().unpark();
+        }
     }
 
     /// Whether the run has ended (stopped, caught up, or failed).

@@ -182,19 +182,29 @@ impl Task {
     }
 
     pub(crate) fn run(&mut self) -> anyhow::Result<()> {
-        let mut idle = Duration::from_millis(1);
         let mut failures = 0u32;
+        // Idle, a task sleeps until records are appended (any partition of
+        // the backend), its wall-clock timers may be due, or it is stopped
+        // (a stop wakes the backend's waiters).
+        let cap = if self.ticks {
+            Duration::from_millis(100)
+        } else {
+            Duration::from_secs(1)
+        };
         loop {
             if self.stopping() {
                 return Ok(());
             }
+            let version = self.shared.backend.data_version();
             self.apply_swaps();
             // A simulated clock (`weir test`): a segment reads once the
             // segments before it are done, so its batches are the same
             // from run to run.
             if self.shared.options.now_ms.is_some() && !self.upstream_finished() {
-                std::thread::sleep(idle);
-                idle = (idle * 2).min(Duration::from_millis(5));
+                // An upstream task finishing wakes the waiters.
+                self.shared
+                    .backend
+                    .wait_for_data(version, Duration::from_millis(5));
                 continue;
             }
             let n = match self.step_batch() {
@@ -228,7 +238,6 @@ impl Task {
                 }
             };
             if n > 0 {
-                idle = Duration::from_millis(1);
                 continue;
             }
             if self.shared.options.until_caught_up && self.caught_up()? {
@@ -240,8 +249,11 @@ impl Task {
             if self.ticks {
                 self.tick()?;
             }
-            std::thread::sleep(idle);
-            idle = (idle * 2).min(Duration::from_millis(50));
+            if self.stopping() {
+                return Ok(());
+            }
+            // An upstream task finishing wakes the waiters too.
+            self.shared.backend.wait_for_data(version, cap);
         }
     }
 

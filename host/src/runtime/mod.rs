@@ -29,8 +29,8 @@ mod step;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -489,15 +489,56 @@ impl Runtime {
     }
 }
 
+/// Guest code running now in this process (instantiations and calls): the
+/// epoch tickers only tick while there is some, so that an idle process
+/// does not wake every [`TICK`].
+static RUNNING: AtomicUsize = AtomicUsize::new(0);
+/// The tickers, to wake when guest code starts running.
+static TICKERS: Mutex<Vec<std::thread::Thread>> = Mutex::new(Vec::new());
+
+/// Held while guest code runs under an epoch deadline.
+pub(crate) struct Running;
+
+impl Running {
+    /// Guest code starts: wakes the tickers if none ran.
+    pub(crate) fn enter() -> Running {
+        if RUNNING.fetch_add(1, Ordering::SeqCst) == 0 {
+            for t in TICKERS.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+                t.unpark();
+            }
+        }
+        Running
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        RUNNING.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Advances the engine's epoch so that it counts wall-clock [`TICK`]s since
 /// the ticker started. A sleep on a busy machine wakes late (5 ms became
 /// ~8.4 ms under load), so one increment per wake-up would stretch every
 /// deadline; instead each wake-up adds as many ticks as wall time says are
-/// due. A deadline then holds to within one late wake-up.
+/// due. A deadline then holds to within one late wake-up. While no guest
+/// code runs, the ticker sleeps (a deadline counts from the epoch at the
+/// call's start, so the ticks not counted meanwhile change none), and starts
+/// counting afresh when woken.
 fn epoch_ticker(engine: &Engine, stop: &AtomicBool) {
-    let started = Instant::now();
+    TICKERS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(std::thread::current());
+    let mut started = Instant::now();
     let mut ticks: u128 = 0;
     while !stop.load(Ordering::Relaxed) {
+        if RUNNING.load(Ordering::SeqCst) == 0 {
+            std::thread::park_timeout(Duration::from_secs(1));
+            started = Instant::now();
+            ticks = 0;
+            continue;
+        }
         std::thread::sleep(TICK);
         let due = started.elapsed().as_nanos() / TICK.as_nanos();
         while ticks < due {
@@ -505,6 +546,11 @@ fn epoch_ticker(engine: &Engine, stop: &AtomicBool) {
             ticks += 1;
         }
     }
+    let me = std::thread::current().id();
+    TICKERS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|t| t.id() != me);
 }
 
 impl Drop for Runtime {

@@ -176,6 +176,7 @@ impl Step {
             HostState::new(self.tags.clone(), self.memory_limit),
         );
         store.limiter(|s| &mut s.limits);
+        let _running = super::Running::enter();
         store.set_epoch_deadline(self.deadline_ticks());
         let instance = pre
             .instantiate(&mut store)
@@ -257,6 +258,7 @@ impl Step {
                 what: format!("has no `{function}` function"),
             });
         };
+        let _running = super::Running::enter();
         live.store.set_epoch_deadline(ticks);
         live.store.data_mut().state = state;
         let result = func

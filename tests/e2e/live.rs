@@ -1,0 +1,366 @@
+//! Live streams on the embedded log: `weir run` owns the data directory and
+//! serves the CLI (produce, consume, topic, state) over `DIR/weir.sock`
+//! while its pipeline picks up what is produced.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::util::{assert_lines, guest, run, tempdir, weir};
+
+/// A data directory and its commands.
+struct Data {
+    _tmp: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl Data {
+    fn new() -> Self {
+        let tmp = tempdir();
+        let path = tmp.path().join("data");
+        Data { _tmp: tmp, path }
+    }
+
+    fn weir(&self) -> Command {
+        let mut c = weir();
+        c.env("WEIR_DATA", &self.path);
+        c.env("WEIR_MODULE_PATH", guest("count").parent().unwrap());
+        c
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let r = run(self.weir().args(args));
+        assert!(r.status.success(), "weir {args:?}: {}", r.stderr);
+        r.stdout
+    }
+
+    /// `weir produce topic` from another process, with `lines` on stdin;
+    /// returns its standard error.
+    fn produce(&self, topic: &str, lines: &[String]) -> String {
+        let mut child = self
+            .weir()
+            .args(["produce", topic])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        for l in lines {
+            writeln!(stdin, "{l}").unwrap();
+        }
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "produce: {err}");
+        err
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.path.join("weir.sock")
+    }
+
+    /// Starts `weir run pipeline` in the background and waits (bounded) for
+    /// it to serve its socket.
+    fn start(&self, pipeline: &Path) -> Owner {
+        let child = self
+            .weir()
+            .args(["run", "--quiet"])
+            .arg(pipeline)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut owner = Owner { child };
+        let sock = self.socket();
+        until("the owner's socket", || {
+            if let Ok(Some(st)) = owner.child.try_wait() {
+                panic!("weir run exited early: {st}");
+            }
+            std::os::unix::net::UnixStream::connect(&sock).is_ok()
+        });
+        owner
+    }
+
+    /// Every record of `topic` read by a new process, as (key, value).
+    fn records(&self, topic: &str) -> Vec<(String, String)> {
+        self.ok(&["consume", topic, "--from-beginning"])
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                (
+                    v["key"].as_str().unwrap_or_default().to_string(),
+                    v["value"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    }
+}
+
+/// A `weir run` in the background; killed if the test ends early.
+struct Owner {
+    child: Child,
+}
+
+impl Owner {
+    /// Ctrl-C, then waits for it to exit; returns its standard error.
+    fn interrupt(mut self) -> String {
+        let st = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            std::io::Read::read_to_string(&mut e, &mut err).unwrap();
+        }
+        let st = self.child.wait().unwrap();
+        assert!(st.success(), "weir run: {st}: {err}");
+        err
+    }
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `cond` every 10 ms for at most 20 s.
+#[track_caller]
+fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !cond() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn map_pipeline(dir: &Path) -> PathBuf {
+    let file = dir.join("upper.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "name = \"upper\"\ninput = \"in\"\noutput = \"out\"\n[[steps]]\nname = \"case\"\nkind = \"map\"\nmodule = {:?}\n",
+            guest("uppercase")
+        ),
+    )
+    .unwrap();
+    file
+}
+
+fn lines(from: usize, to: usize) -> Vec<String> {
+    (from..to)
+        .map(|i| format!(r#"{{"key":"k{i}","value":"v{i}"}}"#))
+        .collect()
+}
+
+#[test]
+fn a_running_pipeline_takes_records_produced_from_other_processes_exactly_once() {
+    let d = Data::new();
+    d.ok(&["topic", "create", "in", "--partitions", "2"]);
+    let owner = d.start(&map_pipeline(d._tmp.path()));
+
+    // A follower, started before anything is produced.
+    let mut follow = d
+        .weir()
+        .args(["consume", "out", "--from-beginning", "--follow"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = follow.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stdout).lines() {
+            let Ok(l) = l else { break };
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+
+    // Three produces, each a process of its own, while the pipeline runs:
+    // each is in the log when it returns, and reaches the output.
+    let mut want = BTreeSet::new();
+    for round in 0..3 {
+        let batch = lines(round * 40, round * 40 + 40);
+        let err = d.produce("in", &batch);
+        assert_lines("produce", &err, "produced 40 records to in");
+        for i in round * 40..round * 40 + 40 {
+            want.insert((format!("k{i}"), format!("V{i}")));
+        }
+        until("the outputs of the produce", || {
+            d.records("out").len() == want.len()
+        });
+    }
+    let got = d.records("out");
+    assert_eq!(got.len(), 120, "every record once");
+    assert_eq!(got.into_iter().collect::<BTreeSet<_>>(), want);
+
+    // The follower saw the same records, as they came.
+    let mut followed = BTreeSet::new();
+    let started = Instant::now();
+    while followed.len() < 120 {
+        let left = Duration::from_secs(20).saturating_sub(started.elapsed());
+        let l = rx.recv_timeout(left).expect("the follower's records");
+        let v: Value = serde_json::from_str(&l).unwrap();
+        followed.insert((
+            v["key"].as_str().unwrap().to_string(),
+            v["value"].as_str().unwrap().to_string(),
+        ));
+    }
+    assert_eq!(followed, want);
+    let _ = follow.kill();
+    let _ = follow.wait();
+
+    // topic describe and list, served by the owner.
+    let r = run(d.weir().args(["topic", "describe", "in"]));
+    assert!(r.status.success(), "{}", r.stderr);
+    // Each partition's records, read from offset 0: its end offset.
+    let per: Vec<usize> = (0..2)
+        .map(|p| {
+            let part = p.to_string();
+            d.ok(&["consume", "in", "--from-beginning", "--partition", &part])
+                .lines()
+                .count()
+        })
+        .collect();
+    assert_eq!(per[0] + per[1], 120);
+    assert_lines(
+        "topic describe",
+        &r.stdout,
+        &format!(
+            "topic: in\npartitions: 2\ncompacted: false\npartition 0: start offset 0, end offset {}\npartition 1: start offset 0, end offset {}",
+            per[0], per[1]
+        ),
+    );
+    assert_lines(
+        "topic list",
+        &d.ok(&["topic", "list"]),
+        "in\t2 partitions\nout\t2 partitions\nupper-dead-letters\t2 partitions",
+    );
+
+    let err = owner.interrupt();
+    assert!(err.contains("upper: 120 records in, 120 out"), "{err}");
+    assert!(!d.socket().exists(), "the socket is removed on exit");
+    // With no owner, the CLI opens the directory itself.
+    assert_eq!(d.records("out").len(), 120);
+}
+
+#[test]
+fn state_get_and_a_new_topic_are_served_by_the_running_owner() {
+    let d = Data::new();
+    d.ok(&["topic", "create", "lines", "--partitions", "2"]);
+    let pipeline = crate::util::root().join("examples/pipelines/wordcount.toml");
+    let owner = d.start(&pipeline);
+    d.produce(
+        "lines",
+        &[
+            r#"{"value":"live streams stream live"}"#.to_string(),
+            r#"{"value":"live"}"#.to_string(),
+        ],
+    );
+    until("the count of live", || {
+        let r = run(d
+            .weir()
+            .args(["state", "get", "wordcount", "count", "live"]));
+        r.status.success() && r.stdout.trim() == r#"{"key":"live","value":3}"#
+    });
+    let r = run(d
+        .weir()
+        .args(["state", "get", "wordcount", "count", "absent"]));
+    assert!(!r.status.success());
+    assert_lines(
+        "state get of a key with no state",
+        &r.stderr,
+        r#"no state for key "absent" in step count of pipeline wordcount"#,
+    );
+    assert_lines(
+        "topic create",
+        &d.ok(&["topic", "create", "more", "--partitions", "3"]),
+        "created topic more with 3 partitions",
+    );
+    let r = run(d.weir().args(["produce", "nosuch"]).stdin(Stdio::null()));
+    assert!(!r.status.success());
+    assert_lines(
+        "produce to a missing topic",
+        &r.stderr,
+        &format!(
+            "error: no topic named nosuch in {} (topics: counts, lines, more, wordcount-count-repartition, wordcount-dlq); create it with `weir topic create nosuch --partitions N`",
+            d.path.display()
+        ),
+    );
+    owner.interrupt();
+}
+
+#[test]
+fn a_client_without_permission_on_the_owner_is_refused() {
+    let d = Data::new();
+    d.ok(&["topic", "create", "in", "--partitions", "1"]);
+    let owner = d.start(&map_pipeline(d._tmp.path()));
+    // A copy of weir that user nobody may run.
+    let bin = tempdir();
+    let exe = bin.path().join("weir");
+    std::fs::copy(env!("CARGO_BIN_EXE_weir"), &exe).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(bin.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let r = run(Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&exe)
+        .args(["produce", "in", "--data"])
+        .arg(&d.path)
+        .stdin(Stdio::null()));
+    assert!(!r.status.success());
+    assert_lines(
+        "produce as nobody",
+        &r.stderr,
+        &format!(
+            "error: permission denied on {}: the data directory {} belongs to another user; run weir as the user who owns it (or give another --data)",
+            d.socket().display(),
+            d.path.display()
+        ),
+    );
+    let mode = std::fs::metadata(d.socket()).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    owner.interrupt();
+}
+
+#[test]
+fn an_owner_killed_with_sigkill_leaves_a_directory_the_next_produce_opens() {
+    let d = Data::new();
+    d.ok(&["topic", "create", "in", "--partitions", "2"]);
+    let mut owner = d.start(&map_pipeline(d._tmp.path()));
+    let err = d.produce("in", &lines(0, 25));
+    assert_lines("produce", &err, "produced 25 records to in");
+    owner.child.kill().unwrap();
+    owner.child.wait().unwrap();
+    assert!(d.socket().exists(), "a killed owner leaves its socket");
+
+    // The stale socket refuses connections: produce opens the directory.
+    let err = d.produce("in", &lines(25, 50));
+    assert_lines("produce", &err, "produced 25 records to in");
+    let got: BTreeSet<_> = d.records("in").into_iter().collect();
+    let want: BTreeSet<_> = (0..50)
+        .map(|i| (format!("k{i}"), format!("v{i}")))
+        .collect();
+    assert_eq!(got, want);
+
+    // A new owner replaces the stale socket and carries on.
+    let owner = d.start(&map_pipeline(d._tmp.path()));
+    until("every output", || d.records("out").len() == 50);
+    let out: BTreeSet<_> = d.records("out").into_iter().collect();
+    let want: BTreeSet<_> = (0..50)
+        .map(|i| (format!("k{i}"), format!("V{i}")))
+        .collect();
+    assert_eq!(out, want);
+    owner.interrupt();
+}
