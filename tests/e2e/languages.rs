@@ -700,3 +700,77 @@ fn sum_per_key_and_tumbling_window(lang: &str) {
     assert_eq!(dead["headers"]["weir.error"], "not a number: x", "{lang}");
     assert_eq!(dead["headers"]["weir.step"], "sum", "{lang}");
 }
+
+/// The burst counter in Go and C fires its event-time timers as the Rust
+/// one does (tests/e2e/pipelines.rs runs the Rust one): state and a timer
+/// per key, across a restart; the timer's output carries its time.
+#[test]
+fn the_burst_counter_fires_event_time_timers_across_restarts_in_go_and_c() {
+    for lang in GO_AND_C {
+        let dir = tempdir();
+        let data = dir.path().join("data");
+        let pipeline = dir.path().join("bursts.toml");
+        std::fs::write(
+            &pipeline,
+            format!(
+                "name = \"bursts\"\ninput = \"events\"\noutput = \"bursts\"\n\n[[steps]]\nname = \"burst\"\nkind = \"processor\"\nmodule = \"{}\"\nstores = [\"counts\"]\n",
+                lang_guest(lang, "burst-count").display()
+            ),
+        )
+        .unwrap();
+        let pipeline = pipeline.to_str().unwrap();
+        weir_ok(&["topic", "create", "events"], &data, "");
+        let events = |evs: &[(&str, i64)]| -> String {
+            evs.iter()
+                .map(|(k, ts)| format!("{{\"key\":\"{k}\",\"value\":\"x\",\"timestamp\":{ts}}}\n"))
+                .collect()
+        };
+        // First run: a's timer (at 11000) is set, not yet due.
+        weir_ok(
+            &["produce", "events"],
+            &data,
+            &events(&[("a", 1000), ("a", 2000), ("b", 3000), ("a", 5000)]),
+        );
+        weir_ok(
+            &["run", pipeline, "--until-caught-up", "-q", "--batch", "1"],
+            &data,
+            "",
+        );
+        let state = weir_ok(&["state", "scan", "bursts", "burst"], &data, "");
+        assert_eq!(
+            state,
+            "{\"store\":\"counts\",\"key\":\"a\",\"value\":3}\n{\"store\":\"counts\",\"key\":\"b\",\"value\":1}\n",
+            "{lang}"
+        );
+        // After a restart the stream time passes a's and then b's timer.
+        weir_ok(
+            &["produce", "events"],
+            &data,
+            &events(&[("c", 12000), ("b", 20000)]),
+        );
+        weir_ok(
+            &["run", pipeline, "--until-caught-up", "-q", "--batch", "1"],
+            &data,
+            "",
+        );
+        let out = weir_ok(&["consume", "bursts", "--from-beginning"], &data, "");
+        let fired: Vec<String> = out
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                format!(
+                    "{}={}@{}",
+                    v["key"].as_str().unwrap(),
+                    v["value"],
+                    v["timestamp"]
+                )
+            })
+            .collect();
+        assert_eq!(fired, ["a=3@11000", "b=2@13000"], "{lang}: {out}");
+        let state = weir_ok(&["state", "scan", "bursts", "burst"], &data, "");
+        assert_eq!(
+            state, "{\"store\":\"counts\",\"key\":\"c\",\"value\":1}\n",
+            "{lang}"
+        );
+    }
+}
