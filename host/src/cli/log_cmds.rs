@@ -1,4 +1,5 @@
-//! Commands over the embedded log: topics, produce, consume, run, state.
+//! Commands over the embedded log: topics, produce, consume, run (state
+//! queries are in `state_cmds`).
 //! `topic`, `produce` and `consume` work on Kafka instead when given
 //! `--brokers` (or `WEIR_BROKERS`), through [`weir::kafka`].
 
@@ -17,7 +18,7 @@ use weir::backend::Backend;
 use weir::jsonl;
 use weir::kafka::{self, Connection};
 use weir::log::{Commit, Log, TopicConfig, partitioner};
-use weir::pipeline::{self, RunOptions, keys};
+use weir::pipeline::{self, RunOptions};
 use weir::runtime::Runtime;
 
 use super::RuntimeArgs;
@@ -267,7 +268,7 @@ impl Out for Terminal {
 
 /// Does `req` on `dir`: through the process that owns it if one runs, else
 /// on the directory itself. `input` is a produce's records.
-fn perform(
+pub(crate) fn perform(
     dir: &Path,
     req: Request,
     input: Option<Box<dyn BufRead + Send>>,
@@ -371,7 +372,7 @@ pub fn execute(
             from,
             to,
             max,
-        } => return state_log(log, &pipeline, &step, key, from, to, max, out),
+        } => return super::state_cmds::state_log(log, &pipeline, &step, key, from, to, max, out),
     }
     Ok(0)
 }
@@ -827,189 +828,4 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
-}
-
-#[derive(Subcommand)]
-pub enum StateCommand {
-    /// The value of one key in a step's state (every window, for a windowed
-    /// aggregate).
-    Get {
-        /// The pipeline's name.
-        pipeline: String,
-        /// The step.
-        step: String,
-        /// The key (as UTF-8 text).
-        key: String,
-        /// Only windows starting at or after this time (ms).
-        #[arg(long)]
-        from: Option<i64>,
-        /// Only windows starting before this time (ms).
-        #[arg(long)]
-        to: Option<i64>,
-        #[command(flatten)]
-        data: DataArgs,
-    },
-    /// Every key of a step's state.
-    Scan {
-        /// The pipeline's name.
-        pipeline: String,
-        /// The step.
-        step: String,
-        /// At most this many entries.
-        #[arg(long, default_value_t = 1000)]
-        max: usize,
-        #[command(flatten)]
-        data: DataArgs,
-    },
-}
-
-fn text(b: &[u8]) -> serde_json::Value {
-    match serde_json::from_slice::<serde_json::Value>(b) {
-        Ok(v) if !v.is_string() && !v.is_null() => v,
-        _ => serde_json::Value::String(String::from_utf8_lossy(b).into_owned()),
-    }
-}
-
-/// An aggregate's state entry (its key after `prefix_len` bytes) as
-/// `weir state` prints it: key, window (when windowed), value. Also gives
-/// the key's bytes and the window start; `None` when the entry is corrupt.
-pub(super) fn aggregate_entry<'a>(
-    prefix_len: usize,
-    k: &'a [u8],
-    v: &[u8],
-) -> Option<(&'a [u8], i64, serde_json::Map<String, serde_json::Value>)> {
-    let ((kb, start), (wend, acc)) = k
-        .get(prefix_len + 4..)
-        .and_then(keys::take_key)
-        .and_then(|(kb, rest)| Some((kb, keys::take_i64(rest)?.0)))
-        .zip(keys::agg_value(v))?;
-    let mut obj = serde_json::Map::new();
-    obj.insert(
-        "key".into(),
-        serde_json::Value::String(String::from_utf8_lossy(kb).into_owned()),
-    );
-    if (start, wend) != (0, 0) {
-        obj.insert(
-            "window".into(),
-            serde_json::json!({"start": start, "end": wend}),
-        );
-    }
-    obj.insert("value".into(), text(acc));
-    Some((kb, start, obj))
-}
-
-/// A processor store's entry (store, 0, partition, key after `prefix_len`
-/// bytes) as `weir state` prints it: store, key, value.
-pub(super) fn store_entry<'a>(
-    prefix_len: usize,
-    k: &'a [u8],
-    v: &[u8],
-) -> Option<(&'a [u8], serde_json::Map<String, serde_json::Value>)> {
-    let rest = k.get(prefix_len..)?;
-    let zero = rest.iter().position(|b| *b == 0)?;
-    let store = String::from_utf8_lossy(&rest[..zero]).into_owned();
-    let kb = rest.get(zero + 5..)?;
-    let mut obj = serde_json::Map::new();
-    obj.insert("store".into(), serde_json::Value::String(store));
-    obj.insert(
-        "key".into(),
-        serde_json::Value::String(String::from_utf8_lossy(kb).into_owned()),
-    );
-    obj.insert("value".into(), text(v));
-    Some((kb, obj))
-}
-
-pub fn state(cmd: StateCommand) -> anyhow::Result<ExitCode> {
-    let (data, pipeline, step, key, from, to, max) = match cmd {
-        StateCommand::Get {
-            data,
-            pipeline,
-            step,
-            key,
-            from,
-            to,
-        } => (data, pipeline, step, Some(key), from, to, usize::MAX),
-        StateCommand::Scan {
-            data,
-            pipeline,
-            step,
-            max,
-        } => (data, pipeline, step, None, None, None, max),
-    };
-    let req = Request::State {
-        pipeline,
-        step,
-        key,
-        from,
-        to,
-        max,
-    };
-    perform(&data.data, req, None, &Arc::new(AtomicBool::new(false)))
-}
-
-#[allow(clippy::too_many_arguments)]
-fn state_log(
-    log: &Log,
-    pipe: &str,
-    step: &str,
-    key: Option<String>,
-    from: Option<i64>,
-    to: Option<i64>,
-    max: usize,
-    out: &mut dyn Out,
-) -> anyhow::Result<u8> {
-    let mut found = 0usize;
-    // Aggregates ('a') and table join state ('j'), every partition.
-    let mut prefix = keys::pipeline(pipe);
-    prefix.push(b'a');
-    prefix.extend_from_slice(step.as_bytes());
-    prefix.push(0);
-    for (k, v) in log.scan(&prefix, usize::MAX)? {
-        if found >= max {
-            break;
-        }
-        let Some((kb, start, obj)) = aggregate_entry(prefix.len(), &k, &v) else {
-            bail!("a state entry of step {step} is corrupt");
-        };
-        let wanted = key.as_ref().is_none_or(|key| key.as_bytes() == kb)
-            && from.is_none_or(|f| start >= f)
-            && to.is_none_or(|t| start < t);
-        if wanted {
-            out.out(&serde_json::Value::Object(obj).to_string())?;
-            found += 1;
-        }
-    }
-    // A processor's stores ('s'): store 0 partition key.
-    let mut sp = keys::pipeline(pipe);
-    sp.push(b's');
-    sp.extend_from_slice(step.as_bytes());
-    sp.push(0);
-    for (k, v) in log.scan(&sp, usize::MAX)? {
-        if found >= max {
-            break;
-        }
-        let rest = &k[sp.len()..];
-        if !rest.contains(&0) {
-            break;
-        }
-        let Some((kb, obj)) = store_entry(sp.len(), &k, &v) else {
-            bail!("a state entry of step {step} is corrupt");
-        };
-        if key.as_ref().is_none_or(|key| key.as_bytes() == kb) {
-            out.out(&serde_json::Value::Object(obj).to_string())?;
-            found += 1;
-        }
-    }
-    if found == 0 {
-        if let Some(k) = key {
-            out.err(&format!(
-                "no state for key {k:?} in step {step} of pipeline {pipe}"
-            ))?;
-            return Ok(1);
-        }
-        out.err(&format!(
-            "step {step} of pipeline {pipe} has no state (is the step name right?)"
-        ))?;
-    }
-    Ok(0)
 }

@@ -19,6 +19,7 @@ mod demo;
 mod expect;
 mod log_cmds;
 mod new;
+mod state_cmds;
 mod testdriver;
 
 #[derive(Parser)]
@@ -59,7 +60,7 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Read a pipeline's state (interactive queries), running or stopped.
     #[command(subcommand)]
-    State(log_cmds::StateCommand),
+    State(state_cmds::StateCommand),
     /// Write a new guest project (Rust, JavaScript or Python) that builds
     /// and passes `weir test` as it is.
     New(new::NewArgs),
@@ -205,7 +206,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Produce(args) => log_cmds::produce(args),
         Command::Consume(args) => log_cmds::consume(args),
         Command::Run(args) => log_cmds::run(args),
-        Command::State(cmd) => log_cmds::state(cmd),
+        Command::State(cmd) => state_cmds::state(cmd),
         Command::Demo(args) => demo::run(args),
         Command::New(args) => new::run(args),
     }

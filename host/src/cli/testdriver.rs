@@ -198,9 +198,9 @@ fn print_state(
                     break;
                 }
                 let entry = if aggregate {
-                    super::log_cmds::aggregate_entry(prefix.len(), k, v).map(|(_, _, o)| o)
+                    super::state_cmds::aggregate_entry(prefix.len(), k, v).map(|(_, _, o)| o)
                 } else {
-                    super::log_cmds::store_entry(prefix.len(), k, v).map(|(_, o)| o)
+                    super::state_cmds::store_entry(prefix.len(), k, v).map(|(_, o)| o)
                 };
                 let Some(obj) = entry else {
                     bail!("a state entry of step {} is corrupt", step.name);

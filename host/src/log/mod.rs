@@ -13,11 +13,12 @@
 //! ```
 //!
 //! This is the only module that touches RocksDB; tasks reach it through the
-//! [`Backend`] trait.
+//! [`crate::backend::Backend`] trait.
 //!
 //! Offsets are assigned when a commit is written, under one lock, so that
 //! every partition's offsets are dense and appear in order to readers.
 
+mod backend;
 pub mod partitioner;
 
 use std::collections::HashMap;
@@ -27,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, bail};
 use rocksdb::{DB, Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions};
 
-use crate::backend::{Backend, DataSignal, StateRead};
+use crate::backend::DataSignal;
 pub use crate::backend::{Commit, Stored, Topic, TopicConfig};
 
 /// A data directory's log and stores.
@@ -608,84 +609,6 @@ pub fn position_key(group: &str, topic: &str, partition: u32) -> Vec<u8> {
     k.push(0);
     k.extend_from_slice(&partition.to_be_bytes());
     k
-}
-
-impl StateRead for Log {
-    fn get(&self, key: &[u8]) -> anyhow::Result<Option<Vec<u8>>> {
-        self.db
-            .get(key)
-            .with_context(|| format!("cannot read state from {}", self.dir.display()))
-    }
-
-    fn range(
-        &self,
-        start: &[u8],
-        end: &[u8],
-        limit: usize,
-    ) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.range_raw(start, end, limit)
-            .with_context(|| format!("cannot read state from {}", self.dir.display()))
-    }
-}
-
-impl Backend for Log {
-    fn describe(&self) -> String {
-        format!("the data directory {}", self.dir.display())
-    }
-
-    fn topic(&self, name: &str) -> anyhow::Result<Option<Topic>> {
-        Log::topic(self, name)
-    }
-
-    fn require_topic(&self, name: &str) -> anyhow::Result<Topic> {
-        Log::require_topic(self, name)
-    }
-
-    fn create_topic(&self, name: &str, config: TopicConfig) -> anyhow::Result<Topic> {
-        Log::create_topic(self, name, config)
-    }
-
-    fn read(
-        &self,
-        topic: &Topic,
-        partition: u32,
-        from: u64,
-        max: usize,
-    ) -> anyhow::Result<Vec<Stored>> {
-        Log::read(self, topic, partition, from, max)
-    }
-
-    fn first_offset(&self, topic: &Topic, partition: u32) -> anyhow::Result<Option<u64>> {
-        Log::first_offset(self, topic, partition)
-    }
-
-    fn end_offset(&self, topic: &Topic, partition: u32) -> anyhow::Result<u64> {
-        Log::end_offset(self, topic, partition)
-    }
-
-    fn position(&self, group: &str, topic: &str, partition: u32) -> anyhow::Result<Option<u64>> {
-        Log::position(self, group, topic, partition)
-    }
-
-    fn commit(&self, commit: Commit) -> anyhow::Result<()> {
-        Log::commit(self, commit).map(|_| ())
-    }
-
-    fn data_version(&self) -> u64 {
-        self.signal.version()
-    }
-
-    fn wait_for_data(&self, since: u64, timeout: std::time::Duration) -> u64 {
-        self.signal.wait(since, timeout)
-    }
-
-    fn wake(&self) {
-        self.signal.bump();
-    }
-
-    fn clean(&self, now_ms: i64) -> anyhow::Result<u64> {
-        Log::clean(self, now_ms)
-    }
 }
 
 /// Whether `dir/db` holds a database: `false` when it does not exist or is

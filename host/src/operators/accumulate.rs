@@ -108,44 +108,32 @@ pub(super) fn present(
     }
     let (result, _) = guest.call(Call::Export("present", &buf), None)?;
     let failure = match result {
-        Ok(out) => {
-            let mut values: Vec<Option<Result<Option<Vec<u8>>, String>>> = vec![None; items.len()];
-            let parsed = codec::read_results(&out, items.len(), |idx, e| {
-                if let Some(slot) = values.get_mut(idx as usize) {
-                    match e {
-                        Entry::Value(v) => *slot = Some(Ok(v.map(<[u8]>::to_vec))),
-                        Entry::Rejected(m) => *slot = Some(Err(m.to_string())),
-                        _ => {}
-                    }
-                }
-            });
-            match parsed {
-                Ok(()) => {
-                    let mut out = Vec::new();
-                    for (p, v) in items.into_iter().zip(values) {
-                        match v {
-                            Some(Ok(Some(value))) => {
-                                let headers = window_headers(windowed, p.start, p.end);
-                                out.push(Item {
-                                    seq: p.seq,
-                                    rec: Packed::new(
-                                        0,
-                                        p.ts,
-                                        Some(&p.key),
-                                        Some(&value),
-                                        headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
-                                    ),
-                                })
-                            }
-                            Some(Ok(None)) | None => {}
-                            Some(Err(m)) => dead(cfg, cx, p, Failure::Rejected(m)),
+        Ok(out) => match super::values(&out, items.len()) {
+            Ok(values) => {
+                let mut out = Vec::new();
+                for (p, v) in items.into_iter().zip(values) {
+                    match v {
+                        Some(Ok(Some(value))) => {
+                            let headers = window_headers(windowed, p.start, p.end);
+                            out.push(Item {
+                                seq: p.seq,
+                                rec: Packed::new(
+                                    0,
+                                    p.ts,
+                                    Some(&p.key),
+                                    Some(&value),
+                                    headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
+                                ),
+                            })
                         }
+                        Some(Ok(None)) | None => {}
+                        Some(Err(m)) => dead(cfg, cx, p, Failure::Rejected(m)),
                     }
-                    return Ok(out);
                 }
-                Err(e) => e.to_string(),
+                return Ok(out);
             }
-        }
+            Err(e) => e.to_string(),
+        },
         Err(trap) => trap,
     };
     if items.len() == 1 {

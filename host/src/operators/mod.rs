@@ -129,6 +129,26 @@ impl Ctx<'_> {
     }
 }
 
+/// What a guest's `present` or `join` made of each of `n` items: a value
+/// (`None`: emit nothing), a rejection, or no entry at all.
+pub(crate) type Values = Vec<Option<Result<Option<Vec<u8>>, String>>>;
+
+/// Reads a result list of values (tag 3) and rejections (tag 1) for `n`
+/// items.
+fn values(out: &[u8], n: usize) -> Result<Values, crate::codec::Malformed> {
+    let mut values: Values = vec![None; n];
+    crate::codec::read_results(out, n, |idx, e| {
+        if let Some(slot) = values.get_mut(idx as usize) {
+            match e {
+                crate::codec::Entry::Value(v) => *slot = Some(Ok(v.map(<[u8]>::to_vec))),
+                crate::codec::Entry::Rejected(m) => *slot = Some(Err(m.to_string())),
+                _ => {}
+            }
+        }
+    })?;
+    Ok(values)
+}
+
 /// One step of a pipeline.
 pub trait Operator: Send {
     /// The step's settings.

@@ -3,7 +3,7 @@
 //! to the dead letters as the record that made it.
 
 use super::{Ctx, Item};
-use crate::codec::{self, Entry};
+use crate::codec;
 use crate::pipeline::config::Step as StepConfig;
 use crate::record::{Failure, Packed};
 use crate::runtime::{Call, Guest};
@@ -43,43 +43,29 @@ pub(super) fn join(
     }
     let (result, _) = guest.call(Call::Export("join", &buf), None)?;
     let failure = match result {
-        Ok(out) => {
-            let mut results: Vec<Option<Result<Option<Vec<u8>>, String>>> = vec![None; pairs.len()];
-            let parsed = codec::read_results(&out, pairs.len(), |idx, e| {
-                if let Some(slot) = results.get_mut(idx as usize) {
-                    match e {
-                        Entry::Value(v) => *slot = Some(Ok(v.map(<[u8]>::to_vec))),
-                        Entry::Rejected(m) => *slot = Some(Err(m.to_string())),
-                        _ => {}
+        Ok(out) => match super::values(&out, pairs.len()) {
+            Ok(results) => {
+                let mut next = Vec::new();
+                for (p, res) in pairs.into_iter().zip(results) {
+                    match res {
+                        Some(Ok(Some(value))) => next.push(Item {
+                            seq: p.seq,
+                            rec: Packed::new(
+                                p.rec.offset(),
+                                p.ts,
+                                p.key.as_deref(),
+                                Some(&value),
+                                p.rec.headers(),
+                            ),
+                        }),
+                        Some(Ok(None)) | None => {}
+                        Some(Err(m)) => cx.out.dead_packed(&cfg.name, &p.rec, Failure::Rejected(m)),
                     }
                 }
-            });
-            match parsed {
-                Ok(()) => {
-                    let mut next = Vec::new();
-                    for (p, res) in pairs.into_iter().zip(results) {
-                        match res {
-                            Some(Ok(Some(value))) => next.push(Item {
-                                seq: p.seq,
-                                rec: Packed::new(
-                                    p.rec.offset(),
-                                    p.ts,
-                                    p.key.as_deref(),
-                                    Some(&value),
-                                    p.rec.headers(),
-                                ),
-                            }),
-                            Some(Ok(None)) | None => {}
-                            Some(Err(m)) => {
-                                cx.out.dead_packed(&cfg.name, &p.rec, Failure::Rejected(m))
-                            }
-                        }
-                    }
-                    return Ok(next);
-                }
-                Err(e) => e.to_string(),
+                return Ok(next);
             }
-        }
+            Err(e) => e.to_string(),
+        },
         Err(trap) => trap,
     };
     if pairs.len() == 1 {
