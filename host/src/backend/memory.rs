@@ -320,7 +320,12 @@ impl Backend for MemoryBackend {
         self.signal.bump();
     }
 
-    fn assignor(&self, _group: &str, partitions: u32) -> anyhow::Result<Box<dyn Assignor>> {
+    fn assignor(
+        &self,
+        _group: &str,
+        _topics: &[String],
+        partitions: u32,
+    ) -> anyhow::Result<Box<dyn Assignor>> {
         Ok(Box::new(MemoryAssignor {
             assignment: self.assignment.clone(),
             seen: None,

@@ -111,10 +111,53 @@ pub struct Position {
     pub next: u64,
 }
 
+/// One task of a pipeline: a segment (a run of steps sharing a source) and
+/// a partition. Kafka names transactional ids after it (`APP-0_1`), as
+/// Kafka Streams names its tasks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskId {
+    /// The segment's index in the pipeline.
+    pub segment: u32,
+    /// The partition.
+    pub partition: u32,
+}
+
+impl std::fmt::Display for TaskId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}_{}", self.segment, self.partition)
+    }
+}
+
+/// What a backend needs to know of a task before it runs it.
+#[derive(Clone, Debug)]
+pub struct TaskSpec {
+    /// Which task.
+    pub id: TaskId,
+    /// The changelogs its state goes to (as [`crate::pipeline::keys::changelog`]
+    /// names them, without the application id).
+    pub changelogs: Vec<String>,
+    /// Partitions of the pipeline's input (and of every changelog).
+    pub partitions: u32,
+}
+
+/// The task's commit was refused because another process now runs the task
+/// (Kafka fenced its transactional id): the task must stop without retrying;
+/// its uncommitted batch is the new owner's to process.
+#[derive(Debug, thiserror::Error)]
+#[error("task {task} now runs in another process: {reason}")]
+pub struct Fenced {
+    /// The task.
+    pub task: TaskId,
+    /// What the backend said.
+    pub reason: String,
+}
+
 /// Everything one commit writes, atomically: appended records, state
 /// changes (timers and stream time are state keys too) and input positions.
 #[derive(Default, Debug)]
 pub struct Commit {
+    /// The task that commits (`None`: a tool, not a task).
+    pub task: Option<TaskId>,
     /// (topic id, partition, packed record); offsets are assigned at commit.
     pub appends: Vec<(u32, u32, Vec<u8>)>,
     /// State keys set (`Some`) or deleted (`None`).
@@ -288,6 +331,34 @@ pub trait Backend: StateRead {
         max: usize,
     ) -> anyhow::Result<Vec<Stored>>;
 
+    /// Like [`Backend::read`], and the offset to read from next: past the
+    /// last record returned, and past offsets that hold no record for a
+    /// reader (Kafka's transaction markers and aborted records).
+    fn read_from(
+        &self,
+        topic: &Topic,
+        partition: u32,
+        from: u64,
+        max: usize,
+    ) -> anyhow::Result<(Vec<Stored>, u64)> {
+        let records = self.read(topic, partition, from, max)?;
+        let next = records.last().map_or(from, |r| r.offset + 1);
+        Ok((records, next))
+    }
+
+    /// Called before a task starts (and before it reads its positions or
+    /// state): Kafka fences the task's earlier owner and restores its state
+    /// from the changelogs here.
+    fn open_task(&self, spec: &TaskSpec) -> anyhow::Result<()> {
+        let _ = spec;
+        Ok(())
+    }
+
+    /// Called when a task stops (its partition revoked, or the run ended).
+    fn close_task(&self, task: TaskId) {
+        let _ = task;
+    }
+
     /// The offset of the first record still kept, if the partition has any.
     fn first_offset(&self, topic: &Topic, partition: u32) -> anyhow::Result<Option<u64>>;
 
@@ -301,10 +372,15 @@ pub trait Backend: StateRead {
     /// Writes a commit atomically.
     fn commit(&self, commit: Commit) -> anyhow::Result<()>;
 
-    /// Which partitions of `input` (with `partitions` partitions) this
-    /// process runs for `group`.
-    fn assignor(&self, group: &str, partitions: u32) -> anyhow::Result<Box<dyn Assignor>> {
-        let _ = group;
+    /// Which partitions of its sources (`topics`, each with `partitions`
+    /// partitions, co-partitioned) this process runs for `group`.
+    fn assignor(
+        &self,
+        group: &str,
+        topics: &[String],
+        partitions: u32,
+    ) -> anyhow::Result<Box<dyn Assignor>> {
+        let _ = (group, topics);
         Ok(Box::new(AllPartitions::new(partitions)))
     }
 

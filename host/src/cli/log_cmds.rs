@@ -1,5 +1,5 @@
-//! Commands over the embedded log: topics, produce, consume, run (state
-//! queries are in `state_cmds`).
+//! Commands over the embedded log: topics, produce, consume (`weir run` is
+//! in `run_cmd`, state queries in `state_cmds`).
 //! `topic`, `produce` and `consume` work on Kafka instead when given
 //! `--brokers` (or `WEIR_BROKERS`), through [`weir::kafka`].
 
@@ -18,10 +18,6 @@ use weir::backend::Backend;
 use weir::jsonl;
 use weir::kafka::{self, Connection};
 use weir::log::{Commit, Log, TopicConfig, partitioner};
-use weir::pipeline::{self, RunOptions};
-use weir::runtime::Runtime;
-
-use super::RuntimeArgs;
 
 #[path = "owner.rs"]
 pub mod owner;
@@ -49,7 +45,7 @@ pub struct KafkaArgs {
 
 impl KafkaArgs {
     /// The Kafka cluster to use, if one was named.
-    fn connection(&self) -> Option<Connection> {
+    pub(crate) fn connection(&self) -> Option<Connection> {
         self.brokers.as_ref().map(|b| Connection {
             brokers: b.clone(),
             properties: self.properties.clone(),
@@ -763,69 +759,4 @@ fn consume_log(
             }
         }
     }
-}
-
-#[derive(Args)]
-pub struct RunArgs {
-    /// The pipeline file.
-    pipeline: PathBuf,
-    /// Exit once every input is consumed (as of the start).
-    #[arg(long)]
-    until_caught_up: bool,
-    /// No progress line.
-    #[arg(long, short)]
-    quiet: bool,
-    /// Records per batch.
-    #[arg(long, default_value_t = 500)]
-    batch: usize,
-    #[command(flatten)]
-    data: DataArgs,
-    #[command(flatten)]
-    runtime: RuntimeArgs,
-}
-
-pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let pipeline = pipeline::config::load(&args.pipeline)?;
-    let log = Log::open(&args.data.data)?;
-    let runtime = Runtime::new(args.runtime.options())?;
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let (s, log) = (stop.clone(), log.clone());
-        ctrlc::set_handler(move || {
-            s.store(true, Ordering::SeqCst);
-            log.wake();
-        })
-        .context("cannot install the Ctrl-C handler")?;
-    }
-    // While it runs, this process owns the directory: it serves the CLI's
-    // requests for it over its socket (removed when `_server` drops).
-    let _server = owner::serve(log.clone(), &args.data.data, stop.clone())?;
-    let options = RunOptions {
-        until_caught_up: args.until_caught_up,
-        progress: !args.quiet,
-        batch: args.batch.max(1),
-        native: None,
-        now_ms: None,
-    };
-    let summary = pipeline::run(log, &pipeline, &runtime, &options, stop)?;
-    eprintln!(
-        "{}: {} records in, {} out, {} dead letters, {} late records dropped",
-        pipeline.name,
-        summary.records_in,
-        summary.records_out,
-        summary.dead_letters,
-        summary.late_dropped
-    );
-    let dlq = pipeline::dead_letter_topic(&pipeline);
-    for (step, n, reason) in &summary.first_dead_letters {
-        eprintln!(
-            "step {step}: {n} record{} went to the dead-letter topic {dlq}; the first because: {reason}",
-            if *n == 1 { "" } else { "s" }
-        );
-    }
-    if let Some((step, fix)) = summary.misconfigured.first() {
-        eprintln!("error: every record of step {step} went to the dead letters: {fix}");
-        return Ok(ExitCode::FAILURE);
-    }
-    Ok(ExitCode::SUCCESS)
 }

@@ -19,6 +19,7 @@ mod demo;
 mod expect;
 mod log_cmds;
 mod new;
+mod run_cmd;
 mod state_cmds;
 mod testdriver;
 
@@ -55,7 +56,7 @@ enum Command {
     /// read_committed, to the end as of the start unless --follow).
     Consume(log_cmds::ConsumeArgs),
     /// Run a pipeline file on the embedded log.
-    Run(log_cmds::RunArgs),
+    Run(run_cmd::RunArgs),
     /// Word count and stock statistics on the embedded log, end to end.
     Demo(demo::DemoArgs),
     /// Read a pipeline's state (interactive queries), running or stopped.
@@ -205,7 +206,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Topic(cmd) => log_cmds::topic(cmd),
         Command::Produce(args) => log_cmds::produce(args),
         Command::Consume(args) => log_cmds::consume(args),
-        Command::Run(args) => log_cmds::run(args),
+        Command::Run(args) => run_cmd::run(args),
         Command::State(cmd) => state_cmds::state(cmd),
         Command::Demo(args) => demo::run(args),
         Command::New(args) => new::run(args),

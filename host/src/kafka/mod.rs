@@ -13,8 +13,8 @@
 //! - [`consume`]: a topic's records, read_committed by default, to the end of
 //!   its partitions as they were at the start, or following new ones.
 //!
-//! The pipeline's Kafka source and sink (consumer groups, transactions,
-//! changelogs) are not here: they live behind the engine's log-backend seam.
+//! - [`backend`]: a pipeline's source, sink and state on Kafka (consumer
+//!   groups, transactions, changelogs) behind the engine's log-backend seam.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -26,6 +26,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::metadata::Metadata;
 
 pub mod admin;
+pub mod backend;
 pub mod consume;
 pub mod produce;
 

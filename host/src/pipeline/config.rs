@@ -129,6 +129,7 @@ struct FileToml {
     dead_letter: Option<Spanned<String>>,
     #[serde(default)]
     steps: Vec<Spanned<StepToml>>,
+    kafka: Option<Spanned<BTreeMap<String, Spanned<toml::Value>>>>,
 }
 
 #[derive(Deserialize)]
@@ -250,6 +251,38 @@ pub struct Pipeline {
     pub steps: Vec<Step>,
     /// The file it came from.
     pub file: PathBuf,
+    /// Its `[kafka]` section: run against a Kafka cluster.
+    pub kafka: Option<KafkaSettings>,
+}
+
+/// What a pipeline commits together, on Kafka.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Guarantee {
+    /// Outputs, changelog records and input offsets in one Kafka
+    /// transaction (Kafka Streams' exactly_once_v2).
+    ExactlyOnce,
+    /// Outputs flushed, then offsets committed: a crash may repeat outputs.
+    AtLeastOnce,
+}
+
+/// A pipeline file's `[kafka]` section.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KafkaSettings {
+    /// librdkafka properties, as written (`bootstrap.servers`, `security.protocol`, ...).
+    pub properties: Vec<(String, String)>,
+    /// `guarantee`: exactly-once (the default) or at-least-once.
+    pub guarantee: Guarantee,
+}
+
+impl KafkaSettings {
+    /// `bootstrap.servers`, if the section gives it.
+    pub fn bootstrap(&self) -> Option<&str> {
+        self.properties
+            .iter()
+            .find(|(k, _)| k == "bootstrap.servers")
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 struct Ctx<'a> {
@@ -597,7 +630,56 @@ pub fn parse(path: &Path, text: &str) -> Result<Pipeline, ConfigError> {
         steps.push(step);
     }
     let _ = Duration::ZERO;
+    let kafka = match &raw.kafka {
+        None => None,
+        Some(section) => {
+            let mut properties = Vec::new();
+            let mut guarantee = Guarantee::ExactlyOnce;
+            for (k, v) in section.get_ref() {
+                let text = match v.get_ref() {
+                    toml::Value::String(s) => s.clone(),
+                    toml::Value::Integer(_) | toml::Value::Boolean(_) | toml::Value::Float(_) => {
+                        v.get_ref().to_string()
+                    }
+                    _ => {
+                        return cx.err(
+                            v.span(),
+                            format!("[kafka] `{k}`: give a string, a number or a boolean"),
+                        );
+                    }
+                };
+                if k == "guarantee" {
+                    guarantee = match text.as_str() {
+                        "exactly-once" => Guarantee::ExactlyOnce,
+                        "at-least-once" => Guarantee::AtLeastOnce,
+                        other => {
+                            return cx.err(
+                                v.span(),
+                                format!(
+                                    "[kafka] `guarantee` = {other:?}: use \"exactly-once\" or \"at-least-once\""
+                                ),
+                            );
+                        }
+                    };
+                } else if k == "application.id" || k == "group.id" || k == "transactional.id" {
+                    return cx.err(
+                        v.span(),
+                        format!(
+                            "[kafka] `{k}`: Weir names the consumer group, transactional ids and internal topics after the pipeline's `name`; remove `{k}` and set `name`"
+                        ),
+                    );
+                } else {
+                    properties.push((k.clone(), text));
+                }
+            }
+            Some(KafkaSettings {
+                properties,
+                guarantee,
+            })
+        }
+    };
     Ok(Pipeline {
+        kafka,
         name: raw.name.into_inner(),
         input: raw.input.into_inner(),
         output: raw.output.map(Spanned::into_inner),

@@ -66,6 +66,8 @@ pub(crate) struct Shared {
     ends_at_start: BTreeMap<(String, u32), u64>,
     topics: BTreeMap<String, Topic>,
     pub dead_letter: String,
+    /// Partitions of the input (and of every internal topic).
+    pub partitions: u32,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -342,6 +344,7 @@ pub fn start(
         ends_at_start,
         topics,
         dead_letter,
+        partitions: parts,
     });
     let done = Arc::new(AtomicBool::new(false));
     // Retention and compaction: at the start, then every 30 s.
@@ -367,7 +370,19 @@ pub fn start(
             })?
     };
     let assigned = Arc::new(Mutex::new(BTreeSet::new()));
-    let mut assignor = backend.assignor(&pipeline.name, parts)?;
+    // Every topic a task reads, co-partitioned: Kafka's consumer group
+    // assigns partition N of all of them to the same process.
+    let mut sources: Vec<String> = Vec::new();
+    for seg in &shared.segments {
+        sources.push(seg.source.clone());
+    }
+    for s in &pipeline.steps {
+        if let Some(with) = &s.with {
+            sources.push(with.clone());
+        }
+    }
+    sources.dedup();
+    let mut assignor = backend.assignor(&pipeline.name, &sources, parts)?;
     let supervisor = {
         let (shared, assigned, done) = (shared.clone(), assigned.clone(), done.clone());
         std::thread::Builder::new()

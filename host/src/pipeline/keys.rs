@@ -163,9 +163,70 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0xff; prefix.len() + 1]
 }
 
+/// The changelog a state key belongs to on Kafka (its name without the
+/// application id in front and `-changelog` behind) and the partition it
+/// goes to: `STEP` for a step's aggregates, joins and timers, `STEP-STORE`
+/// for a processor's store, `segment-N` for a segment's stream time.
+/// `None` for keys that are not state (positions).
+pub fn changelog(key: &[u8]) -> Option<(String, u32)> {
+    let rest = key.strip_prefix(b"K")?;
+    let end = rest.iter().position(|&b| b == 0)?;
+    let rest = &rest[end + 1..];
+    let (&kind, rest) = rest.split_first()?;
+    let u32_at =
+        |b: &[u8]| -> Option<u32> { Some(u32::from_be_bytes(b.get(..4)?.try_into().ok()?)) };
+    let name = |b: &[u8]| -> Option<(String, usize)> {
+        let end = b.iter().position(|&c| c == 0)?;
+        Some((String::from_utf8_lossy(&b[..end]).into_owned(), end + 1))
+    };
+    match kind {
+        b't' => {
+            let seg = u32_at(rest)?;
+            let p = u32_at(rest.get(4..)?)?;
+            Some((format!("segment-{seg}"), p))
+        }
+        b'a' | b'c' | b'j' | b'w' | b'x' => {
+            let (step, at) = name(rest)?;
+            Some((step, u32_at(rest.get(at..)?)?))
+        }
+        b's' => {
+            let (step, at) = name(rest)?;
+            let (store, at2) = name(rest.get(at..)?)?;
+            Some((format!("{step}-{store}"), u32_at(rest.get(at + at2..)?)?))
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_state_key_names_its_changelog_and_partition() {
+        assert_eq!(
+            changelog(&stream_time("wc", 1, 7)),
+            Some(("segment-1".to_string(), 7))
+        );
+        assert_eq!(
+            changelog(&agg("wc", "count", 3, b"word", 0)),
+            Some(("count".to_string(), 3))
+        );
+        assert_eq!(
+            changelog(&agg_close("wc", "count", 3, 10, b"w", 0)),
+            Some(("count".to_string(), 3))
+        );
+        assert_eq!(
+            changelog(&timer("p", "burst", 2, 0, 5, b"t")),
+            Some(("burst".to_string(), 2))
+        );
+        assert_eq!(
+            changelog(&store("p", "burst", "counts", 4, b"k")),
+            Some(("burst-counts".to_string(), 4))
+        );
+        assert_eq!(changelog(b"Kp\0o..."), None);
+        assert_eq!(changelog(b"C-checkpoint"), None);
+    }
 
     #[test]
     fn ordered_i64_sorts_numerically() {

@@ -14,14 +14,18 @@ use anyhow::Context;
 use super::config::StepKind;
 use super::engine::Shared;
 use super::keys;
-use crate::backend::{Commit, StateRead, Stored, Topic, Txn};
+use crate::backend::{Commit, Fenced, StateRead, Stored, TaskId, TaskSpec, Topic, Txn};
 use crate::log::partitioner::partition_for_key;
 use crate::operators::{self, Collector, Ctx, Item, Operator};
 use crate::record::Packed;
 
 struct Source {
     topic: Topic,
+    /// The position to commit: past the last record taken from the buffer.
     next: u64,
+    /// Where the next read starts (past the buffer, and past offsets that
+    /// hold no record, such as Kafka's transaction markers).
+    fetch: u64,
     /// The step (index within the segment) where its records enter: 0 for
     /// the segment's source, a join's index for the join's other side.
     enters_at: usize,
@@ -80,6 +84,15 @@ impl Task {
             generations.push(generation);
         }
         let base: Arc<dyn StateRead> = shared.backend.clone();
+        let spec = TaskSpec {
+            id: TaskId {
+                segment: seg_index as u32,
+                partition,
+            },
+            changelogs: changelogs(&shared, seg_index),
+            partitions: shared.partitions,
+        };
+        shared.backend.open_task(&spec)?;
         let mut task = Task {
             ticks: operators.iter().any(|o| o.ticks()),
             step_ids: seg.steps.clone().collect(),
@@ -114,8 +127,10 @@ impl Task {
                 .with_context(|| format!("pipeline {}", pipe.name))?
                 .unwrap_or(0);
             let first = backend.first_offset(&topic, p)?.unwrap_or(0);
+            let next = committed.max(first);
             anyhow::Ok(Source {
-                next: committed.max(first),
+                next,
+                fetch: next,
                 topic,
                 enters_at,
                 side,
@@ -149,6 +164,13 @@ impl Task {
         };
         self.txn.clear();
         Ok(())
+    }
+
+    fn id(&self) -> TaskId {
+        TaskId {
+            segment: self.seg_index as u32,
+            partition: self.partition,
+        }
     }
 
     fn upstream_finished(&self) -> bool {
@@ -213,6 +235,12 @@ impl Task {
                     n
                 }
                 Err(e) => {
+                    // Another process runs this task now (its partition
+                    // moved): stop; the batch is the new owner's.
+                    if let Some(f) = e.chain().find_map(|c| c.downcast_ref::<Fenced>()) {
+                        tracing::info!("{f}");
+                        return Ok(());
+                    }
                     // A step that cannot run (it keeps timing out, or its
                     // instance cannot be made) stops the task: nothing of the
                     // batch was committed, so a fixed module resumes there.
@@ -290,21 +318,29 @@ impl Task {
         let until_caught_up = self.shared.options.until_caught_up;
         for src in &mut self.sources {
             if src.buffer.len() < batch {
-                let from = src.next + src.buffer.len() as u64;
-                let limit = if src.external && until_caught_up {
-                    let end = self.shared.end_at_start(&src.topic.name, self.partition);
-                    end.saturating_sub(from) as usize
-                } else {
-                    batch
-                };
+                let from = src.fetch;
+                // A run that stops once caught up reads external topics
+                // only to where they ended when it started.
+                let end = (src.external && until_caught_up)
+                    .then(|| self.shared.end_at_start(&src.topic.name, self.partition));
+                let limit = end.map_or(batch, |end| end.saturating_sub(from) as usize);
                 let want = (batch - src.buffer.len()).min(limit);
                 if want > 0 {
-                    src.buffer.extend(self.shared.backend.read(
-                        &src.topic,
-                        self.partition,
-                        from,
-                        want,
-                    )?);
+                    let (mut records, mut next) =
+                        self.shared
+                            .backend
+                            .read_from(&src.topic, self.partition, from, want)?;
+                    if let Some(end) = end
+                        && let Some(cut) = records.iter().position(|r| r.offset >= end)
+                    {
+                        next = records[cut].offset;
+                        records.truncate(cut);
+                    }
+                    src.fetch = next;
+                    src.buffer.extend(records);
+                    if src.buffer.is_empty() {
+                        src.next = src.next.max(src.fetch);
+                    }
                 }
             }
         }
@@ -329,6 +365,9 @@ impl Task {
             let src = &mut self.sources[i];
             if let Some(r) = src.buffer.pop_front() {
                 src.next = r.offset + 1;
+                if src.buffer.is_empty() {
+                    src.next = src.next.max(src.fetch);
+                }
                 out.push((i, r));
             }
         }
@@ -451,7 +490,10 @@ impl Task {
         let shared = self.shared.clone();
         let pipe = &shared.pipeline.name;
         let seg = &shared.segments[self.seg_index];
-        let mut commit = Commit::default();
+        let mut commit = Commit {
+            task: Some(self.id()),
+            ..Commit::default()
+        };
         let stats = &shared.stats;
         if let Some(sink) = &seg.sink {
             let internal = self.seg_index + 1 < shared.segments.len();
@@ -501,4 +543,29 @@ impl Task {
         );
         shared.backend.commit(commit)
     }
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.shared.backend.close_task(self.id());
+    }
+}
+
+/// The changelogs a segment's state goes to (see [`keys::changelog`]).
+fn changelogs(shared: &Shared, seg_index: usize) -> Vec<String> {
+    let mut names = vec![format!("segment-{seg_index}")];
+    for si in shared.segments[seg_index].steps.clone() {
+        let cfg = &shared.pipeline.steps[si];
+        match cfg.kind {
+            StepKind::Map => {}
+            StepKind::Aggregate | StepKind::Join => names.push(cfg.name.clone()),
+            StepKind::Processor => {
+                names.push(cfg.name.clone());
+                for store in &cfg.stores {
+                    names.push(format!("{}-{store}", cfg.name));
+                }
+            }
+        }
+    }
+    names
 }

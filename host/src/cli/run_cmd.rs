@@ -1,0 +1,138 @@
+//! `weir run`: a pipeline on the embedded log (the default) or, when its
+//! file has a `[kafka]` section or `--brokers` is given, on Kafka.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use clap::Args;
+
+use weir::backend::Backend;
+use weir::kafka::Connection;
+use weir::kafka::backend::KafkaBackend;
+use weir::log::Log;
+use weir::pipeline::config::Guarantee;
+use weir::pipeline::{self, RunOptions};
+use weir::runtime::Runtime;
+
+use super::RuntimeArgs;
+use super::log_cmds::{DataArgs, KafkaArgs, owner};
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// The pipeline file.
+    pipeline: PathBuf,
+    /// Exit once every input is consumed (as of the start).
+    #[arg(long)]
+    until_caught_up: bool,
+    /// No progress line.
+    #[arg(long, short)]
+    quiet: bool,
+    /// Records per batch.
+    #[arg(long, default_value_t = 500)]
+    batch: usize,
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+/// The Kafka cluster a pipeline runs on: `--brokers` (with `--kafka-config`)
+/// over its `[kafka]` section's `bootstrap.servers` and properties.
+fn kafka_of(args: &RunArgs, p: &pipeline::Pipeline) -> Option<(Connection, Guarantee)> {
+    let section = p.kafka.as_ref();
+    let guarantee = section.map_or(Guarantee::ExactlyOnce, |k| k.guarantee);
+    let mut properties: Vec<(String, String)> = section
+        .map(|k| {
+            k.properties
+                .iter()
+                .filter(|(k, _)| k != "bootstrap.servers")
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(conn) = args.kafka.connection() {
+        properties.extend(conn.properties);
+        return Some((
+            Connection {
+                brokers: conn.brokers,
+                properties,
+            },
+            guarantee,
+        ));
+    }
+    let brokers = section?.bootstrap()?.to_string();
+    Some((
+        Connection {
+            brokers,
+            properties,
+        },
+        guarantee,
+    ))
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let pipeline = pipeline::config::load(&args.pipeline)?;
+    if pipeline.kafka.is_some() && kafka_of(&args, &pipeline).is_none() {
+        anyhow::bail!(
+            "{}: the [kafka] section has no `bootstrap.servers`: add it, or give --brokers HOST:PORT",
+            pipeline.file.display()
+        );
+    }
+    let runtime = Runtime::new(args.runtime.options())?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut _server = None;
+    let backend: Arc<dyn Backend> = match kafka_of(&args, &pipeline) {
+        Some((conn, guarantee)) => {
+            KafkaBackend::open(conn, &pipeline.name, guarantee, &args.data.data)?
+        }
+        None => {
+            let log = Log::open(&args.data.data)?;
+            // While it runs, this process owns the directory: it serves the
+            // CLI's requests for it over its socket (removed when `_server`
+            // drops).
+            _server = Some(owner::serve(log.clone(), &args.data.data, stop.clone())?);
+            log
+        }
+    };
+    {
+        let (s, backend) = (stop.clone(), backend.clone());
+        ctrlc::set_handler(move || {
+            s.store(true, Ordering::SeqCst);
+            backend.wake();
+        })
+        .context("cannot install the Ctrl-C handler")?;
+    }
+    let options = RunOptions {
+        until_caught_up: args.until_caught_up,
+        progress: !args.quiet,
+        batch: args.batch.max(1),
+        native: None,
+        now_ms: None,
+    };
+    let summary = pipeline::run(backend, &pipeline, &runtime, &options, stop)?;
+    eprintln!(
+        "{}: {} records in, {} out, {} dead letters, {} late records dropped",
+        pipeline.name,
+        summary.records_in,
+        summary.records_out,
+        summary.dead_letters,
+        summary.late_dropped
+    );
+    let dlq = pipeline::dead_letter_topic(&pipeline);
+    for (step, n, reason) in &summary.first_dead_letters {
+        eprintln!(
+            "step {step}: {n} record{} went to the dead-letter topic {dlq}; the first because: {reason}",
+            if *n == 1 { "" } else { "s" }
+        );
+    }
+    if let Some((step, fix)) = summary.misconfigured.first() {
+        eprintln!("error: every record of step {step} went to the dead letters: {fix}");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
