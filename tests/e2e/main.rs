@@ -11,6 +11,7 @@ mod first_hour;
 mod foundation;
 mod hardening;
 mod kafka;
+mod kafka_pipelines;
 mod languages;
 mod live;
 mod pipelines;

@@ -32,6 +32,10 @@ pub enum StateCommand {
         to: Option<i64>,
         #[command(flatten)]
         data: DataArgs,
+        /// The pipeline runs on Kafka: read the local copy of its state
+        /// under the data directory (the partitions this machine ran).
+        #[arg(long, env = "WEIR_BROKERS", value_name = "HOST:PORT,...")]
+        brokers: Option<String>,
     },
     /// Every key of a step's state.
     Scan {
@@ -44,6 +48,10 @@ pub enum StateCommand {
         max: usize,
         #[command(flatten)]
         data: DataArgs,
+        /// The pipeline runs on Kafka: read the local copy of its state
+        /// under the data directory (the partitions this machine ran).
+        #[arg(long, env = "WEIR_BROKERS", value_name = "HOST:PORT,...")]
+        brokers: Option<String>,
     },
 }
 
@@ -103,6 +111,17 @@ pub(super) fn store_entry<'a>(
     Some((kb, obj))
 }
 
+/// Where a pipeline's state is read: the data directory, or on Kafka the
+/// local copy of its state stores.
+fn local(data: DataArgs, pipeline: &str, brokers: Option<String>) -> DataArgs {
+    match brokers {
+        Some(_) => DataArgs {
+            data: data.data.join("kafka").join(pipeline),
+        },
+        None => data,
+    }
+}
+
 pub fn state(cmd: StateCommand) -> anyhow::Result<ExitCode> {
     let (data, pipeline, step, key, from, to, max) = match cmd {
         StateCommand::Get {
@@ -112,13 +131,31 @@ pub fn state(cmd: StateCommand) -> anyhow::Result<ExitCode> {
             key,
             from,
             to,
-        } => (data, pipeline, step, Some(key), from, to, usize::MAX),
+            brokers,
+        } => (
+            local(data, &pipeline, brokers),
+            pipeline,
+            step,
+            Some(key),
+            from,
+            to,
+            usize::MAX,
+        ),
         StateCommand::Scan {
             data,
             pipeline,
             step,
             max,
-        } => (data, pipeline, step, None, None, None, max),
+            brokers,
+        } => (
+            local(data, &pipeline, brokers),
+            pipeline,
+            step,
+            None,
+            None,
+            None,
+            max,
+        ),
     };
     let req = Request::State {
         pipeline,

@@ -344,6 +344,24 @@ impl Task {
                 }
             }
         }
+        // Timestamp order across sources needs each source's next record: a
+        // source with nothing buffered that is known to hold more (a Kafka
+        // fetch still on its way) is waited for, as Kafka Streams does.
+        if self.sources.len() > 1 {
+            for src in &self.sources {
+                if !src.buffer.is_empty() {
+                    continue;
+                }
+                let end = if src.external && until_caught_up {
+                    self.shared.end_at_start(&src.topic.name, self.partition)
+                } else {
+                    self.shared.backend.end_offset(&src.topic, self.partition)?
+                };
+                if src.fetch < end {
+                    return Ok(Vec::new());
+                }
+            }
+        }
         let mut out = Vec::new();
         while out.len() < batch {
             let mut best: Option<(usize, i64)> = None;

@@ -1,0 +1,450 @@
+//! Pipelines on a real Apache Kafka broker (the one `kafka::brokers` starts
+//! once per run): the seed's examples give what they give on the embedded
+//! log, state comes back from changelogs, instances share the work through
+//! the consumer group, and a SIGKILL loses and repeats nothing.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::kafka::brokers;
+use crate::util::{guest, root, run, tempdir, weir};
+
+/// Names no other test (or earlier run on a kept broker) uses.
+fn suffix() -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "{}-{nanos:x}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// One place a pipeline runs: Kafka (with a state directory) or the
+/// embedded log (a data directory).
+struct Place {
+    kafka: bool,
+    dir: tempfile::TempDir,
+}
+
+impl Place {
+    fn kafka() -> Place {
+        Place {
+            kafka: true,
+            dir: tempdir(),
+        }
+    }
+
+    fn embedded() -> Place {
+        Place {
+            kafka: false,
+            dir: tempdir(),
+        }
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn weir(&self) -> Command {
+        let mut c = weir();
+        c.env("WEIR_DATA", self.data());
+        c.env("WEIR_MODULE_PATH", guest("count").parent().unwrap());
+        if self.kafka {
+            c.env("WEIR_BROKERS", brokers());
+        }
+        c
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let r = run(self.weir().args(args));
+        assert!(r.status.success(), "weir {args:?} failed: {}", r.stderr);
+        r.stdout
+    }
+
+    fn topic(&self, name: &str, partitions: u32) {
+        self.ok(&[
+            "topic",
+            "create",
+            name,
+            "--partitions",
+            &partitions.to_string(),
+        ]);
+    }
+
+    fn produce(&self, topic: &str, lines: &[String]) {
+        let mut child = self
+            .weir()
+            .args(["produce", topic])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        for l in lines {
+            writeln!(stdin, "{l}").unwrap();
+        }
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn run_pipeline(&self, file: &Path) -> String {
+        let r = run(self
+            .weir()
+            .arg("run")
+            .arg(file)
+            .args(["--until-caught-up", "--quiet"]));
+        assert!(r.status.success(), "weir run failed: {}", r.stderr);
+        r.stderr
+    }
+
+    /// A topic's records without their offsets (Kafka's count transaction
+    /// markers), in partition order.
+    fn consume(&self, topic: &str) -> Vec<Value> {
+        self.ok(&["consume", topic, "--from-beginning"])
+            .lines()
+            .map(|l| {
+                let mut v: Value = serde_json::from_str(l).unwrap();
+                v.as_object_mut().unwrap().remove("offset");
+                v
+            })
+            .collect()
+    }
+}
+
+/// An example pipeline with its name and topics made unique.
+fn example(dir: &Path, file: &str, topics: &[&str], s: &str) -> PathBuf {
+    let mut text = std::fs::read_to_string(root().join("examples/pipelines").join(file)).unwrap();
+    for t in topics {
+        text = text.replace(&format!("\"{t}\""), &format!("\"{t}-{s}\""));
+    }
+    let path = dir.join(file);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn lines(n: usize, seed: u64) -> Vec<String> {
+    let vocab = [
+        "river", "log", "stream", "table", "join", "window", "state", "offset", "the", "kafka",
+        "wasm", "guest",
+    ];
+    let mut x = seed;
+    (0..n)
+        .map(|i| {
+            let words: Vec<&str> = (0..6)
+                .map(|_| {
+                    x = x
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    vocab[(x >> 33) as usize % vocab.len()]
+                })
+                .collect();
+            json!({"key": format!("line-{i}"), "value": words.join(" "), "timestamp": 1000 + i as i64})
+                .to_string()
+        })
+        .collect()
+}
+
+fn model_counts(lines: &[String]) -> BTreeMap<String, Value> {
+    let mut m: BTreeMap<String, u64> = BTreeMap::new();
+    for l in lines {
+        let v: Value = serde_json::from_str(l).unwrap();
+        for w in v["value"].as_str().unwrap().split(' ') {
+            if w != "the" {
+                *m.entry(w.to_string()).or_default() += 1;
+            }
+        }
+    }
+    m.into_iter().map(|(k, n)| (k, json!(n))).collect()
+}
+
+/// The newest value per key, as a compacted topic keeps it.
+fn latest(records: &[Value]) -> BTreeMap<String, Value> {
+    records
+        .iter()
+        .map(|r| (r["key"].as_str().unwrap().to_string(), r["value"].clone()))
+        .collect()
+}
+
+fn sorted(mut v: Vec<Value>) -> Vec<String> {
+    let mut out: Vec<String> = v.drain(..).map(|r| r.to_string()).collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn the_seeds_three_examples_give_on_kafka_what_they_give_on_the_embedded_log() {
+    let s = suffix();
+    let (k, e) = (Place::kafka(), Place::embedded());
+    let files = tempdir();
+
+    // Word count: a repartition, an aggregate emitting updates.
+    let wc = example(
+        files.path(),
+        "wordcount.toml",
+        &["wordcount", "lines", "counts", "wordcount-dlq"],
+        &s,
+    );
+    let input = lines(400, 7);
+    for p in [&k, &e] {
+        p.topic(&format!("lines-{s}"), 2);
+        p.produce(&format!("lines-{s}"), &input);
+        p.run_pipeline(&wc);
+    }
+    let (kc, ec) = (
+        k.consume(&format!("counts-{s}")),
+        e.consume(&format!("counts-{s}")),
+    );
+    assert_eq!(latest(&kc), model_counts(&input));
+    assert_eq!(latest(&kc), latest(&ec));
+
+    // Stock statistics: hopping windows over out-of-order trades, emitted on close.
+    let st = example(
+        files.path(),
+        "stock-stats.toml",
+        &["stock-stats", "trades"],
+        &s,
+    );
+    let mut x: u64 = 99;
+    let trades: Vec<String> = (0..300i64)
+        .map(|i| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let t = ["ACME", "GLOB", "INIT"][(x >> 40) as usize % 3];
+            let ask = 100.0 + ((x >> 20) % 400) as f64 * 0.25;
+            let ts = 100_000 + i * 100 - ((x >> 50) % 1500) as i64;
+            json!({"key": t, "value": {"ask": ask}, "timestamp": ts}).to_string()
+        })
+        .collect();
+    for p in [&k, &e] {
+        p.topic(&format!("trades-{s}"), 2);
+        p.produce(&format!("trades-{s}"), &trades);
+        p.run_pipeline(&st);
+    }
+    let (ks, es) = (
+        k.consume(&format!("stock-stats-{s}")),
+        e.consume(&format!("stock-stats-{s}")),
+    );
+    assert!(ks.len() > 50, "{} windows closed", ks.len());
+    assert_eq!(sorted(ks), sorted(es));
+
+    // Clickstream enrichment: a stream-table and a windowed stream-stream join.
+    let cl = example(
+        files.path(),
+        "clicks.toml",
+        &["clicks", "enriched-clicks", "profiles", "searches"],
+        &s,
+    );
+    let users = ["ann", "bob", "cid", "dee"];
+    let (mut profiles, mut searches, mut clicks) = (Vec::new(), Vec::new(), Vec::new());
+    let mut x: u64 = 5;
+    for i in 0..200i64 {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let u = users[(x >> 33) as usize % users.len()];
+        let ts = 10_000 + i * 250;
+        let rec = |v: Value| json!({"key": u, "value": v, "timestamp": ts}).to_string();
+        match (x >> 45) % 4 {
+            0 => profiles.push(rec(json!({"user": u, "tier": format!("tier-{}", i % 3)}))),
+            1 => searches.push(rec(json!({"q": format!("query-{i}")}))),
+            _ => clicks.push(rec(json!({"page": format!("/p/{i}")}))),
+        }
+    }
+    for u in users {
+        searches.push(
+            json!({"key": u, "value": {"q": "closing"}, "timestamp": 10_000_000}).to_string(),
+        );
+    }
+    for p in [&k, &e] {
+        for (t, recs) in [
+            ("profiles", &profiles),
+            ("searches", &searches),
+            ("clicks", &clicks),
+        ] {
+            p.topic(&format!("{t}-{s}"), 2);
+            p.produce(&format!("{t}-{s}"), recs);
+        }
+        p.run_pipeline(&cl);
+    }
+    let (kj, ej) = (
+        k.consume(&format!("enriched-clicks-{s}")),
+        e.consume(&format!("enriched-clicks-{s}")),
+    );
+    assert!(
+        kj.len() >= clicks.len(),
+        "{} joined of {} clicks",
+        kj.len(),
+        clicks.len()
+    );
+    assert_eq!(sorted(kj), sorted(ej));
+}
+
+#[test]
+fn a_state_store_deleted_on_disk_is_restored_from_its_changelog() {
+    let s = suffix();
+    let k = Place::kafka();
+    let files = tempdir();
+    let wc = example(
+        files.path(),
+        "wordcount.toml",
+        &["wordcount", "lines", "counts", "wordcount-dlq"],
+        &s,
+    );
+    let first = lines(200, 3);
+    k.topic(&format!("lines-{s}"), 2);
+    k.produce(&format!("lines-{s}"), &first);
+    k.run_pipeline(&wc);
+    // The local copy is gone (a new machine); the counts go on from the changelog.
+    std::fs::remove_dir_all(k.data()).unwrap();
+    let second = lines(150, 11);
+    k.produce(&format!("lines-{s}"), &second);
+    k.run_pipeline(&wc);
+    let all: Vec<String> = first.iter().chain(&second).cloned().collect();
+    assert_eq!(
+        latest(&k.consume(&format!("counts-{s}"))),
+        model_counts(&all)
+    );
+    // And the restored state answers queries as the embedded log's does.
+    let scan = k.ok(&["state", "scan", &format!("wordcount-{s}"), "count"]);
+    let state: BTreeMap<String, Value> = scan
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (v["key"].as_str().unwrap().to_string(), v["value"].clone())
+        })
+        .collect();
+    assert_eq!(state, model_counts(&all));
+}
+
+#[test]
+fn a_pipeline_on_kafka_that_is_down_names_the_bootstrap_servers() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let down = format!("127.0.0.1:{}", l.local_addr().unwrap().port());
+    drop(l);
+    let files = tempdir();
+    let wc = example(files.path(), "wordcount.toml", &[], "x");
+    let started = Instant::now();
+    let r = run(weir()
+        .env("WEIR_MODULE_PATH", guest("count").parent().unwrap())
+        .arg("run")
+        .arg(&wc)
+        .args(["--brokers", &down, "--data"])
+        .arg(files.path().join("data")));
+    assert!(!r.status.success());
+    assert_eq!(
+        r.stderr,
+        format!(
+            "error: cannot reach Kafka at {down}: {down}/bootstrap: Connect to ipv4#{down} failed: Connection refused\n"
+        )
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // A [kafka] section without servers says what to add.
+    let text = std::fs::read_to_string(&wc).unwrap()
+        + "\n[kafka]\n\"security.protocol\" = \"plaintext\"\n";
+    std::fs::write(&wc, text).unwrap();
+    let r = run(weir()
+        .env("WEIR_MODULE_PATH", guest("count").parent().unwrap())
+        .arg("run")
+        .arg(&wc));
+    assert_eq!(
+        r.stderr,
+        format!(
+            "error: {}: the [kafka] section has no `bootstrap.servers`: add it, or give --brokers HOST:PORT\n",
+            wc.display()
+        )
+    );
+}
+
+/// A `weir run` left running (no --until-caught-up).
+fn start(p: &Place, file: &Path) -> Child {
+    p.weir()
+        .arg("run")
+        .arg(file)
+        .args(["--quiet", "--batch", "50"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn two_instances_share_the_work_and_a_sigkill_loses_and_repeats_nothing() {
+    let s = suffix();
+    let (a, b) = (Place::kafka(), Place::kafka());
+    let files = tempdir();
+    let wc = example(
+        files.path(),
+        "wordcount.toml",
+        &["wordcount", "lines", "counts", "wordcount-dlq"],
+        &s,
+    );
+    let input = lines(3000, 17);
+    a.topic(&format!("lines-{s}"), 4);
+    a.produce(&format!("lines-{s}"), &input);
+    let want = model_counts(&input);
+    let counts = format!("counts-{s}");
+    let mut ia = start(&a, &wc);
+    let mut ib = start(&b, &wc);
+    // SIGKILL one instance twice mid-run, restarting it each time.
+    let mut kills = 0;
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let got = loop {
+        assert!(
+            Instant::now() < deadline,
+            "the counts did not reach the model"
+        );
+        // Nothing until the instances made the output topic.
+        let out = if run(a.weir().args(["topic", "describe", &counts]))
+            .status
+            .success()
+        {
+            a.consume(&counts)
+        } else {
+            Vec::new()
+        };
+        if kills < 2 && out.len() > 200 * (kills + 1) {
+            ia.kill().unwrap();
+            ia.wait().unwrap();
+            ia = start(&a, &wc);
+            kills += 1;
+        }
+        if kills == 2 && latest(&out) == want {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for c in [&mut ia, &mut ib] {
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+    // Every committed update of a word is a new, higher count: a batch
+    // committed twice would repeat or overshoot one.
+    let mut last: BTreeMap<String, u64> = BTreeMap::new();
+    for r in &got {
+        let (w, n) = (r["key"].as_str().unwrap(), r["value"].as_u64().unwrap());
+        let before = last.insert(w.to_string(), n).unwrap_or(0);
+        assert!(n > before, "{w}: {before} then {n}");
+    }
+    assert_eq!(
+        last.into_iter()
+            .map(|(k, v)| (k, json!(v)))
+            .collect::<BTreeMap<_, _>>(),
+        want
+    );
+}
