@@ -404,6 +404,7 @@ pub fn start(
 
 struct Running {
     revoked: Arc<AtomicBool>,
+    fenced: Arc<AtomicBool>,
     thread: JoinHandle<anyhow::Result<()>>,
 }
 
@@ -420,6 +421,11 @@ fn supervise(
     // Tasks that end and `PipelineHandle::stop` unpark this thread; the
     // wait only bounds how late a stop flag set from outside is seen.
     let me = std::thread::current();
+    let mut current: BTreeSet<u32> = BTreeSet::new();
+    // Tasks that stopped because their commit was fenced, and when: they
+    // start again after a second if their partition is still ours (the
+    // fence came from a rebalance that left it here).
+    let mut fenced: HashMap<(usize, u32), Instant> = HashMap::new();
     loop {
         let stopping = shared.stop.load(Ordering::SeqCst) || failed.load(Ordering::SeqCst);
         if !stopping && let Some(set) = assignor.poll(Duration::from_millis(250))? {
@@ -437,18 +443,49 @@ fn supervise(
                     }
                 }
             }
+            *lock(assigned) = set.clone();
+            current = set;
+        } else if stopping {
+            std::thread::park_timeout(Duration::from_millis(50));
+        }
+        if !stopping {
+            let ended: Vec<(usize, u32)> = running
+                .iter()
+                .filter(|(_, r)| r.thread.is_finished() && r.fenced.load(Ordering::SeqCst))
+                .map(|(k, _)| *k)
+                .collect();
+            for key in ended {
+                if let Some(r) = running.remove(&key) {
+                    if let Err(e) = join(r.thread, key) {
+                        first_err.get_or_insert(e);
+                    }
+                    shared.finished[key.0].fetch_sub(1, Ordering::SeqCst);
+                    fenced.insert(key, Instant::now());
+                }
+            }
+            fenced.retain(|_, at| at.elapsed() < Duration::from_secs(1));
             for seg in 0..shared.segments.len() {
-                for &p in &set {
-                    if running.contains_key(&(seg, p)) {
+                for &p in &current {
+                    if running.contains_key(&(seg, p)) || fenced.contains_key(&(seg, p)) {
                         continue;
                     }
                     let revoked = Arc::new(AtomicBool::new(false));
-                    let (s, r, f) = (shared.clone(), revoked.clone(), failed.clone());
+                    let gone = Arc::new(AtomicBool::new(false));
+                    let (s, r, f, g) = (
+                        shared.clone(),
+                        revoked.clone(),
+                        failed.clone(),
+                        gone.clone(),
+                    );
                     let me = me.clone();
                     let thread = std::thread::Builder::new()
                         .name(format!("weir-task-{seg}-{p}"))
                         .spawn(move || {
-                            let result = Task::new(s.clone(), seg, p, r).and_then(|mut t| t.run());
+                            let result = Task::new(s.clone(), seg, p, r).and_then(|mut t| {
+                                let ran = t.run();
+                                g.store(t.fenced.load(Ordering::SeqCst), Ordering::SeqCst);
+                                ran
+                            });
                             s.finished[seg].fetch_add(1, Ordering::SeqCst);
                             if result.is_err() {
                                 // One failed task stops the run: the others
@@ -462,12 +499,16 @@ fn supervise(
                             me.unpark();
                             result
                         })?;
-                    running.insert((seg, p), Running { revoked, thread });
+                    running.insert(
+                        (seg, p),
+                        Running {
+                            revoked,
+                            fenced: gone,
+                            thread,
+                        },
+                    );
                 }
             }
-            *lock(assigned) = set;
-        } else if stopping {
-            std::thread::park_timeout(Duration::from_millis(50));
         }
         if running.values().all(|r| r.thread.is_finished()) && !running.is_empty()
             || (stopping && running.is_empty())

@@ -52,6 +52,8 @@ pub(crate) struct Task {
     ticks: bool,
     /// Set when this task must stop (its partition was revoked).
     revoked: Arc<AtomicBool>,
+    /// Set when it stopped because another process took it over.
+    pub fenced: Arc<AtomicBool>,
 }
 
 fn now_ms() -> i64 {
@@ -107,6 +109,7 @@ impl Task {
             seq: 0,
             base,
             revoked,
+            fenced: Arc::new(AtomicBool::new(false)),
         };
         task.load_committed()?;
         Ok(task)
@@ -239,6 +242,7 @@ impl Task {
                     // moved): stop; the batch is the new owner's.
                     if let Some(f) = e.chain().find_map(|c| c.downcast_ref::<Fenced>()) {
                         tracing::info!("{f}");
+                        self.fenced.store(true, Ordering::SeqCst);
                         return Ok(());
                     }
                     // A step that cannot run (it keeps timing out, or its
