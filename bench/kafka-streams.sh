@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# The Kafka Streams side of the Weir / Kafka Streams comparison (issue 10):
-# the stateless upper-case map and word count (bench/kafka-streams), each
-# under exactly_once_v2 and at_least_once, 2 stream threads, on 2-partition
-# inputs, against one single-node broker. Prints records (lines) per second
-# and each run's peak RSS.
+# The Weir / Kafka Streams comparison (issue 10), in one run on one
+# single-node broker: the stateless upper-case map and word count, each
+# under exactly-once and at-least-once, on 2-partition inputs: Kafka Streams
+# (bench/kafka-streams, 2 stream threads, commit.interval.ms 100) and Weir
+# (`weir run --until-caught-up --stats` with the uppercase / split-words +
+# count guests, 2 partitions = 2 tasks per segment). Prints records (lines)
+# per second from the first record, and each run's peak RSS; WEIR_ONLY=1
+# skips the Kafka Streams runs.
 #
 #   bash bench/kafka-streams.sh [MAP_RECORDS] [WORDCOUNT_LINES]   (default 1000000 250000)
 #
@@ -67,7 +70,41 @@ java_run produce "$brokers" "$map_in" map "$n_map" 2
 java_run produce "$brokers" "$lines_in" lines "$n_lines" 2
 echo "input written in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s" >&2
 
-for guarantee in exactly_once_v2 at_least_once; do
-    java_run run "$brokers" map "$guarantee" "$map_in" "$n_map"
-    java_run run "$brokers" wordcount "$guarantee" "$lines_in" "$n_lines"
+# Weir: the release binary and the Rust guests (built if needed).
+target="${CARGO_TARGET_DIR:-$HOME/.cache/weir/target}"
+cargo build -q --release -p weir
+cargo build -q --profile guest --target wasm32-wasip2 -p uppercase -p split-words -p count
+export WEIR_MODULE_PATH="$target/wasm32-wasip2/guest"
+weir_run() { # workload guarantee input n records|lines
+    local workload="$1" guarantee="$2" input="$3"
+    local name="weir-$workload-$guarantee-$suffix"
+    {
+        echo "name = \"$name\""
+        echo "input = \"$input\""
+        echo "output = \"$name-out\""
+        if [ "$workload" = map ]; then
+            printf '[[steps]]\nname = "upper"\nkind = "map"\nmodule = "uppercase.wasm"\n'
+        else
+            printf '[[steps]]\nname = "split"\nkind = "map"\nmodule = "split_words.wasm"\n'
+            printf '[[steps]]\nname = "count"\nkind = "aggregate"\nmodule = "count.wasm"\n'
+        fi
+        printf '[kafka]\n"bootstrap.servers" = "%s"\nguarantee = "%s"\n' "$brokers" "$guarantee"
+    } >"$work/$name.toml"
+    local n="$4" what="$5" line secs
+    line="$("$target/release/weir" run "$work/$name.toml" --until-caught-up --quiet --stats \
+        --data "$work/$name.data" 2>&1 | grep "records/s")"
+    # "NAME: R records in S s from the first = ... (T s from the start), peak RSS M MB"
+    secs="$(echo "$line" | sed -E 's/.* records in ([0-9.]+) s from the first.*/\1/')"
+    echo "$line" | sed -E "s/^[^:]*: [0-9]+ records in ([0-9.]+) s from the first = [0-9]+ records\/s \(([0-9.]+) s from the start\), (peak RSS [0-9]+ MB)/weir $workload $guarantee: $n $what in \1 s = $(awk -v n="$n" -v s="$secs" 'BEGIN { printf "%.0f", n / s }') $what\/s (\2 s from start), \3/"
+}
+
+for guarantee in exactly-once at-least-once; do
+    weir_run map "$guarantee" "$map_in" "$n_map" records
+    weir_run wordcount "$guarantee" "$lines_in" "$n_lines" lines
 done
+if [ -z "${WEIR_ONLY:-}" ]; then
+    for guarantee in exactly_once_v2 at_least_once; do
+        java_run run "$brokers" map "$guarantee" "$map_in" "$n_map"
+        java_run run "$brokers" wordcount "$guarantee" "$lines_in" "$n_lines"
+    done
+fi

@@ -431,7 +431,7 @@ fn weir_test_offsets_are_0_based_as_in_weir_run_and_errors_name_the_line() {
     assert_lines(
         "dead letters of weir run",
         &dead.stdout,
-        r#"{"partition":0,"offset":0,"key":null,"value":"reject","headers":{"weir.error":"rejected on purpose at offset 1","weir.error.kind":"rejected","weir.step":"f"},"timestamp":0}"#,
+        r#"{"partition":0,"offset":0,"key":null,"value":"reject","headers":{"weir.error":"rejected on purpose at offset 1","weir.error.kind":"rejected","weir.step":"f","weir.topic":"in","weir.partition":"0","weir.offset":"1"},"timestamp":0}"#,
     );
 }
 

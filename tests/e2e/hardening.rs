@@ -242,6 +242,9 @@ fn a_pipeline_with_a_sleeping_guest_runs_and_stops_on_ctrl_c_within_a_second() {
             "weir.error": "deadline exceeded: the call ran longer than 1000 ms",
             "weir.error.kind": "trapped",
             "weir.step": "attack",
+            "weir.topic": "in",
+            "weir.partition": "0",
+            "weir.offset": "20",
         })
     );
 
@@ -432,7 +435,7 @@ fn a_pipeline_step_that_hoards_state_is_stopped_and_the_host_stays_small() {
     assert_eq!(values(&dead), ["hoard"]);
     assert_eq!(
         dead[0]["headers"],
-        json!({"weir.error": OVER_BUDGET, "weir.error.kind": "trapped", "weir.step": "hoard"})
+        json!({"weir.error": OVER_BUDGET, "weir.error.kind": "trapped", "weir.step": "hoard", "weir.topic": "in", "weir.partition": "0", "weir.offset": "1"})
     );
     // The guest's 64 MiB, the 128 MiB budget, one value in flight and the
     // host itself; without the budget the host held over 600 MiB.
@@ -595,8 +598,8 @@ fn in_a_pipeline_a_forged_panic_message_lands_in_its_own_header() {
             .map(|r| r["headers"].clone())
             .collect::<Vec<_>>(),
         [
-            json!({"weir.error": "trapped: wasm `unreachable` instruction executed", "weir.error.kind": "trapped", "weir.error.stderr": fake, "weir.step": "attack"}),
-            json!({"weir.error": "deadline exceeded: the call ran longer than 300 ms", "weir.error.kind": "trapped", "weir.error.stderr": fake, "weir.step": "attack"}),
+            json!({"weir.error": "trapped: wasm `unreachable` instruction executed", "weir.error.kind": "trapped", "weir.error.stderr": fake, "weir.step": "attack", "weir.topic": "in", "weir.partition": "0", "weir.offset": "1"}),
+            json!({"weir.error": "deadline exceeded: the call ran longer than 300 ms", "weir.error.kind": "trapped", "weir.error.stderr": fake, "weir.step": "attack", "weir.topic": "in", "weir.partition": "0", "weir.offset": "2"}),
         ]
     );
 }
@@ -927,6 +930,6 @@ fn a_steps_memory_mb_in_the_pipeline_file_sets_its_call_budget() {
     let dead = d.consume("dlq");
     assert_eq!(
         dead[0]["headers"],
-        json!({"weir.error": OVER_BUDGET, "weir.error.kind": "trapped", "weir.step": "hoard"})
+        json!({"weir.error": OVER_BUDGET, "weir.error.kind": "trapped", "weir.step": "hoard", "weir.topic": "in", "weir.partition": "0", "weir.offset": "1"})
     );
 }

@@ -119,7 +119,7 @@ impl Place {
             .lines()
             .map(|l| {
                 let mut v: Value = serde_json::from_str(l).unwrap();
-                v.as_object_mut().unwrap().remove("offset");
+                v.as_object_mut().unwrap().shift_remove("offset");
                 v
             })
             .collect()
@@ -446,5 +446,49 @@ fn two_instances_share_the_work_and_a_sigkill_loses_and_repeats_nothing() {
             .map(|(k, v)| (k, json!(v)))
             .collect::<BTreeMap<_, _>>(),
         want
+    );
+}
+
+#[test]
+fn a_malformed_record_from_kafka_is_dead_lettered_with_its_topic_partition_and_offset() {
+    let s = suffix();
+    let k = Place::kafka();
+    let files = tempdir();
+    let st = example(
+        files.path(),
+        "stock-stats.toml",
+        &["stock-stats", "trades"],
+        &s,
+    );
+    let trades = format!("trades-{s}");
+    k.topic(&trades, 2);
+    k.produce(
+        &trades,
+        &[
+            r#"{"key": "ACME", "value": {"ask": 10.5}, "timestamp": 1000, "partition": 1}"#
+                .to_string(),
+            r#"{"key": "ACME", "value": "oops", "timestamp": 1100, "partition": 1}"#.to_string(),
+            r#"{"key": "GLOB", "value_b64": "/w==", "timestamp": 1200, "partition": 0}"#
+                .to_string(),
+            r#"{"key": "ACME", "value": {"ask": 11.5}, "timestamp": 9000, "partition": 1}"#
+                .to_string(),
+        ],
+    );
+    k.run_pipeline(&st);
+    let dead: Vec<String> = k
+        .consume(&format!("stock-stats-{s}-dead-letters"))
+        .iter()
+        .map(Value::to_string)
+        .collect();
+    assert_eq!(
+        dead,
+        [
+            format!(
+                r#"{{"partition":0,"key":"GLOB","value_b64":"/w==","headers":{{"weir.error":"not a trade: expected a JSON object with a numeric \"ask\"","weir.error.kind":"rejected","weir.step":"stats","weir.topic":"{trades}","weir.partition":"0","weir.offset":"0"}},"timestamp":1200}}"#
+            ),
+            format!(
+                r#"{{"partition":1,"key":"ACME","value":"oops","headers":{{"weir.error":"not a trade: expected a JSON object with a numeric \"ask\"","weir.error.kind":"rejected","weir.step":"stats","weir.topic":"{trades}","weir.partition":"1","weir.offset":"1"}},"timestamp":1100}}"#
+            ),
+        ]
     );
 }

@@ -449,7 +449,7 @@ fn rejected_records_go_to_the_dead_letter_topic_and_the_rest_go_on() {
     assert_lines(
         "dead letters",
         &dlq,
-        r#"{"partition":0,"offset":0,"key":"b","value":null,"headers":{"weir.error":"the record has no value (a tombstone)","weir.error.kind":"rejected","weir.step":"split"},"timestamp":2}"#,
+        r#"{"partition":0,"offset":0,"key":"b","value":null,"headers":{"weir.error":"the record has no value (a tombstone)","weir.error.kind":"rejected","weir.step":"split","weir.topic":"lines","weir.partition":"0","weir.offset":"1"},"timestamp":2}"#,
     );
 }
 

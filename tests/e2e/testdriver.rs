@@ -586,7 +586,7 @@ fn an_aggregator_module_folds_each_keys_records_and_prints_its_value_at_the_end(
     assert_lines(
         "dead letters",
         &r.stderr,
-        r#"{"key":"ACME","value":"oops","headers":{"weir.error":"not a trade: expected a JSON object with a numeric \"ask\"","weir.error.kind":"rejected","weir.step":"aggregate"},"timestamp":2000}"#,
+        r#"{"key":"ACME","value":"oops","headers":{"weir.error":"not a trade: expected a JSON object with a numeric \"ask\"","weir.error.kind":"rejected","weir.step":"aggregate","weir.topic":"input","weir.partition":"0","weir.offset":"3"},"timestamp":2000}"#,
     );
     let r = run(weir()
         .arg("test")

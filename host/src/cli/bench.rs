@@ -105,7 +105,7 @@ fn native_step(file: &str) -> Option<weir::runtime::NativeFn> {
     }
 }
 
-fn peak_rss_kb() -> u64 {
+pub(crate) fn peak_rss_kb() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

@@ -1,6 +1,7 @@
 //! `weir run`: a pipeline on the embedded log (the default) or, when its
 //! file has a `[kafka]` section or `--brokers` is given, on Kafka.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -30,9 +31,14 @@ pub struct RunArgs {
     /// No progress line.
     #[arg(long, short)]
     quiet: bool,
-    /// Records per batch.
-    #[arg(long, default_value_t = 500)]
-    batch: usize,
+    /// Records per batch (default: 500 on the embedded log; 5,000 on Kafka,
+    /// where each commit is a transaction).
+    #[arg(long)]
+    batch: Option<usize>,
+    /// At the end, print the rate from the first record read to the end,
+    /// and the process's peak memory (for benchmarks).
+    #[arg(long)]
+    stats: bool,
     #[command(flatten)]
     data: DataArgs,
     #[command(flatten)]
@@ -86,6 +92,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let runtime = Runtime::new(args.runtime.options())?;
     let stop = Arc::new(AtomicBool::new(false));
     let mut _server = None;
+    let on_kafka = kafka_of(&args, &pipeline).is_some();
     let backend: Arc<dyn Backend> = match kafka_of(&args, &pipeline) {
         Some((conn, guarantee)) => {
             KafkaBackend::open(conn, &pipeline.name, guarantee, &args.data.data)?
@@ -110,11 +117,40 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let options = RunOptions {
         until_caught_up: args.until_caught_up,
         progress: !args.quiet,
-        batch: args.batch.max(1),
+        batch: args
+            .batch
+            .unwrap_or(if on_kafka { 5000 } else { 500 })
+            .max(1),
         native: None,
         now_ms: None,
     };
-    let summary = pipeline::run(backend, &pipeline, &runtime, &options, stop)?;
+    let started = std::time::Instant::now();
+    let handle = pipeline::engine::start(backend, &pipeline, &runtime, &options, stop)?;
+    let mut first = None;
+    if options.progress && std::io::stderr().is_terminal() {
+        pipeline::progress_loop(&handle);
+    } else if args.stats {
+        // From the first record read: what a pipeline costs, without the
+        // start (joining the group, loading modules).
+        while !handle.is_finished() && handle.status().records_in == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        first = Some(std::time::Instant::now());
+    }
+    let summary = handle.wait()?;
+    if args.stats {
+        let from = first.unwrap_or(started);
+        let secs = from.elapsed().as_secs_f64().max(1e-9);
+        eprintln!(
+            "{}: {} records in {:.2} s from the first = {:.0} records/s ({:.2} s from the start), peak RSS {} MB",
+            pipeline.name,
+            summary.records_in,
+            secs,
+            summary.records_in as f64 / secs,
+            started.elapsed().as_secs_f64(),
+            super::bench::peak_rss_kb() / 1024
+        );
+    }
     eprintln!(
         "{}: {} records in, {} out, {} dead letters, {} late records dropped",
         pipeline.name,

@@ -66,7 +66,7 @@ pub struct KafkaBackend {
     meta: BaseConsumer<Ctx>,
     local: Arc<Log>,
     topics: Mutex<Topics>,
-    readers: Mutex<HashMap<(u32, u32), Arc<Mutex<Reader>>>>,
+    readers: Mutex<Readers>,
     producers: Mutex<HashMap<TaskId, Arc<TaskProducer>>>,
     group: Mutex<Option<Arc<BaseConsumer<Ctx>>>>,
     /// Open tasks per partition (a partition's readers go when none is left).
@@ -78,6 +78,9 @@ struct Topics {
     by_name: HashMap<String, Topic>,
     names: Vec<String>,
 }
+
+/// Each source partition's reader, by (topic id, partition).
+type Readers = HashMap<(u32, u32), Arc<Mutex<Reader>>>;
 
 struct Reader {
     consumer: BaseConsumer<Ctx>,
@@ -141,6 +144,21 @@ struct TaskProducer {
     producer: BaseProducer<Deliveries>,
     /// Serializes the task's commits (one transaction at a time).
     busy: Mutex<()>,
+}
+
+/// Waits until every record sent is delivered (or refused), serving
+/// delivery reports as they come (rdkafka's `flush` polls in 100 ms steps,
+/// which would bound a task to ten commits a second).
+fn flush(producer: &BaseProducer<Deliveries>) -> Result<(), KafkaError> {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while producer.in_flight_count() > 0 {
+        if std::time::Instant::now() > deadline {
+            return Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut));
+        }
+        producer.poll(Duration::from_millis(1));
+    }
+    producer.poll(Duration::ZERO);
+    Ok(())
 }
 
 /// The name of a changelog topic.
@@ -558,6 +576,8 @@ impl KafkaBackend {
                 .send_offsets_to_transaction(&tpl, &cgm, TIMEOUT)
                 .map_err(|e| self.txn_failed(task, producer, e))?;
         }
+        // Delivered first: rdkafka's own flush waits in 100 ms steps.
+        flush(producer).map_err(|e| self.txn_failed(task, producer, e))?;
         producer
             .commit_transaction(TIMEOUT)
             .map_err(|e| self.txn_failed(task, producer, e))?;
@@ -570,7 +590,7 @@ impl KafkaBackend {
         let producer = &tp.producer;
         *lock(&producer.context().delivered) = Delivered::default();
         self.send_all(producer, &commit)?;
-        producer.flush(TIMEOUT).map_err(client_error(format!(
+        flush(producer).map_err(client_error(format!(
             "task {task}: records to Kafka at {} were not delivered in time",
             self.conn.brokers
         )))?;
@@ -884,9 +904,8 @@ impl Assignor for GroupAssignor {
     fn poll(&mut self, wait: Duration) -> anyhow::Result<Option<BTreeSet<u32>>> {
         // Serves the group's rebalances; the partitions stay paused, so no
         // records come this way (the tasks' own consumers read them).
-        match self.consumer.poll(wait) {
-            Some(Err(e)) => tracing::debug!(target: "weir::kafka", "consumer group: {e}"),
-            Some(Ok(_)) | None => {}
+        if let Some(Err(e)) = self.consumer.poll(wait) {
+            tracing::debug!(target: "weir::kafka", "consumer group: {e}");
         }
         let tpl = self
             .consumer

@@ -157,7 +157,9 @@ pub fn run(
     handle.wait()
 }
 
-fn progress_loop(handle: &PipelineHandle) {
+/// Shows a progress line on stderr (rate, records in, partitions run, lag)
+/// until the run ends.
+pub fn progress_loop(handle: &PipelineHandle) {
     let started = Instant::now();
     let mut last = 0u64;
     let mut last_t = Instant::now();

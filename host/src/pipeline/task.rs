@@ -54,6 +54,9 @@ pub(crate) struct Task {
     revoked: Arc<AtomicBool>,
     /// Set when it stopped because another process took it over.
     pub fenced: Arc<AtomicBool>,
+    /// With several sources: the offsets the batch took from each (to say
+    /// where a dead letter came from).
+    taken: Vec<std::collections::HashSet<u64>>,
 }
 
 fn now_ms() -> i64 {
@@ -110,6 +113,7 @@ impl Task {
             base,
             revoked,
             fenced: Arc::new(AtomicBool::new(false)),
+            taken: Vec::new(),
         };
         task.load_committed()?;
         Ok(task)
@@ -402,6 +406,13 @@ impl Task {
             return Ok(0);
         }
         let n = taken.len();
+        self.taken.clear();
+        if self.sources.len() > 1 {
+            self.taken.resize(self.sources.len(), Default::default());
+            for (src, stored) in &taken {
+                self.taken[*src].insert(stored.offset);
+            }
+        }
         // Records grouped by the step they enter at.
         let mut entering: HashMap<(usize, bool), Vec<Item>> = HashMap::new();
         for (src, stored) in taken {
@@ -542,6 +553,29 @@ impl Task {
                 let mut r = d.to_record();
                 r.headers
                     .push(("weir.step".into(), step.as_bytes().to_vec()));
+                // Where the record was read: a join's other side when only
+                // that side gave this offset in the batch, else the stream.
+                let offset = r.offset.max(0) as u64;
+                let src = self
+                    .sources
+                    .iter()
+                    .enumerate()
+                    .position(|(i, s)| {
+                        s.side
+                            && self.taken.get(i).is_some_and(|t| t.contains(&offset))
+                            && !self.taken.first().is_some_and(|t| t.contains(&offset))
+                    })
+                    .unwrap_or(0);
+                r.headers.push((
+                    "weir.topic".into(),
+                    self.sources[src].topic.name.as_bytes().to_vec(),
+                ));
+                r.headers.push((
+                    "weir.partition".into(),
+                    self.partition.to_string().into_bytes(),
+                ));
+                r.headers
+                    .push(("weir.offset".into(), offset.to_string().into_bytes()));
                 commit.append(&dlq, p, &r);
                 shared.note_dead_letter(step, d.failure.message());
             }
