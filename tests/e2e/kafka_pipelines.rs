@@ -31,21 +31,25 @@ fn suffix() -> String {
 /// One place a pipeline runs: Kafka (with a state directory) or the
 /// embedded log (a data directory).
 struct Place {
-    kafka: bool,
+    kafka: Option<String>,
     dir: tempfile::TempDir,
 }
 
 impl Place {
     fn kafka() -> Place {
+        Place::kafka_at(brokers())
+    }
+
+    fn kafka_at(brokers: &str) -> Place {
         Place {
-            kafka: true,
+            kafka: Some(brokers.to_string()),
             dir: tempdir(),
         }
     }
 
     fn embedded() -> Place {
         Place {
-            kafka: false,
+            kafka: None,
             dir: tempdir(),
         }
     }
@@ -58,8 +62,8 @@ impl Place {
         let mut c = weir();
         c.env("WEIR_DATA", self.data());
         c.env("WEIR_MODULE_PATH", guest("count").parent().unwrap());
-        if self.kafka {
-            c.env("WEIR_BROKERS", brokers());
+        if let Some(b) = &self.kafka {
+            c.env("WEIR_BROKERS", b);
         }
         c
     }
@@ -433,20 +437,7 @@ fn two_instances_share_the_work_and_a_sigkill_loses_and_repeats_nothing() {
         c.kill().unwrap();
         c.wait().unwrap();
     }
-    // Every committed update of a word is a new, higher count: a batch
-    // committed twice would repeat or overshoot one.
-    let mut last: BTreeMap<String, u64> = BTreeMap::new();
-    for r in &got {
-        let (w, n) = (r["key"].as_str().unwrap(), r["value"].as_u64().unwrap());
-        let before = last.insert(w.to_string(), n).unwrap_or(0);
-        assert!(n > before, "{w}: {before} then {n}");
-    }
-    assert_eq!(
-        last.into_iter()
-            .map(|(k, v)| (k, json!(v)))
-            .collect::<BTreeMap<_, _>>(),
-        want
-    );
+    assert_once(&got, &want);
 }
 
 #[test]
@@ -491,4 +482,112 @@ fn a_malformed_record_from_kafka_is_dead_lettered_with_its_topic_partition_and_o
             ),
         ]
     );
+}
+
+/// Every committed update of a word is a new, higher count (a batch
+/// committed twice would repeat or overshoot one), and the last ones are
+/// the model's.
+#[track_caller]
+fn assert_once(got: &[Value], want: &BTreeMap<String, Value>) {
+    let mut last: BTreeMap<String, u64> = BTreeMap::new();
+    for r in got {
+        let (w, n) = (r["key"].as_str().unwrap(), r["value"].as_u64().unwrap());
+        let before = last.insert(w.to_string(), n).unwrap_or(0);
+        assert!(n > before, "{w}: {before} then {n}");
+    }
+    let last: BTreeMap<String, Value> = last.into_iter().map(|(k, v)| (k, json!(v))).collect();
+    assert_eq!(&last, want);
+}
+
+/// A broker of the test's own, stopped when dropped.
+struct OwnBroker {
+    dir: tempfile::TempDir,
+    address: String,
+}
+
+impl OwnBroker {
+    fn start() -> OwnBroker {
+        let dir = tempdir();
+        let out = broker_sh("start", dir.path());
+        OwnBroker {
+            address: out.trim().to_string(),
+            dir,
+        }
+    }
+
+    fn restart(&self) {
+        assert_eq!(broker_sh("restart", self.dir.path()).trim(), self.address);
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        broker_sh("stop", self.dir.path());
+    }
+}
+
+fn broker_sh(cmd: &str, dir: &Path) -> String {
+    let r = run(Command::new("bash")
+        .arg(root().join("tests/kafka/broker.sh"))
+        .arg(cmd)
+        .arg(dir));
+    assert!(r.status.success(), "broker.sh {cmd}: {}", r.stderr);
+    r.stdout
+}
+
+#[test]
+fn a_broker_restarted_mid_run_is_survived_with_nothing_lost() {
+    let broker = OwnBroker::start();
+    let s = suffix();
+    let k = Place::kafka_at(&broker.address);
+    let files = tempdir();
+    let wc = example(
+        files.path(),
+        "wordcount.toml",
+        &["wordcount", "lines", "counts", "wordcount-dlq"],
+        &s,
+    );
+    let (first, second) = (lines(1500, 23), lines(1500, 29));
+    let lines_topic = format!("lines-{s}");
+    let counts = format!("counts-{s}");
+    k.topic(&lines_topic, 2);
+    k.produce(&lines_topic, &first);
+    let mut instance = start(&k, &wc);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let out_now = |k: &Place| {
+        if run(k.weir().args(["topic", "describe", &counts]))
+            .status
+            .success()
+        {
+            k.consume(&counts)
+        } else {
+            Vec::new()
+        }
+    };
+    while out_now(&k).is_empty() {
+        assert!(Instant::now() < deadline, "no counts before the restart");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    broker.restart();
+    k.produce(&lines_topic, &second);
+    let all: Vec<String> = first.iter().chain(&second).cloned().collect();
+    let want = model_counts(&all);
+    let got = loop {
+        assert!(
+            Instant::now() < deadline,
+            "the counts did not reach the model"
+        );
+        assert!(
+            instance.try_wait().unwrap().is_none(),
+            "weir run stopped when the broker restarted"
+        );
+        let out = out_now(&k);
+        if latest(&out) == want {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    instance.kill().unwrap();
+    instance.wait().unwrap();
+    assert_once(&got, &want);
 }

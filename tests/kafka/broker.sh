@@ -135,12 +135,22 @@ while True:
     "${java[@]}" kafka.tools.StorageTool format --standalone -t "$id" \
         -c "$dir/server.properties" >>"$dir/server.log" 2>&1 ||
         die "cannot format the broker's storage (see $dir/server.log)"
+    echo "127.0.0.1:$port" >"$dir/bootstrap"
+    launch "$dir"
+}
+
+# Starts the broker formatted in $1 (its ports and data kept) in the
+# background; returns once its port answers.
+launch() {
+    local dir="$1" lib port pid deadline
+    lib="$(jars)"
+    port="$(sed 's/.*://' "$dir/bootstrap")"
+    local java=(java -cp "$lib/*" -Dlog4j2.configurationFile="$dir/log4j2.properties")
     # setsid: a Ctrl-C meant for the caller does not reach the broker.
     setsid "${java[@]}" -Xms256m -Xmx512m kafka.Kafka "$dir/server.properties" \
         >>"$dir/server.log" 2>&1 </dev/null &
     pid=$!
     echo "$pid" >"$dir/pid"
-    echo "127.0.0.1:$port" >"$dir/bootstrap"
     deadline=$((SECONDS + start_timeout_s))
     until answers "$port"; do
         if ! kill -0 "$pid" 2>/dev/null; then
@@ -155,6 +165,7 @@ while True:
     done
     cat "$dir/bootstrap"
 }
+
 
 # Stops the broker in $1 (SIGTERM: a clean shutdown; SIGKILL after 30 s).
 stop() {
@@ -215,10 +226,15 @@ case "$cmd" in
     jars) jars ;;
     start) [ $# -eq 1 ] || die "usage: broker.sh start DIR"; start "$1" ;;
     stop) [ $# -eq 1 ] || die "usage: broker.sh stop DIR"; stop "$1" ;;
+    restart)
+        [ $# -eq 1 ] || die "usage: broker.sh restart DIR"
+        stop "$1"
+        launch "$(cd "$1" && pwd)"
+        ;;
     status)
         [ $# -eq 1 ] || die "usage: broker.sh status DIR"
         if alive "$1"; then echo "running $(cat "$1/bootstrap")"; else echo "not running"; exit 1; fi
         ;;
     run) run "$@" ;;
-    *) die "usage: broker.sh jars | start DIR | stop DIR | status DIR | run [DIR] [--stop-on-eof]" ;;
+    *) die "usage: broker.sh jars | start DIR | stop DIR | restart DIR | status DIR | run [DIR] [--stop-on-eof]" ;;
 esac

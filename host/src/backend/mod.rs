@@ -354,6 +354,13 @@ pub trait Backend: StateRead {
         Ok(())
     }
 
+    /// How long a task keeps retrying a batch that fails on a storage error
+    /// (after 3 tries) before it stops with the error: zero for local
+    /// storage; Kafka gives a restarting broker time to come back.
+    fn retry_window(&self) -> Duration {
+        Duration::ZERO
+    }
+
     /// Called when a task stops (its partition revoked, or the run ended).
     fn close_task(&self, task: TaskId) {
         let _ = task;

@@ -50,6 +50,10 @@ use crate::pipeline::config::Guarantee;
 use crate::pipeline::keys;
 use crate::record::Packed;
 
+/// How long a task keeps retrying while Kafka cannot be reached (a broker
+/// restarting) before the run stops with the error.
+const RETRY_WINDOW: Duration = Duration::from_secs(120);
+
 /// How much a source partition's consumer fetches ahead (KiB).
 const PREFETCH_KB: &str = "8192";
 
@@ -614,6 +618,29 @@ impl KafkaBackend {
         self.write_local(producer, commit.puts)
     }
 
+    /// Fences the task's earlier owner and restores its state.
+    fn open_task_once(&self, spec: &TaskSpec) -> anyhow::Result<()> {
+        let producer = self.make_producer(spec.id)?;
+        lock(&self.producers).insert(spec.id, Arc::new(producer));
+        for name in &spec.changelogs {
+            let topic = changelog_topic(&self.app, name);
+            if self.topic(&topic)?.is_none() {
+                let mut config = TopicConfig::partitions(spec.partitions);
+                config.compacted = true;
+                self.create_topic(&topic, config)?;
+            }
+            let n = self.restore(&topic, spec.id.partition)?;
+            if n > 0 {
+                tracing::info!(
+                    "task {}: restored {n} records of {topic} partition {}",
+                    spec.id,
+                    spec.id.partition
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// Writes state changes to the local copy with the checkpoints of the
     /// changelog partitions the commit wrote.
     fn write_local(
@@ -822,27 +849,28 @@ impl Backend for KafkaBackend {
         }
     }
 
+    fn retry_window(&self) -> Duration {
+        RETRY_WINDOW
+    }
+
     fn open_task(&self, spec: &TaskSpec) -> anyhow::Result<()> {
-        let producer = self.make_producer(spec.id)?;
-        lock(&self.producers).insert(spec.id, Arc::new(producer));
-        *lock(&self.open).entry(spec.id.partition).or_default() += 1;
-        for name in &spec.changelogs {
-            let topic = changelog_topic(&self.app, name);
-            if self.topic(&topic)?.is_none() {
-                let mut config = TopicConfig::partitions(spec.partitions);
-                config.compacted = true;
-                self.create_topic(&topic, config)?;
-            }
-            let n = self.restore(&topic, spec.id.partition)?;
-            if n > 0 {
-                tracing::info!(
-                    "task {}: restored {n} records of {topic} partition {}",
-                    spec.id,
-                    spec.id.partition
-                );
+        // A broker that restarts is waited for, within the retry window.
+        let started = std::time::Instant::now();
+        let mut tries = 0u32;
+        loop {
+            match self.open_task_once(spec) {
+                Ok(()) => {
+                    *lock(&self.open).entry(spec.id.partition).or_default() += 1;
+                    return Ok(());
+                }
+                Err(e) if started.elapsed() < RETRY_WINDOW => {
+                    tries += 1;
+                    tracing::warn!("task {} cannot start yet (try {tries}): {e:#}", spec.id);
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(e) => return Err(e),
             }
         }
-        Ok(())
     }
 
     fn close_task(&self, task: TaskId) {

@@ -7,7 +7,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
@@ -212,6 +212,7 @@ impl Task {
 
     pub(crate) fn run(&mut self) -> anyhow::Result<()> {
         let mut failures = 0u32;
+        let mut failing_since: Option<Instant> = None;
         // Idle, a task sleeps until records are appended (any partition of
         // the backend), its wall-clock timers may be due, or it is stopped
         // (a stop wakes the backend's waiters).
@@ -239,6 +240,7 @@ impl Task {
             let n = match self.step_batch() {
                 Ok(n) => {
                     failures = 0;
+                    failing_since = None;
                     n
                 }
                 Err(e) => {
@@ -258,18 +260,33 @@ impl Task {
                     // A storage error (or a corrupt stored record) fails the
                     // batch: nothing of it was committed. Start again from
                     // what was; after a few tries, stop with the error.
-                    failures += 1;
-                    if failures > 3 {
-                        return Err(e);
+                    // A backend that may come back (a Kafka broker
+                    // restarting) is given its retry window.
+                    let failing = *failing_since.get_or_insert_with(Instant::now);
+                    let window = self.shared.backend.retry_window();
+                    let mut err = e;
+                    loop {
+                        failures += 1;
+                        if failures > 3 && failing.elapsed() >= window {
+                            return Err(err);
+                        }
+                        tracing::warn!(
+                            pipeline = %self.shared.pipeline.name,
+                            segment = self.seg_index,
+                            partition = self.partition,
+                            "a batch failed and is retried: {err:#}"
+                        );
+                        std::thread::sleep(Duration::from_millis(
+                            (50u64 << failures.min(5)).min(1000),
+                        ));
+                        if self.stopping() {
+                            return Ok(());
+                        }
+                        match self.load_committed() {
+                            Ok(()) => break,
+                            Err(e) => err = e,
+                        }
                     }
-                    tracing::warn!(
-                        pipeline = %self.shared.pipeline.name,
-                        segment = self.seg_index,
-                        partition = self.partition,
-                        "a batch failed and is retried: {e:#}"
-                    );
-                    std::thread::sleep(Duration::from_millis(50 << failures));
-                    self.load_committed()?;
                     continue;
                 }
             };
