@@ -12,12 +12,12 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::config::StepKind;
-use super::engine::Shared;
+use super::engine::{Shared, SwapRejected};
 use super::keys;
 use crate::backend::{Commit, StateRead, Stored, Topic, Txn};
 use crate::log::partitioner::partition_for_key;
 use crate::operators::{self, Collector, Ctx, Item, Operator};
-use crate::record::Packed;
+use crate::record::{Failure, Packed};
 
 struct Source {
     topic: Topic,
@@ -48,6 +48,9 @@ pub(crate) struct Task {
     ticks: bool,
     /// Set when this task must stop (its partition was revoked).
     revoked: Arc<AtomicBool>,
+    /// Operators just swapped whose first batch decides the swap:
+    /// (operator index, generation).
+    probation: Vec<(usize, u64)>,
 }
 
 fn now_ms() -> i64 {
@@ -94,6 +97,7 @@ impl Task {
             seq: 0,
             base,
             revoked,
+            probation: Vec::new(),
         };
         task.load_committed()?;
         Ok(task)
@@ -212,6 +216,17 @@ impl Task {
                     failures = 0;
                     n
                 }
+                Err(e) if e.is::<SwapRejected>() => {
+                    // Nothing of the batch was committed: go back to the
+                    // module before and take the batch again.
+                    if let Some(r) = e.downcast_ref::<SwapRejected>() {
+                        tracing::warn!(pipeline = %self.shared.pipeline.name, step = %r.step_name, "the swap is rolled back: {}", r.reason);
+                        self.shared.reject_swap(r.step, r.generation, &r.reason);
+                    }
+                    self.probation.clear();
+                    self.load_committed()?;
+                    continue;
+                }
                 Err(e) => {
                     // A step that cannot run (it keeps timing out, or its
                     // instance cannot be made) stops the task: nothing of the
@@ -266,17 +281,21 @@ impl Task {
             if generation == self.generations[i] {
                 continue;
             }
+            let started = std::time::Instant::now();
             match self.shared.guest(si) {
                 Ok((guest, generation)) => {
                     op.swap(guest);
                     self.generations[i] = generation;
-                    self.shared.applied(si);
+                    self.probation.retain(|(o, _)| *o != i);
+                    if self.shared.applied(si, generation, started.elapsed()) {
+                        self.probation.push((i, generation));
+                    }
                 }
                 Err(e) => {
                     // The swap's own check instantiated it; keep the old one.
                     tracing::error!(step = %op.config().name, "cannot switch to the new module: {e:#}");
                     self.generations[i] = generation;
-                    self.shared.applied(si);
+                    self.shared.applied(si, generation, started.elapsed());
                 }
             }
         }
@@ -361,7 +380,28 @@ impl Task {
         let flow = entering.remove(&(0, false)).unwrap_or_default();
         let mut out = Collector::default();
         let flow = self.run_from(0, flow, &mut entering, &mut out)?;
+        // The first batch of a swapped module: a trap in it rolls the swap
+        // back before anything of the batch commits.
+        for &(i, generation) in &self.probation {
+            let name = &self.shared.pipeline.steps[self.step_ids[i]].name;
+            let trapped = out
+                .dead
+                .iter()
+                .find(|(step, d)| step == name && matches!(d.failure, Failure::Trapped(_)));
+            if let Some((_, d)) = trapped {
+                return Err(SwapRejected {
+                    step: self.step_ids[i],
+                    generation,
+                    step_name: name.clone(),
+                    reason: d.failure.message().to_string(),
+                }
+                .into());
+            }
+        }
         self.finish(flow, out)?;
+        for (i, generation) in self.probation.drain(..) {
+            self.shared.confirm_swap(self.step_ids[i], generation);
+        }
         self.shared
             .stats
             .records_in
