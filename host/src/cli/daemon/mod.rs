@@ -276,11 +276,11 @@ impl Daemon {
             if !config::is_registry_ref(m) {
                 return None;
             }
-            Some(
-                reg.resolve(m)
-                    .map(|(_, v)| reg.blob(&v.sha256))
-                    .map_err(|e| e.to_string()),
-            )
+            // What each step runs is in `spec.steps` (set below): the
+            // version the file named may be gone since.
+            Some(Ok(reg
+                .resolve(m)
+                .map_or_else(|_| PathBuf::from(m), |(_, v)| reg.blob(&v.sha256))))
         };
         let mut p = config::parse_with(&spec.file, &spec.text, &resolve)?;
         for s in &mut p.steps {
