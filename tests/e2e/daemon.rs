@@ -66,7 +66,8 @@ impl Daemon {
             if let Some(Ok(Some(st))) = self.child.as_mut().map(Child::try_wait) {
                 panic!("weir serve exited early: {st}");
             }
-            self.token_file().is_some() && self.http("GET", "/health", Some(&self.token()), b"").0 == 200
+            self.token_file().is_some()
+                && self.http("GET", "/health", Some(&self.token()), b"").0 == 200
         });
     }
 
@@ -105,7 +106,11 @@ impl Daemon {
     #[track_caller]
     fn fails(&self, args: &[&str]) -> String {
         let r = run(self.weir().args(args));
-        assert!(!r.status.success(), "weir {args:?} should fail: {}", r.stdout);
+        assert!(
+            !r.status.success(),
+            "weir {args:?} should fail: {}",
+            r.stdout
+        );
         r.stderr
     }
 
@@ -177,7 +182,9 @@ impl Daemon {
             "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n",
             body.len()
         );
-        let _ = s.write_all(head.as_bytes()).and_then(|()| s.write_all(body));
+        let _ = s
+            .write_all(head.as_bytes())
+            .and_then(|()| s.write_all(body));
         let mut out = String::new();
         let _ = s.read_to_string(&mut out);
         let status = out
@@ -294,11 +301,23 @@ fn a_swap_under_load_keeps_every_record_exactly_once_and_the_aggregate_state() {
     let live = d.file("live.toml", &map_pipeline("live", "case@latest"));
     // `@latest` resolves at deploy time to the newest version: case@2; the
     // test wants v1 first, so it names the version.
-    assert_lines("deploy", &d.ok(&["deploy", &live]), "deployed live: case=case@2");
+    assert_lines(
+        "deploy",
+        &d.ok(&["deploy", &live]),
+        "deployed live: case=case@2",
+    );
     let live = d.file("live.toml", &map_pipeline("live", "case@1"));
-    assert_lines("redeploy", &d.ok(&["deploy", &live]), "deployed live: case=case@1");
+    assert_lines(
+        "redeploy",
+        &d.ok(&["deploy", &live]),
+        "deployed live: case=case@1",
+    );
     let tally = d.file("tally.toml", &tally_pipeline("tally@1"));
-    assert_lines("deploy", &d.ok(&["deploy", &tally]), "deployed tally: count=tally@1");
+    assert_lines(
+        "deploy",
+        &d.ok(&["deploy", &tally]),
+        "deployed tally: count=tally@1",
+    );
 
     let producer = Producer::start(&d);
     let out_in_both = |d: &Daemon| {
@@ -345,11 +364,18 @@ fn a_swap_under_load_keeps_every_record_exactly_once_and_the_aggregate_state() {
     let out = d.records("out");
     let mut all: Vec<u64> = out.iter().map(|r| rec_number(&r.2)).collect();
     all.sort_unstable();
-    assert_eq!(all, (0..total).collect::<Vec<_>>(), "every record exactly once");
+    assert_eq!(
+        all,
+        (0..total).collect::<Vec<_>>(),
+        "every record exactly once"
+    );
     for p in 0..2 {
         let mine: Vec<&(u64, String, Value)> = out.iter().filter(|r| r.0 == p).collect();
         let numbers: Vec<u64> = mine.iter().map(|r| rec_number(&r.2)).collect();
-        assert!(numbers.windows(2).all(|w| w[0] < w[1]), "partition {p} in input order");
+        assert!(
+            numbers.windows(2).all(|w| w[0] < w[1]),
+            "partition {p} in input order"
+        );
         let mut forms: Vec<&str> = Vec::new();
         for r in &mine {
             let v = r.2.as_str().unwrap();
@@ -379,10 +405,7 @@ fn a_swap_under_load_keeps_every_record_exactly_once_and_the_aggregate_state() {
         for (_, key, v) in tallies.iter().filter(|r| r.0 == p) {
             let (n, form) = match v {
                 Value::Number(n) => (n.as_u64().unwrap(), "v1"),
-                Value::String(s) => (
-                    s.strip_suffix(" records").unwrap().parse().unwrap(),
-                    "v2",
-                ),
+                Value::String(s) => (s.strip_suffix(" records").unwrap().parse().unwrap(), "v2"),
                 other => panic!("{other}"),
             };
             let prev = last.insert(key.clone(), n).unwrap_or(0);
@@ -403,7 +426,10 @@ fn a_swap_under_load_keeps_every_record_exactly_once_and_the_aggregate_state() {
     );
     assert_eq!(code, 200, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(v, serde_json::json!([{"key": "k3", "value": per_key["k3"]}]));
+    assert_eq!(
+        v,
+        serde_json::json!([{"key": "k3", "value": per_key["k3"]}])
+    );
     let (code, body) = d.http(
         "GET",
         "/pipelines/tally/steps/count/state?max=100",
@@ -414,7 +440,12 @@ fn a_swap_under_load_keeps_every_record_exactly_once_and_the_aggregate_state() {
     let scan: Vec<Value> = serde_json::from_str(&body).unwrap();
     let scanned: BTreeMap<String, u64> = scan
         .iter()
-        .map(|e| (e["key"].as_str().unwrap().to_string(), e["value"].as_u64().unwrap()))
+        .map(|e| {
+            (
+                e["key"].as_str().unwrap().to_string(),
+                e["value"].as_u64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(scanned, per_key);
 
@@ -436,9 +467,8 @@ fn a_swap_under_load_keeps_every_record_exactly_once_and_the_aggregate_state() {
         assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
     }
     assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("weir_step_last_swap_pause_seconds{pipeline=\"live\",step=\"case\"} ")),
+        metrics.lines().any(|l| l
+            .starts_with("weir_step_last_swap_pause_seconds{pipeline=\"live\",step=\"case\"} ")),
         "{metrics}"
     );
 }
@@ -464,6 +494,16 @@ fn a_swap_to_a_module_that_traps_on_every_record_is_rolled_back_and_loses_nothin
             ),
         "{err}"
     );
+    // A module of another world is refused before anything changes.
+    assert_eq!(d.push(&guest("count"), "tally"), "tally@1");
+    let err = d.fails(&["swap", "live", "case", "tally@1"]);
+    assert!(
+        err.starts_with("error: cannot swap step case of live to tally@1: ")
+            && err.contains(
+                "step case is a map step (`kind = \"map\"`), so its module must be a mapper"
+            ),
+        "{err}"
+    );
     let total = producer.finish();
     until("the pipeline caught up", || {
         let s = d.status("live");
@@ -483,6 +523,10 @@ fn a_swap_to_a_module_that_traps_on_every_record_is_rolled_back_and_loses_nothin
     );
     let st = d.status("live");
     assert_eq!(st["steps"][0]["module"], "case@1");
+    // What the thrown-away batch counted is taken back.
+    assert_eq!(step_u64(&st, 0, "records_in"), total);
+    assert_eq!(step_u64(&st, 0, "records_out"), total);
+    assert_eq!(step_u64(&st, 0, "dead_letters"), 0);
     assert!(
         st["last_rollback"]
             .as_str()
@@ -490,7 +534,11 @@ fn a_swap_to_a_module_that_traps_on_every_record_is_rolled_back_and_loses_nothin
             .starts_with("the swap of step case of live to boom@1 was rolled back"),
         "{st}"
     );
-    assert_lines("list", &d.ok(&["pipeline", "list"]), "live  running  case=case@1");
+    assert_lines(
+        "list",
+        &d.ok(&["pipeline", "list"]),
+        "live  running  case=case@1",
+    );
 }
 
 #[test]
@@ -570,7 +618,11 @@ fn shadow_and_diff_report_exactly_the_changed_records_and_promote_moves_readers(
         &d.ok(&["promote", "live"]),
         "promoted the shadow of live: step case runs case@2 (application id live-shadow)\nreaders of out now read out-shadow",
     );
-    assert_lines("list", &d.ok(&["pipeline", "list"]), "live  running  case=case@2");
+    assert_lines(
+        "list",
+        &d.ok(&["pipeline", "list"]),
+        "live  running  case=case@2",
+    );
     // New records go to the promoted pipeline's topic, in v2's form; the
     // old topic gets nothing more.
     d.produce("in", &["{\"key\":\"k6\",\"value\":\"New\"}".to_string()]);
@@ -584,7 +636,11 @@ fn shadow_and_diff_report_exactly_the_changed_records_and_promote_moves_readers(
     let st = d.status("live");
     assert_eq!(st["outputs"], serde_json::json!(["out-shadow"]));
     // The version the pipeline no longer runs can go.
-    assert_lines("delete", &d.ok(&["module", "delete", "case@1"]), "deleted case@1");
+    assert_lines(
+        "delete",
+        &d.ok(&["module", "delete", "case@1"]),
+        "deleted case@1",
+    );
 
     // A second shadow, discarded.
     d.ok(&["shadow", "live", "case", "case@2"]);
@@ -593,8 +649,16 @@ fn shadow_and_diff_report_exactly_the_changed_records_and_promote_moves_readers(
         &d.ok(&["pipeline", "list"]),
         "live  running  case=case@2  shadow case=case@2",
     );
-    assert_lines("discard", &d.ok(&["discard", "live"]), "discarded the shadow of live");
-    assert_lines("list", &d.ok(&["pipeline", "list"]), "live  running  case=case@2");
+    assert_lines(
+        "discard",
+        &d.ok(&["discard", "live"]),
+        "discarded the shadow of live",
+    );
+    assert_lines(
+        "list",
+        &d.ok(&["pipeline", "list"]),
+        "live  running  case=case@2",
+    );
     let err = d.fails(&["diff", "live"]);
     assert_lines(
         "diff",
@@ -607,7 +671,9 @@ fn shadow_and_diff_report_exactly_the_changed_records_and_promote_moves_readers(
 fn requests_without_a_token_or_with_a_wrong_one_get_401_and_change_nothing() {
     let d = Daemon::start(&["--max-body-mb", "1"]);
     let mode = std::os::unix::fs::PermissionsExt::mode(
-        &std::fs::metadata(d.data.join("weir.token")).unwrap().permissions(),
+        &std::fs::metadata(d.data.join("weir.token"))
+            .unwrap()
+            .permissions(),
     );
     assert_eq!(mode & 0o777, 0o600, "the token file is the user's only");
     let wasm = std::fs::read(guest("uppercase")).unwrap();
@@ -622,17 +688,15 @@ fn requests_without_a_token_or_with_a_wrong_one_get_401_and_change_nothing() {
         let (code, _) = d.http("GET", "/modules", token, b"");
         assert_eq!(code, 401);
     }
-    let r = run(
-        d.weir()
-            .env("WEIR_TOKEN", "not-the-token-at-all")
-            .args(["module", "push", guest("uppercase").to_str().unwrap(), "--name", "case"]),
-    );
+    let r = run(d.weir().env("WEIR_TOKEN", "not-the-token-at-all").args([
+        "module",
+        "push",
+        guest("uppercase").to_str().unwrap(),
+        "--name",
+        "case",
+    ]));
     assert!(!r.status.success());
-    assert!(
-        r.stderr.contains("refused the token (401)"),
-        "{}",
-        r.stderr
-    );
+    assert!(r.stderr.contains("refused the token (401)"), "{}", r.stderr);
     assert_eq!(d.ok(&["module", "list"]), "", "nothing was stored");
 
     // Oversized and malformed requests: a 4xx with a JSON error.
@@ -678,7 +742,13 @@ fn a_garbage_upload_is_refused_with_the_reason_and_the_registry_is_unchanged() {
 
     let garbage = d.tmp.path().join("garbage.wasm");
     std::fs::write(&garbage, b"this is not wasm").unwrap();
-    let err = d.fails(&["module", "push", garbage.to_str().unwrap(), "--name", "case"]);
+    let err = d.fails(&[
+        "module",
+        "push",
+        garbage.to_str().unwrap(),
+        "--name",
+        "case",
+    ]);
     assert_lines(
         "garbage",
         &err,
@@ -688,7 +758,13 @@ fn a_garbage_upload_is_refused_with_the_reason_and_the_registry_is_unchanged() {
         ),
     );
     // A component of no world: refused with the missing export named.
-    let err = d.fails(&["module", "push", guest("half-mapper").to_str().unwrap(), "--name", "case"]);
+    let err = d.fails(&[
+        "module",
+        "push",
+        guest("half-mapper").to_str().unwrap(),
+        "--name",
+        "case",
+    ]);
     assert!(err.contains("process"), "{err}");
     assert_eq!(d.ok(&["module", "list"]), before);
     assert_eq!(files(), stored, "nothing stored");
@@ -718,7 +794,10 @@ fn the_daemon_killed_with_sigkill_resumes_every_pipeline_at_its_last_versions() 
     assert_eq!(d.push(&guest("count"), "tally"), "tally@1");
     assert_eq!(d.push(&guest("faulty"), "logger"), "logger@1");
     d.ok(&["topic", "create", "in", "--partitions", "2"]);
-    d.ok(&["deploy", &d.file("live.toml", &map_pipeline("live", "case@1"))]);
+    d.ok(&[
+        "deploy",
+        &d.file("live.toml", &map_pipeline("live", "case@1")),
+    ]);
     d.ok(&["deploy", &d.file("tally.toml", &tally_pipeline("tally@1"))]);
     let logged = "name = \"logged\"\ninput = \"in\"\noutput = \"logged-out\"\n\n[[steps]]\nname = \"echo\"\nkind = \"map\"\nmodule = \"logger@1\"\n";
     d.ok(&["deploy", &d.file("logged.toml", logged)]);
@@ -740,13 +819,17 @@ fn the_daemon_killed_with_sigkill_resumes_every_pipeline_at_its_last_versions() 
         }
         swap.join().unwrap()
     });
-    assert!(out.starts_with("step case of live: case@1 -> case@2 (its first batch committed"), "{out}");
-    until("the tally caught up", || step_u64(&d.status("tally"), 0, "lag") == 0);
+    assert!(
+        out.starts_with("step case of live: case@1 -> case@2 (its first batch committed"),
+        "{out}"
+    );
+    until("the tally caught up", || {
+        step_u64(&d.status("tally"), 0, "lag") == 0
+    });
     let count_of = |d: &Daemon, key: &str| {
         d.records("tallies")
             .into_iter()
-            .filter(|r| r.1 == key)
-            .last()
+            .rfind(|r| r.1 == key)
             .and_then(|r| r.2.as_u64())
     };
     assert_eq!(count_of(&d, "a"), Some(1));
@@ -769,18 +852,27 @@ fn the_daemon_killed_with_sigkill_resumes_every_pipeline_at_its_last_versions() 
     d.ok(&["pipeline", "start", "logged"]);
     d.produce("in", &["{\"key\":\"b\",\"value\":\"log\"}".to_string()]);
     until("the guest's log line", || {
-        d.ok(&["logs", "logged", "--step", "echo"]).contains("hello from offset")
+        d.ok(&["logs", "logged", "--step", "echo"])
+            .contains("hello from offset")
     });
     let logs = d.ok(&["logs", "logged"]);
     assert!(
-        logs.lines().all(|l| l.starts_with("INFO echo logger@1: hello from offset ")),
+        logs.lines()
+            .all(|l| l.starts_with("INFO echo logger@1: hello from offset ")),
         "{logs}"
     );
     assert_eq!(d.ok(&["logs", "live"]), "", "live's guest logs nothing");
     // Delete refuses a version in use, and a pipeline can be deleted.
     let err = d.fails(&["module", "delete", "case@2"]);
-    assert!(err.contains("case@2 is in use by step case of pipeline live"), "{err}");
-    assert_lines("delete", &d.ok(&["pipeline", "delete", "logged"]), "deleted logged");
+    assert!(
+        err.contains("case@2 is in use by step case of pipeline live"),
+        "{err}"
+    );
+    assert_lines(
+        "delete",
+        &d.ok(&["pipeline", "delete", "logged"]),
+        "deleted logged",
+    );
     assert_lines(
         "list",
         &d.ok(&["pipeline", "list"]),

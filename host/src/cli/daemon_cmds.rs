@@ -219,12 +219,13 @@ impl Client {
 
 fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    loop {
-        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
-            break;
-        };
+    while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
         let size = usize::from_str_radix(
-            String::from_utf8_lossy(&b[..eol]).split(';').next().unwrap_or("").trim(),
+            String::from_utf8_lossy(&b[..eol])
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim(),
             16,
         )
         .unwrap_or(0);
@@ -274,7 +275,11 @@ pub enum ModuleCommand {
 fn module_line(v: &Value) -> String {
     let used: Vec<String> = v["used_by"]
         .as_array()
-        .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default();
     format!(
         "{}  {}  {} bytes  sha256 {}{}",
@@ -294,13 +299,12 @@ fn module_line(v: &Value) -> String {
 pub fn module(cmd: ModuleCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         ModuleCommand::Push { file, name, server } => {
-            let bytes = std::fs::read(&file)
-                .with_context(|| format!("cannot read {}", file.display()))?;
-            let v = server.client()?.call(
-                "POST",
-                &format!("/modules?name={}", esc(&name)),
-                &bytes,
-            ).with_context(|| format!("{} was refused", file.display()))?;
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let v = server
+                .client()?
+                .call("POST", &format!("/modules?name={}", esc(&name)), &bytes)
+                .with_context(|| format!("{} was refused", file.display()))?;
             println!("{}", v["module"].as_str().unwrap_or(""));
             eprintln!(
                 "{}: {}, {} bytes, checked and precompiled in {:.1} ms",
@@ -362,7 +366,13 @@ pub fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
         .as_array()
         .into_iter()
         .flatten()
-        .map(|s| format!("{}={}", s["name"].as_str().unwrap_or(""), s["module"].as_str().unwrap_or("")))
+        .map(|s| {
+            format!(
+                "{}={}",
+                s["name"].as_str().unwrap_or(""),
+                s["module"].as_str().unwrap_or("")
+            )
+        })
         .collect();
     println!(
         "deployed {}: {}",
@@ -683,7 +693,10 @@ pub fn diff(args: DiffArgs) -> anyhow::Result<ExitCode> {
         v["shadow"]["step"].as_str().unwrap_or(""),
         v["shadow"]["module"].as_str().unwrap_or("")
     );
-    for (what, n) in ["equal", "changed", "only_old", "only_new"].iter().map(|k| (k, &v[*k])) {
+    for (what, n) in ["equal", "changed", "only_old", "only_new"]
+        .iter()
+        .map(|k| (k, &v[*k]))
+    {
         println!("{:<9} {n}", what.replace('_', "-"));
     }
     let samples = &v["samples"];

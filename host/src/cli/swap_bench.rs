@@ -52,7 +52,11 @@ fn produce(log: &Log, topic: &weir::log::Topic, from: u64, n: u64) -> anyhow::Re
     log.commit(c).map(|_| ())
 }
 
-fn map_file(dir: &std::path::Path, name: &str, module: &std::path::Path) -> anyhow::Result<pipeline::Pipeline> {
+fn map_file(
+    dir: &std::path::Path,
+    name: &str,
+    module: &std::path::Path,
+) -> anyhow::Result<pipeline::Pipeline> {
     let f = dir.join(format!("{name}.toml"));
     std::fs::write(
         &f,
@@ -70,7 +74,11 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let upper = dir.join("uppercase.wasm");
     let lower = dir.join("lowercase.wasm");
     for m in [&upper, &lower] {
-        anyhow::ensure!(m.exists(), "{} is missing: run `just guests-rust`", m.display());
+        anyhow::ensure!(
+            m.exists(),
+            "{} is missing: run `just guests-rust`",
+            m.display()
+        );
     }
     let tmp = tempfile::tempdir()?;
     let cache = tmp.path().join("cache");
@@ -157,7 +165,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         }
     }
     stop.store(true, Ordering::SeqCst);
-    let produced = producer.join().map_err(|_| anyhow::anyhow!("the producer panicked"))??;
+    let produced = producer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the producer panicked"))??;
     handle.stop();
     let summary = handle.wait()?;
     pauses.sort_by(f64::total_cmp);
@@ -205,13 +215,31 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     };
     let alone = map_file(tmp.path(), "alone", &upper)?;
     let t = Instant::now();
-    pipeline::run(backend2.clone(), &alone, &runtime, &options, Arc::new(AtomicBool::new(false)))?;
+    pipeline::run(
+        backend2.clone(),
+        &alone,
+        &runtime,
+        &options,
+        Arc::new(AtomicBool::new(false)),
+    )?;
     let alone_rate = n as f64 / t.elapsed().as_secs_f64();
     let main = map_file(tmp.path(), "main", &upper)?;
     let shadow = map_file(tmp.path(), "main-shadow", &lower)?;
     let t = Instant::now();
-    let h1 = engine::start(backend2.clone(), &main, &runtime, &options, Arc::new(AtomicBool::new(false)))?;
-    let h2 = engine::start(backend2.clone(), &shadow, &runtime, &options, Arc::new(AtomicBool::new(false)))?;
+    let h1 = engine::start(
+        backend2.clone(),
+        &main,
+        &runtime,
+        &options,
+        Arc::new(AtomicBool::new(false)),
+    )?;
+    let h2 = engine::start(
+        backend2.clone(),
+        &shadow,
+        &runtime,
+        &options,
+        Arc::new(AtomicBool::new(false)),
+    )?;
     h1.wait()?;
     let main_s = t.elapsed().as_secs_f64();
     h2.wait()?;

@@ -589,11 +589,7 @@ impl PipelineHandle {
                 first_dead_letter: slot.first_dead.clone(),
                 lag,
                 last_swap: slot.last_swap.clone(),
-                last_swap_pause_us: slot
-                    .pauses
-                    .iter()
-                    .max()
-                    .map_or(0, |d| d.as_micros() as u64),
+                last_swap_pause_us: slot.pauses.iter().max().map_or(0, |d| d.as_micros() as u64),
             });
         }
         Status {

@@ -51,6 +51,9 @@ pub(crate) struct Task {
     /// Operators just swapped whose first batch decides the swap:
     /// (operator index, generation).
     probation: Vec<(usize, u64)>,
+    /// What this batch added to each operator's counters (in, out, dead),
+    /// taken back when a swap's first batch is thrown away.
+    counted: Vec<[u64; 3]>,
 }
 
 fn now_ms() -> i64 {
@@ -98,6 +101,7 @@ impl Task {
             base,
             revoked,
             probation: Vec::new(),
+            counted: Vec::new(),
         };
         task.load_committed()?;
         Ok(task)
@@ -379,6 +383,7 @@ impl Task {
         }
         let flow = entering.remove(&(0, false)).unwrap_or_default();
         let mut out = Collector::default();
+        self.counted = vec![[0; 3]; self.operators.len()];
         let flow = self.run_from(0, flow, &mut entering, &mut out)?;
         // The first batch of a swapped module: a trap in it rolls the swap
         // back before anything of the batch commits.
@@ -389,6 +394,12 @@ impl Task {
                 .iter()
                 .find(|(step, d)| step == name && matches!(d.failure, Failure::Trapped(_)));
             if let Some((_, d)) = trapped {
+                for (i, [n_in, n_out, n_dead]) in self.counted.iter().enumerate() {
+                    let c = &self.shared.steps[self.step_ids[i]];
+                    c.records_in.fetch_sub(*n_in, Ordering::Relaxed);
+                    c.records_out.fetch_sub(*n_out, Ordering::Relaxed);
+                    c.dead_letters.fetch_sub(*n_dead, Ordering::Relaxed);
+                }
                 return Err(SwapRejected {
                     step: self.step_ids[i],
                     generation,
@@ -421,9 +432,8 @@ impl Task {
         for i in first..self.operators.len() {
             let side = entering.remove(&(i, true)).unwrap_or_default();
             let counters = &self.shared.steps[self.step_ids[i]];
-            counters
-                .records_in
-                .fetch_add((flow.len() + side.len()) as u64, Ordering::Relaxed);
+            let n_in = (flow.len() + side.len()) as u64;
+            counters.records_in.fetch_add(n_in, Ordering::Relaxed);
             let (emitted, dead) = (out.emitted.len(), out.dead.len());
             let mut cx = Ctx {
                 pipeline: &self.shared.pipeline.name,
@@ -435,13 +445,15 @@ impl Task {
                 now_ms: now,
             };
             flow = self.operators[i].run(&mut cx, flow, side)?;
-            counters.records_out.fetch_add(
-                (flow.len() + out.emitted.len() - emitted) as u64,
-                Ordering::Relaxed,
-            );
-            counters
-                .dead_letters
-                .fetch_add((out.dead.len() - dead) as u64, Ordering::Relaxed);
+            let n_out = (flow.len() + out.emitted.len() - emitted) as u64;
+            let n_dead = (out.dead.len() - dead) as u64;
+            counters.records_out.fetch_add(n_out, Ordering::Relaxed);
+            counters.dead_letters.fetch_add(n_dead, Ordering::Relaxed);
+            if let Some(c) = self.counted.get_mut(i) {
+                c[0] += n_in;
+                c[1] += n_out;
+                c[2] += n_dead;
+            }
         }
         Ok(flow)
     }

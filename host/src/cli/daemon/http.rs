@@ -86,7 +86,10 @@ pub fn serve(daemon: Arc<Daemon>, settings: Settings, stop: &AtomicBool) -> anyh
     };
     let addr_file: PathBuf = daemon.dir().join(ADDR_FILE);
     super::registry::write_atomic(&addr_file, format!("http://{addr}\n").as_bytes())?;
-    eprintln!("weir serve: listening on http://{addr} (data {})", daemon.dir().display());
+    eprintln!(
+        "weir serve: listening on http://{addr} (data {})",
+        daemon.dir().display()
+    );
     let settings = Arc::new(settings);
     while !stop.load(Ordering::SeqCst) {
         let req = match server.recv_timeout(Duration::from_millis(100)) {
@@ -164,10 +167,7 @@ fn body(req: &mut Request, max: usize) -> Result<Vec<u8>, Failure> {
         .read_to_end(&mut buf)
         .map_err(|e| fail(400, format!("cannot read the request body: {e}")))?;
     if buf.len() > max {
-        let _ = std::io::copy(
-            &mut req.as_reader().take(1 << 30),
-            &mut std::io::sink(),
-        );
+        let _ = std::io::copy(&mut req.as_reader().take(1 << 30), &mut std::io::sink());
         return Err(too_big("more bytes".into()));
     }
     Ok(buf)
@@ -180,9 +180,12 @@ fn json_body(req: &mut Request, max: usize) -> Result<Value, Failure> {
 }
 
 fn field<'a>(v: &'a Value, name: &str) -> Result<&'a str, Failure> {
-    v.get(name)
-        .and_then(Value::as_str)
-        .ok_or_else(|| fail(400, format!("the request body needs a string field {name:?}")))
+    v.get(name).and_then(Value::as_str).ok_or_else(|| {
+        fail(
+            400,
+            format!("the request body needs a string field {name:?}"),
+        )
+    })
 }
 
 /// Decodes %XX and + in a query value.
@@ -284,7 +287,9 @@ fn handle(daemon: &Daemon, settings: &Settings, mut req: Request) {
             daemon.shadow(p, field(&v, "step")?, field(&v, "module")?)
         }
         (Method::Get, ["pipelines", p, "diff"]) => {
-            let wait = param("wait_ms").and_then(|w| w.parse().ok()).unwrap_or(30_000);
+            let wait = param("wait_ms")
+                .and_then(|w| w.parse().ok())
+                .unwrap_or(30_000);
             let samples = param("samples").and_then(|w| w.parse().ok()).unwrap_or(5);
             daemon.diff(p, Duration::from_millis(wait), samples)
         }
@@ -308,7 +313,10 @@ fn handle(daemon: &Daemon, settings: &Settings, mut req: Request) {
         }
         _ => Err(fail(
             404,
-            format!("no such endpoint: {method} /{} (docs/api.md lists them)", segs.join("/")),
+            format!(
+                "no such endpoint: {method} /{} (docs/api.md lists them)",
+                segs.join("/")
+            ),
         )),
     })();
     let response = match reply {

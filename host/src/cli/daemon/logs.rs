@@ -42,7 +42,13 @@ pub fn lines(keep: impl Fn(&Line) -> bool, max: usize) -> Vec<Line> {
         Ok(g) => g,
         Err(p) => p.into_inner(),
     };
-    let mut v: Vec<Line> = all.iter().rev().filter(|l| keep(l)).take(max).cloned().collect();
+    let mut v: Vec<Line> = all
+        .iter()
+        .rev()
+        .filter(|l| keep(l))
+        .take(max)
+        .cloned()
+        .collect();
     v.reverse();
     v
 }

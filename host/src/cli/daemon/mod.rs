@@ -232,11 +232,11 @@ impl Daemon {
                 pending: None,
                 last_rollback: None,
             };
-            if dep.spec.running {
-                if let Err(e) = self.start_dep(&mut dep) {
-                    tracing::error!("cannot resume pipeline {}: {e:#}", dep.spec.name);
-                    dep.error = Some(format!("{e:#}"));
-                }
+            if dep.spec.running
+                && let Err(e) = self.start_dep(&mut dep)
+            {
+                tracing::error!("cannot resume pipeline {}: {e:#}", dep.spec.name);
+                dep.error = Some(format!("{e:#}"));
             }
             lock(&self.deps).insert(dep.spec.name.clone(), Arc::new(Mutex::new(dep)));
         }
@@ -278,9 +278,10 @@ impl Daemon {
             }
             // What each step runs is in `spec.steps` (set below): the
             // version the file named may be gone since.
-            Some(Ok(reg
-                .resolve(m)
-                .map_or_else(|_| PathBuf::from(m), |(_, v)| reg.blob(&v.sha256))))
+            Some(Ok(reg.resolve(m).map_or_else(
+                |_| PathBuf::from(m),
+                |(_, v)| reg.blob(&v.sha256),
+            )))
         };
         let mut p = config::parse_with(&spec.file, &spec.text, &resolve)?;
         for s in &mut p.steps {
@@ -366,7 +367,10 @@ impl Daemon {
         for d in deps {
             let d = lock(&d);
             for (step, r) in &d.spec.steps {
-                used.push((r.clone(), format!("step {step} of pipeline {}", d.spec.name)));
+                used.push((
+                    r.clone(),
+                    format!("step {step} of pipeline {}", d.spec.name),
+                ));
             }
             if let Some(sh) = &d.spec.shadow {
                 used.push((
@@ -390,8 +394,11 @@ impl Daemon {
         for (n, versions) in list {
             for v in versions {
                 let r = format!("{n}@{}", v.version);
-                let users: Vec<&String> =
-                    used.iter().filter(|(u, _)| *u == r).map(|(_, w)| w).collect();
+                let users: Vec<&String> = used
+                    .iter()
+                    .filter(|(u, _)| *u == r)
+                    .map(|(_, w)| w)
+                    .collect();
                 out.push(json!({
                     "module": r, "name": n, "version": v.version, "sha256": v.sha256,
                     "world": v.world, "size": v.size, "uploaded_ms": v.uploaded_ms,
@@ -414,7 +421,9 @@ impl Daemon {
         if let Some((_, w)) = self.in_use().into_iter().find(|(u, _)| *u == r) {
             return Err(fail(
                 409,
-                format!("{r} is in use by {w}: swap the step to another version (or delete the pipeline) first"),
+                format!(
+                    "{r} is in use by {w}: swap the step to another version (or delete the pipeline) first"
+                ),
             ));
         }
         let gone = lock(&self.registry).delete(name, n)?;
@@ -568,7 +577,10 @@ impl Daemon {
                     Some(sh) if shadow && sh.step == s.name => Some(sh.module.clone()),
                     _ => spec.steps.get(&s.name).cloned(),
                 }
-                .filter(|m| reg.resolve(m).is_ok_and(|(_, v)| v.sha256 == s.module_sha256))
+                .filter(|m| {
+                    reg.resolve(m)
+                        .is_ok_and(|(_, v)| v.sha256 == s.module_sha256)
+                })
                 .or_else(|| reg.name_of(&s.module_sha256))
                 .unwrap_or_else(|| s.module.clone());
                 let (entries, bytes) = self.state_size(&r.pipeline.name, &s.name);
@@ -603,7 +615,9 @@ impl Daemon {
     fn status_of(&self, d: &Dep) -> Value {
         let mut v = match &d.main {
             Some(r) => self.run_status(r, &d.spec, false),
-            None => json!({ "steps": d.spec.steps.iter().map(|(s, m)| json!({"name": s, "module": m})).collect::<Vec<_>>() }),
+            None => {
+                json!({ "steps": d.spec.steps.iter().map(|(s, m)| json!({"name": s, "module": m})).collect::<Vec<_>>() })
+            }
         };
         v["name"] = json!(d.spec.name);
         v["state"] = json!(state_of(d));
@@ -685,8 +699,7 @@ impl Daemon {
             let _ = r.handle.wait();
         }
         let path = self.home.join("deployments").join(format!("{name}.json"));
-        std::fs::remove_file(&path)
-            .with_context(|| format!("cannot remove {}", path.display()))?;
+        std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
         lock(&self.deps).remove(name);
         Ok(json!({ "deleted": name }))
     }
@@ -702,8 +715,10 @@ impl Daemon {
         let Some(from) = d.spec.steps.get(step).cloned() else {
             return Err(fail(
                 404,
-                format!("pipeline {name} has no step {step} that runs a registry module (steps: {})",
-                    d.spec.steps.keys().cloned().collect::<Vec<_>>().join(", ")),
+                format!(
+                    "pipeline {name} has no step {step} that runs a registry module (steps: {})",
+                    d.spec.steps.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
             ));
         };
         let (to, v) = lock(&self.registry).resolve(module)?;
@@ -721,7 +736,12 @@ impl Daemon {
         let started = Instant::now();
         main.handle
             .swap(step, loaded, Duration::from_secs(10))
-            .map_err(|e| fail(409, format!("cannot swap step {step} of {name} to {to}: {e:#}")))?;
+            .map_err(|e| {
+                fail(
+                    409,
+                    format!("cannot swap step {step} of {name} to {to}: {e:#}"),
+                )
+            })?;
         let switched_ms = started.elapsed().as_secs_f64() * 1e3;
         // The first batch decides.
         let deadline = Instant::now() + self.swap_wait;
@@ -782,8 +802,10 @@ impl Daemon {
             if h.len() < 2 {
                 return Err(fail(
                     409,
-                    format!("step {step} of {name} has no earlier version to go back to (it ran only {})",
-                        h.last().map_or("one version".to_string(), Clone::clone)),
+                    format!(
+                        "step {step} of {name} has no earlier version to go back to (it ran only {})",
+                        h.last().map_or("one version".to_string(), Clone::clone)
+                    ),
                 ));
             }
             h[h.len() - 2].clone()
@@ -802,7 +824,10 @@ impl Daemon {
         if let Some(sh) = &d.spec.shadow {
             return Err(fail(
                 409,
-                format!("pipeline {name} already has a shadow (step {} on {}): `weir promote {name}` or `weir discard {name}` first", sh.step, sh.module),
+                format!(
+                    "pipeline {name} already has a shadow (step {} on {}): `weir promote {name}` or `weir discard {name}` first",
+                    sh.step, sh.module
+                ),
             ));
         }
         if !d.spec.steps.contains_key(step) {
@@ -826,7 +851,10 @@ impl Daemon {
         if self.has_positions(&p)? {
             return Err(fail(
                 409,
-                format!("the application id {} already has committed positions (an earlier shadow that was promoted or not discarded cleanly); redeploy under another name", p.name),
+                format!(
+                    "the application id {} already has committed positions (an earlier shadow that was promoted or not discarded cleanly); redeploy under another name",
+                    p.name
+                ),
             ));
         }
         let running = self.run(p)?;
@@ -922,7 +950,9 @@ impl Daemon {
         let (Some(main), Some(shadow)) = (&d.main, &d.shadow) else {
             return Err(fail(
                 409,
-                format!("pipeline {name} has no running shadow: `weir shadow {name} STEP NAME@VERSION` starts one"),
+                format!(
+                    "pipeline {name} has no running shadow: `weir shadow {name} STEP NAME@VERSION` starts one"
+                ),
             ));
         };
         let started = Instant::now();
@@ -932,7 +962,9 @@ impl Daemon {
                 Some(why) if started.elapsed() >= wait => {
                     return Err(fail(
                         409,
-                        format!("the shadow of {name} has not caught up with it ({why}); try again"),
+                        format!(
+                            "the shadow of {name} has not caught up with it ({why}); try again"
+                        ),
                     ));
                 }
                 Some(_) => std::thread::sleep(Duration::from_millis(20)),
@@ -962,7 +994,9 @@ impl Daemon {
                     Some(nv) => {
                         changed += 1;
                         if s_changed.len() < samples {
-                            s_changed.push(json!({"topic": a, "key": k, "old": value(ov), "new": value(nv)}));
+                            s_changed.push(
+                                json!({"topic": a, "key": k, "old": value(ov), "new": value(nv)}),
+                            );
                         }
                     }
                     None => {
@@ -1003,7 +1037,10 @@ impl Daemon {
         let dep = self.get(name)?;
         let mut d = lock(&dep);
         let Some(sh) = d.spec.shadow.clone() else {
-            return Err(fail(409, format!("pipeline {name} has no shadow to promote")));
+            return Err(fail(
+                409,
+                format!("pipeline {name} has no shadow to promote"),
+            ));
         };
         let Some(shadow) = d.shadow.take() else {
             return Err(fail(
@@ -1011,7 +1048,11 @@ impl Daemon {
                 format!("the shadow of {name} is not running: `weir pipeline start {name}` first"),
             ));
         };
-        let before = d.main.as_ref().map(|r| output_topics(&r.pipeline)).unwrap_or_default();
+        let before = d
+            .main
+            .as_ref()
+            .map(|r| output_topics(&r.pipeline))
+            .unwrap_or_default();
         if let Some(r) = d.main.take() {
             r.handle.stop();
             let _ = r.handle.wait();
@@ -1019,7 +1060,11 @@ impl Daemon {
         let after = output_topics(&shadow.pipeline);
         d.spec.suffix = format!("{}-shadow", d.spec.suffix);
         d.spec.steps.insert(sh.step.clone(), sh.module.clone());
-        d.spec.history.entry(sh.step.clone()).or_default().push(sh.module.clone());
+        d.spec
+            .history
+            .entry(sh.step.clone())
+            .or_default()
+            .push(sh.module.clone());
         d.spec.shadow = None;
         d.main = Some(shadow);
         self.save(&d.spec)?;
@@ -1043,7 +1088,10 @@ impl Daemon {
         let dep = self.get(name)?;
         let mut d = lock(&dep);
         if d.spec.shadow.is_none() {
-            return Err(fail(409, format!("pipeline {name} has no shadow to discard")));
+            return Err(fail(
+                409,
+                format!("pipeline {name} has no shadow to discard"),
+            ));
         }
         if let Some(r) = d.shadow.take() {
             r.handle.stop();
@@ -1051,7 +1099,9 @@ impl Daemon {
         }
         let sh = d.spec.shadow.take();
         self.save(&d.spec)?;
-        Ok(json!({"pipeline": name, "discarded": sh.map(|s| json!({"step": s.step, "module": s.module}))}))
+        Ok(
+            json!({"pipeline": name, "discarded": sh.map(|s| json!({"step": s.step, "module": s.module}))}),
+        )
     }
 
     // ---- observability and queries ---------------------------------------
@@ -1067,10 +1117,13 @@ impl Daemon {
             }
         }
         let reg = lock(&self.registry);
-        let lines: Vec<Value> = logs::lines(|l| {
-            modules.get(&l.module).is_some_and(|s| *s == l.step)
-                && step.is_none_or(|s| s == l.step)
-        }, max)
+        let lines: Vec<Value> = logs::lines(
+            |l| {
+                modules.get(&l.module).is_some_and(|s| *s == l.step)
+                    && step.is_none_or(|s| s == l.step)
+            },
+            max,
+        )
         .into_iter()
         .map(|l| {
             let sha = Path::new(&l.module)
@@ -1103,9 +1156,10 @@ impl Daemon {
         let app = {
             let dep = self.get(name)?;
             let d = lock(&dep);
-            d.main
-                .as_ref()
-                .map_or_else(|| format!("{name}{}", d.spec.suffix), |r| r.pipeline.name.clone())
+            d.main.as_ref().map_or_else(
+                || format!("{name}{}", d.spec.suffix),
+                |r| r.pipeline.name.clone(),
+            )
         };
         let mut out = Collect::default();
         let wanted = key.clone();
@@ -1151,12 +1205,36 @@ impl Daemon {
             }
         }
         let help = [
-            ("weir_step_records_in_total", "counter", "Records that entered the step."),
-            ("weir_step_records_out_total", "counter", "Records the step emitted."),
-            ("weir_step_dead_letters_total", "counter", "Records the step sent to the dead letters."),
-            ("weir_step_lag_records", "gauge", "Records of the step's source not yet read."),
-            ("weir_step_swaps_total", "counter", "Module switches of the step (swaps and rollbacks)."),
-            ("weir_step_last_swap_pause_seconds", "gauge", "The longest time a task spent switching module in the last swap."),
+            (
+                "weir_step_records_in_total",
+                "counter",
+                "Records that entered the step.",
+            ),
+            (
+                "weir_step_records_out_total",
+                "counter",
+                "Records the step emitted.",
+            ),
+            (
+                "weir_step_dead_letters_total",
+                "counter",
+                "Records the step sent to the dead letters.",
+            ),
+            (
+                "weir_step_lag_records",
+                "gauge",
+                "Records of the step's source not yet read.",
+            ),
+            (
+                "weir_step_swaps_total",
+                "counter",
+                "Module switches of the step (swaps and rollbacks).",
+            ),
+            (
+                "weir_step_last_swap_pause_seconds",
+                "gauge",
+                "The longest time a task spent switching module in the last swap.",
+            ),
         ];
         let mut text = String::new();
         text.push_str("# HELP weir_pipeline_up Whether the deployed pipeline runs.\n# TYPE weir_pipeline_up gauge\n");
@@ -1184,7 +1262,9 @@ impl Daemon {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn swap_text(s: &SwapState) -> String {

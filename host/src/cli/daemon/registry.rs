@@ -220,10 +220,9 @@ impl Registry {
             RegistryError::NotFound(format!("no module named {name} in the registry"))
         })?;
         let Some(i) = entry.versions.iter().position(|v| v.version == version) else {
-            return Err(RegistryError::NotFound(format!(
-                "module {name} has no version {version}"
-            ))
-            .into());
+            return Err(
+                RegistryError::NotFound(format!("module {name} has no version {version}")).into(),
+            );
         };
         let gone = entry.versions.remove(i);
         self.save()?;

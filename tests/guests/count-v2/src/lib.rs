@@ -24,7 +24,11 @@ impl Aggregate for CountV2 {
         a + b
     }
 
-    fn present(acc: &u64, _key: Option<&[u8]>, _window: Option<Window>) -> Result<Option<Vec<u8>>, Error> {
+    fn present(
+        acc: &u64,
+        _key: Option<&[u8]>,
+        _window: Option<Window>,
+    ) -> Result<Option<Vec<u8>>, Error> {
         Ok(Some(format!("{acc} records").into_bytes()))
     }
 }
