@@ -879,3 +879,23 @@ fn the_daemon_killed_with_sigkill_resumes_every_pipeline_at_its_last_versions() 
         "live  running  case=case@2\ntally  running  count=tally@1",
     );
 }
+
+#[test]
+fn a_registry_module_outside_the_daemon_is_refused_with_a_hint() {
+    let tmp = tempdir();
+    let file = tmp.path().join("live.toml");
+    std::fs::write(&file, map_pipeline("live", "case@1")).unwrap();
+    let r = run(weir()
+        .args(["run", "--data"])
+        .arg(tmp.path().join("data"))
+        .arg(&file));
+    assert!(!r.status.success());
+    assert_lines(
+        "run",
+        &r.stderr,
+        &format!(
+            "error: {}:8: step case: `module` = \"case@1\" names a module of the daemon's registry: deploy the pipeline to `weir serve` with `weir deploy` (or give the .wasm file's path)",
+            file.display()
+        ),
+    );
+}

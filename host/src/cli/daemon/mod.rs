@@ -728,6 +728,14 @@ impl Daemon {
                 format!("pipeline {name} is not running: `weir pipeline start {name}` first"),
             ));
         };
+        // Just deployed: its tasks may not run yet, and a swap counts the
+        // running ones (tasks started later start on the new version).
+        let waited = Instant::now();
+        while main.handle.status().partitions.is_empty()
+            && waited.elapsed() < Duration::from_secs(2)
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let path = lock(&self.registry).blob(&v.sha256);
         let loaded = self
             .runtime
