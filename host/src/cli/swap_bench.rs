@@ -173,7 +173,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     pauses.sort_by(f64::total_cmp);
     reach.sort_by(f64::total_cmp);
     println!(
-        "hot swap under load: {swaps} swaps of a map step (uppercase <-> lowercase), 2 partitions, batches of {}, a producer appending 200 records per ms meanwhile ({produced} records, {} through the step, {rolled_back} rolled back)",
+        "hot swap under load: {swaps} swaps of a map step (uppercase <-> lowercase), 2 partitions, batches of {}, a producer appending 200 records about every millisecond meanwhile ({produced} records, {} through the step, {rolled_back} rolled back)",
         args.batch, summary.records_in
     );
     println!();
