@@ -463,6 +463,7 @@ fn a_swap_under_load_keeps_every_record_exactly_once_and_the_aggregate_state() {
         "weir_step_lag_records{pipeline=\"live\",step=\"case\"} 0".to_string(),
         "weir_step_swaps_total{pipeline=\"live\",step=\"case\"} 3".to_string(),
         "weir_pipeline_up{pipeline=\"tally\"} 1".to_string(),
+        "# TYPE weir_step_run_seconds_total counter".to_string(),
     ] {
         assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
     }
@@ -564,6 +565,15 @@ fn shadow_and_diff_report_exactly_the_changed_records_and_promote_moves_readers(
     d.produce("in", &lines);
     until("the outputs", || d.records("out").len() == 5);
 
+    assert_lines(
+        "status",
+        &d.ok(&["pipeline", "status", "live"]),
+        "
+        pipeline live: running (application id live)
+          input in, outputs out
+          step case: module case@1, in 5, out 5, dead letters 0, lag 0, state 0 entries (0 bytes), swaps 0 (last: none, pause 0 us)
+        ",
+    );
     assert_lines(
         "shadow",
         &d.ok(&["shadow", "live", "case", "case@2"]),

@@ -24,6 +24,9 @@ pub(crate) struct StepCounters {
     pub records_in: AtomicU64,
     pub records_out: AtomicU64,
     pub dead_letters: AtomicU64,
+    /// Time spent running the step's operator (its guest calls and the
+    /// host's work for it), in microseconds.
+    pub busy_us: AtomicU64,
 }
 
 /// The module a step runs, and how many times it was swapped.
@@ -288,6 +291,9 @@ pub struct StepStatus {
     /// The longest time a task switching to the current module spent
     /// between two batches (the swap's pause), in microseconds.
     pub last_swap_pause_us: u64,
+    /// Time spent running the step (its guest calls and the host's work
+    /// for it), in microseconds.
+    pub busy_us: u64,
 }
 
 /// What a running pipeline is doing.
@@ -589,6 +595,7 @@ impl PipelineHandle {
                 first_dead_letter: slot.first_dead.clone(),
                 lag,
                 last_swap: slot.last_swap.clone(),
+                busy_us: c.busy_us.load(Ordering::Relaxed),
                 last_swap_pause_us: slot.pauses.iter().max().map_or(0, |d| d.as_micros() as u64),
             });
         }

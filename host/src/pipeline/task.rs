@@ -444,7 +444,11 @@ impl Task {
                 out,
                 now_ms: now,
             };
+            let started = std::time::Instant::now();
             flow = self.operators[i].run(&mut cx, flow, side)?;
+            counters
+                .busy_us
+                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
             let n_out = (flow.len() + out.emitted.len() - emitted) as u64;
             let n_dead = (out.dead.len() - dead) as u64;
             counters.records_out.fetch_add(n_out, Ordering::Relaxed);

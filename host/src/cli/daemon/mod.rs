@@ -598,6 +598,7 @@ impl Daemon {
                     "swaps": s.swaps,
                     "last_swap": swap_text(&s.last_swap),
                     "last_swap_pause_us": s.last_swap_pause_us,
+                    "busy_us": s.busy_us,
                 })
             })
             .collect();
@@ -1206,6 +1207,7 @@ impl Daemon {
                             "weir_step_last_swap_pause_seconds",
                             s.last_swap_pause_us as f64 / 1e6,
                         ),
+                        ("weir_step_run_seconds_total", s.busy_us as f64 / 1e6),
                     ] {
                         rows.push((app.clone(), s.name.clone(), metric, v));
                     }
@@ -1242,6 +1244,11 @@ impl Daemon {
                 "weir_step_last_swap_pause_seconds",
                 "gauge",
                 "The longest time a task spent switching module in the last swap.",
+            ),
+            (
+                "weir_step_run_seconds_total",
+                "counter",
+                "Time spent running the step: its guest calls and the host's work for it.",
             ),
         ];
         let mut text = String::new();
