@@ -909,3 +909,46 @@ fn a_registry_module_outside_the_daemon_is_refused_with_a_hint() {
         ),
     );
 }
+
+#[test]
+fn a_swap_waiting_for_its_first_batch_blocks_neither_status_nor_metrics() {
+    let d = Daemon::start(&["--swap-wait-ms", "60000"]);
+    assert_eq!(d.push(&guest("uppercase"), "case"), "case@1");
+    assert_eq!(d.push(&guest("lowercase"), "case"), "case@2");
+    d.ok(&["topic", "create", "in", "--partitions", "2"]);
+    d.ok(&[
+        "deploy",
+        &d.file("live.toml", &map_pipeline("live", "case@1")),
+    ]);
+    std::thread::scope(|s| {
+        // No records yet: the swap waits for its first batch.
+        let swap = s.spawn(|| d.ok(&["swap", "live", "case", "case@2"]));
+        until("the swap to be pending", || {
+            d.status("live")["steps"][0]["last_swap"] == "pending"
+        });
+        let (code, _) = d.http("GET", "/metrics", Some(&d.token()), b"");
+        assert_eq!(code, 200);
+        let err = d.fails(&["swap", "live", "case", "case@1"]);
+        assert_lines(
+            "second swap",
+            &err,
+            "error: a swap of pipeline live is under way: try again when it answered",
+        );
+        let lines: Vec<String> = (0..20)
+            .map(|i| format!("{{\"key\":\"k{i}\",\"value\":\"After-{i}\"}}"))
+            .collect();
+        d.produce("in", &lines);
+        let out = swap.join().unwrap();
+        assert!(
+            out.starts_with("step case of live: case@1 -> case@2 (its first batch committed"),
+            "{out}"
+        );
+    });
+    let out = d.records("out");
+    assert_eq!(out.len(), 20);
+    assert!(
+        out.iter()
+            .all(|r| r.2.as_str().unwrap().starts_with("after-")),
+        "{out:?}"
+    );
+}

@@ -116,10 +116,29 @@ struct ShadowSpec {
     module: String,
 }
 
-/// A pipeline running in the daemon.
+/// A pipeline running in the daemon. A swap holds a second reference to
+/// the handle while it waits, without holding the deployment.
 struct Running {
-    handle: PipelineHandle,
+    handle: Arc<PipelineHandle>,
     pipeline: Pipeline,
+}
+
+impl Running {
+    /// Stops it and waits for it to end (and for a swap under way to let go
+    /// of it).
+    fn finish(self) -> anyhow::Result<()> {
+        self.handle.stop();
+        let mut h = self.handle;
+        loop {
+            match Arc::try_unwrap(h) {
+                Ok(handle) => return handle.wait().map(|_| ()),
+                Err(again) => {
+                    h = again;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
+    }
 }
 
 struct Dep {
@@ -132,6 +151,8 @@ struct Dep {
     pending: Option<(String, String, String)>,
     /// Why the last swap was rolled back.
     last_rollback: Option<String>,
+    /// A swap is under way (it waits for its first batch without the lock).
+    swapping: bool,
 }
 
 /// The daemon's state.
@@ -231,6 +252,7 @@ impl Daemon {
                 error: None,
                 pending: None,
                 last_rollback: None,
+                swapping: false,
             };
             if dep.spec.running
                 && let Err(e) = self.start_dep(&mut dep)
@@ -249,9 +271,9 @@ impl Daemon {
         for d in &deps {
             let mut d = lock(d);
             for r in [d.main.take(), d.shadow.take()].into_iter().flatten() {
-                r.handle.stop();
-                if let Err(e) = r.handle.wait() {
-                    tracing::error!("pipeline {}: {e:#}", r.pipeline.name);
+                let app = r.pipeline.name.clone();
+                if let Err(e) = r.finish() {
+                    tracing::error!("pipeline {app}: {e:#}");
                 }
             }
         }
@@ -316,7 +338,7 @@ impl Daemon {
             Arc::new(AtomicBool::new(false)),
         )?;
         Ok(Running {
-            handle,
+            handle: Arc::new(handle),
             pipeline: p,
         })
     }
@@ -492,13 +514,13 @@ impl Daemon {
                 error: None,
                 pending: None,
                 last_rollback: None,
+                swapping: false,
             }))
         });
         {
             let mut d = lock(&dep);
             for r in [d.main.take(), d.shadow.take()].into_iter().flatten() {
-                r.handle.stop();
-                let _ = r.handle.wait();
+                let _ = r.finish();
             }
             let running = self.run(p)?;
             d.main = Some(running);
@@ -663,8 +685,7 @@ impl Daemon {
         let dep = self.get(name)?;
         let mut d = lock(&dep);
         for r in [d.main.take(), d.shadow.take()].into_iter().flatten() {
-            r.handle.stop();
-            if let Err(e) = r.handle.wait() {
+            if let Err(e) = r.finish() {
                 d.error = Some(format!("{e:#}"));
             }
         }
@@ -680,7 +701,7 @@ impl Daemon {
         // A run that ended on an error is started again.
         if d.main.as_ref().is_some_and(|r| r.handle.is_finished())
             && let Some(r) = d.main.take()
-            && let Err(e) = r.handle.wait()
+            && let Err(e) = r.finish()
         {
             tracing::warn!("pipeline {name} had stopped: {e:#}");
         }
@@ -696,8 +717,7 @@ impl Daemon {
         let dep = self.get(name)?;
         let mut d = lock(&dep);
         for r in [d.main.take(), d.shadow.take()].into_iter().flatten() {
-            r.handle.stop();
-            let _ = r.handle.wait();
+            let _ = r.finish();
         }
         let path = self.home.join("deployments").join(format!("{name}.json"));
         std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
@@ -711,63 +731,42 @@ impl Daemon {
     /// `module` (NAME@VERSION or NAME@latest).
     pub fn swap(&self, name: &str, step: &str, module: &str, rollback: bool) -> Reply {
         let dep = self.get(name)?;
-        let mut d = lock(&dep);
-        self.reconcile(&mut d);
-        let Some(from) = d.spec.steps.get(step).cloned() else {
-            return Err(fail(
-                404,
-                format!(
-                    "pipeline {name} has no step {step} that runs a registry module (steps: {})",
-                    d.spec.steps.keys().cloned().collect::<Vec<_>>().join(", ")
-                ),
-            ));
-        };
-        let (to, v) = lock(&self.registry).resolve(module)?;
-        let Some(main) = d.main.as_ref().filter(|r| !r.handle.is_finished()) else {
-            return Err(fail(
-                409,
-                format!("pipeline {name} is not running: `weir pipeline start {name}` first"),
-            ));
-        };
-        // Just deployed: its tasks may not run yet, and a swap counts the
-        // running ones (tasks started later start on the new version).
-        let waited = Instant::now();
-        while main.handle.status().partitions.is_empty()
-            && waited.elapsed() < Duration::from_secs(2)
-        {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        let path = lock(&self.registry).blob(&v.sha256);
-        let loaded = self
-            .runtime
-            .load_file(&path)
-            .map_err(|e| fail(400, format!("{to}: {e:#}")))?;
-        let started = Instant::now();
-        main.handle
-            .swap(step, loaded, Duration::from_secs(10))
-            .map_err(|e| {
-                fail(
+        // Under the deployment's lock: what to swap, and a hold on the
+        // handle; the wait for the first batch goes without the lock, so
+        // that status and metrics answer meanwhile.
+        let (from, to, v, handle) = {
+            let mut d = lock(&dep);
+            self.reconcile(&mut d);
+            if d.swapping {
+                return Err(fail(
                     409,
-                    format!("cannot swap step {step} of {name} to {to}: {e:#}"),
-                )
-            })?;
-        let switched_ms = started.elapsed().as_secs_f64() * 1e3;
-        // The first batch decides.
-        let deadline = Instant::now() + self.swap_wait;
-        let state = loop {
-            let s = main.handle.swap_state(step).unwrap_or_default();
-            if s != SwapState::Pending || Instant::now() >= deadline {
-                break s;
+                    format!("a swap of pipeline {name} is under way: try again when it answered"),
+                ));
             }
-            std::thread::sleep(Duration::from_millis(2));
+            let Some(from) = d.spec.steps.get(step).cloned() else {
+                return Err(fail(
+                    404,
+                    format!(
+                        "pipeline {name} has no step {step} that runs a registry module (steps: {})",
+                        d.spec.steps.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            };
+            let (to, v) = lock(&self.registry).resolve(module)?;
+            let Some(main) = d.main.as_ref().filter(|r| !r.handle.is_finished()) else {
+                return Err(fail(
+                    409,
+                    format!("pipeline {name} is not running: `weir pipeline start {name}` first"),
+                ));
+            };
+            let handle = main.handle.clone();
+            d.swapping = true;
+            (from, to, v, handle)
         };
-        let pause = main
-            .handle
-            .status()
-            .steps
-            .iter()
-            .find(|s| s.name == step)
-            .map_or(0, |s| s.last_swap_pause_us);
+        let outcome = self.switch(&handle, name, step, &to, &v);
+        let mut d = lock(&dep);
+        d.swapping = false;
+        let (state, switched_ms, pause) = outcome?;
         if let SwapState::RolledBack(reason) = &state {
             let message = format!(
                 "the swap of step {step} of {name} to {to} was rolled back: {reason}; step {step} runs {from} again, and nothing of the failed batch was committed"
@@ -778,6 +777,18 @@ impl Daemon {
                 message,
                 extra: Some(json!({"outcome": "rolled_back", "reason": reason, "module": from})),
             });
+        }
+        if !d
+            .main
+            .as_ref()
+            .is_some_and(|r| Arc::ptr_eq(&r.handle, &handle))
+        {
+            return Err(fail(
+                409,
+                format!(
+                    "pipeline {name} was stopped or redeployed while step {step} was swapped to {to}: it runs what it was started with"
+                ),
+            ));
         }
         d.spec.steps.insert(step.to_string(), to.clone());
         let h = d.spec.history.entry(step.to_string()).or_default();
@@ -799,6 +810,56 @@ impl Daemon {
             "switch_ms": switched_ms,
             "pause_us": pause,
         }))
+    }
+
+    /// Switches `step` to the stored version `v` (`to`) and waits for the
+    /// verdict of its first batch: the state, the time to switch every task
+    /// (ms) and the longest pause of a task (µs).
+    fn switch(
+        &self,
+        handle: &PipelineHandle,
+        name: &str,
+        step: &str,
+        to: &str,
+        v: &registry::Version,
+    ) -> Result<(SwapState, f64, u64), Failure> {
+        // Just deployed: its tasks may not run yet, and a swap counts the
+        // running ones (tasks started later start on the new version).
+        let waited = Instant::now();
+        while handle.status().partitions.is_empty() && waited.elapsed() < Duration::from_secs(2) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let path = lock(&self.registry).blob(&v.sha256);
+        let loaded = self
+            .runtime
+            .load_file(&path)
+            .map_err(|e| fail(400, format!("{to}: {e:#}")))?;
+        let started = Instant::now();
+        handle
+            .swap(step, loaded, Duration::from_secs(10))
+            .map_err(|e| {
+                fail(
+                    409,
+                    format!("cannot swap step {step} of {name} to {to}: {e:#}"),
+                )
+            })?;
+        let switched_ms = started.elapsed().as_secs_f64() * 1e3;
+        // The first batch decides.
+        let deadline = Instant::now() + self.swap_wait;
+        let state = loop {
+            let s = handle.swap_state(step).unwrap_or_default();
+            if s != SwapState::Pending || Instant::now() >= deadline {
+                break s;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        let pause = handle
+            .status()
+            .steps
+            .iter()
+            .find(|s| s.name == step)
+            .map_or(0, |s| s.last_swap_pause_us);
+        Ok((state, switched_ms, pause))
     }
 
     /// `POST /pipelines/P/steps/S/rollback`: back to the version before.
@@ -1063,8 +1124,7 @@ impl Daemon {
             .map(|r| output_topics(&r.pipeline))
             .unwrap_or_default();
         if let Some(r) = d.main.take() {
-            r.handle.stop();
-            let _ = r.handle.wait();
+            let _ = r.finish();
         }
         let after = output_topics(&shadow.pipeline);
         d.spec.suffix = format!("{}-shadow", d.spec.suffix);
@@ -1103,8 +1163,7 @@ impl Daemon {
             ));
         }
         if let Some(r) = d.shadow.take() {
-            r.handle.stop();
-            let _ = r.handle.wait();
+            let _ = r.finish();
         }
         let sh = d.spec.shadow.take();
         self.save(&d.spec)?;
