@@ -952,3 +952,54 @@ fn a_swap_waiting_for_its_first_batch_blocks_neither_status_nor_metrics() {
         "{out:?}"
     );
 }
+
+#[test]
+fn an_aggregate_and_its_shadow_are_compared_by_their_final_results() {
+    let d = Daemon::start(&[]);
+    assert_eq!(d.push(&guest("count"), "tally"), "tally@1");
+    assert_eq!(d.push(&guest("count-v2"), "tally"), "tally@2");
+    d.ok(&["topic", "create", "in", "--partitions", "2"]);
+    d.ok(&["deploy", &d.file("tally.toml", &tally_pipeline("tally@1"))]);
+    // Three produces, each taken in its own batches: the live run emits
+    // more intermediate counts than a reprocessing of the whole history.
+    for round in 1..=3 {
+        d.produce(
+            "in",
+            &[
+                "{\"key\":\"a\",\"value\":\"x\"}".to_string(),
+                "{\"key\":\"b\",\"value\":\"y\"}".to_string(),
+            ],
+        );
+        until("the counts", || d.records("tallies").len() == 2 * round);
+    }
+    assert_lines(
+        "shadow",
+        &d.ok(&["shadow", "tally", "count", "tally@1"]),
+        "shadow of tally started: step count on tally@1, application id tally-shadow, outputs tallies-shadow",
+    );
+    assert_lines(
+        "diff",
+        &d.ok(&["diff", "tally"]),
+        "tally against its shadow (step count on tally@1)\nequal     2\nchanged   0\nonly-old  0\nonly-new  0",
+    );
+    d.ok(&["discard", "tally"]);
+    // A later shadow gets an application id and topics of its own.
+    assert_lines(
+        "shadow",
+        &d.ok(&["shadow", "tally", "count", "tally@2"]),
+        "shadow of tally started: step count on tally@2, application id tally-shadow2, outputs tallies-shadow2",
+    );
+    assert_lines(
+        "diff",
+        &d.ok(&["diff", "tally"]),
+        r#"
+        tally against its shadow (step count on tally@2)
+        equal     0
+        changed   2
+        only-old  0
+        only-new  0
+        changed   tallies a: "3" -> "3 records"
+        changed   tallies b: "3" -> "3 records"
+        "#,
+    );
+}

@@ -108,12 +108,18 @@ struct Deployment {
     running: bool,
     /// Its shadow, if one runs.
     shadow: Option<ShadowSpec>,
+    /// Shadows started so far (each gets its own application id).
+    #[serde(default)]
+    shadows: u32,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct ShadowSpec {
     step: String,
     module: String,
+    /// Appended to the deployment's application id and output topics:
+    /// `-shadow`, then `-shadow2`, `-shadow3`, ... for later shadows.
+    suffix: String,
 }
 
 /// A pipeline running in the daemon. A swap holds a second reference to
@@ -317,7 +323,11 @@ impl Daemon {
             }
         }
         let suffix = if shadow {
-            format!("{}-shadow", spec.suffix)
+            let own = spec
+                .shadow
+                .as_ref()
+                .map_or("-shadow", |s| s.suffix.as_str());
+            format!("{}{own}", spec.suffix)
         } else {
             spec.suffix.clone()
         };
@@ -502,10 +512,12 @@ impl Daemon {
                 history,
                 running: true,
                 shadow: None,
+                shadows: old.as_ref().map_or(0, |o| o.shadows),
             }
         };
         // Check that it starts before replacing what runs.
         let p = self.build(&spec, false)?;
+        let existed = existing.is_some();
         let dep = existing.unwrap_or_else(|| {
             Arc::new(Mutex::new(Dep {
                 spec: spec.clone(),
@@ -522,7 +534,19 @@ impl Daemon {
             for r in [d.main.take(), d.shadow.take()].into_iter().flatten() {
                 let _ = r.finish();
             }
-            let running = self.run(p)?;
+            let running = match self.run(p) {
+                Ok(r) => r,
+                Err(e) => {
+                    // What ran before runs on.
+                    if existed
+                        && d.spec.running
+                        && let Err(again) = self.start_dep(&mut d)
+                    {
+                        d.error = Some(format!("{again:#}"));
+                    }
+                    return Err(fail(409, format!("cannot start pipeline {name}: {e:#}")));
+                }
+            };
             d.main = Some(running);
             d.spec = spec;
             d.error = None;
@@ -887,7 +911,7 @@ impl Daemon {
 
     /// `POST /pipelines/P/shadow`: a copy of the pipeline with `step` on
     /// `module`, from the earliest offsets, with its own state and output
-    /// topics (suffixed `-shadow`).
+    /// topics (suffixed `-shadow`; `-shadow2`, ... for later shadows).
     pub fn shadow(&self, name: &str, step: &str, module: &str) -> Reply {
         let dep = self.get(name)?;
         let mut d = lock(&dep);
@@ -911,9 +935,14 @@ impl Daemon {
         }
         let (r, _) = lock(&self.registry).resolve(module)?;
         let mut spec = d.spec.clone();
+        spec.shadows += 1;
         spec.shadow = Some(ShadowSpec {
             step: step.to_string(),
             module: r.clone(),
+            suffix: match spec.shadows {
+                1 => "-shadow".to_string(),
+                n => format!("-shadow{n}"),
+            },
         });
         let p = self.build(&spec, true)?;
         // A shadow starts from nothing: state or positions left by an
@@ -922,7 +951,7 @@ impl Daemon {
             return Err(fail(
                 409,
                 format!(
-                    "the application id {} already has committed positions (an earlier shadow that was promoted or not discarded cleanly); redeploy under another name",
+                    "the application id {} already has committed positions (another pipeline of that name ran on this directory); redeploy under another name",
                     p.name
                 ),
             ));
@@ -979,8 +1008,9 @@ impl Daemon {
     }
 
     /// Every record of `topic`, keyed for the diff: (key and window, values
-    /// in order).
-    fn keyed(&self, topic: &str) -> anyhow::Result<BTreeMap<String, Vec<Value>>> {
+    /// in order; only the newest with `latest`, for an aggregate's results,
+    /// whose intermediate updates depend on how records fell into batches).
+    fn keyed(&self, topic: &str, latest: bool) -> anyhow::Result<BTreeMap<String, Vec<Value>>> {
         let mut out: BTreeMap<String, Vec<Value>> = BTreeMap::new();
         let Some(t) = self.backend.topic(topic)? else {
             return Ok(out);
@@ -1006,7 +1036,11 @@ impl Daemon {
                 if let (Some(a), Some(b)) = (h("weir.window.start"), h("weir.window.end")) {
                     key = format!("{key} [{a},{b})");
                 }
-                out.entry(key).or_default().push(text(&r.value));
+                let values = out.entry(key).or_default();
+                if latest {
+                    values.clear();
+                }
+                values.push(text(&r.value));
             }
         }
         Ok(out)
@@ -1045,12 +1079,20 @@ impl Daemon {
         let mut s_changed = Vec::new();
         let mut s_old = Vec::new();
         let mut s_new = Vec::new();
+        // The pipeline's output is an aggregate's results when its last step
+        // aggregates: compared by the newest result per key and window.
+        let aggregated = main
+            .pipeline
+            .steps
+            .last()
+            .is_some_and(|s| s.kind == config::StepKind::Aggregate);
         for (a, b) in output_topics(&main.pipeline)
             .into_iter()
             .zip(output_topics(&shadow.pipeline))
         {
-            let old = self.keyed(&a)?;
-            let new = self.keyed(&b)?;
+            let latest = aggregated && main.pipeline.output.as_ref() == Some(&a);
+            let old = self.keyed(&a, latest)?;
+            let new = self.keyed(&b, latest)?;
             let value = |v: &Vec<Value>| {
                 if v.len() == 1 {
                     v[0].clone()
@@ -1127,7 +1169,7 @@ impl Daemon {
             let _ = r.finish();
         }
         let after = output_topics(&shadow.pipeline);
-        d.spec.suffix = format!("{}-shadow", d.spec.suffix);
+        d.spec.suffix = format!("{}{}", d.spec.suffix, sh.suffix);
         d.spec.steps.insert(sh.step.clone(), sh.module.clone());
         d.spec
             .history
