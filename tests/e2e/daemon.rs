@@ -911,7 +911,7 @@ fn a_registry_module_outside_the_daemon_is_refused_with_a_hint() {
 }
 
 #[test]
-fn a_swap_waiting_for_its_first_batch_blocks_neither_status_nor_metrics() {
+fn a_pending_swap_blocks_neither_status_nor_metrics_and_rollback_goes_back() {
     let d = Daemon::start(&["--swap-wait-ms", "60000"]);
     assert_eq!(d.push(&guest("uppercase"), "case"), "case@1");
     assert_eq!(d.push(&guest("lowercase"), "case"), "case@2");
@@ -950,6 +950,40 @@ fn a_swap_waiting_for_its_first_batch_blocks_neither_status_nor_metrics() {
         out.iter()
             .all(|r| r.2.as_str().unwrap().starts_with("after-")),
         "{out:?}"
+    );
+
+    // Rollback: back to the version before, while records flow.
+    let out = std::thread::scope(|s| {
+        let rollback = s.spawn(|| d.ok(&["rollback", "live", "case"]));
+        let lines: Vec<String> = (0..20)
+            .map(|i| format!("{{\"key\":\"k{i}\",\"value\":\"Back-{i}\"}}"))
+            .collect();
+        let mut n = 0;
+        while !rollback.is_finished() {
+            d.produce("in", &lines);
+            n += 1;
+            assert!(n < 1000, "the rollback never confirmed");
+        }
+        rollback.join().unwrap()
+    });
+    assert!(
+        out.starts_with("step case of live: case@2 -> case@1 (its first batch committed"),
+        "{out}"
+    );
+    d.produce("in", &["{\"key\":\"z\",\"value\":\"Last\"}".to_string()]);
+    until("the last record", || {
+        d.records("out").iter().any(|r| r.2 == "LAST")
+    });
+    assert_lines(
+        "list",
+        &d.ok(&["pipeline", "list"]),
+        "live  running  case=case@1",
+    );
+    let err = d.fails(&["rollback", "live", "case"]);
+    assert_lines(
+        "rollback",
+        &err,
+        "error: step case of live has no earlier version to go back to (it ran only case@1)",
     );
 }
 
