@@ -22,6 +22,8 @@ struct Daemon {
     data: PathBuf,
     child: Option<Child>,
     extra: Vec<String>,
+    /// WEIR_TOKEN for the daemon (else it makes its token file).
+    token_env: Option<String>,
 }
 
 /// Polls `cond` every 10 ms for at most 60 s.
@@ -39,6 +41,10 @@ fn until(what: &str, mut cond: impl FnMut() -> bool) {
 
 impl Daemon {
     fn start(extra: &[&str]) -> Self {
+        Self::start_with(extra, None)
+    }
+
+    fn start_with(extra: &[&str], token_env: Option<&str>) -> Self {
         let tmp = tempdir();
         let data = tmp.path().join("data");
         let mut d = Daemon {
@@ -46,28 +52,30 @@ impl Daemon {
             data,
             child: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            token_env: token_env.map(String::from),
         };
         d.spawn();
         d
     }
 
     fn spawn(&mut self) {
-        let child = weir()
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        let mut cmd = weir();
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(&self.data)
             .args(&self.extra)
             .env_remove("WEIR_TOKEN")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
+            .stderr(Stdio::null());
+        if let Some(t) = &self.token_env {
+            cmd.env("WEIR_TOKEN", t);
+        }
+        self.child = Some(cmd.spawn().unwrap());
         until("the daemon to answer", || {
             if let Some(Ok(Some(st))) = self.child.as_mut().map(Child::try_wait) {
                 panic!("weir serve exited early: {st}");
             }
-            self.token_file().is_some()
-                && self.http("GET", "/health", Some(&self.token()), b"").0 == 200
+            self.token()
+                .is_some_and(|t| self.http("GET", "/health", Some(&t), b"").0 == 200)
         });
     }
 
@@ -75,8 +83,10 @@ impl Daemon {
         std::fs::read_to_string(self.data.join("weir.token")).ok()
     }
 
-    fn token(&self) -> String {
-        self.token_file().unwrap().trim().to_string()
+    fn token(&self) -> Option<String> {
+        self.token_env
+            .clone()
+            .or_else(|| self.token_file().map(|t| t.trim().to_string()))
     }
 
     fn kill9(&mut self) {
@@ -421,7 +431,7 @@ fn a_swap_under_load_keeps_every_record_exactly_once_and_the_aggregate_state() {
     let (code, body) = d.http(
         "GET",
         "/pipelines/tally/steps/count/state?key=k3",
-        Some(&d.token()),
+        d.token().as_deref(),
         b"",
     );
     assert_eq!(code, 200, "{body}");
@@ -433,7 +443,7 @@ fn a_swap_under_load_keeps_every_record_exactly_once_and_the_aggregate_state() {
     let (code, body) = d.http(
         "GET",
         "/pipelines/tally/steps/count/state?max=100",
-        Some(&d.token()),
+        d.token().as_deref(),
         b"",
     );
     assert_eq!(code, 200, "{body}");
@@ -454,7 +464,7 @@ fn a_swap_under_load_keeps_every_record_exactly_once_and_the_aggregate_state() {
     assert_eq!(st["steps"][0]["module"], "case@2");
     assert_eq!(st["steps"][0]["swaps"], 3);
     assert_eq!(st["steps"][0]["dead_letters"], 0);
-    let (code, metrics) = d.http("GET", "/metrics", Some(&d.token()), b"");
+    let (code, metrics) = d.http("GET", "/metrics", d.token().as_deref(), b"");
     assert_eq!(code, 200);
     for line in [
         format!("weir_step_records_in_total{{pipeline=\"live\",step=\"case\"}} {total}"),
@@ -711,14 +721,14 @@ fn requests_without_a_token_or_with_a_wrong_one_get_401_and_change_nothing() {
 
     // Oversized and malformed requests: a 4xx with a JSON error.
     let big = vec![0u8; (1 << 20) + 10];
-    let (code, body) = d.http("POST", "/modules?name=big", Some(&d.token()), &big);
+    let (code, body) = d.http("POST", "/modules?name=big", d.token().as_deref(), &big);
     assert_eq!(code, 413, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
         v["error"],
         "the request body (1048586 bytes) is larger than the limit (1048576 bytes); start the daemon with a larger --max-body-mb"
     );
-    let (code, body) = d.http("POST", "/pipelines", Some(&d.token()), b"{not json");
+    let (code, body) = d.http("POST", "/pipelines", d.token().as_deref(), b"{not json");
     assert_eq!(code, 400, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
     assert!(
@@ -728,7 +738,7 @@ fn requests_without_a_token_or_with_a_wrong_one_get_401_and_change_nothing() {
             .starts_with("the request body is not valid JSON: "),
         "{v}"
     );
-    let (code, body) = d.http("GET", "/nothing/here", Some(&d.token()), b"");
+    let (code, body) = d.http("GET", "/nothing/here", d.token().as_deref(), b"");
     assert_eq!(code, 404, "{body}");
     assert_eq!(d.ok(&["module", "list"]), "");
 }
@@ -926,7 +936,7 @@ fn a_pending_swap_blocks_neither_status_nor_metrics_and_rollback_goes_back() {
         until("the swap to be pending", || {
             d.status("live")["steps"][0]["last_swap"] == "pending"
         });
-        let (code, _) = d.http("GET", "/metrics", Some(&d.token()), b"");
+        let (code, _) = d.http("GET", "/metrics", d.token().as_deref(), b"");
         assert_eq!(code, 200);
         let err = d.fails(&["swap", "live", "case", "case@1"]);
         assert_lines(
@@ -1036,4 +1046,48 @@ fn an_aggregate_and_its_shadow_are_compared_by_their_final_results() {
         changed   tallies b: "3" -> "3 records"
         "#,
     );
+}
+
+#[test]
+fn a_token_given_by_weir_token_is_the_one_the_daemon_takes() {
+    let d = Daemon::start_with(&[], Some("a-token-from-the-environment"));
+    assert!(d.token_file().is_none(), "no token file is made");
+    let r = run(d.weir().args(["module", "list"]));
+    assert!(!r.status.success());
+    assert_lines(
+        "no token",
+        &r.stderr,
+        &format!(
+            "error: no token: give --token or WEIR_TOKEN, or run on the daemon's data directory (cannot read {}): No such file or directory (os error 2)",
+            d.data.join("weir.token").display()
+        ),
+    );
+    let r = run(d
+        .weir()
+        .env("WEIR_TOKEN", "a-token-from-the-environment")
+        .args([
+            "module",
+            "push",
+            guest("uppercase").to_str().unwrap(),
+            "--name",
+            "case",
+        ]));
+    assert!(r.status.success(), "{}", r.stderr);
+    assert_eq!(r.stdout, "case@1\n");
+    // --server instead of the address file.
+    let addr = std::fs::read_to_string(d.data.join("weir.addr")).unwrap();
+    let r = run(d
+        .weir()
+        .env("WEIR_DATA", d.tmp.path().join("elsewhere"))
+        .args([
+            "module",
+            "show",
+            "case",
+            "--server",
+            addr.trim(),
+            "--token",
+            "a-token-from-the-environment",
+        ]));
+    assert!(r.status.success(), "{}", r.stderr);
+    assert!(r.stdout.starts_with("case@1  mapper  "), "{}", r.stdout);
 }
