@@ -236,7 +236,14 @@ fn handle(daemon: &Daemon, settings: &Settings, mut req: Request) {
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     let method = req.method().clone();
     if !authorized {
-        let _ = req.as_reader().take(1 << 30).read_to_end(&mut Vec::new());
+        // The body is read (to answer rather than reset the connection) only
+        // up to the limit.
+        if req.body_length().is_some_and(|n| n <= settings.max_body) {
+            let _ = std::io::copy(
+                &mut req.as_reader().take(settings.max_body as u64),
+                &mut std::io::sink(),
+            );
+        }
         let mut r = json_response(
             401,
             &json!({"error": "a valid bearer token is needed (Authorization: Bearer TOKEN): the daemon's token is in DATA/weir.token, or WEIR_TOKEN"}),
