@@ -6,6 +6,7 @@
 
 mod util;
 
+mod daemon;
 mod engine;
 mod first_hour;
 mod foundation;

@@ -22,6 +22,8 @@ use weir::runtime::{Call, Guest, Runtime, RuntimeOptions, Step};
 
 #[path = "latency.rs"]
 mod latency;
+#[path = "swap_bench.rs"]
+mod swap_bench;
 
 /// Options of `weir bench`.
 #[derive(clap::Args, Debug)]
@@ -60,6 +62,12 @@ pub struct BenchArgs {
     /// taken from the directory of --module.
     #[arg(long)]
     pub latency: bool,
+    /// Instead: the daemon's hot swap under load (pause p50/p99 over 100
+    /// swaps), the time to precompile an upload, and a pipeline's
+    /// throughput beside its shadow. `lowercase.wasm` must sit beside
+    /// --module.
+    #[arg(long)]
+    pub swap: bool,
     /// With --latency: records produced one at a time (bursts send as many).
     #[arg(long, default_value_t = 500)]
     pub singles: usize,
@@ -420,6 +428,9 @@ fn call(step: &mut Step, batch: &[u8]) -> anyhow::Result<Vec<u8>> {
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     if args.latency {
         return latency::run(args);
+    }
+    if args.swap {
+        return swap_bench::run(args);
     }
     if let Some(which) = &args.one {
         return one_pipeline(args, which);

@@ -15,6 +15,8 @@ use weir::runtime::guest::{Emitted, process_batch};
 use weir::runtime::{GuestState, Runtime, RuntimeOptions, Step, StepError, World};
 
 mod bench;
+mod daemon;
+mod daemon_cmds;
 mod demo;
 mod expect;
 mod log_cmds;
@@ -65,6 +67,33 @@ enum Command {
     /// Write a new guest project (Rust, JavaScript or Python) that builds
     /// and passes `weir test` as it is.
     New(new::NewArgs),
+    /// The daemon: run many pipelines on a data directory, with an HTTP
+    /// API (docs/api.md) for modules, deployments, swaps and shadows.
+    Serve(daemon_cmds::ServeArgs),
+    /// The daemon's module registry: push, list, show, delete.
+    #[command(subcommand)]
+    Module(daemon_cmds::ModuleCommand),
+    /// Deploy a pipeline file to the daemon (or redeploy it).
+    Deploy(daemon_cmds::DeployArgs),
+    /// The daemon's pipelines: list, status, stop, start, delete.
+    #[command(subcommand)]
+    Pipeline(daemon_cmds::PipelineCommand),
+    /// Switch a running step to another module version (rolled back if it
+    /// traps on its first batch).
+    Swap(daemon_cmds::SwapArgs),
+    /// Switch a step back to the version it ran before.
+    Rollback(daemon_cmds::StepArgs),
+    /// Run a copy of a pipeline with a step on another version, from the
+    /// earliest offsets, into its own output topics (suffixed -shadow).
+    Shadow(daemon_cmds::SwapArgs),
+    /// Compare a pipeline's outputs with its shadow's, keyed.
+    Diff(daemon_cmds::DiffArgs),
+    /// Make the shadow the pipeline (readers switch to its output topics).
+    Promote(daemon_cmds::NameArgs),
+    /// Stop and drop a pipeline's shadow.
+    Discard(daemon_cmds::NameArgs),
+    /// Guest log lines of a deployed pipeline.
+    Logs(daemon_cmds::LogsArgs),
 }
 
 /// Settings of the WebAssembly runtime, shared by the commands that run guests.
@@ -189,12 +218,17 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,weir::guest=info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .without_time()
-        .init();
+        .with_filter(filter);
+    // The daemon keeps guest log lines for `weir logs`.
+    let guests = daemon::logs::Capture.with_filter(daemon::logs::GuestOnly);
+    tracing_subscriber::registry().with(fmt).with(guests).init();
 }
 
 /// Parses the command line and runs the command.
@@ -210,6 +244,17 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::State(cmd) => state_cmds::state(cmd),
         Command::Demo(args) => demo::run(args),
         Command::New(args) => new::run(args),
+        Command::Serve(args) => daemon_cmds::serve(args),
+        Command::Module(cmd) => daemon_cmds::module(cmd),
+        Command::Deploy(args) => daemon_cmds::deploy(args),
+        Command::Pipeline(cmd) => daemon_cmds::pipeline(cmd),
+        Command::Swap(args) => daemon_cmds::swap(args),
+        Command::Rollback(args) => daemon_cmds::rollback(args),
+        Command::Shadow(args) => daemon_cmds::shadow(args),
+        Command::Diff(args) => daemon_cmds::diff(args),
+        Command::Promote(args) => daemon_cmds::promote(args),
+        Command::Discard(args) => daemon_cmds::discard(args),
+        Command::Logs(args) => daemon_cmds::logs(args),
     }
 }
 

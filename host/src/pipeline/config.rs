@@ -360,6 +360,30 @@ pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
 /// Validates pipeline text (`path` names it in errors and anchors module
 /// paths).
 pub fn parse(path: &Path, text: &str) -> Result<Pipeline, ConfigError> {
+    parse_with(path, text, &|_| None)
+}
+
+/// Whether a step's `module` names a module of the daemon's registry
+/// (`NAME@VERSION` or `NAME@latest`) rather than a file.
+pub fn is_registry_ref(module: &str) -> bool {
+    match module.split_once('@') {
+        Some((name, version)) => {
+            name_ok(name)
+                && !name.ends_with(".wasm")
+                && (version == "latest" || version.parse::<u32>().is_ok())
+        }
+        None => false,
+    }
+}
+
+/// [`parse`], with `resolve` giving the file of a step's `module` first:
+/// `None` when it is not a reference it knows (then the module is a path),
+/// `Err` with what is wrong (the daemon's registry has no such version).
+pub fn parse_with(
+    path: &Path,
+    text: &str,
+    resolve: &dyn Fn(&str) -> Option<Result<PathBuf, String>>,
+) -> Result<Pipeline, ConfigError> {
     let cx = Ctx {
         file: path.display().to_string(),
         text,
@@ -426,7 +450,26 @@ pub fn parse(path: &Path, text: &str) -> Result<Pipeline, ConfigError> {
             );
         }
         let kind = *s.kind.get_ref();
-        let Some(module) = find_module(base, s.module.get_ref()) else {
+        let resolved = match resolve(s.module.get_ref()) {
+            Some(Ok(p)) => Some(p),
+            Some(Err(why)) => {
+                return cx.err(
+                    s.module.span(),
+                    format!("step {name}: `module` = {:?}: {why}", s.module.get_ref()),
+                );
+            }
+            None => find_module(base, s.module.get_ref()),
+        };
+        if resolved.is_none() && is_registry_ref(s.module.get_ref()) {
+            return cx.err(
+                s.module.span(),
+                format!(
+                    "step {name}: `module` = {:?} names a module of the daemon's registry: deploy the pipeline to `weir serve` with `weir deploy` (or give the .wasm file's path)",
+                    s.module.get_ref()
+                ),
+            );
+        }
+        let Some(module) = resolved else {
             return cx.err(
                 s.module.span(),
                 format!(

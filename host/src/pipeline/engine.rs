@@ -24,6 +24,9 @@ pub(crate) struct StepCounters {
     pub records_in: AtomicU64,
     pub records_out: AtomicU64,
     pub dead_letters: AtomicU64,
+    /// Time spent running the step's operator (its guest calls and the
+    /// host's work for it), in microseconds.
+    pub busy_us: AtomicU64,
 }
 
 /// The module a step runs, and how many times it was swapped.
@@ -36,6 +39,44 @@ struct Slot {
     first_dead: Option<String>,
     /// The first configuration error the step met.
     config_error: Option<String>,
+    /// The last swap: pending until every task committed a first batch
+    /// with the new module, or rolled back when one trapped in it.
+    last_swap: SwapState,
+    /// The module before the last swap (what a rollback returns to).
+    previous: Option<Module>,
+    /// Tasks that committed a first batch with the swapped-in module.
+    confirmed: usize,
+    /// Tasks that must switch (and confirm) for the last swap.
+    expected: usize,
+    /// How long each task's switch took (no batch runs meanwhile), for the
+    /// last swap.
+    pauses: Vec<Duration>,
+}
+
+/// How the last hot swap of a step went.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum SwapState {
+    /// No swap yet.
+    #[default]
+    None,
+    /// Switched; not every task has committed a batch with it yet. A trap in
+    /// a task's first batch still rolls it back.
+    Pending,
+    /// Every task committed a first batch with the new module.
+    Confirmed,
+    /// A task's first batch with the new module trapped: nothing of that
+    /// batch was committed and the step went back to the module before.
+    RolledBack(String),
+}
+
+/// A task's first batch after a swap trapped in the swapped step.
+#[derive(Debug, thiserror::Error)]
+#[error("the new module of step {step} trapped in its first batch: {reason}")]
+pub(crate) struct SwapRejected {
+    pub step: usize,
+    pub generation: u64,
+    pub step_name: String,
+    pub reason: String,
 }
 
 /// Counters shared by the tasks.
@@ -99,9 +140,47 @@ impl Shared {
         lock(&self.slots[si]).generation
     }
 
-    /// A task switched step `si` to the current generation.
-    pub fn applied(&self, si: usize) {
-        lock(&self.slots[si]).applied += 1;
+    /// A task switched step `si` to the current generation; the switch
+    /// took `pause`. Returns whether that generation is on probation (its
+    /// first batch decides whether it stays).
+    pub fn applied(&self, si: usize, generation: u64, pause: Duration) -> bool {
+        let mut slot = lock(&self.slots[si]);
+        slot.applied += 1;
+        if slot.generation != generation {
+            return false;
+        }
+        if slot.pauses.len() < 4096 {
+            slot.pauses.push(pause);
+        }
+        slot.last_swap == SwapState::Pending
+    }
+
+    /// A task committed its first batch with generation `generation` of
+    /// step `si`.
+    pub fn confirm_swap(&self, si: usize, generation: u64) {
+        let mut slot = lock(&self.slots[si]);
+        if slot.generation == generation && slot.last_swap == SwapState::Pending {
+            slot.confirmed += 1;
+            if slot.confirmed >= slot.expected {
+                slot.last_swap = SwapState::Confirmed;
+            }
+        }
+    }
+
+    /// A task's first batch with generation `generation` of step `si`
+    /// trapped: every task goes back to the module before.
+    pub fn reject_swap(&self, si: usize, generation: u64, reason: &str) {
+        let mut slot = lock(&self.slots[si]);
+        if slot.generation != generation || slot.last_swap != SwapState::Pending {
+            return;
+        }
+        if let Some(previous) = slot.previous.take() {
+            slot.module = previous;
+            slot.generation += 1;
+            slot.applied = 0;
+            slot.pauses.clear();
+        }
+        slot.last_swap = SwapState::RolledBack(reason.to_string());
     }
 
     /// The first dead-letter reason of a step is kept for the summary.
@@ -209,6 +288,14 @@ pub struct StepStatus {
     pub first_dead_letter: Option<String>,
     /// Records of its segment's source not yet read.
     pub lag: u64,
+    /// How the last swap went.
+    pub last_swap: SwapState,
+    /// The longest time a task switching to the current module spent
+    /// between two batches (the swap's pause), in microseconds.
+    pub last_swap_pause_us: u64,
+    /// Time spent running the step (its guest calls and the host's work
+    /// for it), in microseconds.
+    pub busy_us: u64,
 }
 
 /// What a running pipeline is doing.
@@ -267,6 +354,11 @@ pub fn start(
             applied: 0,
             first_dead: None,
             config_error: None,
+            last_swap: SwapState::None,
+            previous: None,
+            confirmed: 0,
+            expected: 0,
+            pauses: Vec::new(),
         }));
     }
     let input = backend.require_topic(&pipeline.input).with_context(|| {
@@ -558,6 +650,9 @@ impl PipelineHandle {
                 dead_letters: c.dead_letters.load(Ordering::Relaxed),
                 first_dead_letter: slot.first_dead.clone(),
                 lag,
+                last_swap: slot.last_swap.clone(),
+                busy_us: c.busy_us.load(Ordering::Relaxed),
+                last_swap_pause_us: slot.pauses.iter().max().map_or(0, |d| d.as_micros() as u64),
             });
         }
         Status {
@@ -631,9 +726,18 @@ impl PipelineHandle {
         };
         {
             let mut slot = lock(&s.slots[si]);
-            slot.module = module;
+            let old = std::mem::replace(&mut slot.module, module);
+            slot.previous = Some(old);
             slot.generation += 1;
             slot.applied = 0;
+            slot.confirmed = 0;
+            slot.expected = tasks;
+            slot.pauses.clear();
+            slot.last_swap = if tasks == 0 {
+                SwapState::Confirmed
+            } else {
+                SwapState::Pending
+            };
         }
         let started = Instant::now();
         while started.elapsed() < wait && !self.is_finished() {
@@ -643,6 +747,13 @@ impl PipelineHandle {
             std::thread::sleep(Duration::from_millis(1));
         }
         Ok(())
+    }
+
+    /// How the last swap of `step` went.
+    pub fn swap_state(&self, step: &str) -> Option<SwapState> {
+        let s = &self.shared;
+        let si = s.pipeline.steps.iter().position(|c| c.name == step)?;
+        Some(lock(&s.slots[si]).last_swap.clone())
     }
 
     /// Waits for the run to end and says what it did.

@@ -27,7 +27,7 @@ use crate::runtime::Runtime;
 
 pub use self::config::Pipeline;
 use self::config::StepKind;
-pub use self::engine::{PipelineHandle, Status, StepStatus};
+pub use self::engine::{PipelineHandle, Status, StepStatus, SwapState};
 
 /// How to run.
 #[derive(Clone, Debug)]

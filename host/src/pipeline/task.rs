@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use super::config::StepKind;
-use super::engine::Shared;
+use super::engine::{Shared, SwapRejected};
 use super::keys;
 use crate::backend::{Commit, Fenced, StateRead, Stored, TaskId, TaskSpec, Topic, Txn};
 use crate::log::partitioner::partition_for_key;
 use crate::operators::{self, Collector, Ctx, Item, Operator};
-use crate::record::Packed;
+use crate::record::{Failure, Packed};
 
 struct Source {
     topic: Topic,
@@ -57,6 +57,12 @@ pub(crate) struct Task {
     /// With several sources: the offsets the batch took from each (to say
     /// where a dead letter came from).
     taken: Vec<std::collections::HashSet<u64>>,
+    /// Operators just swapped whose first batch decides the swap:
+    /// (operator index, generation).
+    probation: Vec<(usize, u64)>,
+    /// What this batch added to each operator's counters (in, out, dead),
+    /// taken back when a swap's first batch is thrown away.
+    counted: Vec<[u64; 3]>,
 }
 
 fn now_ms() -> i64 {
@@ -114,6 +120,8 @@ impl Task {
             revoked,
             fenced: Arc::new(AtomicBool::new(false)),
             taken: Vec::new(),
+            probation: Vec::new(),
+            counted: Vec::new(),
         };
         task.load_committed()?;
         Ok(task)
@@ -243,6 +251,17 @@ impl Task {
                     failing_since = None;
                     n
                 }
+                Err(e) if e.is::<SwapRejected>() => {
+                    // Nothing of the batch was committed: go back to the
+                    // module before and take the batch again.
+                    if let Some(r) = e.downcast_ref::<SwapRejected>() {
+                        tracing::warn!(pipeline = %self.shared.pipeline.name, step = %r.step_name, "the swap is rolled back: {}", r.reason);
+                        self.shared.reject_swap(r.step, r.generation, &r.reason);
+                    }
+                    self.probation.clear();
+                    self.load_committed()?;
+                    continue;
+                }
                 Err(e) => {
                     // Another process runs this task now (its partition
                     // moved): stop; the batch is the new owner's.
@@ -319,17 +338,21 @@ impl Task {
             if generation == self.generations[i] {
                 continue;
             }
+            let started = std::time::Instant::now();
             match self.shared.guest(si) {
                 Ok((guest, generation)) => {
                     op.swap(guest);
                     self.generations[i] = generation;
-                    self.shared.applied(si);
+                    self.probation.retain(|(o, _)| *o != i);
+                    if self.shared.applied(si, generation, started.elapsed()) {
+                        self.probation.push((i, generation));
+                    }
                 }
                 Err(e) => {
                     // The swap's own check instantiated it; keep the old one.
                     tracing::error!(step = %op.config().name, "cannot switch to the new module: {e:#}");
                     self.generations[i] = generation;
-                    self.shared.applied(si);
+                    self.shared.applied(si, generation, started.elapsed());
                 }
             }
         }
@@ -449,8 +472,36 @@ impl Task {
         }
         let flow = entering.remove(&(0, false)).unwrap_or_default();
         let mut out = Collector::default();
+        self.counted = vec![[0; 3]; self.operators.len()];
         let flow = self.run_from(0, flow, &mut entering, &mut out)?;
+        // The first batch of a swapped module: a trap in it rolls the swap
+        // back before anything of the batch commits.
+        for &(i, generation) in &self.probation {
+            let name = &self.shared.pipeline.steps[self.step_ids[i]].name;
+            let trapped = out
+                .dead
+                .iter()
+                .find(|(step, d)| step == name && matches!(d.failure, Failure::Trapped(_)));
+            if let Some((_, d)) = trapped {
+                for (i, [n_in, n_out, n_dead]) in self.counted.iter().enumerate() {
+                    let c = &self.shared.steps[self.step_ids[i]];
+                    c.records_in.fetch_sub(*n_in, Ordering::Relaxed);
+                    c.records_out.fetch_sub(*n_out, Ordering::Relaxed);
+                    c.dead_letters.fetch_sub(*n_dead, Ordering::Relaxed);
+                }
+                return Err(SwapRejected {
+                    step: self.step_ids[i],
+                    generation,
+                    step_name: name.clone(),
+                    reason: d.failure.message().to_string(),
+                }
+                .into());
+            }
+        }
         self.finish(flow, out)?;
+        for (i, generation) in self.probation.drain(..) {
+            self.shared.confirm_swap(self.step_ids[i], generation);
+        }
         self.shared
             .stats
             .records_in
@@ -470,9 +521,8 @@ impl Task {
         for i in first..self.operators.len() {
             let side = entering.remove(&(i, true)).unwrap_or_default();
             let counters = &self.shared.steps[self.step_ids[i]];
-            counters
-                .records_in
-                .fetch_add((flow.len() + side.len()) as u64, Ordering::Relaxed);
+            let n_in = (flow.len() + side.len()) as u64;
+            counters.records_in.fetch_add(n_in, Ordering::Relaxed);
             let (emitted, dead) = (out.emitted.len(), out.dead.len());
             let mut cx = Ctx {
                 pipeline: &self.shared.pipeline.name,
@@ -483,14 +533,20 @@ impl Task {
                 out,
                 now_ms: now,
             };
+            let started = std::time::Instant::now();
             flow = self.operators[i].run(&mut cx, flow, side)?;
-            counters.records_out.fetch_add(
-                (flow.len() + out.emitted.len() - emitted) as u64,
-                Ordering::Relaxed,
-            );
             counters
-                .dead_letters
-                .fetch_add((out.dead.len() - dead) as u64, Ordering::Relaxed);
+                .busy_us
+                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            let n_out = (flow.len() + out.emitted.len() - emitted) as u64;
+            let n_dead = (out.dead.len() - dead) as u64;
+            counters.records_out.fetch_add(n_out, Ordering::Relaxed);
+            counters.dead_letters.fetch_add(n_dead, Ordering::Relaxed);
+            if let Some(c) = self.counted.get_mut(i) {
+                c[0] += n_in;
+                c[1] += n_out;
+                c[2] += n_dead;
+            }
         }
         Ok(flow)
     }

@@ -1,0 +1,1425 @@
+//! `weir serve`: the daemon. It owns a data directory (the embedded log),
+//! keeps a registry of uploaded modules, runs every deployed pipeline, swaps
+//! a step's module while it runs (rolled back when the new version traps on
+//! its first batch), runs shadows of pipelines over the same history and
+//! compares their outputs; all through an HTTP API (`http`, documented in
+//! docs/api.md) and, like `weir run`, the CLI's socket `DIR/weir.sock`.
+//!
+//! It drives pipelines only through `Arc<dyn Backend>` and
+//! [`weir::pipeline::engine`]'s `start` and `PipelineHandle`.
+//!
+//! What it keeps in the data directory, under `weir-daemon/`: `modules/`
+//! (the registry), `deployments/NAME.json` (each deployment: its pipeline
+//! file's text, the module version of each step, whether it runs, its
+//! shadow), so that a restart — also after SIGKILL — resumes every
+//! deployment at the versions last deployed.
+
+pub mod http;
+pub mod logs;
+pub mod registry;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use weir::backend::Backend;
+use weir::log::Log;
+use weir::pipeline::config;
+use weir::pipeline::{self, Pipeline, PipelineHandle, RunOptions, SwapState, keys};
+use weir::runtime::Runtime;
+
+use self::registry::{Registry, RegistryError, write_atomic};
+
+/// A failed request: its HTTP status and message.
+#[derive(Debug)]
+pub struct Failure {
+    /// The HTTP status.
+    pub status: u16,
+    /// What went wrong, and what to do.
+    pub message: String,
+    /// More fields of the JSON error.
+    pub extra: Option<Value>,
+}
+
+/// A request's result: a JSON body, or a failure.
+pub type Reply = Result<Value, Failure>;
+
+/// A failure with `status`.
+pub fn fail(status: u16, message: impl Into<String>) -> Failure {
+    Failure {
+        status,
+        message: message.into(),
+        extra: None,
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        let status = match e.downcast_ref::<RegistryError>() {
+            Some(RegistryError::NotFound(_)) => 404,
+            Some(_) => 400,
+            None if e.is::<config::ConfigError>() => 400,
+            None => 500,
+        };
+        fail(status, format!("{e:#}"))
+    }
+}
+
+impl From<RegistryError> for Failure {
+    fn from(e: RegistryError) -> Self {
+        match e {
+            RegistryError::NotFound(m) => fail(404, m),
+            other => fail(400, other.to_string()),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+/// A deployment as stored in `deployments/NAME.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Deployment {
+    /// The pipeline's name (from its file).
+    name: String,
+    /// The file it was deployed from (names it in errors, anchors module
+    /// paths).
+    file: PathBuf,
+    /// The file's text.
+    text: String,
+    /// Appended to its application id and output topics: empty, or
+    /// `-shadow` (and more) after a promote.
+    suffix: String,
+    /// The module (NAME@VERSION) of each step that runs a registry module.
+    steps: BTreeMap<String, String>,
+    /// Per step, the versions it ran, oldest first (the last is the current).
+    history: BTreeMap<String, Vec<String>>,
+    /// Whether it should run.
+    running: bool,
+    /// Its shadow, if one runs.
+    shadow: Option<ShadowSpec>,
+    /// Shadows started so far (each gets its own application id).
+    #[serde(default)]
+    shadows: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct ShadowSpec {
+    step: String,
+    module: String,
+    /// Appended to the deployment's application id and output topics:
+    /// `-shadow`, then `-shadow2`, `-shadow3`, ... for later shadows.
+    suffix: String,
+}
+
+/// A pipeline running in the daemon. A swap holds a second reference to
+/// the handle while it waits, without holding the deployment.
+struct Running {
+    handle: Arc<PipelineHandle>,
+    pipeline: Pipeline,
+}
+
+impl Running {
+    /// Stops it and waits for it to end (and for a swap under way to let go
+    /// of it).
+    fn finish(self) -> anyhow::Result<()> {
+        self.handle.stop();
+        let mut h = self.handle;
+        loop {
+            match Arc::try_unwrap(h) {
+                Ok(handle) => return handle.wait().map(|_| ()),
+                Err(again) => {
+                    h = again;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
+    }
+}
+
+struct Dep {
+    spec: Deployment,
+    main: Option<Running>,
+    shadow: Option<Running>,
+    /// The last error that stopped it.
+    error: Option<String>,
+    /// A swap whose first batch has not decided yet: (step, from, to).
+    pending: Option<(String, String, String)>,
+    /// Why the last swap was rolled back.
+    last_rollback: Option<String>,
+    /// A swap is under way (it waits for its first batch without the lock).
+    swapping: bool,
+}
+
+/// The daemon's state.
+pub struct Daemon {
+    dir: PathBuf,
+    home: PathBuf,
+    log: Arc<Log>,
+    backend: Arc<dyn Backend>,
+    runtime: Runtime,
+    registry: Mutex<Registry>,
+    deps: Mutex<BTreeMap<String, Arc<Mutex<Dep>>>>,
+    /// How long a swap waits for its first batch's verdict.
+    swap_wait: Duration,
+    batch: usize,
+}
+
+/// The application id, outputs and dead letters of `p` with `suffix`.
+fn apply_suffix(p: &mut Pipeline, suffix: &str) {
+    if suffix.is_empty() {
+        return;
+    }
+    p.dead_letter = Some(format!("{}{suffix}", pipeline::dead_letter_topic(p)));
+    p.name = format!("{}{suffix}", p.name);
+    p.output = p.output.take().map(|o| format!("{o}{suffix}"));
+    for s in &mut p.steps {
+        for t in s.outputs.values_mut() {
+            *t = format!("{t}{suffix}");
+        }
+    }
+}
+
+/// Every output topic of `p`: its output, then named outputs.
+fn output_topics(p: &Pipeline) -> Vec<String> {
+    let mut v: Vec<String> = p.output.iter().cloned().collect();
+    for s in &p.steps {
+        for t in s.outputs.values() {
+            if !v.contains(t) {
+                v.push(t.clone());
+            }
+        }
+    }
+    v
+}
+
+impl Daemon {
+    /// Opens the daemon's state in `dir` (whose log this process opened)
+    /// and resumes every deployment that was running.
+    pub fn open(
+        dir: &Path,
+        log: Arc<Log>,
+        runtime: Runtime,
+        swap_wait: Duration,
+        batch: usize,
+    ) -> anyhow::Result<Arc<Self>> {
+        let home = dir.join("weir-daemon");
+        std::fs::create_dir_all(home.join("deployments"))
+            .with_context(|| format!("cannot create {}", home.display()))?;
+        let registry = Registry::open(&home.join("modules"))?;
+        let backend: Arc<dyn Backend> = log.clone();
+        let d = Arc::new(Daemon {
+            dir: dir.to_path_buf(),
+            home,
+            log,
+            backend,
+            runtime,
+            registry: Mutex::new(registry),
+            deps: Mutex::new(BTreeMap::new()),
+            swap_wait,
+            batch,
+        });
+        d.resume()?;
+        Ok(d)
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn resume(&self) -> anyhow::Result<()> {
+        let dir = self.home.join("deployments");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .with_context(|| format!("cannot read {}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .collect();
+        files.sort();
+        for f in files {
+            let spec: Deployment = serde_json::from_slice(
+                &std::fs::read(&f).with_context(|| format!("cannot read {}", f.display()))?,
+            )
+            .with_context(|| format!("the deployment {} is corrupt", f.display()))?;
+            let mut dep = Dep {
+                spec,
+                main: None,
+                shadow: None,
+                error: None,
+                pending: None,
+                last_rollback: None,
+                swapping: false,
+            };
+            if dep.spec.running
+                && let Err(e) = self.start_dep(&mut dep)
+            {
+                tracing::error!("cannot resume pipeline {}: {e:#}", dep.spec.name);
+                dep.error = Some(format!("{e:#}"));
+            }
+            lock(&self.deps).insert(dep.spec.name.clone(), Arc::new(Mutex::new(dep)));
+        }
+        Ok(())
+    }
+
+    /// Stops every pipeline (each commits its batch).
+    pub fn shutdown(&self) {
+        let deps: Vec<_> = lock(&self.deps).values().cloned().collect();
+        for d in &deps {
+            let mut d = lock(d);
+            for r in [d.main.take(), d.shadow.take()].into_iter().flatten() {
+                let app = r.pipeline.name.clone();
+                if let Err(e) = r.finish() {
+                    tracing::error!("pipeline {app}: {e:#}");
+                }
+            }
+        }
+    }
+
+    fn save(&self, spec: &Deployment) -> Result<(), Failure> {
+        let path = self
+            .home
+            .join("deployments")
+            .join(format!("{}.json", spec.name));
+        write_atomic(
+            &path,
+            &serde_json::to_vec_pretty(spec).map_err(anyhow::Error::from)?,
+        )?;
+        Ok(())
+    }
+
+    /// The pipeline a deployment runs (or its shadow), its modules resolved.
+    fn build(&self, spec: &Deployment, shadow: bool) -> anyhow::Result<Pipeline> {
+        let reg = lock(&self.registry);
+        let resolve = |m: &str| {
+            if !config::is_registry_ref(m) {
+                return None;
+            }
+            // What each step runs is in `spec.steps` (set below): the
+            // version the file named may be gone since.
+            Some(Ok(reg.resolve(m).map_or_else(
+                |_| PathBuf::from(m),
+                |(_, v)| reg.blob(&v.sha256),
+            )))
+        };
+        let mut p = config::parse_with(&spec.file, &spec.text, &resolve)?;
+        for s in &mut p.steps {
+            let r = match &spec.shadow {
+                Some(sh) if shadow && sh.step == s.name => Some(&sh.module),
+                _ => spec.steps.get(&s.name),
+            };
+            if let Some(r) = r {
+                let (_, v) = reg.resolve(r)?;
+                s.module = reg.blob(&v.sha256);
+            }
+        }
+        let suffix = if shadow {
+            let own = spec
+                .shadow
+                .as_ref()
+                .map_or("-shadow", |s| s.suffix.as_str());
+            format!("{}{own}", spec.suffix)
+        } else {
+            spec.suffix.clone()
+        };
+        apply_suffix(&mut p, &suffix);
+        Ok(p)
+    }
+
+    fn run(&self, p: Pipeline) -> anyhow::Result<Running> {
+        let options = RunOptions {
+            batch: self.batch,
+            ..RunOptions::default()
+        };
+        let handle = pipeline::engine::start(
+            self.backend.clone(),
+            &p,
+            &self.runtime,
+            &options,
+            Arc::new(AtomicBool::new(false)),
+        )?;
+        Ok(Running {
+            handle: Arc::new(handle),
+            pipeline: p,
+        })
+    }
+
+    fn start_dep(&self, dep: &mut Dep) -> anyhow::Result<()> {
+        if dep.main.is_none() {
+            let p = self.build(&dep.spec, false)?;
+            dep.main = Some(self.run(p)?);
+        }
+        if dep.spec.shadow.is_some() && dep.shadow.is_none() {
+            let p = self.build(&dep.spec, true)?;
+            dep.shadow = Some(self.run(p)?);
+        }
+        dep.error = None;
+        Ok(())
+    }
+
+    fn get(&self, name: &str) -> Result<Arc<Mutex<Dep>>, Failure> {
+        lock(&self.deps).get(name).cloned().ok_or_else(|| {
+            fail(
+                404,
+                format!("no pipeline named {name} is deployed (`weir pipeline list` shows them)"),
+            )
+        })
+    }
+
+    // ---- modules -------------------------------------------------------
+
+    /// `POST /modules?name=NAME`.
+    pub fn push(&self, name: &str, bytes: &[u8]) -> Reply {
+        let pushed = lock(&self.registry).push(&self.runtime, name, bytes)?;
+        let v = &pushed.version;
+        Ok(json!({
+            "module": format!("{name}@{}", v.version),
+            "name": name,
+            "version": v.version,
+            "sha256": v.sha256,
+            "world": v.world,
+            "size": v.size,
+            "precompile_ms": pushed.precompile_ms,
+        }))
+    }
+
+    /// Module references in use: (NAME@VERSION, where).
+    fn in_use(&self) -> Vec<(String, String)> {
+        let deps: Vec<_> = lock(&self.deps).values().cloned().collect();
+        let mut used = Vec::new();
+        for d in deps {
+            let d = lock(&d);
+            for (step, r) in &d.spec.steps {
+                used.push((
+                    r.clone(),
+                    format!("step {step} of pipeline {}", d.spec.name),
+                ));
+            }
+            if let Some(sh) = &d.spec.shadow {
+                used.push((
+                    sh.module.clone(),
+                    format!("step {} of the shadow of pipeline {}", sh.step, d.spec.name),
+                ));
+            }
+        }
+        used
+    }
+
+    /// `GET /modules` and `GET /modules/NAME`.
+    pub fn modules(&self, name: Option<&str>) -> Reply {
+        let used = self.in_use();
+        let reg = lock(&self.registry);
+        let list = match name {
+            Some(n) => vec![(n.to_string(), reg.versions(n)?)],
+            None => reg.list(),
+        };
+        let mut out = Vec::new();
+        for (n, versions) in list {
+            for v in versions {
+                let r = format!("{n}@{}", v.version);
+                let users: Vec<&String> = used
+                    .iter()
+                    .filter(|(u, _)| *u == r)
+                    .map(|(_, w)| w)
+                    .collect();
+                out.push(json!({
+                    "module": r, "name": n, "version": v.version, "sha256": v.sha256,
+                    "world": v.world, "size": v.size, "uploaded_ms": v.uploaded_ms,
+                    "used_by": users,
+                }));
+            }
+        }
+        Ok(Value::Array(out))
+    }
+
+    /// `DELETE /modules/NAME/VERSION`.
+    pub fn delete_module(&self, name: &str, version: &str) -> Reply {
+        let n: u32 = version.parse().map_err(|_| {
+            fail(
+                400,
+                format!("{version:?} is not a version number (delete NAME@VERSION)"),
+            )
+        })?;
+        let r = format!("{name}@{n}");
+        if let Some((_, w)) = self.in_use().into_iter().find(|(u, _)| *u == r) {
+            return Err(fail(
+                409,
+                format!(
+                    "{r} is in use by {w}: swap the step to another version (or delete the pipeline) first"
+                ),
+            ));
+        }
+        let gone = lock(&self.registry).delete(name, n)?;
+        Ok(json!({ "deleted": r, "sha256": gone.sha256 }))
+    }
+
+    // ---- pipelines -----------------------------------------------------
+
+    /// `POST /pipelines`: deploys (or redeploys) a pipeline file.
+    pub fn deploy(&self, file: &Path, text: &str) -> Reply {
+        // Which registry version each step names, in step order.
+        let refs: Mutex<Vec<Option<String>>> = Mutex::new(Vec::new());
+        let parsed = {
+            let reg = lock(&self.registry);
+            let resolve = |m: &str| {
+                if !config::is_registry_ref(m) {
+                    lock(&refs).push(None);
+                    return None;
+                }
+                Some(match reg.resolve(m) {
+                    Ok((r, v)) => {
+                        lock(&refs).push(Some(r));
+                        Ok(reg.blob(&v.sha256))
+                    }
+                    Err(e) => Err(e.to_string()),
+                })
+            };
+            config::parse_with(file, text, &resolve).map_err(|e| fail(400, e.to_string()))?
+        };
+        let refs = lock(&refs).clone();
+        let mut steps = BTreeMap::new();
+        for (s, r) in parsed.steps.iter().zip(refs) {
+            if let Some(r) = r {
+                steps.insert(s.name.clone(), r);
+            }
+        }
+        let name = parsed.name.clone();
+        let existing = lock(&self.deps).get(&name).cloned();
+        let spec = {
+            let old = existing.as_ref().map(|d| lock(d).spec.clone());
+            let mut history = old.as_ref().map(|o| o.history.clone()).unwrap_or_default();
+            for (step, r) in &steps {
+                let h = history.entry(step.clone()).or_default();
+                if h.last() != Some(r) {
+                    h.push(r.clone());
+                }
+            }
+            Deployment {
+                name: name.clone(),
+                file: file.to_path_buf(),
+                text: text.to_string(),
+                suffix: old.as_ref().map(|o| o.suffix.clone()).unwrap_or_default(),
+                steps,
+                history,
+                running: true,
+                shadow: None,
+                shadows: old.as_ref().map_or(0, |o| o.shadows),
+            }
+        };
+        // Check that it starts before replacing what runs.
+        let p = self.build(&spec, false)?;
+        let existed = existing.is_some();
+        let dep = existing.unwrap_or_else(|| {
+            Arc::new(Mutex::new(Dep {
+                spec: spec.clone(),
+                main: None,
+                shadow: None,
+                error: None,
+                pending: None,
+                last_rollback: None,
+                swapping: false,
+            }))
+        });
+        {
+            let mut d = lock(&dep);
+            for r in [d.main.take(), d.shadow.take()].into_iter().flatten() {
+                let _ = r.finish();
+            }
+            let running = match self.run(p) {
+                Ok(r) => r,
+                Err(e) => {
+                    // What ran before runs on.
+                    if existed
+                        && d.spec.running
+                        && let Err(again) = self.start_dep(&mut d)
+                    {
+                        d.error = Some(format!("{again:#}"));
+                    }
+                    return Err(fail(409, format!("cannot start pipeline {name}: {e:#}")));
+                }
+            };
+            d.main = Some(running);
+            d.spec = spec;
+            d.error = None;
+            d.pending = None;
+            self.save(&d.spec)?;
+        }
+        lock(&self.deps).insert(name.clone(), dep.clone());
+        let d = lock(&dep);
+        Ok(self.status_of(&d))
+    }
+
+    /// `GET /pipelines`.
+    pub fn list(&self) -> Reply {
+        let deps: Vec<_> = lock(&self.deps).values().cloned().collect();
+        let mut out = Vec::new();
+        for d in deps {
+            let mut d = lock(&d);
+            self.reconcile(&mut d);
+            out.push(json!({
+                "name": d.spec.name,
+                "state": state_of(&d),
+                "steps": d.spec.steps,
+                "shadow": d.spec.shadow.as_ref().map(|s| json!({"step": s.step, "module": s.module})),
+            }));
+        }
+        Ok(Value::Array(out))
+    }
+
+    /// `GET /pipelines/P`.
+    pub fn status(&self, name: &str) -> Reply {
+        let dep = self.get(name)?;
+        let mut d = lock(&dep);
+        self.reconcile(&mut d);
+        Ok(self.status_of(&d))
+    }
+
+    /// A swap rolled back after its wait: the deployment goes back too.
+    fn reconcile(&self, d: &mut Dep) {
+        let Some((step, from, to)) = d.pending.clone() else {
+            return;
+        };
+        let Some(state) = d.main.as_ref().and_then(|r| r.handle.swap_state(&step)) else {
+            return;
+        };
+        match state {
+            SwapState::RolledBack(reason) => {
+                d.spec.steps.insert(step.clone(), from);
+                if let Some(h) = d.spec.history.get_mut(&step)
+                    && h.last() == Some(&to)
+                {
+                    h.pop();
+                }
+                d.last_rollback = Some(format!(
+                    "the swap of step {step} to {to} was rolled back: {reason}"
+                ));
+                d.pending = None;
+                if let Err(e) = self.save(&d.spec) {
+                    tracing::error!("{}", e.message);
+                }
+            }
+            SwapState::Confirmed | SwapState::None => d.pending = None,
+            SwapState::Pending => {}
+        }
+    }
+
+    fn run_status(&self, r: &Running, spec: &Deployment, shadow: bool) -> Value {
+        let st = r.handle.status();
+        let reg = lock(&self.registry);
+        let steps: Vec<Value> = st
+            .steps
+            .iter()
+            .map(|s| {
+                let module = match &spec.shadow {
+                    Some(sh) if shadow && sh.step == s.name => Some(sh.module.clone()),
+                    _ => spec.steps.get(&s.name).cloned(),
+                }
+                .filter(|m| {
+                    reg.resolve(m)
+                        .is_ok_and(|(_, v)| v.sha256 == s.module_sha256)
+                })
+                .or_else(|| reg.name_of(&s.module_sha256))
+                .unwrap_or_else(|| s.module.clone());
+                let (entries, bytes) = self.state_size(&r.pipeline.name, &s.name);
+                json!({
+                    "name": s.name,
+                    "module": module,
+                    "sha256": s.module_sha256,
+                    "records_in": s.records_in,
+                    "records_out": s.records_out,
+                    "dead_letters": s.dead_letters,
+                    "first_dead_letter": s.first_dead_letter,
+                    "lag": s.lag,
+                    "state_entries": entries,
+                    "state_bytes": bytes,
+                    "swaps": s.swaps,
+                    "last_swap": swap_text(&s.last_swap),
+                    "last_swap_pause_us": s.last_swap_pause_us,
+                    "busy_us": s.busy_us,
+                })
+            })
+            .collect();
+        json!({
+            "app": r.pipeline.name,
+            "input": r.pipeline.input,
+            "outputs": output_topics(&r.pipeline),
+            "dead_letters": pipeline::dead_letter_topic(&r.pipeline),
+            "finished": st.finished,
+            "records_in": st.records_in,
+            "steps": steps,
+        })
+    }
+
+    fn status_of(&self, d: &Dep) -> Value {
+        let mut v = match &d.main {
+            Some(r) => self.run_status(r, &d.spec, false),
+            None => {
+                json!({ "steps": d.spec.steps.iter().map(|(s, m)| json!({"name": s, "module": m})).collect::<Vec<_>>() })
+            }
+        };
+        v["name"] = json!(d.spec.name);
+        v["state"] = json!(state_of(d));
+        v["error"] = json!(d.error);
+        v["last_rollback"] = json!(d.last_rollback);
+        v["shadow"] = match (&d.spec.shadow, &d.shadow) {
+            (Some(sh), Some(r)) => {
+                let mut s = self.run_status(r, &d.spec, true);
+                s["step"] = json!(sh.step);
+                s["module"] = json!(sh.module);
+                s
+            }
+            _ => Value::Null,
+        };
+        v
+    }
+
+    /// Entries and bytes of a step's state (aggregates, joins, stores).
+    fn state_size(&self, app: &str, step: &str) -> (u64, u64) {
+        let (mut n, mut bytes) = (0u64, 0u64);
+        for kind in [b'a', b's'] {
+            let mut start = keys::pipeline(app);
+            start.push(kind);
+            start.extend_from_slice(step.as_bytes());
+            start.push(0);
+            let mut end = start.clone();
+            if let Some(last) = end.last_mut() {
+                *last = 1;
+            }
+            if let Ok(entries) = self.backend.range(&start, &end, 1_000_000) {
+                for (k, v) in entries {
+                    n += 1;
+                    bytes += (k.len() + v.len()) as u64;
+                }
+            }
+        }
+        (n, bytes)
+    }
+
+    /// `POST /pipelines/P/stop`.
+    pub fn stop(&self, name: &str) -> Reply {
+        let dep = self.get(name)?;
+        let mut d = lock(&dep);
+        for r in [d.main.take(), d.shadow.take()].into_iter().flatten() {
+            if let Err(e) = r.finish() {
+                d.error = Some(format!("{e:#}"));
+            }
+        }
+        d.spec.running = false;
+        self.save(&d.spec)?;
+        Ok(self.status_of(&d))
+    }
+
+    /// `POST /pipelines/P/start`.
+    pub fn start(&self, name: &str) -> Reply {
+        let dep = self.get(name)?;
+        let mut d = lock(&dep);
+        // A run that ended on an error is started again.
+        if d.main.as_ref().is_some_and(|r| r.handle.is_finished())
+            && let Some(r) = d.main.take()
+            && let Err(e) = r.finish()
+        {
+            tracing::warn!("pipeline {name} had stopped: {e:#}");
+        }
+        self.start_dep(&mut d)?;
+        d.spec.running = true;
+        self.save(&d.spec)?;
+        Ok(self.status_of(&d))
+    }
+
+    /// `DELETE /pipelines/P`: stops it and forgets it (its topics and state
+    /// stay in the log).
+    pub fn delete(&self, name: &str) -> Reply {
+        let dep = self.get(name)?;
+        let mut d = lock(&dep);
+        for r in [d.main.take(), d.shadow.take()].into_iter().flatten() {
+            let _ = r.finish();
+        }
+        let path = self.home.join("deployments").join(format!("{name}.json"));
+        std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+        lock(&self.deps).remove(name);
+        Ok(json!({ "deleted": name }))
+    }
+
+    // ---- swaps ---------------------------------------------------------
+
+    /// `POST /pipelines/P/steps/S/swap`: switches a running step to
+    /// `module` (NAME@VERSION or NAME@latest).
+    pub fn swap(&self, name: &str, step: &str, module: &str, rollback: bool) -> Reply {
+        let dep = self.get(name)?;
+        // Under the deployment's lock: what to swap, and a hold on the
+        // handle; the wait for the first batch goes without the lock, so
+        // that status and metrics answer meanwhile.
+        let (from, to, v, handle) = {
+            let mut d = lock(&dep);
+            self.reconcile(&mut d);
+            if d.swapping {
+                return Err(fail(
+                    409,
+                    format!("a swap of pipeline {name} is under way: try again when it answered"),
+                ));
+            }
+            let Some(from) = d.spec.steps.get(step).cloned() else {
+                return Err(fail(
+                    404,
+                    format!(
+                        "pipeline {name} has no step {step} that runs a registry module (steps: {})",
+                        d.spec.steps.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            };
+            let (to, v) = lock(&self.registry).resolve(module)?;
+            let Some(main) = d.main.as_ref().filter(|r| !r.handle.is_finished()) else {
+                return Err(fail(
+                    409,
+                    format!("pipeline {name} is not running: `weir pipeline start {name}` first"),
+                ));
+            };
+            let handle = main.handle.clone();
+            d.swapping = true;
+            (from, to, v, handle)
+        };
+        let outcome = self.switch(&handle, name, step, &to, &v);
+        let mut d = lock(&dep);
+        d.swapping = false;
+        let (state, switched_ms, pause) = outcome?;
+        if let SwapState::RolledBack(reason) = &state {
+            let message = format!(
+                "the swap of step {step} of {name} to {to} was rolled back: {reason}; step {step} runs {from} again, and nothing of the failed batch was committed"
+            );
+            d.last_rollback = Some(message.clone());
+            return Err(Failure {
+                status: 409,
+                message,
+                extra: Some(json!({"outcome": "rolled_back", "reason": reason, "module": from})),
+            });
+        }
+        if !d
+            .main
+            .as_ref()
+            .is_some_and(|r| Arc::ptr_eq(&r.handle, &handle))
+        {
+            return Err(fail(
+                409,
+                format!(
+                    "pipeline {name} was stopped or redeployed while step {step} was swapped to {to}: it runs what it was started with"
+                ),
+            ));
+        }
+        d.spec.steps.insert(step.to_string(), to.clone());
+        let h = d.spec.history.entry(step.to_string()).or_default();
+        if rollback {
+            h.pop();
+        } else {
+            h.push(to.clone());
+        }
+        if state == SwapState::Pending {
+            d.pending = Some((step.to_string(), from.clone(), to.clone()));
+        }
+        self.save(&d.spec)?;
+        Ok(json!({
+            "pipeline": name,
+            "step": step,
+            "from": from,
+            "to": to,
+            "outcome": swap_text(&state),
+            "switch_ms": switched_ms,
+            "pause_us": pause,
+        }))
+    }
+
+    /// Switches `step` to the stored version `v` (`to`) and waits for the
+    /// verdict of its first batch: the state, the time to switch every task
+    /// (ms) and the longest pause of a task (µs).
+    fn switch(
+        &self,
+        handle: &PipelineHandle,
+        name: &str,
+        step: &str,
+        to: &str,
+        v: &registry::Version,
+    ) -> Result<(SwapState, f64, u64), Failure> {
+        // Just deployed: its tasks may not run yet, and a swap counts the
+        // running ones (tasks started later start on the new version).
+        let waited = Instant::now();
+        while handle.status().partitions.is_empty() && waited.elapsed() < Duration::from_secs(2) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let path = lock(&self.registry).blob(&v.sha256);
+        let loaded = self
+            .runtime
+            .load_file(&path)
+            .map_err(|e| fail(400, format!("{to}: {e:#}")))?;
+        let started = Instant::now();
+        handle
+            .swap(step, loaded, Duration::from_secs(10))
+            .map_err(|e| {
+                fail(
+                    409,
+                    format!("cannot swap step {step} of {name} to {to}: {e:#}"),
+                )
+            })?;
+        let switched_ms = started.elapsed().as_secs_f64() * 1e3;
+        // The first batch decides.
+        let deadline = Instant::now() + self.swap_wait;
+        let state = loop {
+            let s = handle.swap_state(step).unwrap_or_default();
+            if s != SwapState::Pending || Instant::now() >= deadline {
+                break s;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        let pause = handle
+            .status()
+            .steps
+            .iter()
+            .find(|s| s.name == step)
+            .map_or(0, |s| s.last_swap_pause_us);
+        Ok((state, switched_ms, pause))
+    }
+
+    /// `POST /pipelines/P/steps/S/rollback`: back to the version before.
+    pub fn rollback(&self, name: &str, step: &str) -> Reply {
+        let previous = {
+            let dep = self.get(name)?;
+            let mut d = lock(&dep);
+            self.reconcile(&mut d);
+            let h = d.spec.history.get(step).cloned().unwrap_or_default();
+            if h.len() < 2 {
+                return Err(fail(
+                    409,
+                    format!(
+                        "step {step} of {name} has no earlier version to go back to (it ran only {})",
+                        h.last().map_or("one version".to_string(), Clone::clone)
+                    ),
+                ));
+            }
+            h[h.len() - 2].clone()
+        };
+        self.swap(name, step, &previous, true)
+    }
+
+    // ---- shadows -------------------------------------------------------
+
+    /// `POST /pipelines/P/shadow`: a copy of the pipeline with `step` on
+    /// `module`, from the earliest offsets, with its own state and output
+    /// topics (suffixed `-shadow`; `-shadow2`, ... for later shadows).
+    pub fn shadow(&self, name: &str, step: &str, module: &str) -> Reply {
+        let dep = self.get(name)?;
+        let mut d = lock(&dep);
+        if let Some(sh) = &d.spec.shadow {
+            return Err(fail(
+                409,
+                format!(
+                    "pipeline {name} already has a shadow (step {} on {}): `weir promote {name}` or `weir discard {name}` first",
+                    sh.step, sh.module
+                ),
+            ));
+        }
+        if !d.spec.steps.contains_key(step) {
+            return Err(fail(
+                404,
+                format!(
+                    "pipeline {name} has no step {step} that runs a registry module (steps: {})",
+                    d.spec.steps.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+        let (r, _) = lock(&self.registry).resolve(module)?;
+        let mut spec = d.spec.clone();
+        spec.shadows += 1;
+        spec.shadow = Some(ShadowSpec {
+            step: step.to_string(),
+            module: r.clone(),
+            suffix: match spec.shadows {
+                1 => "-shadow".to_string(),
+                n => format!("-shadow{n}"),
+            },
+        });
+        let p = self.build(&spec, true)?;
+        // A shadow starts from nothing: state or positions left by an
+        // earlier shadow of the same name would not be a fair comparison.
+        if self.has_positions(&p)? {
+            return Err(fail(
+                409,
+                format!(
+                    "the application id {} already has committed positions (another pipeline of that name ran on this directory); redeploy under another name",
+                    p.name
+                ),
+            ));
+        }
+        let running = self.run(p)?;
+        d.spec = spec;
+        d.shadow = Some(running);
+        self.save(&d.spec)?;
+        Ok(self.status_of(&d))
+    }
+
+    fn has_positions(&self, p: &Pipeline) -> anyhow::Result<bool> {
+        let Some(t) = self.backend.topic(&p.input)? else {
+            return Ok(false);
+        };
+        for part in 0..t.config.partitions {
+            if self.backend.position(&p.name, &p.input, part)?.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Whether the shadow has caught up to the same input offsets as the
+    /// pipeline, with nothing left in flight in either.
+    fn caught_up(&self, main: &Running, shadow: &Running) -> anyhow::Result<Option<String>> {
+        for r in [main, shadow] {
+            let st = r.handle.status();
+            if let Some(s) = st.steps.iter().find(|s| s.lag > 0) {
+                return Ok(Some(format!(
+                    "{} has {} records to go in step {}",
+                    r.pipeline.name, s.lag, s.name
+                )));
+            }
+        }
+        let input = self.backend.require_topic(&main.pipeline.input)?;
+        for part in 0..input.config.partitions {
+            let a = self
+                .backend
+                .position(&main.pipeline.name, &input.name, part)?
+                .unwrap_or(0);
+            let b = self
+                .backend
+                .position(&shadow.pipeline.name, &input.name, part)?
+                .unwrap_or(0);
+            if a != b {
+                return Ok(Some(format!(
+                    "partition {part} of {}: the pipeline is at offset {a}, the shadow at {b}",
+                    input.name
+                )));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Every record of `topic`, keyed for the diff: (key and window, values
+    /// in order; only the newest with `latest`, for an aggregate's results,
+    /// whose intermediate updates depend on how records fell into batches).
+    fn keyed(&self, topic: &str, latest: bool) -> anyhow::Result<BTreeMap<String, Vec<Value>>> {
+        let mut out: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+        let Some(t) = self.backend.topic(topic)? else {
+            return Ok(out);
+        };
+        for part in 0..t.config.partitions {
+            let from = self.backend.first_offset(&t, part)?.unwrap_or(0);
+            for s in self.backend.read(&t, part, from, usize::MAX)? {
+                let r = s.record()?;
+                let text = |b: &Option<Vec<u8>>| {
+                    b.as_ref()
+                        .map_or(Value::Null, |b| json!(String::from_utf8_lossy(b)))
+                };
+                let mut key = match &r.key {
+                    Some(k) => String::from_utf8_lossy(k).into_owned(),
+                    None => String::new(),
+                };
+                let h = |n: &str| {
+                    r.headers
+                        .iter()
+                        .find(|(k, _)| k == n)
+                        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                };
+                if let (Some(a), Some(b)) = (h("weir.window.start"), h("weir.window.end")) {
+                    key = format!("{key} [{a},{b})");
+                }
+                let values = out.entry(key).or_default();
+                if latest {
+                    values.clear();
+                }
+                values.push(text(&r.value));
+            }
+        }
+        Ok(out)
+    }
+
+    /// `GET /pipelines/P/diff`: the pipeline's outputs against its shadow's,
+    /// keyed, once the shadow caught up (waits up to `wait`).
+    pub fn diff(&self, name: &str, wait: Duration, samples: usize) -> Reply {
+        let dep = self.get(name)?;
+        let d = lock(&dep);
+        let (Some(main), Some(shadow)) = (&d.main, &d.shadow) else {
+            return Err(fail(
+                409,
+                format!(
+                    "pipeline {name} has no running shadow: `weir shadow {name} STEP NAME@VERSION` starts one"
+                ),
+            ));
+        };
+        let started = Instant::now();
+        loop {
+            match self.caught_up(main, shadow)? {
+                None => break,
+                Some(why) if started.elapsed() >= wait => {
+                    return Err(fail(
+                        409,
+                        format!(
+                            "the shadow of {name} has not caught up with it ({why}); try again"
+                        ),
+                    ));
+                }
+                Some(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+        let mut topics = Vec::new();
+        let (mut equal, mut changed, mut only_old, mut only_new) = (0u64, 0u64, 0u64, 0u64);
+        let mut s_changed = Vec::new();
+        let mut s_old = Vec::new();
+        let mut s_new = Vec::new();
+        // The pipeline's output is an aggregate's results when its last step
+        // aggregates: compared by the newest result per key and window.
+        let aggregated = main
+            .pipeline
+            .steps
+            .last()
+            .is_some_and(|s| s.kind == config::StepKind::Aggregate);
+        for (a, b) in output_topics(&main.pipeline)
+            .into_iter()
+            .zip(output_topics(&shadow.pipeline))
+        {
+            let latest = aggregated && main.pipeline.output.as_ref() == Some(&a);
+            let old = self.keyed(&a, latest)?;
+            let new = self.keyed(&b, latest)?;
+            let value = |v: &Vec<Value>| {
+                if v.len() == 1 {
+                    v[0].clone()
+                } else {
+                    Value::Array(v.clone())
+                }
+            };
+            for (k, ov) in &old {
+                match new.get(k) {
+                    Some(nv) if nv == ov => equal += 1,
+                    Some(nv) => {
+                        changed += 1;
+                        if s_changed.len() < samples {
+                            s_changed.push(
+                                json!({"topic": a, "key": k, "old": value(ov), "new": value(nv)}),
+                            );
+                        }
+                    }
+                    None => {
+                        only_old += 1;
+                        if s_old.len() < samples {
+                            s_old.push(json!({"topic": a, "key": k, "old": value(ov)}));
+                        }
+                    }
+                }
+            }
+            for (k, nv) in &new {
+                if !old.contains_key(k) {
+                    only_new += 1;
+                    if s_new.len() < samples {
+                        s_new.push(json!({"topic": b, "key": k, "new": value(nv)}));
+                    }
+                }
+            }
+            topics.push(json!({"old": a, "new": b}));
+        }
+        Ok(json!({
+            "pipeline": name,
+            "shadow": d.spec.shadow.as_ref().map(|s| json!({"step": s.step, "module": s.module})),
+            "topics": topics,
+            "equal": equal,
+            "changed": changed,
+            "only_old": only_old,
+            "only_new": only_new,
+            "samples": {"changed": s_changed, "only_old": s_old, "only_new": s_new},
+        }))
+    }
+
+    /// `POST /pipelines/P/promote`: the shadow becomes the pipeline. The
+    /// original stops; the shadow keeps running under its application id and
+    /// writes to its own (suffixed) output topics, which readers now read:
+    /// the answer and `weir pipeline status` name them.
+    pub fn promote(&self, name: &str) -> Reply {
+        let dep = self.get(name)?;
+        let mut d = lock(&dep);
+        let Some(sh) = d.spec.shadow.clone() else {
+            return Err(fail(
+                409,
+                format!("pipeline {name} has no shadow to promote"),
+            ));
+        };
+        let Some(shadow) = d.shadow.take() else {
+            return Err(fail(
+                409,
+                format!("the shadow of {name} is not running: `weir pipeline start {name}` first"),
+            ));
+        };
+        let before = d
+            .main
+            .as_ref()
+            .map(|r| output_topics(&r.pipeline))
+            .unwrap_or_default();
+        if let Some(r) = d.main.take() {
+            let _ = r.finish();
+        }
+        let after = output_topics(&shadow.pipeline);
+        d.spec.suffix = format!("{}{}", d.spec.suffix, sh.suffix);
+        d.spec.steps.insert(sh.step.clone(), sh.module.clone());
+        d.spec
+            .history
+            .entry(sh.step.clone())
+            .or_default()
+            .push(sh.module.clone());
+        d.spec.shadow = None;
+        d.main = Some(shadow);
+        self.save(&d.spec)?;
+        let moved: Vec<Value> = before
+            .iter()
+            .zip(&after)
+            .map(|(a, b)| json!({"from": a, "to": b}))
+            .collect();
+        Ok(json!({
+            "pipeline": name,
+            "step": sh.step,
+            "module": sh.module,
+            "app": d.main.as_ref().map(|r| r.pipeline.name.clone()),
+            "outputs": moved,
+        }))
+    }
+
+    /// `POST /pipelines/P/discard`: stops the shadow and forgets it (its
+    /// topics and state stay in the log).
+    pub fn discard(&self, name: &str) -> Reply {
+        let dep = self.get(name)?;
+        let mut d = lock(&dep);
+        if d.spec.shadow.is_none() {
+            return Err(fail(
+                409,
+                format!("pipeline {name} has no shadow to discard"),
+            ));
+        }
+        if let Some(r) = d.shadow.take() {
+            let _ = r.finish();
+        }
+        let sh = d.spec.shadow.take();
+        self.save(&d.spec)?;
+        Ok(
+            json!({"pipeline": name, "discarded": sh.map(|s| json!({"step": s.step, "module": s.module}))}),
+        )
+    }
+
+    // ---- observability and queries ---------------------------------------
+
+    /// `GET /pipelines/P/logs`: guest log lines of its steps.
+    pub fn logs(&self, name: &str, step: Option<&str>, max: usize) -> Reply {
+        let dep = self.get(name)?;
+        let d = lock(&dep);
+        let mut modules: HashMap<String, String> = HashMap::new();
+        for r in [&d.main, &d.shadow].into_iter().flatten() {
+            for s in &r.pipeline.steps {
+                modules.insert(s.module.display().to_string(), s.name.clone());
+            }
+        }
+        let reg = lock(&self.registry);
+        let lines: Vec<Value> = logs::lines(
+            |l| {
+                modules.get(&l.module).is_some_and(|s| *s == l.step)
+                    && step.is_none_or(|s| s == l.step)
+            },
+            max,
+        )
+        .into_iter()
+        .map(|l| {
+            let sha = Path::new(&l.module)
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            json!({
+                "time_ms": l.time_ms,
+                "level": l.level,
+                "step": l.step,
+                "module": reg.name_of(&sha).unwrap_or(l.module.clone()),
+                "message": l.message,
+            })
+        })
+        .collect();
+        Ok(Value::Array(lines))
+    }
+
+    /// `GET /pipelines/P/steps/S/state`: one key, or a scan.
+    #[allow(clippy::too_many_arguments)]
+    pub fn state(
+        &self,
+        name: &str,
+        step: &str,
+        key: Option<String>,
+        from: Option<i64>,
+        to: Option<i64>,
+        max: usize,
+    ) -> Reply {
+        let app = {
+            let dep = self.get(name)?;
+            let d = lock(&dep);
+            d.main.as_ref().map_or_else(
+                || format!("{name}{}", d.spec.suffix),
+                |r| r.pipeline.name.clone(),
+            )
+        };
+        let mut out = Collect::default();
+        let wanted = key.clone();
+        let code =
+            super::state_cmds::state_log(&self.log, &app, step, key, from, to, max, &mut out)?;
+        if code != 0 || (wanted.is_some() && out.lines.is_empty()) {
+            return Err(fail(404, out.errors.join("; ")));
+        }
+        let entries: Vec<Value> = out
+            .lines
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        Ok(Value::Array(entries))
+    }
+
+    /// `GET /metrics`: Prometheus text.
+    pub fn metrics(&self) -> String {
+        let deps: Vec<_> = lock(&self.deps).values().cloned().collect();
+        let mut rows: Vec<(String, String, &str, f64)> = Vec::new();
+        let mut up = Vec::new();
+        for d in deps {
+            let d = lock(&d);
+            let running = d.main.as_ref().is_some_and(|r| !r.handle.is_finished());
+            up.push((d.spec.name.clone(), running));
+            for r in [&d.main, &d.shadow].into_iter().flatten() {
+                for s in r.handle.status().steps {
+                    let app = r.pipeline.name.clone();
+                    for (metric, v) in [
+                        ("weir_step_records_in_total", s.records_in as f64),
+                        ("weir_step_records_out_total", s.records_out as f64),
+                        ("weir_step_dead_letters_total", s.dead_letters as f64),
+                        ("weir_step_lag_records", s.lag as f64),
+                        ("weir_step_swaps_total", s.swaps as f64),
+                        (
+                            "weir_step_last_swap_pause_seconds",
+                            s.last_swap_pause_us as f64 / 1e6,
+                        ),
+                        ("weir_step_run_seconds_total", s.busy_us as f64 / 1e6),
+                    ] {
+                        rows.push((app.clone(), s.name.clone(), metric, v));
+                    }
+                }
+            }
+        }
+        let help = [
+            (
+                "weir_step_records_in_total",
+                "counter",
+                "Records that entered the step.",
+            ),
+            (
+                "weir_step_records_out_total",
+                "counter",
+                "Records the step emitted.",
+            ),
+            (
+                "weir_step_dead_letters_total",
+                "counter",
+                "Records the step sent to the dead letters.",
+            ),
+            (
+                "weir_step_lag_records",
+                "gauge",
+                "Records of the step's source not yet read.",
+            ),
+            (
+                "weir_step_swaps_total",
+                "counter",
+                "Module switches of the step (swaps and rollbacks).",
+            ),
+            (
+                "weir_step_last_swap_pause_seconds",
+                "gauge",
+                "The longest time a task spent switching module in the last swap.",
+            ),
+            (
+                "weir_step_run_seconds_total",
+                "counter",
+                "Time spent running the step: its guest calls and the host's work for it.",
+            ),
+        ];
+        let mut text = String::new();
+        text.push_str("# HELP weir_pipeline_up Whether the deployed pipeline runs.\n# TYPE weir_pipeline_up gauge\n");
+        for (p, running) in up {
+            text.push_str(&format!(
+                "weir_pipeline_up{{pipeline=\"{}\"}} {}\n",
+                escape(&p),
+                u8::from(running)
+            ));
+        }
+        for (metric, kind, what) in help {
+            text.push_str(&format!("# HELP {metric} {what}\n# TYPE {metric} {kind}\n"));
+            for (app, step, m, v) in &rows {
+                if *m == metric {
+                    text.push_str(&format!(
+                        "{metric}{{pipeline=\"{}\",step=\"{}\"}} {v}\n",
+                        escape(app),
+                        escape(step)
+                    ));
+                }
+            }
+        }
+        text
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn swap_text(s: &SwapState) -> String {
+    match s {
+        SwapState::None => "none".into(),
+        SwapState::Pending => "pending".into(),
+        SwapState::Confirmed => "confirmed".into(),
+        SwapState::RolledBack(r) => format!("rolled back: {r}"),
+    }
+}
+
+fn state_of(d: &Dep) -> String {
+    match &d.main {
+        Some(r) if r.handle.is_finished() => "failed".into(),
+        Some(_) => "running".into(),
+        None if d.error.is_some() => "failed".into(),
+        None => "stopped".into(),
+    }
+}
+
+/// Collects what `state_log` prints.
+#[derive(Default)]
+struct Collect {
+    lines: Vec<String>,
+    errors: Vec<String>,
+}
+
+impl super::log_cmds::Out for Collect {
+    fn out(&mut self, line: &str) -> std::io::Result<()> {
+        self.lines.push(line.to_string());
+        Ok(())
+    }
+
+    fn err(&mut self, line: &str) -> std::io::Result<()> {
+        self.errors.push(line.to_string());
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,805 @@
+//! `weir serve` and the commands that talk to it over HTTP: `module`,
+//! `deploy`, `pipeline`, `swap`, `rollback`, `shadow`, `diff`, `promote`,
+//! `discard`, `logs`.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+use weir::log::Log;
+use weir::runtime::Runtime;
+
+use super::RuntimeArgs;
+use super::daemon::{self, http};
+use super::log_cmds::owner;
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// The data directory the daemon owns.
+    #[arg(long, env = "WEIR_DATA", default_value = ".weir", value_name = "DIR")]
+    data: PathBuf,
+    /// Where the HTTP API listens (port 0: any free port; the address is
+    /// written to DIR/weir.addr either way).
+    #[arg(long, default_value = "127.0.0.1:7878", value_name = "ADDR")]
+    listen: SocketAddr,
+    /// The largest request body (module uploads), in MiB.
+    #[arg(long, default_value_t = 64, value_name = "MIB")]
+    max_body_mb: usize,
+    /// How long a swap waits for the first batch with the new module
+    /// before it answers (a trap in that batch still rolls it back later).
+    #[arg(long, default_value_t = 5000, value_name = "MS")]
+    swap_wait_ms: u64,
+    /// Records per batch of every pipeline.
+    #[arg(long, default_value_t = 500)]
+    batch: usize,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+/// `weir serve`.
+pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let log = Log::open(&args.data)?;
+    let token = http::token(&args.data, std::env::var("WEIR_TOKEN").ok())?;
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let (s, log) = (stop.clone(), log.clone());
+        ctrlc::set_handler(move || {
+            s.store(true, Ordering::SeqCst);
+            weir::backend::Backend::wake(&*log);
+        })
+        .context("cannot install the Ctrl-C handler")?;
+    }
+    let _owner = owner::serve(log.clone(), &args.data, stop.clone())?;
+    daemon::logs::enable();
+    let runtime = Runtime::new(args.runtime.options())?;
+    let d = daemon::Daemon::open(
+        &args.data,
+        log,
+        runtime,
+        Duration::from_millis(args.swap_wait_ms),
+        args.batch.max(1),
+    )?;
+    let served = http::serve(
+        d.clone(),
+        http::Settings {
+            listen: args.listen,
+            token,
+            max_body: args.max_body_mb << 20,
+        },
+        &stop,
+    );
+    d.shutdown();
+    served?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// How the CLI finds the daemon.
+#[derive(Args, Clone)]
+pub struct ServerArgs {
+    /// The daemon's address [default: DIR/weir.addr when the daemon runs on
+    /// --data, else http://127.0.0.1:7878].
+    #[arg(long, env = "WEIR_SERVER", value_name = "URL")]
+    server: Option<String>,
+    /// The bearer token [default: DIR/weir.token].
+    #[arg(long, env = "WEIR_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The daemon's data directory, where its address and token files are.
+    #[arg(long, env = "WEIR_DATA", default_value = ".weir", value_name = "DIR")]
+    data: PathBuf,
+}
+
+struct Client {
+    url: String,
+    addr: String,
+    token: String,
+}
+
+impl ServerArgs {
+    fn client(&self) -> anyhow::Result<Client> {
+        let url = match &self.server {
+            Some(s) => s.clone(),
+            None => std::fs::read_to_string(self.data.join(http::ADDR_FILE))
+                .map(|s| s.trim().to_string())
+                .unwrap_or_else(|_| "http://127.0.0.1:7878".into()),
+        };
+        let addr = url
+            .strip_prefix("http://")
+            .with_context(|| format!("--server {url:?}: give http://HOST:PORT"))?
+            .trim_end_matches('/')
+            .to_string();
+        let token = match &self.token {
+            Some(t) => t.clone(),
+            None => {
+                let path = self.data.join(http::TOKEN_FILE);
+                std::fs::read_to_string(&path)
+                    .map(|s| s.trim().to_string())
+                    .with_context(|| {
+                        format!(
+                            "no token: give --token or WEIR_TOKEN, or run on the daemon's data directory (cannot read {})",
+                            path.display()
+                        )
+                    })?
+            }
+        };
+        Ok(Client { url, addr, token })
+    }
+}
+
+/// Escapes a path segment or query value.
+fn esc(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~@".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl Client {
+    /// One request; the status and the body.
+    fn raw(&self, method: &str, path: &str, body: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
+        let unreachable = || {
+            format!(
+                "cannot reach the weir daemon at {} (is `weir serve` running? give --server or WEIR_SERVER)",
+                self.url
+            )
+        };
+        let addrs: Vec<SocketAddr> = self
+            .addr
+            .to_socket_addrs()
+            .with_context(unreachable)?
+            .collect();
+        let mut stream = TcpStream::connect(&addrs[..]).with_context(unreachable)?;
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            self.addr,
+            self.token,
+            body.len()
+        );
+        // The daemon may answer (and close) before it read all of an
+        // oversized body: its answer still counts.
+        let sent = stream
+            .write_all(head.as_bytes())
+            .and_then(|()| stream.write_all(body));
+        let mut buf = Vec::new();
+        let read = stream.read_to_end(&mut buf);
+        if buf.is_empty() {
+            sent.with_context(unreachable)?;
+            read.with_context(unreachable)?;
+        }
+        let Some(split) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            bail!("the daemon at {} sent an incomplete answer", self.url);
+        };
+        let head = String::from_utf8_lossy(&buf[..split]).into_owned();
+        let status: u16 = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .with_context(|| format!("the daemon at {} answered {head:?}", self.url))?;
+        let mut content = buf[split + 4..].to_vec();
+        if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            content = dechunk(&content);
+        }
+        Ok((status, content))
+    }
+
+    /// A JSON request; the JSON answer, or its error as an error.
+    fn call(&self, method: &str, path: &str, body: &[u8]) -> anyhow::Result<Value> {
+        let (status, content) = self.raw(method, path, body)?;
+        let v: Value = serde_json::from_slice(&content).unwrap_or_else(
+            |_| json!({"error": String::from_utf8_lossy(&content).trim().to_string()}),
+        );
+        if status == 401 {
+            bail!(
+                "the daemon at {} refused the token (401): give the token in DIR/weir.token (--token or WEIR_TOKEN)",
+                self.url
+            );
+        }
+        if !(200..300).contains(&status) {
+            let msg = v.get("error").and_then(Value::as_str).unwrap_or("failed");
+            bail!("{msg}");
+        }
+        Ok(v)
+    }
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
+        let size = usize::from_str_radix(
+            String::from_utf8_lossy(&b[..eol])
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim(),
+            16,
+        )
+        .unwrap_or(0);
+        if size == 0 || b.len() < eol + 2 + size {
+            break;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + size]);
+        b = &b[(eol + 4 + size).min(b.len())..];
+    }
+    out
+}
+
+#[derive(Subcommand)]
+pub enum ModuleCommand {
+    /// Upload a component: checked against the worlds, precompiled, stored
+    /// under its sha256 as the next version of NAME; prints NAME@VERSION.
+    Push {
+        /// The component (.wasm).
+        file: PathBuf,
+        /// The module's name.
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Every module version.
+    List {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// The versions of one module.
+    Show {
+        /// The module's name.
+        name: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Delete a version (refused while a pipeline runs it).
+    Delete {
+        /// NAME@VERSION.
+        module: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+fn module_line(v: &Value) -> String {
+    let used: Vec<String> = v["used_by"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    format!(
+        "{}  {}  {} bytes  sha256 {}{}",
+        v["module"].as_str().unwrap_or(""),
+        v["world"].as_str().unwrap_or(""),
+        v["size"],
+        v["sha256"].as_str().unwrap_or(""),
+        if used.is_empty() {
+            String::new()
+        } else {
+            format!("  in use by {}", used.join(", "))
+        }
+    )
+}
+
+/// `weir module ...`.
+pub fn module(cmd: ModuleCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        ModuleCommand::Push { file, name, server } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let v = server
+                .client()?
+                .call("POST", &format!("/modules?name={}", esc(&name)), &bytes)
+                .with_context(|| format!("{} was refused", file.display()))?;
+            println!("{}", v["module"].as_str().unwrap_or(""));
+            eprintln!(
+                "{}: {}, {} bytes, checked and precompiled in {:.1} ms",
+                file.display(),
+                v["world"].as_str().unwrap_or(""),
+                v["size"],
+                v["precompile_ms"].as_f64().unwrap_or(0.0)
+            );
+        }
+        ModuleCommand::List { server } => {
+            let v = server.client()?.call("GET", "/modules", b"")?;
+            for m in v.as_array().into_iter().flatten() {
+                println!("{}", module_line(m));
+            }
+        }
+        ModuleCommand::Show { name, server } => {
+            let v = server
+                .client()?
+                .call("GET", &format!("/modules/{}", esc(&name)), b"")?;
+            for m in v.as_array().into_iter().flatten() {
+                println!("{}", module_line(m));
+            }
+        }
+        ModuleCommand::Delete { module, server } => {
+            let Some((name, version)) = module.split_once('@') else {
+                bail!("{module:?}: give NAME@VERSION");
+            };
+            let v = server.client()?.call(
+                "DELETE",
+                &format!("/modules/{}/{}", esc(name), esc(version)),
+                b"",
+            )?;
+            println!("deleted {}", v["deleted"].as_str().unwrap_or(""));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args)]
+pub struct DeployArgs {
+    /// The pipeline file; its steps may name registry modules as
+    /// `module = "NAME@VERSION"` or `"NAME@latest"`.
+    file: PathBuf,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+/// `weir deploy`.
+pub fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let file = std::path::absolute(&args.file).unwrap_or(args.file.clone());
+    let body = json!({"file": file, "text": text});
+    let v = args
+        .server
+        .client()?
+        .call("POST", "/pipelines", body.to_string().as_bytes())?;
+    let steps: Vec<String> = v["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            format!(
+                "{}={}",
+                s["name"].as_str().unwrap_or(""),
+                s["module"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    println!(
+        "deployed {}: {}",
+        v["name"].as_str().unwrap_or(""),
+        steps.join(" ")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Subcommand)]
+pub enum PipelineCommand {
+    /// Every deployed pipeline.
+    List {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Each step's module version, records in/out, dead letters, lag and
+    /// state size.
+    Status {
+        /// The pipeline.
+        name: String,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Stop it (it stays deployed).
+    Stop {
+        /// The pipeline.
+        name: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Start it again.
+    Start {
+        /// The pipeline.
+        name: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Stop it and forget it (its topics and state stay).
+    Delete {
+        /// The pipeline.
+        name: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+fn print_status(v: &Value) {
+    println!(
+        "pipeline {}: {} (application id {})",
+        v["name"].as_str().unwrap_or(""),
+        v["state"].as_str().unwrap_or(""),
+        v["app"].as_str().unwrap_or("-")
+    );
+    if let Some(e) = v["error"].as_str() {
+        println!("  error: {e}");
+    }
+    let outs: Vec<&str> = v["outputs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if let Some(input) = v["input"].as_str() {
+        println!("  input {input}, outputs {}", outs.join(", "));
+    }
+    print_steps(v, "  ");
+    if let Some(r) = v["last_rollback"].as_str() {
+        println!("  last rollback: {r}");
+    }
+    if v["shadow"].is_object() {
+        let s = &v["shadow"];
+        println!(
+            "  shadow: step {} on {} (application id {}, outputs {})",
+            s["step"].as_str().unwrap_or(""),
+            s["module"].as_str().unwrap_or(""),
+            s["app"].as_str().unwrap_or(""),
+            s["outputs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        print_steps(s, "    ");
+    }
+}
+
+fn print_steps(v: &Value, indent: &str) {
+    for s in v["steps"].as_array().into_iter().flatten() {
+        if s.get("records_in").is_none() {
+            println!(
+                "{indent}step {}: module {}",
+                s["name"].as_str().unwrap_or(""),
+                s["module"].as_str().unwrap_or("")
+            );
+            continue;
+        }
+        println!(
+            "{indent}step {}: module {}, in {}, out {}, dead letters {}, lag {}, state {} entries ({} bytes), swaps {} (last: {}, pause {} us)",
+            s["name"].as_str().unwrap_or(""),
+            s["module"].as_str().unwrap_or(""),
+            s["records_in"],
+            s["records_out"],
+            s["dead_letters"],
+            s["lag"],
+            s["state_entries"],
+            s["state_bytes"],
+            s["swaps"],
+            s["last_swap"].as_str().unwrap_or(""),
+            s["last_swap_pause_us"],
+        );
+    }
+}
+
+/// `weir pipeline ...`.
+pub fn pipeline(cmd: PipelineCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        PipelineCommand::List { server } => {
+            let v = server.client()?.call("GET", "/pipelines", b"")?;
+            for p in v.as_array().into_iter().flatten() {
+                let steps: Vec<String> = p["steps"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(s, m)| format!("{s}={}", m.as_str().unwrap_or("")))
+                    .collect();
+                let shadow = match p["shadow"].as_object() {
+                    Some(s) => format!(
+                        "  shadow {}={}",
+                        s["step"].as_str().unwrap_or(""),
+                        s["module"].as_str().unwrap_or("")
+                    ),
+                    None => String::new(),
+                };
+                println!(
+                    "{}  {}  {}{shadow}",
+                    p["name"].as_str().unwrap_or(""),
+                    p["state"].as_str().unwrap_or(""),
+                    steps.join(" ")
+                );
+            }
+        }
+        PipelineCommand::Status { name, json, server } => {
+            let v = server
+                .client()?
+                .call("GET", &format!("/pipelines/{}", esc(&name)), b"")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print_status(&v);
+            }
+        }
+        PipelineCommand::Stop { name, server } => {
+            server
+                .client()?
+                .call("POST", &format!("/pipelines/{}/stop", esc(&name)), b"")?;
+            println!("stopped {name}");
+        }
+        PipelineCommand::Start { name, server } => {
+            server
+                .client()?
+                .call("POST", &format!("/pipelines/{}/start", esc(&name)), b"")?;
+            println!("started {name}");
+        }
+        PipelineCommand::Delete { name, server } => {
+            server
+                .client()?
+                .call("DELETE", &format!("/pipelines/{}", esc(&name)), b"")?;
+            println!("deleted {name}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args)]
+pub struct SwapArgs {
+    /// The pipeline.
+    pipeline: String,
+    /// The step.
+    step: String,
+    /// The module to switch to: NAME@VERSION or NAME@latest.
+    module: String,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+fn print_swap(v: &Value) {
+    println!(
+        "step {} of {}: {} -> {} ({}; pause {} us)",
+        v["step"].as_str().unwrap_or(""),
+        v["pipeline"].as_str().unwrap_or(""),
+        v["from"].as_str().unwrap_or(""),
+        v["to"].as_str().unwrap_or(""),
+        match v["outcome"].as_str() {
+            Some("confirmed") => "its first batch committed",
+            Some("pending") => "no batch yet: a trap in its first batch will still roll it back",
+            _ => "switched",
+        },
+        v["pause_us"]
+    );
+}
+
+/// `weir swap`.
+pub fn swap(args: SwapArgs) -> anyhow::Result<ExitCode> {
+    let v = args.server.client()?.call(
+        "POST",
+        &format!(
+            "/pipelines/{}/steps/{}/swap",
+            esc(&args.pipeline),
+            esc(&args.step)
+        ),
+        json!({"module": args.module}).to_string().as_bytes(),
+    )?;
+    print_swap(&v);
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args)]
+pub struct StepArgs {
+    /// The pipeline.
+    pipeline: String,
+    /// The step.
+    step: String,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+/// `weir rollback`.
+pub fn rollback(args: StepArgs) -> anyhow::Result<ExitCode> {
+    let v = args.server.client()?.call(
+        "POST",
+        &format!(
+            "/pipelines/{}/steps/{}/rollback",
+            esc(&args.pipeline),
+            esc(&args.step)
+        ),
+        b"",
+    )?;
+    print_swap(&v);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `weir shadow`.
+pub fn shadow(args: SwapArgs) -> anyhow::Result<ExitCode> {
+    let v = args.server.client()?.call(
+        "POST",
+        &format!("/pipelines/{}/shadow", esc(&args.pipeline)),
+        json!({"step": args.step, "module": args.module})
+            .to_string()
+            .as_bytes(),
+    )?;
+    let s = &v["shadow"];
+    println!(
+        "shadow of {} started: step {} on {}, application id {}, outputs {}",
+        args.pipeline,
+        args.step,
+        s["module"].as_str().unwrap_or(""),
+        s["app"].as_str().unwrap_or(""),
+        s["outputs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args)]
+pub struct DiffArgs {
+    /// The pipeline.
+    pipeline: String,
+    /// As JSON.
+    #[arg(long)]
+    json: bool,
+    /// How long to wait for the shadow to catch up, in seconds.
+    #[arg(long, default_value_t = 30)]
+    wait: u64,
+    /// Samples of each kind.
+    #[arg(long, default_value_t = 5)]
+    samples: usize,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+fn short(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("{s:?}"),
+        other => other.to_string(),
+    }
+}
+
+/// `weir diff`.
+pub fn diff(args: DiffArgs) -> anyhow::Result<ExitCode> {
+    let v = args.server.client()?.call(
+        "GET",
+        &format!(
+            "/pipelines/{}/diff?wait_ms={}&samples={}",
+            esc(&args.pipeline),
+            args.wait * 1000,
+            args.samples
+        ),
+        b"",
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{} against its shadow (step {} on {})",
+        args.pipeline,
+        v["shadow"]["step"].as_str().unwrap_or(""),
+        v["shadow"]["module"].as_str().unwrap_or("")
+    );
+    for (what, n) in ["equal", "changed", "only_old", "only_new"]
+        .iter()
+        .map(|k| (k, &v[*k]))
+    {
+        println!("{:<9} {n}", what.replace('_', "-"));
+    }
+    let samples = &v["samples"];
+    for s in samples["changed"].as_array().into_iter().flatten() {
+        println!(
+            "changed   {} {}: {} -> {}",
+            s["topic"].as_str().unwrap_or(""),
+            s["key"].as_str().unwrap_or(""),
+            short(&s["old"]),
+            short(&s["new"])
+        );
+    }
+    for s in samples["only_old"].as_array().into_iter().flatten() {
+        println!(
+            "only-old  {} {}: {}",
+            s["topic"].as_str().unwrap_or(""),
+            s["key"].as_str().unwrap_or(""),
+            short(&s["old"])
+        );
+    }
+    for s in samples["only_new"].as_array().into_iter().flatten() {
+        println!(
+            "only-new  {} {}: {}",
+            s["topic"].as_str().unwrap_or(""),
+            s["key"].as_str().unwrap_or(""),
+            short(&s["new"])
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args)]
+pub struct NameArgs {
+    /// The pipeline.
+    pipeline: String,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+/// `weir promote`.
+pub fn promote(args: NameArgs) -> anyhow::Result<ExitCode> {
+    let v = args.server.client()?.call(
+        "POST",
+        &format!("/pipelines/{}/promote", esc(&args.pipeline)),
+        b"",
+    )?;
+    println!(
+        "promoted the shadow of {}: step {} runs {} (application id {})",
+        args.pipeline,
+        v["step"].as_str().unwrap_or(""),
+        v["module"].as_str().unwrap_or(""),
+        v["app"].as_str().unwrap_or("")
+    );
+    for o in v["outputs"].as_array().into_iter().flatten() {
+        println!(
+            "readers of {} now read {}",
+            o["from"].as_str().unwrap_or(""),
+            o["to"].as_str().unwrap_or("")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `weir discard`.
+pub fn discard(args: NameArgs) -> anyhow::Result<ExitCode> {
+    args.server.client()?.call(
+        "POST",
+        &format!("/pipelines/{}/discard", esc(&args.pipeline)),
+        b"",
+    )?;
+    println!("discarded the shadow of {}", args.pipeline);
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args)]
+pub struct LogsArgs {
+    /// The pipeline.
+    pipeline: String,
+    /// Only this step's lines.
+    #[arg(long)]
+    step: Option<String>,
+    /// At most this many (the newest).
+    #[arg(long, default_value_t = 1000)]
+    max: usize,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+/// `weir logs`.
+pub fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
+    let mut path = format!("/pipelines/{}/logs?max={}", esc(&args.pipeline), args.max);
+    if let Some(s) = &args.step {
+        path.push_str(&format!("&step={}", esc(s)));
+    }
+    let v = args.server.client()?.call("GET", &path, b"")?;
+    for l in v.as_array().into_iter().flatten() {
+        println!(
+            "{} {} {}: {}",
+            l["level"].as_str().unwrap_or(""),
+            l["step"].as_str().unwrap_or(""),
+            l["module"].as_str().unwrap_or(""),
+            l["message"].as_str().unwrap_or("")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
