@@ -428,11 +428,36 @@ fn new_project(
     parent.join(name)
 }
 
-/// What the mapper template prints over its sample.
-const TEMPLATE_OUTPUT: &str = r#"
-    {"output":null,"key":"a","value":"HELLO","timestamp":1}
-    {"output":null,"key":"b","value":"WEIR RUNS STREAM FUNCTIONS","timestamp":2}
-"#;
+/// What each template prints over its sample (the mapper upper-cases, the
+/// aggregator sums per key, the processor counts per key), and how many
+/// records its expected.jsonl holds.
+const TEMPLATE_OUTPUTS: [(&str, &str, usize); 3] = [
+    (
+        "mapper",
+        r#"
+        {"output":null,"key":"a","value":"HELLO","timestamp":1}
+        {"output":null,"key":"b","value":"WEIR RUNS STREAM FUNCTIONS","timestamp":2}
+        "#,
+        2,
+    ),
+    (
+        "aggregator",
+        r#"
+        {"key":"a","value":3.5}
+        {"key":"b","value":4.25}
+        "#,
+        2,
+    ),
+    (
+        "processor",
+        r#"
+        {"output":null,"key":"a","value":"a=1","timestamp":1}
+        {"output":null,"key":"b","value":"b=1","timestamp":2}
+        {"output":null,"key":"a","value":"a=2","timestamp":3}
+        "#,
+        3,
+    ),
+];
 
 fn check_world(module: &Path, world: &str) {
     let r = run(weir().arg("check").arg(module));
@@ -451,12 +476,34 @@ fn new_in_every_world(lang: &str, wasm: impl Fn(&Path, &str) -> PathBuf, env: &[
         let project = new_project(dir.path(), &name, lang, world, env);
         let module = wasm(&project, &name);
         check_world(&module, world);
-        if world == "mapper" {
-            let r = weir_test(&module, &project.join("sample.jsonl"));
-            assert!(r.status.success(), "{}", r.stderr);
-            assert_lines(&format!("{lang} template"), &r.stdout, TEMPLATE_OUTPUT);
-            assert_lines(&format!("{lang} template stderr"), &r.stderr, "");
-        }
+        let Some((_, output, n)) = TEMPLATE_OUTPUTS.iter().find(|(w, _, _)| *w == world) else {
+            assert!(!project.join("expected.jsonl").exists(), "{lang} {world}");
+            continue;
+        };
+        let r = weir_test(&module, &project.join("sample.jsonl"));
+        assert!(r.status.success(), "{lang} {world}: {}", r.stderr);
+        assert_lines(&format!("{lang} {world} template"), &r.stdout, output);
+        assert_lines(&format!("{lang} {world} template stderr"), &r.stderr, "");
+        // The run the project's README shows: exit 0 on its expected.jsonl.
+        let r = run(weir().current_dir(&project).arg("test").arg(&module).args([
+            "--input",
+            "sample.jsonl",
+            "--expect",
+            "expected.jsonl",
+        ]));
+        assert_eq!(
+            r.status.code(),
+            Some(0),
+            "{lang} {world}: {}{}",
+            r.stdout,
+            r.stderr
+        );
+        assert_eq!(
+            r.stdout,
+            format!("expected.jsonl: {n} records, as expected\n"),
+            "{lang} {world}"
+        );
+        assert_eq!(r.stderr, "", "{lang} {world}");
     }
 }
 
