@@ -821,3 +821,84 @@ fn the_burst_counter_fires_event_time_timers_across_restarts_in_go_and_c() {
         );
     }
 }
+
+/// The clickstream pipeline (a left table join, then a left windowed stream
+/// join) with `module` in both steps, on the embedded log: what it wrote to
+/// the output and the dead letters, as `weir consume` prints them.
+fn clicks_on_the_log(module: &Path) -> (String, String) {
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    let text = std::fs::read_to_string(root().join("examples/pipelines/clicks.toml")).unwrap();
+    let pipeline = dir.path().join("clicks.toml");
+    std::fs::write(
+        &pipeline,
+        text.replace(
+            "module = \"merge_json.wasm\"",
+            &format!("module = {:?}", module.display().to_string()),
+        ),
+    )
+    .unwrap();
+    let produce = |topic: &str, lines: &[&str]| {
+        weir_ok(&["topic", "create", topic], &data, "");
+        weir_ok(&["produce", topic], &data, &(lines.join("\n") + "\n"));
+    };
+    produce(
+        "profiles",
+        &[
+            r#"{"key": "ann", "value": {"tier": "gold"}, "timestamp": 1000}"#,
+            r#"{"key": "bob", "value": "not json", "timestamp": 1000}"#,
+        ],
+    );
+    produce(
+        "searches",
+        &[
+            r#"{"key": "ann", "value": {"q": "shoes"}, "timestamp": 1500}"#,
+            r#"{"key": "cid", "value": {"q": "hats\n"}, "timestamp": 3500}"#,
+            r#"{"key": "ann", "value": {"q": "late"}, "timestamp": 10000000}"#,
+            r#"{"key": "bob", "value": {"q": "late"}, "timestamp": 10000000}"#,
+        ],
+    );
+    produce(
+        "clicks",
+        &[
+            r#"{"key": "ann", "value": {"page": "/a"}, "timestamp": 2000}"#,
+            r#"{"key": "bob", "value": {"page": "/b"}, "timestamp": 3000}"#,
+            r#"{"key": "cid", "value": {"page": "/c"}, "timestamp": 4000}"#,
+            r#"{"key": "dee", "value": "oops", "timestamp": 5000}"#,
+        ],
+    );
+    let p = pipeline.to_str().unwrap();
+    weir_ok(&["run", p, "--until-caught-up", "-q"], &data, "");
+    let out = weir_ok(
+        &["consume", "enriched-clicks", "--from-beginning"],
+        &data,
+        "",
+    );
+    let dead = weir_ok(
+        &["consume", "clicks-dead-letters", "--from-beginning"],
+        &data,
+        "",
+    );
+    (out, dead)
+}
+
+#[test]
+fn the_merge_json_joiner_joins_on_the_log_in_rust_go_and_c() {
+    // bob's click meets no search; it comes out unmatched once cid's search
+    // (3500) moves the join's stream time past its window.
+    let want_out = r#"
+        {"partition":0,"offset":0,"key":"ann","value":{"page":"/a","profile":{"tier":"gold"},"search":{"q":"shoes"}},"timestamp":2000}
+        {"partition":0,"offset":1,"key":"bob","value":{"page":"/b","profile":"not json","search":null},"timestamp":3000}
+        {"partition":0,"offset":2,"key":"cid","value":{"page":"/c","profile":null,"search":{"q":"hats\n"}},"timestamp":4000}
+    "#;
+    let want_dead = r#"{"partition":0,"offset":0,"key":"dee","value":"oops","headers":{"weir.error":"the left side is not a JSON object","weir.error.kind":"rejected","weir.step":"profile"},"timestamp":5000}"#;
+    for (lang, module) in [
+        ("rust", guest("merge-json")),
+        ("go", lang_guest("go", "merge-json")),
+        ("c", lang_guest("c", "merge-json")),
+    ] {
+        let (out, dead) = clicks_on_the_log(&module);
+        assert_lines(&format!("{lang} joined"), &out, want_out);
+        assert_lines(&format!("{lang} dead letters"), &dead, want_dead);
+    }
+}

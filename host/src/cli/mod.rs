@@ -136,9 +136,10 @@ struct TestArgs {
     /// A setting passed to the function's init, as KEY=VALUE (repeatable).
     #[arg(long = "config", short = 'c', value_name = "KEY=VALUE", value_parser = parse_kv)]
     config: Vec<(String, String)>,
-    /// Records per call into the guest.
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    batch: u32,
+    /// Records per call into the guest [default: 100 for a module, 500 (as
+    /// `weir run`) for a pipeline].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    batch: Option<u32>,
     #[command(flatten)]
     runtime: RuntimeArgs,
 }
@@ -228,7 +229,7 @@ fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
             inputs: &args.input,
             partitions: args.partitions,
             advance_wall_ms: args.advance_wall.unwrap_or(0),
-            batch: args.batch as usize,
+            batch: args.batch.unwrap_or(500) as usize,
             runtime: &args.runtime,
             expect: args.expect.as_deref(),
             ignore_order: args.ignore_order,
@@ -256,7 +257,7 @@ fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
         module: &args.module,
         input: Path::new(input),
         config: &args.config,
-        batch: args.batch as usize,
+        batch: args.batch.unwrap_or(100) as usize,
         runtime: &args.runtime,
         expect: args.expect.as_deref(),
         ignore_order: args.ignore_order,
