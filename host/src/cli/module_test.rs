@@ -15,15 +15,15 @@
 //! Outputs go to stdout as JSON lines, dead letters to stderr; with
 //! `--expect` the outputs are compared instead of printed.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use anyhow::Context;
 use serde_json::{Map, Value};
 
-use weir::backend::txn::NoState;
 use weir::backend::{StateRead, Txn};
 use weir::jsonl;
 use weir::operators::{self, Collector, Ctx, Item};
@@ -235,15 +235,12 @@ fn processor(module: Module, t: &ModuleTest<'_>, sink: &mut Sink) -> anyhow::Res
     let Some(cfg) = pipe.steps.first().cloned() else {
         anyhow::bail!("a one-step pipeline has no step");
     };
-    let mut options = t.runtime.options();
-    if let Some(mb) = cfg.memory_mb {
-        options.memory_limit = mb << 20;
-    }
-    let mut step = Step::new(module, &cfg.name, cfg.config.clone(), &options);
+    let mut step = Step::new(module, &cfg.name, cfg.config.clone(), &t.runtime.options());
     step.start()?;
     let step_name = cfg.name.clone();
     let mut op = operators::build(cfg, Box::new(step));
-    let base: Arc<dyn StateRead> = Arc::new(NoState);
+    let committed = Arc::new(Committed::default());
+    let base: Arc<dyn StateRead> = committed.clone();
     let mut txn = Txn::default();
     let mut stream_time = i64::MIN;
     let mut seq = 0u64;
@@ -292,13 +289,8 @@ fn processor(module: Module, t: &ModuleTest<'_>, sink: &mut Sink) -> anyhow::Res
         for (_, d) in out.dead {
             sink.dead(&d)?;
         }
-        // Nothing is committed under this state: a deletion is an absence.
-        let pending = txn.take();
-        for (k, v) in pending {
-            if let Some(v) = v {
-                txn.put(k, v);
-            }
-        }
+        // Each call's changes are committed, as a task commits a batch.
+        committed.apply(txn.take());
         Ok(())
     };
     let bad_lines = batches(t.input, t.batch.max(1), sink, |records, sink| {
@@ -306,6 +298,46 @@ fn processor(module: Module, t: &ModuleTest<'_>, sink: &mut Sink) -> anyhow::Res
     })?;
     call(None, sink)?;
     Ok(bad_lines)
+}
+
+/// A processor's committed state, in memory.
+#[derive(Default)]
+struct Committed(RwLock<BTreeMap<Vec<u8>, Vec<u8>>>);
+
+impl Committed {
+    fn apply(&self, changes: BTreeMap<Vec<u8>, Option<Vec<u8>>>) {
+        let mut map = self.0.write().unwrap_or_else(|e| e.into_inner());
+        for (k, v) in changes {
+            match v {
+                Some(v) => map.insert(k, v),
+                None => map.remove(&k),
+            };
+        }
+    }
+}
+
+impl StateRead for Committed {
+    fn get(&self, key: &[u8]) -> anyhow::Result<Option<Vec<u8>>> {
+        let map = self.0.read().unwrap_or_else(|e| e.into_inner());
+        Ok(map.get(key).cloned())
+    }
+
+    fn range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        let map = self.0.read().unwrap_or_else(|e| e.into_inner());
+        Ok(map
+            .range(start.to_vec()..end.to_vec())
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
 }
 
 /// The time of the latest event-time timer set, if any.
