@@ -157,19 +157,20 @@ fn follow(guide: &str) -> usize {
 
 #[test]
 fn the_rust_guide_runs_as_written() {
-    // A new project, its template's output, the router built and run over
-    // log lines, and the router in a pipeline.
-    assert_eq!(follow("guide-rust.md"), 3);
+    // A new project, its template's output and its --expect run, the
+    // aggregator's and the processor's --expect runs, the router built and
+    // run over log lines, and the router in a pipeline.
+    assert_eq!(follow("guide-rust.md"), 6);
 }
 
 #[test]
 fn the_js_guide_runs_as_written() {
-    assert_eq!(follow("guide-js.md"), 3);
+    assert_eq!(follow("guide-js.md"), 6);
 }
 
 #[test]
 fn the_python_guide_runs_as_written() {
-    assert_eq!(follow("guide-python.md"), 3);
+    assert_eq!(follow("guide-python.md"), 6);
 }
 
 // ------------------------------------------------------------------ templates
@@ -197,7 +198,7 @@ fn weir_new_prints_commands_that_work_where_they_are_run() {
         &weir_new(d, "my-fn", "rust", &[]),
         "created ./my-fn (a Rust mapper)
          build:  cd ./my-fn && cargo build --release
-         test:   weir test target/wasm32-wasip2/release/my_fn.wasm --input sample.jsonl",
+         test:   weir test target/wasm32-wasip2/release/my_fn.wasm --input sample.jsonl --expect expected.jsonl",
     );
     // Cargo writes under CARGO_TARGET_DIR when it is set.
     assert_lines(
@@ -205,21 +206,21 @@ fn weir_new_prints_commands_that_work_where_they_are_run() {
         &weir_new(d, "other-fn", "rust", &[("CARGO_TARGET_DIR", "/tmp/t")]),
         "created ./other-fn (a Rust mapper)
          build:  cd ./other-fn && cargo build --release
-         test:   weir test /tmp/t/wasm32-wasip2/release/other_fn.wasm --input sample.jsonl",
+         test:   weir test /tmp/t/wasm32-wasip2/release/other_fn.wasm --input sample.jsonl --expect expected.jsonl",
     );
     assert_lines(
         "js",
         &weir_new(d, "js-fn", "js", &[]),
         "created ./js-fn (a JavaScript mapper)
          build:  cd ./js-fn && npm run build
-         test:   weir test js-fn.wasm --input sample.jsonl",
+         test:   weir test js-fn.wasm --input sample.jsonl --expect expected.jsonl",
     );
     assert_lines(
         "python",
         &weir_new(d, "py-fn", "python", &[]),
         "created ./py-fn (a Python mapper)
          build:  cd ./py-fn && bash build.sh
-         test:   weir test py-fn.wasm --input sample.jsonl",
+         test:   weir test py-fn.wasm --input sample.jsonl --expect expected.jsonl",
     );
 }
 

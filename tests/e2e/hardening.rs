@@ -451,6 +451,112 @@ fn a_pipeline_step_that_hoards_state_is_stopped_and_the_host_stays_small() {
     );
 }
 
+/// Outputs alone: a call whose outputs from one small record would be 100
+/// MiB cannot build them inside its 64 MiB (the result list lives in the
+/// guest's memory, so outputs alone never reach the 128 MiB per-call budget,
+/// which counts them): the memory limit stops it, the record is a dead
+/// letter saying so, and the pipeline goes on with the next record.
+#[test]
+fn a_call_that_emits_huge_outputs_from_a_small_input_is_a_dead_letter() {
+    let d = Data::new();
+    d.produce("in", 1, &["a".into(), "flood".into(), "b".into()]);
+    let file = d.dir.path().join("flood.toml");
+    std::fs::write(
+        &file,
+        "name = \"flood\"\ninput = \"in\"\noutput = \"out\"\ndead_letter = \"dlq\"\n\n\
+         [[steps]]\nname = \"flood\"\nkind = \"processor\"\nmodule = \"hoarder.wasm\"\n\
+         stores = [\"hoard\"]\nconfig = { outputs = \"100\", output_mb = \"1\" }\n",
+    )
+    .unwrap();
+    let mut child = d
+        .weir()
+        .arg("run")
+        .arg(&file)
+        .args(["--until-caught-up", "--quiet", "--memory-mb", "64"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut peak = 0;
+    let bound = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < bound, "weir run did not finish");
+        peak = peak.max(peak_rss_kib(child.id()).unwrap_or(0));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(values(&d.consume("out")), ["a", "b"]);
+    let dead = d.consume("dlq");
+    assert_eq!(values(&dead), ["flood"]);
+    assert_eq!(
+        dead[0]["headers"],
+        json!({"weir.error": "memory limit exceeded: the guest tried to grow its memory past 64 MiB",
+            "weir.error.kind": "trapped", "weir.step": "flood",
+            "weir.topic": "in", "weir.partition": "0", "weir.offset": "1"})
+    );
+    assert!(peak < 400 * 1024, "peak RSS {peak} KiB");
+}
+
+/// What a call returns counts toward its budget: 60 MiB of state puts and
+/// an output of 1 MiB pass under the 64 MiB budget of a 32 MiB guest; the
+/// same puts and an output of 6 MiB do not, and the record is a dead letter
+/// naming the limit.
+#[test]
+fn outputs_count_toward_what_a_call_may_hand_the_host() {
+    let dir = tempdir();
+    let input = input_file(dir.path(), &["a", "hoard", "b"]);
+    let test = |output_mb: &str| {
+        run(weir()
+            .arg("test")
+            .arg(guest("hoarder"))
+            .arg("--input")
+            .arg(&input)
+            .args(["--memory-mb", "32", "--config", "value_mb=4"])
+            .args(["--config", "values=15", "--config"])
+            .arg(format!("output_mb={output_mb}")))
+    };
+    let r = test("1");
+    assert!(r.status.success(), "{}", r.stderr);
+    let outputs: Vec<(Value, usize)> = r
+        .stdout
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (v["key"].clone(), v["value"].as_str().unwrap().len())
+        })
+        .collect();
+    assert_eq!(
+        outputs,
+        [
+            (json!("k1"), 1),
+            (json!("k2"), 5),
+            (Value::Null, 1 << 20),
+            (json!("k3"), 1)
+        ]
+    );
+    assert_eq!(r.stderr, "");
+    let r = test("6");
+    assert!(r.status.success(), "{}", r.stderr);
+    assert_lines(
+        "stdout",
+        &r.stdout,
+        r#"
+        {"output":null,"key":"k1","value":"a","timestamp":0}
+        {"output":null,"key":"k3","value":"b","timestamp":0}
+        "#,
+    );
+    assert_lines(
+        "stderr",
+        &r.stderr,
+        r#"{"offset":1,"key":"k2","value":"hoard","headers":{"weir.error":"host memory limit per call exceeded: the call handed the host more than 64 MiB through state puts, log lines and outputs (2 times the guest's memory limit, which --memory-mb or the step's `memory_mb` sets)","weir.error.kind":"trapped"},"timestamp":0}"#,
+    );
+}
+
 // 5. Logs are bounded.
 
 #[test]

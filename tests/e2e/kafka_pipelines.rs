@@ -552,8 +552,20 @@ fn a_broker_restarted_mid_run_is_survived_with_nothing_lost() {
     let counts = format!("counts-{s}");
     k.topic(&lines_topic, 2);
     k.produce(&lines_topic, &first);
-    let mut instance = start(&k, &wc);
-    let deadline = Instant::now() + Duration::from_secs(180);
+    // Its log tells what happened if the test fails.
+    let log_path = files.path().join("weir.log");
+    let mut instance = k
+        .weir()
+        .env("WEIR_LOG", "warn,weir::kafka=info")
+        .arg("run")
+        .arg(&wc)
+        .args(["--quiet", "--batch", "50"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(300);
     let out_now = |k: &Place| {
         if run(k.weir().args(["topic", "describe", &counts]))
             .status
@@ -565,7 +577,11 @@ fn a_broker_restarted_mid_run_is_survived_with_nothing_lost() {
         }
     };
     while out_now(&k).is_empty() {
-        assert!(Instant::now() < deadline, "no counts before the restart");
+        assert!(
+            Instant::now() < deadline,
+            "no counts before the restart; weir run said:\n{}",
+            log()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     broker.restart();
@@ -575,11 +591,13 @@ fn a_broker_restarted_mid_run_is_survived_with_nothing_lost() {
     let got = loop {
         assert!(
             Instant::now() < deadline,
-            "the counts did not reach the model"
+            "the counts did not reach the model; weir run said:\n{}",
+            log()
         );
         assert!(
             instance.try_wait().unwrap().is_none(),
-            "weir run stopped when the broker restarted"
+            "weir run stopped when the broker restarted; it said:\n{}",
+            log()
         );
         let out = out_now(&k);
         if latest(&out) == want {

@@ -428,11 +428,36 @@ fn new_project(
     parent.join(name)
 }
 
-/// What the mapper template prints over its sample.
-const TEMPLATE_OUTPUT: &str = r#"
-    {"output":null,"key":"a","value":"HELLO","timestamp":1}
-    {"output":null,"key":"b","value":"WEIR RUNS STREAM FUNCTIONS","timestamp":2}
-"#;
+/// What each template prints over its sample (the mapper upper-cases, the
+/// aggregator sums per key, the processor counts per key), and how many
+/// records its expected.jsonl holds.
+const TEMPLATE_OUTPUTS: [(&str, &str, usize); 3] = [
+    (
+        "mapper",
+        r#"
+        {"output":null,"key":"a","value":"HELLO","timestamp":1}
+        {"output":null,"key":"b","value":"WEIR RUNS STREAM FUNCTIONS","timestamp":2}
+        "#,
+        2,
+    ),
+    (
+        "aggregator",
+        r#"
+        {"key":"a","value":3.5}
+        {"key":"b","value":4.25}
+        "#,
+        2,
+    ),
+    (
+        "processor",
+        r#"
+        {"output":null,"key":"a","value":"a=1","timestamp":1}
+        {"output":null,"key":"b","value":"b=1","timestamp":2}
+        {"output":null,"key":"a","value":"a=2","timestamp":3}
+        "#,
+        3,
+    ),
+];
 
 fn check_world(module: &Path, world: &str) {
     let r = run(weir().arg("check").arg(module));
@@ -451,12 +476,34 @@ fn new_in_every_world(lang: &str, wasm: impl Fn(&Path, &str) -> PathBuf, env: &[
         let project = new_project(dir.path(), &name, lang, world, env);
         let module = wasm(&project, &name);
         check_world(&module, world);
-        if world == "mapper" {
-            let r = weir_test(&module, &project.join("sample.jsonl"));
-            assert!(r.status.success(), "{}", r.stderr);
-            assert_lines(&format!("{lang} template"), &r.stdout, TEMPLATE_OUTPUT);
-            assert_lines(&format!("{lang} template stderr"), &r.stderr, "");
-        }
+        let Some((_, output, n)) = TEMPLATE_OUTPUTS.iter().find(|(w, _, _)| *w == world) else {
+            assert!(!project.join("expected.jsonl").exists(), "{lang} {world}");
+            continue;
+        };
+        let r = weir_test(&module, &project.join("sample.jsonl"));
+        assert!(r.status.success(), "{lang} {world}: {}", r.stderr);
+        assert_lines(&format!("{lang} {world} template"), &r.stdout, output);
+        assert_lines(&format!("{lang} {world} template stderr"), &r.stderr, "");
+        // The run the project's README shows: exit 0 on its expected.jsonl.
+        let r = run(weir().current_dir(&project).arg("test").arg(&module).args([
+            "--input",
+            "sample.jsonl",
+            "--expect",
+            "expected.jsonl",
+        ]));
+        assert_eq!(
+            r.status.code(),
+            Some(0),
+            "{lang} {world}: {}{}",
+            r.stdout,
+            r.stderr
+        );
+        assert_eq!(
+            r.stdout,
+            format!("expected.jsonl: {n} records, as expected\n"),
+            "{lang} {world}"
+        );
+        assert_eq!(r.stderr, "", "{lang} {world}");
     }
 }
 
@@ -772,5 +819,86 @@ fn the_burst_counter_fires_event_time_timers_across_restarts_in_go_and_c() {
             state, "{\"store\":\"counts\",\"key\":\"c\",\"value\":1}\n",
             "{lang}"
         );
+    }
+}
+
+/// The clickstream pipeline (a left table join, then a left windowed stream
+/// join) with `module` in both steps, on the embedded log: what it wrote to
+/// the output and the dead letters, as `weir consume` prints them.
+fn clicks_on_the_log(module: &Path) -> (String, String) {
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    let text = std::fs::read_to_string(root().join("examples/pipelines/clicks.toml")).unwrap();
+    let pipeline = dir.path().join("clicks.toml");
+    std::fs::write(
+        &pipeline,
+        text.replace(
+            "module = \"merge_json.wasm\"",
+            &format!("module = {:?}", module.display().to_string()),
+        ),
+    )
+    .unwrap();
+    let produce = |topic: &str, lines: &[&str]| {
+        weir_ok(&["topic", "create", topic], &data, "");
+        weir_ok(&["produce", topic], &data, &(lines.join("\n") + "\n"));
+    };
+    produce(
+        "profiles",
+        &[
+            r#"{"key": "ann", "value": {"tier": "gold"}, "timestamp": 1000}"#,
+            r#"{"key": "bob", "value": "not json", "timestamp": 1000}"#,
+        ],
+    );
+    produce(
+        "searches",
+        &[
+            r#"{"key": "ann", "value": {"q": "shoes"}, "timestamp": 1500}"#,
+            r#"{"key": "cid", "value": {"q": "hats\n"}, "timestamp": 3500}"#,
+            r#"{"key": "ann", "value": {"q": "late"}, "timestamp": 10000000}"#,
+            r#"{"key": "bob", "value": {"q": "late"}, "timestamp": 10000000}"#,
+        ],
+    );
+    produce(
+        "clicks",
+        &[
+            r#"{"key": "ann", "value": {"page": "/a"}, "timestamp": 2000}"#,
+            r#"{"key": "bob", "value": {"page": "/b"}, "timestamp": 3000}"#,
+            r#"{"key": "cid", "value": {"page": "/c"}, "timestamp": 4000}"#,
+            r#"{"key": "dee", "value": "oops", "timestamp": 5000}"#,
+        ],
+    );
+    let p = pipeline.to_str().unwrap();
+    weir_ok(&["run", p, "--until-caught-up", "-q"], &data, "");
+    let out = weir_ok(
+        &["consume", "enriched-clicks", "--from-beginning"],
+        &data,
+        "",
+    );
+    let dead = weir_ok(
+        &["consume", "clicks-dead-letters", "--from-beginning"],
+        &data,
+        "",
+    );
+    (out, dead)
+}
+
+#[test]
+fn the_merge_json_joiner_joins_on_the_log_in_rust_go_and_c() {
+    // bob's click meets no search; it comes out unmatched once cid's search
+    // (3500) moves the join's stream time past its window.
+    let want_out = r#"
+        {"partition":0,"offset":0,"key":"ann","value":{"page":"/a","profile":{"tier":"gold"},"search":{"q":"shoes"}},"timestamp":2000}
+        {"partition":0,"offset":1,"key":"bob","value":{"page":"/b","profile":"not json","search":null},"timestamp":3000}
+        {"partition":0,"offset":2,"key":"cid","value":{"page":"/c","profile":null,"search":{"q":"hats\n"}},"timestamp":4000}
+    "#;
+    let want_dead = r#"{"partition":0,"offset":0,"key":"dee","value":"oops","headers":{"weir.error":"the left side is not a JSON object","weir.error.kind":"rejected","weir.step":"profile","weir.topic":"clicks","weir.partition":"0","weir.offset":"3"},"timestamp":5000}"#;
+    for (lang, module) in [
+        ("rust", guest("merge-json")),
+        ("go", lang_guest("go", "merge-json")),
+        ("c", lang_guest("c", "merge-json")),
+    ] {
+        let (out, dead) = clicks_on_the_log(&module);
+        assert_lines(&format!("{lang} joined"), &out, want_out);
+        assert_lines(&format!("{lang} dead letters"), &dead, want_dead);
     }
 }

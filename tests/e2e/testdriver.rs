@@ -455,7 +455,7 @@ fn a_mistake_in_the_expected_file_names_its_line() {
     assert_eq!(
         r.stderr.trim(),
         format!(
-            "error: {}:2: unknown field `vaule`; an expected record has some of the fields topic, partition, offset, key, key_b64, value, value_b64, headers, timestamp",
+            "error: {}:2: unknown field `vaule`; an expected record has some of the fields topic, partition, offset, output, key, key_b64, value, value_b64, headers, timestamp",
             bad.display()
         )
     );
@@ -608,17 +608,15 @@ fn an_aggregator_module_folds_each_keys_records_and_prints_its_value_at_the_end(
 #[test]
 fn pipeline_options_given_to_a_module_test_are_refused() {
     let module = guest("uppercase");
-    let r = run(weir().arg("test").arg(&module).args([
-        "--input",
-        "in.jsonl",
-        "--expect",
-        "expected.jsonl",
-    ]));
+    let r = run(weir()
+        .arg("test")
+        .arg(&module)
+        .args(["--input", "in.jsonl", "--state"]));
     assert_eq!(r.status.code(), Some(1));
     assert_eq!(
         r.stderr.trim(),
         format!(
-            "error: --expect is for pipeline tests (weir test PIPELINE.toml --input TOPIC=FILE.jsonl ...); {} is a module",
+            "error: --state is for pipeline tests (weir test PIPELINE.toml --input TOPIC=FILE.jsonl ...); {} is a module",
             module.display()
         )
     );
@@ -630,5 +628,181 @@ fn pipeline_options_given_to_a_module_test_are_refused() {
     assert_eq!(
         r.stderr.trim(),
         "error: --input \"lines.jsonl\": a pipeline test takes --input TOPIC=FILE.jsonl (for example --input lines=input.jsonl)"
+    );
+}
+
+/// `weir test PROCESSOR.wasm` over `lines` with `--batch batch`: its
+/// outputs without the `"output"` field, which is null for all of them.
+fn processor_module_run(module: &Path, lines: &[String], batch: &str) -> Vec<Value> {
+    let dir = tempdir();
+    let input = dir.path().join("events.jsonl");
+    write_lines(&input, lines);
+    let r = run(weir()
+        .arg("test")
+        .arg(module)
+        .arg("--input")
+        .arg(&input)
+        .args(["--batch", batch]));
+    assert!(r.status.success(), "{}", r.stderr);
+    assert_eq!(r.stderr, "");
+    r.stdout
+        .lines()
+        .map(|l| {
+            let mut v: Value = serde_json::from_str(l).unwrap();
+            let o = v.as_object_mut().unwrap();
+            assert_eq!(o.remove("output"), Some(Value::Null), "{l}");
+            v
+        })
+        .collect()
+}
+
+/// A pipeline test's outputs as a module test prints them: no topic,
+/// partition or offset.
+fn without_position(recs: Vec<Value>) -> Vec<Value> {
+    recs.into_iter()
+        .map(|mut v| {
+            let o = v.as_object_mut().unwrap();
+            for f in ["topic", "partition", "offset"] {
+                o.remove(f);
+            }
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn a_processor_module_fires_its_timers_as_a_one_step_pipeline_does_and_at_the_end() {
+    let module = guest("burst-count");
+    // The documented example: c at 12000 passes a's timer (11000); b's
+    // (13000) and c's (22000) fire at the end of the input.
+    let lines = events(&[("a", 1000), ("a", 2000), ("b", 3000), ("c", 12000)]);
+    let dir = tempdir();
+    let input = dir.path().join("events.jsonl");
+    write_lines(&input, &lines);
+    let r = run(weir().arg("test").arg(&module).arg("--input").arg(&input));
+    assert!(r.status.success(), "{}", r.stderr);
+    assert_lines(
+        "burst count",
+        &r.stdout,
+        r#"
+        {"output":null,"key":"a","value":2,"timestamp":11000}
+        {"output":null,"key":"b","value":1,"timestamp":13000}
+        {"output":null,"key":"c","value":1,"timestamp":22000}
+        "#,
+    );
+
+    // Out-of-order events over many keys: up to the end of the input, what
+    // bursts.toml gives in memory; the rest is what the pipeline gives once
+    // a record far later (of another key) moves its stream time past every
+    // timer.
+    let mut x = 11;
+    let mut lines = Vec::new();
+    for i in 0..300i64 {
+        let key = format!("k{}", lcg(&mut x) % 9);
+        let ts = i * 700 + (lcg(&mut x) % 5000) as i64;
+        lines.push(json!({"key": key, "value": "x", "timestamp": ts}).to_string());
+    }
+    let mut later = lines.clone();
+    later.push(json!({"key": "zz", "value": "x", "timestamp": 1_000_000_000}).to_string());
+    let file = pipeline("bursts.toml");
+    for batch in ["1", "7", "100"] {
+        let module_out = processor_module_run(&module, &lines, batch);
+        let until_end = without_position(memory_run(&file, 1, &[("events", &lines)], batch));
+        let flushed = without_position(memory_run(&file, 1, &[("events", &later)], batch));
+        assert!(until_end.len() > 20, "batch {batch}: {until_end:?}");
+        // With 100 records a batch, the last batch spans more than 10 s and
+        // every timer fires after it; smaller batches leave some to the end.
+        if batch != "100" {
+            assert!(flushed.len() > until_end.len(), "batch {batch}");
+        }
+        assert_eq!(
+            module_out[..until_end.len()],
+            until_end[..],
+            "batch {batch}"
+        );
+        assert_eq!(module_out, flushed, "batch {batch}");
+    }
+}
+
+#[test]
+fn expect_compares_a_modules_outputs() {
+    let dir = tempdir();
+    let input = dir.path().join("events.jsonl");
+    write_lines(
+        &input,
+        &events(&[("a", 1000), ("a", 2000), ("b", 3000), ("c", 12000)]),
+    );
+    let good = dir.path().join("good.jsonl");
+    write_lines(
+        &good,
+        &[
+            r#"{"output": null, "key": "a", "value": 2, "timestamp": 11000}"#.into(),
+            r#"{"key": "b", "value": 1}"#.into(),
+            r#"{"key": "c", "value": 1, "timestamp": 22000}"#.into(),
+        ],
+    );
+    let test = |expect: &Path, extra: &[&str]| {
+        run(weir()
+            .arg("test")
+            .arg(guest("burst-count"))
+            .arg("--input")
+            .arg(&input)
+            .arg("--expect")
+            .arg(expect)
+            .args(extra))
+    };
+    let r = test(&good, &[]);
+    assert_eq!(r.status.code(), Some(0), "{}", r.stderr);
+    assert_eq!(
+        r.stdout,
+        format!("{}: 3 records, as expected\n", good.display())
+    );
+    let wrong = dir.path().join("wrong.jsonl");
+    write_lines(
+        &wrong,
+        &[
+            r#"{"key": "b", "value": 1}"#.into(),
+            r#"{"key": "a", "value": 3}"#.into(),
+            r#"{"output": "alerts", "key": "c", "value": 1}"#.into(),
+        ],
+    );
+    let w = wrong.display().to_string();
+    let r = test(&wrong, &[]);
+    assert_eq!(r.status.code(), Some(1), "{}", r.stderr);
+    assert_eq!(
+        r.stdout,
+        format!(
+            r#"{w}:2: changed: {{"key": "a", "value": 3}}
+    value: expected 3, got 2
+{w}:3: missing: {{"output": "alerts", "key": "c", "value": 1}}
+unexpected: {{"output":null,"key":"c","value":1,"timestamp":22000}}
+{w}: 1 missing, 1 unexpected, 1 changed, 0 out of order (3 expected, 3 output)
+"#
+        )
+    );
+    // The aggregator's per-key values, as JSON.
+    let counts = dir.path().join("counts.jsonl");
+    write_lines(
+        &counts,
+        &[
+            r#"{"key": "a", "value": 2}"#.into(),
+            r#"{"key": "b", "value": 1}"#.into(),
+            r#"{"key": "c", "value": 1}"#.into(),
+        ],
+    );
+    let r = run(weir()
+        .arg("test")
+        .arg(guest("count"))
+        .arg("--input")
+        .arg(&input)
+        .arg("--expect")
+        .arg(&counts)
+        .arg("--json"));
+    assert_eq!(r.status.code(), Some(0), "{}", r.stderr);
+    assert_eq!(
+        r.stdout.trim(),
+        json!({"expect": counts.display().to_string(), "equal": true, "missing": 0,
+            "unexpected": 0, "changed": 0, "out_of_order": 0, "expected": 3, "output": 3})
+        .to_string()
     );
 }

@@ -1,7 +1,8 @@
 //! `weir test --expect FILE.jsonl`: the outputs compared with expected
 //! records. An expected line names the fields it cares about (`topic`,
-//! `partition`, `offset`, `key` or `key_b64`, `value` or `value_b64`,
-//! `headers`, `timestamp`); the fields it leaves out are not compared.
+//! `partition`, `offset` for a pipeline, `output` for a module's named
+//! output, `key` or `key_b64`, `value` or `value_b64`, `headers`,
+//! `timestamp`); the fields it leaves out are not compared.
 //! Keys and values are compared as `weir test` prints them, so `"value": 2`
 //! matches the bytes `2` and `{"a":1}` matches `{"a": 1}`.
 
@@ -21,8 +22,9 @@ pub struct Expected {
     text: String,
 }
 
-const NAMES: [&str; 7] = [
+const NAMES: [&str; 8] = [
     "topic",
+    "output",
     "partition",
     "offset",
     "key",
@@ -47,7 +49,7 @@ pub fn read(path: &Path) -> anyhow::Result<Vec<Expected>> {
         let v: Value = serde_json::from_str(&line).map_err(|e| at(format!("not JSON: {e}")))?;
         let Value::Object(obj) = v else {
             return Err(at(
-                "expected a JSON object with some of the fields topic, partition, offset, key, value, headers, timestamp".into(),
+                "expected a JSON object with some of the fields topic, partition, offset, output, key, value, headers, timestamp".into(),
             ));
         };
         // Keys, values and headers through the record format, so that they
@@ -61,6 +63,14 @@ pub fn read(path: &Path) -> anyhow::Result<Vec<Expected>> {
                         return Err(at("`topic` must be a string".into()));
                     };
                     fields.push(("topic", val.clone()));
+                }
+                "output" => {
+                    if !(val.is_string() || val.is_null()) {
+                        return Err(at(
+                            "`output` must be a string (a named output) or null (the default output)".into(),
+                        ));
+                    }
+                    fields.push(("output", val.clone()));
                 }
                 "partition" | "offset" => {
                     if !val.is_u64() {
@@ -80,7 +90,7 @@ pub fn read(path: &Path) -> anyhow::Result<Vec<Expected>> {
                 }
                 other => {
                     return Err(at(format!(
-                        "unknown field `{other}`; an expected record has some of the fields topic, partition, offset, key, key_b64, value, value_b64, headers, timestamp"
+                        "unknown field `{other}`; an expected record has some of the fields topic, partition, offset, output, key, key_b64, value, value_b64, headers, timestamp"
                     )));
                 }
             }
@@ -187,9 +197,14 @@ pub fn compare(
     };
     for ei in unmatched {
         let e = &expected[ei];
-        // A changed record: an unused output of the same topic and key.
-        let paired = (0..actual.len())
-            .find(|&i| !used[i] && same(e, &actual[i], "topic") && same(e, &actual[i], "key"));
+        // A changed record: an unused output of the same topic (or named
+        // output) and key.
+        let paired = (0..actual.len()).find(|&i| {
+            !used[i]
+                && same(e, &actual[i], "topic")
+                && same(e, &actual[i], "output")
+                && same(e, &actual[i], "key")
+        });
         match paired {
             Some(i) => {
                 used[i] = true;

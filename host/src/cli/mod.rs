@@ -1,18 +1,13 @@
 //! The command line: clap definitions and one small function per command.
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
-use weir::jsonl;
-use weir::operators::processor::ProcessorState;
-use weir::record::{DeadLetter, Output, Packed};
-use weir::runtime::guest::{Emitted, process_batch};
-use weir::runtime::{GuestState, Runtime, RuntimeOptions, Step, StepError, World};
+use weir::runtime::{Runtime, RuntimeOptions};
 
 mod bench;
 mod daemon;
@@ -20,6 +15,7 @@ mod daemon_cmds;
 mod demo;
 mod expect;
 mod log_cmds;
+mod module_test;
 mod new;
 mod run_cmd;
 mod state_cmds;
@@ -38,9 +34,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a mapper over a JSON-lines file of records (outputs to stdout,
-    /// dead letters to stderr), or a whole pipeline file in memory
-    /// (`weir test PIPELINE.toml --input TOPIC=FILE.jsonl`).
+    /// Run a function (mapper, processor or aggregator) over a JSON-lines
+    /// file of records (outputs to stdout, dead letters to stderr), or a
+    /// whole pipeline file in memory (`weir test PIPELINE.toml --input
+    /// TOPIC=FILE.jsonl`); with --expect, compare the outputs with a file.
     Test(TestArgs),
     /// Check a module: its world, exports, imports and size.
     Check(CheckArgs),
@@ -150,9 +147,9 @@ struct TestArgs {
     /// (e.g. 10s, 500ms, 2m) once the input is consumed; timers then fire.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
     advance_wall: Option<i64>,
-    /// Pipeline tests: compare the outputs with these records (JSON lines
-    /// with some of topic, key, value, headers, timestamp); exit 1 with the
-    /// differences when they differ.
+    /// Compare the outputs with these records (JSON lines with some of
+    /// topic (pipelines) or output (modules), key, value, headers,
+    /// timestamp); exit 1 with the differences when they differ.
     #[arg(long, value_name = "FILE.jsonl")]
     expect: Option<PathBuf>,
     /// With --expect: compare as multisets, in any order.
@@ -162,16 +159,17 @@ struct TestArgs {
     /// (key, window, value; a processor's stores by name).
     #[arg(long)]
     state: bool,
-    /// Pipeline tests: every part of the output as JSON lines (state
-    /// entries with their "step", differences and a summary object).
+    /// Every part of the output as JSON lines (state entries with their
+    /// "step", differences and a summary object).
     #[arg(long)]
     json: bool,
     /// A setting passed to the function's init, as KEY=VALUE (repeatable).
     #[arg(long = "config", short = 'c', value_name = "KEY=VALUE", value_parser = parse_kv)]
     config: Vec<(String, String)>,
-    /// Records per call into the guest.
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    batch: u32,
+    /// Records per call into the guest [default: 100 for a module, 500 (as
+    /// `weir run`) for a pipeline].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    batch: Option<u32>,
     #[command(flatten)]
     runtime: RuntimeArgs,
 }
@@ -277,7 +275,7 @@ fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
             inputs: &args.input,
             partitions: args.partitions,
             advance_wall_ms: args.advance_wall.unwrap_or(0),
-            batch: args.batch as usize,
+            batch: args.batch.unwrap_or(500) as usize,
             runtime: &args.runtime,
             expect: args.expect.as_deref(),
             ignore_order: args.ignore_order,
@@ -288,9 +286,7 @@ fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
     let pipeline_only = [
         ("--partitions", args.partitions != 1),
         ("--advance-wall", args.advance_wall.is_some()),
-        ("--expect", args.expect.is_some()),
         ("--state", args.state),
-        ("--json", args.json),
     ];
     if let Some((flag, _)) = pipeline_only.iter().find(|(_, given)| *given) {
         anyhow::bail!(
@@ -303,112 +299,16 @@ fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
             "a module test takes one --input FILE.jsonl; to feed several topics, test a pipeline file (weir test PIPELINE.toml --input TOPIC=FILE.jsonl ...)"
         );
     };
-    let input = PathBuf::from(input);
-    let options = args.runtime.options();
-    let runtime = Runtime::new(options.clone())?;
-    require_module(&args.module)?;
-    let module = runtime.load_file(&args.module)?;
-    let world = module.world();
-    if world == World::Aggregator {
-        return testdriver::run_aggregator(
-            &args.module,
-            &input,
-            &args.config,
-            args.batch as usize,
-            &args.runtime,
-        );
-    }
-    if world == World::Joiner {
-        return Err(testdriver::joiner_alone(&args.module));
-    }
-    if !matches!(world, World::Mapper | World::Processor) {
-        return Err(StepError::WrongWorld {
-            module: module.name().to_string(),
-            world,
-            what: "does not map records one by one; run it in a pipeline (`weir run`)".into(),
-        }
-        .into());
-    }
-    let mut step = Step::new(module, "test", args.config.clone(), &options);
-    step.start()?;
-    // A processor keeps its state in memory for the run.
-    let mut state: Option<Box<dyn GuestState>> = (world == World::Processor)
-        .then(|| Box::new(ProcessorState::detached("test", Default::default())) as _);
-
-    let file = std::fs::File::open(&input)
-        .with_context(|| format!("cannot open the input file {}", input.display()))?;
-    let stdout = std::io::stdout();
-    let stderr = std::io::stderr();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    let mut bad_lines = 0usize;
-    // Offsets are 0-based positions among the records, as in a topic
-    // partition that `weir produce` filled from the same file (blank and
-    // malformed lines take none); messages about a line name its number.
-    let mut offset = 0i64;
-    let mut batch = Vec::with_capacity(args.batch as usize);
-    let mut flush =
-        |batch: &mut Vec<weir::record::Record>, out: &mut dyn Write| -> anyhow::Result<()> {
-            let packed: Vec<Packed> = batch.iter().map(Packed::from_record).collect();
-            let (outcomes, s) = process_batch(&mut step, &packed, state.take())?;
-            state = s;
-            for (i, outcome) in outcomes {
-                match outcome {
-                    Emitted::Output(to, rec) => {
-                        let o = Output {
-                            to,
-                            record: rec.to_record(),
-                        };
-                        writeln!(out, "{}", jsonl::output_line(&o))?
-                    }
-                    Emitted::Failed(failure) => {
-                        let d = DeadLetter {
-                            record: batch[i].clone(),
-                            failure,
-                        };
-                        out.flush()?;
-                        writeln!(stderr.lock(), "{}", jsonl::dead_letter_line(&d))?;
-                    }
-                }
-            }
-            batch.clear();
-            Ok(())
-        };
-    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let number = n + 1;
-        let line =
-            line.with_context(|| format!("cannot read {} at line {number}", input.display()))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        match jsonl::parse_record(&line, offset) {
-            Ok(r) => {
-                batch.push(r);
-                offset += 1;
-            }
-            Err(e) => {
-                // Keep the order of what is printed: flush what came before.
-                flush(&mut batch, &mut out)?;
-                out.flush()?;
-                bad_lines += 1;
-                eprintln!("error: {}:{number}: {e}", input.display());
-            }
-        }
-        if batch.len() == args.batch as usize {
-            flush(&mut batch, &mut out)?;
-        }
-    }
-    flush(&mut batch, &mut out)?;
-    out.flush()?;
-    if bad_lines > 0 {
-        eprintln!(
-            "error: {} malformed line{} in {} (the other records were processed)",
-            bad_lines,
-            if bad_lines == 1 { "" } else { "s" },
-            input.display()
-        );
-        return Ok(ExitCode::FAILURE);
-    }
-    Ok(ExitCode::SUCCESS)
+    module_test::run(module_test::ModuleTest {
+        module: &args.module,
+        input: Path::new(input),
+        config: &args.config,
+        batch: args.batch.unwrap_or(100) as usize,
+        runtime: &args.runtime,
+        expect: args.expect.as_deref(),
+        ignore_order: args.ignore_order,
+        json: args.json,
+    })
 }
 
 fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {

@@ -94,6 +94,25 @@ fn repo() -> PathBuf {
 
 const SAMPLE: &str = include_str!("../../templates/sample.jsonl");
 const SAMPLE_AGGREGATOR: &str = include_str!("../../templates/sample-aggregator.jsonl");
+const SAMPLE_PROCESSOR: &str = include_str!("../../templates/sample-processor.jsonl");
+
+/// A world's sample input, and what `weir test --expect` compares the
+/// template's outputs over it with (none for a joiner, which needs a
+/// pipeline file).
+fn sample(world: WorldArg) -> (&'static str, Option<&'static str>) {
+    match world {
+        WorldArg::Mapper => (SAMPLE, Some(include_str!("../../templates/expected.jsonl"))),
+        WorldArg::Aggregator => (
+            SAMPLE_AGGREGATOR,
+            Some(include_str!("../../templates/expected-aggregator.jsonl")),
+        ),
+        WorldArg::Processor => (
+            SAMPLE_PROCESSOR,
+            Some(include_str!("../../templates/expected-processor.jsonl")),
+        ),
+        WorldArg::Joiner => (SAMPLE, None),
+    }
+}
 
 fn function_template(lang: Lang, world: WorldArg) -> &'static str {
     match (lang, world) {
@@ -162,12 +181,11 @@ fn project(name: &str, lang: Lang, world: WorldArg, repo: &Path) -> Project {
         ("world", world.name()),
     ];
     let function = render(function_template(lang, world), &vars);
-    let sample = if world == WorldArg::Aggregator {
-        SAMPLE_AGGREGATOR
-    } else {
-        SAMPLE
-    };
+    let (sample, expected) = sample(world);
     let mut files = vec![("sample.jsonl".to_string(), sample.to_string())];
+    if let Some(expected) = expected {
+        files.push(("expected.jsonl".to_string(), expected.to_string()));
+    }
     let (build, wasm) = match lang {
         Lang::Rust => {
             files.push((
@@ -237,10 +255,10 @@ fn project(name: &str, lang: Lang, world: WorldArg, repo: &Path) -> Project {
             )
         }
     };
-    let test = if world == WorldArg::Mapper {
-        format!("weir test {wasm} --input sample.jsonl")
+    let test = if expected.is_some() {
+        format!("weir test {wasm} --input sample.jsonl --expect expected.jsonl")
     } else {
-        // Only mappers run under `weir test`; the others run in pipelines.
+        // A joiner joins two inputs: it is tested in a pipeline file.
         format!("weir check {wasm}")
     };
     let lang_name = lang.name();
@@ -248,8 +266,13 @@ fn project(name: &str, lang: Lang, world: WorldArg, repo: &Path) -> Project {
     files.push((
         "README.md".into(),
         format!(
-            "# {name}\n\nA Weir {world} in {lang_name}. Edit the function (the comment above it says what to change), then:\n\n```sh\n{build}\n{test}\n```\n\nSee {guide} in the Weir repository ({docs}).\n",
+            "# {name}\n\nA Weir {world} in {lang_name}. Edit the function (the comment above it says what to change), then:\n\n```sh\n{build}\n{test}\n```\n{expect}\nSee {guide} in the Weir repository ({docs}).\n",
             world = world.name(),
+            expect = if expected.is_some() {
+                "\n`weir test` runs the function over `sample.jsonl` and compares its outputs with `expected.jsonl` (one expected record a line; the fields a line leaves out are not compared); it exits 1 with the differences when they differ. Change both files with the function; leave out `--expect expected.jsonl` to see the outputs.\n"
+            } else {
+                "\nA joiner joins two inputs: test it in a pipeline file (`weir test join.toml --input left=left.jsonl --input right=right.jsonl`; `weir test` on the module alone prints an example of one).\n"
+            },
             docs = repo.join("docs").join(guide).display(),
         ),
     ));

@@ -50,6 +50,16 @@ pub struct RunArgs {
 /// The Kafka cluster a pipeline runs on: `--brokers` (with `--kafka-config`)
 /// over its `[kafka]` section's `bootstrap.servers` and properties.
 fn kafka_of(args: &RunArgs, p: &pipeline::Pipeline) -> Option<(Connection, Guarantee)> {
+    kafka_connection(p, args.kafka.connection())
+}
+
+/// The Kafka cluster `p` runs on, if any: `given` (from the command line)
+/// over its `[kafka]` section's `bootstrap.servers`, with the section's
+/// other properties and then `given`'s.
+pub(crate) fn kafka_connection(
+    p: &pipeline::Pipeline,
+    given: Option<Connection>,
+) -> Option<(Connection, Guarantee)> {
     let section = p.kafka.as_ref();
     let guarantee = section.map_or(Guarantee::ExactlyOnce, |k| k.guarantee);
     let mut properties: Vec<(String, String)> = section
@@ -61,17 +71,13 @@ fn kafka_of(args: &RunArgs, p: &pipeline::Pipeline) -> Option<(Connection, Guara
                 .collect()
         })
         .unwrap_or_default();
-    if let Some(conn) = args.kafka.connection() {
-        properties.extend(conn.properties);
-        return Some((
-            Connection {
-                brokers: conn.brokers,
-                properties,
-            },
-            guarantee,
-        ));
-    }
-    let brokers = section?.bootstrap()?.to_string();
+    let brokers = match given {
+        Some(conn) => {
+            properties.extend(conn.properties);
+            conn.brokers
+        }
+        None => section?.bootstrap()?.to_string(),
+    };
     Some((
         Connection {
             brokers,

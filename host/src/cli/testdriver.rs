@@ -307,17 +307,13 @@ fn output_json(topic: &str, partition: u32, r: &Record) -> Map<String, Value> {
     obj
 }
 
-/// `weir test AGGREGATOR.wasm --input FILE.jsonl`: the module as the one
-/// step of a pipeline in memory, unwindowed: each key's records fold into
-/// one group, and its presented value at the end is printed per key (in
-/// key order) as `{"key": ..., "value": ...}`. Dead letters go to stderr.
-pub fn run_aggregator(
+/// A pipeline of one step of `kind` running `module` with `config`, from
+/// topic `input` to topic `output` (what `weir test MODULE.wasm` runs).
+pub fn one_step(
     module: &Path,
-    input: &Path,
+    kind: &str,
     config: &[(String, String)],
-    batch: usize,
-    runtime: &RuntimeArgs,
-) -> anyhow::Result<ExitCode> {
+) -> anyhow::Result<pipeline::Pipeline> {
     let module = std::fs::canonicalize(module)
         .with_context(|| format!("cannot resolve {}", module.display()))?;
     let q = |s: &str| Value::String(s.to_string()).to_string();
@@ -325,12 +321,32 @@ pub fn run_aggregator(
         .iter()
         .map(|(k, v)| format!("{} = {}", q(k), q(v)))
         .collect();
+    let name = if kind == "aggregate" {
+        "aggregate"
+    } else {
+        "process"
+    };
     let text = format!(
-        "name = \"test\"\ninput = \"input\"\noutput = \"output\"\n[[steps]]\nname = \"aggregate\"\nkind = \"aggregate\"\nmodule = {}\nconfig = {{ {} }}\n",
+        "name = \"test\"\ninput = \"input\"\noutput = \"output\"\n[[steps]]\nname = \"{name}\"\nkind = \"{kind}\"\nmodule = {}\nconfig = {{ {} }}\n",
         q(&module.to_string_lossy()),
         settings.join(", ")
     );
-    let pipe = pipeline::config::parse(&module, &text)?;
+    Ok(pipeline::config::parse(&module, &text)?)
+}
+
+/// `weir test AGGREGATOR.wasm --input FILE.jsonl`: the module as the one
+/// step of a pipeline in memory, unwindowed: each key's records fold into
+/// one group, and its presented value at the end goes to `emit` per key (in
+/// key order) as `{"key": ..., "value": ...}`. Dead letters go to stderr.
+pub fn run_aggregator(
+    module: &Path,
+    input: &Path,
+    config: &[(String, String)],
+    batch: usize,
+    runtime: &RuntimeArgs,
+    mut emit: impl FnMut(Map<String, Value>) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let pipe = one_step(module, "aggregate", config)?;
     let inputs = [read_input("input", input)?];
     let mem = execute(&pipe, &inputs, 1, 0, batch, runtime)?;
     // The last update of each key is its value at the end.
@@ -338,19 +354,17 @@ pub fn run_aggregator(
     for r in mem.records("output", 0) {
         last.insert(r.key.clone(), r);
     }
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for r in last.values() {
         let mut obj = jsonl::record_json(r);
         obj.remove("timestamp");
         obj.remove("headers");
-        writeln!(out, "{}", Value::Object(obj))?;
+        emit(obj)?;
     }
-    out.flush()?;
     let dead = mem.records(&pipeline::dead_letter_topic(&pipe), 0);
     for r in &dead {
         eprintln!("{}", Value::Object(jsonl::record_json(r)));
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// What `weir test JOINER.wasm` says: a join needs two inputs.

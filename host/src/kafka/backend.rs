@@ -247,6 +247,11 @@ impl KafkaBackend {
         &self.conn.brokers
     }
 
+    /// The local copy of the application's state (what `weir state` reads).
+    pub fn local(&self) -> &Arc<Log> {
+        &self.local
+    }
+
     fn name_of(&self, id: u32) -> anyhow::Result<String> {
         lock(&self.topics)
             .names

@@ -54,6 +54,9 @@ pub struct Collector {
     /// Configuration errors met: (step, what is wrong) — an output or a
     /// state store the pipeline does not declare.
     pub config: Vec<(String, String)>,
+    /// Send a named output to the topic of its own name, declared or not
+    /// (`weir test MODULE.wasm`: no pipeline file declares outputs).
+    pub any_output: bool,
 }
 
 impl Collector {
@@ -72,6 +75,10 @@ impl Collector {
     /// when the pipeline declares it, else to the dead letters (with `input`,
     /// the record it came from, and how to declare it).
     pub fn named(&mut self, step: &StepConfig, to: &str, rec: Packed, input: &Packed) {
+        if self.any_output {
+            self.emitted.push((to.to_string(), rec));
+            return;
+        }
         match step.outputs.get(to) {
             Some(topic) => self.emitted.push((topic.clone(), rec)),
             None => {

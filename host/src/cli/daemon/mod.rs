@@ -28,7 +28,8 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use weir::backend::Backend;
+use weir::backend::{Backend, StateRead};
+use weir::kafka::backend::KafkaBackend;
 use weir::log::Log;
 use weir::pipeline::config;
 use weir::pipeline::{self, Pipeline, PipelineHandle, RunOptions, SwapState, keys};
@@ -127,6 +128,8 @@ struct ShadowSpec {
 struct Running {
     handle: Arc<PipelineHandle>,
     pipeline: Pipeline,
+    /// Where it runs: the daemon's log, or Kafka (a `[kafka]` section).
+    backend: Arc<dyn Backend>,
 }
 
 impl Running {
@@ -167,6 +170,8 @@ pub struct Daemon {
     home: PathBuf,
     log: Arc<Log>,
     backend: Arc<dyn Backend>,
+    /// Pipelines on Kafka, by application id.
+    kafka: Mutex<HashMap<String, Arc<KafkaBackend>>>,
     runtime: Runtime,
     registry: Mutex<Registry>,
     deps: Mutex<BTreeMap<String, Arc<Mutex<Dep>>>>,
@@ -188,6 +193,33 @@ fn apply_suffix(p: &mut Pipeline, suffix: &str) {
             *t = format!("{t}{suffix}");
         }
     }
+}
+
+/// Every record of a partition, to its end as of now (Kafka's reads come
+/// as fetched, so this reads until the end offset).
+fn read_all(
+    backend: &dyn Backend,
+    t: &weir::backend::Topic,
+    part: u32,
+) -> anyhow::Result<Vec<weir::backend::Stored>> {
+    let end = backend.end_offset(t, part)?;
+    let mut next = backend.first_offset(t, part)?.unwrap_or(0);
+    let mut out = Vec::new();
+    let started = std::time::Instant::now();
+    while next < end {
+        let (got, n) = backend.read_from(t, part, next, 10_000)?;
+        if got.is_empty() && n == next {
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(30),
+                "reading {} partition {part} stalled at offset {next} of {end}",
+                t.name
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        next = n;
+        out.extend(got);
+    }
+    Ok(out)
 }
 
 /// Every output topic of `p`: its output, then named outputs.
@@ -223,6 +255,7 @@ impl Daemon {
             home,
             log,
             backend,
+            kafka: Mutex::new(HashMap::new()),
             runtime,
             registry: Mutex::new(registry),
             deps: Mutex::new(BTreeMap::new()),
@@ -335,13 +368,41 @@ impl Daemon {
         Ok(p)
     }
 
+    /// Where `p` runs: on Kafka when its file has a `[kafka]` section (its
+    /// state copy under the data directory), else on the daemon's log.
+    fn backend_for(&self, p: &Pipeline) -> anyhow::Result<Arc<dyn Backend>> {
+        let Some((conn, guarantee)) = super::run_cmd::kafka_connection(p, None) else {
+            return Ok(self.backend.clone());
+        };
+        let mut kafka = lock(&self.kafka);
+        if let Some(k) = kafka.get(&p.name) {
+            return Ok(k.clone());
+        }
+        let k = KafkaBackend::open(conn, &p.name, guarantee, &self.dir)?;
+        kafka.insert(p.name.clone(), k.clone());
+        Ok(k)
+    }
+
+    /// Where application `app` keeps its state: its Kafka state copy, or
+    /// the daemon's log.
+    fn state_of(&self, app: &str) -> Arc<Log> {
+        lock(&self.kafka)
+            .get(app)
+            .map_or_else(|| self.log.clone(), |k| k.local().clone())
+    }
+
     fn run(&self, p: Pipeline) -> anyhow::Result<Running> {
+        let backend = self.backend_for(&p)?;
         let options = RunOptions {
-            batch: self.batch,
+            batch: if backend.retry_window().is_zero() {
+                self.batch
+            } else {
+                self.batch.max(5000)
+            },
             ..RunOptions::default()
         };
         let handle = pipeline::engine::start(
-            self.backend.clone(),
+            backend.clone(),
             &p,
             &self.runtime,
             &options,
@@ -350,6 +411,7 @@ impl Daemon {
         Ok(Running {
             handle: Arc::new(handle),
             pipeline: p,
+            backend,
         })
     }
 
@@ -694,7 +756,7 @@ impl Daemon {
             if let Some(last) = end.last_mut() {
                 *last = 1;
             }
-            if let Ok(entries) = self.backend.range(&start, &end, 1_000_000) {
+            if let Ok(entries) = self.state_of(app).range(&start, &end, 1_000_000) {
                 for (k, v) in entries {
                     n += 1;
                     bytes += (k.len() + v.len()) as u64;
@@ -964,11 +1026,12 @@ impl Daemon {
     }
 
     fn has_positions(&self, p: &Pipeline) -> anyhow::Result<bool> {
-        let Some(t) = self.backend.topic(&p.input)? else {
+        let backend = self.backend_for(p)?;
+        let Some(t) = backend.topic(&p.input)? else {
             return Ok(false);
         };
         for part in 0..t.config.partitions {
-            if self.backend.position(&p.name, &p.input, part)?.is_some() {
+            if backend.position(&p.name, &p.input, part)?.is_some() {
                 return Ok(true);
             }
         }
@@ -987,13 +1050,13 @@ impl Daemon {
                 )));
             }
         }
-        let input = self.backend.require_topic(&main.pipeline.input)?;
+        let input = main.backend.require_topic(&main.pipeline.input)?;
         for part in 0..input.config.partitions {
-            let a = self
+            let a = main
                 .backend
                 .position(&main.pipeline.name, &input.name, part)?
                 .unwrap_or(0);
-            let b = self
+            let b = shadow
                 .backend
                 .position(&shadow.pipeline.name, &input.name, part)?
                 .unwrap_or(0);
@@ -1010,14 +1073,18 @@ impl Daemon {
     /// Every record of `topic`, keyed for the diff: (key and window, values
     /// in order; only the newest with `latest`, for an aggregate's results,
     /// whose intermediate updates depend on how records fell into batches).
-    fn keyed(&self, topic: &str, latest: bool) -> anyhow::Result<BTreeMap<String, Vec<Value>>> {
+    fn keyed(
+        &self,
+        backend: &dyn Backend,
+        topic: &str,
+        latest: bool,
+    ) -> anyhow::Result<BTreeMap<String, Vec<Value>>> {
         let mut out: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-        let Some(t) = self.backend.topic(topic)? else {
+        let Some(t) = backend.topic(topic)? else {
             return Ok(out);
         };
         for part in 0..t.config.partitions {
-            let from = self.backend.first_offset(&t, part)?.unwrap_or(0);
-            for s in self.backend.read(&t, part, from, usize::MAX)? {
+            for s in read_all(backend, &t, part)? {
                 let r = s.record()?;
                 let text = |b: &Option<Vec<u8>>| {
                     b.as_ref()
@@ -1091,8 +1158,8 @@ impl Daemon {
             .zip(output_topics(&shadow.pipeline))
         {
             let latest = aggregated && main.pipeline.output.as_ref() == Some(&a);
-            let old = self.keyed(&a, latest)?;
-            let new = self.keyed(&b, latest)?;
+            let old = self.keyed(main.backend.as_ref(), &a, latest)?;
+            let new = self.keyed(shadow.backend.as_ref(), &b, latest)?;
             let value = |v: &Vec<Value>| {
                 if v.len() == 1 {
                     v[0].clone()
@@ -1273,8 +1340,16 @@ impl Daemon {
         };
         let mut out = Collect::default();
         let wanted = key.clone();
-        let code =
-            super::state_cmds::state_log(&self.log, &app, step, key, from, to, max, &mut out)?;
+        let code = super::state_cmds::state_log(
+            &self.state_of(&app),
+            &app,
+            step,
+            key,
+            from,
+            to,
+            max,
+            &mut out,
+        )?;
         if code != 0 || (wanted.is_some() && out.lines.is_empty()) {
             return Err(fail(404, out.errors.join("; ")));
         }
