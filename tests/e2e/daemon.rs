@@ -1148,6 +1148,11 @@ fn a_pipeline_on_kafka_is_hot_swapped_with_every_record_once_and_shadowed() {
     };
     produce(0, 300);
     until("v1's outputs on Kafka", || values().len() >= 300);
+    let status = d.ok(&["pipeline", "status", &app]);
+    assert!(
+        status.contains(&format!("  on Kafka at {kafka}, partitions [0, 1]\n")),
+        "{status}"
+    );
     d.ok(&["swap", &app, "case", "case@2"]);
     produce(300, 600);
     until("v2's outputs on Kafka", || values().len() >= 600);

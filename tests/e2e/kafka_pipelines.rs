@@ -375,16 +375,39 @@ fn a_pipeline_on_kafka_that_is_down_names_the_bootstrap_servers() {
     );
 }
 
-/// A `weir run` left running (no --until-caught-up).
-fn start(p: &Place, file: &Path) -> Child {
-    p.weir()
+/// A `weir run` left running (no --until-caught-up), its stderr in a file
+/// of the place's directory (returned).
+fn start(p: &Place, file: &Path) -> (Child, PathBuf) {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let log = p
+        .dir
+        .path()
+        .join(format!("run-{}.log", N.fetch_add(1, Ordering::SeqCst)));
+    let child = p
+        .weir()
         .arg("run")
         .arg(file)
-        .args(["--quiet", "--batch", "50"])
+        .args(["--batch", "50"])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
-        .unwrap()
+        .unwrap();
+    (child, log)
+}
+
+/// The partitions an instance said it runs last.
+fn partitions_of(log: &Path) -> Option<Vec<u32>> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let line = text
+        .lines()
+        .rfind(|l| l.contains("this instance runs partitions"))?;
+    let list = line.split_once('[')?.1.trim_end_matches(']');
+    Some(
+        list.split(", ")
+            .filter(|x| !x.is_empty())
+            .map(|x| x.parse().unwrap())
+            .collect(),
+    )
 }
 
 #[test]
@@ -403,8 +426,8 @@ fn two_instances_share_the_work_and_a_sigkill_loses_and_repeats_nothing() {
     a.produce(&format!("lines-{s}"), &input);
     let want = model_counts(&input);
     let counts = format!("counts-{s}");
-    let mut ia = start(&a, &wc);
-    let mut ib = start(&b, &wc);
+    let (mut ia, mut la) = start(&a, &wc);
+    let (mut ib, lb) = start(&b, &wc);
     // SIGKILL one instance twice mid-run, restarting it each time.
     let mut kills = 0;
     let deadline = Instant::now() + Duration::from_secs(240);
@@ -425,7 +448,7 @@ fn two_instances_share_the_work_and_a_sigkill_loses_and_repeats_nothing() {
         if kills < 2 && out.len() > 200 * (kills + 1) {
             ia.kill().unwrap();
             ia.wait().unwrap();
-            ia = start(&a, &wc);
+            (ia, la) = start(&a, &wc);
             kills += 1;
         }
         if kills == 2 && latest(&out) == want {
@@ -433,6 +456,25 @@ fn two_instances_share_the_work_and_a_sigkill_loses_and_repeats_nothing() {
         }
         std::thread::sleep(Duration::from_millis(200));
     };
+    // With both running, the group splits the 4 partitions between them.
+    let split = Instant::now();
+    loop {
+        let (pa, pb) = (partitions_of(&la), partitions_of(&lb));
+        if let (Some(pa), Some(pb)) = (&pa, &pb)
+            && pa.len() == 2
+            && pb.len() == 2
+        {
+            let mut all: Vec<u32> = pa.iter().chain(pb).copied().collect();
+            all.sort_unstable();
+            assert_eq!(all, [0, 1, 2, 3], "{pa:?} and {pb:?}");
+            break;
+        }
+        assert!(
+            split.elapsed() < Duration::from_secs(90),
+            "the partitions were not split: {pa:?} and {pb:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     for c in [&mut ia, &mut ib] {
         c.kill().unwrap();
         c.wait().unwrap();

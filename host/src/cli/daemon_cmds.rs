@@ -442,6 +442,16 @@ fn print_status(v: &Value) {
     if let Some(input) = v["input"].as_str() {
         println!("  input {input}, outputs {}", outs.join(", "));
     }
+    // On Kafka, which partitions the consumer group gave this daemon.
+    if let Some(b) = v["backend"].as_str().filter(|b| b.starts_with("Kafka")) {
+        let parts: Vec<String> = v["partitions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(Value::to_string)
+            .collect();
+        println!("  on {b}, partitions [{}]", parts.join(", "));
+    }
     print_steps(v, "  ");
     if let Some(r) = v["last_rollback"].as_str() {
         println!("  last rollback: {r}");

@@ -142,6 +142,23 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
         first = Some(std::time::Instant::now());
+    } else if on_kafka && !args.quiet {
+        // Without a terminal: a line each time the consumer group gives
+        // this instance other partitions.
+        let mut shown: Option<Vec<u32>> = None;
+        while !handle.is_finished() {
+            let now = handle.status().partitions;
+            if shown.as_ref() != Some(&now) {
+                let list: Vec<String> = now.iter().map(u32::to_string).collect();
+                eprintln!(
+                    "{}: this instance runs partitions [{}]",
+                    pipeline.name,
+                    list.join(", ")
+                );
+                shown = Some(now);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
     }
     let summary = handle.wait()?;
     if args.stats {

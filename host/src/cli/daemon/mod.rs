@@ -717,6 +717,8 @@ impl Daemon {
             "dead_letters": pipeline::dead_letter_topic(&r.pipeline),
             "finished": st.finished,
             "records_in": st.records_in,
+            "backend": r.backend.describe(),
+            "partitions": st.partitions,
             "steps": steps,
         })
     }
