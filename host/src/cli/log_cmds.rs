@@ -778,6 +778,15 @@ pub struct RunArgs {
     /// Records per batch.
     #[arg(long, default_value_t = 500)]
     batch: usize,
+    /// How often each task commits, e.g. "100ms", "1s" (overrides the
+    /// pipeline file's `commit_interval`; default 100ms).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    commit_interval: Option<std::time::Duration>,
+    /// The bound of each task's state cache in bytes; 0: no cache, one
+    /// emission per batch (overrides the file's `cache_max_bytes`; default
+    /// 16 MiB).
+    #[arg(long, value_name = "BYTES")]
+    cache_max_bytes: Option<u64>,
     #[command(flatten)]
     data: DataArgs,
     #[command(flatten)]
@@ -785,7 +794,13 @@ pub struct RunArgs {
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let pipeline = pipeline::config::load(&args.pipeline)?;
+    let mut pipeline = pipeline::config::load(&args.pipeline)?;
+    if let Some(i) = args.commit_interval {
+        pipeline.commit_interval = i;
+    }
+    if let Some(b) = args.cache_max_bytes {
+        pipeline.cache_max_bytes = b;
+    }
     let log = Log::open(&args.data.data)?;
     let runtime = Runtime::new(args.runtime.options())?;
     let stop = Arc::new(AtomicBool::new(false));
