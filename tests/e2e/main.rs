@@ -6,6 +6,7 @@
 
 mod util;
 
+mod commits;
 mod engine;
 mod first_hour;
 mod foundation;
