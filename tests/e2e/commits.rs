@@ -161,10 +161,7 @@ fn emit_update_is_once_per_key_per_commit_and_the_last_is_the_final_state() {
     // A second run over more input: one more output per key it updated.
     produce(&memory, 40, 45);
     run_count(&memory, &pipeline, 2);
-    assert_eq!(
-        outputs(&memory)[7..],
-        ["k3=10", "k0=9", "k1=7", "k4=5"]
-    );
+    assert_eq!(outputs(&memory)[7..], ["k3=10", "k0=9", "k1=7", "k4=5"]);
     assert_eq!(last_per_key(&outputs(&memory)), model(45));
 }
 
@@ -287,7 +284,9 @@ fn a_kill_9_between_commits_replays_the_uncommitted_batches_and_loses_and_repeat
     let dir = tempdir();
     let data = dir.path().join("data");
     let lines = 30_000u64;
-    let words = ["ash", "beech", "cedar", "elm", "fir", "hazel", "larch", "oak", "pine"];
+    let words = [
+        "ash", "beech", "cedar", "elm", "fir", "hazel", "larch", "oak", "pine",
+    ];
     let mut expected: BTreeMap<String, u64> = BTreeMap::new();
     let mut input = String::new();
     for i in 0..lines {
@@ -297,7 +296,9 @@ fn a_kill_9_between_commits_replays_the_uncommitted_batches_and_loses_and_repeat
         for w in &line {
             *expected.entry(w.to_string()).or_default() += 1;
         }
-        input.push_str(&serde_json::json!({"key": format!("l{i}"), "value": line.join(" ")}).to_string());
+        input.push_str(
+            &serde_json::json!({"key": format!("l{i}"), "value": line.join(" ")}).to_string(),
+        );
         input.push('\n');
     }
     let file = dir.path().join("lines.jsonl");
@@ -320,7 +321,14 @@ fn a_kill_9_between_commits_replays_the_uncommitted_batches_and_loses_and_repeat
     let mut child = weir()
         .arg("run")
         .arg(&pipeline)
-        .args(["--quiet", "--batch", "1", "--commit-interval", "100ms", "--data"])
+        .args([
+            "--quiet",
+            "--batch",
+            "1",
+            "--commit-interval",
+            "100ms",
+            "--data",
+        ])
         .arg(&data)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -572,21 +572,34 @@ fn held_updates_are_emitted_once_per_key_per_commit_with_the_latest_value() {
     let dead: Vec<&str> = h.dead.iter().map(|d| d.1.as_str()).collect();
     assert_eq!(dead, ["bad record"]);
     // The next commit emits only what changed since.
-    assert!(h.run_batch(&stream(&[rec("b", "x", 6)])).unwrap().is_empty());
+    assert!(
+        h.run_batch(&stream(&[rec("b", "x", 6)]))
+            .unwrap()
+            .is_empty()
+    );
     let out = h.commit_held().unwrap();
     assert_eq!(out.iter().map(show).collect::<Vec<_>>(), ["b=2@6"]);
     // Batches dropped before their commit (a failure) leave nothing behind.
-    assert!(h.run_batch(&stream(&[rec("a", "x", 7)])).unwrap().is_empty());
+    assert!(
+        h.run_batch(&stream(&[rec("a", "x", 7)]))
+            .unwrap()
+            .is_empty()
+    );
     h.discard();
     assert!(h.commit_held().unwrap().is_empty());
-    assert!(h.run_batch(&stream(&[rec("a", "x", 8)])).unwrap().is_empty());
+    assert!(
+        h.run_batch(&stream(&[rec("a", "x", 8)]))
+            .unwrap()
+            .is_empty()
+    );
     let out = h.commit_held().unwrap();
     assert_eq!(out.iter().map(show).collect::<Vec<_>>(), ["a=4@8"]);
 }
 
 #[test]
 fn held_updates_give_the_same_final_values_as_per_batch_emission() {
-    let hopping = "window = { type = \"hopping\", size = \"10s\", advance = \"5s\", grace = \"3s\" }";
+    let hopping =
+        "window = { type = \"hopping\", size = \"10s\", advance = \"5s\", grace = \"3s\" }";
     for seed in 1..=3u64 {
         let input = wandering(seed, 400, 6, 9_000);
         for window in ["", hopping] {

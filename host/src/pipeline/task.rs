@@ -90,7 +90,10 @@ impl Task {
             generations.push(generation);
         }
         let pipe = &shared.pipeline;
-        let cache = Arc::new(StateCache::new(shared.backend.clone(), pipe.cache_max_bytes));
+        let cache = Arc::new(StateCache::new(
+            shared.backend.clone(),
+            pipe.cache_max_bytes,
+        ));
         // Under a simulated clock (`weir test`) a task commits after every
         // batch, so that its outputs do not depend on the machine's speed.
         let interval = if shared.options.now_ms.is_some() {
