@@ -8,7 +8,6 @@
 //! emitted once per commit instead, with its latest value, when the task
 //! commits.
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
 use anyhow::Context;
@@ -216,7 +215,8 @@ impl Operator for Aggregate {
         _side: Vec<Item>,
     ) -> anyhow::Result<Vec<Item>> {
         let cfg = &self.cfg;
-        let mut index: HashMap<(Vec<u8>, i64), usize> = HashMap::new();
+        let mut index: rustc_hash::FxHashMap<(Vec<u8>, i64), usize> =
+            rustc_hash::FxHashMap::default();
         let mut groups: Vec<Group> = Vec::new();
         let mut records: Vec<&Packed> = Vec::new();
         for it in &flow {

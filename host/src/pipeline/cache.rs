@@ -8,7 +8,9 @@
 //! as well as into the backend, so a key updated again in a later commit
 //! interval is not read from the backend again.
 //!
-//! It keeps two generations of entries, each up to a quarter of the bound:
+//! A key the backend has to be read for is kept the second time it is read
+//! (a doorkeeper: a key space much larger than the cache does not churn
+//! it). It keeps two generations of entries, each up to a quarter of the bound:
 //! new and re-used entries go into the young one; when that is full, the
 //! old one is dropped and the young one becomes the old one. That is an
 //! approximate least-recently-used eviction at O(1) per read, and the
@@ -30,6 +32,9 @@ struct Generations {
     young_bytes: usize,
     old: Map,
     old_bytes: usize,
+    /// Hashes of keys read from the backend once and not kept (see
+    /// [`StateCache::get`]).
+    seen: rustc_hash::FxHashSet<u64>,
 }
 
 fn size(key: &[u8], value: &Option<Vec<u8>>) -> usize {
@@ -154,11 +159,22 @@ impl StateRead for StateCache {
             None => {
                 // A key with no value is not kept: with a large key space
                 // most reads are of keys never written, which the commit
-                // that writes them would only have to update.
+                // that writes them would only have to update. A key read
+                // from the backend is kept the second time only, so that
+                // keys read once in a long while (a key space much larger
+                // than the cache) do not push out the ones read often.
                 let v = self.backend.get(key)?;
                 if v.is_none() {
                     return Ok(None);
                 }
+                let h = std::hash::BuildHasher::hash_one(&rustc_hash::FxBuildHasher, key);
+                if g.seen.insert(h) {
+                    if g.seen.len() > self.limit / 64 {
+                        g.seen.clear();
+                    }
+                    return Ok(v);
+                }
+                g.seen.remove(&h);
                 v
             }
         };
@@ -197,9 +213,16 @@ mod tests {
         // 1,000 entries of 5 + 36 + 64 bytes; a bound of 40,000 keeps at
         // most 20,000 bytes of them.
         let cache = StateCache::new(Arc::new(backend.clone()), 40_000);
+        // A key read once is not kept; read again, it is.
+        assert_eq!(cache.get(b"k0000").unwrap(), Some(vec![b'v'; 36]));
+        assert_eq!(cache.bytes(), 0);
+        assert_eq!(cache.get(b"k0000").unwrap(), Some(vec![b'v'; 36]));
+        assert_eq!(cache.bytes(), 105);
         for i in 0..1000u32 {
-            let v = cache.get(format!("k{i:04}").as_bytes()).unwrap();
-            assert_eq!(v, Some(vec![b'v'; 36]));
+            for _ in 0..2 {
+                let v = cache.get(format!("k{i:04}").as_bytes()).unwrap();
+                assert_eq!(v, Some(vec![b'v'; 36]));
+            }
             assert!(cache.bytes() <= 20_000, "{} bytes", cache.bytes());
         }
         assert!(cache.bytes() > 10_000, "{} bytes", cache.bytes());
