@@ -388,3 +388,56 @@ fn a_kill_9_between_commits_replays_the_uncommitted_batches_and_loses_and_repeat
         );
     }
 }
+
+#[test]
+fn status_shows_what_the_state_cache_holds() {
+    let dir = tempdir();
+    let pipeline = count_pipeline(dir.path(), Some("1h"), None);
+    let memory = MemoryBackend::new();
+    memory
+        .create_topic("in", TopicConfig::partitions(1))
+        .unwrap();
+    let backend: Arc<dyn Backend> = Arc::new(memory.clone());
+    let handle = pipeline::engine::start(
+        backend,
+        &pipeline,
+        &runtime(),
+        &RunOptions::default(),
+        Arc::new(AtomicBool::new(false)),
+    )
+    .unwrap();
+    // Every key's count: new at the first round (nothing to keep), read
+    // from the store at the second (noted), kept from the third on.
+    let mut expected = 0;
+    for round in 0..3u64 {
+        produce(&memory, round * 21, round * 21 + 21);
+        let started = Instant::now();
+        // Until the round is committed.
+        while memory.position("counter", "in", 0).unwrap() != Some(round * 21 + 21) {
+            assert!(started.elapsed() < Duration::from_secs(60), "round {round}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if round == 2 {
+            // Each kept entry: its key and value, and 64 bytes.
+            let prefix = weir::pipeline::keys::agg("counter", "count", 0, b"", 0);
+            expected = memory
+                .state()
+                .iter()
+                .filter(|(k, _)| k.starts_with(&prefix[..prefix.len() - 12]))
+                .map(|(k, v)| k.len() + v.len() + 64)
+                .sum::<usize>() as u64;
+        }
+    }
+    let started = Instant::now();
+    while handle.status().cache_bytes != expected {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "cache {} bytes, expected {expected}",
+            handle.status().cache_bytes
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(expected > 7 * 64, "{expected}");
+    handle.stop();
+    handle.wait().unwrap();
+}
