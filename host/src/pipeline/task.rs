@@ -55,6 +55,8 @@ pub(crate) struct Task {
     pending: Pending,
     /// The cache size last added to the run's status.
     reported_cache: u64,
+    /// Commits made.
+    commits: u64,
     ticks: bool,
     /// Set when this task must stop (its partition was revoked).
     revoked: Arc<AtomicBool>,
@@ -112,6 +114,7 @@ impl Task {
             cache,
             pending,
             reported_cache: 0,
+            commits: 0,
             ticks: operators.iter().any(|o| o.ticks()),
             step_ids: seg.steps.clone().collect(),
             operators,
@@ -220,7 +223,10 @@ impl Task {
     }
 
     pub(crate) fn run(&mut self) -> anyhow::Result<()> {
+        // Failures in a row: since the last commit that went through (a
+        // batch that runs but never reaches a commit is no progress).
         let mut failures = 0u32;
+        let mut commits = self.commits;
         // Idle, a task sleeps until records are appended (any partition of
         // the backend), its wall-clock timers may be due, or it is stopped
         // (a stop wakes the backend's waiters).
@@ -246,7 +252,10 @@ impl Task {
             }
             let n = match self.apply_swaps().and_then(|()| self.step_batch()) {
                 Ok(n) => {
-                    failures = 0;
+                    if self.commits != commits {
+                        commits = self.commits;
+                        failures = 0;
+                    }
                     n
                 }
                 Err(e) => {
@@ -391,7 +400,17 @@ impl Task {
     /// Runs one batch into the pending commit and commits when that is
     /// due; with no records, commits what is pending (the task idles).
     fn step_batch(&mut self) -> anyhow::Result<usize> {
-        let taken = self.take_batch()?;
+        let taken = match self.take_batch() {
+            Ok(t) => t,
+            Err(e) => {
+                // The batches before are whole: commit them, so that what
+                // was read before a damaged record is not lost with it.
+                if let Err(c) = self.commit_pending() {
+                    tracing::warn!("committing before a failed read: {c:#}");
+                }
+                return Err(e);
+            }
+        };
         if taken.is_empty() {
             self.commit_pending()?;
             return Ok(0);
@@ -627,6 +646,7 @@ impl Task {
         // The cache already holds what this commit writes: if the commit
         // fails, the task clears it (`load_committed`) before going on.
         shared.backend.commit(commit)?;
+        self.commits += 1;
         self.report_cache(0);
         Ok(())
     }
