@@ -17,7 +17,7 @@ use crate::backend::Commit;
 
 /// A task commits once the records it appended since its last commit pass
 /// this many bytes.
-pub(crate) const MAX_PENDING_APPEND_BYTES: usize = 8 << 20;
+pub(crate) const MAX_PENDING_APPEND_BYTES: usize = 2 << 20;
 
 /// The batches run since the last commit.
 pub(crate) struct Pending {
