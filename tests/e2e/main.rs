@@ -6,6 +6,7 @@
 
 mod util;
 
+mod commits;
 mod daemon;
 mod engine;
 mod first_hour;

@@ -320,7 +320,8 @@ window = { type = "tumbling", size = "10s", grace = "5s" }
         "events",
         &[ev(1000), ev(12000), ev(9000), ev(16000), ev(2000)],
     );
-    let summary = d.run_pipeline(&file, &["--batch", "1"]);
+    // One emission per record: batches of one, each committed (no cache).
+    let summary = d.run_pipeline(&file, &["--batch", "1", "--cache-max-bytes", "0"]);
     assert!(
         summary.contains("5 records in, 4 out, 0 dead letters, 1 late records dropped"),
         "{summary}"
@@ -472,7 +473,7 @@ fn a_pipeline_file_mistake_names_the_line_and_field() {
         ),
         (
             "name = \"p\"\ninput = \"in\"\nouput = \"x\"\n",
-            "3: unknown field `ouput`, expected one of `name`, `input`, `output`, `dead_letter`, `steps`",
+            "3: unknown field `ouput`, expected one of `name`, `input`, `output`, `dead_letter`, `commit_interval`, `cache_max_bytes`, `steps`",
         ),
     ];
     for (text, want) in cases {

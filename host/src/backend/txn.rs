@@ -9,6 +9,16 @@ use super::StateRead;
 #[derive(Clone, Debug, Default)]
 pub struct Txn {
     pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// What the pending writes hold, in bytes (see [`Txn::bytes`]).
+    bytes: usize,
+}
+
+/// What one pending write costs besides its key and value (the map's node
+/// and the two vectors' headers), for [`Txn::bytes`].
+pub const ENTRY_OVERHEAD: usize = 64;
+
+fn entry_bytes(key: &[u8], value: Option<&[u8]>) -> usize {
+    key.len() + value.map_or(0, <[u8]>::len) + ENTRY_OVERHEAD
 }
 
 impl Txn {
@@ -29,12 +39,26 @@ impl Txn {
 
     /// Sets `key`.
     pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.pending.insert(key, Some(value));
+        self.set(key, Some(value));
     }
 
     /// Deletes `key`.
     pub fn delete(&mut self, key: Vec<u8>) {
-        self.pending.insert(key, None);
+        self.set(key, None);
+    }
+
+    fn set(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        self.bytes += entry_bytes(&key, value.as_deref());
+        let klen = key.len();
+        if let Some(old) = self.pending.insert(key, value) {
+            self.bytes -= klen + old.map_or(0, |v| v.len()) + ENTRY_OVERHEAD;
+        }
+    }
+
+    /// About how much memory the pending writes hold, in bytes: keys,
+    /// values and a fixed overhead per entry.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Entries with `start <= key < end`, in key order, up to `limit`.
@@ -70,13 +94,17 @@ impl Txn {
     pub fn absorb(&mut self, other: Txn) {
         if self.pending.is_empty() {
             self.pending = other.pending;
+            self.bytes = other.bytes;
         } else {
-            self.pending.extend(other.pending);
+            for (k, v) in other.pending {
+                self.set(k, v);
+            }
         }
     }
 
     /// Takes the pending writes, leaving it empty.
     pub fn take(&mut self) -> BTreeMap<Vec<u8>, Option<Vec<u8>>> {
+        self.bytes = 0;
         std::mem::take(&mut self.pending)
     }
 
@@ -88,6 +116,7 @@ impl Txn {
     /// Drops the pending writes.
     pub fn clear(&mut self) {
         self.pending.clear();
+        self.bytes = 0;
     }
 }
 

@@ -55,6 +55,10 @@ pub struct BenchArgs {
     /// (internal) With --one: native steps.
     #[arg(long, hide = true)]
     pub native: bool,
+    /// (internal) With --one wordcount: words drawn uniformly from this
+    /// many distinct words (none: the fixed ten-word vocabulary).
+    #[arg(long, hide = true)]
+    pub words: Option<usize>,
     /// Instead: end-to-end latency through a running `weir run` (a map, and
     /// word count): records produced one at a time and in bursts through the
     /// owner's socket, timed from the produce returning to the output being
@@ -68,6 +72,14 @@ pub struct BenchArgs {
     /// --module.
     #[arg(long)]
     pub swap: bool,
+    /// With --pipelines: each task's commit interval (default: the
+    /// pipeline default, 100ms).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub commit_interval: Option<Duration>,
+    /// With --pipelines: each task's state cache bound in bytes (default:
+    /// the pipeline default, 16 MiB).
+    #[arg(long, value_name = "BYTES")]
+    pub cache_max_bytes: Option<u64>,
     /// With --latency: records produced one at a time (bursts send as many).
     #[arg(long, default_value_t = 500)]
     pub singles: usize,
@@ -132,7 +144,12 @@ fn reset_peak_rss() {
 
 /// Fills topic `in` (2 partitions) with `n` records, generated and written
 /// in chunks so that the input is never held in memory as a whole.
-fn fill(log: &Log, which: &str, n: usize) -> anyhow::Result<weir::log::Topic> {
+fn fill(
+    log: &Log,
+    which: &str,
+    n: usize,
+    distinct: Option<usize>,
+) -> anyhow::Result<weir::log::Topic> {
     let topic = log.create_topic("in", TopicConfig::partitions(2))?;
     let words = [
         "stream", "river", "the", "weir", "log", "kafka", "state", "window", "join", "table",
@@ -144,9 +161,15 @@ fn fill(log: &Log, which: &str, n: usize) -> anyhow::Result<weir::log::Topic> {
         for (j, mut r) in records(done, chunk).into_iter().enumerate() {
             let i = done + j;
             if which == "wordcount" {
-                let line: Vec<&str> = (0..8)
-                    .map(|j| words[(i * 7 + j * 3) % words.len()])
-                    .collect();
+                let line: Vec<String> = match distinct {
+                    // Uniform over `d` words: a hash of the word's place.
+                    Some(d) => (0..8)
+                        .map(|j| format!("w{}", mix((i * 8 + j) as u64) % d.max(1) as u64))
+                        .collect(),
+                    None => (0..8)
+                        .map(|j| words[(i * 7 + j * 3) % words.len()].to_string())
+                        .collect(),
+                };
                 r.value = Some(line.join(" ").into_bytes());
             }
             c.append(&topic, (i % 2) as u32, &r);
@@ -155,6 +178,14 @@ fn fill(log: &Log, which: &str, n: usize) -> anyhow::Result<weir::log::Topic> {
         done += chunk;
     }
     Ok(topic)
+}
+
+/// A 64-bit mixer (splitmix64's finaliser): spreads consecutive numbers.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
 }
 
 /// The storage limit: per partition, in its own thread, read a batch, copy
@@ -241,7 +272,7 @@ fn one_pipeline(args: &BenchArgs, which: &str) -> anyhow::Result<()> {
         _ => args.records,
     };
     let log = Log::open(&dir.path().join("data"))?;
-    let topic = fill(&log, which, n)?;
+    let topic = fill(&log, which, n, args.words)?;
     // The input goes to table files, so that the run's memory holds none of it.
     log.flush()?;
     if which == "storage" {
@@ -250,7 +281,7 @@ fn one_pipeline(args: &BenchArgs, which: &str) -> anyhow::Result<()> {
         let done = storage_only(&log, &topic, args.batch)?;
         let secs = started.elapsed().as_secs_f64();
         anyhow::ensure!(done == n as u64, "storage row read {done} of {n}");
-        println!("RESULT {n} {done} {secs} {}", peak_rss_kb());
+        println!("RESULT {n} {done} {secs} {} {done}", peak_rss_kb());
         return Ok(());
     }
     let text = match which {
@@ -259,8 +290,14 @@ fn one_pipeline(args: &BenchArgs, which: &str) -> anyhow::Result<()> {
     };
     let file = modules.join(format!("bench-{which}.toml"));
     std::fs::write(&file, text)?;
-    let pipeline = weir::pipeline::config::load(&file)?;
+    let mut pipeline = weir::pipeline::config::load(&file)?;
     let _ = std::fs::remove_file(&file);
+    if let Some(i) = args.commit_interval {
+        pipeline.commit_interval = i;
+    }
+    if let Some(b) = args.cache_max_bytes {
+        pipeline.cache_max_bytes = b;
+    }
     let runtime = Runtime::new(RuntimeOptions::default())?;
     let options = weir::pipeline::RunOptions {
         until_caught_up: true,
@@ -275,15 +312,23 @@ fn one_pipeline(args: &BenchArgs, which: &str) -> anyhow::Result<()> {
     let summary = weir::pipeline::run(log, &pipeline, &runtime, &options, stop)?;
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "RESULT {} {} {secs} {}",
+        "RESULT {} {} {secs} {} {}",
         n,
         summary.records_in,
-        peak_rss_kb()
+        peak_rss_kb(),
+        summary.records_out
     );
     Ok(())
 }
 
-fn one(args: &BenchArgs, which: &str, native: bool) -> anyhow::Result<(f64, f64)> {
+/// One pipeline run in a process of its own: (input records/s, peak MB,
+/// outputs emitted).
+fn one(
+    args: &BenchArgs,
+    which: &str,
+    native: bool,
+    words: Option<usize>,
+) -> anyhow::Result<(f64, f64, u64)> {
     let exe = std::env::current_exe()?;
     let mut cmd = std::process::Command::new(&exe);
     cmd.arg("bench")
@@ -292,8 +337,17 @@ fn one(args: &BenchArgs, which: &str, native: bool) -> anyhow::Result<(f64, f64)
         .args(["--records", &args.records.to_string()])
         .args(["--batch", &args.batch.to_string()])
         .args(["--one", which]);
+    if let Some(i) = args.commit_interval {
+        cmd.args(["--commit-interval", &format!("{}ms", i.as_millis())]);
+    }
+    if let Some(b) = args.cache_max_bytes {
+        cmd.args(["--cache-max-bytes", &b.to_string()]);
+    }
     if native {
         cmd.arg("--native");
+    }
+    if let Some(w) = words {
+        cmd.args(["--words", &w.to_string()]);
     }
     let out = cmd.output()?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -311,8 +365,8 @@ fn one(args: &BenchArgs, which: &str, native: bool) -> anyhow::Result<(f64, f64)
         .skip(1)
         .filter_map(|x| x.parse().ok())
         .collect();
-    anyhow::ensure!(f.len() == 4, "bad result line {line}");
-    Ok((f[0] / f[2], f[3] / 1024.0))
+    anyhow::ensure!(f.len() == 5, "bad result line {line}");
+    Ok((f[0] / f[2], f[3] / 1024.0, f[4] as u64))
 }
 
 fn pipelines(args: &BenchArgs) -> anyhow::Result<()> {
@@ -329,14 +383,14 @@ fn pipelines(args: &BenchArgs) -> anyhow::Result<()> {
     println!(
         "|---------------|--------|-----------------|-------------|-----------------|------------------|"
     );
-    let (storage, mem) = one(args, "storage", false)?;
+    let (storage, mem, _) = one(args, "storage", false, None)?;
     println!(
         "| storage limit | none   | {storage:>15.0} | {mem:>8.0} MB | -               | 1.00             |"
     );
     for which in ["map", "wordcount"] {
         let mut native_rate = 0.0;
         for native in [true, false] {
-            let (rate, mem) = one(args, which, native)?;
+            let (rate, mem, _) = one(args, which, native, None)?;
             if native {
                 native_rate = rate;
             }
@@ -352,6 +406,25 @@ fn pipelines(args: &BenchArgs) -> anyhow::Result<()> {
     println!(
         "(word count's rate is in lines of 8 words per second; its storage ratio compares lines with records)"
     );
+    println!();
+    println!(
+        "word count (Wasm) over a growing key space: {} lines of 8 words drawn uniformly from N distinct words",
+        args.records / 4
+    );
+    println!();
+    println!("| distinct words | lines/s | vs 100 words | outputs emitted | peak memory |");
+    println!("|----------------|---------|--------------|-----------------|-------------|");
+    let mut first = 0.0;
+    for words in [100, 100_000, 1_000_000] {
+        let (rate, mem, outputs) = one(args, "wordcount", false, Some(words))?;
+        if first == 0.0 {
+            first = rate;
+        }
+        println!(
+            "| {words:>14} | {rate:>7.0} | {:>12} | {outputs:>15} | {mem:>8.0} MB |",
+            format!("{:.2}", rate / first)
+        );
+    }
     Ok(())
 }
 

@@ -35,6 +35,15 @@ pub struct RunArgs {
     /// where each commit is a transaction).
     #[arg(long)]
     batch: Option<usize>,
+    /// How often each task commits, e.g. "100ms", "1s" (overrides the
+    /// pipeline file's `commit_interval`; default 100ms).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    commit_interval: Option<std::time::Duration>,
+    /// The bound of each task's state cache in bytes; 0: no cache, one
+    /// emission per batch (overrides the file's `cache_max_bytes`; default
+    /// 16 MiB).
+    #[arg(long, value_name = "BYTES")]
+    cache_max_bytes: Option<u64>,
     /// At the end, print the rate from the first record read to the end,
     /// and the process's peak memory (for benchmarks).
     #[arg(long)]
@@ -88,7 +97,13 @@ pub(crate) fn kafka_connection(
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let pipeline = pipeline::config::load(&args.pipeline)?;
+    let mut pipeline = pipeline::config::load(&args.pipeline)?;
+    if let Some(i) = args.commit_interval {
+        pipeline.commit_interval = i;
+    }
+    if let Some(b) = args.cache_max_bytes {
+        pipeline.cache_max_bytes = b;
+    }
     if pipeline.kafka.is_some() && kafka_of(&args, &pipeline).is_none() {
         anyhow::bail!(
             "{}: the [kafka] section has no `bootstrap.servers`: add it, or give --brokers HOST:PORT",

@@ -128,6 +128,12 @@ impl Log {
         opts.set_write_buffer_size(32 << 20);
         opts.set_max_write_buffer_number(3);
         opts.set_max_background_jobs(4);
+        // Bloom filters (10 bits a key, ~1% false positives) let a state
+        // read of a key that was never written skip the table files: with a
+        // large key space most reads are of new keys.
+        let mut table = rocksdb::BlockBasedOptions::default();
+        table.set_bloom_filter(10.0, false);
+        opts.set_block_based_table_factory(&table);
         let db = DB::open(&opts, dir.join("db")).map_err(|e| {
             let msg = e.to_string();
             if msg.contains("lock") {

@@ -4,8 +4,11 @@
 //! results. A record whose window has closed (end + grace reached by the
 //! stream time) is dropped as late; with `emit = "update"` each changed
 //! window is emitted once per batch, with `emit = "close"` once when it closes.
+//! With a state cache ([`Operator::defer_updates`]) an updated window is
+//! emitted once per commit instead, with its latest value, when the task
+//! commits.
 
-use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 use anyhow::Context;
 
@@ -20,6 +23,26 @@ use crate::runtime::Guest;
 pub struct Aggregate {
     cfg: StepConfig,
     guest: Box<dyn Guest>,
+    /// Emit on update once per commit (not once per batch).
+    defer: bool,
+    /// The windows updated since the last commit, in the order of their
+    /// first update, and where each is in it.
+    updated: Vec<Updated>,
+    index: rustc_hash::FxHashMap<(Vec<u8>, i64), usize>,
+    /// What `updated` holds, in bytes.
+    updated_bytes: usize,
+}
+
+/// A window updated since the last commit, to emit at the next one.
+struct Updated {
+    key: Vec<u8>,
+    start: i64,
+    end: i64,
+    /// The seq and the largest timestamp of its records so far.
+    seq: u64,
+    ts: i64,
+    /// Its last record (dead-lettered if presenting the window fails).
+    last: Packed,
 }
 
 /// A (key, window) a batch touches: its end, member record indexes, and the
@@ -59,7 +82,46 @@ pub fn windows_of(w: Option<Window>, ts: i64) -> Vec<(i64, i64)> {
 impl Aggregate {
     /// An aggregate step running `guest`.
     pub fn new(cfg: StepConfig, guest: Box<dyn Guest>) -> Self {
-        Aggregate { cfg, guest }
+        Aggregate {
+            cfg,
+            guest,
+            defer: false,
+            updated: Vec::new(),
+            index: rustc_hash::FxHashMap::default(),
+            updated_bytes: 0,
+        }
+    }
+
+    /// Notes the windows a batch updated, to emit at the next commit.
+    fn hold(&mut self, recs: &[&Packed], groups: &[Group]) {
+        for g in groups {
+            let Some(last) = recs.get(g.last) else {
+                continue;
+            };
+            let next = self.updated.len();
+            match self.index.entry((g.key.clone(), g.start)) {
+                Entry::Occupied(e) => {
+                    let u = &mut self.updated[*e.get()];
+                    self.updated_bytes -= u.last.bytes().len();
+                    u.seq = g.seq;
+                    u.ts = u.ts.max(g.ts);
+                    u.last = (*last).clone();
+                    self.updated_bytes += u.last.bytes().len();
+                }
+                Entry::Vacant(e) => {
+                    e.insert(next);
+                    self.updated_bytes += 2 * g.key.len() + last.bytes().len() + 128;
+                    self.updated.push(Updated {
+                        key: g.key.clone(),
+                        start: g.start,
+                        end: g.end,
+                        seq: g.seq,
+                        ts: g.ts,
+                        last: (*last).clone(),
+                    });
+                }
+            }
+        }
     }
 
     /// Adds records to their groups' accumulators and stores them; when the
@@ -153,7 +215,8 @@ impl Operator for Aggregate {
         _side: Vec<Item>,
     ) -> anyhow::Result<Vec<Item>> {
         let cfg = &self.cfg;
-        let mut index: HashMap<(Vec<u8>, i64), usize> = HashMap::new();
+        let mut index: rustc_hash::FxHashMap<(Vec<u8>, i64), usize> =
+            rustc_hash::FxHashMap::default();
         let mut groups: Vec<Group> = Vec::new();
         let mut records: Vec<&Packed> = Vec::new();
         for it in &flow {
@@ -205,7 +268,9 @@ impl Operator for Aggregate {
         let mut out = Vec::new();
         if !groups.is_empty() {
             self.add(cx, &records, &groups)?;
-            if self.cfg.emit == Emit::Update {
+            if self.cfg.emit == Emit::Update && self.defer {
+                self.hold(&records, &groups);
+            } else if self.cfg.emit == Emit::Update {
                 let mut items = Vec::new();
                 for g in &groups {
                     let k = keys::agg(cx.pipeline, &self.cfg.name, cx.partition, &g.key, g.start);
@@ -229,6 +294,42 @@ impl Operator for Aggregate {
             out.extend(close_due(self.guest.as_mut(), &self.cfg, cx, 0)?);
         }
         Ok(out)
+    }
+
+    fn defer_updates(&mut self, on: bool) {
+        self.defer = on;
+    }
+
+    fn flush(&mut self, cx: &mut Ctx<'_>) -> anyhow::Result<Vec<Item>> {
+        self.index.clear();
+        self.updated_bytes = 0;
+        let updated = std::mem::take(&mut self.updated);
+        let mut items = Vec::with_capacity(updated.len());
+        for u in updated {
+            let k = keys::agg(cx.pipeline, &self.cfg.name, cx.partition, &u.key, u.start);
+            let Some(v) = cx.get(&k)? else { continue };
+            let (_, acc) = keys::agg_value(&v).context("a stored accumulator is corrupt")?;
+            items.push(Presentable {
+                acc: acc.to_vec(),
+                key: u.key,
+                start: u.start,
+                end: u.end,
+                seq: u.seq,
+                ts: u.ts,
+                input: Some(u.last),
+            });
+        }
+        present(self.guest.as_mut(), &self.cfg, cx, items)
+    }
+
+    fn discard(&mut self) {
+        self.updated.clear();
+        self.index.clear();
+        self.updated_bytes = 0;
+    }
+
+    fn deferred_bytes(&self) -> usize {
+        self.updated_bytes
     }
 
     fn guest(&self) -> &dyn Guest {

@@ -182,6 +182,29 @@ pub trait Operator: Send {
         false
     }
 
+    /// Holds back what it emits on update until [`Operator::flush`], so
+    /// that a key (and window) updated several times between two commits
+    /// is emitted once, with its latest value (steps that emit on update
+    /// and support it: windowed and unwindowed aggregates).
+    fn defer_updates(&mut self, on: bool) {
+        let _ = on;
+    }
+
+    /// Emits what it held back (just before a commit); what it returns
+    /// flows on.
+    fn flush(&mut self, cx: &mut Ctx<'_>) -> anyhow::Result<Vec<Item>> {
+        let _ = cx;
+        Ok(Vec::new())
+    }
+
+    /// Drops what it held back (the uncommitted batches are replayed).
+    fn discard(&mut self) {}
+
+    /// About how much memory what it holds back takes, in bytes.
+    fn deferred_bytes(&self) -> usize {
+        0
+    }
+
     /// The function it runs.
     fn guest(&self) -> &dyn Guest;
 

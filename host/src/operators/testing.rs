@@ -339,6 +339,14 @@ impl Harness {
     /// Runs one batch (stream records, and a join's other side, each with
     /// its position in the merged order) and commits it.
     pub fn batch(&mut self, records: &[(bool, Record)]) -> anyhow::Result<Vec<Record>> {
+        let mut out = self.run_batch(records)?;
+        out.extend(self.commit_held()?);
+        Ok(out)
+    }
+
+    /// Runs one batch into the pending commit (no commit: a task's commit
+    /// interval); its named outputs and dead letters are noted at once.
+    pub fn run_batch(&mut self, records: &[(bool, Record)]) -> anyhow::Result<Vec<Record>> {
         let mut flow = Vec::new();
         let mut side = Vec::new();
         for (is_side, r) in records {
@@ -368,11 +376,36 @@ impl Harness {
             Ok(n) => n,
             Err(e) => {
                 self.txn.clear();
+                self.op.discard();
                 return Err(e);
             }
         };
-        self.commit(out)?;
+        self.note(out);
         Ok(next.into_iter().map(|it| it.rec.to_record()).collect())
+    }
+
+    /// Emits what the operator held back and commits; returns what it
+    /// emitted.
+    pub fn commit_held(&mut self) -> anyhow::Result<Vec<Record>> {
+        let mut out = Collector::default();
+        let mut cx = Ctx {
+            pipeline: "p",
+            partition: 0,
+            base: &self.base,
+            txn: &mut self.txn,
+            stream_time: &mut self.stream_time,
+            out: &mut out,
+            now_ms: self.now_ms,
+        };
+        let held = self.op.flush(&mut cx)?;
+        self.commit(out)?;
+        Ok(held.into_iter().map(|it| it.rec.to_record()).collect())
+    }
+
+    /// Drops the uncommitted batches, as a task does when one fails.
+    pub fn discard(&mut self) {
+        self.txn.clear();
+        self.op.discard();
     }
 
     /// Fires what is due with no input.
@@ -398,6 +431,11 @@ impl Harness {
             c.put(k, v);
         }
         self.backend.commit(c)?;
+        self.note(out);
+        Ok(())
+    }
+
+    fn note(&mut self, out: Collector) {
         for (step, d) in out.dead {
             self.dead
                 .push((step, d.failure.message().to_string(), d.record));
@@ -405,7 +443,6 @@ impl Harness {
         self.emitted
             .extend(out.emitted.into_iter().map(|(t, r)| (t, r.to_record())));
         self.late += out.late;
-        Ok(())
     }
 
     /// Feeds `records` (side flag, record) in batches of `size`; returns

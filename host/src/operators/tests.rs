@@ -550,3 +550,93 @@ fn results_do_not_depend_on_the_batch_size() {
         assert_eq!(all[0], all[2], "table join, seed {seed}");
     }
 }
+
+const COUNT: &str = "name = \"count\"\nkind = \"aggregate\"\nmodule = \"count.wasm\"";
+
+#[test]
+fn held_updates_are_emitted_once_per_key_per_commit_with_the_latest_value() {
+    let mut h = Harness::new(step(COUNT), counter());
+    h.op.defer_updates(true);
+    // Two batches into one commit: nothing is emitted before it.
+    let first = [rec("a", "x", 1), rec("b", "x", 2), rec("a", "x", 3)];
+    assert!(h.run_batch(&stream(&first)).unwrap().is_empty());
+    let second = [rec("c", "x", 4), rec("a", "x", 2), rec("a", "bad", 5)];
+    assert!(h.run_batch(&stream(&second)).unwrap().is_empty());
+    // One output per key, in the order of first update, with the latest
+    // count and the largest timestamp.
+    let out = h.commit_held().unwrap();
+    assert_eq!(
+        out.iter().map(show).collect::<Vec<_>>(),
+        ["a=3@5", "b=1@2", "c=1@4"]
+    );
+    let dead: Vec<&str> = h.dead.iter().map(|d| d.1.as_str()).collect();
+    assert_eq!(dead, ["bad record"]);
+    // The next commit emits only what changed since.
+    assert!(
+        h.run_batch(&stream(&[rec("b", "x", 6)]))
+            .unwrap()
+            .is_empty()
+    );
+    let out = h.commit_held().unwrap();
+    assert_eq!(out.iter().map(show).collect::<Vec<_>>(), ["b=2@6"]);
+    // Batches dropped before their commit (a failure) leave nothing behind.
+    assert!(
+        h.run_batch(&stream(&[rec("a", "x", 7)]))
+            .unwrap()
+            .is_empty()
+    );
+    h.discard();
+    assert!(h.commit_held().unwrap().is_empty());
+    assert!(
+        h.run_batch(&stream(&[rec("a", "x", 8)]))
+            .unwrap()
+            .is_empty()
+    );
+    let out = h.commit_held().unwrap();
+    assert_eq!(out.iter().map(show).collect::<Vec<_>>(), ["a=4@8"]);
+}
+
+#[test]
+fn held_updates_give_the_same_final_values_as_per_batch_emission() {
+    let hopping =
+        "window = { type = \"hopping\", size = \"10s\", advance = \"5s\", grace = \"3s\" }";
+    for seed in 1..=3u64 {
+        let input = wandering(seed, 400, 6, 9_000);
+        for window in ["", hopping] {
+            let cfg = step(&format!("{COUNT}\n{window}"));
+            // Emission per batch, committed after each.
+            let mut plain = Harness::new(cfg.clone(), counter());
+            let expected = finals(&plain.feed(&stream(&input), 7));
+            // Held back over commits of 1, 3 and 50 batches.
+            for per_commit in [1, 3, 50] {
+                let mut h = Harness::new(cfg.clone(), counter());
+                h.op.defer_updates(true);
+                let mut out = Vec::new();
+                let mut per_key_commit = BTreeMap::new();
+                for (i, chunk) in input.chunks(7).enumerate() {
+                    assert!(h.run_batch(&stream(chunk)).unwrap().is_empty());
+                    if (i + 1) % per_commit == 0 {
+                        let held = h.commit_held().unwrap();
+                        for r in &held {
+                            let s = show(r);
+                            let k = s.split_once('=').unwrap().0.to_string();
+                            *per_key_commit.entry((i, k)).or_insert(0) += 1;
+                        }
+                        out.extend(held);
+                    }
+                }
+                out.extend(h.commit_held().unwrap());
+                assert!(
+                    per_key_commit.values().all(|n| *n == 1),
+                    "seed {seed}, {window:?}, {per_commit} batches a commit: a key twice in one commit"
+                );
+                assert_eq!(
+                    finals(&out),
+                    expected,
+                    "seed {seed}, {window:?}, {per_commit} batches a commit"
+                );
+                assert_eq!(h.late, plain.late);
+            }
+        }
+    }
+}

@@ -7,6 +7,8 @@
 //! input = "lines"                    # the stream the steps start from
 //! output = "counts"                  # where the last step's default output goes
 //! dead_letter = "wordcount-dlq"      # rejected and trapping records, with the reason in headers
+//! commit_interval = "100ms"          # how often a task commits (default 100ms)
+//! cache_max_bytes = 16777216         # a task's state cache (default 16 MiB; 0: none)
 //!
 //! [[steps]]
 //! name = "split"
@@ -127,10 +129,18 @@ struct FileToml {
     input: Spanned<String>,
     output: Option<Spanned<String>>,
     dead_letter: Option<Spanned<String>>,
+    commit_interval: Option<Spanned<String>>,
+    cache_max_bytes: Option<Spanned<u64>>,
     #[serde(default)]
     steps: Vec<Spanned<StepToml>>,
     kafka: Option<Spanned<BTreeMap<String, Spanned<toml::Value>>>>,
 }
+
+/// How often a task commits when nothing else makes it commit sooner.
+pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The default bound of a task's state cache, in bytes.
+pub const DEFAULT_CACHE_MAX_BYTES: u64 = 16 << 20;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -253,6 +263,14 @@ pub struct Pipeline {
     pub file: PathBuf,
     /// Its `[kafka]` section: run against a Kafka cluster.
     pub kafka: Option<KafkaSettings>,
+    /// How often a task commits: it runs batches into one pending commit
+    /// until this much time has passed since the first of them (or the
+    /// commit grows large, or the task idles or stops).
+    pub commit_interval: Duration,
+    /// The bound of each task's state cache, in bytes; 0: no cache, a
+    /// commit after every batch that changes state, and emit-on-update once
+    /// per batch.
+    pub cache_max_bytes: u64,
 }
 
 /// What a pipeline commits together, on Kafka.
@@ -721,8 +739,16 @@ pub fn parse_with(
             })
         }
     };
+    let commit_interval = match &raw.commit_interval {
+        Some(v) => Duration::from_millis(cx.duration("commit_interval", v)?.max(0) as u64),
+        None => DEFAULT_COMMIT_INTERVAL,
+    };
     Ok(Pipeline {
         kafka,
+        commit_interval,
+        cache_max_bytes: raw
+            .cache_max_bytes
+            .map_or(DEFAULT_CACHE_MAX_BYTES, Spanned::into_inner),
         name: raw.name.into_inner(),
         input: raw.input.into_inner(),
         output: raw.output.map(Spanned::into_inner),

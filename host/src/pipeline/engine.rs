@@ -86,6 +86,8 @@ pub(crate) struct Stats {
     pub records_out: AtomicU64,
     pub dead_letters: AtomicU64,
     pub late_dropped: AtomicU64,
+    /// What the tasks' state caches hold, in bytes.
+    pub cache_bytes: AtomicU64,
 }
 
 /// Everything the tasks of a run share.
@@ -311,6 +313,9 @@ pub struct Status {
     pub records_in: u64,
     /// Whether it stopped.
     pub finished: bool,
+    /// What the tasks' state caches hold (committed entries kept for reads
+    /// and changes not committed yet), in bytes.
+    pub cache_bytes: u64,
 }
 
 /// A running pipeline.
@@ -661,6 +666,7 @@ impl PipelineHandle {
             partitions,
             records_in: s.stats.records_in.load(Ordering::Relaxed),
             finished: self.done.load(Ordering::SeqCst),
+            cache_bytes: s.stats.cache_bytes.load(Ordering::Relaxed),
         }
     }
 

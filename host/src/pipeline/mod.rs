@@ -12,9 +12,11 @@
 //! back a handle on it; the operators live in [`crate::operators`], the
 //! storage behind [`crate::backend`].
 
+mod cache;
 pub mod config;
 pub mod engine;
 pub mod keys;
+mod pending;
 mod task;
 
 use std::io::{IsTerminal, Write};
@@ -181,11 +183,12 @@ pub fn progress_loop(handle: &PipelineHandle) {
         let mut err = std::io::stderr().lock();
         let _ = write!(
             err,
-            "\r\x1b[2K{:>8.0} records/s  {} in  {:.0}s  partitions {:?}  {}",
+            "\r\x1b[2K{:>8.0} records/s  {} in  {:.0}s  partitions {:?}  cache {:.1} MB  {}",
             rate,
             n,
             started.elapsed().as_secs_f64(),
             status.partitions,
+            status.cache_bytes as f64 / 1e6,
             lag.join("  ")
         );
         let _ = err.flush();

@@ -1,8 +1,10 @@
 //! One task: one partition of one segment. It takes a batch from its
 //! sources (merged in timestamp order), runs it through the segment's
-//! operators, and commits everything the batch changed — outputs, dead
-//! letters, state, timers, stream time and input positions — in one commit.
-//! Between two batches it applies hot swaps of its steps' modules.
+//! operators, and adds everything the batch changed — outputs, dead
+//! letters, state, timers, stream time and input positions — to its pending
+//! commit, which it commits as one when due (see [`super::pending`]); state
+//! is read through the task's cache ([`super::cache`]). Between two batches
+//! it applies hot swaps of its steps' modules.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -11,10 +13,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+use super::cache::StateCache;
 use super::config::StepKind;
 use super::engine::{Shared, SwapRejected};
 use super::keys;
-use crate::backend::{Commit, Fenced, StateRead, Stored, TaskId, TaskSpec, Topic, Txn};
+use super::pending::Pending;
+use crate::backend::{Fenced, StateRead, Stored, TaskId, TaskSpec, Topic, Txn};
 use crate::log::partitioner::partition_for_key;
 use crate::operators::{self, Collector, Ctx, Item, Operator};
 use crate::record::{Failure, Packed};
@@ -49,6 +53,14 @@ pub(crate) struct Task {
     txn: Txn,
     seq: u64,
     base: Arc<dyn StateRead>,
+    /// `base`: committed state through the task's cache.
+    cache: Arc<StateCache>,
+    /// The batches run since the last commit.
+    pending: Pending,
+    /// The cache size last added to the run's status.
+    reported_cache: u64,
+    /// Commits made.
+    commits: u64,
     ticks: bool,
     /// Set when this task must stop (its partition was revoked).
     revoked: Arc<AtomicBool>,
@@ -94,7 +106,6 @@ impl Task {
             operators.push(operators::build(shared.pipeline.steps[si].clone(), guest));
             generations.push(generation);
         }
-        let base: Arc<dyn StateRead> = shared.backend.clone();
         let spec = TaskSpec {
             id: TaskId {
                 segment: seg_index as u32,
@@ -104,7 +115,30 @@ impl Task {
             partitions: shared.partitions,
         };
         shared.backend.open_task(&spec)?;
+        let pipe = &shared.pipeline;
+        let cache = Arc::new(StateCache::new(
+            shared.backend.clone(),
+            pipe.cache_max_bytes,
+        ));
+        // Under a simulated clock (`weir test`) a task commits after every
+        // batch, so that its outputs do not depend on the machine's speed.
+        let interval = if shared.options.now_ms.is_some() {
+            Duration::ZERO
+        } else {
+            pipe.commit_interval
+        };
+        if cache.enabled() {
+            for op in &mut operators {
+                op.defer_updates(true);
+            }
+        }
+        let pending = Pending::new(interval, pipe.cache_max_bytes);
+        let base: Arc<dyn StateRead> = cache.clone();
         let mut task = Task {
+            cache,
+            pending,
+            reported_cache: 0,
+            commits: 0,
             ticks: operators.iter().any(|o| o.ticks()),
             step_ids: seg.steps.clone().collect(),
             operators,
@@ -128,8 +162,15 @@ impl Task {
     }
 
     /// (Re)reads where the task is from the committed state: source
-    /// positions and stream time. Pending changes are dropped.
+    /// positions and stream time. Pending changes — every batch since the
+    /// last commit — are dropped, and so is the cache.
     fn load_committed(&mut self) -> anyhow::Result<()> {
+        self.pending.clear();
+        self.txn.clear();
+        self.cache.clear();
+        for op in &mut self.operators {
+            op.discard();
+        }
         let shared = self.shared.clone();
         let seg = &shared.segments[self.seg_index];
         let pipe = &shared.pipeline;
@@ -219,8 +260,11 @@ impl Task {
     }
 
     pub(crate) fn run(&mut self) -> anyhow::Result<()> {
+        // Failures in a row: since the last commit that went through (a
+        // batch that runs but never reaches a commit is no progress).
         let mut failures = 0u32;
         let mut failing_since: Option<Instant> = None;
+        let mut commits = self.commits;
         // Idle, a task sleeps until records are appended (any partition of
         // the backend), its wall-clock timers may be due, or it is stopped
         // (a stop wakes the backend's waiters).
@@ -231,10 +275,9 @@ impl Task {
         };
         loop {
             if self.stopping() {
-                return Ok(());
+                return self.commit_pending();
             }
             let version = self.shared.backend.data_version();
-            self.apply_swaps();
             // A simulated clock (`weir test`): a segment reads once the
             // segments before it are done, so its batches are the same
             // from run to run.
@@ -245,10 +288,13 @@ impl Task {
                     .wait_for_data(version, Duration::from_millis(5));
                 continue;
             }
-            let n = match self.step_batch() {
+            let n = match self.apply_swaps().and_then(|()| self.step_batch()) {
                 Ok(n) => {
-                    failures = 0;
-                    failing_since = None;
+                    if self.commits != commits {
+                        commits = self.commits;
+                        failures = 0;
+                        failing_since = None;
+                    }
                     n
                 }
                 Err(e) if e.is::<SwapRejected>() => {
@@ -316,22 +362,37 @@ impl Task {
                 if self.ticks && self.shared.options.now_ms.is_some() {
                     self.tick()?;
                 }
-                return Ok(());
+                return self.commit_pending();
             }
             if self.ticks {
                 self.tick()?;
             }
             if self.stopping() {
-                return Ok(());
+                return self.commit_pending();
             }
             // An upstream task finishing wakes the waiters too.
             self.shared.backend.wait_for_data(version, cap);
         }
     }
 
+    /// Commits what is pending, if anything.
+    fn commit_pending(&mut self) -> anyhow::Result<()> {
+        if self.pending.is_empty() && self.txn.is_empty() {
+            return Ok(());
+        }
+        self.commit()
+    }
+
     /// Switches every operator whose step got a new module since this task
-    /// last looked (between two batches).
-    fn apply_swaps(&mut self) {
+    /// last looked (between two batches), after committing what the old
+    /// modules ran.
+    fn apply_swaps(&mut self) -> anyhow::Result<()> {
+        let swapped = (0..self.operators.len())
+            .any(|i| self.shared.generation(self.step_ids[i]) != self.generations[i]);
+        if !swapped {
+            return Ok(());
+        }
+        self.commit_pending()?;
         for (i, op) in self.operators.iter_mut().enumerate() {
             let si = self.step_ids[i];
             let generation = self.shared.generation(si);
@@ -356,6 +417,7 @@ impl Task {
                 }
             }
         }
+        Ok(())
     }
 
     /// Fills source buffers and takes up to a batch of records in timestamp
@@ -440,9 +502,22 @@ impl Task {
         Ok(out)
     }
 
+    /// Runs one batch into the pending commit and commits when that is
+    /// due; with no records, commits what is pending (the task idles).
     fn step_batch(&mut self) -> anyhow::Result<usize> {
-        let taken = self.take_batch()?;
+        let taken = match self.take_batch() {
+            Ok(t) => t,
+            Err(e) => {
+                // The batches before are whole: commit them, so that what
+                // was read before a damaged record is not lost with it.
+                if let Err(c) = self.commit_pending() {
+                    tracing::warn!("committing before a failed read: {c:#}");
+                }
+                return Err(e);
+            }
+        };
         if taken.is_empty() {
+            self.commit_pending()?;
             return Ok(0);
         }
         let n = taken.len();
@@ -498,7 +573,8 @@ impl Task {
                 .into());
             }
         }
-        self.finish(flow, out)?;
+        self.stage(flow, out)?;
+        self.pending.ran();
         for (i, generation) in self.probation.drain(..) {
             self.shared.confirm_swap(self.step_ids[i], generation);
         }
@@ -506,7 +582,29 @@ impl Task {
             .stats
             .records_in
             .fetch_add(n as u64, Ordering::Relaxed);
+        let dirty = self.txn.bytes()
+            + self
+                .operators
+                .iter()
+                .map(|o| o.deferred_bytes())
+                .sum::<usize>();
+        if self.pending.due(dirty) {
+            self.commit()?;
+        } else {
+            self.report_cache(dirty);
+        }
         Ok(n)
+    }
+
+    /// Shows the cache's size (committed entries and pending changes) in
+    /// the run's status.
+    fn report_cache(&mut self, dirty: usize) {
+        let now = (self.cache.bytes() + dirty) as u64;
+        let stats = &self.shared.stats;
+        stats
+            .cache_bytes
+            .fetch_add(now.wrapping_sub(self.reported_cache), Ordering::Relaxed);
+        self.reported_cache = now;
     }
 
     /// Runs `flow` through the operators from `first` on.
@@ -577,28 +675,27 @@ impl Task {
             flow_out.extend(self.run_from(i + 1, fired, &mut none, &mut out)?);
         }
         if changed || !out.emitted.is_empty() || !out.dead.is_empty() || !self.txn.is_empty() {
-            self.finish(flow_out, out)?;
+            self.stage(flow_out, out)?;
+            self.commit()?;
         }
         Ok(())
     }
 
-    fn append(&self, commit: &mut Commit, topic: &Topic, rec: Packed) {
-        let p = match rec.key() {
-            Some(k) => partition_for_key(k, topic.config.partitions),
-            None => self.partition % topic.config.partitions.max(1),
-        };
-        commit.append_packed(topic, p, rec.into_bytes());
-    }
-
-    /// Commits a batch: the flow to the segment's sink, named outputs, dead
-    /// letters, state changes, positions and stream time, atomically.
-    fn finish(&mut self, flow: Vec<Item>, out: Collector) -> anyhow::Result<()> {
+    /// Adds what a batch emitted to the pending commit: the flow to the
+    /// segment's sink, named outputs and dead letters.
+    fn stage(&mut self, flow: Vec<Item>, out: Collector) -> anyhow::Result<()> {
         let shared = self.shared.clone();
-        let pipe = &shared.pipeline.name;
         let seg = &shared.segments[self.seg_index];
-        let mut commit = Commit {
-            task: Some(self.id()),
-            ..Commit::default()
+        let partition = self.partition;
+        let pending = &mut self.pending;
+        let mut append = |topic: &Topic, rec: Packed| {
+            let p = match rec.key() {
+                Some(k) => partition_for_key(k, topic.config.partitions),
+                None => partition % topic.config.partitions.max(1),
+            };
+            let bytes = rec.into_bytes();
+            pending.append_bytes += bytes.len();
+            pending.commit.append_packed(topic, p, bytes);
         };
         let stats = &shared.stats;
         if let Some(sink) = &seg.sink {
@@ -606,7 +703,7 @@ impl Task {
             let topic = shared.topic(sink)?;
             let n = flow.len() as u64;
             for it in flow {
-                self.append(&mut commit, &topic, it.rec);
+                append(&topic, it.rec);
             }
             if !internal {
                 stats.records_out.fetch_add(n, Ordering::Relaxed);
@@ -617,7 +714,7 @@ impl Task {
             .fetch_add(out.emitted.len() as u64, Ordering::Relaxed);
         for (topic, rec) in out.emitted {
             let topic = shared.topic(&topic)?;
-            self.append(&mut commit, &topic, rec);
+            append(&topic, rec);
         }
         if !out.dead.is_empty() {
             let dlq = shared.topic(&shared.dead_letter)?;
@@ -649,7 +746,7 @@ impl Task {
                 ));
                 r.headers
                     .push(("weir.offset".into(), offset.to_string().into_bytes()));
-                commit.append(&dlq, p, &r);
+                self.pending.commit.append(&dlq, p, &r);
                 shared.note_dead_letter(step, d.failure.message());
             }
             stats
@@ -660,7 +757,52 @@ impl Task {
         for (step, reason) in &out.config {
             shared.note_config_error(step, reason);
         }
-        for (k, v) in self.txn.take() {
+        Ok(())
+    }
+
+    /// Commits the pending batches atomically: first what the operators
+    /// held back (emit-on-update once per commit) runs through the later
+    /// steps, then their outputs, dead letters, state changes, the sources'
+    /// positions and the stream time go to the backend in one commit.
+    fn commit(&mut self) -> anyhow::Result<()> {
+        let mut out = Collector::default();
+        let mut flow = Vec::new();
+        let now = self.now_ms();
+        for i in 0..self.operators.len() {
+            if self.operators[i].deferred_bytes() == 0 {
+                continue;
+            }
+            let mut cx = Ctx {
+                pipeline: &self.shared.pipeline.name,
+                partition: self.partition,
+                base: &self.base,
+                txn: &mut self.txn,
+                stream_time: &mut self.stream_time,
+                out: &mut out,
+                now_ms: now,
+            };
+            let (emitted, dead) = (cx.out.emitted.len(), cx.out.dead.len());
+            let held = self.operators[i].flush(&mut cx)?;
+            let counters = &self.shared.steps[self.step_ids[i]];
+            counters.records_out.fetch_add(
+                (held.len() + out.emitted.len() - emitted) as u64,
+                Ordering::Relaxed,
+            );
+            counters
+                .dead_letters
+                .fetch_add((out.dead.len() - dead) as u64, Ordering::Relaxed);
+            let mut none = HashMap::new();
+            flow.extend(self.run_from(i + 1, held, &mut none, &mut out)?);
+        }
+        self.stage(flow, out)?;
+        let shared = self.shared.clone();
+        let pipe = &shared.pipeline.name;
+        let mut commit = self.pending.take();
+        commit.task = Some(self.id());
+        let puts = self.txn.take();
+        self.cache
+            .committed(puts.iter().map(|(k, v)| (k.as_slice(), v)));
+        for (k, v) in puts {
             commit.put(k, v);
         }
         for src in &self.sources {
@@ -670,12 +812,21 @@ impl Task {
             keys::stream_time(pipe, self.seg_index as u32, self.partition),
             Some(keys::ord_i64(self.stream_time).to_vec()),
         );
-        shared.backend.commit(commit)
+        // The cache already holds what this commit writes: if the commit
+        // fails, the task clears it (`load_committed`) before going on.
+        shared.backend.commit(commit)?;
+        self.commits += 1;
+        self.report_cache(0);
+        Ok(())
     }
 }
 
 impl Drop for Task {
     fn drop(&mut self) {
+        self.shared
+            .stats
+            .cache_bytes
+            .fetch_sub(self.reported_cache, Ordering::Relaxed);
         self.shared.backend.close_task(self.id());
     }
 }

@@ -1,0 +1,259 @@
+//! A task's cache of committed state, bounded by bytes.
+//!
+//! The operators read state through [`crate::backend::Txn`] (the changes
+//! since the last commit, written back at commit) over a [`StateRead`] of
+//! committed state; for a task, that `StateRead` is this cache in front of
+//! the backend. A key read once stays in memory (unless it has no value)
+//! and a commit writes its changes into the entries the cache holds
+//! as well as into the backend, so a key updated again in a later commit
+//! interval is not read from the backend again.
+//!
+//! A key the backend has to be read for is kept the second time it is read
+//! (a doorkeeper: a key space much larger than the cache does not churn
+//! it). It keeps two generations of entries, each up to a quarter of the bound:
+//! new and re-used entries go into the young one; when that is full, the
+//! old one is dropped and the young one becomes the old one. That is an
+//! approximate least-recently-used eviction at O(1) per read, and the
+//! committed entries it holds stay under half the bound; the task commits
+//! early when its uncommitted changes pass the other half. Range reads go to
+//! the backend (which every commit has reached first).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::backend::StateRead;
+use crate::backend::txn::ENTRY_OVERHEAD;
+
+type Map = rustc_hash::FxHashMap<Vec<u8>, Option<Vec<u8>>>;
+
+#[derive(Default)]
+struct Generations {
+    young: Map,
+    young_bytes: usize,
+    old: Map,
+    old_bytes: usize,
+    /// Hashes of keys read from the backend once and not kept (see
+    /// [`StateCache::get`]).
+    seen: rustc_hash::FxHashSet<u64>,
+}
+
+fn size(key: &[u8], value: &Option<Vec<u8>>) -> usize {
+    key.len() + value.as_ref().map_or(0, Vec::len) + ENTRY_OVERHEAD
+}
+
+impl Generations {
+    fn insert(&mut self, limit: usize, key: Vec<u8>, value: Option<Vec<u8>>) {
+        if !self.old.is_empty()
+            && let Some(v) = self.old.remove(&key)
+        {
+            self.old_bytes -= size(&key, &v);
+        }
+        let add = size(&key, &value);
+        if let Some(v) = self.young.get_mut(&key) {
+            self.young_bytes -= size(&key, v);
+            *v = value;
+            self.young_bytes += add;
+            return;
+        }
+        if self.young_bytes + add > limit {
+            self.old = std::mem::take(&mut self.young);
+            self.old_bytes = std::mem::take(&mut self.young_bytes);
+        }
+        self.young.insert(key, value);
+        self.young_bytes += add;
+    }
+}
+
+/// Committed state through a bounded in-memory cache.
+pub(crate) struct StateCache {
+    backend: Arc<dyn StateRead>,
+    /// Bytes per generation; 0: no cache.
+    limit: usize,
+    gens: Mutex<Generations>,
+    /// Its size as last measured (for status).
+    bytes: AtomicUsize,
+}
+
+impl StateCache {
+    /// A cache of at most `max_bytes / 2` of committed entries in front of
+    /// `backend` (none for 0).
+    pub fn new(backend: Arc<dyn StateRead>, max_bytes: u64) -> Self {
+        StateCache {
+            backend,
+            limit: usize::try_from(max_bytes / 4).unwrap_or(usize::MAX),
+            gens: Mutex::new(Generations::default()),
+            bytes: AtomicUsize::new(0),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Generations> {
+        match self.gens.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Whether it caches anything.
+    pub fn enabled(&self) -> bool {
+        self.limit > 0
+    }
+
+    /// Takes in what a commit wrote (after the backend has it): the keys
+    /// it holds get their new values; others stay out until read.
+    pub fn committed<'a>(&self, puts: impl Iterator<Item = (&'a [u8], &'a Option<Vec<u8>>)>) {
+        if !self.enabled() {
+            return;
+        }
+        let mut g = self.lock();
+        let g = &mut *g;
+        for (k, v) in puts {
+            for (map, bytes) in [
+                (&mut g.young, &mut g.young_bytes),
+                (&mut g.old, &mut g.old_bytes),
+            ] {
+                if let Some(slot) = map.get_mut(k) {
+                    *bytes -= size(k, slot);
+                    slot.clone_from(v);
+                    *bytes += size(k, slot);
+                    break;
+                }
+            }
+        }
+        self.bytes
+            .store(g.young_bytes + g.old_bytes, Ordering::Relaxed);
+    }
+
+    /// Forgets everything (a batch failed: the task starts again from what
+    /// the backend holds).
+    pub fn clear(&self) {
+        let mut g = self.lock();
+        *g = Generations::default();
+        self.bytes.store(0, Ordering::Relaxed);
+    }
+
+    /// The memory its entries hold, in bytes.
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+}
+
+impl StateRead for StateCache {
+    fn get(&self, key: &[u8]) -> anyhow::Result<Option<Vec<u8>>> {
+        if !self.enabled() {
+            return self.backend.get(key);
+        }
+        let mut g = self.lock();
+        if let Some(v) = g.young.get(key) {
+            return Ok(v.clone());
+        }
+        let old = if g.old.is_empty() {
+            None
+        } else {
+            g.old.remove(key)
+        };
+        let value = match old {
+            Some(v) => {
+                g.old_bytes -= size(key, &v);
+                v
+            }
+            None => {
+                // A key with no value is not kept: with a large key space
+                // most reads are of keys never written, which the commit
+                // that writes them would only have to update. A key read
+                // from the backend is kept the second time only, so that
+                // keys read once in a long while (a key space much larger
+                // than the cache) do not push out the ones read often.
+                let v = self.backend.get(key)?;
+                if v.is_none() {
+                    return Ok(None);
+                }
+                let h = std::hash::BuildHasher::hash_one(&rustc_hash::FxBuildHasher, key);
+                if g.seen.insert(h) {
+                    if g.seen.len() > self.limit / 64 {
+                        g.seen.clear();
+                    }
+                    return Ok(v);
+                }
+                g.seen.remove(&h);
+                v
+            }
+        };
+        g.insert(self.limit, key.to_vec(), value.clone());
+        self.bytes
+            .store(g.young_bytes + g.old_bytes, Ordering::Relaxed);
+        Ok(value)
+    }
+
+    fn range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.backend.range(start, end, limit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::backend::memory::MemoryBackend;
+    use crate::backend::{Backend, Commit};
+
+    #[test]
+    fn reads_go_to_the_backend_once_and_the_size_stays_under_half_the_bound() {
+        let backend = MemoryBackend::new();
+        let mut c = Commit::default();
+        for i in 0..1000u32 {
+            c.put(format!("k{i:04}").into_bytes(), Some(vec![b'v'; 36]));
+        }
+        backend.commit(c).unwrap();
+        // 1,000 entries of 5 + 36 + 64 bytes; a bound of 40,000 keeps at
+        // most 20,000 bytes of them.
+        let cache = StateCache::new(Arc::new(backend.clone()), 40_000);
+        // A key read once is not kept; read again, it is.
+        assert_eq!(cache.get(b"k0000").unwrap(), Some(vec![b'v'; 36]));
+        assert_eq!(cache.bytes(), 0);
+        assert_eq!(cache.get(b"k0000").unwrap(), Some(vec![b'v'; 36]));
+        assert_eq!(cache.bytes(), 105);
+        for i in 0..1000u32 {
+            for _ in 0..2 {
+                let v = cache.get(format!("k{i:04}").as_bytes()).unwrap();
+                assert_eq!(v, Some(vec![b'v'; 36]));
+            }
+            assert!(cache.bytes() <= 20_000, "{} bytes", cache.bytes());
+        }
+        assert!(cache.bytes() > 10_000, "{} bytes", cache.bytes());
+        // A key still cached is answered from memory: delete it behind the
+        // cache's back and it is still seen.
+        let mut c = Commit::default();
+        c.put(b"k0999".to_vec(), None);
+        backend.commit(c).unwrap();
+        assert_eq!(
+            cache.get(b"k0999").unwrap(),
+            Some(vec![b'v'; 36]),
+            "answered from the cache"
+        );
+        // What a commit wrote replaces the cached value.
+        cache.committed([(&b"k0999"[..], &None)].into_iter());
+        assert_eq!(cache.get(b"k0999").unwrap(), None);
+        // An evicted key is read from the backend again.
+        assert_eq!(cache.get(b"k0000").unwrap(), Some(vec![b'v'; 36]));
+        cache.clear();
+        assert_eq!(cache.bytes(), 0);
+    }
+
+    #[test]
+    fn a_bound_of_zero_caches_nothing() {
+        let backend = MemoryBackend::new();
+        let cache = StateCache::new(Arc::new(backend.clone()), 0);
+        assert_eq!(cache.get(b"a").unwrap(), None);
+        let mut c = Commit::default();
+        c.put(b"a".to_vec(), Some(b"1".to_vec()));
+        backend.commit(c).unwrap();
+        assert_eq!(cache.get(b"a").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(cache.bytes(), 0);
+    }
+}
