@@ -103,6 +103,17 @@ impl Log {
     /// One process at a time may do so. A damaged directory is refused with
     /// an error saying what is wrong, and nothing in it is changed.
     pub fn open(dir: &Path) -> anyhow::Result<Arc<Log>> {
+        Log::open_tuned(dir, 32 << 20, 3)
+    }
+
+    /// Opens (creating if needed) a store of state only, such as a Kafka
+    /// pipeline's local copy of its changelogs: smaller memtables (2 x 8
+    /// MiB), since its writes are a fraction of a log's.
+    pub fn open_state(dir: &Path) -> anyhow::Result<Arc<Log>> {
+        Log::open_tuned(dir, 8 << 20, 2)
+    }
+
+    fn open_tuned(dir: &Path, memtable: usize, memtables: i32) -> anyhow::Result<Arc<Log>> {
         let fresh = !has_database(dir)?;
         if fresh {
             std::fs::create_dir_all(dir)
@@ -125,8 +136,8 @@ impl Log {
         // compactions in parallel keep writers from stalling while bounding
         // the memory a data directory holds.
         opts.set_enable_pipelined_write(true);
-        opts.set_write_buffer_size(32 << 20);
-        opts.set_max_write_buffer_number(3);
+        opts.set_write_buffer_size(memtable);
+        opts.set_max_write_buffer_number(memtables);
         opts.set_max_background_jobs(4);
         // Bloom filters (10 bits a key, ~1% false positives) let a state
         // read of a key that was never written skip the table files: with a

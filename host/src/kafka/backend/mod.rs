@@ -55,7 +55,7 @@ use crate::record::Packed;
 const RETRY_WINDOW: Duration = Duration::from_secs(120);
 
 /// How much a source partition's consumer fetches ahead (KiB).
-const PREFETCH_KB: &str = "8192";
+const PREFETCH_KB: &str = "4096";
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -134,7 +134,7 @@ impl KafkaBackend {
             )))?;
         conn.probe(&meta, None)?;
         let local_dir = dir.join("kafka").join(app);
-        let local = Log::open(&local_dir).with_context(|| {
+        let local = Log::open_state(&local_dir).with_context(|| {
             format!(
                 "the local state of application {app} ({})",
                 local_dir.display()
