@@ -131,25 +131,7 @@ impl Daemon {
     }
 
     fn produce(&self, topic: &str, lines: &[String]) {
-        let mut child = self
-            .weir()
-            .args(["produce", topic])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        for l in lines {
-            writeln!(stdin, "{l}").unwrap();
-        }
-        drop(stdin);
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "produce: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crate::util::feed(self.weir().args(["produce", topic]), lines);
     }
 
     /// Every record of a topic: (partition, key, value as JSON).

@@ -4,7 +4,6 @@
 //! the consumer group, and a SIGKILL loses and repeats nothing.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -85,25 +84,7 @@ impl Place {
     }
 
     fn produce(&self, topic: &str, lines: &[String]) {
-        let mut child = self
-            .weir()
-            .args(["produce", topic])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        for l in lines {
-            writeln!(stdin, "{l}").unwrap();
-        }
-        drop(stdin);
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crate::util::feed(self.weir().args(["produce", topic]), lines);
     }
 
     fn run_pipeline(&self, file: &Path) -> String {

@@ -3,7 +3,7 @@
 //! while its pipeline picks up what is produced.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -41,23 +41,7 @@ impl Data {
     /// `weir produce topic` from another process, with `lines` on stdin;
     /// returns its standard error.
     fn produce(&self, topic: &str, lines: &[String]) -> String {
-        let mut child = self
-            .weir()
-            .args(["produce", topic])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        for l in lines {
-            writeln!(stdin, "{l}").unwrap();
-        }
-        drop(stdin);
-        let out = child.wait_with_output().unwrap();
-        let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(out.status.success(), "produce: {err}");
-        err
+        crate::util::feed(self.weir().args(["produce", topic]), lines)
     }
 
     fn socket(&self) -> PathBuf {

@@ -3,7 +3,6 @@
 //! and pipeline-file mistakes.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -48,25 +47,7 @@ impl Data {
     }
 
     fn produce(&self, topic: &str, lines: &[String]) {
-        let mut child = self
-            .weir()
-            .args(["produce", topic])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        for l in lines {
-            writeln!(stdin, "{l}").unwrap();
-        }
-        drop(stdin);
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crate::util::feed(self.weir().args(["produce", topic]), lines);
     }
 
     fn run_pipeline(&self, file: &Path, extra: &[&str]) -> String {

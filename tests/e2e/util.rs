@@ -97,3 +97,26 @@ pub fn assert_lines(what: &str, actual: &str, expected: &str) {
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
 }
+
+/// Runs `cmd` (a `weir produce ...`) with `lines` on its standard input, one
+/// a line; asserts it succeeded and returns what it printed on stderr.
+#[track_caller]
+pub fn feed(cmd: &mut Command, lines: &[String]) -> String {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("weir runs");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    for l in lines {
+        writeln!(stdin, "{l}").expect("write stdin");
+    }
+    drop(stdin);
+    let out = child.wait_with_output().expect("weir ends");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{cmd:?}: {err}");
+    err
+}
