@@ -635,3 +635,34 @@ fn a_broker_restarted_mid_run_is_survived_with_nothing_lost() {
     instance.wait().unwrap();
     assert_once(&got, &want);
 }
+
+#[test]
+fn at_least_once_from_the_kafka_section_counts_as_exactly_once_does_without_faults() {
+    let s = suffix();
+    let k = Place::kafka();
+    let files = tempdir();
+    let wc = example(
+        files.path(),
+        "wordcount.toml",
+        &["wordcount", "lines", "counts", "wordcount-dlq"],
+        &s,
+    );
+    // The cluster and the guarantee from the file, not the command line.
+    let text = std::fs::read_to_string(&wc).unwrap()
+        + &format!(
+            "\n[kafka]\n\"bootstrap.servers\" = \"{}\"\nguarantee = \"at-least-once\"\n",
+            brokers()
+        );
+    std::fs::write(&wc, text).unwrap();
+    let input = lines(300, 41);
+    k.topic(&format!("lines-{s}"), 2);
+    k.produce(&format!("lines-{s}"), &input);
+    let r = run(weir()
+        .env("WEIR_MODULE_PATH", guest("count").parent().unwrap())
+        .env("WEIR_DATA", k.data())
+        .arg("run")
+        .arg(&wc)
+        .args(["--until-caught-up", "--quiet"]));
+    assert!(r.status.success(), "{}", r.stderr);
+    assert_once(&k.consume(&format!("counts-{s}")), &model_counts(&input));
+}
