@@ -205,6 +205,12 @@ pub trait StateRead: Send + Sync {
     /// The committed value of `key`.
     fn get(&self, key: &[u8]) -> anyhow::Result<Option<Vec<u8>>>;
 
+    /// The committed values of `keys`, in their order (one read of each by
+    /// default; a backend may read them together).
+    fn get_many(&self, keys: &[&[u8]]) -> anyhow::Result<Vec<Option<Vec<u8>>>> {
+        keys.iter().map(|k| self.get(k)).collect()
+    }
+
     /// Committed entries with `start <= key < end`, in key order, up to `limit`.
     fn range(
         &self,

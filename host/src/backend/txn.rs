@@ -31,6 +31,36 @@ impl Txn {
         base.get(key)
     }
 
+    /// The values of `keys`, in their order: pending if written since the
+    /// last commit, else committed in `base` (read together).
+    pub fn get_many(
+        &self,
+        base: &dyn StateRead,
+        keys: &[&[u8]],
+    ) -> anyhow::Result<Vec<Option<Vec<u8>>>> {
+        let mut out = Vec::with_capacity(keys.len());
+        let mut missing = Vec::new();
+        let mut at = Vec::new();
+        for k in keys {
+            match self.pending.get(*k) {
+                Some(v) => out.push(v.clone()),
+                None => {
+                    at.push(out.len());
+                    missing.push(*k);
+                    out.push(None);
+                }
+            }
+        }
+        if !missing.is_empty() {
+            for (i, v) in at.into_iter().zip(base.get_many(&missing)?) {
+                if let Some(slot) = out.get_mut(i) {
+                    *slot = v;
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// The pending value of `key`: `Some(None)` if deleted, `None` if not
     /// written since the last commit.
     pub fn pending(&self, key: &[u8]) -> Option<Option<&[u8]>> {

@@ -12,6 +12,22 @@ impl StateRead for Log {
             .with_context(|| format!("cannot read state from {}", self.dir.display()))
     }
 
+    fn get_many(&self, keys: &[&[u8]]) -> anyhow::Result<Vec<Option<Vec<u8>>>> {
+        // One batched read (RocksDB's MultiGet): the memtable and each
+        // table file are searched once for all the keys.
+        let Some(cf) = self.db.cf_handle(rocksdb::DEFAULT_COLUMN_FAMILY_NAME) else {
+            return keys.iter().map(|k| self.get(k)).collect();
+        };
+        self.db
+            .batched_multi_get_cf(&cf, keys.iter().copied(), false)
+            .into_iter()
+            .map(|r| {
+                r.map(|v| v.map(|v| v.to_vec()))
+                    .with_context(|| format!("cannot read state from {}", self.dir.display()))
+            })
+            .collect()
+    }
+
     fn range(
         &self,
         start: &[u8],

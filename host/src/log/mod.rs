@@ -139,13 +139,21 @@ impl Log {
         opts.set_write_buffer_size(memtable);
         opts.set_max_write_buffer_number(memtables);
         opts.set_max_background_jobs(4);
+        // A bloom filter over each memtable's keys lets a state read of a
+        // key absent from memory skip the memtable's skip list.
+        opts.set_memtable_prefix_bloom_ratio(0.05);
+        opts.set_memtable_whole_key_filtering(true);
         // Bloom filters (10 bits a key, ~1% false positives) let a state
         // read of a key that was never written skip the table files: with a
         // large key space most reads are of new keys.
         let mut table = rocksdb::BlockBasedOptions::default();
         table.set_bloom_filter(10.0, false);
         opts.set_block_based_table_factory(&table);
-        let db = DB::open(&opts, dir.join("db")).map_err(|e| {
+        // The default column family is opened by name, so that a handle on
+        // it serves batched reads (`StateRead::get_many`).
+        let default =
+            rocksdb::ColumnFamilyDescriptor::new(rocksdb::DEFAULT_COLUMN_FAMILY_NAME, opts.clone());
+        let db = DB::open_cf_descriptors(&opts, dir.join("db"), [default]).map_err(|e| {
             let msg = e.to_string();
             if msg.contains("lock") {
                 anyhow::anyhow!(

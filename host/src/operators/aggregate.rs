@@ -128,10 +128,15 @@ impl Aggregate {
     /// call fails, retries record by record so that only the record that
     /// fails becomes a dead letter.
     fn add(&mut self, cx: &mut Ctx<'_>, recs: &[&Packed], groups: &[Group]) -> anyhow::Result<()> {
+        // The groups' accumulators, read together.
+        let state_keys: Vec<Vec<u8>> = groups
+            .iter()
+            .map(|g| keys::agg(cx.pipeline, &self.cfg.name, cx.partition, &g.key, g.start))
+            .collect();
+        let read: Vec<&[u8]> = state_keys.iter().map(Vec::as_slice).collect();
         let mut stored = Vec::with_capacity(groups.len());
-        for g in groups {
-            let k = keys::agg(cx.pipeline, &self.cfg.name, cx.partition, &g.key, g.start);
-            let acc = match cx.get(&k)? {
+        for v in cx.get_many(&read)? {
+            let acc = match v {
                 Some(v) => Some(
                     keys::agg_value(&v)
                         .context("a stored accumulator is corrupt")?
@@ -155,8 +160,7 @@ impl Aggregate {
                     }
                 }
                 let close = self.cfg.emit == Emit::Close && self.cfg.window.is_some();
-                for (g, acc) in groups.iter().zip(accs) {
-                    let k = keys::agg(cx.pipeline, &self.cfg.name, cx.partition, &g.key, g.start);
+                for ((g, acc), k) in groups.iter().zip(accs).zip(state_keys) {
                     let mut v = g.end.to_be_bytes().to_vec();
                     v.extend_from_slice(&acc);
                     cx.txn.put(k, v);

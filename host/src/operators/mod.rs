@@ -118,6 +118,12 @@ impl Ctx<'_> {
         self.txn.get(self.base.as_ref(), key)
     }
 
+    /// The values of `keys`, in their order: pending, else committed (read
+    /// together).
+    pub fn get_many(&self, keys: &[&[u8]]) -> anyhow::Result<Vec<Option<Vec<u8>>>> {
+        self.txn.get_many(self.base.as_ref(), keys)
+    }
+
     /// State entries with `start <= key < end`, up to `limit`.
     pub fn range(
         &self,

@@ -137,51 +137,95 @@ impl StateCache {
     }
 }
 
+impl Generations {
+    /// The cached value of `key` (moved into the young generation if it
+    /// was in the old one); `None`: not cached.
+    fn lookup(&mut self, limit: usize, key: &[u8]) -> Option<Option<Vec<u8>>> {
+        if let Some(v) = self.young.get(key) {
+            return Some(v.clone());
+        }
+        if self.old.is_empty() {
+            return None;
+        }
+        let v = self.old.remove(key)?;
+        self.old_bytes -= size(key, &v);
+        self.insert(limit, key.to_vec(), v.clone());
+        Some(v)
+    }
+
+    /// Takes in a value read from the backend. A key with no value is not
+    /// kept: with a large key space most reads are of keys never written,
+    /// which the commit that writes them would only have to update. A key
+    /// read from the backend is kept the second time only, so that keys
+    /// read once in a long while (a key space much larger than the cache)
+    /// do not push out the ones read often.
+    fn admit(&mut self, limit: usize, key: &[u8], value: &Option<Vec<u8>>) {
+        if value.is_none() {
+            return;
+        }
+        let h = std::hash::BuildHasher::hash_one(&rustc_hash::FxBuildHasher, key);
+        if self.seen.insert(h) {
+            if self.seen.len() > limit / 64 {
+                self.seen.clear();
+            }
+            return;
+        }
+        self.seen.remove(&h);
+        self.insert(limit, key.to_vec(), value.clone());
+    }
+}
+
 impl StateRead for StateCache {
     fn get(&self, key: &[u8]) -> anyhow::Result<Option<Vec<u8>>> {
         if !self.enabled() {
             return self.backend.get(key);
         }
         let mut g = self.lock();
-        if let Some(v) = g.young.get(key) {
-            return Ok(v.clone());
+        if let Some(v) = g.lookup(self.limit, key) {
+            self.bytes
+                .store(g.young_bytes + g.old_bytes, Ordering::Relaxed);
+            return Ok(v);
         }
-        let old = if g.old.is_empty() {
-            None
-        } else {
-            g.old.remove(key)
-        };
-        let value = match old {
-            Some(v) => {
-                g.old_bytes -= size(key, &v);
-                v
-            }
-            None => {
-                // A key with no value is not kept: with a large key space
-                // most reads are of keys never written, which the commit
-                // that writes them would only have to update. A key read
-                // from the backend is kept the second time only, so that
-                // keys read once in a long while (a key space much larger
-                // than the cache) do not push out the ones read often.
-                let v = self.backend.get(key)?;
-                if v.is_none() {
-                    return Ok(None);
-                }
-                let h = std::hash::BuildHasher::hash_one(&rustc_hash::FxBuildHasher, key);
-                if g.seen.insert(h) {
-                    if g.seen.len() > self.limit / 64 {
-                        g.seen.clear();
-                    }
-                    return Ok(v);
-                }
-                g.seen.remove(&h);
-                v
-            }
-        };
-        g.insert(self.limit, key.to_vec(), value.clone());
+        let v = self.backend.get(key)?;
+        g.admit(self.limit, key, &v);
         self.bytes
             .store(g.young_bytes + g.old_bytes, Ordering::Relaxed);
-        Ok(value)
+        Ok(v)
+    }
+
+    fn get_many(&self, keys: &[&[u8]]) -> anyhow::Result<Vec<Option<Vec<u8>>>> {
+        if !self.enabled() {
+            return self.backend.get_many(keys);
+        }
+        let mut out = Vec::with_capacity(keys.len());
+        let mut missing = Vec::new();
+        let mut g = self.lock();
+        for k in keys {
+            match g.lookup(self.limit, k) {
+                Some(v) => out.push(v),
+                None => {
+                    missing.push((out.len(), *k));
+                    out.push(None);
+                }
+            }
+        }
+        if !missing.is_empty() {
+            // The backend is read without the lock (only status reads the
+            // cache from another thread).
+            drop(g);
+            let read: Vec<&[u8]> = missing.iter().map(|(_, k)| *k).collect();
+            let values = self.backend.get_many(&read)?;
+            g = self.lock();
+            for ((i, k), v) in missing.into_iter().zip(values) {
+                g.admit(self.limit, k, &v);
+                if let Some(slot) = out.get_mut(i) {
+                    *slot = v;
+                }
+            }
+        }
+        self.bytes
+            .store(g.young_bytes + g.old_bytes, Ordering::Relaxed);
+        Ok(out)
     }
 
     fn range(
@@ -243,6 +287,37 @@ mod tests {
         assert_eq!(cache.get(b"k0000").unwrap(), Some(vec![b'v'; 36]));
         cache.clear();
         assert_eq!(cache.bytes(), 0);
+    }
+
+    #[test]
+    fn reads_together_answer_as_reads_one_by_one_and_fill_the_cache_alike() {
+        let backend = MemoryBackend::new();
+        let mut c = Commit::default();
+        c.put(b"a".to_vec(), Some(b"1".to_vec()));
+        c.put(b"b".to_vec(), Some(b"2".to_vec()));
+        backend.commit(c).unwrap();
+        let cache = StateCache::new(Arc::new(backend.clone()), 40_000);
+        let keys: [&[u8]; 4] = [b"a", b"x", b"b", b"a"];
+        let want = vec![
+            Some(b"1".to_vec()),
+            None,
+            Some(b"2".to_vec()),
+            Some(b"1".to_vec()),
+        ];
+        // The first read of "a" is let through, its second (in the same
+        // call) keeps it; "b" is kept on its next read.
+        assert_eq!(cache.get_many(&keys).unwrap(), want);
+        assert_eq!(cache.bytes(), 1 + 1 + ENTRY_OVERHEAD);
+        assert_eq!(cache.get_many(&keys).unwrap(), want);
+        assert_eq!(cache.bytes(), 2 * (1 + 1 + ENTRY_OVERHEAD));
+        // Pending writes in a transaction come before the cache.
+        let mut txn = crate::backend::txn::Txn::default();
+        txn.put(b"b".to_vec(), b"3".to_vec());
+        txn.delete(b"a".to_vec());
+        assert_eq!(
+            txn.get_many(&cache, &keys).unwrap(),
+            vec![None, None, Some(b"3".to_vec()), None]
+        );
     }
 
     #[test]
