@@ -464,6 +464,25 @@ fn a_swap_under_load_keeps_every_record_exactly_once_and_the_aggregate_state() {
             .starts_with("weir_step_last_swap_pause_seconds{pipeline=\"live\",step=\"case\"} ")),
         "{metrics}"
     );
+    // Guest time is told apart from the step's whole run time.
+    let seconds = |name: &str| -> f64 {
+        let prefix = format!("{name}{{pipeline=\"live\",step=\"case\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+    };
+    let (guest, run) = (
+        seconds("weir_step_guest_seconds_total"),
+        seconds("weir_step_run_seconds_total"),
+    );
+    assert!(guest > 0.0 && guest <= run, "guest {guest} s, run {run} s");
+    assert_eq!(
+        st["steps"][0]["guest_us"].as_u64().map(|us| us > 0),
+        Some(true),
+        "{st}"
+    );
 }
 
 #[test]
@@ -864,6 +883,15 @@ fn the_daemon_killed_with_sigkill_resumes_every_pipeline_at_its_last_versions() 
         "{logs}"
     );
     assert_eq!(d.ok(&["logs", "live"]), "", "live's guest logs nothing");
+    // The lines are kept in the data directory: a daemon killed and
+    // started again still shows them.
+    d.kill9();
+    d.spawn();
+    assert_eq!(
+        d.ok(&["logs", "logged"]),
+        logs,
+        "the guest's lines after a restart"
+    );
     // Delete refuses a version in use, and a pipeline can be deleted.
     let err = d.fails(&["module", "delete", "case@2"]);
     assert!(

@@ -58,7 +58,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .context("cannot install the Ctrl-C handler")?;
     }
     let _owner = owner::serve(log.clone(), &args.data, stop.clone())?;
-    daemon::logs::enable();
+    daemon::logs::enable(&args.data)?;
     let runtime = Runtime::new(args.runtime.options())?;
     let d = daemon::Daemon::open(
         &args.data,

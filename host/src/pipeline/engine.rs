@@ -27,6 +27,8 @@ pub(crate) struct StepCounters {
     /// Time spent running the step's operator (its guest calls and the
     /// host's work for it), in microseconds.
     pub busy_us: AtomicU64,
+    /// The part of `busy_us` spent inside guest calls.
+    pub guest_us: AtomicU64,
 }
 
 /// The module a step runs, and how many times it was swapped.
@@ -298,6 +300,9 @@ pub struct StepStatus {
     /// Time spent running the step (its guest calls and the host's work
     /// for it), in microseconds.
     pub busy_us: u64,
+    /// The part of `busy_us` spent inside guest calls (the guest's code
+    /// and the host functions it called), in microseconds.
+    pub guest_us: u64,
 }
 
 /// What a running pipeline is doing.
@@ -657,6 +662,7 @@ impl PipelineHandle {
                 lag,
                 last_swap: slot.last_swap.clone(),
                 busy_us: c.busy_us.load(Ordering::Relaxed),
+                guest_us: c.guest_us.load(Ordering::Relaxed),
                 last_swap_pause_us: slot.pauses.iter().max().map_or(0, |d| d.as_micros() as u64),
             });
         }

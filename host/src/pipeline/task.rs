@@ -632,10 +632,16 @@ impl Task {
                 now_ms: now,
             };
             let started = std::time::Instant::now();
+            let guest_before = self.operators[i].guest().guest_time();
             flow = self.operators[i].run(&mut cx, flow, side)?;
             counters
                 .busy_us
                 .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            let in_guest = self.operators[i].guest().guest_time();
+            counters.guest_us.fetch_add(
+                in_guest.saturating_sub(guest_before).as_micros() as u64,
+                Ordering::Relaxed,
+            );
             let n_out = (flow.len() + out.emitted.len() - emitted) as u64;
             let n_dead = (out.dead.len() - dead) as u64;
             counters.records_out.fetch_add(n_out, Ordering::Relaxed);
@@ -782,8 +788,18 @@ impl Task {
                 now_ms: now,
             };
             let (emitted, dead) = (cx.out.emitted.len(), cx.out.dead.len());
+            let started = std::time::Instant::now();
+            let guest_before = self.operators[i].guest().guest_time();
             let held = self.operators[i].flush(&mut cx)?;
             let counters = &self.shared.steps[self.step_ids[i]];
+            counters
+                .busy_us
+                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            let in_guest = self.operators[i].guest().guest_time();
+            counters.guest_us.fetch_add(
+                in_guest.saturating_sub(guest_before).as_micros() as u64,
+                Ordering::Relaxed,
+            );
             counters.records_out.fetch_add(
                 (held.len() + out.emitted.len() - emitted) as u64,
                 Ordering::Relaxed,

@@ -49,6 +49,12 @@ pub trait Guest: Send {
     /// The world it implements.
     fn world(&self) -> World;
 
+    /// Time spent inside its calls so far (the guest's own code and the
+    /// host functions it called), as opposed to the host's work around them.
+    fn guest_time(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+
     /// Calls it, with `state` available to a processor during the call.
     /// `Err` is a step that cannot run at all (its instance cannot be made).
     fn call(

@@ -78,6 +78,9 @@ pub struct Step {
     max_timeouts: u32,
     instances: u64,
     last_instantiate: Duration,
+    /// Time spent inside the guest's functions (and the host functions
+    /// they called: state, timers, log), over all calls.
+    guest_time: Duration,
     /// A native stand-in for the guest's bytes-to-bytes exports, for
     /// benchmarks that compare the same pipeline with a native step.
     native: Option<NativeFn>,
@@ -112,6 +115,7 @@ impl Step {
             max_timeouts: options.max_timeouts.max(1),
             instances: 0,
             last_instantiate: Duration::ZERO,
+            guest_time: Duration::ZERO,
             native: None,
         }
     }
@@ -261,21 +265,25 @@ impl Step {
         let _running = super::Running::enter();
         live.store.set_epoch_deadline(ticks);
         live.store.data_mut().state = state;
+        let started = Instant::now();
         let result = func
             .typed::<P, R>(&live.store)
             .and_then(|typed| typed.call(&mut live.store, params));
+        let took = started.elapsed();
         let state = live.store.data_mut().state.take();
         let spent = live.store.data().call_bytes();
         let stderr = live.store.data_mut().drain_output();
         match result {
             Ok(r) => {
                 live.store.data().log_stderr(&stderr);
+                self.guest_time += took;
                 self.timeouts = 0;
                 self.last_call_bytes = spent;
                 Ok((Ok(r), state))
             }
             Err(e) => {
                 self.live = None;
+                self.guest_time += took;
                 if e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
                     self.timeouts += 1;
                     if self.timeouts >= self.max_timeouts {
@@ -315,6 +323,10 @@ impl Guest for Step {
 
     fn world(&self) -> World {
         self.module.world()
+    }
+
+    fn guest_time(&self) -> Duration {
+        self.guest_time
     }
 
     fn call(

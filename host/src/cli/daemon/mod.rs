@@ -681,6 +681,7 @@ impl Daemon {
                     "last_swap": swap_text(&s.last_swap),
                     "last_swap_pause_us": s.last_swap_pause_us,
                     "busy_us": s.busy_us,
+                    "guest_us": s.guest_us,
                 })
             })
             .collect();
@@ -1048,6 +1049,7 @@ impl Daemon {
                             s.last_swap_pause_us as f64 / 1e6,
                         ),
                         ("weir_step_run_seconds_total", s.busy_us as f64 / 1e6),
+                        ("weir_step_guest_seconds_total", s.guest_us as f64 / 1e6),
                     ] {
                         rows.push((app.clone(), s.name.clone(), metric, v));
                     }
@@ -1089,6 +1091,11 @@ impl Daemon {
                 "weir_step_run_seconds_total",
                 "counter",
                 "Time spent running the step: its guest calls and the host's work for it.",
+            ),
+            (
+                "weir_step_guest_seconds_total",
+                "counter",
+                "Time spent inside the step's guest calls (the guest's code and the host functions it called).",
             ),
         ];
         let mut text = String::new();
