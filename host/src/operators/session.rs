@@ -5,6 +5,12 @@
 //! the merged-away sessions are emitted as tombstones and the new one with
 //! its value; with `emit = "close"` a session is emitted once, when the
 //! stream time reaches its end + gap + grace.
+//!
+//! With a state cache ([`Operator::defer_updates`]) updates are emitted once
+//! per commit instead: each session created or grown since the last commit
+//! and still there is emitted with its latest value, and a session merged
+//! away is emitted as a tombstone only if the last commit had it (a session
+//! that came and went between two commits was never seen downstream).
 
 use anyhow::Context;
 
@@ -20,6 +26,47 @@ pub struct Session {
     cfg: StepConfig,
     guest: Box<dyn Guest>,
     gap: i64,
+    /// Emit on update once per commit (not once per record).
+    defer: bool,
+    /// The sessions touched since the last commit, in the order of their
+    /// first touch, and where each is in it.
+    held: Vec<Held>,
+    index: rustc_hash::FxHashMap<(Vec<u8>, i64, i64), usize>,
+    /// What `held` holds, in bytes.
+    held_bytes: usize,
+}
+
+/// A session (key, start, end) touched since the last commit.
+struct Held {
+    key: Vec<u8>,
+    start: i64,
+    end: i64,
+    /// Merged away into a larger session (else: created or updated).
+    removed: bool,
+    /// The seq and timestamp of the last record that touched it.
+    seq: u64,
+    ts: i64,
+    /// That record (dead-lettered if presenting the session fails).
+    last: Packed,
+}
+
+/// The tombstone of session `[s, e]` of `key`.
+fn tombstone(key: &[u8], s: i64, e: i64, seq: u64, ts: i64) -> Item {
+    let (s, e) = (s.to_string(), e.to_string());
+    Item {
+        seq,
+        rec: Packed::new(
+            0,
+            ts,
+            Some(key),
+            None,
+            [
+                ("weir.window.start", s.as_bytes()),
+                ("weir.window.end", e.as_bytes()),
+            ]
+            .into_iter(),
+        ),
+    }
 }
 
 impl Session {
@@ -29,7 +76,46 @@ impl Session {
             Some(Window::Session { gap }) => gap,
             _ => 0,
         };
-        Session { cfg, guest, gap }
+        Session {
+            cfg,
+            guest,
+            gap,
+            defer: false,
+            held: Vec::new(),
+            index: rustc_hash::FxHashMap::default(),
+            held_bytes: 0,
+        }
+    }
+
+    /// Notes that session `[start, end]` of `key` changed (or, `removed`,
+    /// was merged away), to emit at the next commit.
+    fn hold(&mut self, key: &[u8], start: i64, end: i64, removed: bool, it: &Item) {
+        let ts = it.rec.timestamp();
+        match self.index.entry((key.to_vec(), start, end)) {
+            std::collections::hash_map::Entry::Occupied(e) => {
+                if let Some(h) = self.held.get_mut(*e.get()) {
+                    self.held_bytes -= h.last.bytes().len();
+                    h.removed = removed;
+                    h.seq = it.seq;
+                    h.ts = ts;
+                    h.last = it.rec.clone();
+                    self.held_bytes += h.last.bytes().len();
+                }
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(self.held.len());
+                self.held_bytes += 2 * key.len() + it.rec.bytes().len() + 128;
+                self.held.push(Held {
+                    key: key.to_vec(),
+                    start,
+                    end,
+                    removed,
+                    seq: it.seq,
+                    ts,
+                    last: it.rec.clone(),
+                });
+            }
+        }
     }
 
     fn close_key(&self, cx: &Ctx<'_>, end: i64, key: &[u8], start: i64) -> Vec<u8> {
@@ -116,21 +202,11 @@ impl Session {
                 cx.txn.delete(ck);
             }
             if !close && (s, e) != (start, end) {
-                let (s, e) = (s.to_string(), e.to_string());
-                out.push(Item {
-                    seq: it.seq,
-                    rec: Packed::new(
-                        0,
-                        ts,
-                        Some(key),
-                        None,
-                        [
-                            ("weir.window.start", s.as_bytes()),
-                            ("weir.window.end", e.as_bytes()),
-                        ]
-                        .into_iter(),
-                    ),
-                });
+                if self.defer {
+                    self.hold(key, s, e, true, it);
+                } else {
+                    out.push(tombstone(key, s, e, it.seq, ts));
+                }
             }
         }
         let k = keys::agg(cx.pipeline, &name, cx.partition, key, start);
@@ -140,6 +216,8 @@ impl Session {
         if close {
             let ck = self.close_key(cx, end, key, start);
             cx.txn.put(ck, Vec::new());
+        } else if self.defer {
+            self.hold(key, start, end, false, it);
         } else {
             out.extend(present(
                 self.guest.as_mut(),
@@ -193,6 +271,63 @@ impl Operator for Session {
             }
         }
         Ok(out)
+    }
+
+    fn defer_updates(&mut self, on: bool) {
+        self.defer = on;
+    }
+
+    fn flush(&mut self, cx: &mut Ctx<'_>) -> anyhow::Result<Vec<Item>> {
+        self.index.clear();
+        self.held_bytes = 0;
+        let held = std::mem::take(&mut self.held);
+        let mut out = Vec::new();
+        let mut items = Vec::with_capacity(held.len());
+        for h in held {
+            let k = keys::agg(cx.pipeline, &self.cfg.name, cx.partition, &h.key, h.start);
+            if h.removed {
+                // Seen downstream only if the last commit had it.
+                let committed = match cx.base.get(&k)? {
+                    Some(v) => {
+                        keys::agg_value(&v)
+                            .context("a session's accumulator is corrupt")?
+                            .0
+                            == h.end
+                    }
+                    None => false,
+                };
+                if committed {
+                    out.push(tombstone(&h.key, h.start, h.end, h.seq, h.ts));
+                }
+                continue;
+            }
+            let Some(v) = cx.get(&k)? else { continue };
+            let (end, acc) = keys::agg_value(&v).context("a session's accumulator is corrupt")?;
+            if end != h.end {
+                continue;
+            }
+            items.push(Presentable {
+                acc: acc.to_vec(),
+                key: h.key,
+                start: h.start,
+                end,
+                seq: h.seq,
+                ts: h.ts,
+                input: Some(h.last),
+            });
+        }
+        out.extend(present(self.guest.as_mut(), &self.cfg, cx, items)?);
+        Ok(out)
+    }
+
+    fn discard(&mut self) {
+        self.held.clear();
+        self.index.clear();
+        self.held_bytes = 0;
+    }
+
+    fn deferred_bytes(&self) -> usize {
+        self.held_bytes
     }
 
     fn guest(&self) -> &dyn Guest {

@@ -597,12 +597,60 @@ fn held_updates_are_emitted_once_per_key_per_commit_with_the_latest_value() {
 }
 
 #[test]
+fn held_sessions_are_emitted_once_per_commit_and_tombstoned_only_if_committed() {
+    let cfg = step(&format!(
+        "{COUNT}\nwindow = {{ type = \"session\", gap = \"3s\" }}"
+    ));
+    let mut h = Harness::new(cfg, counter());
+    h.op.defer_updates(true);
+    // Two sessions of "a" that merge, and one of "b", in one commit: no
+    // tombstone for the sessions that came and went before it.
+    let first = [
+        rec("a", "x", 1000),
+        rec("b", "x", 1500),
+        rec("a", "x", 6000),
+    ];
+    assert!(h.run_batch(&stream(&first)).unwrap().is_empty());
+    assert!(
+        h.run_batch(&stream(&[rec("a", "x", 4000)]))
+            .unwrap()
+            .is_empty()
+    );
+    let out = h.commit_held().unwrap();
+    assert_eq!(
+        out.iter().map(show).collect::<Vec<_>>(),
+        ["b[1500,1500]=1@1500", "a[1000,6000]=3@4000"]
+    );
+    // Growing a committed session tombstones it and emits the new one.
+    assert!(
+        h.run_batch(&stream(&[rec("a", "x", 7000)]))
+            .unwrap()
+            .is_empty()
+    );
+    let out = h.commit_held().unwrap();
+    assert_eq!(
+        out.iter().map(show).collect::<Vec<_>>(),
+        ["a[1000,6000]=null@7000", "a[1000,7000]=4@7000"]
+    );
+}
+
+#[test]
 fn held_updates_give_the_same_final_values_as_per_batch_emission() {
     let hopping =
         "window = { type = \"hopping\", size = \"10s\", advance = \"5s\", grace = \"3s\" }";
+    let session = "window = { type = \"session\", gap = \"2s\", grace = \"3s\" }";
+    // The sessions still there at the end, with their values (a session
+    // merged away ends as a tombstone, "null"; held back, one that came and
+    // went between two commits is never emitted at all).
+    let live = |m: &BTreeMap<String, String>| -> BTreeMap<String, String> {
+        m.iter()
+            .filter(|(_, v)| *v != "null")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
     for seed in 1..=3u64 {
         let input = wandering(seed, 400, 6, 9_000);
-        for window in ["", hopping] {
+        for window in ["", hopping, session] {
             let cfg = step(&format!("{COUNT}\n{window}"));
             // Emission per batch, committed after each.
             let mut plain = Harness::new(cfg.clone(), counter());
@@ -630,11 +678,21 @@ fn held_updates_give_the_same_final_values_as_per_batch_emission() {
                     per_key_commit.values().all(|n| *n == 1),
                     "seed {seed}, {window:?}, {per_commit} batches a commit: a key twice in one commit"
                 );
+                let got = finals(&out);
                 assert_eq!(
-                    finals(&out),
-                    expected,
+                    live(&got),
+                    live(&expected),
                     "seed {seed}, {window:?}, {per_commit} batches a commit"
                 );
+                for (k, v) in &got {
+                    assert!(
+                        v != "null" || expected.get(k).is_some_and(|e| e == "null"),
+                        "seed {seed}, {window:?}, {per_commit} batches a commit: {k} tombstoned"
+                    );
+                }
+                if window != session {
+                    assert_eq!(got, expected, "seed {seed}, {window:?}");
+                }
                 assert_eq!(h.late, plain.late);
             }
         }
