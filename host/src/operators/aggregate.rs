@@ -43,6 +43,8 @@ struct Updated {
     ts: i64,
     /// Its last record (dead-lettered if presenting the window fails).
     last: Packed,
+    /// Its accumulator as last stored, when known (else read at commit).
+    acc: Option<Vec<u8>>,
 }
 
 /// A (key, window) a batch touches: its end, member record indexes, and the
@@ -92,9 +94,12 @@ impl Aggregate {
         }
     }
 
-    /// Notes the windows a batch updated, to emit at the next commit.
-    fn hold(&mut self, recs: &[&Packed], groups: &[Group]) {
+    /// Notes the windows a batch updated, to emit at the next commit, with
+    /// their new accumulators (`accs`, one per group) when known.
+    fn hold(&mut self, recs: &[&Packed], groups: &[Group], accs: Option<Vec<Vec<u8>>>) {
+        let mut accs = accs.map(Vec::into_iter);
         for g in groups {
+            let acc = accs.as_mut().and_then(Iterator::next);
             let Some(last) = recs.get(g.last) else {
                 continue;
             };
@@ -102,15 +107,19 @@ impl Aggregate {
             match self.index.entry((g.key.clone(), g.start)) {
                 Entry::Occupied(e) => {
                     let u = &mut self.updated[*e.get()];
-                    self.updated_bytes -= u.last.bytes().len();
+                    self.updated_bytes -= u.last.bytes().len() + u.acc.as_ref().map_or(0, Vec::len);
                     u.seq = g.seq;
                     u.ts = u.ts.max(g.ts);
                     u.last = (*last).clone();
-                    self.updated_bytes += u.last.bytes().len();
+                    u.acc = acc;
+                    self.updated_bytes += u.last.bytes().len() + u.acc.as_ref().map_or(0, Vec::len);
                 }
                 Entry::Vacant(e) => {
                     e.insert(next);
-                    self.updated_bytes += 2 * g.key.len() + last.bytes().len() + 128;
+                    self.updated_bytes += 2 * g.key.len()
+                        + last.bytes().len()
+                        + acc.as_ref().map_or(0, Vec::len)
+                        + 128;
                     self.updated.push(Updated {
                         key: g.key.clone(),
                         start: g.start,
@@ -118,6 +127,7 @@ impl Aggregate {
                         seq: g.seq,
                         ts: g.ts,
                         last: (*last).clone(),
+                        acc,
                     });
                 }
             }
@@ -126,8 +136,15 @@ impl Aggregate {
 
     /// Adds records to their groups' accumulators and stores them; when the
     /// call fails, retries record by record so that only the record that
-    /// fails becomes a dead letter.
-    fn add(&mut self, cx: &mut Ctx<'_>, recs: &[&Packed], groups: &[Group]) -> anyhow::Result<()> {
+    /// fails becomes a dead letter. Returns the new accumulators, one per
+    /// group, when the call did not fail (and they are wanted: `keep`).
+    fn add(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        recs: &[&Packed],
+        groups: &[Group],
+        keep: bool,
+    ) -> anyhow::Result<Option<Vec<Vec<u8>>>> {
         // The groups' accumulators, read together.
         let state_keys: Vec<Vec<u8>> = groups
             .iter()
@@ -160,10 +177,14 @@ impl Aggregate {
                     }
                 }
                 let close = self.cfg.emit == Emit::Close && self.cfg.window.is_some();
+                let mut kept = Vec::with_capacity(if keep { groups.len() } else { 0 });
                 for ((g, acc), k) in groups.iter().zip(accs).zip(state_keys) {
                     let mut v = g.end.to_be_bytes().to_vec();
                     v.extend_from_slice(&acc);
                     cx.txn.put(k, v);
+                    if keep {
+                        kept.push(acc);
+                    }
                     if close {
                         cx.txn.put(
                             keys::agg_close(
@@ -178,14 +199,14 @@ impl Aggregate {
                         );
                     }
                 }
-                return Ok(());
+                return Ok(keep.then_some(kept));
             }
             Err(f) => f,
         };
         if let [r] = recs {
             cx.out
                 .dead_packed(&self.cfg.name, r, Failure::Trapped(failure));
-            return Ok(());
+            return Ok(None);
         }
         for (ri, r) in recs.iter().enumerate() {
             let mine: Vec<Group> = groups
@@ -201,9 +222,9 @@ impl Aggregate {
                     last: 0,
                 })
                 .collect();
-            self.add(cx, std::slice::from_ref(r), &mine)?;
+            self.add(cx, std::slice::from_ref(r), &mine, false)?;
         }
-        Ok(())
+        Ok(None)
     }
 }
 
@@ -271,9 +292,10 @@ impl Operator for Aggregate {
         }
         let mut out = Vec::new();
         if !groups.is_empty() {
-            self.add(cx, &records, &groups)?;
-            if self.cfg.emit == Emit::Update && self.defer {
-                self.hold(&records, &groups);
+            let hold = self.cfg.emit == Emit::Update && self.defer;
+            let accs = self.add(cx, &records, &groups, hold)?;
+            if hold {
+                self.hold(&records, &groups, accs);
             } else if self.cfg.emit == Emit::Update {
                 let mut items = Vec::new();
                 for g in &groups {
@@ -310,11 +332,18 @@ impl Operator for Aggregate {
         let updated = std::mem::take(&mut self.updated);
         let mut items = Vec::with_capacity(updated.len());
         for u in updated {
-            let k = keys::agg(cx.pipeline, &self.cfg.name, cx.partition, &u.key, u.start);
-            let Some(v) = cx.get(&k)? else { continue };
-            let (_, acc) = keys::agg_value(&v).context("a stored accumulator is corrupt")?;
+            let acc = match u.acc {
+                Some(acc) => acc,
+                None => {
+                    let k = keys::agg(cx.pipeline, &self.cfg.name, cx.partition, &u.key, u.start);
+                    let Some(v) = cx.get(&k)? else { continue };
+                    let (_, acc) =
+                        keys::agg_value(&v).context("a stored accumulator is corrupt")?;
+                    acc.to_vec()
+                }
+            };
             items.push(Presentable {
-                acc: acc.to_vec(),
+                acc,
                 key: u.key,
                 start: u.start,
                 end: u.end,
