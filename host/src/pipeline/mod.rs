@@ -17,6 +17,7 @@ pub mod config;
 pub mod engine;
 pub mod keys;
 mod pending;
+mod supervisor;
 mod task;
 
 use std::io::{IsTerminal, Write};
