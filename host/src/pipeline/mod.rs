@@ -18,6 +18,7 @@ pub mod engine;
 pub mod keys;
 mod pending;
 mod task;
+mod upgrade;
 
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;

@@ -18,6 +18,7 @@ use super::config::StepKind;
 use super::engine::{Shared, SwapRejected};
 use super::keys;
 use super::pending::Pending;
+use super::upgrade::{self, UpgradeRefused};
 use crate::backend::{Fenced, StateRead, Stored, TaskId, TaskSpec, Topic, Txn};
 use crate::log::partitioner::partition_for_key;
 use crate::operators::{self, Collector, Ctx, Item, Operator};
@@ -219,7 +220,48 @@ impl Task {
             None => i64::MIN,
         };
         self.txn.clear();
+        self.ensure_formats()
+    }
+
+    /// Brings every step's state to the format its module writes (see
+    /// [`upgrade`]), into the pending changes: after (re)reading the
+    /// committed state, which may predate an upgrade that did not commit.
+    /// A step whose module is about to be switched is left to the switch.
+    fn ensure_formats(&mut self) -> anyhow::Result<()> {
+        for i in 0..self.operators.len() {
+            let si = self.step_ids[i];
+            if self.shared.generation(si) != self.generations[i] {
+                continue;
+            }
+            let op = &mut self.operators[i];
+            let mut guest = op.swap(Box::new(upgrade::Lent));
+            let done = upgrade::ensure_format(
+                op.config(),
+                guest.as_mut(),
+                &self.shared.pipeline.name,
+                self.partition,
+                &self.base,
+                &mut self.txn,
+            );
+            op.swap(guest);
+            self.upgraded(i, done?);
+        }
         Ok(())
+    }
+
+    /// Logs an upgrade that converted state.
+    fn upgraded(&self, i: usize, u: upgrade::Upgraded) {
+        if u.from != u.to {
+            tracing::info!(
+                pipeline = %self.shared.pipeline.name,
+                step = %self.shared.pipeline.steps[self.step_ids[i]].name,
+                partition = self.partition,
+                "state format {} -> {} ({} entries upgraded)",
+                u.from,
+                u.to,
+                u.entries
+            );
+        }
     }
 
     fn id(&self) -> TaskId {
@@ -319,7 +361,9 @@ impl Task {
                     // A step that cannot run (it keeps timing out, or its
                     // instance cannot be made) stops the task: nothing of the
                     // batch was committed, so a fixed module resumes there.
-                    if e.chain().any(|c| c.is::<crate::runtime::StepError>()) {
+                    if e.chain().any(|c| {
+                        c.is::<crate::runtime::StepError>() || c.is::<UpgradeRefused>()
+                    }) {
                         return Err(e);
                     }
                     // A storage error (or a corrupt stored record) fails the
@@ -364,7 +408,7 @@ impl Task {
                 }
                 return self.commit_pending();
             }
-            if self.ticks {
+            if self.ticks && self.probation.is_empty() {
                 self.tick()?;
             }
             if self.stopping() {
@@ -401,12 +445,51 @@ impl Task {
             }
             let started = std::time::Instant::now();
             match self.shared.guest(si) {
-                Ok((guest, generation)) => {
+                Ok((mut guest, generation)) => {
+                    // The state goes over to the new module's format before
+                    // its first batch, and commits with it.
+                    let upgraded = upgrade::ensure_format(
+                        op.config(),
+                        guest.as_mut(),
+                        &self.shared.pipeline.name,
+                        self.partition,
+                        &self.base,
+                        &mut self.txn,
+                    );
                     op.swap(guest);
                     self.generations[i] = generation;
                     self.probation.retain(|(o, _)| *o != i);
-                    if self.shared.applied(si, generation, started.elapsed()) {
+                    let on_probation = self.shared.applied(si, generation, started.elapsed());
+                    if on_probation {
                         self.probation.push((i, generation));
+                    }
+                    match upgraded {
+                        Ok(u) if u.from != u.to => tracing::info!(
+                            pipeline = %self.shared.pipeline.name,
+                            step = %op.config().name,
+                            partition = self.partition,
+                            "state format {} -> {} ({} entries upgraded)",
+                            u.from,
+                            u.to,
+                            u.entries
+                        ),
+                        Ok(_) => {}
+                        Err(e) => {
+                            // Refused during a swap: the swap is rolled back
+                            // (nothing of it was committed).
+                            if on_probation
+                                && let Some(r) = e.downcast_ref::<UpgradeRefused>()
+                            {
+                                return Err(SwapRejected {
+                                    step: si,
+                                    generation,
+                                    step_name: op.config().name.clone(),
+                                    reason: r.0.clone(),
+                                }
+                                .into());
+                            }
+                            return Err(e);
+                        }
                     }
                 }
                 Err(e) => {
@@ -517,7 +600,11 @@ impl Task {
             }
         };
         if taken.is_empty() {
-            self.commit_pending()?;
+            // A swapped module's upgraded state waits for its first batch,
+            // which decides the swap.
+            if self.probation.is_empty() {
+                self.commit_pending()?;
+            }
             return Ok(0);
         }
         let n = taken.len();
