@@ -902,3 +902,69 @@ fn the_merge_json_joiner_joins_on_the_log_in_rust_go_and_c() {
         assert_lines(&format!("{lang} dead letters"), &dead, want_dead);
     }
 }
+
+#[test]
+fn a_js_and_a_python_aggregate_upgrade_the_counts_examples_count_left() {
+    for lang in LANGS {
+        upgrades_the_counts_of_examples_count(lang);
+    }
+}
+
+/// Word count with the Rust `examples/count` (a count is a number, state
+/// format 0), then with `count-v3` in `lang` (`{"count": N}`, format 1): the
+/// counts go on from their upgraded values, once.
+fn upgrades_the_counts_of_examples_count(lang: &str) {
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    let pipeline = dir.path().join("wc.toml");
+    let write = |count: &Path| {
+        std::fs::write(
+            &pipeline,
+            format!(
+                "name = \"wc\"\ninput = \"lines\"\noutput = \"counts\"\n\n[[steps]]\nname = \"split\"\nkind = \"map\"\nmodule = \"{}\"\n\n[[steps]]\nname = \"count\"\nkind = \"aggregate\"\nmodule = \"{}\"\n",
+                guest("split-words").display(),
+                count.display()
+            ),
+        )
+        .unwrap();
+    };
+    let file = pipeline.to_str().unwrap();
+    let line = |l: &str| format!("{{\"key\":\"l\",\"value\":\"{l}\"}}\n");
+    let counts = |from: usize| -> Vec<String> {
+        weir_ok(&["consume", "counts", "--from-beginning"], &data, "")
+            .lines()
+            .skip(from)
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                format!("{} {}", v["key"].as_str().unwrap(), v["value"])
+            })
+            .collect()
+    };
+    weir_ok(&["topic", "create", "lines"], &data, "");
+    weir_ok(&["produce", "lines"], &data, &line("the river and the log"));
+    write(&guest("count"));
+    weir_ok(&["run", file, "--until-caught-up", "-q"], &data, "");
+    assert_eq!(counts(0), ["river 1", "and 1", "log 1"], "{lang}");
+
+    write(&lang_guest(lang, "count-v3"));
+    weir_ok(&["produce", "lines"], &data, &line("the log and the sea"));
+    weir_ok(&["run", file, "--until-caught-up", "-q"], &data, "");
+    assert_eq!(
+        counts(3),
+        [r#"log {"count":2}"#, r#"and {"count":2}"#, r#"sea {"count":1}"#],
+        "{lang}"
+    );
+    assert_lines(
+        &format!("{lang} state get"),
+        &weir_ok(&["state", "get", "wc", "count", "river"], &data, ""),
+        r#"{"key":"river","value":{"count":1}}"#,
+    );
+    // Once: count-v3 upgrades only from format 0.
+    weir_ok(&["produce", "lines"], &data, &line("a river"));
+    weir_ok(&["run", file, "--until-caught-up", "-q"], &data, "");
+    assert_eq!(
+        counts(6),
+        [r#"a {"count":1}"#, r#"river {"count":2}"#],
+        "{lang}"
+    );
+}
