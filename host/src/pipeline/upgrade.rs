@@ -310,3 +310,202 @@ impl Guest for Lent {
         })
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::codec::Reader;
+    use crate::operators::testing::{Results, step};
+
+    /// Committed state: a sorted map.
+    struct Committed(BTreeMap<Vec<u8>, Vec<u8>>);
+
+    impl StateRead for Committed {
+        fn get(&self, key: &[u8]) -> anyhow::Result<Option<Vec<u8>>> {
+            Ok(self.0.get(key).cloned())
+        }
+        fn range(
+            &self,
+            start: &[u8],
+            end: &[u8],
+            limit: usize,
+        ) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+            Ok(self
+                .0
+                .range(start.to_vec()..end.to_vec())
+                .take(limit)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect())
+        }
+    }
+
+    /// A module of format `format` that upper-cases values, drops the
+    /// entry of key "drop", rejects the key "bad", and counts its calls.
+    struct Upper {
+        format: u32,
+        exports: bool,
+        calls: Vec<(u32, usize, Vec<String>)>,
+    }
+
+    impl Guest for Upper {
+        fn name(&self) -> &str {
+            "upper@2"
+        }
+        fn world(&self) -> World {
+            World::Processor
+        }
+        fn call(
+            &mut self,
+            _call: Call<'_>,
+            state: Option<Box<dyn GuestState>>,
+        ) -> Result<Called, StepError> {
+            Ok((Err("not called".into()), state))
+        }
+        fn upgrades(&self) -> bool {
+            self.exports
+        }
+        fn state_format(&mut self) -> Result<Result<u32, String>, StepError> {
+            Ok(Ok(if self.exports { self.format } else { 0 }))
+        }
+        fn upgrade(&mut self, from: u32, batch: &[u8]) -> Result<Result<Vec<u8>, String>, StepError> {
+            let mut r = Reader::new(batch);
+            let n = r.u32("n").unwrap();
+            let mut out = Results::new();
+            let mut stores = Vec::new();
+            for i in 0..n {
+                let store = r.string("store").unwrap().to_string();
+                let key = r.opt_bytes("key").unwrap().unwrap().to_vec();
+                let value = r.bytes("value").unwrap().to_ascii_uppercase();
+                match key.as_slice() {
+                    b"drop" => out.value(i, None),
+                    b"bad" => out.rejected(i, "cannot read it"),
+                    _ => out.value(i, Some(&value)),
+                }
+                if !stores.contains(&store) {
+                    stores.push(store);
+                }
+            }
+            self.calls.push((from, n as usize, stores));
+            Ok(Ok(out.finish()))
+        }
+    }
+
+    fn processor() -> StepConfig {
+        step("name = \"proc\"\nkind = \"processor\"\nmodule = \"proc.wasm\"\nstores = [\"a\", \"b\"]")
+    }
+
+    #[test]
+    fn every_store_entry_goes_through_upgrade_in_chunks_with_pending_writes_and_once() {
+        let cfg = processor();
+        let mut committed = BTreeMap::new();
+        for i in 0..2500u32 {
+            committed.insert(
+                keys::store("p", "proc", "a", 3, format!("k{i:04}").as_bytes()),
+                b"v".to_vec(),
+            );
+        }
+        committed.insert(keys::store("p", "proc", "b", 3, b"drop"), b"x".to_vec());
+        // Another partition's and another step's entries stay as they are.
+        committed.insert(keys::store("p", "proc", "a", 4, b"k"), b"v".to_vec());
+        committed.insert(keys::store("p", "other", "a", 3, b"k"), b"v".to_vec());
+        let base: Arc<dyn StateRead> = Arc::new(Committed(committed));
+        let mut txn = Txn::default();
+        // An uncommitted write is upgraded as the task sees it.
+        txn.put(keys::store("p", "proc", "b", 3, b"new"), b"pending".to_vec());
+        let mut g = Upper {
+            format: 2,
+            exports: true,
+            calls: Vec::new(),
+        };
+        let done = ensure_format(&cfg, &mut g, "p", 3, &base, &mut txn).unwrap();
+        assert_eq!(
+            done,
+            Upgraded {
+                from: 0,
+                to: 2,
+                entries: 2502
+            }
+        );
+        let calls: Vec<(u32, usize)> = g.calls.iter().map(|c| (c.0, c.1)).collect();
+        assert_eq!(calls, [(0, 1000), (0, 1000), (0, 500), (0, 2)]);
+        assert_eq!(g.calls[3].2, ["b"]);
+        let get = |txn: &Txn, store: &str, p: u32, step: &str, k: &[u8]| {
+            txn.get(base.as_ref(), &keys::store("p", step, store, p, k))
+                .unwrap()
+        };
+        assert_eq!(get(&txn, "a", 3, "proc", b"k0000"), Some(b"V".to_vec()));
+        assert_eq!(get(&txn, "a", 3, "proc", b"k2499"), Some(b"V".to_vec()));
+        assert_eq!(get(&txn, "b", 3, "proc", b"new"), Some(b"PENDING".to_vec()));
+        assert_eq!(get(&txn, "b", 3, "proc", b"drop"), None);
+        assert_eq!(get(&txn, "a", 4, "proc", b"k"), Some(b"v".to_vec()));
+        assert_eq!(get(&txn, "a", 3, "other", b"k"), Some(b"v".to_vec()));
+        assert_eq!(
+            txn.get(base.as_ref(), &keys::state_format("p", "proc", 3))
+                .unwrap(),
+            Some(2u32.to_be_bytes().to_vec())
+        );
+        // Recorded: a second start changes nothing.
+        let again = ensure_format(&cfg, &mut g, "p", 3, &base, &mut txn).unwrap();
+        assert_eq!(again.entries, 0);
+        assert_eq!(g.calls.len(), 4);
+    }
+
+    #[test]
+    fn a_step_without_state_records_the_format_and_one_with_state_needs_an_upgrade() {
+        let cfg = processor();
+        let base: Arc<dyn StateRead> = Arc::new(Committed(BTreeMap::new()));
+        let mut txn = Txn::default();
+        let mut g = Upper {
+            format: 5,
+            exports: true,
+            calls: Vec::new(),
+        };
+        ensure_format(&cfg, &mut g, "p", 0, &base, &mut txn).unwrap();
+        assert!(g.calls.is_empty());
+        assert_eq!(
+            txn.get(base.as_ref(), &keys::state_format("p", "proc", 0))
+                .unwrap(),
+            Some(5u32.to_be_bytes().to_vec())
+        );
+        // State in format 5; a module of format 0 without the export.
+        txn.put(keys::store("p", "proc", "a", 0, b"k"), b"v".to_vec());
+        let mut old = Upper {
+            format: 0,
+            exports: false,
+            calls: Vec::new(),
+        };
+        let e = ensure_format(&cfg, &mut old, "p", 0, &base, &mut txn).unwrap_err();
+        assert!(e.is::<UpgradeRefused>());
+        assert_eq!(
+            e.to_string(),
+            "step proc's state is in format 5; upper@2 writes format 0 and exports no upgrade"
+        );
+    }
+
+    #[test]
+    fn a_rejected_accumulator_refuses_the_switch_naming_its_key() {
+        let cfg = step("name = \"count\"\nkind = \"aggregate\"\nmodule = \"count.wasm\"");
+        let mut committed = BTreeMap::new();
+        for (k, start) in [(&b"apple"[..], 0), (b"bad", 10)] {
+            let mut v = 20i64.to_be_bytes().to_vec();
+            v.extend_from_slice(b"1");
+            committed.insert(keys::agg("p", "count", 1, k, start), v);
+        }
+        let base: Arc<dyn StateRead> = Arc::new(Committed(committed));
+        let mut txn = Txn::default();
+        let mut g = Upper {
+            format: 1,
+            exports: true,
+            calls: Vec::new(),
+        };
+        let e = ensure_format(&cfg, &mut g, "p", 1, &base, &mut txn).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "upper@2 cannot upgrade step count's state from format 0: cannot read it (key \"bad\")"
+        );
+        assert_eq!(g.calls[0].2, [""]);
+    }
+}
