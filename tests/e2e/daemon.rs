@@ -1210,10 +1210,11 @@ fn a_swap_to_a_module_of_a_new_state_format_upgrades_the_counts_and_one_without_
     ]);
     d.produce("lines", &text("the river and the log"));
     d.produce("lines", &text("a log of the river"));
-    let before: BTreeMap<String, Value> = [("a", 1), ("and", 1), ("log", 2), ("of", 1), ("river", 2)]
-        .into_iter()
-        .map(|(k, n)| (k.to_string(), Value::from(n)))
-        .collect();
+    let before: BTreeMap<String, Value> =
+        [("a", 1), ("and", 1), ("log", 2), ("of", 1), ("river", 2)]
+            .into_iter()
+            .map(|(k, n)| (k.to_string(), Value::from(n)))
+            .collect();
     until("the first counts", || newest(&d) == before);
     let seen = d.records("counts").len();
 
@@ -1236,7 +1237,11 @@ fn a_swap_to_a_module_of_a_new_state_format_upgrades_the_counts_and_one_without_
     });
     assert_eq!(
         counts_from(&d, seen),
-        [r#"log {"count":3}"#, r#"and {"count":2}"#, r#"sea {"count":1}"#]
+        [
+            r#"log {"count":3}"#,
+            r#"and {"count":2}"#,
+            r#"sea {"count":1}"#
+        ]
     );
     // A word the batch did not touch was upgraded too.
     let (code, body) = d.http(

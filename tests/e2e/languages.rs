@@ -951,7 +951,11 @@ fn upgrades_the_counts_of_examples_count(lang: &str) {
     weir_ok(&["run", file, "--until-caught-up", "-q"], &data, "");
     assert_eq!(
         counts(3),
-        [r#"log {"count":2}"#, r#"and {"count":2}"#, r#"sea {"count":1}"#],
+        [
+            r#"log {"count":2}"#,
+            r#"and {"count":2}"#,
+            r#"sea {"count":1}"#
+        ],
         "{lang}"
     );
     assert_lines(

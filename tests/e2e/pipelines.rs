@@ -1131,7 +1131,11 @@ fn a_restart_with_a_module_of_a_new_state_format_upgrades_the_state_once() {
     d.run_pipeline(&file("count_v3.wasm"), &[]);
     assert_eq!(
         outputs(&d, first.len()),
-        [r#"log {"count":3}"#, r#"and {"count":2}"#, r#"sea {"count":1}"#]
+        [
+            r#"log {"count":3}"#,
+            r#"and {"count":2}"#,
+            r#"sea {"count":1}"#
+        ]
     );
     // A key the run did not touch was upgraded too.
     assert_lines(

@@ -244,24 +244,14 @@ impl Task {
                 &mut self.txn,
             );
             op.swap(guest);
-            self.upgraded(i, done?);
-        }
-        Ok(())
-    }
-
-    /// Logs an upgrade that converted state.
-    fn upgraded(&self, i: usize, u: upgrade::Upgraded) {
-        if u.from != u.to {
-            tracing::info!(
-                pipeline = %self.shared.pipeline.name,
-                step = %self.shared.pipeline.steps[self.step_ids[i]].name,
-                partition = self.partition,
-                "state format {} -> {} ({} entries upgraded)",
-                u.from,
-                u.to,
-                u.entries
+            log_upgrade(
+                &self.shared.pipeline.name,
+                &op.config().name,
+                self.partition,
+                done?,
             );
         }
+        Ok(())
     }
 
     fn id(&self) -> TaskId {
@@ -361,9 +351,9 @@ impl Task {
                     // A step that cannot run (it keeps timing out, or its
                     // instance cannot be made) stops the task: nothing of the
                     // batch was committed, so a fixed module resumes there.
-                    if e.chain().any(|c| {
-                        c.is::<crate::runtime::StepError>() || c.is::<UpgradeRefused>()
-                    }) {
+                    if e.chain()
+                        .any(|c| c.is::<crate::runtime::StepError>() || c.is::<UpgradeRefused>())
+                    {
                         return Err(e);
                     }
                     // A storage error (or a corrupt stored record) fails the
@@ -464,22 +454,16 @@ impl Task {
                         self.probation.push((i, generation));
                     }
                     match upgraded {
-                        Ok(u) if u.from != u.to => tracing::info!(
-                            pipeline = %self.shared.pipeline.name,
-                            step = %op.config().name,
-                            partition = self.partition,
-                            "state format {} -> {} ({} entries upgraded)",
-                            u.from,
-                            u.to,
-                            u.entries
+                        Ok(u) => log_upgrade(
+                            &self.shared.pipeline.name,
+                            &op.config().name,
+                            self.partition,
+                            u,
                         ),
-                        Ok(_) => {}
                         Err(e) => {
                             // Refused during a swap: the swap is rolled back
                             // (nothing of it was committed).
-                            if on_probation
-                                && let Some(r) = e.downcast_ref::<UpgradeRefused>()
-                            {
+                            if on_probation && let Some(r) = e.downcast_ref::<UpgradeRefused>() {
                                 return Err(SwapRejected {
                                     step: si,
                                     generation,
@@ -915,6 +899,21 @@ impl Drop for Task {
             .cache_bytes
             .fetch_sub(self.reported_cache, Ordering::Relaxed);
         self.shared.backend.close_task(self.id());
+    }
+}
+
+/// Logs an upgrade that converted a step's state.
+fn log_upgrade(pipeline: &str, step: &str, partition: u32, u: upgrade::Upgraded) {
+    if u.from != u.to {
+        tracing::info!(
+            pipeline,
+            step,
+            partition,
+            "state format {} -> {} ({} entries upgraded)",
+            u.from,
+            u.to,
+            u.entries
+        );
     }
 }
 

@@ -144,12 +144,15 @@ pub(crate) fn ensure_format(
                 let rest = &k[prefix.len()..];
                 let (place, value) = match store {
                     None => {
-                        let (key, rest) = keys::take_key(rest)
-                            .with_context(|| format!("step {}: an accumulator's key is corrupt", cfg.name))?;
-                        let (start, _) = keys::take_i64(rest)
-                            .with_context(|| format!("step {}: an accumulator's key is corrupt", cfg.name))?;
-                        let (end, acc) = keys::agg_value(v)
-                            .with_context(|| format!("step {}: a stored accumulator is corrupt", cfg.name))?;
+                        let (key, rest) = keys::take_key(rest).with_context(|| {
+                            format!("step {}: an accumulator's key is corrupt", cfg.name)
+                        })?;
+                        let (start, _) = keys::take_i64(rest).with_context(|| {
+                            format!("step {}: an accumulator's key is corrupt", cfg.name)
+                        })?;
+                        let (end, acc) = keys::agg_value(v).with_context(|| {
+                            format!("step {}: a stored accumulator is corrupt", cfg.name)
+                        })?;
                         let place = Place::Acc {
                             key: key.to_vec(),
                             start,
@@ -197,7 +200,9 @@ pub(crate) fn ensure_format(
             for (place, result) in places.iter().zip(results) {
                 match result {
                     None => {}
-                    Some(Err(m)) => return Err(refused(format!("{m} ({})", describe(place))).into()),
+                    Some(Err(m)) => {
+                        return Err(refused(format!("{m} ({})", describe(place))).into());
+                    }
                     Some(Ok(v)) => write(cfg, pipeline, partition, txn, place, v),
                 }
             }
@@ -370,7 +375,11 @@ mod tests {
         fn state_format(&mut self) -> Result<Result<u32, String>, StepError> {
             Ok(Ok(if self.exports { self.format } else { 0 }))
         }
-        fn upgrade(&mut self, from: u32, batch: &[u8]) -> Result<Result<Vec<u8>, String>, StepError> {
+        fn upgrade(
+            &mut self,
+            from: u32,
+            batch: &[u8],
+        ) -> Result<Result<Vec<u8>, String>, StepError> {
             let mut r = Reader::new(batch);
             let n = r.u32("n").unwrap();
             let mut out = Results::new();
@@ -394,7 +403,9 @@ mod tests {
     }
 
     fn processor() -> StepConfig {
-        step("name = \"proc\"\nkind = \"processor\"\nmodule = \"proc.wasm\"\nstores = [\"a\", \"b\"]")
+        step(
+            "name = \"proc\"\nkind = \"processor\"\nmodule = \"proc.wasm\"\nstores = [\"a\", \"b\"]",
+        )
     }
 
     #[test]
@@ -414,7 +425,10 @@ mod tests {
         let base: Arc<dyn StateRead> = Arc::new(Committed(committed));
         let mut txn = Txn::default();
         // An uncommitted write is upgraded as the task sees it.
-        txn.put(keys::store("p", "proc", "b", 3, b"new"), b"pending".to_vec());
+        txn.put(
+            keys::store("p", "proc", "b", 3, b"new"),
+            b"pending".to_vec(),
+        );
         let mut g = Upper {
             format: 2,
             exports: true,

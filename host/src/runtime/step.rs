@@ -197,7 +197,9 @@ impl Step {
                 "merge" => func.typed::<MergeParams, MergeResults>(&store).map(|_| ()),
                 "on-timer" => func.typed::<TimerParams, BytesResults>(&store).map(|_| ()),
                 "state-format" => func.typed::<(), (u32,)>(&store).map(|_| ()),
-                "upgrade" => func.typed::<UpgradeParams, BytesResults>(&store).map(|_| ()),
+                "upgrade" => func
+                    .typed::<UpgradeParams, BytesResults>(&store)
+                    .map(|_| ()),
                 _ => func.typed::<BytesParams, BytesResults>(&store).map(|_| ()),
             };
             checked.map_err(|e| {
@@ -345,7 +347,8 @@ impl Guest for Step {
         if !self.module.upgrades() {
             return Ok(Err(format!("{} exports no upgrade", self.module.name())));
         }
-        let (r, _) = self.call_typed::<UpgradeParams, BytesResults>("upgrade", (from, batch), None)?;
+        let (r, _) =
+            self.call_typed::<UpgradeParams, BytesResults>("upgrade", (from, batch), None)?;
         Ok(r.map(|(out,)| out))
     }
 

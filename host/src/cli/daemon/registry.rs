@@ -222,7 +222,9 @@ impl Registry {
         while let Some(at) = rest.find(&dir) {
             out.push_str(&rest[..at]);
             let after = &rest[at + dir.len()..];
-            let sha = after.get(..64).filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()));
+            let sha = after
+                .get(..64)
+                .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()));
             match sha.zip(after.get(64..).filter(|t| t.starts_with(".wasm"))) {
                 Some((sha, tail)) => {
                     match self.name_of(sha) {
