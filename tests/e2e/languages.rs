@@ -910,6 +910,13 @@ fn a_js_and_a_python_aggregate_upgrade_the_counts_examples_count_left() {
     }
 }
 
+#[test]
+fn a_go_and_a_c_aggregate_upgrade_the_counts_examples_count_left() {
+    for lang in GO_AND_C {
+        upgrades_the_counts_of_examples_count(lang);
+    }
+}
+
 /// Word count with the Rust `examples/count` (a count is a number, state
 /// format 0), then with `count-v3` in `lang` (`{"count": N}`, format 1): the
 /// counts go on from their upgraded values, once.
@@ -958,10 +965,16 @@ fn upgrades_the_counts_of_examples_count(lang: &str) {
         ],
         "{lang}"
     );
+    // The C SDK stores an accumulator as its bytes in memory (a u64).
+    let stored = if lang == "c" {
+        r#""\u0001\u0000\u0000\u0000\u0000\u0000\u0000\u0000""#
+    } else {
+        r#"{"count":1}"#
+    };
     assert_lines(
         &format!("{lang} state get"),
         &weir_ok(&["state", "get", "wc", "count", "river"], &data, ""),
-        r#"{"key":"river","value":{"count":1}}"#,
+        &format!(r#"{{"key":"river","value":{stored}}}"#),
     );
     // Once: count-v3 upgrades only from format 0.
     weir_ok(&["produce", "lines"], &data, &line("a river"));
