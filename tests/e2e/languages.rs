@@ -985,3 +985,50 @@ fn upgrades_the_counts_of_examples_count(lang: &str) {
         "{lang}"
     );
 }
+
+/// A processor's stores upgraded: `examples/js/count-per-key` keeps a count
+/// per key as a number (format 0); its second version keeps `{"seen": N}`
+/// (format 1) and upgrades the numbers when the pipeline restarts with it.
+#[test]
+fn a_js_processor_upgrades_its_store_on_a_restart_with_a_new_version() {
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    let pipeline = dir.path().join("counter.toml");
+    let write = |module: &str| {
+        std::fs::write(
+            &pipeline,
+            format!(
+                "name = \"counter\"\ninput = \"in\"\noutput = \"out\"\n\n[[steps]]\nname = \"count\"\nkind = \"processor\"\nmodule = \"{}\"\nstores = [\"counts\"]\n",
+                lang_guest("js", module).display()
+            ),
+        )
+        .unwrap();
+    };
+    let file = pipeline.to_str().unwrap();
+    let records = |keys: &[&str]| -> String {
+        keys.iter()
+            .map(|k| format!("{{\"key\":\"{k}\",\"value\":\"x\"}}\n"))
+            .collect()
+    };
+    weir_ok(&["topic", "create", "in"], &data, "");
+    weir_ok(&["produce", "in"], &data, &records(&["a", "b", "a"]));
+    write("count-per-key");
+    weir_ok(&["run", file, "--until-caught-up", "-q"], &data, "");
+    write("count-per-key-v2");
+    weir_ok(&["produce", "in"], &data, &records(&["a", "c"]));
+    weir_ok(&["run", file, "--until-caught-up", "-q"], &data, "");
+    let out = weir_ok(&["consume", "out", "--from-beginning"], &data, "");
+    let values: Vec<String> = out
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["value"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(values, ["a=1", "b=1", "a=2", "a=3", "c=1"], "{out}");
+    assert_lines(
+        "state of b",
+        &weir_ok(&["state", "get", "counter", "count", "b"], &data, ""),
+        r#"{"store":"counts","key":"b","value":{"seen":1}}"#,
+    );
+}
