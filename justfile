@@ -49,7 +49,7 @@ guests-c: setup
 
 # Run every test: unit, doc and end-to-end (guests are built first, once).
 test: guests
-    cargo test --release --workspace --exclude uppercase --exclude filter-errors --exclude split-words --exclude count --exclude stock-stats --exclude merge-json --exclude burst-count --exclude faulty --exclude half-mapper --exclude lowercase --exclude hostile --exclude hoarder --exclude trap-all --exclude count-v2
+    cargo test --release --workspace --exclude uppercase --exclude filter-errors --exclude split-words --exclude count --exclude stock-stats --exclude merge-json --exclude burst-count --exclude faulty --exclude half-mapper --exclude lowercase --exclude hostile --exclude hoarder --exclude trap-all --exclude count-v2 --exclude count-v3 --exclude upgrading-mapper
 
 # The demo: word count and stock statistics on the embedded log, end to end.
 demo: build guests-rust
