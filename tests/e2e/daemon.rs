@@ -1290,12 +1290,12 @@ fn a_swap_to_a_module_of_a_new_state_format_upgrades_the_counts_and_one_without_
 }
 
 #[test]
-fn an_upgrade_that_rejects_an_entry_rolls_the_swap_back_and_loses_nothing() {
+fn an_upgrade_that_rejects_an_entry_rolls_the_swap_back_in_every_partition_and_loses_nothing() {
     let d = Daemon::start(&["--swap-wait-ms", "60000"]);
     assert_eq!(d.push(&guest("split-words"), "split"), "split@1");
     assert_eq!(d.push(&guest("count"), "tally"), "tally@1");
     assert_eq!(d.push(&guest("count-v3"), "tally"), "tally@2");
-    d.ok(&["topic", "create", "lines", "--partitions", "1"]);
+    d.ok(&["topic", "create", "lines", "--partitions", "2"]);
     d.ok(&[
         "deploy",
         &d.file(
@@ -1303,12 +1303,21 @@ fn an_upgrade_that_rejects_an_entry_rolls_the_swap_back_and_loses_nothing() {
             &word_count_pipeline("tally@1", "config = { refuse_upgrade = \"banana\" }\n"),
         ),
     ]);
-    d.produce("lines", &text("apple banana apple"));
-    let before: BTreeMap<String, Value> = [("apple", 2), ("banana", 1)]
-        .into_iter()
-        .map(|(k, n)| (k.to_string(), Value::from(n)))
-        .collect();
-    until("the first counts", || newest(&d) == before);
+    let words = [
+        "apple", "banana", "cherry", "date", "fig", "grape", "kiwi", "lemon",
+    ];
+    d.produce("lines", &text(&words.join(" ")));
+    let counts = |n: u64| -> BTreeMap<String, Value> {
+        words
+            .iter()
+            .map(|w| (w.to_string(), Value::from(n)))
+            .collect()
+    };
+    until("the first counts", || newest(&d) == counts(1));
+    // The words are counted in both partitions: one of them upgrades
+    // nothing it may commit while the other rejects banana's count.
+    let parts: BTreeSet<u64> = d.records("counts").iter().map(|r| r.0).collect();
+    assert_eq!(parts, BTreeSet::from([0, 1]));
     let seen = d.records("counts").len();
     let err = d.fails(&["swap", "wc", "count", "tally@2"]);
     assert_lines(
@@ -1316,11 +1325,26 @@ fn an_upgrade_that_rejects_an_entry_rolls_the_swap_back_and_loses_nothing() {
         &err,
         "error: the swap of step count of wc to tally@2 was rolled back: tally@2 cannot upgrade step count's state from format 0: refused by the setting refuse_upgrade (key \"banana\"); step count runs tally@1 again, and nothing of the failed batch was committed",
     );
-    d.produce("lines", &text("banana cherry"));
-    until("the counts after", || d.records("counts").len() == seen + 2);
-    assert_eq!(counts_from(&d, seen), ["banana 2", "cherry 1"]);
+    d.produce("lines", &text(&words.join(" ")));
+    until("the counts after", || {
+        d.records("counts").len() == seen + words.len()
+    });
+    // (Each partition's records in order, one partition after the other.)
+    let mut all = counts_from(&d, 0);
+    all.sort();
+    let mut want: Vec<String> = words
+        .iter()
+        .flat_map(|w| [format!("{w} 1"), format!("{w} 2")])
+        .collect();
+    want.sort();
+    assert_eq!(all, want, "every count goes on in examples/count's form");
     let st = d.status("wc");
     assert_eq!(st["steps"][1]["module"], "tally@1");
     assert_eq!(st["steps"][1]["dead_letters"], 0);
     assert!(d.records("wc-dead-letters").is_empty());
+    assert_lines(
+        "list",
+        &d.ok(&["pipeline", "list"]),
+        "wc  running  count=tally@1 split=split@1",
+    );
 }

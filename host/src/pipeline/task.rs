@@ -426,6 +426,17 @@ impl Task {
         if !swapped {
             return Ok(());
         }
+        // A swap still on probation here is being rolled back (another task
+        // rejected it) before this task ran a batch with it: what it holds
+        // is that swap's state upgrade, which must not commit.
+        let reverted = self
+            .probation
+            .iter()
+            .any(|&(i, g)| self.shared.generation(self.step_ids[i]) != g);
+        if reverted {
+            self.probation.clear();
+            self.load_committed()?;
+        }
         self.commit_pending()?;
         for (i, op) in self.operators.iter_mut().enumerate() {
             let si = self.step_ids[i];
