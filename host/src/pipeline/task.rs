@@ -438,13 +438,14 @@ impl Task {
             self.load_committed()?;
         }
         self.commit_pending()?;
-        for (i, op) in self.operators.iter_mut().enumerate() {
+        for i in 0..self.operators.len() {
             let si = self.step_ids[i];
             let generation = self.shared.generation(si);
             if generation == self.generations[i] {
                 continue;
             }
             let started = std::time::Instant::now();
+            let op = &mut self.operators[i];
             match self.shared.guest(si) {
                 Ok((mut guest, generation)) => {
                     // The state goes over to the new module's format before
@@ -458,19 +459,25 @@ impl Task {
                         &mut self.txn,
                     );
                     op.swap(guest);
+                    let step_name = op.config().name.clone();
                     self.generations[i] = generation;
                     self.probation.retain(|(o, _)| *o != i);
                     let on_probation = self.shared.applied(si, generation, started.elapsed());
                     if on_probation {
                         self.probation.push((i, generation));
+                    } else if self.shared.generation(si) != generation {
+                        // Superseded meanwhile (another task rejected it):
+                        // no batch runs with it, and its upgrade must not
+                        // commit; switch to what replaced it.
+                        if upgraded.as_ref().map_or(true, |u| u.from != u.to) {
+                            self.load_committed()?;
+                        }
+                        return self.apply_swaps();
                     }
                     match upgraded {
-                        Ok(u) => log_upgrade(
-                            &self.shared.pipeline.name,
-                            &op.config().name,
-                            self.partition,
-                            u,
-                        ),
+                        Ok(u) => {
+                            log_upgrade(&self.shared.pipeline.name, &step_name, self.partition, u)
+                        }
                         Err(e) => {
                             // Refused during a swap: the swap is rolled back
                             // (nothing of it was committed).
@@ -478,7 +485,7 @@ impl Task {
                                 return Err(SwapRejected {
                                     step: si,
                                     generation,
-                                    step_name: op.config().name.clone(),
+                                    step_name,
                                     reason: r.0.clone(),
                                 }
                                 .into());
@@ -640,12 +647,7 @@ impl Task {
                 .iter()
                 .find(|(step, d)| step == name && matches!(d.failure, Failure::Trapped(_)));
             if let Some((_, d)) = trapped {
-                for (i, [n_in, n_out, n_dead]) in self.counted.iter().enumerate() {
-                    let c = &self.shared.steps[self.step_ids[i]];
-                    c.records_in.fetch_sub(*n_in, Ordering::Relaxed);
-                    c.records_out.fetch_sub(*n_out, Ordering::Relaxed);
-                    c.dead_letters.fetch_sub(*n_dead, Ordering::Relaxed);
-                }
+                self.take_back_counts();
                 return Err(SwapRejected {
                     step: self.step_ids[i],
                     generation,
@@ -654,6 +656,19 @@ impl Task {
                 }
                 .into());
             }
+        }
+        // Rolled back meanwhile (another task rejected the swap): this
+        // batch ran with a module the step no longer has, over state it may
+        // have upgraded; it is thrown away and taken again.
+        if self
+            .probation
+            .iter()
+            .any(|&(i, g)| self.shared.generation(self.step_ids[i]) != g)
+        {
+            self.take_back_counts();
+            self.probation.clear();
+            self.load_committed()?;
+            return Ok(n);
         }
         self.stage(flow, out)?;
         self.pending.ran();
@@ -676,6 +691,17 @@ impl Task {
             self.report_cache(dirty);
         }
         Ok(n)
+    }
+
+    /// Takes back what the batch added to the steps' counters (a batch
+    /// thrown away).
+    fn take_back_counts(&self) {
+        for (i, [n_in, n_out, n_dead]) in self.counted.iter().enumerate() {
+            let c = &self.shared.steps[self.step_ids[i]];
+            c.records_in.fetch_sub(*n_in, Ordering::Relaxed);
+            c.records_out.fetch_sub(*n_out, Ordering::Relaxed);
+            c.dead_letters.fetch_sub(*n_dead, Ordering::Relaxed);
+        }
     }
 
     /// Shows the cache's size (committed entries and pending changes) in
