@@ -331,27 +331,6 @@ impl Guest for Step {
         self.module.world()
     }
 
-    fn upgrades(&self) -> bool {
-        self.module.upgrades()
-    }
-
-    fn state_format(&mut self) -> Result<Result<u32, String>, StepError> {
-        if !self.module.upgrades() {
-            return Ok(Ok(0));
-        }
-        let (r, _) = self.call_typed::<(), (u32,)>("state-format", (), None)?;
-        Ok(r.map(|(f,)| f))
-    }
-
-    fn upgrade(&mut self, from: u32, batch: &[u8]) -> Result<Result<Vec<u8>, String>, StepError> {
-        if !self.module.upgrades() {
-            return Ok(Err(format!("{} exports no upgrade", self.module.name())));
-        }
-        let (r, _) =
-            self.call_typed::<UpgradeParams, BytesResults>("upgrade", (from, batch), None)?;
-        Ok(r.map(|(out,)| out))
-    }
-
     fn call(
         &mut self,
         call: Call<'_>,
@@ -389,6 +368,27 @@ impl Guest for Step {
             return Ok((Err(e.to_string()), s));
         }
         Ok((r, s))
+    }
+
+    fn upgrades(&self) -> bool {
+        self.module.upgrades()
+    }
+
+    fn state_format(&mut self) -> Result<Result<u32, String>, StepError> {
+        if !self.module.upgrades() {
+            return Ok(Ok(0));
+        }
+        let (r, _) = self.call_typed::<(), (u32,)>("state-format", (), None)?;
+        Ok(r.map(|(f,)| f))
+    }
+
+    fn upgrade(&mut self, from: u32, batch: &[u8]) -> Result<Result<Vec<u8>, String>, StepError> {
+        if !self.module.upgrades() {
+            return Ok(Err(format!("{} exports no upgrade", self.module.name())));
+        }
+        let (r, _) =
+            self.call_typed::<UpgradeParams, BytesResults>("upgrade", (from, batch), None)?;
+        Ok(r.map(|(out,)| out))
     }
 }
 
