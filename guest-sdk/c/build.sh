@@ -4,7 +4,8 @@
 #   bash guest-sdk/c/build.sh OUT.wasm SOURCE.c... [--world mapper|aggregator|joiner|processor]
 #
 # The world is the one the sources' macro says (WEIR_MAP: mapper,
-# WEIR_AGGREGATE: aggregator, WEIR_JOIN: joiner, WEIR_PROCESSOR: processor)
+# WEIR_AGGREGATE: aggregator, WEIR_JOIN: joiner, WEIR_PROCESSOR: processor;
+# with WEIR_UPGRADE too, upgradable-aggregator or upgradable-processor)
 # unless --world names it. Tools: clang and wasi-libc from Debian (`bash
 # .ci/setup` installs the packages clang, wasi-libc and
 # libclang-rt-14-dev-wasm32), and wasm-component-ld, which ships with the
@@ -40,6 +41,13 @@ case "$world" in
     mapper|aggregator|joiner|processor) ;;
     *) echo "build.sh: --world is mapper, aggregator, joiner or processor, not $world" >&2; exit 2 ;;
 esac
+# WEIR_UPGRADE(...) exports `upgrading` too: the upgradable world of the kind.
+if grep -q '^WEIR_UPGRADE\b' "${sources[@]}"; then
+    case "$world" in
+        aggregator|processor) world="upgradable-$world" ;;
+        *) echo "build.sh: ${sources[*]}: WEIR_UPGRADE(...) is for an aggregator or a processor; a $world keeps no state to upgrade" >&2; exit 1 ;;
+    esac
+fi
 
 cc="${CC:-clang}"
 sysroot="${WASI_SYSROOT:-/usr}"

@@ -946,6 +946,25 @@ uint32_t *weir__join(uint8_t *batch, size_t n, weir_join_fn f) {
     return finish(&out);
 }
 
+uint32_t *weir__upgrade(uint32_t from, uint8_t *batch, size_t n, weir_upgrade_fn f) {
+    begin_call();
+    own(batch);
+    reader r = {batch, batch + n};
+    uint32_t count = rd_u32(&r);
+    weir_out out;
+    out_start(&out, n + 64);
+    weir_result v = {0};
+    for (uint32_t i = 0; i < count; i++) {
+        weir_state_entry e;
+        e.store = rd_bytes(&r);
+        e.key = rd_opt_bytes(&r);
+        e.value = rd_bytes(&r);
+        result_value(&out, i, f(from, &e, &v), &v);
+    }
+    weir_buf_free(&v.bytes);
+    return finish(&out);
+}
+
 static void *decode_acc(const weir_aggregate_def *a, weir_bytes stored, void *acc) {
     if (stored.ptr == NULL) {
         memset(acc, 0, a->size);

@@ -289,7 +289,23 @@ typedef struct {
     weir_status (*present)(const void *acc, weir_bytes key, const weir_window *window, weir_result *value);
 } weir_aggregate_def;
 
+/** A stored state entry that an upgrade converts to the module's format:
+ * `store` ("" for an aggregator's accumulator), `key` (the record key an
+ * accumulator groups, or the store key) and `value` (the stored bytes, in the
+ * older format). */
+typedef struct {
+    weir_bytes store;
+    weir_bytes key;
+    weir_bytes value;
+} weir_state_entry;
+
+/** Converts an entry written in format `from`: append the new bytes (an
+ * aggregator's accumulator as its bytes in memory) to `value->bytes`, or set
+ * `value->none` to drop the entry; a rejection refuses the switch. */
+typedef weir_status (*weir_upgrade_fn)(uint32_t from, const weir_state_entry *e, weir_result *value);
+
 /* What the macros below expand to; not for direct use. */
+uint32_t *weir__upgrade(uint32_t from, uint8_t *batch, size_t n, weir_upgrade_fn f);
 uint8_t *weir__init(const uint8_t *config, size_t n);
 uint32_t *weir__map(uint8_t *batch, size_t n, weir_map_fn f);
 uint32_t *weir__on_timer(int64_t time, uint8_t *tag, size_t n, weir_timer_fn f);
@@ -359,6 +375,19 @@ uint32_t *weir__agg_present(uint8_t *batch, size_t n, const weir_aggregate_def *
     WEIR__EXPORT("aggregation", "present")                                                         \
     uint32_t *weir__aggregation_present(uint8_t *p, size_t n) {                                    \
         return weir__agg_present(p, n, &weir__aggregate);                                          \
+    }
+
+/** A state upgrade, beside WEIR_AGGREGATE or WEIR_PROCESSOR: the module
+ * writes state format `format` (a module without WEIR_UPGRADE writes 0), and
+ * `weir_status upgrade(uint32_t from, const weir_state_entry *e, weir_result
+ * *value)` converts what a version of another format stored. */
+#define WEIR_UPGRADE(format, upgrade)                                                              \
+    WEIR__EXPORT("upgrading", "state-format") uint32_t weir__upgrading_state_format(void) {       \
+        return (format);                                                                           \
+    }                                                                                              \
+    WEIR__EXPORT("upgrading", "upgrade")                                                           \
+    uint32_t *weir__upgrading_upgrade(uint32_t from, uint8_t *p, size_t n) {                       \
+        return weir__upgrade(from, p, n, (upgrade));                                               \
     }
 
 #ifdef __cplusplus

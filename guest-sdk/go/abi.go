@@ -181,3 +181,14 @@ func aggregationMerge(a unsafe.Pointer, an uint32, b unsafe.Pointer, bn uint32) 
 	}
 	return unsafe.Pointer(&mergeResult)
 }
+
+//go:wasmexport weir:functions/upgrading@0.1.0#state-format
+func upgradingStateFormat() uint32 {
+	lent = lent[:0]
+	return registered.format
+}
+
+//go:wasmexport weir:functions/upgrading@0.1.0#upgrade
+func upgradingUpgrade(from uint32, p unsafe.Pointer, n uint32) unsafe.Pointer {
+	return listResult(upgradeBatch(from, bytesAt(p, n)))
+}

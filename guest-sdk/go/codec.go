@@ -212,6 +212,30 @@ func joinBatch(batch []byte) []byte {
 	return w.finish()
 }
 
+func upgradeBatch(from uint32, batch []byte) []byte {
+	r := reader{b: batch}
+	n := r.u32()
+	w := newWriter(len(batch) + 64)
+	for i := uint32(0); i < n; i++ {
+		e := StateEntry{Store: string(r.bytes()), Key: r.optBytes(), Value: r.bytes()}
+		var v []byte
+		err := guard(func() (err error) {
+			if registered.upgrade == nil {
+				return fmt.Errorf("this module registered no upgrade")
+			}
+			v, err = registered.upgrade(from, e)
+			return err
+		})
+		if err != nil {
+			w.rejected(i, err.Error())
+		} else {
+			w.entry(3, i)
+			w.optBytes(v)
+		}
+	}
+	return w.finish()
+}
+
 type aggregateRunner interface {
 	add(batch []byte) []byte
 	merge(a, b []byte) ([]byte, error)

@@ -207,12 +207,42 @@ type TimerHandler interface {
 	OnTimer(time int64, tag []byte) ([]Output, error)
 }
 
+// A StateEntry is a stored state entry to convert to the module's format:
+// Store ("" for an aggregator's accumulator), Key (the record key an
+// accumulator groups, or the store key) and Value (the stored bytes, in the
+// older format).
+type StateEntry struct {
+	Store string
+	Key   []byte
+	Value []byte
+}
+
+// An Upgrader is an Aggregator whose accumulator format changed between
+// versions. StateFormat is the format this version writes (an aggregator
+// that is not an Upgrader writes 0); when a step switches to it and its
+// accumulators were written in another format, the host calls Upgrade for
+// each: it returns the new accumulator (nil drops it), or an error, which
+// refuses the switch.
+type Upgrader[A any] interface {
+	StateFormat() uint32
+	Upgrade(from uint32, e StateEntry) (*A, error)
+}
+
+// A StoreUpgrader is a Processor whose stored values' format changed:
+// Upgrade returns an entry's new value (nil deletes it).
+type StoreUpgrader interface {
+	StateFormat() uint32
+	Upgrade(from uint32, e StateEntry) ([]byte, error)
+}
+
 // What the function registered (in an init function of package main).
 var registered struct {
 	mapFn   func(*Record) ([]Output, error)
 	timer   TimerHandler
 	joinFn  func(Pair) ([]byte, error)
 	agg     aggregateRunner
+	format  uint32
+	upgrade func(from uint32, e StateEntry) ([]byte, error)
 	already bool
 }
 
@@ -239,6 +269,10 @@ func Process(p Processor) {
 	if t, ok := p.(TimerHandler); ok {
 		registered.timer = t
 	}
+	if u, ok := p.(StoreUpgrader); ok {
+		registered.format = u.StateFormat()
+		registered.upgrade = u.Upgrade
+	}
 }
 
 // Join registers a joiner: f combines the two sides and returns the value
@@ -251,7 +285,18 @@ func Join(f func(p Pair) ([]byte, error)) {
 // Aggregate registers an aggregator (world aggregator).
 func Aggregate[A any](a Aggregator[A]) {
 	register()
-	registered.agg = &aggregate[A]{impl: a}
+	agg := &aggregate[A]{impl: a}
+	registered.agg = agg
+	if u, ok := a.(Upgrader[A]); ok {
+		registered.format = u.StateFormat()
+		registered.upgrade = func(from uint32, e StateEntry) ([]byte, error) {
+			acc, err := u.Upgrade(from, e)
+			if err != nil || acc == nil {
+				return nil, err
+			}
+			return agg.encode(*acc), nil
+		}
+	}
 }
 
 // ------------------------------------------------------------ settings and log

@@ -6,7 +6,9 @@
 // 1. bundles the module with weir-guest (this directory) into one file,
 //    keeping the `weir:functions/...` imports for the component;
 // 2. reads the world from what the module exports (`mapping`: mapper,
-//    `aggregation`: aggregator, `joining`: joiner, `processing`: processor);
+//    `aggregation`: aggregator, `joining`: joiner, `processing`: processor;
+//    with `upgrading` beside `aggregation` or `processing`, the upgradable
+//    world of that kind);
 // 3. runs the engine's componentize tool on the bundle and the WIT in wit/:
 //    componentize-qjs (QuickJS, the default) or componentize-js
 //    (StarlingMonkey, `--engine sm`).
@@ -33,7 +35,14 @@ const SHAPES = {
   aggregation: { helper: "aggregate", example: "aggregate({ init, add, merge })", functions: ["init", "add", "merge", "present"] },
   joining: { helper: "join", example: "join((p) => ...)", functions: ["init", "join"] },
   processing: { helper: "processor", example: "processor({ process })", functions: ["init", "process", "onTimer"] },
+  upgrading: {
+    helper: "upgradeAccumulators",
+    example: "upgradeAccumulators(1, (from, entry) => ...)` (or upgradeStores for a processor",
+    functions: ["stateFormat", "upgrade"],
+  },
 };
+// The worlds of a module that also exports `upgrading`.
+const UPGRADABLE = { aggregation: "upgradable-aggregator", processing: "upgradable-processor" };
 const WIT_IMPORTS = ["log", "state", "timers"].map((i) => `weir:functions/${i}@0.1.0`);
 
 function fail(message) {
@@ -141,8 +150,18 @@ try {
         `joining (join(...)) or processing (processor(...)); it exports: ${output[0].exports.join(", ") || "nothing"}`,
     );
   }
-  const world = WORLDS[exported[0]];
+  let world = WORLDS[exported[0]];
   await checkShape(exported[0], work);
+  if (output[0].exports.includes("upgrading")) {
+    if (!(exported[0] in UPGRADABLE)) {
+      fail(
+        `${args.entry} exports \`upgrading\` beside \`${exported[0]}\`, which keeps no state to upgrade: ` +
+          "only an aggregator (aggregation) or a processor (processing) may export it",
+      );
+    }
+    world = UPGRADABLE[exported[0]];
+    await checkShape("upgrading", work);
+  }
   const argv =
     args.engine === "qjs"
       ? ["--wit", wit, "--world", world, "--js", bundlePath, "--sync", "-o", out]

@@ -148,6 +148,31 @@ declare module "weir-guest" {
   }
   /** A joiner: `f(pair)` returns the combined value (null drops the pair); throwing rejects it. Export the result as `joining`. */
   export function join(f: (p: Pair) => Presented): Exported;
+
+  /** A stored state entry to convert to the module's format. */
+  export class StateEntry {
+    /** The state store ("" for an aggregator's accumulator). */
+    readonly store: string;
+    /** The record key an accumulator groups, or the store key. */
+    readonly key: Uint8Array | null;
+    /** The stored bytes, in the older format. */
+    readonly value: Uint8Array;
+    keyText(): string;
+    valueText(): string;
+    json(): unknown;
+  }
+  /**
+   * An aggregator's state upgrade; export the result as `upgrading`, beside
+   * `aggregation`. `f(from, entry)` returns the new accumulator (null drops
+   * it); throwing refuses the switch to this version.
+   */
+  export function upgradeAccumulators<A>(stateFormat: number, f: (from: number, entry: StateEntry) => A | null): Exported;
+  /**
+   * A processor's state upgrade; export the result as `upgrading`, beside
+   * `processing`. `f(from, entry)` returns the entry's new value (null
+   * deletes it); throwing refuses the switch to this version.
+   */
+  export function upgradeStores(stateFormat: number, f: (from: number, entry: StateEntry) => Presented): Exported;
 }
 
 declare module "weir-guest/state" {

@@ -689,3 +689,76 @@ export function join(f) {
     },
   };
 }
+
+// ---------------------------------------------------------------- state upgrades
+
+/** A stored state entry to convert to the module's format (see upgradeAccumulators, upgradeStores). */
+export class StateEntry {
+  constructor(store, key, value) {
+    /** The state store ("" for an aggregator's accumulator). */
+    this.store = store;
+    /** The record key an accumulator groups, or the store key (a Uint8Array). */
+    this.key = key;
+    /** The stored bytes, in the older format (a Uint8Array). */
+    this.value = value;
+  }
+  /** The key as text. */
+  keyText() {
+    return this.key === null ? "" : text(this.key);
+  }
+  /** The stored bytes as text. */
+  valueText() {
+    return text(this.value);
+  }
+  /** The stored bytes parsed as JSON. */
+  json() {
+    return JSON.parse(text(this.value));
+  }
+}
+
+function upgrading(stateFormat, f, encode) {
+  if (!Number.isInteger(stateFormat) || stateFormat < 0 || stateFormat > 0xffffffff) {
+    throw new TypeError(`the state format must be a whole number from 0 to 2^32-1, not ${stateFormat}`);
+  }
+  return {
+    stateFormat: () => stateFormat,
+    upgrade(from, batch) {
+      const r = new Reader(batch);
+      const n = r.u32();
+      const out = new Writer(batch.length + 64);
+      for (let i = 0; i < n; i++) {
+        const store = text(r.bytes());
+        const key = r.optBytes();
+        const value = r.bytes();
+        try {
+          const v = f(Number(from), new StateEntry(store, key, value));
+          out.value(i, v === null || v === undefined ? null : encode(v));
+        } catch (e) {
+          out.rejected(i, messageOf(e));
+        }
+      }
+      return out.finish();
+    },
+  };
+}
+
+/**
+ * An aggregator's state upgrade: export the result as `upgrading`, beside
+ * `aggregation`. `stateFormat` is the format of the accumulators this
+ * version writes (a module without `upgrading` writes 0); when a step
+ * switches to it and its accumulators were written in another format, the
+ * host calls `f(from, entry)` for each: it returns the new accumulator
+ * (stored as JSON), or null to drop it; throwing refuses the switch.
+ */
+export function upgradeAccumulators(stateFormat, f) {
+  return upgrading(stateFormat, f, encodeAcc);
+}
+
+/**
+ * A processor's state upgrade: export the result as `upgrading`, beside
+ * `processing`. `f(from, entry)` returns the entry's new value (a string,
+ * Uint8Array, or anything else as JSON), or null to delete it.
+ */
+export function upgradeStores(stateFormat, f) {
+  return upgrading(stateFormat, f, presented);
+}

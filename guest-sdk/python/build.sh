@@ -5,7 +5,8 @@
 #
 # APP_DIR holds MODULE.py (the function, decorated with @weir.map, or
 # @weir.aggregate, @weir.join, @weir.processor); WORLD is mapper, aggregator,
-# joiner or processor, by default the one its decorator says. componentize-py comes from the project's
+# joiner or processor (upgradable-aggregator or upgradable-processor when the
+# class sets state_format), by default the one its decorator says. componentize-py comes from the project's
 # setup (`bash .ci/setup`), in the virtual environment $WEIR_TOOLS/venv
 # (default ~/.cache/weir/venv).
 set -euo pipefail
@@ -33,6 +34,17 @@ case "$decorator" in
         exit 1
         ;;
 esac
+# A class that sets `state_format` exports `upgrading` too (the SDK checks
+# that it defines `upgrade`).
+if grep -Eq '^[[:space:]]+state_format[[:space:]]*(:[^=]*)?=' "$src"; then
+    case "$found" in
+        aggregator | processor) found="upgradable-$found" ;;
+        *)
+            echo "build.sh: $src sets state_format, but a $found keeps no state to upgrade: only an aggregate or a processor may" >&2
+            exit 1
+            ;;
+    esac
+fi
 if [ -z "$world" ]; then
     world="$found"
 elif [ "$world" != "$found" ]; then

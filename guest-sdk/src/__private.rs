@@ -14,7 +14,9 @@ pub mod bindings {
 }
 
 use crate::codec::{Reader, Writer};
-use crate::{Aggregate, Config, Error, IntoOutputs, IntoValue, Pair, Processor, Record, Window};
+use crate::{
+    Aggregate, Config, Error, IntoOutputs, IntoValue, Pair, Processor, Record, StateEntry, Window,
+};
 
 /// Stores the step's settings and installs the panic hook; the generated
 /// `init` export calls it.
@@ -205,4 +207,38 @@ where
         }
     }
     out.finish()
+}
+
+/// Runs an upgrade function over a packed upgrade batch (see `upgrading`
+/// in `wit/functions.wit`): a value per entry, or the rejection.
+pub fn upgrade_batch<F>(from: u32, batch: &[u8], f: F) -> Vec<u8>
+where
+    F: for<'a> Fn(u32, &StateEntry<'a>) -> Result<Option<Vec<u8>>, Error>,
+{
+    let mut reader = Reader::new(batch);
+    let n = reader.u32();
+    let mut out = Writer::with_capacity(batch.len() + 64);
+    for i in 0..n {
+        let store = std::str::from_utf8(reader.bytes()).unwrap_or("");
+        let key = reader.opt_bytes();
+        let value = reader.bytes();
+        match f(from, &StateEntry { store, key, value }) {
+            Ok(v) => out.value(i, v.as_deref()),
+            Err(e) => out.rejected(i, e.message()),
+        }
+    }
+    out.finish()
+}
+
+/// Runs `Aggregate::upgrade` over a packed upgrade batch.
+pub fn aggregate_upgrade<A: Aggregate>(from: u32, batch: &[u8]) -> Vec<u8> {
+    upgrade_batch(from, batch, |from, entry| match A::upgrade(from, entry)? {
+        None => Ok(None),
+        Some(acc) => encode_acc::<A>(&acc).map(Some).map_err(Error::new),
+    })
+}
+
+/// Runs `Processor::upgrade` over a packed upgrade batch.
+pub fn processor_upgrade<P: Processor>(from: u32, batch: &[u8]) -> Vec<u8> {
+    upgrade_batch(from, batch, P::upgrade)
 }

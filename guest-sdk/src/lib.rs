@@ -409,6 +409,37 @@ pub trait Aggregate {
         let _ = (key, window);
         Ok(Some(serde_json::to_vec(acc)?))
     }
+
+    /// The format of the accumulators this version writes. Define it, with
+    /// [`Aggregate::upgrade`], when a new version's accumulator no longer
+    /// reads an older version's: the host then hands every stored
+    /// accumulator in another format to `upgrade` when the step switches to
+    /// this version (a module that defines neither writes format 0).
+    const STATE_FORMAT: u32 = 0;
+
+    /// Converts an accumulator written in format `from` (its bytes, as that
+    /// version stored them, in `entry.value`; `entry.key` is the record key
+    /// it groups) into this version's: `Ok(None)` drops it, `Err` refuses
+    /// the switch to this version (a swap is rolled back).
+    fn upgrade(from: u32, entry: &StateEntry<'_>) -> Result<Option<Self::Acc>, Error> {
+        let _ = entry;
+        Err(Error::new(format!(
+            "this module cannot upgrade state from format {from}"
+        )))
+    }
+}
+
+/// A stored state entry that [`Aggregate::upgrade`] or
+/// [`Processor::upgrade`] converts to the module's format.
+#[derive(Clone, Copy, Debug)]
+pub struct StateEntry<'a> {
+    /// The state store the entry is in (a processor's); "" for an
+    /// aggregate's accumulator.
+    pub store: &'a str,
+    /// The record key an accumulator groups, or the store key.
+    pub key: Option<&'a [u8]>,
+    /// The stored bytes, in the older format.
+    pub value: &'a [u8],
 }
 
 /// The two sides of a join that met, for a [`join`] function.
@@ -434,6 +465,19 @@ pub trait Processor {
     fn on_timer(time: i64, tag: &[u8]) -> Result<Vec<Output>, Error> {
         let _ = (time, tag);
         Ok(Vec::new())
+    }
+
+    /// The format of the values this version keeps in its stores; define it
+    /// with [`Processor::upgrade`] (see [`Aggregate::STATE_FORMAT`]).
+    const STATE_FORMAT: u32 = 0;
+
+    /// Converts a store entry written in format `from` into this version's
+    /// format: `Ok(None)` deletes it, `Err` refuses the switch.
+    fn upgrade(from: u32, entry: &StateEntry<'_>) -> Result<Option<Vec<u8>>, Error> {
+        let _ = entry;
+        Err(Error::new(format!(
+            "this module cannot upgrade state from format {from}"
+        )))
     }
 }
 

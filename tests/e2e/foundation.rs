@@ -449,6 +449,13 @@ fn a_wrong_guest_signature_is_a_compile_error_pointing_at_it() {
         "{}",
         r.stderr
     );
+    assert!(
+        r.stderr.contains(
+            "error: an Aggregate that sets STATE_FORMAT must define `fn upgrade(from: u32, entry: &StateEntry) -> ...` too, which converts the state older formats left\n  --> src/lib.rs:19:11"
+        ),
+        "{}",
+        r.stderr
+    );
 }
 
 /// The README's five-minute guide, built and run as a reader would.
@@ -513,5 +520,22 @@ fn the_readme_guide_builds_and_runs() {
         "stderr",
         &r.stderr,
         r#"{"offset":1,"key":"b","value":null,"headers":{"weir.error":"record at offset 1 has no value","weir.error.kind":"rejected"},"timestamp":0}"#,
+    );
+}
+
+/// Only an aggregator or a processor keeps state a new version may upgrade:
+/// a mapper exporting `upgrading` is refused, naming what to do.
+#[test]
+fn a_mapper_that_exports_an_upgrade_is_refused() {
+    let module = guest("upgrading-mapper");
+    let r = run(weir().arg("check").arg(&module));
+    assert_eq!(r.status.code(), Some(1), "{}", r.stdout);
+    assert_lines(
+        "check",
+        &r.stderr,
+        &format!(
+            "error: {}: exports weir:functions/upgrading@0.1.0, but it is a mapper, which keeps no state to upgrade: only an aggregator or a processor may export it; remove the export",
+            module.display()
+        ),
     );
 }

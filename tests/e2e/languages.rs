@@ -902,3 +902,133 @@ fn the_merge_json_joiner_joins_on_the_log_in_rust_go_and_c() {
         assert_lines(&format!("{lang} dead letters"), &dead, want_dead);
     }
 }
+
+#[test]
+fn a_js_and_a_python_aggregate_upgrade_the_counts_examples_count_left() {
+    for lang in LANGS {
+        upgrades_the_counts_of_examples_count(lang);
+    }
+}
+
+#[test]
+fn a_go_and_a_c_aggregate_upgrade_the_counts_examples_count_left() {
+    for lang in GO_AND_C {
+        upgrades_the_counts_of_examples_count(lang);
+    }
+}
+
+/// Word count with the Rust `examples/count` (a count is a number, state
+/// format 0), then with `count-v3` in `lang` (`{"count": N}`, format 1): the
+/// counts go on from their upgraded values, once.
+fn upgrades_the_counts_of_examples_count(lang: &str) {
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    let pipeline = dir.path().join("wc.toml");
+    let write = |count: &Path| {
+        std::fs::write(
+            &pipeline,
+            format!(
+                "name = \"wc\"\ninput = \"lines\"\noutput = \"counts\"\n\n[[steps]]\nname = \"split\"\nkind = \"map\"\nmodule = \"{}\"\n\n[[steps]]\nname = \"count\"\nkind = \"aggregate\"\nmodule = \"{}\"\n",
+                guest("split-words").display(),
+                count.display()
+            ),
+        )
+        .unwrap();
+    };
+    let file = pipeline.to_str().unwrap();
+    let line = |l: &str| format!("{{\"key\":\"l\",\"value\":\"{l}\"}}\n");
+    let counts = |from: usize| -> Vec<String> {
+        weir_ok(&["consume", "counts", "--from-beginning"], &data, "")
+            .lines()
+            .skip(from)
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                format!("{} {}", v["key"].as_str().unwrap(), v["value"])
+            })
+            .collect()
+    };
+    weir_ok(&["topic", "create", "lines"], &data, "");
+    weir_ok(&["produce", "lines"], &data, &line("the river and the log"));
+    write(&guest("count"));
+    weir_ok(&["run", file, "--until-caught-up", "-q"], &data, "");
+    assert_eq!(counts(0), ["river 1", "and 1", "log 1"], "{lang}");
+
+    write(&lang_guest(lang, "count-v3"));
+    weir_ok(&["produce", "lines"], &data, &line("the log and the sea"));
+    weir_ok(&["run", file, "--until-caught-up", "-q"], &data, "");
+    assert_eq!(
+        counts(3),
+        [
+            r#"log {"count":2}"#,
+            r#"and {"count":2}"#,
+            r#"sea {"count":1}"#
+        ],
+        "{lang}"
+    );
+    // The C SDK stores an accumulator as its bytes in memory (a u64).
+    let stored = if lang == "c" {
+        r#""\u0001\u0000\u0000\u0000\u0000\u0000\u0000\u0000""#
+    } else {
+        r#"{"count":1}"#
+    };
+    assert_lines(
+        &format!("{lang} state get"),
+        &weir_ok(&["state", "get", "wc", "count", "river"], &data, ""),
+        &format!(r#"{{"key":"river","value":{stored}}}"#),
+    );
+    // Once: count-v3 upgrades only from format 0.
+    weir_ok(&["produce", "lines"], &data, &line("a river"));
+    weir_ok(&["run", file, "--until-caught-up", "-q"], &data, "");
+    assert_eq!(
+        counts(6),
+        [r#"a {"count":1}"#, r#"river {"count":2}"#],
+        "{lang}"
+    );
+}
+
+/// A processor's stores upgraded: `examples/js/count-per-key` keeps a count
+/// per key as a number (format 0); its second version keeps `{"seen": N}`
+/// (format 1) and upgrades the numbers when the pipeline restarts with it.
+#[test]
+fn a_js_processor_upgrades_its_store_on_a_restart_with_a_new_version() {
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    let pipeline = dir.path().join("counter.toml");
+    let write = |module: &str| {
+        std::fs::write(
+            &pipeline,
+            format!(
+                "name = \"counter\"\ninput = \"in\"\noutput = \"out\"\n\n[[steps]]\nname = \"count\"\nkind = \"processor\"\nmodule = \"{}\"\nstores = [\"counts\"]\n",
+                lang_guest("js", module).display()
+            ),
+        )
+        .unwrap();
+    };
+    let file = pipeline.to_str().unwrap();
+    let records = |keys: &[&str]| -> String {
+        keys.iter()
+            .map(|k| format!("{{\"key\":\"{k}\",\"value\":\"x\"}}\n"))
+            .collect()
+    };
+    weir_ok(&["topic", "create", "in"], &data, "");
+    weir_ok(&["produce", "in"], &data, &records(&["a", "b", "a"]));
+    write("count-per-key");
+    weir_ok(&["run", file, "--until-caught-up", "-q"], &data, "");
+    write("count-per-key-v2");
+    weir_ok(&["produce", "in"], &data, &records(&["a", "c"]));
+    weir_ok(&["run", file, "--until-caught-up", "-q"], &data, "");
+    let out = weir_ok(&["consume", "out", "--from-beginning"], &data, "");
+    let values: Vec<String> = out
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["value"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(values, ["a=1", "b=1", "a=2", "a=3", "c=1"], "{out}");
+    assert_lines(
+        "state of b",
+        &weir_ok(&["state", "get", "counter", "count", "b"], &data, ""),
+        r#"{"store":"counts","key":"b","value":{"seen":1}}"#,
+    );
+}

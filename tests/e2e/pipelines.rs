@@ -1086,3 +1086,94 @@ fn consume_follow_prints_records_as_they_arrive() {
     );
     assert!(child.wait().unwrap().success());
 }
+
+/// Word count run with `examples/count` (a count is a plain number, state
+/// format 0), stopped, its file changed to `count-v3` (a count is
+/// `{"count": N}`, format 1, with an upgrade from 0), run again: the state
+/// is upgraded once, the counts go on from where they were, a third run does
+/// not upgrade again, and going back to `examples/count` is refused.
+#[test]
+fn a_restart_with_a_module_of_a_new_state_format_upgrades_the_state_once() {
+    let d = Data::new();
+    let dir = d.path.parent().unwrap().to_path_buf();
+    d.topic("lines", 1);
+    let file = |module: &str| {
+        write_pipeline(
+            &dir,
+            &format!(
+                "name = \"wc\"\ninput = \"lines\"\noutput = \"counts\"\n\n[[steps]]\nname = \"split\"\nkind = \"map\"\nmodule = \"split_words.wasm\"\n\n[[steps]]\nname = \"count\"\nkind = \"aggregate\"\nmodule = \"{module}\"\n"
+            ),
+        )
+    };
+    let line = |l: &str| vec![json!({"key": "l", "value": l}).to_string()];
+    let outputs = |d: &Data, from: usize| -> Vec<String> {
+        d.consume("counts")[from..]
+            .iter()
+            .map(|r| format!("{} {}", r["key"].as_str().unwrap(), r["value"]))
+            .collect()
+    };
+
+    d.produce("lines", &line("the river and the log"));
+    d.produce("lines", &line("a log of the river"));
+    d.run_pipeline(&file("count.wasm"), &[]);
+    let first = d.consume("counts");
+    assert_eq!(
+        latest(&first),
+        BTreeMap::from([
+            ("a".to_string(), json!(1)),
+            ("and".to_string(), json!(1)),
+            ("log".to_string(), json!(2)),
+            ("of".to_string(), json!(1)),
+            ("river".to_string(), json!(2)),
+        ])
+    );
+
+    // The new format: each key's count goes on from its upgraded value.
+    d.produce("lines", &line("the log and the sea"));
+    d.run_pipeline(&file("count_v3.wasm"), &[]);
+    assert_eq!(
+        outputs(&d, first.len()),
+        [
+            r#"log {"count":3}"#,
+            r#"and {"count":2}"#,
+            r#"sea {"count":1}"#
+        ]
+    );
+    // A key the run did not touch was upgraded too.
+    assert_lines(
+        "state get",
+        &d.ok(&["state", "get", "wc", "count", "river"]),
+        r#"{"key":"river","value":{"count":2}}"#,
+    );
+
+    // Once: count-v3 upgrades only from format 0 (from 1 it would fail).
+    let seen = d.consume("counts").len();
+    d.produce("lines", &line("a river"));
+    d.run_pipeline(&file("count_v3.wasm"), &[]);
+    assert_eq!(
+        outputs(&d, seen),
+        [r#"a {"count":2}"#, r#"river {"count":3}"#]
+    );
+
+    // Back to examples/count: it cannot read format 1 and has no upgrade.
+    let seen = d.consume("counts").len();
+    d.produce("lines", &line("the sea"));
+    let r = run(d
+        .weir()
+        .arg("run")
+        .arg(file("count.wasm"))
+        .args(["--until-caught-up", "--quiet"]));
+    assert_eq!(r.status.code(), Some(1), "{}", r.stderr);
+    let module = guest("count");
+    assert_lines(
+        "refused",
+        &r.stderr,
+        &format!(
+            "error: task 1-0: step count's state is in format 1; {} writes format 0 and exports no upgrade",
+            module.display()
+        ),
+    );
+    assert_eq!(d.consume("counts").len(), seen, "nothing was written");
+    d.run_pipeline(&file("count_v3.wasm"), &[]);
+    assert_eq!(outputs(&d, seen), [r#"sea {"count":2}"#]);
+}

@@ -8,7 +8,7 @@ use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as TokenStream2};
 use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
-use syn::{FnArg, ItemFn, ItemImpl, ReturnType, parse_macro_input};
+use syn::{FnArg, ImplItem, ItemFn, ItemImpl, ReturnType, parse_macro_input};
 
 const WIT: &str = include_str!("../../../wit/functions.wit");
 
@@ -109,7 +109,16 @@ pub fn aggregate(attr: TokenStream, item: TokenStream) -> TokenStream {
             }
         }
     };
-    expand(quote!(#imp), "aggregator", &["log"], body)
+    match upgrading(&imp, "Aggregate", quote!(aggregate_upgrade)) {
+        Err(e) => with_item(e.to_compile_error(), &imp),
+        Ok(None) => expand(quote!(#imp), "aggregator", &["log"], body),
+        Ok(Some(up)) => expand(
+            quote!(#imp),
+            "upgradable-aggregator",
+            &["log"],
+            quote!(#body #up),
+        ),
+    }
 }
 
 /// A processor: put it on `impl weir_guest::Processor for T`.
@@ -137,7 +146,62 @@ pub fn processor(attr: TokenStream, item: TokenStream) -> TokenStream {
             }
         }
     };
-    expand(quote!(#imp), "processor", &["log", "state", "timers"], body)
+    match upgrading(&imp, "Processor", quote!(processor_upgrade)) {
+        Err(e) => with_item(e.to_compile_error(), &imp),
+        Ok(None) => expand(quote!(#imp), "processor", &["log", "state", "timers"], body),
+        Ok(Some(up)) => expand(
+            quote!(#imp),
+            "upgradable-processor",
+            &["log", "state", "timers"],
+            quote!(#body #up),
+        ),
+    }
+}
+
+/// The `upgrading` export when the impl defines `STATE_FORMAT` and
+/// `upgrade` (both or neither).
+fn upgrading(
+    imp: &ItemImpl,
+    trait_name: &str,
+    runner: TokenStream2,
+) -> syn::Result<Option<TokenStream2>> {
+    let format = imp.items.iter().find_map(|i| match i {
+        ImplItem::Const(c) if c.ident == "STATE_FORMAT" => Some(c.ident.span()),
+        _ => None,
+    });
+    let upgrade = imp.items.iter().find_map(|i| match i {
+        ImplItem::Fn(f) if f.sig.ident == "upgrade" => Some(f.sig.ident.span()),
+        _ => None,
+    });
+    match (format, upgrade) {
+        (None, None) => Ok(None),
+        (Some(span), None) => Err(syn::Error::new(
+            span,
+            format!(
+                "an {trait_name} that sets STATE_FORMAT must define `fn upgrade(from: u32, entry: &StateEntry) -> ...` too, which converts the state older formats left"
+            ),
+        )),
+        (None, Some(span)) => Err(syn::Error::new(
+            span,
+            format!(
+                "an {trait_name} that defines `upgrade` must set `const STATE_FORMAT: u32` too, the format it converts to"
+            ),
+        )),
+        (Some(_), Some(_)) => {
+            let ty = &imp.self_ty;
+            let trait_ident = syn::Ident::new(trait_name, Span::call_site());
+            Ok(Some(quote! {
+                impl exports::weir::functions::upgrading::Guest for Component {
+                    fn state_format() -> u32 {
+                        <super::#ty as weir_guest::#trait_ident>::STATE_FORMAT
+                    }
+                    fn upgrade(from_format: u32, batch: ::std::vec::Vec<u8>) -> ::std::vec::Vec<u8> {
+                        weir_guest::__private::#runner::<super::#ty>(from_format, &batch)
+                    }
+                }
+            }))
+        }
+    }
 }
 
 fn no_args(attr: TokenStream, name: &str) -> Option<TokenStream> {

@@ -414,11 +414,77 @@ def map(f: Callable[[Record], Any]) -> Callable[[Record], Any]:  # noqa: A001 - 
     return f
 
 
+class StateEntry:
+    """A stored state entry to convert to the module's format: ``store``
+    ("" for an aggregator's accumulator), ``key`` (the record key an
+    accumulator groups, or the store key) and ``value`` (the stored bytes,
+    in the older format)."""
+
+    __slots__ = ("store", "key", "value")
+
+    def __init__(self, store: str, key: Optional[bytes], value: bytes):
+        self.store = store
+        self.key = key
+        self.value = value
+
+    def key_text(self) -> str:
+        return "" if self.key is None else self.key.decode("utf-8")
+
+    def value_text(self) -> str:
+        return self.value.decode("utf-8")
+
+    def json(self) -> Any:
+        return _json.loads(self.value)
+
+    def __repr__(self) -> str:
+        return f"StateEntry(store={self.store!r}, key={self.key!r}, value={self.value!r})"
+
+
+def _install_upgrading(cls: type, impl: Any, encode: Callable[[Any], bytes]) -> None:
+    """Exports ``Upgrading`` (the optional ``upgrading`` interface) when the
+    class sets ``state_format`` and defines ``upgrade(self, from_format,
+    entry)``; both or neither."""
+    fmt = getattr(cls, "state_format", None)
+    up = getattr(impl, "upgrade", None)
+    if fmt is None and up is None:
+        return
+    if fmt is None or up is None:
+        raise TypeError(
+            f"{cls.__name__}: a class that sets state_format must define upgrade(self, from_format, entry) too, and the other way round"
+        )
+    if not isinstance(fmt, int) or not 0 <= fmt < 2**32:
+        raise TypeError(f"{cls.__name__}.state_format must be an int from 0 to 2**32-1, not {fmt!r}")
+
+    class Upgrading:
+        def state_format(self) -> int:
+            return fmt
+
+        def upgrade(self, from_format: int, batch: bytes) -> bytes:
+            r = _Reader(batch)
+            n = r.u32()
+            out = _Writer()
+            for i in range(n):
+                store = r.bytes().decode("utf-8")
+                key = r.opt_bytes()
+                value = r.bytes()
+                try:
+                    v = up(from_format, StateEntry(store, key, value))
+                    out.value(i, None if v is None else encode(v))
+                except Exception as e:  # noqa: BLE001 - a rejection refuses the switch
+                    out.rejected(i, message_of(e))
+            return out.finish()
+
+    _install(cls, "Upgrading", Upgrading)
+
+
 def processor(cls: type) -> type:
     """Decorates a processor class (world ``processor``; state and timers in
     ``weir_guest.state``): ``process(self, record)`` returns like a map
     function; ``on_timer(self, time, tag)`` (optional) returns outputs too.
-    Exports ``Processing`` from the class's module."""
+    Exports ``Processing`` from the class's module. With ``state_format = N``
+    and ``upgrade(self, from_format, entry)`` (returning a store entry's new
+    value, or None to delete it), ``Upgrading`` too (world
+    ``upgradable-processor``)."""
     impl = cls()
 
     class Processing:
@@ -439,6 +505,7 @@ def processor(cls: type) -> type:
             return out.finish()
 
     _install(cls, "Processing", Processing)
+    _install_upgrading(cls, impl, _presented)
     return cls
 
 
@@ -470,7 +537,13 @@ def aggregate(cls: type) -> type:
     return the new one; raising in add rejects the record (it is then left
     out of every group). ``present(self, acc, key, window)`` (optional)
     returns the output value (str, bytes, None for nothing, or anything else
-    as JSON); by default the accumulator as JSON. Exports ``Aggregation``."""
+    as JSON); by default the accumulator as JSON. Exports ``Aggregation``.
+
+    A new version whose accumulator format changed sets ``state_format = N``
+    and defines ``upgrade(self, from_format, entry)`` (a ``StateEntry``),
+    which returns the new accumulator (None drops it; raising refuses the
+    switch to this version); ``Upgrading`` is then exported too (world
+    ``upgradable-aggregator``)."""
     impl = cls()
 
     def decode(b: Optional[bytes]) -> Any:
@@ -551,6 +624,7 @@ def aggregate(cls: type) -> type:
             return out.finish()
 
     _install(cls, "Aggregation", Aggregation)
+    _install_upgrading(cls, impl, encode)
     return cls
 
 

@@ -338,7 +338,15 @@ fn print_check(path: &Path, module: &weir::runtime::Module) -> anyhow::Result<()
         .filter(|e| *e != module.world().interface())
         .collect();
     for e in others {
-        writeln!(out, "exports: {e} (ignored)")?;
+        if module.upgrades() && e == weir::runtime::UPGRADING {
+            writeln!(
+                out,
+                "exports: {e} ({}: converts state older versions wrote)",
+                weir::runtime::UPGRADING_FUNCTIONS.join(", ")
+            )?;
+        } else {
+            writeln!(out, "exports: {e} (ignored)")?;
+        }
     }
     for i in module.imports() {
         let what = if i.starts_with("wasi:") {

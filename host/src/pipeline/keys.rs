@@ -7,6 +7,7 @@
 //! K pipeline 0 'c' step 0 partition:u32 end:i64 klen:u32 key start:i64 -> aggregate windows by end (emit on close)
 //! K pipeline 0 'j' step 0 side:u8 partition:u32 klen:u32 key [ts:i64 offset:u64] -> join state
 //! K pipeline 0 's' step 0 store 0 partition:u32 key      -> a processor's state store
+//! K pipeline 0 'f' step 0 partition:u32                  -> the format of the step's state (u32; absent: 0)
 //! ```
 //!
 //! Signed numbers are stored with the sign bit flipped, big-endian, so that
@@ -50,6 +51,12 @@ pub fn step(pipe: &str, kind: u8, step: &str, partition: u32) -> Vec<u8> {
     k.push(0);
     k.extend_from_slice(&partition.to_be_bytes());
     k
+}
+
+/// The format a step's state in one partition was written in (see
+/// [`super::upgrade`]).
+pub fn state_format(pipe: &str, step_name: &str, partition: u32) -> Vec<u8> {
+    step(pipe, b'f', step_name, partition)
 }
 
 /// Appends a length-prefixed key.
@@ -185,7 +192,7 @@ pub fn changelog(key: &[u8]) -> Option<(String, u32)> {
             let p = u32_at(rest.get(4..)?)?;
             Some((format!("segment-{seg}"), p))
         }
-        b'a' | b'c' | b'j' | b'w' | b'x' => {
+        b'a' | b'c' | b'j' | b'w' | b'x' | b'f' => {
             let (step, at) = name(rest)?;
             Some((step, u32_at(rest.get(at..)?)?))
         }
@@ -223,6 +230,10 @@ mod tests {
         assert_eq!(
             changelog(&store("p", "burst", "counts", 4, b"k")),
             Some(("burst-counts".to_string(), 4))
+        );
+        assert_eq!(
+            changelog(&state_format("wc", "count", 5)),
+            Some(("count".to_string(), 5))
         );
         assert_eq!(changelog(b"Kp\0o..."), None);
         assert_eq!(changelog(b"C-checkpoint"), None);

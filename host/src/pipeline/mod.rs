@@ -19,6 +19,7 @@ pub mod keys;
 mod pending;
 mod supervisor;
 mod task;
+mod upgrade;
 
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;

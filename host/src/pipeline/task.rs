@@ -18,6 +18,7 @@ use super::config::StepKind;
 use super::engine::{Shared, SwapRejected};
 use super::keys;
 use super::pending::Pending;
+use super::upgrade::{self, UpgradeRefused};
 use crate::backend::{Fenced, StateRead, Stored, TaskId, TaskSpec, Topic, Txn};
 use crate::log::partitioner::partition_for_key;
 use crate::operators::{self, Collector, Ctx, Item, Operator};
@@ -219,6 +220,37 @@ impl Task {
             None => i64::MIN,
         };
         self.txn.clear();
+        self.ensure_formats()
+    }
+
+    /// Brings every step's state to the format its module writes (see
+    /// [`upgrade`]), into the pending changes: after (re)reading the
+    /// committed state, which may predate an upgrade that did not commit.
+    /// A step whose module is about to be switched is left to the switch.
+    fn ensure_formats(&mut self) -> anyhow::Result<()> {
+        for i in 0..self.operators.len() {
+            let si = self.step_ids[i];
+            if self.shared.generation(si) != self.generations[i] {
+                continue;
+            }
+            let op = &mut self.operators[i];
+            let mut guest = op.swap(Box::new(upgrade::Lent));
+            let done = upgrade::ensure_format(
+                op.config(),
+                guest.as_mut(),
+                &self.shared.pipeline.name,
+                self.partition,
+                &self.base,
+                &mut self.txn,
+            );
+            op.swap(guest);
+            log_upgrade(
+                &self.shared.pipeline.name,
+                &op.config().name,
+                self.partition,
+                done?,
+            );
+        }
         Ok(())
     }
 
@@ -319,7 +351,9 @@ impl Task {
                     // A step that cannot run (it keeps timing out, or its
                     // instance cannot be made) stops the task: nothing of the
                     // batch was committed, so a fixed module resumes there.
-                    if e.chain().any(|c| c.is::<crate::runtime::StepError>()) {
+                    if e.chain()
+                        .any(|c| c.is::<crate::runtime::StepError>() || c.is::<UpgradeRefused>())
+                    {
                         return Err(e);
                     }
                     // A storage error (or a corrupt stored record) fails the
@@ -364,7 +398,7 @@ impl Task {
                 }
                 return self.commit_pending();
             }
-            if self.ticks {
+            if self.ticks && self.probation.is_empty() {
                 self.tick()?;
             }
             if self.stopping() {
@@ -392,21 +426,72 @@ impl Task {
         if !swapped {
             return Ok(());
         }
+        // A swap still on probation here is being rolled back (another task
+        // rejected it) before this task ran a batch with it: what it holds
+        // is that swap's state upgrade, which must not commit.
+        let reverted = self
+            .probation
+            .iter()
+            .any(|&(i, g)| self.shared.generation(self.step_ids[i]) != g);
+        if reverted {
+            self.probation.clear();
+            self.load_committed()?;
+        }
         self.commit_pending()?;
-        for (i, op) in self.operators.iter_mut().enumerate() {
+        for i in 0..self.operators.len() {
             let si = self.step_ids[i];
             let generation = self.shared.generation(si);
             if generation == self.generations[i] {
                 continue;
             }
             let started = std::time::Instant::now();
+            let op = &mut self.operators[i];
             match self.shared.guest(si) {
-                Ok((guest, generation)) => {
+                Ok((mut guest, generation)) => {
+                    // The state goes over to the new module's format before
+                    // its first batch, and commits with it.
+                    let upgraded = upgrade::ensure_format(
+                        op.config(),
+                        guest.as_mut(),
+                        &self.shared.pipeline.name,
+                        self.partition,
+                        &self.base,
+                        &mut self.txn,
+                    );
                     op.swap(guest);
+                    let step_name = op.config().name.clone();
                     self.generations[i] = generation;
                     self.probation.retain(|(o, _)| *o != i);
-                    if self.shared.applied(si, generation, started.elapsed()) {
+                    let on_probation = self.shared.applied(si, generation, started.elapsed());
+                    if on_probation {
                         self.probation.push((i, generation));
+                    } else if self.shared.generation(si) != generation {
+                        // Superseded meanwhile (another task rejected it):
+                        // no batch runs with it, and its upgrade must not
+                        // commit; switch to what replaced it.
+                        if upgraded.as_ref().map_or(true, |u| u.from != u.to) {
+                            self.load_committed()?;
+                        }
+                        return self.apply_swaps();
+                    }
+                    match upgraded {
+                        Ok(u) => {
+                            log_upgrade(&self.shared.pipeline.name, &step_name, self.partition, u)
+                        }
+                        Err(e) => {
+                            // Refused during a swap: the swap is rolled back
+                            // (nothing of it was committed).
+                            if on_probation && let Some(r) = e.downcast_ref::<UpgradeRefused>() {
+                                return Err(SwapRejected {
+                                    step: si,
+                                    generation,
+                                    step_name,
+                                    reason: r.0.clone(),
+                                }
+                                .into());
+                            }
+                            return Err(e);
+                        }
                     }
                 }
                 Err(e) => {
@@ -517,7 +602,11 @@ impl Task {
             }
         };
         if taken.is_empty() {
-            self.commit_pending()?;
+            // A swapped module's upgraded state waits for its first batch,
+            // which decides the swap.
+            if self.probation.is_empty() {
+                self.commit_pending()?;
+            }
             return Ok(0);
         }
         let n = taken.len();
@@ -558,12 +647,7 @@ impl Task {
                 .iter()
                 .find(|(step, d)| step == name && matches!(d.failure, Failure::Trapped(_)));
             if let Some((_, d)) = trapped {
-                for (i, [n_in, n_out, n_dead]) in self.counted.iter().enumerate() {
-                    let c = &self.shared.steps[self.step_ids[i]];
-                    c.records_in.fetch_sub(*n_in, Ordering::Relaxed);
-                    c.records_out.fetch_sub(*n_out, Ordering::Relaxed);
-                    c.dead_letters.fetch_sub(*n_dead, Ordering::Relaxed);
-                }
+                self.take_back_counts();
                 return Err(SwapRejected {
                     step: self.step_ids[i],
                     generation,
@@ -572,6 +656,19 @@ impl Task {
                 }
                 .into());
             }
+        }
+        // Rolled back meanwhile (another task rejected the swap): this
+        // batch ran with a module the step no longer has, over state it may
+        // have upgraded; it is thrown away and taken again.
+        if self
+            .probation
+            .iter()
+            .any(|&(i, g)| self.shared.generation(self.step_ids[i]) != g)
+        {
+            self.take_back_counts();
+            self.probation.clear();
+            self.load_committed()?;
+            return Ok(n);
         }
         self.stage(flow, out)?;
         self.pending.ran();
@@ -594,6 +691,17 @@ impl Task {
             self.report_cache(dirty);
         }
         Ok(n)
+    }
+
+    /// Takes back what the batch added to the steps' counters (a batch
+    /// thrown away).
+    fn take_back_counts(&self) {
+        for (i, [n_in, n_out, n_dead]) in self.counted.iter().enumerate() {
+            let c = &self.shared.steps[self.step_ids[i]];
+            c.records_in.fetch_sub(*n_in, Ordering::Relaxed);
+            c.records_out.fetch_sub(*n_out, Ordering::Relaxed);
+            c.dead_letters.fetch_sub(*n_dead, Ordering::Relaxed);
+        }
     }
 
     /// Shows the cache's size (committed entries and pending changes) in
@@ -844,6 +952,21 @@ impl Drop for Task {
             .cache_bytes
             .fetch_sub(self.reported_cache, Ordering::Relaxed);
         self.shared.backend.close_task(self.id());
+    }
+}
+
+/// Logs an upgrade that converted a step's state.
+fn log_upgrade(pipeline: &str, step: &str, partition: u32, u: upgrade::Upgraded) {
+    if u.from != u.to {
+        tracing::info!(
+            pipeline,
+            step,
+            partition,
+            "state format {} -> {} ({} entries upgraded)",
+            u.from,
+            u.to,
+            u.entries
+        );
     }
 }
 

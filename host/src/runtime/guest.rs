@@ -62,6 +62,24 @@ pub trait Guest: Send {
         call: Call<'_>,
         state: Option<Box<dyn GuestState>>,
     ) -> Result<Called, StepError>;
+
+    /// Whether it exports `upgrading` (it can convert older state).
+    fn upgrades(&self) -> bool {
+        false
+    }
+
+    /// The format of the state it writes: its `state-format`, or 0 when it
+    /// does not export `upgrading`. `Ok(Err)` is a trap.
+    fn state_format(&mut self) -> Result<Result<u32, String>, StepError> {
+        Ok(Ok(0))
+    }
+
+    /// Calls its `upgrade` with state entries written in format `from`
+    /// (packed as `wit/functions.wit` says); `Ok(Err)` is a trap.
+    fn upgrade(&mut self, from: u32, batch: &[u8]) -> Result<Result<Vec<u8>, String>, StepError> {
+        let _ = (from, batch);
+        Ok(Err(format!("{} exports no upgrade", self.name())))
+    }
 }
 
 /// Runs a mapper (or a processor, with `state`) over records. Outcomes come

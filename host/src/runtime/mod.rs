@@ -50,6 +50,13 @@ pub const TICK: Duration = Duration::from_millis(5);
 /// The WIT package the host implements.
 pub const PACKAGE: &str = "weir:functions@0.1.0";
 
+/// The optional interface through which a module upgrades state written in
+/// an older format (see `upgrading` in `wit/functions.wit`).
+pub const UPGRADING: &str = "weir:functions/upgrading@0.1.0";
+
+/// The functions of [`UPGRADING`].
+pub const UPGRADING_FUNCTIONS: [&str; 2] = ["state-format", "upgrade"];
+
 /// Limits and settings of a [`Runtime`].
 #[derive(Clone, Debug)]
 pub struct RuntimeOptions {
@@ -231,6 +238,14 @@ pub enum LoadError {
         /// The missing function.
         function: &'static str,
     },
+    /// It exports `upgrading` where that cannot be, or only part of it.
+    #[error("{module}: {message}")]
+    Upgrading {
+        /// The module.
+        module: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
     /// It imports something its world does not provide.
     #[error("{module}: imports {import}, which {} cannot use{hint}", world.with_article())]
     ForbiddenImport {
@@ -373,8 +388,18 @@ impl Runtime {
         let ty = component.component_type();
         let mut exports = Vec::new();
         let mut worlds = Vec::new();
+        let mut upgrading: Option<Vec<String>> = None;
         for (export, item) in ty.exports(&self.engine) {
             exports.push(export.to_string());
+            if export == UPGRADING
+                && let ComponentItem::ComponentInstance(inst) = &item.ty
+            {
+                upgrading = Some(
+                    inst.exports(&self.engine)
+                        .map(|(n, _)| n.to_string())
+                        .collect(),
+                );
+            }
             if let Some(w) = World::ALL.iter().find(|w| w.interface() == export) {
                 let functions: Vec<String> = match item.ty {
                     ComponentItem::ComponentInstance(inst) => inst
@@ -416,6 +441,28 @@ impl Runtime {
                     world,
                     interface: world.interface(),
                     function: f,
+                });
+            }
+        }
+        if let Some(functions) = &upgrading {
+            if !matches!(world, World::Aggregator | World::Processor) {
+                return Err(LoadError::Upgrading {
+                    module,
+                    message: format!(
+                        "exports {UPGRADING}, but it is {}, which keeps no state to upgrade: only an aggregator or a processor may export it; remove the export",
+                        world.with_article()
+                    ),
+                });
+            }
+            if let Some(f) = UPGRADING_FUNCTIONS
+                .iter()
+                .find(|f| !functions.iter().any(|n| n == *f))
+            {
+                return Err(LoadError::Upgrading {
+                    module,
+                    message: format!(
+                        "exports {UPGRADING} without its function `{f}`: implement both `state-format` and `upgrade`"
+                    ),
                 });
             }
         }
@@ -465,6 +512,19 @@ impl Runtime {
         for f in world.functions() {
             funcs.push((*f, lookup(f)?));
         }
+        if upgrading.is_some() {
+            let iface = component.get_export_index(None, UPGRADING);
+            for f in UPGRADING_FUNCTIONS {
+                let idx = iface
+                    .as_ref()
+                    .and_then(|i| component.get_export_index(Some(i), f))
+                    .ok_or_else(|| LoadError::Upgrading {
+                        module: module.clone(),
+                        message: format!("exports {UPGRADING} without its function `{f}`"),
+                    })?;
+                funcs.push((f, idx));
+            }
+        }
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -482,6 +542,7 @@ impl Runtime {
                 load_time,
                 imports,
                 exports,
+                upgrades: upgrading.is_some(),
                 funcs,
                 pre,
             }),
@@ -574,6 +635,8 @@ struct ModuleInner {
     load_time: Duration,
     imports: Vec<String>,
     exports: Vec<String>,
+    /// Whether it exports [`UPGRADING`].
+    upgrades: bool,
     funcs: Vec<(&'static str, ComponentExportIndex)>,
     pre: InstancePre<HostState>,
 }
@@ -610,6 +673,10 @@ impl Module {
     /// What it exports.
     pub fn exports(&self) -> &[String] {
         &self.inner.exports
+    }
+    /// Whether it exports `upgrading` (it can upgrade older state).
+    pub fn upgrades(&self) -> bool {
+        self.inner.upgrades
     }
     pub(crate) fn func(&self, name: &str) -> Option<&ComponentExportIndex> {
         self.inner

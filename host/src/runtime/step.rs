@@ -186,7 +186,12 @@ impl Step {
             .instantiate(&mut store)
             .map_err(|e| self.instantiate_error(format!("{e:#}")))?;
         let mut funcs = Vec::new();
-        for f in module.world().functions() {
+        let upgrading: &[&'static str] = if module.upgrades() {
+            &super::UPGRADING_FUNCTIONS
+        } else {
+            &[]
+        };
+        for f in module.world().functions().iter().chain(upgrading) {
             let func = module
                 .func(f)
                 .and_then(|idx| instance.get_func(&mut store, idx))
@@ -195,12 +200,20 @@ impl Step {
                 "init" => func.typed::<InitParams, InitResults>(&store).map(|_| ()),
                 "merge" => func.typed::<MergeParams, MergeResults>(&store).map(|_| ()),
                 "on-timer" => func.typed::<TimerParams, BytesResults>(&store).map(|_| ()),
+                "state-format" => func.typed::<(), (u32,)>(&store).map(|_| ()),
+                "upgrade" => func
+                    .typed::<UpgradeParams, BytesResults>(&store)
+                    .map(|_| ()),
                 _ => func.typed::<BytesParams, BytesResults>(&store).map(|_| ()),
             };
             checked.map_err(|e| {
-                self.instantiate_error(format!(
-                    "export `{f}` of {} has the wrong type: {e:#}",
+                let interface = if upgrading.contains(f) {
+                    super::UPGRADING
+                } else {
                     module.world().interface()
+                };
+                self.instantiate_error(format!(
+                    "export `{f}` of {interface} has the wrong type: {e:#}"
                 ))
             })?;
             funcs.push((*f, func));
@@ -315,6 +328,7 @@ type BytesResults = (Vec<u8>,);
 type MergeParams<'a> = (&'a [u8], &'a [u8]);
 type MergeResults = (Result<Vec<u8>, String>,);
 type TimerParams<'a> = (i64, &'a [u8]);
+type UpgradeParams<'a> = (u32, &'a [u8]);
 
 impl Guest for Step {
     fn name(&self) -> &str {
@@ -366,6 +380,27 @@ impl Guest for Step {
             return Ok((Err(e.to_string()), s));
         }
         Ok((r, s))
+    }
+
+    fn upgrades(&self) -> bool {
+        self.module.upgrades()
+    }
+
+    fn state_format(&mut self) -> Result<Result<u32, String>, StepError> {
+        if !self.module.upgrades() {
+            return Ok(Ok(0));
+        }
+        let (r, _) = self.call_typed::<(), (u32,)>("state-format", (), None)?;
+        Ok(r.map(|(f,)| f))
+    }
+
+    fn upgrade(&mut self, from: u32, batch: &[u8]) -> Result<Result<Vec<u8>, String>, StepError> {
+        if !self.module.upgrades() {
+            return Ok(Err(format!("{} exports no upgrade", self.module.name())));
+        }
+        let (r, _) =
+            self.call_typed::<UpgradeParams, BytesResults>("upgrade", (from, batch), None)?;
+        Ok(r.map(|(out,)| out))
     }
 }
 

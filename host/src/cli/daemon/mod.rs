@@ -629,6 +629,7 @@ impl Daemon {
         };
         match state {
             SwapState::RolledBack(reason) => {
+                let reason = lock(&self.registry).name_blobs(&reason);
                 d.spec.steps.insert(step.clone(), from);
                 if let Some(h) = d.spec.history.get_mut(&step)
                     && h.last() == Some(&to)
@@ -831,6 +832,7 @@ impl Daemon {
         d.swapping = false;
         let (state, switched_ms, pause) = outcome?;
         if let SwapState::RolledBack(reason) = &state {
+            let reason = &lock(&self.registry).name_blobs(reason);
             let message = format!(
                 "the swap of step {step} of {name} to {to} was rolled back: {reason}; step {step} runs {from} again, and nothing of the failed batch was committed"
             );

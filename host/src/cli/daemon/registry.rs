@@ -213,6 +213,36 @@ impl Registry {
         })
     }
 
+    /// `text` with each stored component's file in it replaced by its
+    /// NAME@VERSION (a module's messages name it by its file).
+    pub fn name_blobs(&self, text: &str) -> String {
+        let dir = format!("{}{}", self.dir.display(), std::path::MAIN_SEPARATOR);
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(at) = rest.find(&dir) {
+            out.push_str(&rest[..at]);
+            let after = &rest[at + dir.len()..];
+            let sha = after
+                .get(..64)
+                .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()));
+            match sha.zip(after.get(64..).filter(|t| t.starts_with(".wasm"))) {
+                Some((sha, tail)) => {
+                    match self.name_of(sha) {
+                        Some(n) => out.push_str(&n),
+                        None => out.push_str(&rest[at..at + dir.len() + 64 + 5]),
+                    }
+                    rest = &tail[5..];
+                }
+                None => {
+                    out.push_str(&dir);
+                    rest = after;
+                }
+            }
+        }
+        out.push_str(rest);
+        out
+    }
+
     /// Deletes one version (the caller checked it is not in use). Its bytes
     /// go too unless another version shares them.
     pub fn delete(&mut self, name: &str, version: u32) -> anyhow::Result<Version> {
