@@ -24,21 +24,10 @@ use crate::log::partitioner::partition_for_key;
 use crate::operators::{self, Collector, Ctx, Item, Operator};
 use crate::record::{Failure, Packed};
 
-struct Source {
-    topic: Topic,
-    /// The position to commit: past the last record taken from the buffer.
-    next: u64,
-    /// Where the next read starts (past the buffer, and past offsets that
-    /// hold no record, such as Kafka's transaction markers).
-    fetch: u64,
-    /// The step (index within the segment) where its records enter: 0 for
-    /// the segment's source, a join's index for the join's other side.
-    enters_at: usize,
-    /// A join's other side (not the segment's stream).
-    side: bool,
-    buffer: VecDeque<Stored>,
-    external: bool,
-}
+mod source;
+mod swap;
+
+use self::source::Source;
 
 pub(crate) struct Task {
     shared: Arc<Shared>,
@@ -223,37 +212,6 @@ impl Task {
         self.ensure_formats()
     }
 
-    /// Brings every step's state to the format its module writes (see
-    /// [`upgrade`]), into the pending changes: after (re)reading the
-    /// committed state, which may predate an upgrade that did not commit.
-    /// A step whose module is about to be switched is left to the switch.
-    fn ensure_formats(&mut self) -> anyhow::Result<()> {
-        for i in 0..self.operators.len() {
-            let si = self.step_ids[i];
-            if self.shared.generation(si) != self.generations[i] {
-                continue;
-            }
-            let op = &mut self.operators[i];
-            let mut guest = op.swap(Box::new(upgrade::Lent));
-            let done = upgrade::ensure_format(
-                op.config(),
-                guest.as_mut(),
-                &self.shared.pipeline.name,
-                self.partition,
-                &self.base,
-                &mut self.txn,
-            );
-            op.swap(guest);
-            log_upgrade(
-                &self.shared.pipeline.name,
-                &op.config().name,
-                self.partition,
-                done?,
-            );
-        }
-        Ok(())
-    }
-
     fn id(&self) -> TaskId {
         TaskId {
             segment: self.seg_index as u32,
@@ -415,176 +373,6 @@ impl Task {
             return Ok(());
         }
         self.commit()
-    }
-
-    /// Switches every operator whose step got a new module since this task
-    /// last looked (between two batches), after committing what the old
-    /// modules ran.
-    fn apply_swaps(&mut self) -> anyhow::Result<()> {
-        let swapped = (0..self.operators.len())
-            .any(|i| self.shared.generation(self.step_ids[i]) != self.generations[i]);
-        if !swapped {
-            return Ok(());
-        }
-        // A swap still on probation here is being rolled back (another task
-        // rejected it) before this task ran a batch with it: what it holds
-        // is that swap's state upgrade, which must not commit.
-        let reverted = self
-            .probation
-            .iter()
-            .any(|&(i, g)| self.shared.generation(self.step_ids[i]) != g);
-        if reverted {
-            self.probation.clear();
-            self.load_committed()?;
-        }
-        self.commit_pending()?;
-        for i in 0..self.operators.len() {
-            let si = self.step_ids[i];
-            let generation = self.shared.generation(si);
-            if generation == self.generations[i] {
-                continue;
-            }
-            let started = std::time::Instant::now();
-            let op = &mut self.operators[i];
-            match self.shared.guest(si) {
-                Ok((mut guest, generation)) => {
-                    // The state goes over to the new module's format before
-                    // its first batch, and commits with it.
-                    let upgraded = upgrade::ensure_format(
-                        op.config(),
-                        guest.as_mut(),
-                        &self.shared.pipeline.name,
-                        self.partition,
-                        &self.base,
-                        &mut self.txn,
-                    );
-                    op.swap(guest);
-                    let step_name = op.config().name.clone();
-                    self.generations[i] = generation;
-                    self.probation.retain(|(o, _)| *o != i);
-                    let on_probation = self.shared.applied(si, generation, started.elapsed());
-                    if on_probation {
-                        self.probation.push((i, generation));
-                    } else if self.shared.generation(si) != generation {
-                        // Superseded meanwhile (another task rejected it):
-                        // no batch runs with it, and its upgrade must not
-                        // commit; switch to what replaced it.
-                        if upgraded.as_ref().map_or(true, |u| u.from != u.to) {
-                            self.load_committed()?;
-                        }
-                        return self.apply_swaps();
-                    }
-                    match upgraded {
-                        Ok(u) => {
-                            log_upgrade(&self.shared.pipeline.name, &step_name, self.partition, u)
-                        }
-                        Err(e) => {
-                            // Refused during a swap: the swap is rolled back
-                            // (nothing of it was committed).
-                            if on_probation && let Some(r) = e.downcast_ref::<UpgradeRefused>() {
-                                return Err(SwapRejected {
-                                    step: si,
-                                    generation,
-                                    step_name,
-                                    reason: r.0.clone(),
-                                }
-                                .into());
-                            }
-                            return Err(e);
-                        }
-                    }
-                }
-                Err(e) => {
-                    // The swap's own check instantiated it; keep the old one.
-                    tracing::error!(step = %op.config().name, "cannot switch to the new module: {e:#}");
-                    self.generations[i] = generation;
-                    self.shared.applied(si, generation, started.elapsed());
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Fills source buffers and takes up to a batch of records in timestamp
-    /// order across sources (on equal timestamps, a join's other side first,
-    /// so that a table update applies before a stream record of its time).
-    fn take_batch(&mut self) -> anyhow::Result<Vec<(usize, Stored)>> {
-        let batch = self.shared.options.batch.max(1);
-        let until_caught_up = self.shared.options.until_caught_up;
-        for src in &mut self.sources {
-            if src.buffer.len() < batch {
-                let from = src.fetch;
-                // A run that stops once caught up reads external topics
-                // only to where they ended when it started.
-                let end = (src.external && until_caught_up)
-                    .then(|| self.shared.end_at_start(&src.topic.name, self.partition));
-                let limit = end.map_or(batch, |end| end.saturating_sub(from) as usize);
-                let want = (batch - src.buffer.len()).min(limit);
-                if want > 0 {
-                    let (mut records, mut next) =
-                        self.shared
-                            .backend
-                            .read_from(&src.topic, self.partition, from, want)?;
-                    if let Some(end) = end
-                        && let Some(cut) = records.iter().position(|r| r.offset >= end)
-                    {
-                        next = records[cut].offset;
-                        records.truncate(cut);
-                    }
-                    src.fetch = next;
-                    src.buffer.extend(records);
-                    if src.buffer.is_empty() {
-                        src.next = src.next.max(src.fetch);
-                    }
-                }
-            }
-        }
-        // Timestamp order across sources needs each source's next record: a
-        // source with nothing buffered that is known to hold more (a Kafka
-        // fetch still on its way) is waited for, as Kafka Streams does.
-        if self.sources.len() > 1 {
-            for src in &self.sources {
-                if !src.buffer.is_empty() {
-                    continue;
-                }
-                let end = if src.external && until_caught_up {
-                    self.shared.end_at_start(&src.topic.name, self.partition)
-                } else {
-                    self.shared.backend.end_offset(&src.topic, self.partition)?
-                };
-                if src.fetch < end {
-                    return Ok(Vec::new());
-                }
-            }
-        }
-        let mut out = Vec::new();
-        while out.len() < batch {
-            let mut best: Option<(usize, i64)> = None;
-            for (i, src) in self.sources.iter().enumerate() {
-                if let Some(head) = src.buffer.front() {
-                    let ts = head.timestamp();
-                    let better = match best {
-                        None => true,
-                        Some((bi, bts)) => {
-                            ts < bts || (ts == bts && src.side && !self.sources[bi].side)
-                        }
-                    };
-                    if better {
-                        best = Some((i, ts));
-                    }
-                }
-            }
-            let Some((i, _)) = best else { break };
-            let src = &mut self.sources[i];
-            if let Some(r) = src.buffer.pop_front() {
-                src.next = r.offset + 1;
-                if src.buffer.is_empty() {
-                    src.next = src.next.max(src.fetch);
-                }
-                out.push((i, r));
-            }
-        }
-        Ok(out)
     }
 
     /// Runs one batch into the pending commit and commits when that is
@@ -952,21 +740,6 @@ impl Drop for Task {
             .cache_bytes
             .fetch_sub(self.reported_cache, Ordering::Relaxed);
         self.shared.backend.close_task(self.id());
-    }
-}
-
-/// Logs an upgrade that converted a step's state.
-fn log_upgrade(pipeline: &str, step: &str, partition: u32, u: upgrade::Upgraded) {
-    if u.from != u.to {
-        tracing::info!(
-            pipeline,
-            step,
-            partition,
-            "state format {} -> {} ({} entries upgraded)",
-            u.from,
-            u.to,
-            u.entries
-        );
     }
 }
 
