@@ -96,7 +96,7 @@ impl Aggregate {
 
     /// Notes the windows a batch updated, to emit at the next commit, with
     /// their new accumulators (`accs`, one per group) when known.
-    fn hold(&mut self, recs: &[&Packed], groups: &[Group], accs: Option<Vec<Vec<u8>>>) {
+    fn hold(&mut self, recs: &[&Packed], groups: Vec<Group>, accs: Option<Vec<Vec<u8>>>) {
         let mut accs = accs.map(Vec::into_iter);
         for g in groups {
             let acc = accs.as_mut().and_then(Iterator::next);
@@ -121,7 +121,7 @@ impl Aggregate {
                         + acc.as_ref().map_or(0, Vec::len)
                         + 128;
                     self.updated.push(Updated {
-                        key: g.key.clone(),
+                        key: g.key,
                         start: g.start,
                         end: g.end,
                         seq: g.seq,
@@ -151,23 +151,15 @@ impl Aggregate {
             .map(|g| keys::agg(cx.pipeline, &self.cfg.name, cx.partition, &g.key, g.start))
             .collect();
         let read: Vec<&[u8]> = state_keys.iter().map(Vec::as_slice).collect();
-        let mut stored = Vec::with_capacity(groups.len());
-        for v in cx.get_many(&read)? {
-            let acc = match v {
-                Some(v) => Some(
-                    keys::agg_value(&v)
-                        .context("a stored accumulator is corrupt")?
-                        .1
-                        .to_vec(),
-                ),
-                None => None,
-            };
-            stored.push(acc);
+        // The stored values (window end, then the accumulator), checked.
+        let stored = cx.get_many(&read)?;
+        for v in stored.iter().flatten() {
+            keys::agg_value(v).context("a stored accumulator is corrupt")?;
         }
         let call: Vec<(Option<&[u8]>, &[usize])> = stored
             .iter()
             .zip(groups)
-            .map(|(a, g)| (a.as_deref(), g.members.as_slice()))
+            .map(|(v, g)| (v.as_deref().and_then(|v| v.get(8..)), g.members.as_slice()))
             .collect();
         let failure = match call_add(self.guest.as_mut(), recs, &call)? {
             Ok((accs, rejected)) => {
@@ -240,7 +232,7 @@ impl Operator for Aggregate {
         _side: Vec<Item>,
     ) -> anyhow::Result<Vec<Item>> {
         let cfg = &self.cfg;
-        let mut index: rustc_hash::FxHashMap<(Vec<u8>, i64), usize> =
+        let mut index: rustc_hash::FxHashMap<(&[u8], i64), usize> =
             rustc_hash::FxHashMap::default();
         let mut groups: Vec<Group> = Vec::new();
         let mut records: Vec<&Packed> = Vec::new();
@@ -265,7 +257,7 @@ impl Operator for Aggregate {
                     continue;
                 }
                 counted = true;
-                let g = *index.entry((key.to_vec(), start)).or_insert_with(|| {
+                let g = *index.entry((key, start)).or_insert_with(|| {
                     groups.push(Group {
                         key: key.to_vec(),
                         start,
@@ -295,7 +287,7 @@ impl Operator for Aggregate {
             let hold = self.cfg.emit == Emit::Update && self.defer;
             let accs = self.add(cx, &records, &groups, hold)?;
             if hold {
-                self.hold(&records, &groups, accs);
+                self.hold(&records, groups, accs);
             } else if self.cfg.emit == Emit::Update {
                 let mut items = Vec::new();
                 for g in &groups {
