@@ -45,8 +45,15 @@ const SHAPES = {
 const UPGRADABLE = { aggregation: "upgradable-aggregator", processing: "upgradable-processor" };
 const WIT_IMPORTS = ["log", "state", "timers"].map((i) => `weir:functions/${i}@0.1.0`);
 
+// The scratch directory of the build under way, removed on the way out
+// (`process.exit` skips `finally`).
+let scratch = null;
+
 function fail(message) {
   console.error(`build.mjs: ${message}`);
+  if (scratch) {
+    rmSync(scratch, { recursive: true, force: true });
+  }
   process.exit(1);
 }
 
@@ -127,6 +134,7 @@ const require = createRequire(join(nodeDir, "package.json"));
 const { rolldown } = await import(pathToFileURL(require.resolve("rolldown")).href);
 
 const work = mkdtempSync(join(tmpdir(), "weir-js-"));
+scratch = work;
 try {
   const bundlePath = args.keep ? `${out}.bundle.js` : join(work, "bundle.js");
   const bundle = await rolldown({
