@@ -58,7 +58,9 @@ rootLogger.level=WARN
 rootLogger.appenderRef.file.ref=file
 LOG
 java_run() {
-    java -Dlog4j2.configurationFile="$work/log4j2.properties" \
+    # Kafka Streams' state directory (a temporary one) goes under $work,
+    # which is removed on the way out.
+    java -Dlog4j2.configurationFile="$work/log4j2.properties" -Djava.io.tmpdir="$work" \
         -cp "$dir/build/classes:$dir/lib/*" dev.weir.bench.StreamsBench "$@"
 }
 
