@@ -30,6 +30,17 @@ pub(crate) struct StepCounters {
     pub guest_us: AtomicU64,
 }
 
+impl StepCounters {
+    /// Adds a run of the step's operator: `took` in all, `in_guest` of it
+    /// inside guest calls.
+    pub fn add_time(&self, took: Duration, in_guest: Duration) {
+        self.busy_us
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        self.guest_us
+            .fetch_add(in_guest.as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
 /// The module a step runs, and how many times it was swapped.
 struct Slot {
     module: Module,

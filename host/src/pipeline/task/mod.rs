@@ -530,13 +530,12 @@ impl Task {
             let started = std::time::Instant::now();
             let guest_before = self.operators[i].guest().guest_time();
             flow = self.operators[i].run(&mut cx, flow, side)?;
-            counters
-                .busy_us
-                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-            let in_guest = self.operators[i].guest().guest_time();
-            counters.guest_us.fetch_add(
-                in_guest.saturating_sub(guest_before).as_micros() as u64,
-                Ordering::Relaxed,
+            counters.add_time(
+                started.elapsed(),
+                self.operators[i]
+                    .guest()
+                    .guest_time()
+                    .saturating_sub(guest_before),
             );
             let n_out = (flow.len() + out.emitted.len() - emitted) as u64;
             let n_dead = (out.dead.len() - dead) as u64;
@@ -688,13 +687,12 @@ impl Task {
             let guest_before = self.operators[i].guest().guest_time();
             let held = self.operators[i].flush(&mut cx)?;
             let counters = &self.shared.steps[self.step_ids[i]];
-            counters
-                .busy_us
-                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-            let in_guest = self.operators[i].guest().guest_time();
-            counters.guest_us.fetch_add(
-                in_guest.saturating_sub(guest_before).as_micros() as u64,
-                Ordering::Relaxed,
+            counters.add_time(
+                started.elapsed(),
+                self.operators[i]
+                    .guest()
+                    .guest_time()
+                    .saturating_sub(guest_before),
             );
             counters.records_out.fetch_add(
                 (held.len() + out.emitted.len() - emitted) as u64,
