@@ -455,6 +455,10 @@ fn a_pipeline_file_mistake_names_the_line_and_field() {
             "7: step s: `module` = \"nope.wasm\": no such file",
         ),
         (
+            "name = \"p\"\ninput = \"in\"\n\n[[steps]]\nname = \"s\"\nkind = \"join\"\nmodule = \"merge_json.wasm\"\nwith = \"t\"\njoin = \"outer\"\n",
+            "9: step s: a stream-table join is \"inner\" or \"left\"; an outer join joins two tables (add `as_table = true`) or two streams (`with_kind = \"stream\"` and a window)",
+        ),
+        (
             "name = \"p\"\ninput = \"in\"\nouput = \"x\"\n",
             "3: unknown field `ouput`, expected one of `name`, `input`, `output`, `dead_letter`, `commit_interval`, `cache_max_bytes`, `steps`",
         ),

@@ -244,6 +244,74 @@ fn clickstream_enrichment_in_memory_gives_what_the_embedded_log_gives() {
     assert_eq!(got, want);
 }
 
+/// An outer stream-stream join (Kafka Streams' `outerJoin` with
+/// `JoinWindows`): orders meet the payments of the 10 s after them; an order
+/// or a payment that met nothing comes out alone once its window has closed.
+#[test]
+fn an_outer_stream_join_emits_matches_and_each_sides_unmatched_records_once_their_windows_close() {
+    let dir = tempdir();
+    let file = dir.path().join("payments.toml");
+    std::fs::write(
+        &file,
+        r#"name = "pay"
+input = "orders"
+output = "matched"
+
+[[steps]]
+name = "match"
+kind = "join"
+module = "merge_json.wasm"
+with = "payments"
+with_kind = "stream"
+join = "outer"
+window = { before = "0s", after = "10s", grace = "0s" }
+config = { field = "payment" }
+"#,
+    )
+    .unwrap();
+    let rec =
+        |k: &str, ts: i64, v: Value| json!({"key": k, "value": v, "timestamp": ts}).to_string();
+    let orders = [
+        rec("a", 1_000, json!({"item": "pen"})),
+        rec("b", 2_000, json!({"item": "ink"})),
+        rec("c", 30_000, json!({"item": "cap"})),
+    ];
+    let payments = [
+        rec("a", 5_000, json!({"amt": 3})),
+        rec("d", 6_000, json!({"amt": 9})),
+        rec("c", 31_000, json!({"amt": 1})),
+        rec("e", 60_000, json!({"amt": 2})),
+    ];
+    let inputs: &[(&str, &[String])] = &[("orders", &orders), ("payments", &payments)];
+    let show = |recs: &[Value]| -> Vec<String> {
+        recs.iter()
+            .map(|r| {
+                format!(
+                    "{}@{} {}",
+                    r["key"].as_str().unwrap(),
+                    r["timestamp"],
+                    r["value"]
+                )
+            })
+            .collect()
+    };
+    // a meets its payment; b's window closes at 12 s and d's (a payment
+    // looks back 10 s, forward 0) at 6 s, both passed when c comes at 30 s;
+    // e's window is still open at the end.
+    let want = [
+        r#"a@5000 {"item":"pen","payment":{"amt":3}}"#,
+        r#"b@2000 {"item":"ink","payment":null}"#,
+        r#"d@6000 {"payment":{"amt":9}}"#,
+        r#"c@31000 {"item":"cap","payment":{"amt":1}}"#,
+    ];
+    for batch in ["1", "100"] {
+        let got = memory_run(&file, 1, inputs, batch);
+        assert_eq!(show(&got), want, "weir test, batch {batch}");
+        let on_log = embedded_run(&file, 1, inputs, &["matched"], batch);
+        assert_eq!(show(&on_log), want, "weir run, batch {batch}");
+    }
+}
+
 fn events(lines: &[(&str, i64)]) -> Vec<String> {
     lines
         .iter()

@@ -250,6 +250,11 @@ impl Operator for Aggregate {
             };
             let ts = it.rec.timestamp();
             cx.observe(ts);
+            // As Kafka Streams' `groupByKey().aggregate()`, a global
+            // aggregate skips a record with no value (a windowed one adds it).
+            if cfg.window.is_none() && it.rec.value().is_none() {
+                continue;
+            }
             let idx = records.len();
             let mut counted = false;
             for (start, end) in windows_of(cfg.window, ts) {

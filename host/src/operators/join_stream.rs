@@ -1,14 +1,23 @@
 //! Windowed stream-stream joins, with Kafka Streams' retention: each side
 //! keeps its records for `before + after + grace`, measured against that
-//! side's own observed stream time (the largest timestamp it has seen). A
+//! side's own observed stream time (the largest timestamp it has kept). A
 //! record meets exactly the other side's records within its window
-//! (a left record at `t` meets right records in `[t - before, t + after]`)
-//! that the other side still retains; a result carries the larger of the
-//! two timestamps. In a left join, a left record that met nothing is held
-//! until its window closes (the join's stream time, the larger of both
-//! sides', passes `t + after + grace`) and is then emitted alone, unless a
-//! right record met it meanwhile; one whose window had already closed when
-//! it arrived is emitted at once.
+//! (a left record at `t` meets right records in `[t - before, t + after]`,
+//! a right one left records in `[t - after, t + before]`) that the other
+//! side still retains; a result carries the larger of the two timestamps.
+//!
+//! In a left join a left record that met nothing, and in an outer join a
+//! record of either side that met nothing, is held until its window closes
+//! (the join's stream time, the largest timestamp of any record either side
+//! has seen, passes `t + after + grace` for a left record, `t + before +
+//! grace` for a right one) and is then emitted alone, unless a record of the
+//! other side met it meanwhile; one whose window had already ended when it
+//! came (`t + after`, or `t + before`, before the stream time) is emitted at
+//! once. Held records come out in timestamp order, right before left at the
+//! same timestamp, then by key. A record with no key joins nothing: in a
+//! left join a left one, in an outer join one of either side, is emitted at
+//! once alone (as Kafka Streams does since 3.7); otherwise it is skipped. A
+//! record with no value is skipped.
 
 use anyhow::Context;
 
@@ -31,6 +40,10 @@ const RIGHT: u8 = b'R';
 const TIME: u8 = b'T';
 /// Where left records that met nothing wait for their window to close.
 const UNMATCHED: u8 = b'U';
+/// Where right records that met nothing wait (outer joins).
+const UNMATCHED_RIGHT: u8 = b'V';
+/// Under [`TIME`]: the join's stream time, over every record of both sides.
+const SHARED: u8 = b'S';
 
 impl StreamJoin {
     /// A stream-stream join running `guest`.
@@ -57,6 +70,16 @@ impl StreamJoin {
             .unwrap_or(i64::MIN))
     }
 
+    /// The join's stream time (before it was kept on its own: the larger of
+    /// the two sides' observed times).
+    fn shared_time(&self, cx: &Ctx<'_>) -> anyhow::Result<i64> {
+        let s = self.observed(cx, SHARED)?;
+        if s != i64::MIN {
+            return Ok(s);
+        }
+        Ok(self.observed(cx, LEFT)?.max(self.observed(cx, RIGHT)?))
+    }
+
     fn set_observed(&self, cx: &mut Ctx<'_>, side: u8, t: i64) {
         let mut k = self.prefix(cx, TIME);
         k.push(side);
@@ -68,7 +91,30 @@ impl StreamJoin {
         obs.saturating_sub(self.retention()).saturating_add(1)
     }
 
-    /// Emits the held left records whose window closed by `shared`.
+    /// Where `side`'s records that met nothing are held.
+    fn held_prefix(&self, cx: &Ctx<'_>, side: u8) -> Vec<u8> {
+        self.prefix(
+            cx,
+            if side == LEFT {
+                UNMATCHED
+            } else {
+                UNMATCHED_RIGHT
+            },
+        )
+    }
+
+    /// How long after its timestamp a record of `side` can still meet one of
+    /// the other side: `after` for a left record, `before` for a right one.
+    fn reach(&self, side: u8) -> i64 {
+        if side == LEFT {
+            self.cfg.after
+        } else {
+            self.cfg.before
+        }
+    }
+
+    /// Emits the held records whose window closed by `shared`: by
+    /// timestamp, right before left at the same one, then by key.
     fn emit_unmatched(
         &self,
         cx: &mut Ctx<'_>,
@@ -76,25 +122,54 @@ impl StreamJoin {
         seq: u64,
         pairs: &mut Vec<Pair>,
     ) -> anyhow::Result<()> {
-        let prefix = self.prefix(cx, UNMATCHED);
-        let mut end = prefix.clone();
-        let bound = shared
-            .saturating_sub(self.cfg.after)
-            .saturating_sub(self.cfg.grace);
-        end.extend_from_slice(&keys::ord_i64(bound));
-        for (k, v) in cx.range(&prefix, &end, usize::MAX)? {
-            let rec = Packed::parse(v).context("a held join record is corrupt")?;
-            cx.txn.delete(k);
-            pairs.push(Pair {
-                key: rec.key().map(<[u8]>::to_vec),
-                ts: rec.timestamp(),
-                left: rec.value().map(<[u8]>::to_vec),
-                right: None,
-                seq,
-                rec,
-            });
+        let mut due = Vec::new();
+        for side in [RIGHT, LEFT] {
+            if side == RIGHT && self.cfg.join != JoinType::Outer {
+                continue;
+            }
+            let prefix = self.held_prefix(cx, side);
+            let mut end = prefix.clone();
+            let bound = shared
+                .saturating_sub(self.reach(side))
+                .saturating_sub(self.cfg.grace);
+            end.extend_from_slice(&keys::ord_i64(bound));
+            for (k, v) in cx.range(&prefix, &end, usize::MAX)? {
+                let rec = Packed::parse(v).context("a held join record is corrupt")?;
+                cx.txn.delete(k);
+                due.push((side, rec));
+            }
+        }
+        // Stable: a side's records of one key and timestamp stay in the
+        // order they came.
+        due.sort_by(|(a_side, a), (b_side, b)| {
+            (a.timestamp(), *a_side != RIGHT, a.key()).cmp(&(
+                b.timestamp(),
+                *b_side != RIGHT,
+                b.key(),
+            ))
+        });
+        for (side, rec) in due {
+            pairs.push(alone(side, rec.key().map(<[u8]>::to_vec), &rec, seq));
         }
         Ok(())
+    }
+}
+
+/// The result of a record of `side` that met nothing.
+fn alone(side: u8, key: Option<Vec<u8>>, rec: &Packed, seq: u64) -> Pair {
+    let value = rec.value().map(<[u8]>::to_vec);
+    let (left, right) = if side == LEFT {
+        (value, None)
+    } else {
+        (None, value)
+    };
+    Pair {
+        key,
+        ts: rec.timestamp(),
+        left,
+        right,
+        seq,
+        rec: rec.clone(),
     }
 }
 
@@ -115,24 +190,35 @@ impl Operator for StreamJoin {
             .chain(side.into_iter().map(|it| (false, it)))
             .collect();
         all.sort_by_key(|(_, it)| it.seq);
+        // Which sides hold (and emit alone) the records that meet nothing.
         let left_join = self.cfg.join != JoinType::Inner;
+        let outer = self.cfg.join == JoinType::Outer;
         let (before, after) = (self.cfg.before, self.cfg.after);
         let mut pairs = Vec::new();
         for (is_left, it) in all {
-            cx.observe(it.rec.timestamp());
-            let Some(k) = it.rec.key().map(<[u8]>::to_vec) else {
-                continue;
-            };
             let ts = it.rec.timestamp();
+            cx.observe(ts);
             let (mine, other) = if is_left {
                 (LEFT, RIGHT)
             } else {
                 (RIGHT, LEFT)
             };
+            let holds = if is_left { left_join } else { outer };
+            let other_holds = if is_left { outer } else { left_join };
+            // Every record moves the join's stream time, even one it skips.
+            let shared = self.shared_time(cx)?.max(ts);
+            self.set_observed(cx, SHARED, shared);
+            let (k, value) = match (it.rec.key(), it.rec.value()) {
+                (Some(k), Some(v)) => (k.to_vec(), v),
+                (None, Some(_)) if holds => {
+                    pairs.push(alone(mine, None, &it.rec, it.seq));
+                    continue;
+                }
+                _ => continue,
+            };
             let mine_obs = self.observed(cx, mine)?.max(ts);
             self.set_observed(cx, mine, mine_obs);
             let other_obs = self.observed(cx, other)?;
-            let shared = mine_obs.max(other_obs);
             // This side keeps the record while it is retained.
             let entry_suffix = {
                 let mut s = Vec::with_capacity(k.len() + 28);
@@ -145,7 +231,7 @@ impl Operator for StreamJoin {
             if ts >= self.retained_from(mine_obs) {
                 let mut mk = self.prefix(cx, mine);
                 mk.extend_from_slice(&entry_suffix);
-                cx.txn.put(mk, it.rec.value().unwrap_or_default().to_vec());
+                cx.txn.put(mk, value.to_vec());
             }
             if left_join && ts == shared {
                 self.emit_unmatched(cx, shared, it.seq, &mut pairs)?;
@@ -173,17 +259,17 @@ impl Operator for StreamJoin {
                 let other_ts = keys::take_i64(&mk[op.len()..])
                     .map(|(t, _)| t)
                     .context("a join buffer key is corrupt")?;
-                if !is_left {
-                    // The left record met something: it is no longer held.
-                    let mut u = self.prefix(cx, UNMATCHED);
+                if other_holds {
+                    // The other record met something: it is no longer held.
+                    let mut u = self.held_prefix(cx, other);
                     u.extend_from_slice(&keys::ord_i64(other_ts));
                     u.extend_from_slice(&mk[op.len() - k.len() - 4..]);
                     cx.txn.delete(u);
                 }
                 let (l, r) = if is_left {
-                    (it.rec.value().map(<[u8]>::to_vec), Some(v.clone()))
+                    (Some(value.to_vec()), Some(v.clone()))
                 } else {
-                    (Some(v.clone()), it.rec.value().map(<[u8]>::to_vec))
+                    (Some(v.clone()), Some(value.to_vec()))
                 };
                 pairs.push(Pair {
                     key: Some(k.clone()),
@@ -194,19 +280,12 @@ impl Operator for StreamJoin {
                     rec: it.rec.clone(),
                 });
             }
-            if matches.is_empty() && is_left && left_join {
-                if ts.saturating_add(after) < shared {
-                    // Its window closed before it came: alone, at once.
-                    pairs.push(Pair {
-                        key: Some(k.clone()),
-                        ts,
-                        left: it.rec.value().map(<[u8]>::to_vec),
-                        right: None,
-                        seq: it.seq,
-                        rec: it.rec.clone(),
-                    });
+            if matches.is_empty() && holds {
+                if ts.saturating_add(self.reach(mine)) < shared {
+                    // Its window ended before it came: alone, at once.
+                    pairs.push(alone(mine, Some(k.clone()), &it.rec, it.seq));
                 } else {
-                    let mut u = self.prefix(cx, UNMATCHED);
+                    let mut u = self.held_prefix(cx, mine);
                     u.extend_from_slice(&keys::ord_i64(ts));
                     u.extend_from_slice(&entry_suffix);
                     cx.txn.put(u, it.rec.bytes().to_vec());

@@ -1,8 +1,10 @@
 //! Joins with a table on the other side. Stream-table: each stream record
 //! meets the newest value of its key in the table (`with`), and a table
-//! update emits nothing. Table-table (`as_table = true`): both sides keep
-//! their newest value per key, an update on either side emits the join's
-//! new result, and a delete that ends a result emits a tombstone.
+//! update emits nothing; a result has the stream record's timestamp.
+//! Table-table (`as_table = true`): both sides keep their newest value per
+//! key and its timestamp, an update on either side emits the join's new
+//! result with the larger of the two timestamps, and a deletion emits a
+//! tombstone where Kafka Streams' table-table joins do.
 
 use super::pairs::{Pair, join};
 use super::{Ctx, Item, Operator};
@@ -52,8 +54,13 @@ impl Operator for TableJoin {
         for (is_left, it) in all {
             cx.observe(it.rec.timestamp());
             let Some(k) = it.rec.key().map(<[u8]>::to_vec) else {
-                // An unkeyed stream record meets nothing.
-                if is_left && !cfg.as_table && cfg.join != JoinType::Inner {
+                // An unkeyed stream record meets nothing (a left join
+                // emits it alone if it has a value, as Kafka Streams does).
+                if is_left
+                    && !cfg.as_table
+                    && cfg.join != JoinType::Inner
+                    && it.rec.value().is_some()
+                {
                     pairs.push(Pair {
                         key: None,
                         ts: it.rec.timestamp(),
@@ -72,30 +79,64 @@ impl Operator for TableJoin {
                 sk
             };
             let (lk, rk) = (table_key(b'l'), table_key(b'r'));
-            // Keep the newest value of each table side (and what it was, to
-            // know whether a join result existed before).
-            let mut before = None;
-            if !is_left || cfg.as_table {
-                if cfg.as_table {
-                    before = Some((cx.get(&lk)?, cx.get(&rk)?));
+            let ts = it.rec.timestamp();
+            if !cfg.as_table {
+                if !is_left {
+                    // Stream-table: keep the table's newest value; a table
+                    // update emits nothing.
+                    match it.rec.value() {
+                        Some(v) => cx.txn.put(rk, v.to_vec()),
+                        None => cx.txn.delete(rk),
+                    }
+                    continue;
                 }
-                let sk = if is_left { lk.clone() } else { rk.clone() };
-                match it.rec.value() {
-                    Some(v) => cx.txn.put(sk, v.to_vec()),
-                    None => cx.txn.delete(sk),
+                let left = it.rec.value().map(<[u8]>::to_vec);
+                let right = cx.get(&rk)?;
+                if joined(left.is_some(), right.is_some()) {
+                    pairs.push(Pair {
+                        key: Some(k),
+                        ts,
+                        left,
+                        right,
+                        seq: it.seq,
+                        rec: it.rec,
+                    });
                 }
-            }
-            if !is_left && !cfg.as_table {
-                // Stream-table: a table update emits nothing.
                 continue;
             }
-            let right = cx.get(&rk)?;
-            let left = if cfg.as_table {
-                cx.get(&lk)?
+            // Table-table: each side keeps its newest value and that value's
+            // timestamp; a result carries the larger of the two sides'.
+            let (this_k, other_k) = if is_left { (&lk, &rk) } else { (&rk, &lk) };
+            let (this_ts, other_ts) = if is_left {
+                (table_key(b'L'), table_key(b'R'))
             } else {
-                it.rec.value().map(<[u8]>::to_vec)
+                (table_key(b'R'), table_key(b'L'))
             };
-            let ts = it.rec.timestamp();
+            let this_old = cx.get(this_k)?;
+            let other = cx.get(other_k)?;
+            let this_new = it.rec.value().map(<[u8]>::to_vec);
+            match &this_new {
+                Some(v) => {
+                    cx.txn.put(this_k.clone(), v.clone());
+                    cx.txn.put(this_ts, keys::ord_i64(ts).to_vec());
+                }
+                None => {
+                    cx.txn.delete(this_k.clone());
+                    cx.txn.delete(this_ts);
+                }
+            }
+            let ts = match &other {
+                Some(_) => cx
+                    .get(&other_ts)?
+                    .filter(|b| b.len() == 8)
+                    .map_or(ts, |b| ts.max(keys::from_ord_i64(&b))),
+                None => ts,
+            };
+            let (left, right) = if is_left {
+                (this_new, other)
+            } else {
+                (other, this_new)
+            };
             if joined(left.is_some(), right.is_some()) {
                 pairs.push(Pair {
                     key: Some(k),
@@ -105,10 +146,23 @@ impl Operator for TableJoin {
                     seq: it.seq,
                     rec: it.rec,
                 });
-            } else if let Some((l0, r0)) = before
-                && joined(l0.is_some(), r0.is_some())
-            {
-                // Table-table: the key's join result is gone.
+                continue;
+            }
+            // No result now: a tombstone where Kafka Streams forwards one
+            // (a deletion with the other side present in an inner join, or
+            // with the other side present or a value before on the left of a
+            // left join; in an outer join, a deletion of a value that was).
+            let other_present = if is_left {
+                right.is_some()
+            } else {
+                left.is_some()
+            };
+            let tombstone = match cfg.join {
+                JoinType::Inner => other_present,
+                JoinType::Left => is_left && (other_present || this_old.is_some()),
+                JoinType::Outer => this_old.is_some(),
+            };
+            if tombstone {
                 tombstones.push(Item {
                     seq: it.seq,
                     rec: Packed::new(it.rec.offset(), ts, Some(&k), None, std::iter::empty()),

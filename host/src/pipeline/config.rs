@@ -677,9 +677,9 @@ pub fn parse_with(
                     ),
                 );
             }
-            if step.join == JoinType::Outer && !s.as_table {
+            if step.join == JoinType::Outer && !s.as_table && step.with_kind != WithKind::Stream {
                 let span = s.join.as_ref().map_or(st.span(), |j| j.span());
-                return cx.err(span, format!("step {name}: an outer join is a table-table join here: add `as_table = true` (stream joins are \"inner\" or \"left\")"));
+                return cx.err(span, format!("step {name}: a stream-table join is \"inner\" or \"left\"; an outer join joins two tables (add `as_table = true`) or two streams (`with_kind = \"stream\"` and a window)"));
             }
             if s.as_table && step.with_kind != WithKind::Table {
                 return cx.err(st.span(), format!("step {name}: `as_table = true` needs `with_kind = \"table\"` (a table-table join)"));
