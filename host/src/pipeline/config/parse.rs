@@ -1,0 +1,522 @@
+//! Reading a pipeline file: the TOML's shape, and the checks that turn it
+//! into a [`Pipeline`] or an error naming the line and what to fix.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{
+    ConfigError, DEFAULT_CACHE_MAX_BYTES, DEFAULT_COMMIT_INTERVAL, Emit, Guarantee, JoinType,
+    KafkaSettings, Pipeline, Step, StepKind, Window, WithKind, is_registry_ref,
+};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileToml {
+    name: Spanned<String>,
+    input: Spanned<String>,
+    output: Option<Spanned<String>>,
+    dead_letter: Option<Spanned<String>>,
+    commit_interval: Option<Spanned<String>>,
+    cache_max_bytes: Option<Spanned<u64>>,
+    #[serde(default)]
+    steps: Vec<Spanned<StepToml>>,
+    kafka: Option<Spanned<BTreeMap<String, Spanned<toml::Value>>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StepToml {
+    name: Spanned<String>,
+    kind: Spanned<StepKind>,
+    module: Spanned<String>,
+    #[serde(default)]
+    config: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    outputs: BTreeMap<String, Spanned<String>>,
+    window: Option<Spanned<WindowToml>>,
+    emit: Option<Spanned<Emit>>,
+    with: Option<Spanned<String>>,
+    with_kind: Option<Spanned<WithKind>>,
+    join: Option<Spanned<JoinType>>,
+    #[serde(default)]
+    stores: Vec<Spanned<String>>,
+    #[serde(default)]
+    key_preserving: bool,
+    #[serde(default)]
+    as_table: bool,
+    memory_mb: Option<Spanned<u64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WindowToml {
+    #[serde(rename = "type")]
+    kind: Option<Spanned<String>>,
+    size: Option<Spanned<String>>,
+    advance: Option<Spanned<String>>,
+    gap: Option<Spanned<String>>,
+    grace: Option<Spanned<String>>,
+    before: Option<Spanned<String>>,
+    after: Option<Spanned<String>>,
+}
+
+struct Ctx<'a> {
+    file: String,
+    text: &'a str,
+}
+
+impl Ctx<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())]
+            .bytes()
+            .filter(|b| *b == b'\n')
+            .count()
+            + 1
+    }
+
+    fn err<T>(
+        &self,
+        span: std::ops::Range<usize>,
+        message: impl Into<String>,
+    ) -> Result<T, ConfigError> {
+        Err(ConfigError {
+            file: self.file.clone(),
+            line: self.line_of(span.start),
+            message: message.into(),
+        })
+    }
+
+    fn duration(&self, field: &str, v: &Spanned<String>) -> Result<i64, ConfigError> {
+        match humantime::parse_duration(v.get_ref().trim()) {
+            Ok(d) => Ok(d.as_millis() as i64),
+            Err(e) => self.err(
+                v.span(),
+                format!(
+                    "`{field}` = {:?} is not a duration ({e}); write e.g. \"500ms\", \"5s\", \"1m\"",
+                    v.get_ref()
+                ),
+            ),
+        }
+    }
+}
+
+/// A module path: relative to the pipeline file, else in one of the
+/// directories of `WEIR_MODULE_PATH` (colon-separated).
+fn find_module(base: &Path, module: &str) -> Option<PathBuf> {
+    let direct = base.join(module);
+    if direct.exists() {
+        return Some(direct);
+    }
+    let path = std::env::var_os("WEIR_MODULE_PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(module))
+        .find(|p| p.exists())
+}
+
+pub(super) fn name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 200
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+/// [`parse`], with `resolve` giving the file of a step's `module` first:
+/// `None` when it is not a reference it knows (then the module is a path),
+/// `Err` with what is wrong (the daemon's registry has no such version).
+pub fn parse_with(
+    path: &Path,
+    text: &str,
+    resolve: &dyn Fn(&str) -> Option<Result<PathBuf, String>>,
+) -> Result<Pipeline, ConfigError> {
+    let cx = Ctx {
+        file: path.display().to_string(),
+        text,
+    };
+    let raw: FileToml = toml::from_str(text).map_err(|e| {
+        let line = e.span().map_or(1, |s| cx.line_of(s.start));
+        // Name the field when the line is `field = value`.
+        let field = text
+            .lines()
+            .nth(line.saturating_sub(1))
+            .and_then(|l| l.split_once('='))
+            .map(|(k, _)| k.trim())
+            .filter(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
+        let message = e.message().trim().to_string();
+        ConfigError {
+            file: cx.file.clone(),
+            line,
+            message: match field {
+                Some(f) if !message.contains(&format!("`{f}`")) => format!("`{f}`: {message}"),
+                _ => message,
+            },
+        }
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    for (what, v) in [("name", Some(&raw.name)), ("input", Some(&raw.input))]
+        .into_iter()
+        .chain([
+            ("output", raw.output.as_ref()),
+            ("dead_letter", raw.dead_letter.as_ref()),
+        ])
+    {
+        if let Some(v) = v
+            && !name_ok(v.get_ref())
+        {
+            return cx.err(
+                v.span(),
+                format!(
+                    "`{what}` = {:?}: use 1 to 200 of the characters A-Z a-z 0-9 . _ -",
+                    v.get_ref()
+                ),
+            );
+        }
+    }
+    if raw.steps.is_empty() {
+        return cx.err(
+            raw.name.span(),
+            "the pipeline has no steps: add at least one [[steps]] table with name, kind and module",
+        );
+    }
+    let mut steps: Vec<Step> = Vec::new();
+    for st in &raw.steps {
+        let next = step(&cx, base, resolve, st, &steps)?;
+        steps.push(next);
+    }
+    let kafka = match &raw.kafka {
+        None => None,
+        Some(section) => Some(kafka(&cx, section)?),
+    };
+    let commit_interval = match &raw.commit_interval {
+        Some(v) => Duration::from_millis(cx.duration("commit_interval", v)?.max(0) as u64),
+        None => DEFAULT_COMMIT_INTERVAL,
+    };
+    Ok(Pipeline {
+        kafka,
+        commit_interval,
+        cache_max_bytes: raw
+            .cache_max_bytes
+            .map_or(DEFAULT_CACHE_MAX_BYTES, Spanned::into_inner),
+        name: raw.name.into_inner(),
+        input: raw.input.into_inner(),
+        output: raw.output.map(Spanned::into_inner),
+        dead_letter: raw.dead_letter.map(Spanned::into_inner),
+        steps,
+        file: path.to_path_buf(),
+    })
+}
+
+/// Reads and checks one `[[steps]]` table (`earlier`: the steps before it).
+fn step(
+    cx: &Ctx<'_>,
+    base: &Path,
+    resolve: &dyn Fn(&str) -> Option<Result<PathBuf, String>>,
+    st: &Spanned<StepToml>,
+    earlier: &[Step],
+) -> Result<Step, ConfigError> {
+    let s = st.get_ref();
+    let name = s.name.get_ref().clone();
+    if !name_ok(&name) {
+        return cx.err(
+            s.name.span(),
+            format!("step `name` = {name:?}: use 1 to 200 of the characters A-Z a-z 0-9 . _ -"),
+        );
+    }
+    if earlier.iter().any(|p| p.name == name) {
+        return cx.err(
+            s.name.span(),
+            format!("two steps are named {name:?}: step names must be unique"),
+        );
+    }
+    let kind = *s.kind.get_ref();
+    let resolved = match resolve(s.module.get_ref()) {
+        Some(Ok(p)) => Some(p),
+        Some(Err(why)) => {
+            return cx.err(
+                s.module.span(),
+                format!("step {name}: `module` = {:?}: {why}", s.module.get_ref()),
+            );
+        }
+        None => find_module(base, s.module.get_ref()),
+    };
+    if resolved.is_none() && is_registry_ref(s.module.get_ref()) {
+        return cx.err(
+            s.module.span(),
+            format!(
+                "step {name}: `module` = {:?} names a module of the daemon's registry: deploy the pipeline to `weir serve` with `weir deploy` (or give the .wasm file's path)",
+                s.module.get_ref()
+            ),
+        );
+    }
+    let Some(module) = resolved else {
+        return cx.err(
+            s.module.span(),
+            format!(
+                "step {name}: `module` = {:?}: no such file, relative to the pipeline file ({}) or in WEIR_MODULE_PATH; {}",
+                s.module.get_ref(),
+                base.join(s.module.get_ref()).display(),
+                crate::hints::missing_module(&base.join(s.module.get_ref()))
+            ),
+        );
+    };
+    let config = s
+        .config
+        .iter()
+        .map(|(k, v)| {
+            let v = match v {
+                toml::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (k.clone(), v)
+        })
+        .collect();
+    let mut outputs = BTreeMap::new();
+    for (k, v) in &s.outputs {
+        if !name_ok(v.get_ref()) {
+            return cx.err(
+                v.span(),
+                format!(
+                    "step {name}: output {k} = {:?} is not a valid topic name",
+                    v.get_ref()
+                ),
+            );
+        }
+        outputs.insert(k.clone(), v.get_ref().clone());
+    }
+    let only = |field: &str, present: bool, span: std::ops::Range<usize>, kinds: &str| {
+        if present {
+            cx.err(
+                span,
+                format!(
+                    "step {name}: `{field}` applies to {kinds} steps, not to {}",
+                    kind.with_article()
+                ),
+            )
+        } else {
+            Ok(())
+        }
+    };
+    if kind != StepKind::Aggregate
+        && let Some(e) = &s.emit
+    {
+        only("emit", true, e.span(), "aggregate")?;
+    }
+    if kind != StepKind::Join {
+        if let Some(w) = &s.with {
+            only("with", true, w.span(), "join")?;
+        }
+        if let Some(j) = &s.join {
+            only("join", true, j.span(), "join")?;
+        }
+    }
+    if kind != StepKind::Processor
+        && let Some(st) = s.stores.first()
+    {
+        only("stores", true, st.span(), "processor")?;
+    }
+    let mut step = Step {
+        name: name.clone(),
+        kind,
+        line: cx.line_of(s.kind.span().start),
+        module,
+        config,
+        outputs,
+        window: None,
+        grace: 0,
+        emit: s.emit.as_ref().map(|e| *e.get_ref()).unwrap_or_default(),
+        with: s.with.as_ref().map(|w| w.get_ref().clone()),
+        with_kind: s
+            .with_kind
+            .as_ref()
+            .map(|w| *w.get_ref())
+            .unwrap_or_default(),
+        join: s.join.as_ref().map(|j| *j.get_ref()).unwrap_or_default(),
+        before: 0,
+        after: 0,
+        stores: s.stores.iter().map(|x| x.get_ref().clone()).collect(),
+        key_preserving: s.key_preserving,
+        as_table: s.as_table,
+        memory_mb: match &s.memory_mb {
+            Some(m) if *m.get_ref() == 0 || *m.get_ref() > 65_536 => {
+                return cx.err(
+                    m.span(),
+                    format!(
+                        "step {name}: `memory_mb` = {}: give between 1 and 65536 (MiB)",
+                        m.get_ref()
+                    ),
+                );
+            }
+            Some(m) => Some(*m.get_ref() as usize),
+            None => None,
+        },
+    };
+    if let Some(w) = &s.window {
+        window(cx, &mut step, w)?;
+    }
+    if kind == StepKind::Join {
+        join_sides(cx, st, &step)?;
+    }
+    Ok(step)
+}
+
+/// Reads a step's `window` table into `step`.
+fn window(cx: &Ctx<'_>, step: &mut Step, w: &Spanned<WindowToml>) -> Result<(), ConfigError> {
+    let (name, kind) = (step.name.clone(), step.kind);
+    let span = w.span();
+    let w = w.get_ref();
+    if let Some(g) = &w.grace {
+        step.grace = cx.duration("window.grace", g)?;
+    }
+    match kind {
+        StepKind::Aggregate => {
+            let Some(t) = &w.kind else {
+                return cx.err(span, format!("step {name}: the window needs a `type`: \"tumbling\", \"hopping\" or \"session\""));
+            };
+            let need = |f: &Option<Spanned<String>>, field: &str| -> Result<i64, ConfigError> {
+                match f {
+                    Some(v) => {
+                        let ms = cx.duration(&format!("window.{field}"), v)?;
+                        if ms <= 0 {
+                            return cx.err(
+                                v.span(),
+                                format!("step {name}: `window.{field}` must be longer than 0"),
+                            );
+                        }
+                        Ok(ms)
+                    }
+                    None => cx.err(
+                        span.clone(),
+                        format!("step {name}: a {} window needs `{field}`", t.get_ref()),
+                    ),
+                }
+            };
+            step.window = Some(match t.get_ref().as_str() {
+                "tumbling" => Window::Tumbling {
+                    size: need(&w.size, "size")?,
+                },
+                "hopping" => {
+                    let size = need(&w.size, "size")?;
+                    let advance = need(&w.advance, "advance")?;
+                    if advance > size {
+                        return cx.err(span, format!("step {name}: `window.advance` ({advance} ms) is larger than `window.size` ({size} ms)"));
+                    }
+                    Window::Hopping { size, advance }
+                }
+                "session" => Window::Session {
+                    gap: need(&w.gap, "gap")?,
+                },
+                other => {
+                    return cx.err(t.span(), format!("step {name}: unknown window type {other:?}; valid: \"tumbling\", \"hopping\", \"session\""));
+                }
+            });
+        }
+        StepKind::Join => {
+            if let Some(b) = &w.before {
+                step.before = cx.duration("window.before", b)?;
+            }
+            if let Some(a) = &w.after {
+                step.after = cx.duration("window.after", a)?;
+            }
+        }
+        _ => {
+            return cx.err(
+                span,
+                format!(
+                    "step {name}: `window` applies to aggregate and join steps, not to {}",
+                    kind.with_article()
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Checks a join step's sides: `with`, `join`, `as_table`, `with_kind`.
+fn join_sides(cx: &Ctx<'_>, st: &Spanned<StepToml>, step: &Step) -> Result<(), ConfigError> {
+    let (s, name) = (st.get_ref(), &step.name);
+    let Some(with) = &s.with else {
+        return cx.err(
+            st.span(),
+            format!("step {name}: a join needs `with`, the topic of the other side"),
+        );
+    };
+    if !name_ok(with.get_ref()) {
+        return cx.err(
+            with.span(),
+            format!(
+                "step {name}: `with` = {:?} is not a valid topic name",
+                with.get_ref()
+            ),
+        );
+    }
+    if step.join == JoinType::Outer && !s.as_table && step.with_kind != WithKind::Stream {
+        let span = s.join.as_ref().map_or(st.span(), |j| j.span());
+        return cx.err(span, format!("step {name}: a stream-table join is \"inner\" or \"left\"; an outer join joins two tables (add `as_table = true`) or two streams (`with_kind = \"stream\"` and a window)"));
+    }
+    if s.as_table && step.with_kind != WithKind::Table {
+        return cx.err(
+            st.span(),
+            format!(
+                "step {name}: `as_table = true` needs `with_kind = \"table\"` (a table-table join)"
+            ),
+        );
+    }
+    if step.with_kind == WithKind::Stream && s.window.is_none() {
+        return cx.err(st.span(), format!("step {name}: a stream-stream join needs `window = {{ before = \"...\", after = \"...\" }}`"));
+    }
+    Ok(())
+}
+
+/// Reads the `[kafka]` section.
+fn kafka(
+    cx: &Ctx<'_>,
+    section: &Spanned<BTreeMap<String, Spanned<toml::Value>>>,
+) -> Result<KafkaSettings, ConfigError> {
+    let mut properties = Vec::new();
+    let mut guarantee = Guarantee::ExactlyOnce;
+    for (k, v) in section.get_ref() {
+        let text = match v.get_ref() {
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Integer(_) | toml::Value::Boolean(_) | toml::Value::Float(_) => {
+                v.get_ref().to_string()
+            }
+            _ => {
+                return cx.err(
+                    v.span(),
+                    format!("[kafka] `{k}`: give a string, a number or a boolean"),
+                );
+            }
+        };
+        if k == "guarantee" {
+            guarantee = match text.as_str() {
+                "exactly-once" => Guarantee::ExactlyOnce,
+                "at-least-once" => Guarantee::AtLeastOnce,
+                other => {
+                    return cx.err(
+                        v.span(),
+                        format!(
+                            "[kafka] `guarantee` = {other:?}: use \"exactly-once\" or \"at-least-once\""
+                        ),
+                    );
+                }
+            };
+        } else if k == "application.id" || k == "group.id" || k == "transactional.id" {
+            return cx.err(
+                v.span(),
+                format!(
+                    "[kafka] `{k}`: Weir names the consumer group, transactional ids and internal topics after the pipeline's `name`; remove `{k}` and set `name`"
+                ),
+            );
+        } else {
+            properties.push((k.clone(), text));
+        }
+    }
+    Ok(KafkaSettings {
+        properties,
+        guarantee,
+    })
+}
