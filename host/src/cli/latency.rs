@@ -189,7 +189,7 @@ fn one(args: &BenchArgs, which: &str, modules: &Path) -> anyhow::Result<(Row, Ro
     let data = dir.path().join("data");
     Log::open(&data)?.create_topic("in", TopicConfig::partitions(2))?;
     let file: PathBuf = modules.join(format!("bench-latency-{which}.toml"));
-    std::fs::write(&file, super::pipeline_text(which))?;
+    std::fs::write(&file, super::pipelines::pipeline_text(which))?;
     let child = std::process::Command::new(std::env::current_exe()?)
         .arg("run")
         .arg(&file)
