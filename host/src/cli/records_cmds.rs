@@ -1,0 +1,345 @@
+//! `weir produce` and `weir consume`: JSON lines into a topic and out of
+//! it, on the embedded log (through its owner when a run holds it) or on
+//! Kafka.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+
+use weir::backend::Backend;
+use weir::jsonl;
+use weir::kafka::{self, Connection};
+use weir::log::{Commit, Log, partitioner};
+
+use super::*;
+
+#[derive(Args)]
+pub struct ProduceArgs {
+    /// The topic.
+    topic: String,
+    /// Write every record to this partition (default: by key, as Kafka's
+    /// default partitioner; unkeyed records round-robin).
+    #[arg(long)]
+    partition: Option<u32>,
+    /// Read records from this file instead of stdin.
+    #[arg(long, short)]
+    input: Option<PathBuf>,
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    kafka: KafkaArgs,
+}
+
+/// Calls `each(line number, record)` for every record of `reader`; a
+/// malformed line is reported (to `out`'s standard error) and counted, not
+/// passed on.
+fn for_each_record(
+    reader: &mut dyn BufRead,
+    source: &str,
+    out: &mut dyn Out,
+    mut each: impl FnMut(usize, weir::record::Record) -> anyhow::Result<()>,
+) -> anyhow::Result<usize> {
+    let mut bad = 0usize;
+    for (n, line) in reader.lines().enumerate() {
+        let line = line.with_context(|| format!("cannot read {source} at line {}", n + 1))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match jsonl::parse_record(&line, 0) {
+            Ok(r) => each(n + 1, r)?,
+            Err(e) => {
+                out.err(&format!("error: {source}:{}: {e}", n + 1))?;
+                bad += 1;
+            }
+        }
+    }
+    Ok(bad)
+}
+
+pub fn produce(args: ProduceArgs) -> anyhow::Result<ExitCode> {
+    let (mut reader, source): (Box<dyn BufRead + Send>, String) = match &args.input {
+        Some(path) => (
+            Box::new(std::io::BufReader::new(
+                std::fs::File::open(path)
+                    .with_context(|| format!("cannot open {}", path.display()))?,
+            )),
+            path.display().to_string(),
+        ),
+        None => (
+            Box::new(std::io::BufReader::new(std::io::stdin())),
+            "stdin".to_string(),
+        ),
+    };
+    let Some(conn) = args.kafka.connection() else {
+        let req = Request::Produce {
+            topic: args.topic.clone(),
+            partition: args.partition,
+            source,
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        return perform(&args.data.data, req, Some(reader), &stop);
+    };
+    let mut out = Terminal {
+        out: std::io::BufWriter::new(std::io::stdout()),
+    };
+    let (written, bad, refused) = produce_kafka(&conn, &args, &mut reader, &source, &mut out)?;
+    eprintln!(
+        "produced {written} record{} to {}",
+        plural(written),
+        args.topic
+    );
+    if bad > 0 {
+        eprintln!(
+            "error: {bad} malformed line{} in {source} were not produced",
+            plural(bad as u64)
+        );
+    }
+    if refused > 0 {
+        eprintln!(
+            "error: Kafka refused {refused} record{} of {source}",
+            plural(refused as u64)
+        );
+    }
+    Ok(if bad + refused > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Appends the records of `reader` to `topic`, committing every 1,000 and at
+/// the end: when it returns, every record it counts as produced is in the
+/// log. Returns the exit code.
+pub(super) fn produce_log(
+    log: &Log,
+    topic: &str,
+    partition: Option<u32>,
+    reader: &mut dyn BufRead,
+    source: &str,
+    out: &mut dyn Out,
+) -> anyhow::Result<u8> {
+    let topic = log.require_topic(topic)?;
+    if let Some(p) = partition
+        && p >= topic.config.partitions
+    {
+        bail!(
+            "topic {} has partitions 0 to {}; there is no partition {p}",
+            topic.name,
+            topic.config.partitions - 1
+        );
+    }
+    let mut commit = Commit::default();
+    let mut pending = 0usize;
+    let mut written = 0u64;
+    let mut rr = 0u32;
+    let bad = for_each_record(reader, source, out, |_, record| {
+        let p = match (partition, &record.key) {
+            (Some(p), _) => p,
+            (None, Some(k)) => partitioner::partition_for_key(k, topic.config.partitions),
+            (None, None) => {
+                rr = rr.wrapping_add(1);
+                (rr - 1) % topic.config.partitions
+            }
+        };
+        commit.append(&topic, p, &record);
+        pending += 1;
+        if pending == 1000 {
+            written += log.commit(std::mem::take(&mut commit))?.len() as u64;
+            pending = 0;
+        }
+        Ok(())
+    })?;
+    written += log.commit(commit)?.len() as u64;
+    out.err(&format!(
+        "produced {written} record{} to {}",
+        plural(written),
+        topic.name
+    ))?;
+    if bad > 0 {
+        out.err(&format!(
+            "error: {bad} malformed line{} in {source} were not produced",
+            plural(bad as u64)
+        ))?;
+        return Ok(1);
+    }
+    Ok(0)
+}
+
+/// As [`produce_log`], to Kafka: every delivery is checked, and each refused
+/// record is reported with its line.
+fn produce_kafka(
+    conn: &Connection,
+    args: &ProduceArgs,
+    reader: &mut dyn BufRead,
+    source: &str,
+    out: &mut dyn Out,
+) -> anyhow::Result<(u64, usize, usize)> {
+    let mut producer = kafka::produce::Producer::open(conn, &args.topic)?;
+    if let Some(p) = args.partition
+        && p >= producer.partitions()
+    {
+        bail!(
+            "topic {} has partitions 0 to {}; there is no partition {p}",
+            args.topic,
+            producer.partitions() - 1
+        );
+    }
+    let bad = for_each_record(reader, source, out, |line, record| {
+        let p = producer.partition_for(args.partition, record.key.as_deref());
+        Ok(producer.send(p, &record, line)?)
+    })?;
+    let summary = producer.finish()?;
+    for r in &summary.refused {
+        eprintln!(
+            "error: {source}:{}: Kafka refused the record: {}",
+            r.tag, r.reason
+        );
+    }
+    Ok((summary.delivered, bad, summary.refused.len()))
+}
+
+#[derive(Args)]
+pub struct ConsumeArgs {
+    /// The topic.
+    topic: String,
+    /// Start at the first record kept (the default is the end: only new ones).
+    #[arg(long)]
+    from_beginning: bool,
+    /// Only this partition.
+    #[arg(long)]
+    partition: Option<u32>,
+    /// Stop after this many records.
+    #[arg(long)]
+    max: Option<usize>,
+    /// Keep waiting for new records (Ctrl-C to stop).
+    #[arg(long, short)]
+    follow: bool,
+    /// On Kafka, also print records of transactions not committed (yet) or
+    /// aborted (the default is read_committed).
+    #[arg(long, requires = "brokers")]
+    read_uncommitted: bool,
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    kafka: KafkaArgs,
+}
+
+/// One consumed record as a JSON line: partition, offset, then the record.
+fn consumed_line(partition: u32, r: &weir::record::Record) -> String {
+    let mut obj = serde_json::Map::new();
+    obj.insert("partition".into(), partition.into());
+    obj.insert("offset".into(), r.offset.into());
+    obj.extend(jsonl::record_json(r));
+    serde_json::Value::Object(obj).to_string()
+}
+
+pub fn consume(args: ConsumeArgs) -> anyhow::Result<ExitCode> {
+    let stop = Arc::new(AtomicBool::new(false));
+    if args.follow {
+        let s = stop.clone();
+        let _ = ctrlc::set_handler(move || s.store(true, Ordering::SeqCst));
+    }
+    if let Some(conn) = args.kafka.connection() {
+        let opts = kafka::consume::ReadOptions {
+            from_beginning: args.from_beginning,
+            partition: args.partition,
+            max: args.max,
+            follow: args.follow,
+            read_uncommitted: args.read_uncommitted,
+        };
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        kafka::consume::read(&conn, &args.topic, &opts, &stop, |p, r| {
+            writeln!(out, "{}", consumed_line(p, &r))?;
+            if args.follow {
+                out.flush()?;
+            }
+            anyhow::Ok(())
+        })?;
+        out.flush()?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let req = Request::Consume {
+        topic: args.topic,
+        from_beginning: args.from_beginning,
+        partition: args.partition,
+        max: args.max,
+        follow: args.follow,
+    };
+    perform(&args.data.data, req, None, &stop)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn consume_log(
+    log: &Log,
+    topic: &str,
+    from_beginning: bool,
+    partition: Option<u32>,
+    max: Option<usize>,
+    follow: bool,
+    out: &mut dyn Out,
+    stop: &AtomicBool,
+) -> anyhow::Result<u8> {
+    let topic = log.require_topic(topic)?;
+    let parts: Vec<u32> = match partition {
+        Some(p) if p < topic.config.partitions => vec![p],
+        Some(p) => bail!(
+            "topic {} has partitions 0 to {}; there is no partition {p}",
+            topic.name,
+            topic.config.partitions - 1
+        ),
+        None => (0..topic.config.partitions).collect(),
+    };
+    let mut next = Vec::new();
+    for p in &parts {
+        next.push(if from_beginning {
+            log.start_offset(&topic, *p)?
+        } else {
+            log.end_offset(&topic, *p)?
+        });
+    }
+    let mut printed = 0usize;
+    loop {
+        let version = log.data_version();
+        let mut any = false;
+        for (i, p) in parts.iter().enumerate() {
+            loop {
+                let left = max.map_or(usize::MAX, |m| m - printed);
+                if left == 0 {
+                    out.flush()?;
+                    return Ok(0);
+                }
+                let batch = log.read(&topic, *p, next[i], left.min(1000))?;
+                if batch.is_empty() {
+                    break;
+                }
+                any = true;
+                for s in batch {
+                    let mut r = s.record()?;
+                    r.offset = s.offset as i64;
+                    out.out(&consumed_line(*p, &r))?;
+                    next[i] = s.offset + 1;
+                    printed += 1;
+                }
+            }
+        }
+        out.flush()?;
+        if !follow || stop.load(Ordering::SeqCst) {
+            return Ok(0);
+        }
+        if !any {
+            if log.follows() {
+                // Another process writes: look again every 100 ms.
+                std::thread::sleep(Duration::from_millis(100));
+                log.catch_up()?;
+            } else if log.wait_for_data(version, Duration::from_secs(1)) == version {
+                out.idle()?;
+            }
+        }
+    }
+}
