@@ -59,7 +59,8 @@ struct Group {
     last: usize,
 }
 
-/// The windows a record at `ts` falls in: `[start, end)`.
+/// The windows a record at `ts` falls in: `[start, end)`. As Kafka Streams'
+/// `TimeWindows`, no hopping window starts before 0.
 pub fn windows_of(w: Option<Window>, ts: i64) -> Vec<(i64, i64)> {
     match w {
         None | Some(Window::Session { .. }) => vec![(0, 0)],
@@ -71,7 +72,7 @@ pub fn windows_of(w: Option<Window>, ts: i64) -> Vec<(i64, i64)> {
             let mut out = Vec::new();
             let last = ts.div_euclid(advance) * advance;
             let mut start = last;
-            while start > ts - size {
+            while start > ts - size && start >= 0 {
                 out.push((start, start + size));
                 start -= advance;
             }

@@ -88,6 +88,50 @@ emit = "close""#,
     assert_eq!(h.late, 1);
 }
 
+/// Kafka Streams' `TimeWindows.windowsFor`: a record is in every window
+/// `[start, start + size)` holding it with `start` a multiple of `advance`
+/// and not before 0 (no window `[-3000, 7000)` here), and a record at a
+/// window's start is in it; the advance need not divide the size.
+#[test]
+fn hopping_windows_start_at_0_or_later_and_hold_a_record_at_their_start() {
+    let cfg = step(
+        r#"name = "count"
+kind = "aggregate"
+module = "count.wasm"
+window = { type = "hopping", size = "10s", advance = "3s" }"#,
+    );
+    let input = stream(&[rec("a", "x", 4_000), rec("a", "x", 12_000)]);
+    let mut h = Harness::new(cfg.clone(), counter());
+    let out: Vec<String> = h.feed(&input, 1).iter().map(show).collect();
+    assert_eq!(
+        out,
+        [
+            "a[0,10000]=1@4000",
+            "a[3000,13000]=1@4000",
+            "a[3000,13000]=2@12000",
+            "a[6000,16000]=1@12000",
+            "a[9000,19000]=1@12000",
+            "a[12000,22000]=1@12000",
+        ]
+    );
+    for size in [7, 500] {
+        let mut h = Harness::new(cfg.clone(), counter());
+        let out: Vec<String> = h.feed(&input, size).iter().map(show).collect();
+        assert_eq!(
+            out,
+            [
+                "a[0,10000]=1@4000",
+                "a[3000,13000]=2@12000",
+                "a[6000,16000]=1@12000",
+                "a[9000,19000]=1@12000",
+                "a[12000,22000]=1@12000",
+            ],
+            "batch {size}"
+        );
+        assert_eq!(h.late, 0);
+    }
+}
+
 #[test]
 fn an_aggregate_dead_letters_a_rejected_or_trapping_record_and_counts_the_rest() {
     let cfg = step(
