@@ -138,12 +138,14 @@ impl Aggregate {
     /// Adds records to their groups' accumulators and stores them; when the
     /// call fails, retries record by record so that only the record that
     /// fails becomes a dead letter. Returns the new accumulators, one per
-    /// group, when the call did not fail (and they are wanted: `keep`).
+    /// group, when the call did not fail (and they are wanted: `keep`), and
+    /// sets each group's timestamp to the largest of its window's records
+    /// so far (stored ones included), as Kafka Streams stamps an update.
     fn add(
         &mut self,
         cx: &mut Ctx<'_>,
         recs: &[&Packed],
-        groups: &[Group],
+        groups: &mut [Group],
         keep: bool,
     ) -> anyhow::Result<Option<Vec<Vec<u8>>>> {
         // The groups' accumulators, read together.
@@ -152,16 +154,21 @@ impl Aggregate {
             .map(|g| keys::agg(cx.pipeline, &self.cfg.name, cx.partition, &g.key, g.start))
             .collect();
         let read: Vec<&[u8]> = state_keys.iter().map(Vec::as_slice).collect();
-        // The stored values (window end, then the accumulator), checked.
+        // The stored values (window end, timestamp, accumulator), checked.
         let stored = cx.get_many(&read)?;
-        for v in stored.iter().flatten() {
-            keys::agg_value(v).context("a stored accumulator is corrupt")?;
+        let mut parsed = Vec::with_capacity(stored.len());
+        for v in &stored {
+            parsed.push(match v {
+                Some(v) => Some(keys::agg_value_ts(v).context("a stored accumulator is corrupt")?),
+                None => None,
+            });
         }
-        let call: Vec<(Option<&[u8]>, &[usize])> = stored
+        let call: Vec<(Option<&[u8]>, &[usize])> = parsed
             .iter()
-            .zip(groups)
-            .map(|(v, g)| (v.as_deref().and_then(|v| v.get(8..)), g.members.as_slice()))
+            .zip(groups.iter())
+            .map(|(v, g)| (v.map(|(_, _, acc)| acc), g.members.as_slice()))
             .collect();
+        let stored_ts: Vec<Option<i64>> = parsed.iter().map(|v| v.map(|(_, ts, _)| ts)).collect();
         let failure = match call_add(self.guest.as_mut(), recs, &call)? {
             Ok((accs, rejected)) => {
                 for (idx, m) in rejected {
@@ -171,10 +178,13 @@ impl Aggregate {
                 }
                 let close = self.cfg.emit == Emit::Close && self.cfg.window.is_some();
                 let mut kept = Vec::with_capacity(if keep { groups.len() } else { 0 });
-                for ((g, acc), k) in groups.iter().zip(accs).zip(state_keys) {
-                    let mut v = g.end.to_be_bytes().to_vec();
-                    v.extend_from_slice(&acc);
-                    cx.txn.put(k, v);
+                for (((g, acc), k), old_ts) in
+                    groups.iter_mut().zip(accs).zip(state_keys).zip(stored_ts)
+                {
+                    if let Some(t) = old_ts {
+                        g.ts = g.ts.max(t);
+                    }
+                    cx.txn.put(k, keys::agg_entry(g.end, g.ts, &acc));
                     if keep {
                         kept.push(acc);
                     }
@@ -202,7 +212,7 @@ impl Aggregate {
             return Ok(None);
         }
         for (ri, r) in recs.iter().enumerate() {
-            let mine: Vec<Group> = groups
+            let mut mine: Vec<Group> = groups
                 .iter()
                 .filter(|g| g.members.contains(&ri))
                 .map(|g| Group {
@@ -211,11 +221,11 @@ impl Aggregate {
                     end: g.end,
                     members: vec![0],
                     seq: g.seq,
-                    ts: g.ts,
+                    ts: r.timestamp(),
                     last: 0,
                 })
                 .collect();
-            self.add(cx, std::slice::from_ref(r), &mine, false)?;
+            self.add(cx, std::slice::from_ref(r), &mut mine, false)?;
         }
         Ok(None)
     }
@@ -291,7 +301,7 @@ impl Operator for Aggregate {
         let mut out = Vec::new();
         if !groups.is_empty() {
             let hold = self.cfg.emit == Emit::Update && self.defer;
-            let accs = self.add(cx, &records, &groups, hold)?;
+            let accs = self.add(cx, &records, &mut groups, hold)?;
             if hold {
                 self.hold(&records, groups, accs);
             } else if self.cfg.emit == Emit::Update {
@@ -299,15 +309,15 @@ impl Operator for Aggregate {
                 for g in &groups {
                     let k = keys::agg(cx.pipeline, &self.cfg.name, cx.partition, &g.key, g.start);
                     let Some(v) = cx.get(&k)? else { continue };
-                    let (_, acc) =
-                        keys::agg_value(&v).context("a stored accumulator is corrupt")?;
+                    let (_, ts, acc) =
+                        keys::agg_value_ts(&v).context("a stored accumulator is corrupt")?;
                     items.push(Presentable {
                         key: g.key.clone(),
                         start: g.start,
                         end: g.end,
                         acc: acc.to_vec(),
                         seq: g.seq,
-                        ts: g.ts,
+                        ts,
                         input: records.get(g.last).map(|r| (*r).clone()),
                     });
                 }
@@ -330,14 +340,14 @@ impl Operator for Aggregate {
         let updated = std::mem::take(&mut self.updated);
         let mut items = Vec::with_capacity(updated.len());
         for u in updated {
-            let acc = match u.acc {
-                Some(acc) => acc,
+            let (acc, ts) = match u.acc {
+                Some(acc) => (acc, u.ts),
                 None => {
                     let k = keys::agg(cx.pipeline, &self.cfg.name, cx.partition, &u.key, u.start);
                     let Some(v) = cx.get(&k)? else { continue };
-                    let (_, acc) =
-                        keys::agg_value(&v).context("a stored accumulator is corrupt")?;
-                    acc.to_vec()
+                    let (_, ts, acc) =
+                        keys::agg_value_ts(&v).context("a stored accumulator is corrupt")?;
+                    (acc.to_vec(), ts)
                 }
             };
             items.push(Presentable {
@@ -346,7 +356,7 @@ impl Operator for Aggregate {
                 start: u.start,
                 end: u.end,
                 seq: u.seq,
-                ts: u.ts,
+                ts,
                 input: Some(u.last),
             });
         }

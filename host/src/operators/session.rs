@@ -210,9 +210,7 @@ impl Session {
             }
         }
         let k = keys::agg(cx.pipeline, &name, cx.partition, key, start);
-        let mut v = end.to_be_bytes().to_vec();
-        v.extend_from_slice(&acc);
-        cx.txn.put(k, v);
+        cx.txn.put(k, keys::agg_entry(end, end, &acc));
         if close {
             let ck = self.close_key(cx, end, key, start);
             cx.txn.put(ck, Vec::new());

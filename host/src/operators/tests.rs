@@ -132,6 +132,65 @@ window = { type = "hopping", size = "10s", advance = "3s" }"#,
     }
 }
 
+/// Kafka Streams' `KStreamWindowAggregate` and `KStreamAggregate` stamp an
+/// update with the largest timestamp of the window's (or key's) records so
+/// far, kept in the store with the aggregate: a record older than one
+/// before it does not move the result's timestamp back, whichever batch or
+/// commit brought the newer one.
+#[test]
+fn an_update_carries_the_largest_timestamp_of_its_window_so_far() {
+    let input = stream(&[
+        rec("a", "x", 5_000),
+        rec("a", "x", 3_000),
+        rec("b", "x", 4_000),
+        rec("a", "x", 6_000),
+        rec("a", "x", 1_000),
+    ]);
+    let tumbling = step(&format!(
+        "{COUNT}\nwindow = {{ type = \"tumbling\", size = \"10s\", grace = \"10s\" }}"
+    ));
+    let mut h = Harness::new(tumbling.clone(), counter());
+    assert_eq!(
+        h.feed(&input, 1).iter().map(show).collect::<Vec<_>>(),
+        [
+            "a[0,10000]=1@5000",
+            "a[0,10000]=2@5000",
+            "b[0,10000]=1@4000",
+            "a[0,10000]=3@6000",
+            "a[0,10000]=4@6000",
+        ]
+    );
+    let mut h = Harness::new(step(COUNT), counter());
+    assert_eq!(
+        h.feed(&input, 1).iter().map(show).collect::<Vec<_>>(),
+        ["a=1@5000", "a=2@5000", "b=1@4000", "a=3@6000", "a=4@6000"]
+    );
+    for size in [2, 7, 500] {
+        let mut h = Harness::new(tumbling.clone(), counter());
+        let out: Vec<String> = h.feed(&input, size).iter().map(show).collect();
+        assert_eq!(
+            out.iter().rfind(|s| s.starts_with('a')).map(String::as_str),
+            Some("a[0,10000]=4@6000"),
+            "batch {size}"
+        );
+    }
+    // Held back to the commit (a state cache), over two commits.
+    let mut h = Harness::new(tumbling, counter());
+    h.op.defer_updates(true);
+    h.run_batch(&input[..1]).unwrap();
+    let out = h.commit_held().unwrap();
+    assert_eq!(
+        out.iter().map(show).collect::<Vec<_>>(),
+        ["a[0,10000]=1@5000"]
+    );
+    h.run_batch(&input[1..3]).unwrap();
+    let out = h.commit_held().unwrap();
+    assert_eq!(
+        out.iter().map(show).collect::<Vec<_>>(),
+        ["a[0,10000]=2@5000", "b[0,10000]=1@4000"]
+    );
+}
+
 #[test]
 fn an_aggregate_dead_letters_a_rejected_or_trapping_record_and_counts_the_rest() {
     let cfg = step(

@@ -152,10 +152,28 @@ pub fn take_i64(b: &[u8]) -> Option<(i64, &[u8])> {
     Some((from_ord_i64(head), &b[8..]))
 }
 
+/// An aggregate's stored value: the window end, the largest timestamp of
+/// the window's records (its results' timestamp, as Kafka Streams keeps it
+/// with the aggregate), then the accumulator.
+pub fn agg_entry(end: i64, ts: i64, acc: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(16 + acc.len());
+    v.extend_from_slice(&end.to_be_bytes());
+    v.extend_from_slice(&ts.to_be_bytes());
+    v.extend_from_slice(acc);
+    v
+}
+
 /// Splits an aggregate's stored value into its window end and accumulator.
 pub fn agg_value(v: &[u8]) -> Option<(i64, &[u8])> {
+    agg_value_ts(v).map(|(end, _, acc)| (end, acc))
+}
+
+/// Splits an aggregate's stored value into its window end, the largest
+/// timestamp of its records and its accumulator.
+pub fn agg_value_ts(v: &[u8]) -> Option<(i64, i64, &[u8])> {
     let end = i64::from_be_bytes(v.get(..8)?.try_into().ok()?);
-    Some((end, &v[8..]))
+    let ts = i64::from_be_bytes(v.get(8..16)?.try_into().ok()?);
+    Some((end, ts, &v[16..]))
 }
 
 /// The key just after every key that starts with `prefix`.

@@ -59,7 +59,12 @@ pub(crate) struct Upgraded {
 /// Where one stored entry of a step's state lives.
 enum Place {
     /// An aggregate's accumulator: its record key, window start and end.
-    Acc { key: Vec<u8>, start: i64, end: i64 },
+    Acc {
+        key: Vec<u8>,
+        start: i64,
+        end: i64,
+        ts: i64,
+    },
     /// A processor's store entry.
     Store { store: String, key: Vec<u8> },
 }
@@ -150,13 +155,14 @@ pub(crate) fn ensure_format(
                         let (start, _) = keys::take_i64(rest).with_context(|| {
                             format!("step {}: an accumulator's key is corrupt", cfg.name)
                         })?;
-                        let (end, acc) = keys::agg_value(v).with_context(|| {
+                        let (end, ts, acc) = keys::agg_value_ts(v).with_context(|| {
                             format!("step {}: a stored accumulator is corrupt", cfg.name)
                         })?;
                         let place = Place::Acc {
                             key: key.to_vec(),
                             start,
                             end,
+                            ts,
                         };
                         (place, acc)
                     }
@@ -263,14 +269,15 @@ fn write(
     value: Option<Vec<u8>>,
 ) {
     match place {
-        Place::Acc { key, start, end } => {
+        Place::Acc {
+            key,
+            start,
+            end,
+            ts,
+        } => {
             let k = keys::agg(pipeline, &cfg.name, partition, key, *start);
             match value {
-                Some(acc) => {
-                    let mut v = end.to_be_bytes().to_vec();
-                    v.extend_from_slice(&acc);
-                    txn.put(k, v);
-                }
+                Some(acc) => txn.put(k, keys::agg_entry(*end, *ts, &acc)),
                 None => {
                     txn.delete(k);
                     if cfg.window.is_some() {
@@ -504,8 +511,7 @@ mod tests {
         let cfg = step("name = \"count\"\nkind = \"aggregate\"\nmodule = \"count.wasm\"");
         let mut committed = BTreeMap::new();
         for (k, start) in [(&b"apple"[..], 0), (b"bad", 10)] {
-            let mut v = 20i64.to_be_bytes().to_vec();
-            v.extend_from_slice(b"1");
+            let v = keys::agg_entry(20, 15, b"1");
             committed.insert(keys::agg("p", "count", 1, k, start), v);
         }
         let base: Arc<dyn StateRead> = Arc::new(Committed(committed));
