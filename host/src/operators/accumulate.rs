@@ -193,10 +193,12 @@ pub(super) fn close_due(
         let (close, key, start) = parsed.context("a window index key is corrupt")?;
         let agg = keys::agg(cx.pipeline, &cfg.name, cx.partition, &key, start);
         if let Some(v) = cx.get(&agg)? {
-            let (wend, acc) = keys::agg_value(&v).context("a stored accumulator is corrupt")?;
+            let (wend, ts, acc) =
+                keys::agg_value_ts(&v).context("a stored accumulator is corrupt")?;
             let wend = if slack == 0 { close } else { wend };
-            // A window's results carry its last millisecond; a session's, its end.
-            let ts = if slack == 0 { wend - 1 } else { wend };
+            // As Kafka Streams' suppression emits the last update it
+            // buffered: stamped with the largest timestamp of the window's
+            // records (a session's: its end).
             items.push(Presentable {
                 key: key.clone(),
                 start,

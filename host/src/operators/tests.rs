@@ -66,7 +66,6 @@ module = "count.wasm"
 window = { type = "tumbling", size = "10s", grace = "2s" }
 emit = "close""#,
     );
-    let mut h = Harness::new(cfg, counter());
     let recs = [
         rec("a", "x", 1_000),
         rec("a", "x", 9_000),
@@ -76,16 +75,40 @@ emit = "close""#,
         rec("a", "x", 7_000),  // beyond grace: dropped
         rec("z", "x", 40_000), // closes the rest
     ];
-    let out = h.feed(&stream(&recs), 1);
-    assert_eq!(
-        out.iter().map(show).collect::<Vec<_>>(),
-        [
-            "a[0,10000]=3@9999",
-            "a[10000,20000]=1@19999",
-            "b[10000,20000]=1@19999"
-        ]
-    );
-    assert_eq!(h.late, 1);
+    // As Kafka Streams' `suppress(untilWindowCloses(..))`: a window comes
+    // out when the stream time reaches its end + grace, windows closing
+    // together by end, then key, each stamped with the largest timestamp of
+    // its records (the last update's, which the suppression buffer keeps).
+    for size in [1, 7, 500] {
+        let mut h = Harness::new(cfg.clone(), counter());
+        let out = h.feed(&stream(&recs), size);
+        assert_eq!(
+            out.iter().map(show).collect::<Vec<_>>(),
+            [
+                "a[0,10000]=3@9000",
+                "a[10000,20000]=1@10500",
+                "b[10000,20000]=1@12000"
+            ],
+            "batch {size}"
+        );
+        assert_eq!(h.late, 1);
+    }
+    // Emitted with the record that closes it, not before.
+    let mut h = Harness::new(cfg, counter());
+    let out: Vec<Vec<String>> = [
+        rec("a", "x", 1_000),
+        rec("b", "x", 11_999),
+        rec("b", "x", 12_000),
+    ]
+    .iter()
+    .map(|r| {
+        h.feed(&stream(std::slice::from_ref(r)), 1)
+            .iter()
+            .map(show)
+            .collect()
+    })
+    .collect();
+    assert_eq!(out, [vec![], vec![], vec!["a[0,10000]=1@1000".to_string()]]);
 }
 
 /// Kafka Streams' `TimeWindows.windowsFor`: a record is in every window
