@@ -2,8 +2,8 @@
 //! every session of its key that ends at or after `ts - gap` and starts at
 //! or before `ts + gap`; the record is dropped as late only if the merged
 //! session ends before `stream time - gap - grace`. With `emit = "update"`
-//! the merged-away sessions are emitted as tombstones and the new one with
-//! its value; with `emit = "close"` a session is emitted once, when the
+//! the sessions a record touched are emitted as tombstones and the new one
+//! with its value, each stamped with its session's end; with `emit = "close"` a session is emitted once, when the
 //! stream time reaches its end + gap + grace.
 //!
 //! With a state cache ([`Operator::defer_updates`]) updates are emitted once
@@ -43,15 +43,16 @@ struct Held {
     end: i64,
     /// Merged away into a larger session (else: created or updated).
     removed: bool,
-    /// The seq and timestamp of the last record that touched it.
+    /// The seq of the last record that touched it.
     seq: u64,
-    ts: i64,
     /// That record (dead-lettered if presenting the session fails).
     last: Packed,
 }
 
-/// The tombstone of session `[s, e]` of `key`.
-fn tombstone(key: &[u8], s: i64, e: i64, seq: u64, ts: i64) -> Item {
+/// The tombstone of session `[s, e]` of `key`, stamped with its end (as
+/// Kafka Streams stamps every session's output).
+fn tombstone(key: &[u8], s: i64, e: i64, seq: u64) -> Item {
+    let ts = e;
     let (s, e) = (s.to_string(), e.to_string());
     Item {
         seq,
@@ -90,14 +91,12 @@ impl Session {
     /// Notes that session `[start, end]` of `key` changed (or, `removed`,
     /// was merged away), to emit at the next commit.
     fn hold(&mut self, key: &[u8], start: i64, end: i64, removed: bool, it: &Item) {
-        let ts = it.rec.timestamp();
         match self.index.entry((key.to_vec(), start, end)) {
             std::collections::hash_map::Entry::Occupied(e) => {
                 if let Some(h) = self.held.get_mut(*e.get()) {
                     self.held_bytes -= h.last.bytes().len();
                     h.removed = removed;
                     h.seq = it.seq;
-                    h.ts = ts;
                     h.last = it.rec.clone();
                     self.held_bytes += h.last.bytes().len();
                 }
@@ -111,7 +110,6 @@ impl Session {
                     end,
                     removed,
                     seq: it.seq,
-                    ts,
                     last: it.rec.clone(),
                 });
             }
@@ -195,17 +193,22 @@ impl Session {
         };
         let close = self.cfg.emit == Emit::Close;
         let mut out = Vec::new();
+        // As Kafka Streams: when the record's session is more than `[ts,
+        // ts]`, every session it touched is removed and tombstoned, the one
+        // with the merged bounds too (held back to a commit, that one's
+        // tombstone gives way to its update).
+        let merged_more = (start, end) != (ts, ts);
         for (k, s, e, _) in overlapping {
             cx.txn.delete(k);
             if close {
                 let ck = self.close_key(cx, e, key, s);
                 cx.txn.delete(ck);
             }
-            if !close && (s, e) != (start, end) {
+            if !close && merged_more {
                 if self.defer {
                     self.hold(key, s, e, true, it);
                 } else {
-                    out.push(tombstone(key, s, e, it.seq, ts));
+                    out.push(tombstone(key, s, e, it.seq));
                 }
             }
         }
@@ -227,7 +230,7 @@ impl Session {
                     end,
                     acc,
                     seq: it.seq,
-                    ts,
+                    ts: end,
                     input: Some(it.rec.clone()),
                 }],
             )?);
@@ -295,7 +298,7 @@ impl Operator for Session {
                     None => false,
                 };
                 if committed {
-                    out.push(tombstone(&h.key, h.start, h.end, h.seq, h.ts));
+                    out.push(tombstone(&h.key, h.start, h.end, h.seq));
                 }
                 continue;
             }
@@ -310,7 +313,7 @@ impl Operator for Session {
                 start: h.start,
                 end,
                 seq: h.seq,
-                ts: h.ts,
+                ts: end,
                 input: Some(h.last),
             });
         }

@@ -315,10 +315,69 @@ fn b_session_update_merges_a_late_record_into_the_session_it_reaches() {
         [
             "a[10000,10000]=1@10000",
             "a[24000,24000]=1@24000",
-            "a[10000,10000]=null@8000",
-            "a[8000,10000]=2@8000"
+            "a[10000,10000]=null@10000",
+            "a[8000,10000]=2@10000"
         ]
     );
+}
+
+/// Kafka Streams' `KStreamSessionWindowAggregate` (caching off): a record
+/// that merges sessions, or falls into one, removes every session it
+/// touches and emits a tombstone for each (stamped with that session's
+/// end), then the merged session (stamped with its end), even when the
+/// merged session has the bounds of an old one. A lone record's session is
+/// `[t, t]`; a record exactly `gap` after a session's end joins it.
+#[test]
+fn session_updates_and_tombstones_carry_the_session_end_as_kafka_streams() {
+    let recs = [
+        rec("a", "x", 10_000),
+        rec("a", "x", 20_000),
+        rec("a", "x", 15_000), // bridges both (10 s + gap = 15 s)
+        rec("a", "x", 12_000), // inside [10 s, 20 s]
+        rec("a", "x", 24_000), // grows it
+    ];
+    let expected = [
+        "a[10000,10000]=1@10000",
+        "a[20000,20000]=1@20000",
+        "a[10000,10000]=null@10000",
+        "a[20000,20000]=null@20000",
+        "a[10000,20000]=3@20000",
+        "a[10000,20000]=null@20000",
+        "a[10000,20000]=4@20000",
+        "a[10000,20000]=null@20000",
+        "a[10000,24000]=5@24000",
+    ];
+    for size in [1, 7, 500] {
+        let mut h = Harness::new(step(SESSION), counter());
+        let out = h.feed(&stream(&recs), size);
+        assert_eq!(
+            out.iter().map(show).collect::<Vec<_>>(),
+            expected,
+            "batch {size}"
+        );
+    }
+}
+
+/// Kafka Streams drops a session record as late only when its merged
+/// session ends before stream time - gap - grace (here 40 - 5 - 10 = 25 s):
+/// a session ending exactly then still counts.
+#[test]
+fn a_session_ending_exactly_at_stream_time_minus_gap_and_grace_still_counts() {
+    let recs = [
+        rec("z", "x", 40_000),
+        rec("b", "x", 25_000),
+        rec("c", "x", 24_999),
+    ];
+    for size in [1, 7, 500] {
+        let mut h = Harness::new(step(SESSION), counter());
+        let out = h.feed(&stream(&recs), size);
+        assert_eq!(
+            out.iter().map(show).collect::<Vec<_>>(),
+            ["z[40000,40000]=1@40000", "b[25000,25000]=1@25000"],
+            "batch {size}"
+        );
+        assert_eq!(h.late, 1);
+    }
 }
 
 #[test]
@@ -925,7 +984,7 @@ fn held_sessions_are_emitted_once_per_commit_and_tombstoned_only_if_committed() 
     let out = h.commit_held().unwrap();
     assert_eq!(
         out.iter().map(show).collect::<Vec<_>>(),
-        ["b[1500,1500]=1@1500", "a[1000,6000]=3@4000"]
+        ["b[1500,1500]=1@1500", "a[1000,6000]=3@6000"]
     );
     // Growing a committed session tombstones it and emits the new one.
     assert!(
@@ -936,7 +995,7 @@ fn held_sessions_are_emitted_once_per_commit_and_tombstoned_only_if_committed() 
     let out = h.commit_held().unwrap();
     assert_eq!(
         out.iter().map(show).collect::<Vec<_>>(),
-        ["a[1000,6000]=null@7000", "a[1000,7000]=4@7000"]
+        ["a[1000,6000]=null@6000", "a[1000,7000]=4@7000"]
     );
 }
 
