@@ -26,11 +26,14 @@ pub struct Aggregate {
     /// Emit on update once per commit (not once per batch).
     defer: bool,
     /// The windows updated since the last commit, in the order of their
-    /// first update, and where each is in it.
+    /// first update (emitted in the order of their last), and where each
+    /// is in it.
     updated: Vec<Updated>,
     index: rustc_hash::FxHashMap<(Vec<u8>, i64), usize>,
     /// What `updated` holds, in bytes.
     updated_bytes: usize,
+    /// Counts the updates held, to order them by their last.
+    touches: u64,
 }
 
 /// A window updated since the last commit, to emit at the next one.
@@ -45,6 +48,8 @@ struct Updated {
     last: Packed,
     /// Its accumulator as last stored, when known (else read at commit).
     acc: Option<Vec<u8>>,
+    /// When it was last updated (it is emitted in that order).
+    order: u64,
 }
 
 /// A (key, window) a batch touches: its end, member record indexes, and the
@@ -92,6 +97,7 @@ impl Aggregate {
             updated: Vec::new(),
             index: rustc_hash::FxHashMap::default(),
             updated_bytes: 0,
+            touches: 0,
         }
     }
 
@@ -105,6 +111,8 @@ impl Aggregate {
                 continue;
             };
             let next = self.updated.len();
+            self.touches += 1;
+            let order = self.touches;
             match self.index.entry((g.key.clone(), g.start)) {
                 Entry::Occupied(e) => {
                     let u = &mut self.updated[*e.get()];
@@ -113,6 +121,7 @@ impl Aggregate {
                     u.ts = u.ts.max(g.ts);
                     u.last = (*last).clone();
                     u.acc = acc;
+                    u.order = order;
                     self.updated_bytes += u.last.bytes().len() + u.acc.as_ref().map_or(0, Vec::len);
                 }
                 Entry::Vacant(e) => {
@@ -129,6 +138,7 @@ impl Aggregate {
                         ts: g.ts,
                         last: (*last).clone(),
                         acc,
+                        order,
                     });
                 }
             }
@@ -300,6 +310,10 @@ impl Operator for Aggregate {
         }
         let mut out = Vec::new();
         if !groups.is_empty() {
+            // In the order of their last update (a record's windows by
+            // start), as Kafka Streams' record cache flushes them: what is
+            // emitted is its uncached output without the superseded updates.
+            groups.sort_by_key(|g| (g.last, g.start));
             let hold = self.cfg.emit == Emit::Update && self.defer;
             let accs = self.add(cx, &records, &mut groups, hold)?;
             if hold {
@@ -337,7 +351,8 @@ impl Operator for Aggregate {
     fn flush(&mut self, cx: &mut Ctx<'_>) -> anyhow::Result<Vec<Item>> {
         self.index.clear();
         self.updated_bytes = 0;
-        let updated = std::mem::take(&mut self.updated);
+        let mut updated = std::mem::take(&mut self.updated);
+        updated.sort_by_key(|u| u.order);
         let mut items = Vec::with_capacity(updated.len());
         for u in updated {
             let (acc, ts) = match u.acc {

@@ -29,11 +29,14 @@ pub struct Session {
     /// Emit on update once per commit (not once per record).
     defer: bool,
     /// The sessions touched since the last commit, in the order of their
-    /// first touch, and where each is in it.
+    /// first touch (emitted in the order of their last), and where each is
+    /// in it.
     held: Vec<Held>,
     index: rustc_hash::FxHashMap<(Vec<u8>, i64, i64), usize>,
     /// What `held` holds, in bytes.
     held_bytes: usize,
+    /// Counts the changes held, to order them by their last.
+    touches: u64,
 }
 
 /// A session (key, start, end) touched since the last commit.
@@ -45,6 +48,9 @@ struct Held {
     removed: bool,
     /// The seq of the last record that touched it.
     seq: u64,
+    /// When it was last touched (it is emitted in that order, as Kafka
+    /// Streams' record cache flushes).
+    order: u64,
     /// That record (dead-lettered if presenting the session fails).
     last: Packed,
 }
@@ -85,18 +91,22 @@ impl Session {
             held: Vec::new(),
             index: rustc_hash::FxHashMap::default(),
             held_bytes: 0,
+            touches: 0,
         }
     }
 
     /// Notes that session `[start, end]` of `key` changed (or, `removed`,
     /// was merged away), to emit at the next commit.
     fn hold(&mut self, key: &[u8], start: i64, end: i64, removed: bool, it: &Item) {
+        self.touches += 1;
+        let order = self.touches;
         match self.index.entry((key.to_vec(), start, end)) {
             std::collections::hash_map::Entry::Occupied(e) => {
                 if let Some(h) = self.held.get_mut(*e.get()) {
                     self.held_bytes -= h.last.bytes().len();
                     h.removed = removed;
                     h.seq = it.seq;
+                    h.order = order;
                     h.last = it.rec.clone();
                     self.held_bytes += h.last.bytes().len();
                 }
@@ -110,6 +120,7 @@ impl Session {
                     end,
                     removed,
                     seq: it.seq,
+                    order,
                     last: it.rec.clone(),
                 });
             }
@@ -281,7 +292,8 @@ impl Operator for Session {
     fn flush(&mut self, cx: &mut Ctx<'_>) -> anyhow::Result<Vec<Item>> {
         self.index.clear();
         self.held_bytes = 0;
-        let held = std::mem::take(&mut self.held);
+        let mut held = std::mem::take(&mut self.held);
+        held.sort_by_key(|h| h.order);
         let mut out = Vec::new();
         let mut items = Vec::with_capacity(held.len());
         for h in held {

@@ -927,12 +927,13 @@ fn held_updates_are_emitted_once_per_key_per_commit_with_the_latest_value() {
     assert!(h.run_batch(&stream(&first)).unwrap().is_empty());
     let second = [rec("c", "x", 4), rec("a", "x", 2), rec("a", "bad", 5)];
     assert!(h.run_batch(&stream(&second)).unwrap().is_empty());
-    // One output per key, in the order of first update, with the latest
-    // count and the largest timestamp.
+    // One output per key, in the order of last update (as Kafka Streams'
+    // record cache flushes), with the latest count and the largest
+    // timestamp.
     let out = h.commit_held().unwrap();
     assert_eq!(
         out.iter().map(show).collect::<Vec<_>>(),
-        ["a=3@5", "b=1@2", "c=1@4"]
+        ["b=1@2", "c=1@4", "a=3@5"]
     );
     let dead: Vec<&str> = h.dead.iter().map(|d| d.1.as_str()).collect();
     assert_eq!(dead, ["bad record"]);
@@ -959,6 +960,67 @@ fn held_updates_are_emitted_once_per_key_per_commit_with_the_latest_value() {
     );
     let out = h.commit_held().unwrap();
     assert_eq!(out.iter().map(show).collect::<Vec<_>>(), ["a=4@8"]);
+}
+
+/// Kafka Streams' record cache flushes its dirty entries in the order of
+/// their last update (a key updated again moves to the end), so what a
+/// commit emits is Kafka Streams' uncached output with the superseded
+/// updates left out; the same holds for one batch's updates with
+/// `cache_max_bytes = 0`, and for sessions. A record's hopping windows come
+/// out by start.
+#[test]
+fn updates_come_out_in_the_order_of_their_last_change() {
+    let input = stream(&[
+        rec("a", "x", 1_000),
+        rec("b", "x", 2_000),
+        rec("c", "x", 3_000),
+        rec("a", "x", 4_000),
+        rec("b", "x", 5_000),
+    ]);
+    let hopping = step(&format!(
+        "{COUNT}\nwindow = {{ type = \"hopping\", size = \"10s\", advance = \"5s\" }}"
+    ));
+    let session = step(&format!(
+        "{COUNT}\nwindow = {{ type = \"session\", gap = \"3s\" }}"
+    ));
+    let expect_hopping = [
+        "c[0,10000]=1@3000",
+        "a[0,10000]=2@4000",
+        "b[0,10000]=2@5000",
+        "b[5000,15000]=1@5000",
+    ];
+    let expect_global = ["c=1@3000", "a=2@4000", "b=2@5000"];
+    let expect_session = [
+        "c[3000,3000]=1@3000",
+        "a[1000,4000]=2@4000",
+        "b[2000,5000]=2@5000",
+    ];
+    for (cfg, expected) in [
+        (step(COUNT), &expect_global[..]),
+        (hopping, &expect_hopping[..]),
+        (session, &expect_session[..]),
+    ] {
+        // Held to the commit.
+        let mut h = Harness::new(cfg.clone(), counter());
+        h.op.defer_updates(true);
+        h.run_batch(&input[..2]).unwrap();
+        h.run_batch(&input[2..]).unwrap();
+        let out = h.commit_held().unwrap();
+        assert_eq!(out.iter().map(show).collect::<Vec<_>>(), expected);
+        // One batch, emitted at its end (sessions: record by record).
+        if cfg.window != session_window() {
+            let mut h = Harness::new(cfg, counter());
+            let out = h.feed(&input, 500);
+            assert_eq!(out.iter().map(show).collect::<Vec<_>>(), expected);
+        }
+    }
+}
+
+fn session_window() -> Option<crate::pipeline::config::Window> {
+    step(&format!(
+        "{COUNT}\nwindow = {{ type = \"session\", gap = \"3s\" }}"
+    ))
+    .window
 }
 
 #[test]
