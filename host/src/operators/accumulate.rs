@@ -184,13 +184,9 @@ pub(super) fn close_due(
     let closing = cx.range(&prefix, &end, usize::MAX)?;
     let mut items = Vec::new();
     for (k, _) in &closing {
-        let rest = &k[prefix.len()..];
-        let parsed = keys::take_i64(rest).and_then(|(close, rest)| {
-            let (key, rest) = keys::take_key(rest)?;
-            let (start, _) = keys::take_i64(rest)?;
-            Some((close, key.to_vec(), start))
-        });
-        let (close, key, start) = parsed.context("a window index key is corrupt")?;
+        let (close, key, start) = keys::take_close(&k[prefix.len()..])
+            .map(|(close, key, start)| (close, key.to_vec(), start))
+            .context("a window index key is corrupt")?;
         let agg = keys::agg(cx.pipeline, &cfg.name, cx.partition, &key, start);
         if let Some(v) = cx.get(&agg)? {
             let (wend, ts, acc) =

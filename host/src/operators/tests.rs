@@ -214,6 +214,51 @@ fn an_update_carries_the_largest_timestamp_of_its_window_so_far() {
     );
 }
 
+/// Kafka Streams' suppression buffer evicts windows closing at the same
+/// time in the byte order of their serialized windowed keys (the key's
+/// bytes, then the window's): key "aa" before "b", whatever their lengths.
+#[test]
+fn windows_closing_together_come_out_in_key_byte_order() {
+    let input = stream(&[
+        rec("b", "x", 1_000),
+        rec("aa", "x", 2_000),
+        rec("ab", "x", 3_000),
+        rec("a", "x", 4_000),
+        rec("z", "x", 100_000),
+    ]);
+    for (window, expected) in [
+        (
+            "{ type = \"tumbling\", size = \"10s\" }",
+            [
+                "a[0,10000]=1@4000",
+                "aa[0,10000]=1@2000",
+                "ab[0,10000]=1@3000",
+                "b[0,10000]=1@1000",
+            ],
+        ),
+        (
+            "{ type = \"session\", gap = \"1s\" }",
+            [
+                "b[1000,1000]=1@1000",
+                "aa[2000,2000]=1@2000",
+                "ab[3000,3000]=1@3000",
+                "a[4000,4000]=1@4000",
+            ],
+        ),
+    ] {
+        let cfg = step(&format!("{COUNT}\nwindow = {window}\nemit = \"close\""));
+        for size in [1, 7, 500] {
+            let mut h = Harness::new(cfg.clone(), counter());
+            let out = h.feed(&input, size);
+            assert_eq!(
+                out.iter().map(show).collect::<Vec<_>>(),
+                expected,
+                "{window}, batch {size}"
+            );
+        }
+    }
+}
+
 #[test]
 fn an_aggregate_dead_letters_a_rejected_or_trapping_record_and_counts_the_rest() {
     let cfg = step(

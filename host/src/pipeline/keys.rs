@@ -73,7 +73,10 @@ pub fn agg(pipe: &str, step_name: &str, partition: u32, key: &[u8], start: i64) 
     k
 }
 
-/// The close index entry of one window.
+/// The close index entry of one window: its close time (`end`), then the
+/// key's bytes and the window start as Kafka Streams serializes a windowed
+/// key (big-endian), then the key's length. Entries closing together sort
+/// as Kafka Streams' suppression buffer evicts them: by those bytes.
 pub fn agg_close(
     pipe: &str,
     step_name: &str,
@@ -84,9 +87,20 @@ pub fn agg_close(
 ) -> Vec<u8> {
     let mut k = step(pipe, b'c', step_name, partition);
     k.extend_from_slice(&ord_i64(end));
-    push_key(&mut k, key);
-    k.extend_from_slice(&ord_i64(start));
+    k.extend_from_slice(key);
+    k.extend_from_slice(&start.to_be_bytes());
+    k.extend_from_slice(&(key.len() as u32).to_be_bytes());
     k
+}
+
+/// Reads a close index entry after its prefix: close time, key, start.
+pub fn take_close(b: &[u8]) -> Option<(i64, &[u8], i64)> {
+    let (close, rest) = take_i64(b)?;
+    let len_at = rest.len().checked_sub(4)?;
+    let len = u32::from_be_bytes(rest.get(len_at..)?.try_into().ok()?) as usize;
+    let key = rest.get(..len)?;
+    let start = i64::from_be_bytes(rest.get(len..len_at)?.try_into().ok()?);
+    Some((close, key, start))
 }
 
 /// A processor's state store entry.
@@ -240,6 +254,16 @@ mod tests {
         assert_eq!(
             changelog(&agg_close("wc", "count", 3, 10, b"w", 0)),
             Some(("count".to_string(), 3))
+        );
+        let prefix = step("wc", b'c', "count", 3);
+        let k = agg_close("wc", "count", 3, 10_000, b"word", 5_000);
+        assert_eq!(
+            take_close(&k[prefix.len()..]),
+            Some((10_000, &b"word"[..], 5_000))
+        );
+        // Closing together: by the key's bytes then the start, not by length.
+        assert!(
+            agg_close("wc", "count", 3, 10, b"aa", 0) < agg_close("wc", "count", 3, 10, b"b", 0)
         );
         assert_eq!(
             changelog(&timer("p", "burst", 2, 0, 5, b"t")),
