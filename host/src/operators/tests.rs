@@ -756,6 +756,34 @@ fn a_processor_keeps_state_and_fires_event_time_timers_in_order() {
     );
 }
 
+/// An event-time timer fires once the stream time reaches its time (equal
+/// is enough, as a Kafka Streams punctuation at `t` fires when the stream
+/// time reaches `t`), after the batch that got it there: with batches of 1
+/// right after that record, as Kafka Streams punctuates after each record;
+/// with a larger batch after the batch's later records (docs/design.md,
+/// known limits).
+#[test]
+fn an_event_time_timer_fires_when_the_stream_time_reaches_it_after_that_batch() {
+    let input = stream(&[rec("a", "x", 0), rec("b", "x", 10), rec("c", "x", 11)]);
+    let mut h = Harness::new(step(PROCESSOR), counting_processor());
+    assert_eq!(
+        h.feed(&input[..2], 1).iter().map(show).collect::<Vec<_>>(),
+        ["a=1@0", "b=1@10", "a=timer:a@10"]
+    );
+    for (size, expected) in [
+        (1, ["a=1@0", "b=1@10", "a=timer:a@10", "c=1@11"]),
+        (7, ["a=1@0", "b=1@10", "c=1@11", "a=timer:a@10"]),
+    ] {
+        let mut h = Harness::new(step(PROCESSOR), counting_processor());
+        let out = h.feed(&input, size);
+        assert_eq!(
+            out.iter().map(show).collect::<Vec<_>>(),
+            expected,
+            "batch {size}"
+        );
+    }
+}
+
 #[test]
 fn a_wall_clock_timer_fires_when_the_clock_passes_it_with_no_input() {
     let mut h = Harness::new(step(PROCESSOR), counting_processor());
