@@ -12,7 +12,7 @@ use std::collections::hash_map::Entry;
 
 use anyhow::Context;
 
-use super::accumulate::{Presentable, call_add, close_due, present};
+use super::accumulate::{Presentable, call_add, close_due, own_time, present, set_own_time};
 use super::{Ctx, Item, Operator};
 use crate::pipeline::config::{Emit, Step as StepConfig, Window};
 use crate::pipeline::keys;
@@ -257,6 +257,13 @@ impl Operator for Aggregate {
             rustc_hash::FxHashMap::default();
         let mut groups: Vec<Group> = Vec::new();
         let mut records: Vec<&Packed> = Vec::new();
+        let windowed = cfg.window.is_some();
+        let before = if windowed {
+            own_time(cx, cfg)?
+        } else {
+            i64::MIN
+        };
+        let mut now = before;
         for it in &flow {
             let Some(key) = it.rec.key() else {
                 cx.out.dead_packed(
@@ -271,6 +278,7 @@ impl Operator for Aggregate {
             };
             let ts = it.rec.timestamp();
             cx.observe(ts);
+            now = now.max(ts);
             // As Kafka Streams' `groupByKey().aggregate()`, a global
             // aggregate skips a record with no value (a windowed one adds it).
             if cfg.window.is_none() && it.rec.value().is_none() {
@@ -279,7 +287,7 @@ impl Operator for Aggregate {
             let idx = records.len();
             let mut counted = false;
             for (start, end) in windows_of(cfg.window, ts) {
-                if cfg.window.is_some() && end + cfg.grace <= *cx.stream_time {
+                if windowed && end + cfg.grace <= now {
                     continue;
                 }
                 counted = true;
@@ -305,8 +313,11 @@ impl Operator for Aggregate {
                 records.push(&it.rec);
             } else {
                 cx.out.late += 1;
-                tracing::debug!(step = %cfg.name, ts, stream_time = *cx.stream_time, "late record dropped");
+                tracing::debug!(step = %cfg.name, ts, stream_time = now, "late record dropped");
             }
+        }
+        if windowed {
+            set_own_time(cx, cfg, before, now);
         }
         let mut out = Vec::new();
         if !groups.is_empty() {
@@ -339,7 +350,7 @@ impl Operator for Aggregate {
             }
         }
         if self.cfg.emit == Emit::Close && self.cfg.window.is_some() {
-            out.extend(close_due(self.guest.as_mut(), &self.cfg, cx, 0)?);
+            out.extend(close_due(self.guest.as_mut(), &self.cfg, cx, 0, now)?);
         }
         Ok(out)
     }

@@ -14,7 +14,7 @@
 
 use anyhow::Context;
 
-use super::accumulate::{Presentable, call_add, close_due, present};
+use super::accumulate::{Presentable, call_add, close_due, own_time, present, set_own_time};
 use super::{Ctx, Item, Operator};
 use crate::pipeline::config::{Emit, Step as StepConfig, Window};
 use crate::pipeline::keys;
@@ -140,7 +140,13 @@ impl Session {
 
     /// Adds one record to its key's session, merging every session it
     /// bridges.
-    fn add(&mut self, cx: &mut Ctx<'_>, key: &[u8], it: &Item) -> anyhow::Result<Vec<Item>> {
+    fn add(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        key: &[u8],
+        it: &Item,
+        now: i64,
+    ) -> anyhow::Result<Vec<Item>> {
         let (gap, name) = (self.gap, self.cfg.name.clone());
         let ts = it.rec.timestamp();
         let mut prefix = keys::step(cx.pipeline, b'a', &name, cx.partition);
@@ -157,13 +163,9 @@ impl Session {
                 overlapping.push((k, s, e, acc.to_vec()));
             }
         }
-        if end
-            < cx.stream_time
-                .saturating_sub(gap)
-                .saturating_sub(self.cfg.grace)
-        {
+        if end < now.saturating_sub(gap).saturating_sub(self.cfg.grace) {
             cx.out.late += 1;
-            tracing::debug!(step = %name, ts, stream_time = *cx.stream_time, "late record dropped");
+            tracing::debug!(step = %name, ts, stream_time = now, "late record dropped");
             return Ok(Vec::new());
         }
         // Merge the sessions it bridges, then add the record.
@@ -262,6 +264,8 @@ impl Operator for Session {
         _side: Vec<Item>,
     ) -> anyhow::Result<Vec<Item>> {
         let mut out = Vec::new();
+        let before = own_time(cx, &self.cfg)?;
+        let mut now = before;
         for it in &flow {
             let Some(key) = it.rec.key() else {
                 cx.out.dead_packed(
@@ -275,13 +279,21 @@ impl Operator for Session {
                 continue;
             };
             cx.observe(it.rec.timestamp());
-            out.extend(self.add(cx, key, it)?);
+            now = now.max(it.rec.timestamp());
+            out.extend(self.add(cx, key, it, now)?);
             // Closed after every record, as Kafka Streams' suppression
             // evicts, so that the batch size changes nothing.
             if self.cfg.emit == Emit::Close {
-                out.extend(close_due(self.guest.as_mut(), &self.cfg, cx, self.gap)?);
+                out.extend(close_due(
+                    self.guest.as_mut(),
+                    &self.cfg,
+                    cx,
+                    self.gap,
+                    now,
+                )?);
             }
         }
+        set_own_time(cx, &self.cfg, before, now);
         Ok(out)
     }
 

@@ -259,6 +259,47 @@ fn windows_closing_together_come_out_in_key_byte_order() {
     }
 }
 
+/// Kafka Streams keeps a stream time per windowed aggregate: the largest
+/// timestamp of the records that reached it. A later timestamp that another
+/// step of the task saw (a join's other side, a record a processor
+/// dropped; here the task's stream time set ahead) closes none of its
+/// windows and makes none of its records late.
+#[test]
+fn a_windowed_aggregate_keeps_its_own_stream_time() {
+    let input = stream(&[
+        rec("a", "x", 1_000),
+        rec("a", "x", 2_000),
+        rec("b", "x", 20_000),
+    ]);
+    for (window, expected) in [
+        (
+            "{ type = \"tumbling\", size = \"10s\" }",
+            "a[0,10000]=2@2000",
+        ),
+        (
+            "{ type = \"hopping\", size = \"10s\", advance = \"10s\" }",
+            "a[0,10000]=2@2000",
+        ),
+        (
+            "{ type = \"session\", gap = \"1s\" }",
+            "a[1000,2000]=2@2000",
+        ),
+    ] {
+        let cfg = step(&format!("{COUNT}\nwindow = {window}\nemit = \"close\""));
+        for size in [1, 7, 500] {
+            let mut h = Harness::new(cfg.clone(), counter());
+            h.stream_time = 100_000;
+            let out = h.feed(&input, size);
+            assert_eq!(
+                out.iter().map(show).collect::<Vec<_>>(),
+                [expected],
+                "{window}, batch {size}"
+            );
+            assert_eq!(h.late, 0, "{window}, batch {size}");
+        }
+    }
+}
+
 #[test]
 fn an_aggregate_dead_letters_a_rejected_or_trapping_record_and_counts_the_rest() {
     let cfg = step(

@@ -3,8 +3,9 @@
 //! ```text
 //! K pipeline 0 'o' source-topic 0 partition:u32          -> next offset to read (u64; kept by the backend)
 //! K pipeline 0 't' segment:u32 partition:u32             -> the task's stream time (i64)
-//! K pipeline 0 'a' step 0 partition:u32 klen:u32 key start:i64 -> aggregate: end:i64 + accumulator
-//! K pipeline 0 'c' step 0 partition:u32 end:i64 klen:u32 key start:i64 -> aggregate windows by end (emit on close)
+//! K pipeline 0 'a' step 0 partition:u32 klen:u32 key start:i64 -> aggregate: end:i64 + max timestamp:i64 + accumulator
+//! K pipeline 0 'c' step 0 partition:u32 close:i64 key start:i64(plain) klen:u32 -> aggregate windows by close time (emit on close)
+//! K pipeline 0 'e' step 0 partition:u32                  -> a windowed aggregate's own stream time (i64)
 //! K pipeline 0 'j' step 0 side:u8 partition:u32 klen:u32 key [ts:i64 offset:u64] -> join state
 //! K pipeline 0 's' step 0 store 0 partition:u32 key      -> a processor's state store
 //! K pipeline 0 'f' step 0 partition:u32                  -> the format of the step's state (u32; absent: 0)
@@ -57,6 +58,13 @@ pub fn step(pipe: &str, kind: u8, step: &str, partition: u32) -> Vec<u8> {
 /// [`super::upgrade`]).
 pub fn state_format(pipe: &str, step_name: &str, partition: u32) -> Vec<u8> {
     step(pipe, b'f', step_name, partition)
+}
+
+/// A windowed aggregate's own stream time in one partition: the largest
+/// timestamp of the records that reached it (Kafka Streams keeps one per
+/// windowed processor).
+pub fn step_time(pipe: &str, step_name: &str, partition: u32) -> Vec<u8> {
+    step(pipe, b'e', step_name, partition)
 }
 
 /// Appends a length-prefixed key.
@@ -224,7 +232,7 @@ pub fn changelog(key: &[u8]) -> Option<(String, u32)> {
             let p = u32_at(rest.get(4..)?)?;
             Some((format!("segment-{seg}"), p))
         }
-        b'a' | b'c' | b'j' | b'w' | b'x' | b'f' => {
+        b'a' | b'c' | b'e' | b'j' | b'w' | b'x' | b'f' => {
             let (step, at) = name(rest)?;
             Some((step, u32_at(rest.get(at..)?)?))
         }
@@ -253,6 +261,10 @@ mod tests {
         );
         assert_eq!(
             changelog(&agg_close("wc", "count", 3, 10, b"w", 0)),
+            Some(("count".to_string(), 3))
+        );
+        assert_eq!(
+            changelog(&step_time("wc", "count", 3)),
             Some(("count".to_string(), 3))
         );
         let prefix = step("wc", b'c', "count", 3);
