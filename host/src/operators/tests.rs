@@ -970,6 +970,7 @@ fn results_do_not_depend_on_the_batch_size() {
                 "name = \"count\"\nkind = \"aggregate\"\nmodule = \"count.wasm\"\n{window}"
             ));
             let mut results = Vec::new();
+            let mut shown = Vec::new();
             for size in [1, 7, 500] {
                 let mut h = Harness::new(cfg.clone(), counter());
                 let out = h.feed(&stream(&input), size);
@@ -979,6 +980,30 @@ fn results_do_not_depend_on_the_batch_size() {
                     f.retain(|_, v| v != "null");
                 }
                 results.push((size, f, h.late));
+                // Timestamps too: each window's last output, and with
+                // `emit = "close"` every output in order.
+                let mut stamped: BTreeMap<String, String> = BTreeMap::new();
+                for r in &out {
+                    let s = show(r);
+                    let (k, v) = s.split_once('=').unwrap();
+                    stamped.insert(k.to_string(), v.to_string());
+                }
+                let all: Vec<String> = out.iter().map(show).collect();
+                shown.push((
+                    stamped,
+                    if name.ends_with("close") {
+                        all
+                    } else {
+                        Vec::new()
+                    },
+                ));
+            }
+            for (i, size) in [7, 500].iter().enumerate() {
+                assert_eq!(
+                    shown[i + 1],
+                    shown[0],
+                    "{name}, seed {seed}: batch {size} vs 1, with timestamps"
+                );
             }
             for (size, f, late) in &results[1..] {
                 assert_eq!(f, &results[0].1, "{name}, seed {seed}: batch {size} vs 1");
