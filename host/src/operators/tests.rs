@@ -444,6 +444,32 @@ fn session_updates_and_tombstones_carry_the_session_end_as_kafka_streams() {
     }
 }
 
+/// As Kafka Streams' suppression of session windows (gap + grace): session
+/// `[10 s, 10 s]` with gap 5 s and grace 10 s comes out once the stream
+/// time reaches 25 s, not at 24.999 s.
+#[test]
+fn a_session_closes_when_the_stream_time_reaches_its_end_plus_gap_and_grace() {
+    let cfg = step(&format!("{SESSION}\nemit = \"close\""));
+    let mut h = Harness::new(cfg, counter());
+    let out: Vec<Vec<String>> = [
+        rec("a", "x", 10_000),
+        rec("z", "x", 24_999),
+        rec("y", "x", 25_000),
+    ]
+    .iter()
+    .map(|r| {
+        h.feed(&stream(std::slice::from_ref(r)), 1)
+            .iter()
+            .map(show)
+            .collect()
+    })
+    .collect();
+    assert_eq!(
+        out,
+        [vec![], vec![], vec!["a[10000,10000]=1@10000".to_string()]]
+    );
+}
+
 /// Kafka Streams drops a session record as late only when its merged
 /// session ends before stream time - gap - grace (here 40 - 5 - 10 = 25 s):
 /// a session ending exactly then still counts.
