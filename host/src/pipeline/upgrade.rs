@@ -280,9 +280,14 @@ fn write(
                 Some(acc) => txn.put(k, keys::agg_entry(*end, *ts, &acc)),
                 None => {
                     txn.delete(k);
+                    // Indexed at its end (a session's: its end + gap).
+                    let close = match cfg.window {
+                        Some(super::config::Window::Session { gap }) => end.saturating_add(gap),
+                        _ => *end,
+                    };
                     if cfg.window.is_some() {
                         txn.delete(keys::agg_close(
-                            pipeline, &cfg.name, partition, *end, key, *start,
+                            pipeline, &cfg.name, partition, close, key, *start,
                         ));
                     }
                 }
@@ -527,5 +532,45 @@ mod tests {
             "upper@2 cannot upgrade step count's state from format 0: cannot read it (key \"bad\")"
         );
         assert_eq!(g.calls[0].2, [""]);
+    }
+
+    #[test]
+    fn an_upgraded_session_keeps_its_end_and_timestamp_and_a_dropped_one_leaves_no_close_entry() {
+        let cfg = step(
+            "name = \"count\"\nkind = \"aggregate\"\nmodule = \"count.wasm\"\nwindow = { type = \"session\", gap = \"5s\" }\nemit = \"close\"",
+        );
+        let mut committed = BTreeMap::new();
+        for k in [&b"keep"[..], b"drop"] {
+            committed.insert(
+                keys::agg("p", "count", 1, k, 1_000),
+                keys::agg_entry(3_000, 3_000, b"2"),
+            );
+            // Indexed at its end + gap.
+            committed.insert(
+                keys::agg_close("p", "count", 1, 8_000, k, 1_000),
+                Vec::new(),
+            );
+        }
+        let base: Arc<dyn StateRead> = Arc::new(Committed(committed));
+        let mut txn = Txn::default();
+        let mut g = Upper {
+            format: 1,
+            exports: true,
+            calls: Vec::new(),
+        };
+        ensure_format(&cfg, &mut g, "p", 1, &base, &mut txn).unwrap();
+        let written = txn.take();
+        assert_eq!(
+            written.get(&keys::agg("p", "count", 1, b"keep", 1_000)),
+            Some(&Some(keys::agg_entry(3_000, 3_000, b"2")))
+        );
+        assert_eq!(
+            written.get(&keys::agg("p", "count", 1, b"drop", 1_000)),
+            Some(&None)
+        );
+        assert_eq!(
+            written.get(&keys::agg_close("p", "count", 1, 8_000, b"drop", 1_000)),
+            Some(&None)
+        );
     }
 }
