@@ -415,8 +415,8 @@ fn a_pipeline_test_writes_nothing_to_disk() {
         "outputs",
         &r.stdout,
         r#"
-        {"topic":"counts","partition":0,"offset":0,"key":"a","value":2,"timestamp":5}
-        {"topic":"counts","partition":0,"offset":1,"key":"b","value":1,"timestamp":5}
+        {"topic":"counts","partition":0,"offset":0,"key":"b","value":1,"timestamp":5}
+        {"topic":"counts","partition":0,"offset":1,"key":"a","value":2,"timestamp":5}
         "#,
     );
     let written: Vec<_> = std::fs::read_dir(&cwd).unwrap().collect();
@@ -487,7 +487,7 @@ fn expect_fails_with_missing_unexpected_and_changed_records() {
 {w}:4: changed: {{"topic": "counts", "key": "of", "value": 1, "headers": {{"h": "v"}}}}
     headers: expected {{"h":"v"}}, got {{}}
 {w}:5: missing: {{"topic": "counts", "key": "the", "value": 2}}
-unexpected: {{"topic":"counts","partition":0,"offset":3,"key":"a","value":1,"timestamp":2000}}
+unexpected: {{"topic":"counts","partition":0,"offset":1,"key":"a","value":1,"timestamp":2000}}
 {w}: 1 missing, 1 unexpected, 2 changed, 1 out of order (5 expected, 5 output)
 "#
         )
@@ -503,7 +503,7 @@ unexpected: {{"topic":"counts","partition":0,"offset":3,"key":"a","value":1,"tim
 {w}:4: changed: {{"topic": "counts", "key": "of", "value": 1, "headers": {{"h": "v"}}}}
     headers: expected {{"h":"v"}}, got {{}}
 {w}:5: missing: {{"topic": "counts", "key": "the", "value": 2}}
-unexpected: {{"topic":"counts","partition":0,"offset":3,"key":"a","value":1,"timestamp":2000}}
+unexpected: {{"topic":"counts","partition":0,"offset":1,"key":"a","value":1,"timestamp":2000}}
 {w}: 1 missing, 1 unexpected, 2 changed, 0 out of order (5 expected, 5 output)
 "#
         )
@@ -537,11 +537,11 @@ fn state_prints_every_steps_final_state_as_weir_state_does() {
         "outputs, then the state",
         &r.stdout,
         r#"
-        {"topic":"counts","partition":0,"offset":0,"key":"river","value":2,"timestamp":2000}
-        {"topic":"counts","partition":0,"offset":1,"key":"and","value":1,"timestamp":1000}
+        {"topic":"counts","partition":0,"offset":0,"key":"and","value":1,"timestamp":1000}
+        {"topic":"counts","partition":0,"offset":1,"key":"a","value":1,"timestamp":2000}
         {"topic":"counts","partition":0,"offset":2,"key":"log","value":2,"timestamp":2000}
-        {"topic":"counts","partition":0,"offset":3,"key":"a","value":1,"timestamp":2000}
-        {"topic":"counts","partition":0,"offset":4,"key":"of","value":1,"timestamp":2000}
+        {"topic":"counts","partition":0,"offset":3,"key":"of","value":1,"timestamp":2000}
+        {"topic":"counts","partition":0,"offset":4,"key":"river","value":2,"timestamp":2000}
         # state of step count
         {"key":"a","value":1}
         {"key":"of","value":1}

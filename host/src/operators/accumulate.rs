@@ -6,6 +6,7 @@
 use super::{Ctx, Item};
 use crate::codec::{self, Entry};
 use crate::pipeline::config::Step as StepConfig;
+use crate::pipeline::keys;
 use crate::record::{Failure, Packed, Record};
 use crate::runtime::{Call, Guest};
 
@@ -164,39 +165,59 @@ fn dead(cfg: &StepConfig, cx: &mut Ctx<'_>, p: Presentable, failure: Failure) {
     cx.out.dead(&cfg.name, record, failure);
 }
 
+/// A windowed aggregate's own stream time: the largest timestamp of the
+/// records that reached it (not the task's, which other steps move too), as
+/// Kafka Streams keeps one per windowed processor.
+pub(super) fn own_time(cx: &Ctx<'_>, cfg: &StepConfig) -> anyhow::Result<i64> {
+    use anyhow::Context;
+    let k = keys::step_time(cx.pipeline, &cfg.name, cx.partition);
+    match cx.get(&k)? {
+        Some(b) => Ok(keys::from_ord_i64(b.get(..8).with_context(|| {
+            format!("step {}: its stored stream time is corrupt", cfg.name)
+        })?)),
+        None => Ok(i64::MIN),
+    }
+}
+
+/// Keeps a windowed aggregate's own stream time, when it moved.
+pub(super) fn set_own_time(cx: &mut Ctx<'_>, cfg: &StepConfig, before: i64, now: i64) {
+    if now != before {
+        let k = keys::step_time(cx.pipeline, &cfg.name, cx.partition);
+        cx.txn.put(k, keys::ord_i64(now).to_vec());
+    }
+}
+
 /// Emits and forgets the windows (or sessions) whose close time (the window
-/// end plus `slack`, as kept in the close index) plus grace the stream time
-/// has reached (`emit = "close"`).
+/// end plus `slack`, as kept in the close index) plus grace the aggregate's
+/// stream time `now` has reached (`emit = "close"`).
 pub(super) fn close_due(
     guest: &mut dyn Guest,
     cfg: &StepConfig,
     cx: &mut Ctx<'_>,
     slack: i64,
+    now: i64,
 ) -> anyhow::Result<Vec<Item>> {
     use anyhow::Context;
 
-    use crate::pipeline::keys;
     let prefix = keys::step(cx.pipeline, b'c', &cfg.name, cx.partition);
     let mut end = prefix.clone();
     end.extend_from_slice(&keys::ord_i64(
-        cx.stream_time.saturating_sub(cfg.grace).saturating_add(1),
+        now.saturating_sub(cfg.grace).saturating_add(1),
     ));
     let closing = cx.range(&prefix, &end, usize::MAX)?;
     let mut items = Vec::new();
     for (k, _) in &closing {
-        let rest = &k[prefix.len()..];
-        let parsed = keys::take_i64(rest).and_then(|(close, rest)| {
-            let (key, rest) = keys::take_key(rest)?;
-            let (start, _) = keys::take_i64(rest)?;
-            Some((close, key.to_vec(), start))
-        });
-        let (close, key, start) = parsed.context("a window index key is corrupt")?;
+        let (close, key, start) = keys::take_close(&k[prefix.len()..])
+            .map(|(close, key, start)| (close, key.to_vec(), start))
+            .context("a window index key is corrupt")?;
         let agg = keys::agg(cx.pipeline, &cfg.name, cx.partition, &key, start);
         if let Some(v) = cx.get(&agg)? {
-            let (wend, acc) = keys::agg_value(&v).context("a stored accumulator is corrupt")?;
+            let (wend, ts, acc) =
+                keys::agg_value_ts(&v).context("a stored accumulator is corrupt")?;
             let wend = if slack == 0 { close } else { wend };
-            // A window's results carry its last millisecond; a session's, its end.
-            let ts = if slack == 0 { wend - 1 } else { wend };
+            // As Kafka Streams' suppression emits the last update it
+            // buffered: stamped with the largest timestamp of the window's
+            // records (a session's: its end).
             items.push(Presentable {
                 key: key.clone(),
                 start,

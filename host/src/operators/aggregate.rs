@@ -12,7 +12,7 @@ use std::collections::hash_map::Entry;
 
 use anyhow::Context;
 
-use super::accumulate::{Presentable, call_add, close_due, present};
+use super::accumulate::{Presentable, call_add, close_due, own_time, present, set_own_time};
 use super::{Ctx, Item, Operator};
 use crate::pipeline::config::{Emit, Step as StepConfig, Window};
 use crate::pipeline::keys;
@@ -26,11 +26,14 @@ pub struct Aggregate {
     /// Emit on update once per commit (not once per batch).
     defer: bool,
     /// The windows updated since the last commit, in the order of their
-    /// first update, and where each is in it.
+    /// first update (emitted in the order of their last), and where each
+    /// is in it.
     updated: Vec<Updated>,
     index: rustc_hash::FxHashMap<(Vec<u8>, i64), usize>,
     /// What `updated` holds, in bytes.
     updated_bytes: usize,
+    /// Counts the updates held, to order them by their last.
+    touches: u64,
 }
 
 /// A window updated since the last commit, to emit at the next one.
@@ -45,6 +48,8 @@ struct Updated {
     last: Packed,
     /// Its accumulator as last stored, when known (else read at commit).
     acc: Option<Vec<u8>>,
+    /// When it was last updated (it is emitted in that order).
+    order: u64,
 }
 
 /// A (key, window) a batch touches: its end, member record indexes, and the
@@ -59,7 +64,8 @@ struct Group {
     last: usize,
 }
 
-/// The windows a record at `ts` falls in: `[start, end)`.
+/// The windows a record at `ts` falls in: `[start, end)`. As Kafka Streams'
+/// `TimeWindows`, no hopping window starts before 0.
 pub fn windows_of(w: Option<Window>, ts: i64) -> Vec<(i64, i64)> {
     match w {
         None | Some(Window::Session { .. }) => vec![(0, 0)],
@@ -71,7 +77,7 @@ pub fn windows_of(w: Option<Window>, ts: i64) -> Vec<(i64, i64)> {
             let mut out = Vec::new();
             let last = ts.div_euclid(advance) * advance;
             let mut start = last;
-            while start > ts - size {
+            while start > ts - size && start >= 0 {
                 out.push((start, start + size));
                 start -= advance;
             }
@@ -91,6 +97,7 @@ impl Aggregate {
             updated: Vec::new(),
             index: rustc_hash::FxHashMap::default(),
             updated_bytes: 0,
+            touches: 0,
         }
     }
 
@@ -104,6 +111,8 @@ impl Aggregate {
                 continue;
             };
             let next = self.updated.len();
+            self.touches += 1;
+            let order = self.touches;
             match self.index.entry((g.key.clone(), g.start)) {
                 Entry::Occupied(e) => {
                     let u = &mut self.updated[*e.get()];
@@ -112,6 +121,7 @@ impl Aggregate {
                     u.ts = u.ts.max(g.ts);
                     u.last = (*last).clone();
                     u.acc = acc;
+                    u.order = order;
                     self.updated_bytes += u.last.bytes().len() + u.acc.as_ref().map_or(0, Vec::len);
                 }
                 Entry::Vacant(e) => {
@@ -128,6 +138,7 @@ impl Aggregate {
                         ts: g.ts,
                         last: (*last).clone(),
                         acc,
+                        order,
                     });
                 }
             }
@@ -137,12 +148,14 @@ impl Aggregate {
     /// Adds records to their groups' accumulators and stores them; when the
     /// call fails, retries record by record so that only the record that
     /// fails becomes a dead letter. Returns the new accumulators, one per
-    /// group, when the call did not fail (and they are wanted: `keep`).
+    /// group, when the call did not fail (and they are wanted: `keep`), and
+    /// sets each group's timestamp to the largest of its window's records
+    /// so far (stored ones included), as Kafka Streams stamps an update.
     fn add(
         &mut self,
         cx: &mut Ctx<'_>,
         recs: &[&Packed],
-        groups: &[Group],
+        groups: &mut [Group],
         keep: bool,
     ) -> anyhow::Result<Option<Vec<Vec<u8>>>> {
         // The groups' accumulators, read together.
@@ -151,16 +164,21 @@ impl Aggregate {
             .map(|g| keys::agg(cx.pipeline, &self.cfg.name, cx.partition, &g.key, g.start))
             .collect();
         let read: Vec<&[u8]> = state_keys.iter().map(Vec::as_slice).collect();
-        // The stored values (window end, then the accumulator), checked.
+        // The stored values (window end, timestamp, accumulator), checked.
         let stored = cx.get_many(&read)?;
-        for v in stored.iter().flatten() {
-            keys::agg_value(v).context("a stored accumulator is corrupt")?;
+        let mut parsed = Vec::with_capacity(stored.len());
+        for v in &stored {
+            parsed.push(match v {
+                Some(v) => Some(keys::agg_value_ts(v).context("a stored accumulator is corrupt")?),
+                None => None,
+            });
         }
-        let call: Vec<(Option<&[u8]>, &[usize])> = stored
+        let call: Vec<(Option<&[u8]>, &[usize])> = parsed
             .iter()
-            .zip(groups)
-            .map(|(v, g)| (v.as_deref().and_then(|v| v.get(8..)), g.members.as_slice()))
+            .zip(groups.iter())
+            .map(|(v, g)| (v.map(|(_, _, acc)| acc), g.members.as_slice()))
             .collect();
+        let stored_ts: Vec<Option<i64>> = parsed.iter().map(|v| v.map(|(_, ts, _)| ts)).collect();
         let failure = match call_add(self.guest.as_mut(), recs, &call)? {
             Ok((accs, rejected)) => {
                 for (idx, m) in rejected {
@@ -170,10 +188,13 @@ impl Aggregate {
                 }
                 let close = self.cfg.emit == Emit::Close && self.cfg.window.is_some();
                 let mut kept = Vec::with_capacity(if keep { groups.len() } else { 0 });
-                for ((g, acc), k) in groups.iter().zip(accs).zip(state_keys) {
-                    let mut v = g.end.to_be_bytes().to_vec();
-                    v.extend_from_slice(&acc);
-                    cx.txn.put(k, v);
+                for (((g, acc), k), old_ts) in
+                    groups.iter_mut().zip(accs).zip(state_keys).zip(stored_ts)
+                {
+                    if let Some(t) = old_ts {
+                        g.ts = g.ts.max(t);
+                    }
+                    cx.txn.put(k, keys::agg_entry(g.end, g.ts, &acc));
                     if keep {
                         kept.push(acc);
                     }
@@ -201,7 +222,7 @@ impl Aggregate {
             return Ok(None);
         }
         for (ri, r) in recs.iter().enumerate() {
-            let mine: Vec<Group> = groups
+            let mut mine: Vec<Group> = groups
                 .iter()
                 .filter(|g| g.members.contains(&ri))
                 .map(|g| Group {
@@ -210,11 +231,11 @@ impl Aggregate {
                     end: g.end,
                     members: vec![0],
                     seq: g.seq,
-                    ts: g.ts,
+                    ts: r.timestamp(),
                     last: 0,
                 })
                 .collect();
-            self.add(cx, std::slice::from_ref(r), &mine, false)?;
+            self.add(cx, std::slice::from_ref(r), &mut mine, false)?;
         }
         Ok(None)
     }
@@ -236,6 +257,13 @@ impl Operator for Aggregate {
             rustc_hash::FxHashMap::default();
         let mut groups: Vec<Group> = Vec::new();
         let mut records: Vec<&Packed> = Vec::new();
+        let windowed = cfg.window.is_some();
+        let before = if windowed {
+            own_time(cx, cfg)?
+        } else {
+            i64::MIN
+        };
+        let mut now = before;
         for it in &flow {
             let Some(key) = it.rec.key() else {
                 cx.out.dead_packed(
@@ -250,6 +278,7 @@ impl Operator for Aggregate {
             };
             let ts = it.rec.timestamp();
             cx.observe(ts);
+            now = now.max(ts);
             // As Kafka Streams' `groupByKey().aggregate()`, a global
             // aggregate skips a record with no value (a windowed one adds it).
             if cfg.window.is_none() && it.rec.value().is_none() {
@@ -258,7 +287,7 @@ impl Operator for Aggregate {
             let idx = records.len();
             let mut counted = false;
             for (start, end) in windows_of(cfg.window, ts) {
-                if cfg.window.is_some() && end + cfg.grace <= *cx.stream_time {
+                if windowed && end + cfg.grace <= now {
                     continue;
                 }
                 counted = true;
@@ -284,13 +313,20 @@ impl Operator for Aggregate {
                 records.push(&it.rec);
             } else {
                 cx.out.late += 1;
-                tracing::debug!(step = %cfg.name, ts, stream_time = *cx.stream_time, "late record dropped");
+                tracing::debug!(step = %cfg.name, ts, stream_time = now, "late record dropped");
             }
+        }
+        if windowed {
+            set_own_time(cx, cfg, before, now);
         }
         let mut out = Vec::new();
         if !groups.is_empty() {
+            // In the order of their last update (a record's windows by
+            // start), as Kafka Streams' record cache flushes them: what is
+            // emitted is its uncached output without the superseded updates.
+            groups.sort_by_key(|g| (g.last, g.start));
             let hold = self.cfg.emit == Emit::Update && self.defer;
-            let accs = self.add(cx, &records, &groups, hold)?;
+            let accs = self.add(cx, &records, &mut groups, hold)?;
             if hold {
                 self.hold(&records, groups, accs);
             } else if self.cfg.emit == Emit::Update {
@@ -298,15 +334,15 @@ impl Operator for Aggregate {
                 for g in &groups {
                     let k = keys::agg(cx.pipeline, &self.cfg.name, cx.partition, &g.key, g.start);
                     let Some(v) = cx.get(&k)? else { continue };
-                    let (_, acc) =
-                        keys::agg_value(&v).context("a stored accumulator is corrupt")?;
+                    let (_, ts, acc) =
+                        keys::agg_value_ts(&v).context("a stored accumulator is corrupt")?;
                     items.push(Presentable {
                         key: g.key.clone(),
                         start: g.start,
                         end: g.end,
                         acc: acc.to_vec(),
                         seq: g.seq,
-                        ts: g.ts,
+                        ts,
                         input: records.get(g.last).map(|r| (*r).clone()),
                     });
                 }
@@ -314,7 +350,7 @@ impl Operator for Aggregate {
             }
         }
         if self.cfg.emit == Emit::Close && self.cfg.window.is_some() {
-            out.extend(close_due(self.guest.as_mut(), &self.cfg, cx, 0)?);
+            out.extend(close_due(self.guest.as_mut(), &self.cfg, cx, 0, now)?);
         }
         Ok(out)
     }
@@ -326,17 +362,18 @@ impl Operator for Aggregate {
     fn flush(&mut self, cx: &mut Ctx<'_>) -> anyhow::Result<Vec<Item>> {
         self.index.clear();
         self.updated_bytes = 0;
-        let updated = std::mem::take(&mut self.updated);
+        let mut updated = std::mem::take(&mut self.updated);
+        updated.sort_by_key(|u| u.order);
         let mut items = Vec::with_capacity(updated.len());
         for u in updated {
-            let acc = match u.acc {
-                Some(acc) => acc,
+            let (acc, ts) = match u.acc {
+                Some(acc) => (acc, u.ts),
                 None => {
                     let k = keys::agg(cx.pipeline, &self.cfg.name, cx.partition, &u.key, u.start);
                     let Some(v) = cx.get(&k)? else { continue };
-                    let (_, acc) =
-                        keys::agg_value(&v).context("a stored accumulator is corrupt")?;
-                    acc.to_vec()
+                    let (_, ts, acc) =
+                        keys::agg_value_ts(&v).context("a stored accumulator is corrupt")?;
+                    (acc.to_vec(), ts)
                 }
             };
             items.push(Presentable {
@@ -345,7 +382,7 @@ impl Operator for Aggregate {
                 start: u.start,
                 end: u.end,
                 seq: u.seq,
-                ts: u.ts,
+                ts,
                 input: Some(u.last),
             });
         }

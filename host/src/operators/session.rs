@@ -2,8 +2,8 @@
 //! every session of its key that ends at or after `ts - gap` and starts at
 //! or before `ts + gap`; the record is dropped as late only if the merged
 //! session ends before `stream time - gap - grace`. With `emit = "update"`
-//! the merged-away sessions are emitted as tombstones and the new one with
-//! its value; with `emit = "close"` a session is emitted once, when the
+//! the sessions a record touched are emitted as tombstones and the new one
+//! with its value, each stamped with its session's end; with `emit = "close"` a session is emitted once, when the
 //! stream time reaches its end + gap + grace.
 //!
 //! With a state cache ([`Operator::defer_updates`]) updates are emitted once
@@ -14,7 +14,7 @@
 
 use anyhow::Context;
 
-use super::accumulate::{Presentable, call_add, close_due, present};
+use super::accumulate::{Presentable, call_add, close_due, own_time, present, set_own_time};
 use super::{Ctx, Item, Operator};
 use crate::pipeline::config::{Emit, Step as StepConfig, Window};
 use crate::pipeline::keys;
@@ -29,11 +29,14 @@ pub struct Session {
     /// Emit on update once per commit (not once per record).
     defer: bool,
     /// The sessions touched since the last commit, in the order of their
-    /// first touch, and where each is in it.
+    /// first touch (emitted in the order of their last), and where each is
+    /// in it.
     held: Vec<Held>,
     index: rustc_hash::FxHashMap<(Vec<u8>, i64, i64), usize>,
     /// What `held` holds, in bytes.
     held_bytes: usize,
+    /// Counts the changes held, to order them by their last.
+    touches: u64,
 }
 
 /// A session (key, start, end) touched since the last commit.
@@ -43,15 +46,19 @@ struct Held {
     end: i64,
     /// Merged away into a larger session (else: created or updated).
     removed: bool,
-    /// The seq and timestamp of the last record that touched it.
+    /// The seq of the last record that touched it.
     seq: u64,
-    ts: i64,
+    /// When it was last touched (it is emitted in that order, as Kafka
+    /// Streams' record cache flushes).
+    order: u64,
     /// That record (dead-lettered if presenting the session fails).
     last: Packed,
 }
 
-/// The tombstone of session `[s, e]` of `key`.
-fn tombstone(key: &[u8], s: i64, e: i64, seq: u64, ts: i64) -> Item {
+/// The tombstone of session `[s, e]` of `key`, stamped with its end (as
+/// Kafka Streams stamps every session's output).
+fn tombstone(key: &[u8], s: i64, e: i64, seq: u64) -> Item {
+    let ts = e;
     let (s, e) = (s.to_string(), e.to_string());
     Item {
         seq,
@@ -84,20 +91,22 @@ impl Session {
             held: Vec::new(),
             index: rustc_hash::FxHashMap::default(),
             held_bytes: 0,
+            touches: 0,
         }
     }
 
     /// Notes that session `[start, end]` of `key` changed (or, `removed`,
     /// was merged away), to emit at the next commit.
     fn hold(&mut self, key: &[u8], start: i64, end: i64, removed: bool, it: &Item) {
-        let ts = it.rec.timestamp();
+        self.touches += 1;
+        let order = self.touches;
         match self.index.entry((key.to_vec(), start, end)) {
             std::collections::hash_map::Entry::Occupied(e) => {
                 if let Some(h) = self.held.get_mut(*e.get()) {
                     self.held_bytes -= h.last.bytes().len();
                     h.removed = removed;
                     h.seq = it.seq;
-                    h.ts = ts;
+                    h.order = order;
                     h.last = it.rec.clone();
                     self.held_bytes += h.last.bytes().len();
                 }
@@ -111,7 +120,7 @@ impl Session {
                     end,
                     removed,
                     seq: it.seq,
-                    ts,
+                    order,
                     last: it.rec.clone(),
                 });
             }
@@ -131,7 +140,13 @@ impl Session {
 
     /// Adds one record to its key's session, merging every session it
     /// bridges.
-    fn add(&mut self, cx: &mut Ctx<'_>, key: &[u8], it: &Item) -> anyhow::Result<Vec<Item>> {
+    fn add(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        key: &[u8],
+        it: &Item,
+        now: i64,
+    ) -> anyhow::Result<Vec<Item>> {
         let (gap, name) = (self.gap, self.cfg.name.clone());
         let ts = it.rec.timestamp();
         let mut prefix = keys::step(cx.pipeline, b'a', &name, cx.partition);
@@ -148,13 +163,9 @@ impl Session {
                 overlapping.push((k, s, e, acc.to_vec()));
             }
         }
-        if end
-            < cx.stream_time
-                .saturating_sub(gap)
-                .saturating_sub(self.cfg.grace)
-        {
+        if end < now.saturating_sub(gap).saturating_sub(self.cfg.grace) {
             cx.out.late += 1;
-            tracing::debug!(step = %name, ts, stream_time = *cx.stream_time, "late record dropped");
+            tracing::debug!(step = %name, ts, stream_time = now, "late record dropped");
             return Ok(Vec::new());
         }
         // Merge the sessions it bridges, then add the record.
@@ -195,24 +206,27 @@ impl Session {
         };
         let close = self.cfg.emit == Emit::Close;
         let mut out = Vec::new();
+        // As Kafka Streams: when the record's session is more than `[ts,
+        // ts]`, every session it touched is removed and tombstoned, the one
+        // with the merged bounds too (held back to a commit, that one's
+        // tombstone gives way to its update).
+        let merged_more = (start, end) != (ts, ts);
         for (k, s, e, _) in overlapping {
             cx.txn.delete(k);
             if close {
                 let ck = self.close_key(cx, e, key, s);
                 cx.txn.delete(ck);
             }
-            if !close && (s, e) != (start, end) {
+            if !close && merged_more {
                 if self.defer {
                     self.hold(key, s, e, true, it);
                 } else {
-                    out.push(tombstone(key, s, e, it.seq, ts));
+                    out.push(tombstone(key, s, e, it.seq));
                 }
             }
         }
         let k = keys::agg(cx.pipeline, &name, cx.partition, key, start);
-        let mut v = end.to_be_bytes().to_vec();
-        v.extend_from_slice(&acc);
-        cx.txn.put(k, v);
+        cx.txn.put(k, keys::agg_entry(end, end, &acc));
         if close {
             let ck = self.close_key(cx, end, key, start);
             cx.txn.put(ck, Vec::new());
@@ -229,7 +243,7 @@ impl Session {
                     end,
                     acc,
                     seq: it.seq,
-                    ts,
+                    ts: end,
                     input: Some(it.rec.clone()),
                 }],
             )?);
@@ -250,6 +264,8 @@ impl Operator for Session {
         _side: Vec<Item>,
     ) -> anyhow::Result<Vec<Item>> {
         let mut out = Vec::new();
+        let before = own_time(cx, &self.cfg)?;
+        let mut now = before;
         for it in &flow {
             let Some(key) = it.rec.key() else {
                 cx.out.dead_packed(
@@ -263,13 +279,21 @@ impl Operator for Session {
                 continue;
             };
             cx.observe(it.rec.timestamp());
-            out.extend(self.add(cx, key, it)?);
+            now = now.max(it.rec.timestamp());
+            out.extend(self.add(cx, key, it, now)?);
             // Closed after every record, as Kafka Streams' suppression
             // evicts, so that the batch size changes nothing.
             if self.cfg.emit == Emit::Close {
-                out.extend(close_due(self.guest.as_mut(), &self.cfg, cx, self.gap)?);
+                out.extend(close_due(
+                    self.guest.as_mut(),
+                    &self.cfg,
+                    cx,
+                    self.gap,
+                    now,
+                )?);
             }
         }
+        set_own_time(cx, &self.cfg, before, now);
         Ok(out)
     }
 
@@ -280,7 +304,8 @@ impl Operator for Session {
     fn flush(&mut self, cx: &mut Ctx<'_>) -> anyhow::Result<Vec<Item>> {
         self.index.clear();
         self.held_bytes = 0;
-        let held = std::mem::take(&mut self.held);
+        let mut held = std::mem::take(&mut self.held);
+        held.sort_by_key(|h| h.order);
         let mut out = Vec::new();
         let mut items = Vec::with_capacity(held.len());
         for h in held {
@@ -297,7 +322,7 @@ impl Operator for Session {
                     None => false,
                 };
                 if committed {
-                    out.push(tombstone(&h.key, h.start, h.end, h.seq, h.ts));
+                    out.push(tombstone(&h.key, h.start, h.end, h.seq));
                 }
                 continue;
             }
@@ -312,7 +337,7 @@ impl Operator for Session {
                 start: h.start,
                 end,
                 seq: h.seq,
-                ts: h.ts,
+                ts: end,
                 input: Some(h.last),
             });
         }

@@ -66,7 +66,6 @@ module = "count.wasm"
 window = { type = "tumbling", size = "10s", grace = "2s" }
 emit = "close""#,
     );
-    let mut h = Harness::new(cfg, counter());
     let recs = [
         rec("a", "x", 1_000),
         rec("a", "x", 9_000),
@@ -76,16 +75,229 @@ emit = "close""#,
         rec("a", "x", 7_000),  // beyond grace: dropped
         rec("z", "x", 40_000), // closes the rest
     ];
-    let out = h.feed(&stream(&recs), 1);
+    // As Kafka Streams' `suppress(untilWindowCloses(..))`: a window comes
+    // out when the stream time reaches its end + grace, windows closing
+    // together by end, then key, each stamped with the largest timestamp of
+    // its records (the last update's, which the suppression buffer keeps).
+    for size in [1, 7, 500] {
+        let mut h = Harness::new(cfg.clone(), counter());
+        let out = h.feed(&stream(&recs), size);
+        assert_eq!(
+            out.iter().map(show).collect::<Vec<_>>(),
+            [
+                "a[0,10000]=3@9000",
+                "a[10000,20000]=1@10500",
+                "b[10000,20000]=1@12000"
+            ],
+            "batch {size}"
+        );
+        assert_eq!(h.late, 1);
+    }
+    // Emitted with the record that closes it, not before.
+    let mut h = Harness::new(cfg, counter());
+    let out: Vec<Vec<String>> = [
+        rec("a", "x", 1_000),
+        rec("b", "x", 11_999),
+        rec("b", "x", 12_000),
+    ]
+    .iter()
+    .map(|r| {
+        h.feed(&stream(std::slice::from_ref(r)), 1)
+            .iter()
+            .map(show)
+            .collect()
+    })
+    .collect();
+    assert_eq!(out, [vec![], vec![], vec!["a[0,10000]=1@1000".to_string()]]);
+}
+
+/// Kafka Streams' `TimeWindows.windowsFor`: a record is in every window
+/// `[start, start + size)` holding it with `start` a multiple of `advance`
+/// and not before 0 (no window `[-3000, 7000)` here), and a record at a
+/// window's start is in it; the advance need not divide the size.
+#[test]
+fn hopping_windows_start_at_0_or_later_and_hold_a_record_at_their_start() {
+    let cfg = step(
+        r#"name = "count"
+kind = "aggregate"
+module = "count.wasm"
+window = { type = "hopping", size = "10s", advance = "3s" }"#,
+    );
+    let input = stream(&[rec("a", "x", 4_000), rec("a", "x", 12_000)]);
+    let mut h = Harness::new(cfg.clone(), counter());
+    let out: Vec<String> = h.feed(&input, 1).iter().map(show).collect();
     assert_eq!(
-        out.iter().map(show).collect::<Vec<_>>(),
+        out,
         [
-            "a[0,10000]=3@9999",
-            "a[10000,20000]=1@19999",
-            "b[10000,20000]=1@19999"
+            "a[0,10000]=1@4000",
+            "a[3000,13000]=1@4000",
+            "a[3000,13000]=2@12000",
+            "a[6000,16000]=1@12000",
+            "a[9000,19000]=1@12000",
+            "a[12000,22000]=1@12000",
         ]
     );
-    assert_eq!(h.late, 1);
+    for size in [7, 500] {
+        let mut h = Harness::new(cfg.clone(), counter());
+        let out: Vec<String> = h.feed(&input, size).iter().map(show).collect();
+        assert_eq!(
+            out,
+            [
+                "a[0,10000]=1@4000",
+                "a[3000,13000]=2@12000",
+                "a[6000,16000]=1@12000",
+                "a[9000,19000]=1@12000",
+                "a[12000,22000]=1@12000",
+            ],
+            "batch {size}"
+        );
+        assert_eq!(h.late, 0);
+    }
+}
+
+/// Kafka Streams' `KStreamWindowAggregate` and `KStreamAggregate` stamp an
+/// update with the largest timestamp of the window's (or key's) records so
+/// far, kept in the store with the aggregate: a record older than one
+/// before it does not move the result's timestamp back, whichever batch or
+/// commit brought the newer one.
+#[test]
+fn an_update_carries_the_largest_timestamp_of_its_window_so_far() {
+    let input = stream(&[
+        rec("a", "x", 5_000),
+        rec("a", "x", 3_000),
+        rec("b", "x", 4_000),
+        rec("a", "x", 6_000),
+        rec("a", "x", 1_000),
+    ]);
+    let tumbling = step(&format!(
+        "{COUNT}\nwindow = {{ type = \"tumbling\", size = \"10s\", grace = \"10s\" }}"
+    ));
+    let mut h = Harness::new(tumbling.clone(), counter());
+    assert_eq!(
+        h.feed(&input, 1).iter().map(show).collect::<Vec<_>>(),
+        [
+            "a[0,10000]=1@5000",
+            "a[0,10000]=2@5000",
+            "b[0,10000]=1@4000",
+            "a[0,10000]=3@6000",
+            "a[0,10000]=4@6000",
+        ]
+    );
+    let mut h = Harness::new(step(COUNT), counter());
+    assert_eq!(
+        h.feed(&input, 1).iter().map(show).collect::<Vec<_>>(),
+        ["a=1@5000", "a=2@5000", "b=1@4000", "a=3@6000", "a=4@6000"]
+    );
+    for size in [2, 7, 500] {
+        let mut h = Harness::new(tumbling.clone(), counter());
+        let out: Vec<String> = h.feed(&input, size).iter().map(show).collect();
+        assert_eq!(
+            out.iter().rfind(|s| s.starts_with('a')).map(String::as_str),
+            Some("a[0,10000]=4@6000"),
+            "batch {size}"
+        );
+    }
+    // Held back to the commit (a state cache), over two commits.
+    let mut h = Harness::new(tumbling, counter());
+    h.op.defer_updates(true);
+    h.run_batch(&input[..1]).unwrap();
+    let out = h.commit_held().unwrap();
+    assert_eq!(
+        out.iter().map(show).collect::<Vec<_>>(),
+        ["a[0,10000]=1@5000"]
+    );
+    h.run_batch(&input[1..3]).unwrap();
+    let out = h.commit_held().unwrap();
+    assert_eq!(
+        out.iter().map(show).collect::<Vec<_>>(),
+        ["a[0,10000]=2@5000", "b[0,10000]=1@4000"]
+    );
+}
+
+/// Kafka Streams' suppression buffer evicts windows closing at the same
+/// time in the byte order of their serialized windowed keys (the key's
+/// bytes, then the window's): key "aa" before "b", whatever their lengths.
+#[test]
+fn windows_closing_together_come_out_in_key_byte_order() {
+    let input = stream(&[
+        rec("b", "x", 1_000),
+        rec("aa", "x", 2_000),
+        rec("ab", "x", 3_000),
+        rec("a", "x", 4_000),
+        rec("z", "x", 100_000),
+    ]);
+    for (window, expected) in [
+        (
+            "{ type = \"tumbling\", size = \"10s\" }",
+            [
+                "a[0,10000]=1@4000",
+                "aa[0,10000]=1@2000",
+                "ab[0,10000]=1@3000",
+                "b[0,10000]=1@1000",
+            ],
+        ),
+        (
+            "{ type = \"session\", gap = \"1s\" }",
+            [
+                "b[1000,1000]=1@1000",
+                "aa[2000,2000]=1@2000",
+                "ab[3000,3000]=1@3000",
+                "a[4000,4000]=1@4000",
+            ],
+        ),
+    ] {
+        let cfg = step(&format!("{COUNT}\nwindow = {window}\nemit = \"close\""));
+        for size in [1, 7, 500] {
+            let mut h = Harness::new(cfg.clone(), counter());
+            let out = h.feed(&input, size);
+            assert_eq!(
+                out.iter().map(show).collect::<Vec<_>>(),
+                expected,
+                "{window}, batch {size}"
+            );
+        }
+    }
+}
+
+/// Kafka Streams keeps a stream time per windowed aggregate: the largest
+/// timestamp of the records that reached it. A later timestamp that another
+/// step of the task saw (a join's other side, a record a processor
+/// dropped; here the task's stream time set ahead) closes none of its
+/// windows and makes none of its records late.
+#[test]
+fn a_windowed_aggregate_keeps_its_own_stream_time() {
+    let input = stream(&[
+        rec("a", "x", 1_000),
+        rec("a", "x", 2_000),
+        rec("b", "x", 20_000),
+    ]);
+    for (window, expected) in [
+        (
+            "{ type = \"tumbling\", size = \"10s\" }",
+            "a[0,10000]=2@2000",
+        ),
+        (
+            "{ type = \"hopping\", size = \"10s\", advance = \"10s\" }",
+            "a[0,10000]=2@2000",
+        ),
+        (
+            "{ type = \"session\", gap = \"1s\" }",
+            "a[1000,2000]=2@2000",
+        ),
+    ] {
+        let cfg = step(&format!("{COUNT}\nwindow = {window}\nemit = \"close\""));
+        for size in [1, 7, 500] {
+            let mut h = Harness::new(cfg.clone(), counter());
+            h.stream_time = 100_000;
+            let out = h.feed(&input, size);
+            assert_eq!(
+                out.iter().map(show).collect::<Vec<_>>(),
+                [expected],
+                "{window}, batch {size}"
+            );
+            assert_eq!(h.late, 0, "{window}, batch {size}");
+        }
+    }
 }
 
 #[test]
@@ -189,10 +401,95 @@ fn b_session_update_merges_a_late_record_into_the_session_it_reaches() {
         [
             "a[10000,10000]=1@10000",
             "a[24000,24000]=1@24000",
-            "a[10000,10000]=null@8000",
-            "a[8000,10000]=2@8000"
+            "a[10000,10000]=null@10000",
+            "a[8000,10000]=2@10000"
         ]
     );
+}
+
+/// Kafka Streams' `KStreamSessionWindowAggregate` (caching off): a record
+/// that merges sessions, or falls into one, removes every session it
+/// touches and emits a tombstone for each (stamped with that session's
+/// end), then the merged session (stamped with its end), even when the
+/// merged session has the bounds of an old one. A lone record's session is
+/// `[t, t]`; a record exactly `gap` after a session's end joins it.
+#[test]
+fn session_updates_and_tombstones_carry_the_session_end_as_kafka_streams() {
+    let recs = [
+        rec("a", "x", 10_000),
+        rec("a", "x", 20_000),
+        rec("a", "x", 15_000), // bridges both (10 s + gap = 15 s)
+        rec("a", "x", 12_000), // inside [10 s, 20 s]
+        rec("a", "x", 24_000), // grows it
+    ];
+    let expected = [
+        "a[10000,10000]=1@10000",
+        "a[20000,20000]=1@20000",
+        "a[10000,10000]=null@10000",
+        "a[20000,20000]=null@20000",
+        "a[10000,20000]=3@20000",
+        "a[10000,20000]=null@20000",
+        "a[10000,20000]=4@20000",
+        "a[10000,20000]=null@20000",
+        "a[10000,24000]=5@24000",
+    ];
+    for size in [1, 7, 500] {
+        let mut h = Harness::new(step(SESSION), counter());
+        let out = h.feed(&stream(&recs), size);
+        assert_eq!(
+            out.iter().map(show).collect::<Vec<_>>(),
+            expected,
+            "batch {size}"
+        );
+    }
+}
+
+/// As Kafka Streams' suppression of session windows (gap + grace): session
+/// `[10 s, 10 s]` with gap 5 s and grace 10 s comes out once the stream
+/// time reaches 25 s, not at 24.999 s.
+#[test]
+fn a_session_closes_when_the_stream_time_reaches_its_end_plus_gap_and_grace() {
+    let cfg = step(&format!("{SESSION}\nemit = \"close\""));
+    let mut h = Harness::new(cfg, counter());
+    let out: Vec<Vec<String>> = [
+        rec("a", "x", 10_000),
+        rec("z", "x", 24_999),
+        rec("y", "x", 25_000),
+    ]
+    .iter()
+    .map(|r| {
+        h.feed(&stream(std::slice::from_ref(r)), 1)
+            .iter()
+            .map(show)
+            .collect()
+    })
+    .collect();
+    assert_eq!(
+        out,
+        [vec![], vec![], vec!["a[10000,10000]=1@10000".to_string()]]
+    );
+}
+
+/// Kafka Streams drops a session record as late only when its merged
+/// session ends before stream time - gap - grace (here 40 - 5 - 10 = 25 s):
+/// a session ending exactly then still counts.
+#[test]
+fn a_session_ending_exactly_at_stream_time_minus_gap_and_grace_still_counts() {
+    let recs = [
+        rec("z", "x", 40_000),
+        rec("b", "x", 25_000),
+        rec("c", "x", 24_999),
+    ];
+    for size in [1, 7, 500] {
+        let mut h = Harness::new(step(SESSION), counter());
+        let out = h.feed(&stream(&recs), size);
+        assert_eq!(
+            out.iter().map(show).collect::<Vec<_>>(),
+            ["z[40000,40000]=1@40000", "b[25000,25000]=1@25000"],
+            "batch {size}"
+        );
+        assert_eq!(h.late, 1);
+    }
 }
 
 #[test]
@@ -526,6 +823,34 @@ fn a_processor_keeps_state_and_fires_event_time_timers_in_order() {
     );
 }
 
+/// An event-time timer fires once the stream time reaches its time (equal
+/// is enough, as a Kafka Streams punctuation at `t` fires when the stream
+/// time reaches `t`), after the batch that got it there: with batches of 1
+/// right after that record, as Kafka Streams punctuates after each record;
+/// with a larger batch after the batch's later records (docs/design.md,
+/// known limits).
+#[test]
+fn an_event_time_timer_fires_when_the_stream_time_reaches_it_after_that_batch() {
+    let input = stream(&[rec("a", "x", 0), rec("b", "x", 10), rec("c", "x", 11)]);
+    let mut h = Harness::new(step(PROCESSOR), counting_processor());
+    assert_eq!(
+        h.feed(&input[..2], 1).iter().map(show).collect::<Vec<_>>(),
+        ["a=1@0", "b=1@10", "a=timer:a@10"]
+    );
+    for (size, expected) in [
+        (1, ["a=1@0", "b=1@10", "a=timer:a@10", "c=1@11"]),
+        (7, ["a=1@0", "b=1@10", "c=1@11", "a=timer:a@10"]),
+    ] {
+        let mut h = Harness::new(step(PROCESSOR), counting_processor());
+        let out = h.feed(&input, size);
+        assert_eq!(
+            out.iter().map(show).collect::<Vec<_>>(),
+            expected,
+            "batch {size}"
+        );
+    }
+}
+
 #[test]
 fn a_wall_clock_timer_fires_when_the_clock_passes_it_with_no_input() {
     let mut h = Harness::new(step(PROCESSOR), counting_processor());
@@ -671,6 +996,7 @@ fn results_do_not_depend_on_the_batch_size() {
                 "name = \"count\"\nkind = \"aggregate\"\nmodule = \"count.wasm\"\n{window}"
             ));
             let mut results = Vec::new();
+            let mut shown = Vec::new();
             for size in [1, 7, 500] {
                 let mut h = Harness::new(cfg.clone(), counter());
                 let out = h.feed(&stream(&input), size);
@@ -680,6 +1006,30 @@ fn results_do_not_depend_on_the_batch_size() {
                     f.retain(|_, v| v != "null");
                 }
                 results.push((size, f, h.late));
+                // Timestamps too: each window's last output, and with
+                // `emit = "close"` every output in order.
+                let mut stamped: BTreeMap<String, String> = BTreeMap::new();
+                for r in &out {
+                    let s = show(r);
+                    let (k, v) = s.split_once('=').unwrap();
+                    stamped.insert(k.to_string(), v.to_string());
+                }
+                let all: Vec<String> = out.iter().map(show).collect();
+                shown.push((
+                    stamped,
+                    if name.ends_with("close") {
+                        all
+                    } else {
+                        Vec::new()
+                    },
+                ));
+            }
+            for (i, size) in [7, 500].iter().enumerate() {
+                assert_eq!(
+                    shown[i + 1],
+                    shown[0],
+                    "{name}, seed {seed}: batch {size} vs 1, with timestamps"
+                );
             }
             for (size, f, late) in &results[1..] {
                 assert_eq!(f, &results[0].1, "{name}, seed {seed}: batch {size} vs 1");
@@ -742,12 +1092,13 @@ fn held_updates_are_emitted_once_per_key_per_commit_with_the_latest_value() {
     assert!(h.run_batch(&stream(&first)).unwrap().is_empty());
     let second = [rec("c", "x", 4), rec("a", "x", 2), rec("a", "bad", 5)];
     assert!(h.run_batch(&stream(&second)).unwrap().is_empty());
-    // One output per key, in the order of first update, with the latest
-    // count and the largest timestamp.
+    // One output per key, in the order of last update (as Kafka Streams'
+    // record cache flushes), with the latest count and the largest
+    // timestamp.
     let out = h.commit_held().unwrap();
     assert_eq!(
         out.iter().map(show).collect::<Vec<_>>(),
-        ["a=3@5", "b=1@2", "c=1@4"]
+        ["b=1@2", "c=1@4", "a=3@5"]
     );
     let dead: Vec<&str> = h.dead.iter().map(|d| d.1.as_str()).collect();
     assert_eq!(dead, ["bad record"]);
@@ -776,6 +1127,67 @@ fn held_updates_are_emitted_once_per_key_per_commit_with_the_latest_value() {
     assert_eq!(out.iter().map(show).collect::<Vec<_>>(), ["a=4@8"]);
 }
 
+/// Kafka Streams' record cache flushes its dirty entries in the order of
+/// their last update (a key updated again moves to the end), so what a
+/// commit emits is Kafka Streams' uncached output with the superseded
+/// updates left out; the same holds for one batch's updates with
+/// `cache_max_bytes = 0`, and for sessions. A record's hopping windows come
+/// out by start.
+#[test]
+fn updates_come_out_in_the_order_of_their_last_change() {
+    let input = stream(&[
+        rec("a", "x", 1_000),
+        rec("b", "x", 2_000),
+        rec("c", "x", 3_000),
+        rec("a", "x", 4_000),
+        rec("b", "x", 5_000),
+    ]);
+    let hopping = step(&format!(
+        "{COUNT}\nwindow = {{ type = \"hopping\", size = \"10s\", advance = \"5s\" }}"
+    ));
+    let session = step(&format!(
+        "{COUNT}\nwindow = {{ type = \"session\", gap = \"3s\" }}"
+    ));
+    let expect_hopping = [
+        "c[0,10000]=1@3000",
+        "a[0,10000]=2@4000",
+        "b[0,10000]=2@5000",
+        "b[5000,15000]=1@5000",
+    ];
+    let expect_global = ["c=1@3000", "a=2@4000", "b=2@5000"];
+    let expect_session = [
+        "c[3000,3000]=1@3000",
+        "a[1000,4000]=2@4000",
+        "b[2000,5000]=2@5000",
+    ];
+    for (cfg, expected) in [
+        (step(COUNT), &expect_global[..]),
+        (hopping, &expect_hopping[..]),
+        (session, &expect_session[..]),
+    ] {
+        // Held to the commit.
+        let mut h = Harness::new(cfg.clone(), counter());
+        h.op.defer_updates(true);
+        h.run_batch(&input[..2]).unwrap();
+        h.run_batch(&input[2..]).unwrap();
+        let out = h.commit_held().unwrap();
+        assert_eq!(out.iter().map(show).collect::<Vec<_>>(), expected);
+        // One batch, emitted at its end (sessions: record by record).
+        if cfg.window != session_window() {
+            let mut h = Harness::new(cfg, counter());
+            let out = h.feed(&input, 500);
+            assert_eq!(out.iter().map(show).collect::<Vec<_>>(), expected);
+        }
+    }
+}
+
+fn session_window() -> Option<crate::pipeline::config::Window> {
+    step(&format!(
+        "{COUNT}\nwindow = {{ type = \"session\", gap = \"3s\" }}"
+    ))
+    .window
+}
+
 #[test]
 fn held_sessions_are_emitted_once_per_commit_and_tombstoned_only_if_committed() {
     let cfg = step(&format!(
@@ -799,7 +1211,7 @@ fn held_sessions_are_emitted_once_per_commit_and_tombstoned_only_if_committed() 
     let out = h.commit_held().unwrap();
     assert_eq!(
         out.iter().map(show).collect::<Vec<_>>(),
-        ["b[1500,1500]=1@1500", "a[1000,6000]=3@4000"]
+        ["b[1500,1500]=1@1500", "a[1000,6000]=3@6000"]
     );
     // Growing a committed session tombstones it and emits the new one.
     assert!(
@@ -810,7 +1222,7 @@ fn held_sessions_are_emitted_once_per_commit_and_tombstoned_only_if_committed() 
     let out = h.commit_held().unwrap();
     assert_eq!(
         out.iter().map(show).collect::<Vec<_>>(),
-        ["a[1000,6000]=null@7000", "a[1000,7000]=4@7000"]
+        ["a[1000,6000]=null@6000", "a[1000,7000]=4@7000"]
     );
 }
 

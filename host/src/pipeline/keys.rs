@@ -3,8 +3,9 @@
 //! ```text
 //! K pipeline 0 'o' source-topic 0 partition:u32          -> next offset to read (u64; kept by the backend)
 //! K pipeline 0 't' segment:u32 partition:u32             -> the task's stream time (i64)
-//! K pipeline 0 'a' step 0 partition:u32 klen:u32 key start:i64 -> aggregate: end:i64 + accumulator
-//! K pipeline 0 'c' step 0 partition:u32 end:i64 klen:u32 key start:i64 -> aggregate windows by end (emit on close)
+//! K pipeline 0 'a' step 0 partition:u32 klen:u32 key start:i64 -> aggregate: end:i64 + max timestamp:i64 + accumulator
+//! K pipeline 0 'c' step 0 partition:u32 close:i64 key start:i64(plain) klen:u32 -> aggregate windows by close time (emit on close)
+//! K pipeline 0 'e' step 0 partition:u32                  -> a windowed aggregate's own stream time (i64)
 //! K pipeline 0 'j' step 0 side:u8 partition:u32 klen:u32 key [ts:i64 offset:u64] -> join state
 //! K pipeline 0 's' step 0 store 0 partition:u32 key      -> a processor's state store
 //! K pipeline 0 'f' step 0 partition:u32                  -> the format of the step's state (u32; absent: 0)
@@ -59,6 +60,13 @@ pub fn state_format(pipe: &str, step_name: &str, partition: u32) -> Vec<u8> {
     step(pipe, b'f', step_name, partition)
 }
 
+/// A windowed aggregate's own stream time in one partition: the largest
+/// timestamp of the records that reached it (Kafka Streams keeps one per
+/// windowed processor).
+pub fn step_time(pipe: &str, step_name: &str, partition: u32) -> Vec<u8> {
+    step(pipe, b'e', step_name, partition)
+}
+
 /// Appends a length-prefixed key.
 pub fn push_key(k: &mut Vec<u8>, key: &[u8]) {
     k.extend_from_slice(&(key.len() as u32).to_be_bytes());
@@ -73,7 +81,10 @@ pub fn agg(pipe: &str, step_name: &str, partition: u32, key: &[u8], start: i64) 
     k
 }
 
-/// The close index entry of one window.
+/// The close index entry of one window: its close time (`end`), then the
+/// key's bytes and the window start as Kafka Streams serializes a windowed
+/// key (big-endian), then the key's length. Entries closing together sort
+/// as Kafka Streams' suppression buffer evicts them: by those bytes.
 pub fn agg_close(
     pipe: &str,
     step_name: &str,
@@ -84,9 +95,20 @@ pub fn agg_close(
 ) -> Vec<u8> {
     let mut k = step(pipe, b'c', step_name, partition);
     k.extend_from_slice(&ord_i64(end));
-    push_key(&mut k, key);
-    k.extend_from_slice(&ord_i64(start));
+    k.extend_from_slice(key);
+    k.extend_from_slice(&start.to_be_bytes());
+    k.extend_from_slice(&(key.len() as u32).to_be_bytes());
     k
+}
+
+/// Reads a close index entry after its prefix: close time, key, start.
+pub fn take_close(b: &[u8]) -> Option<(i64, &[u8], i64)> {
+    let (close, rest) = take_i64(b)?;
+    let len_at = rest.len().checked_sub(4)?;
+    let len = u32::from_be_bytes(rest.get(len_at..)?.try_into().ok()?) as usize;
+    let key = rest.get(..len)?;
+    let start = i64::from_be_bytes(rest.get(len..len_at)?.try_into().ok()?);
+    Some((close, key, start))
 }
 
 /// A processor's state store entry.
@@ -152,10 +174,28 @@ pub fn take_i64(b: &[u8]) -> Option<(i64, &[u8])> {
     Some((from_ord_i64(head), &b[8..]))
 }
 
+/// An aggregate's stored value: the window end, the largest timestamp of
+/// the window's records (its results' timestamp, as Kafka Streams keeps it
+/// with the aggregate), then the accumulator.
+pub fn agg_entry(end: i64, ts: i64, acc: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(16 + acc.len());
+    v.extend_from_slice(&end.to_be_bytes());
+    v.extend_from_slice(&ts.to_be_bytes());
+    v.extend_from_slice(acc);
+    v
+}
+
 /// Splits an aggregate's stored value into its window end and accumulator.
 pub fn agg_value(v: &[u8]) -> Option<(i64, &[u8])> {
+    agg_value_ts(v).map(|(end, _, acc)| (end, acc))
+}
+
+/// Splits an aggregate's stored value into its window end, the largest
+/// timestamp of its records and its accumulator.
+pub fn agg_value_ts(v: &[u8]) -> Option<(i64, i64, &[u8])> {
     let end = i64::from_be_bytes(v.get(..8)?.try_into().ok()?);
-    Some((end, &v[8..]))
+    let ts = i64::from_be_bytes(v.get(8..16)?.try_into().ok()?);
+    Some((end, ts, &v[16..]))
 }
 
 /// The key just after every key that starts with `prefix`.
@@ -192,7 +232,7 @@ pub fn changelog(key: &[u8]) -> Option<(String, u32)> {
             let p = u32_at(rest.get(4..)?)?;
             Some((format!("segment-{seg}"), p))
         }
-        b'a' | b'c' | b'j' | b'w' | b'x' | b'f' => {
+        b'a' | b'c' | b'e' | b'j' | b'w' | b'x' | b'f' => {
             let (step, at) = name(rest)?;
             Some((step, u32_at(rest.get(at..)?)?))
         }
@@ -222,6 +262,20 @@ mod tests {
         assert_eq!(
             changelog(&agg_close("wc", "count", 3, 10, b"w", 0)),
             Some(("count".to_string(), 3))
+        );
+        assert_eq!(
+            changelog(&step_time("wc", "count", 3)),
+            Some(("count".to_string(), 3))
+        );
+        let prefix = step("wc", b'c', "count", 3);
+        let k = agg_close("wc", "count", 3, 10_000, b"word", 5_000);
+        assert_eq!(
+            take_close(&k[prefix.len()..]),
+            Some((10_000, &b"word"[..], 5_000))
+        );
+        // Closing together: by the key's bytes then the start, not by length.
+        assert!(
+            agg_close("wc", "count", 3, 10, b"aa", 0) < agg_close("wc", "count", 3, 10, b"b", 0)
         );
         assert_eq!(
             changelog(&timer("p", "burst", 2, 0, 5, b"t")),

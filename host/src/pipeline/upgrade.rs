@@ -59,7 +59,12 @@ pub(crate) struct Upgraded {
 /// Where one stored entry of a step's state lives.
 enum Place {
     /// An aggregate's accumulator: its record key, window start and end.
-    Acc { key: Vec<u8>, start: i64, end: i64 },
+    Acc {
+        key: Vec<u8>,
+        start: i64,
+        end: i64,
+        ts: i64,
+    },
     /// A processor's store entry.
     Store { store: String, key: Vec<u8> },
 }
@@ -150,13 +155,14 @@ pub(crate) fn ensure_format(
                         let (start, _) = keys::take_i64(rest).with_context(|| {
                             format!("step {}: an accumulator's key is corrupt", cfg.name)
                         })?;
-                        let (end, acc) = keys::agg_value(v).with_context(|| {
+                        let (end, ts, acc) = keys::agg_value_ts(v).with_context(|| {
                             format!("step {}: a stored accumulator is corrupt", cfg.name)
                         })?;
                         let place = Place::Acc {
                             key: key.to_vec(),
                             start,
                             end,
+                            ts,
                         };
                         (place, acc)
                     }
@@ -263,19 +269,25 @@ fn write(
     value: Option<Vec<u8>>,
 ) {
     match place {
-        Place::Acc { key, start, end } => {
+        Place::Acc {
+            key,
+            start,
+            end,
+            ts,
+        } => {
             let k = keys::agg(pipeline, &cfg.name, partition, key, *start);
             match value {
-                Some(acc) => {
-                    let mut v = end.to_be_bytes().to_vec();
-                    v.extend_from_slice(&acc);
-                    txn.put(k, v);
-                }
+                Some(acc) => txn.put(k, keys::agg_entry(*end, *ts, &acc)),
                 None => {
                     txn.delete(k);
+                    // Indexed at its end (a session's: its end + gap).
+                    let close = match cfg.window {
+                        Some(super::config::Window::Session { gap }) => end.saturating_add(gap),
+                        _ => *end,
+                    };
                     if cfg.window.is_some() {
                         txn.delete(keys::agg_close(
-                            pipeline, &cfg.name, partition, *end, key, *start,
+                            pipeline, &cfg.name, partition, close, key, *start,
                         ));
                     }
                 }
@@ -504,8 +516,7 @@ mod tests {
         let cfg = step("name = \"count\"\nkind = \"aggregate\"\nmodule = \"count.wasm\"");
         let mut committed = BTreeMap::new();
         for (k, start) in [(&b"apple"[..], 0), (b"bad", 10)] {
-            let mut v = 20i64.to_be_bytes().to_vec();
-            v.extend_from_slice(b"1");
+            let v = keys::agg_entry(20, 15, b"1");
             committed.insert(keys::agg("p", "count", 1, k, start), v);
         }
         let base: Arc<dyn StateRead> = Arc::new(Committed(committed));
@@ -521,5 +532,45 @@ mod tests {
             "upper@2 cannot upgrade step count's state from format 0: cannot read it (key \"bad\")"
         );
         assert_eq!(g.calls[0].2, [""]);
+    }
+
+    #[test]
+    fn an_upgraded_session_keeps_its_end_and_timestamp_and_a_dropped_one_leaves_no_close_entry() {
+        let cfg = step(
+            "name = \"count\"\nkind = \"aggregate\"\nmodule = \"count.wasm\"\nwindow = { type = \"session\", gap = \"5s\" }\nemit = \"close\"",
+        );
+        let mut committed = BTreeMap::new();
+        for k in [&b"keep"[..], b"drop"] {
+            committed.insert(
+                keys::agg("p", "count", 1, k, 1_000),
+                keys::agg_entry(3_000, 3_000, b"2"),
+            );
+            // Indexed at its end + gap.
+            committed.insert(
+                keys::agg_close("p", "count", 1, 8_000, k, 1_000),
+                Vec::new(),
+            );
+        }
+        let base: Arc<dyn StateRead> = Arc::new(Committed(committed));
+        let mut txn = Txn::default();
+        let mut g = Upper {
+            format: 1,
+            exports: true,
+            calls: Vec::new(),
+        };
+        ensure_format(&cfg, &mut g, "p", 1, &base, &mut txn).unwrap();
+        let written = txn.take();
+        assert_eq!(
+            written.get(&keys::agg("p", "count", 1, b"keep", 1_000)),
+            Some(&Some(keys::agg_entry(3_000, 3_000, b"2")))
+        );
+        assert_eq!(
+            written.get(&keys::agg("p", "count", 1, b"drop", 1_000)),
+            Some(&None)
+        );
+        assert_eq!(
+            written.get(&keys::agg_close("p", "count", 1, 8_000, b"drop", 1_000)),
+            Some(&None)
+        );
     }
 }
