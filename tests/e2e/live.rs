@@ -283,6 +283,21 @@ fn state_get_and_a_new_topic_are_served_by_the_running_owner() {
             d.path.display()
         ),
     );
+    // A reset while a run owns the directory is refused, and changes nothing.
+    let r = run(d.weir().args(["reset", "wordcount"]));
+    assert_eq!(r.status.code(), Some(1));
+    assert_lines(
+        "reset while running",
+        &r.stderr,
+        &format!(
+            "error: the data directory {} is in use by a running weir (run or serve); stop it before resetting a pipeline",
+            d.path.display()
+        ),
+    );
+    let r = run(d
+        .weir()
+        .args(["state", "get", "wordcount", "count", "live"]));
+    assert_eq!(r.stdout.trim(), r#"{"key":"live","value":3}"#);
     owner.interrupt();
 }
 

@@ -192,6 +192,65 @@ fn word_count_matches_a_model_and_state_is_queryable() {
     assert_eq!(scan.stdout.lines().count(), model.len());
 }
 
+/// The seed's reprocessing by resetting (Kafka Streams' application reset
+/// tool): `weir reset` makes the next run read the inputs from the start
+/// with no state, so the counts come out again from 1, not doubled.
+#[test]
+fn reset_makes_the_next_run_reprocess_the_inputs_from_the_start_with_no_state() {
+    let d = Data::new();
+    d.topic("lines", 2);
+    let lines = text_lines(200, 5);
+    d.produce("lines", &as_records(&lines));
+    d.run_pipeline(&pipeline("wordcount.toml"), &[]);
+    let model = model_counts(&lines);
+    let first = d.consume("counts");
+    assert_eq!(latest(&first), model);
+    let r = run(d.weir().args(["reset", "wordcount"]));
+    assert!(r.status.success(), "{}", r.stderr);
+    let m = r.stdout.trim();
+    let entries: u64 = m
+        .strip_prefix("reset pipeline wordcount: forgot its input positions and state (")
+        .and_then(|x| x.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{m}"));
+    // The positions of 2 partitions of 2 topics, 2 x 2 stream times, every
+    // count and each partition's state format at least.
+    assert!(entries > model.len() as u64, "{m}");
+    assert_eq!(
+        m,
+        format!(
+            "reset pipeline wordcount: forgot its input positions and state ({entries} entries) and deleted its repartition topic wordcount-count-repartition; its next run reads its inputs from the start. Its output topics are kept: delete them with `weir topic delete` to start them empty"
+        )
+    );
+    let scan = run(d.weir().args(["state", "scan", "wordcount", "count"]));
+    assert_eq!(scan.stdout, "");
+    // The next run counts everything again from nothing: the same final
+    // counts, and as many updates again as the first run emitted.
+    d.run_pipeline(&pipeline("wordcount.toml"), &[]);
+    let ends: BTreeMap<u64, u64> = first.iter().fold(BTreeMap::new(), |mut m, r| {
+        *m.entry(r["partition"].as_u64().unwrap()).or_default() += 1;
+        m
+    });
+    let second: Vec<Value> = d
+        .consume("counts")
+        .into_iter()
+        .filter(|r| r["offset"].as_u64().unwrap() >= ends[&r["partition"].as_u64().unwrap()])
+        .collect();
+    assert_eq!(latest(&second), model);
+    let scan = run(d.weir().args(["state", "scan", "wordcount", "count"]));
+    assert_eq!(scan.stdout.lines().count(), model.len());
+    // Nothing left to reset for a name with nothing, and a bad name.
+    let r = run(d.weir().args(["reset", "wordcont"]));
+    assert_eq!(r.status.code(), Some(1));
+    assert_eq!(
+        r.stderr.trim(),
+        format!(
+            "pipeline wordcont has no positions, state or repartition topics in {} (is the name right? it is the pipeline file's `name`)",
+            d.path.display()
+        )
+    );
+}
+
 /// Downstream tasks start while upstream ones already write: repeated runs
 /// catch a task that skips records it has not seen yet.
 #[test]

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+use anyhow::bail;
 use clap::{Args, Subcommand};
 use serde::{Deserialize, Serialize};
 
@@ -205,6 +206,9 @@ pub enum Request {
         max: Option<usize>,
         follow: bool,
     },
+    /// `reset`: forget a pipeline's positions and state, delete its
+    /// repartition topics.
+    Reset { pipeline: String },
     /// `state get` (with a key) and `state scan`.
     State {
         pipeline: String,
@@ -226,6 +230,7 @@ impl Request {
                 | Request::TopicClean
                 | Request::TopicDelete { .. }
                 | Request::Produce { .. }
+                | Request::Reset { .. }
         )
     }
 }
@@ -274,6 +279,10 @@ pub(crate) fn perform(
     stop: &Arc<AtomicBool>,
 ) -> anyhow::Result<ExitCode> {
     let code = match owner::connect(dir)? {
+        Some(_) if matches!(req, Request::Reset { .. }) => bail!(
+            "the data directory {} is in use by a running weir (run or serve); stop it before resetting a pipeline",
+            dir.display()
+        ),
         Some(client) => client.call(&req, input)?,
         None => {
             let log = if req.writes() {
@@ -364,6 +373,7 @@ pub fn execute(
                 stop,
             );
         }
+        Request::Reset { pipeline } => return super::state_cmds::reset_log(log, &pipeline, out),
         Request::State {
             pipeline,
             step,

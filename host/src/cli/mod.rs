@@ -61,6 +61,10 @@ enum Command {
     /// Read a pipeline's state (interactive queries), running or stopped.
     #[command(subcommand)]
     State(state_cmds::StateCommand),
+    /// Make a stopped pipeline reprocess its inputs from the start: forget
+    /// its input positions and state and delete its repartition topics
+    /// (its output topics are kept).
+    Reset(state_cmds::ResetArgs),
     /// Write a new guest project (Rust, JavaScript or Python) that builds
     /// and passes `weir test` as it is.
     New(new::NewArgs),
@@ -240,6 +244,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Consume(args) => log_cmds::consume(args),
         Command::Run(args) => run_cmd::run(args),
         Command::State(cmd) => state_cmds::state(cmd),
+        Command::Reset(args) => state_cmds::reset(args),
         Command::Demo(args) => demo::run(args),
         Command::New(args) => new::run(args),
         Command::Serve(args) => daemon_cmds::serve(args),

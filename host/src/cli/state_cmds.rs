@@ -234,3 +234,66 @@ pub(crate) fn state_log(
     }
     Ok(0)
 }
+
+/// `weir reset`: the options.
+#[derive(clap::Args)]
+pub struct ResetArgs {
+    /// The pipeline's name (its `name` field).
+    pub pipeline: String,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+/// `weir reset NAME`: the pipeline's next run reprocesses its inputs from
+/// the start, with no state (the seed's reprocessing by resetting, as Kafka
+/// Streams' application reset tool).
+pub fn reset(args: ResetArgs) -> anyhow::Result<ExitCode> {
+    let stop = Arc::new(AtomicBool::new(false));
+    perform(
+        &args.data.data,
+        Request::Reset {
+            pipeline: args.pipeline,
+        },
+        None,
+        &stop,
+    )
+}
+
+/// Forgets `pipeline`'s input positions, stream times and state, and
+/// deletes its repartition topics (`NAME-STEP-repartition`); its output
+/// and dead-letter topics are kept.
+pub(super) fn reset_log(log: &Log, pipeline: &str, out: &mut dyn Out) -> anyhow::Result<u8> {
+    weir::log::check_name("pipeline", pipeline)?;
+    let entries = log.delete_prefix(&keys::pipeline(pipeline))?;
+    let prefix = format!("{pipeline}-");
+    let mut internal: Vec<String> = log
+        .topics()?
+        .into_iter()
+        .map(|t| t.name)
+        .filter(|t| t.starts_with(&prefix) && t.ends_with("-repartition"))
+        .collect();
+    internal.sort();
+    for t in &internal {
+        log.delete_topic(t)?;
+    }
+    if entries == 0 && internal.is_empty() {
+        out.err(&format!(
+            "pipeline {pipeline} has no positions, state or repartition topics in {} (is the name right? it is the pipeline file's `name`)",
+            log.dir().display()
+        ))?;
+        return Ok(1);
+    }
+    let topics = match internal.len() {
+        0 => String::new(),
+        _ => format!(
+            " and deleted its repartition topic{} {}",
+            if internal.len() == 1 { "" } else { "s" },
+            internal.join(", ")
+        ),
+    };
+    out.out(&format!(
+        "reset pipeline {pipeline}: forgot its input positions and state ({entries} entr{}){topics}; its next run reads its inputs from the start. Its output topics are kept: delete them with `weir topic delete` to start them empty",
+        if entries == 1 { "y" } else { "ies" }
+    ))?;
+    Ok(0)
+}

@@ -511,6 +511,28 @@ impl Log {
         Ok(())
     }
 
+    /// Deletes every entry whose key starts with `prefix` (a pipeline's
+    /// positions and state, for `weir reset`); returns how many there were.
+    pub fn delete_prefix(&self, prefix: &[u8]) -> anyhow::Result<u64> {
+        let end = crate::pipeline::keys::prefix_end(prefix);
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_upper_bound(end.clone());
+        let mut it = self.db.raw_iterator_opt(opts);
+        it.seek(prefix);
+        let mut n = 0u64;
+        while it.valid() {
+            n += 1;
+            it.next();
+        }
+        it.status()?;
+        if n > 0 {
+            let mut batch = WriteBatch::default();
+            batch.delete_range(prefix, &end);
+            self.db.write(batch)?;
+        }
+        Ok(n)
+    }
+
     /// State entries whose keys start with `prefix`, in key order, up to `limit`.
     pub fn scan(&self, prefix: &[u8], limit: usize) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
         self.range_raw(prefix, &crate::pipeline::keys::prefix_end(prefix), limit)
