@@ -317,6 +317,74 @@ fn a_state_store_deleted_on_disk_is_restored_from_its_changelog() {
     assert_eq!(state, model_counts(&all));
 }
 
+/// `weir reset` on Kafka (the application reset tool): the consumer group,
+/// the internal topics and the local state go; the next run counts the
+/// same input again from nothing.
+#[test]
+fn a_pipeline_reset_on_kafka_reprocesses_its_input_from_the_start() {
+    let s = suffix();
+    let k = Place::kafka();
+    let files = tempdir();
+    let wc = example(
+        files.path(),
+        "wordcount.toml",
+        &["wordcount", "lines", "counts", "wordcount-dlq"],
+        &s,
+    );
+    let input = lines(120, 5);
+    k.topic(&format!("lines-{s}"), 2);
+    k.produce(&format!("lines-{s}"), &input);
+    k.run_pipeline(&wc);
+    let first = k.consume(&format!("counts-{s}"));
+    assert_eq!(latest(&first), model_counts(&input));
+    let app = format!("wordcount-{s}");
+    let internal: Vec<String> = k
+        .ok(&["topic", "list"])
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|t| t.starts_with(&format!("{app}-")))
+        .map(String::from)
+        .collect();
+    assert!(
+        internal.contains(&format!("{app}-count-repartition"))
+            && internal.contains(&format!("{app}-count-changelog")),
+        "{internal:?}"
+    );
+    let out = k.ok(&["reset", &app]);
+    assert_eq!(
+        out.trim(),
+        format!(
+            "reset pipeline {app} on Kafka: deleted its consumer group {app} (its input positions); deleted its internal topics {}; deleted its local state {}; its next run reads its inputs from the start. Its output topics are kept",
+            internal.join(", "),
+            k.data().join("kafka").join(&app).display()
+        )
+    );
+    let left = k.ok(&["topic", "list"]);
+    assert!(!left.contains(&format!("{app}-")), "{left}");
+    // Nothing is left to reset.
+    let r = run(k.weir().args(["reset", &app]));
+    assert_eq!(r.status.code(), Some(1));
+    assert_eq!(
+        r.stderr.trim(),
+        format!(
+            "pipeline {app} has no consumer group or internal topics on Kafka at {} and no local state in {} (is the name right? it is the pipeline file's `name`)",
+            brokers(),
+            k.data().join("kafka").join(&app).display()
+        )
+    );
+    // The next run counts everything again from nothing: each count comes
+    // out again, ending at the model (not twice the model).
+    k.run_pipeline(&wc);
+    let all = k.consume(&format!("counts-{s}"));
+    assert!(
+        all.len() >= first.len() + model_counts(&input).len(),
+        "{} then {}",
+        first.len(),
+        all.len()
+    );
+    assert_eq!(latest(&all), model_counts(&input));
+}
+
 #[test]
 fn a_pipeline_on_kafka_that_is_down_names_the_bootstrap_servers() {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

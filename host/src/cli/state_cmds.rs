@@ -1,17 +1,18 @@
 //! `weir state get|scan`: a pipeline's state (interactive queries), served by
 //! the data directory's owner when one runs, else read from the directory.
 
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use clap::Subcommand;
 
 use weir::log::Log;
 use weir::pipeline::keys;
 
-use super::log_cmds::{DataArgs, Out, Request, perform};
+use super::log_cmds::{DataArgs, KafkaArgs, Out, Request, perform};
 
 #[derive(Subcommand)]
 pub enum StateCommand {
@@ -242,12 +243,19 @@ pub struct ResetArgs {
     pub pipeline: String,
     #[command(flatten)]
     pub data: DataArgs,
+    /// The pipeline runs on Kafka: delete its consumer group and internal
+    /// topics there, and its local state under the data directory.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
 }
 
 /// `weir reset NAME`: the pipeline's next run reprocesses its inputs from
 /// the start, with no state (the seed's reprocessing by resetting, as Kafka
 /// Streams' application reset tool).
 pub fn reset(args: ResetArgs) -> anyhow::Result<ExitCode> {
+    if let Some(conn) = args.kafka.connection() {
+        return reset_kafka(&conn, &args.pipeline, &args.data.data);
+    }
     let stop = Arc::new(AtomicBool::new(false));
     perform(
         &args.data.data,
@@ -296,4 +304,49 @@ pub(super) fn reset_log(log: &Log, pipeline: &str, out: &mut dyn Out) -> anyhow:
         if entries == 1 { "y" } else { "ies" }
     ))?;
     Ok(0)
+}
+
+/// `weir reset NAME --brokers ...`: the application reset on Kafka (its
+/// consumer group and internal topics) and its local state under `data`.
+fn reset_kafka(
+    conn: &weir::kafka::Connection,
+    pipeline: &str,
+    data: &Path,
+) -> anyhow::Result<ExitCode> {
+    weir::log::check_name("pipeline", pipeline)?;
+    let done = weir::kafka::admin::reset_app(conn, pipeline)?;
+    let local = data.join("kafka").join(pipeline);
+    let had_local = local.exists();
+    if had_local {
+        std::fs::remove_dir_all(&local)
+            .with_context(|| format!("cannot delete the local state {}", local.display()))?;
+    }
+    if !done.group && done.topics.is_empty() && !had_local {
+        eprintln!(
+            "pipeline {pipeline} has no consumer group or internal topics on Kafka at {} and no local state in {} (is the name right? it is the pipeline file's `name`)",
+            conn.brokers,
+            local.display()
+        );
+        return Ok(ExitCode::from(1));
+    }
+    let mut did = Vec::new();
+    if done.group {
+        did.push(format!(
+            "deleted its consumer group {pipeline} (its input positions)"
+        ));
+    }
+    if !done.topics.is_empty() {
+        did.push(format!(
+            "deleted its internal topics {}",
+            done.topics.join(", ")
+        ));
+    }
+    if had_local {
+        did.push(format!("deleted its local state {}", local.display()));
+    }
+    println!(
+        "reset pipeline {pipeline} on Kafka: {}; its next run reads its inputs from the start. Its output topics are kept",
+        did.join("; ")
+    );
+    Ok(ExitCode::SUCCESS)
 }

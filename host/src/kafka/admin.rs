@@ -221,3 +221,66 @@ pub fn delete(conn: &Connection, name: &str) -> Result<(), Error> {
     }
     Ok(())
 }
+
+/// What [`reset_app`] did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Reset {
+    /// Whether the application's consumer group (its committed input
+    /// positions) was there and is now deleted.
+    pub group: bool,
+    /// The internal topics deleted (repartition topics and changelogs).
+    pub topics: Vec<String>,
+}
+
+/// Resets application `app` on the cluster, as Kafka Streams' application
+/// reset tool does: deletes its consumer group (so that its next run starts
+/// from the earliest offsets) and its internal topics
+/// (`APP-*-repartition`, `APP-*-changelog`). Refused while an instance
+/// runs (its group has members).
+pub fn reset_app(conn: &Connection, app: &str) -> Result<Reset, Error> {
+    let admin = admin(conn)?;
+    let what = format!(
+        "cannot reset application {app} on Kafka at {}",
+        conn.brokers
+    );
+    let mut done = Reset::default();
+    let groups =
+        block_on(admin.delete_groups(&[app], &options())).map_err(client_error(what.clone()))?;
+    for g in groups {
+        match g {
+            Ok(_) => done.group = true,
+            Err((_, RDKafkaErrorCode::GroupIdNotFound)) => {}
+            Err((_, RDKafkaErrorCode::NonEmptyGroup)) => {
+                return Err(Error::Running(app.to_string()));
+            }
+            Err((_, code)) => {
+                return Err(Error::Client {
+                    what,
+                    error: KafkaError::AdminOp(code),
+                });
+            }
+        }
+    }
+    let prefix = format!("{app}-");
+    done.topics = list(conn)?
+        .into_iter()
+        .map(|t| t.name)
+        .filter(|n| {
+            n.starts_with(&prefix) && (n.ends_with("-repartition") || n.ends_with("-changelog"))
+        })
+        .collect();
+    if !done.topics.is_empty() {
+        let names: Vec<&str> = done.topics.iter().map(String::as_str).collect();
+        let results = block_on(admin.delete_topics(&names, &options()))
+            .map_err(client_error(what.clone()))?;
+        for r in results {
+            if let Err((_, code)) = r {
+                return Err(Error::Client {
+                    what,
+                    error: KafkaError::AdminOp(code),
+                });
+            }
+        }
+    }
+    Ok(done)
+}

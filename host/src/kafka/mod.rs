@@ -60,6 +60,11 @@ pub enum Error {
         /// The topics there are, comma-separated, or `none`.
         known: String,
     },
+    /// A reset of an application one of whose instances runs.
+    #[error(
+        "pipeline {0} is running on Kafka (its consumer group has members): stop every instance before resetting it"
+    )]
+    Running(String),
     /// `weir topic create` of a topic that is there already.
     #[error("topic {0} already exists")]
     TopicExists(String),

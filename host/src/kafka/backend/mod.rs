@@ -72,7 +72,7 @@ pub struct KafkaBackend {
     topics: Mutex<Topics>,
     readers: Mutex<Readers>,
     producers: Mutex<HashMap<TaskId, Arc<TaskProducer>>>,
-    group: Mutex<Option<Arc<BaseConsumer<Ctx>>>>,
+    group: Arc<Mutex<Option<Arc<BaseConsumer<Ctx>>>>>,
     /// Open tasks per partition (a partition's readers go when none is left).
     open: Mutex<HashMap<u32, usize>>,
 }
@@ -149,7 +149,7 @@ impl KafkaBackend {
             topics: Mutex::new(Topics::default()),
             readers: Mutex::new(HashMap::new()),
             producers: Mutex::new(HashMap::new()),
-            group: Mutex::new(None),
+            group: Arc::new(Mutex::new(None)),
             open: Mutex::new(HashMap::new()),
         }))
     }
@@ -494,6 +494,7 @@ impl Backend for KafkaBackend {
         *lock(&self.group) = Some(consumer.clone());
         Ok(Box::new(GroupAssignor {
             consumer,
+            slot: self.group.clone(),
             current: None,
         }))
     }
@@ -502,7 +503,20 @@ impl Backend for KafkaBackend {
 /// The consumer group's assignment, as the engine's [`Assignor`].
 struct GroupAssignor {
     consumer: Arc<BaseConsumer<Ctx>>,
+    /// The backend's handle on the same consumer (for the tasks' offset
+    /// commits), emptied when the run ends.
+    slot: Arc<Mutex<Option<Arc<BaseConsumer<Ctx>>>>>,
     current: Option<BTreeSet<u32>>,
+}
+
+impl Drop for GroupAssignor {
+    /// The run is over: the last handle on the consumer goes with this one,
+    /// and dropping it closes the consumer, which leaves the group at once
+    /// (rather than when its session times out), so that a `weir reset` or
+    /// another instance does not wait for it.
+    fn drop(&mut self) {
+        lock(&self.slot).take();
+    }
 }
 
 impl Assignor for GroupAssignor {
