@@ -1056,6 +1056,44 @@ fn an_aggregate_and_its_shadow_are_compared_by_their_final_results() {
         changed   tallies b: "3" -> "3 records"
         "#,
     );
+    // Reprocessing by resetting: refused while the daemon runs the
+    // pipeline; once stopped, reset, and started again, it counts the
+    // history again from nothing (3, not 6).
+    let r = run(d.weir().args(["reset", "tally"]));
+    assert_eq!(r.status.code(), Some(1));
+    assert_eq!(
+        r.stderr.trim(),
+        format!(
+            "error: pipeline tally runs in the weir process that owns {}: stop it first (`weir pipeline stop tally` when the daemon runs it)",
+            d.data.display()
+        )
+    );
+    d.ok(&["pipeline", "stop", "tally"]);
+    let out = d.ok(&["reset", "tally"]);
+    assert!(
+        out.starts_with("reset pipeline tally: forgot its input positions and state (")
+            && out.trim_end().ends_with(" entries); its next run reads its inputs from the start. Its output topics are kept: delete them with `weir topic delete` to start them empty"),
+        "{out}"
+    );
+    d.ok(&["pipeline", "start", "tally"]);
+    // Each key reaches 3 a second time (not 6).
+    let threes = |key: &str| {
+        d.records("tallies")
+            .iter()
+            .filter(|(_, k, v)| k == key && v.as_u64() == Some(3))
+            .count()
+    };
+    until("the counts again", || threes("a") == 2 && threes("b") == 2);
+    let values: BTreeSet<String> = d
+        .records("tallies")
+        .into_iter()
+        .map(|(_, _, v)| v.to_string())
+        .collect();
+    assert_eq!(
+        values,
+        ["1", "2", "3"].map(String::from).into(),
+        "a count went past 3"
+    );
 }
 
 #[test]

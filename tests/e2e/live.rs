@@ -283,14 +283,25 @@ fn state_get_and_a_new_topic_are_served_by_the_running_owner() {
             d.path.display()
         ),
     );
-    // A reset while a run owns the directory is refused, and changes nothing.
+    // A reset of the pipeline the owner runs is refused, and changes
+    // nothing; one of another pipeline is served by the owner.
     let r = run(d.weir().args(["reset", "wordcount"]));
     assert_eq!(r.status.code(), Some(1));
     assert_lines(
         "reset while running",
         &r.stderr,
         &format!(
-            "error: the data directory {} is in use by a running weir (run or serve); stop it before resetting a pipeline",
+            "error: pipeline wordcount runs in the weir process that owns {}: stop it first (`weir pipeline stop wordcount` when the daemon runs it)",
+            d.path.display()
+        ),
+    );
+    let r = run(d.weir().args(["reset", "stocks"]));
+    assert_eq!(r.status.code(), Some(1));
+    assert_lines(
+        "reset of a pipeline with nothing, through the owner",
+        &r.stderr,
+        &format!(
+            "pipeline stocks has no positions, state or repartition topics in {} (is the name right? it is the pipeline file's `name`)",
             d.path.display()
         ),
     );

@@ -62,7 +62,14 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         })
         .context("cannot install the Ctrl-C handler")?;
     }
-    let _owner = owner::serve(log.clone(), &args.data, stop.clone())?;
+    // The daemon is made after its socket serves: a reset asks it, once
+    // there, whether it runs the pipeline.
+    let daemon_slot: Arc<std::sync::OnceLock<Arc<daemon::Daemon>>> = Arc::default();
+    let runs: owner::Runs = {
+        let slot = daemon_slot.clone();
+        Arc::new(move |p: &str| slot.get().is_none_or(|d| d.runs(p)))
+    };
+    let _owner = owner::serve(log.clone(), &args.data, stop.clone(), runs)?;
     daemon::logs::enable(&args.data)?;
     let runtime = Runtime::new(args.runtime.options())?;
     let d = daemon::Daemon::open(
@@ -72,6 +79,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Duration::from_millis(args.swap_wait_ms),
         args.batch.max(1),
     )?;
+    let _ = daemon_slot.set(d.clone());
     let served = http::serve(
         d.clone(),
         http::Settings {

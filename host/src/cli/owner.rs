@@ -53,7 +53,16 @@ impl Drop for Server {
 /// Starts serving requests for `dir` (whose log this process opened for
 /// writing) on `dir/weir.sock`, in a thread per connection. Followers end
 /// when `stop` is set.
-pub fn serve(log: Arc<Log>, dir: &Path, stop: Arc<AtomicBool>) -> anyhow::Result<Server> {
+/// Tells whether a pipeline (by name) runs in this process: a reset of it
+/// is refused while it does.
+pub type Runs = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+pub fn serve(
+    log: Arc<Log>,
+    dir: &Path,
+    stop: Arc<AtomicBool>,
+    runs: Runs,
+) -> anyhow::Result<Server> {
     let path = socket_path(dir);
     // This process holds the directory's lock, so a socket already there was
     // left by an owner that did not exit cleanly (SIGKILL): replace it.
@@ -81,11 +90,11 @@ pub fn serve(log: Arc<Log>, dir: &Path, stop: Arc<AtomicBool>) -> anyhow::Result
             for conn in listener.incoming() {
                 match conn {
                     Ok(stream) => {
-                        let (log, stop) = (log.clone(), stop.clone());
+                        let (log, stop, runs) = (log.clone(), stop.clone(), runs.clone());
                         let spawned = std::thread::Builder::new()
                             .name("weir-client".into())
                             .spawn(move || {
-                                if let Err(e) = handle(&log, stream, &stop) {
+                                if let Err(e) = handle(&log, stream, &stop, &runs) {
                                     tracing::debug!("a client of the data directory: {e:#}");
                                 }
                             });
@@ -131,7 +140,7 @@ impl Out for Remote {
     }
 }
 
-fn handle(log: &Log, stream: UnixStream, stop: &AtomicBool) -> anyhow::Result<()> {
+fn handle(log: &Log, stream: UnixStream, stop: &AtomicBool, runs: &Runs) -> anyhow::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut remote = Remote {
         out: std::io::BufWriter::new(stream),
@@ -139,6 +148,12 @@ fn handle(log: &Log, stream: UnixStream, stop: &AtomicBool) -> anyhow::Result<()
     let mut line = String::new();
     reader.read_line(&mut line)?;
     let answer = match serde_json::from_str::<Request>(&line) {
+        Ok(Request::Reset { pipeline }) if runs(&pipeline) => json!({
+            "error": format!(
+                "pipeline {pipeline} runs in the weir process that owns {}: stop it first (`weir pipeline stop {pipeline}` when the daemon runs it)",
+                log.dir().display()
+            )
+        }),
         Ok(req) => match execute(log, req, &mut reader, &mut remote, stop) {
             Ok(code) => json!({ "exit": code }),
             Err(e) => json!({ "error": format!("{e:#}") }),

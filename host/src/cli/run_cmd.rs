@@ -123,7 +123,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             // While it runs, this process owns the directory: it serves the
             // CLI's requests for it over its socket (removed when `_server`
             // drops).
-            _server = Some(owner::serve(log.clone(), &args.data.data, stop.clone())?);
+            let name = pipeline.name.clone();
+            let runs: owner::Runs = Arc::new(move |p: &str| p == name);
+            _server = Some(owner::serve(
+                log.clone(),
+                &args.data.data,
+                stop.clone(),
+                runs,
+            )?);
             log
         }
     };

@@ -5,6 +5,19 @@
 use super::*;
 
 impl Daemon {
+    /// Whether a pipeline (or a shadow) named `app` runs here (a reset of
+    /// its state is refused while it does).
+    pub fn runs(&self, app: &str) -> bool {
+        let deps: Vec<_> = lock(&self.deps).values().cloned().collect();
+        deps.iter().any(|d| {
+            let d = lock(d);
+            [&d.main, &d.shadow]
+                .into_iter()
+                .flatten()
+                .any(|r| r.pipeline.name == app && !r.handle.is_finished())
+        })
+    }
+
     /// `GET /pipelines`.
     pub fn list(&self) -> Reply {
         let deps: Vec<_> = lock(&self.deps).values().cloned().collect();
