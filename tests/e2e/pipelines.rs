@@ -239,7 +239,17 @@ fn reset_makes_the_next_run_reprocess_the_inputs_from_the_start_with_no_state() 
     assert_eq!(latest(&second), model);
     let scan = run(d.weir().args(["state", "scan", "wordcount", "count"]));
     assert_eq!(scan.stdout.lines().count(), model.len());
-    // Nothing left to reset for a name with nothing, and a bad name.
+    // The pipeline file names it too.
+    let r = run(d.weir().arg("reset").arg(pipeline("wordcount.toml")));
+    assert!(
+        r.status.success()
+            && r.stdout
+                .starts_with("reset pipeline wordcount: forgot its input positions and state ("),
+        "{}{}",
+        r.stdout,
+        r.stderr
+    );
+    // Nothing to reset for a name with nothing.
     let r = run(d.weir().args(["reset", "wordcont"]));
     assert_eq!(r.status.code(), Some(1));
     assert_eq!(

@@ -239,7 +239,8 @@ pub(crate) fn state_log(
 /// `weir reset`: the options.
 #[derive(clap::Args)]
 pub struct ResetArgs {
-    /// The pipeline's name (its `name` field).
+    /// The pipeline's name (its `name` field), or its file (whose
+    /// `[kafka]` section, if any, names the cluster).
     pub pipeline: String,
     #[command(flatten)]
     pub data: DataArgs,
@@ -253,15 +254,20 @@ pub struct ResetArgs {
 /// the start, with no state (the seed's reprocessing by resetting, as Kafka
 /// Streams' application reset tool).
 pub fn reset(args: ResetArgs) -> anyhow::Result<ExitCode> {
-    if let Some(conn) = args.kafka.connection() {
-        return reset_kafka(&conn, &args.pipeline, &args.data.data);
+    let (name, conn) = if args.pipeline.ends_with(".toml") {
+        let p = weir::pipeline::config::load(Path::new(&args.pipeline))?;
+        let conn = super::run_cmd::kafka_connection(&p, args.kafka.connection()).map(|(c, _)| c);
+        (p.name, conn)
+    } else {
+        (args.pipeline, args.kafka.connection())
+    };
+    if let Some(conn) = conn {
+        return reset_kafka(&conn, &name, &args.data.data);
     }
     let stop = Arc::new(AtomicBool::new(false));
     perform(
         &args.data.data,
-        Request::Reset {
-            pipeline: args.pipeline,
-        },
+        Request::Reset { pipeline: name },
         None,
         &stop,
     )
