@@ -1068,11 +1068,17 @@ fn an_aggregate_and_its_shadow_are_compared_by_their_final_results() {
             d.data.display()
         )
     );
+    let r = run(d.weir().args(["pipeline", "reset", "tally"]));
+    assert_eq!(r.status.code(), Some(1));
+    assert_eq!(
+        r.stderr.trim(),
+        "error: pipeline tally runs: stop it first (`weir pipeline stop tally`)"
+    );
     d.ok(&["pipeline", "stop", "tally"]);
-    let out = d.ok(&["reset", "tally"]);
+    let out = d.ok(&["pipeline", "reset", "tally"]);
     assert!(
-        out.starts_with("reset pipeline tally: forgot its input positions and state (")
-            && out.trim_end().ends_with(" entries); its next run reads its inputs from the start. Its output topics are kept: delete them with `weir topic delete` to start them empty"),
+        out.starts_with("reset tally: forgot ")
+            && out.trim_end().ends_with(" entries of positions and state; `weir pipeline start tally` reprocesses its inputs from the start"),
         "{out}"
     );
     d.ok(&["pipeline", "start", "tally"]);

@@ -270,6 +270,15 @@ pub enum PipelineCommand {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Make it reprocess its inputs from the start when started again: a
+    /// stopped pipeline forgets its input positions and state and loses its
+    /// internal topics (its output topics are kept).
+    Reset {
+        /// The pipeline.
+        name: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// Stop it and forget it (its topics and state stay).
     Delete {
         /// The pipeline.
@@ -407,6 +416,33 @@ pub fn pipeline(cmd: PipelineCommand) -> anyhow::Result<ExitCode> {
                 .client()?
                 .call("POST", &format!("/pipelines/{}/start", esc(&name)), b"")?;
             println!("started {name}");
+        }
+        PipelineCommand::Reset { name, server } => {
+            let v =
+                server
+                    .client()?
+                    .call("POST", &format!("/pipelines/{}/reset", esc(&name)), b"")?;
+            let topics: Vec<&str> = v["topics"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            let topics = if topics.is_empty() {
+                String::new()
+            } else {
+                format!(", deleted {}", topics.join(", "))
+            };
+            let what = match v["entries"].as_u64() {
+                Some(n) => format!("forgot {n} entries of positions and state"),
+                None if v["group"].as_bool() == Some(true) => {
+                    "deleted its consumer group and local state".to_string()
+                }
+                None => "deleted its local state".to_string(),
+            };
+            println!(
+                "reset {name}: {what}{topics}; `weir pipeline start {name}` reprocesses its inputs from the start"
+            );
         }
         PipelineCommand::Delete { name, server } => {
             server

@@ -275,8 +275,9 @@ pub fn reset(args: ResetArgs) -> anyhow::Result<ExitCode> {
 
 /// Forgets `pipeline`'s input positions, stream times and state, and
 /// deletes its repartition topics (`NAME-STEP-repartition`); its output
-/// and dead-letter topics are kept.
-pub(super) fn reset_log(log: &Log, pipeline: &str, out: &mut dyn Out) -> anyhow::Result<u8> {
+/// and dead-letter topics are kept. Returns how many entries it forgot and
+/// the topics it deleted.
+pub(crate) fn reset_embedded(log: &Log, pipeline: &str) -> anyhow::Result<(u64, Vec<String>)> {
     weir::log::check_name("pipeline", pipeline)?;
     let entries = log.delete_prefix(&keys::pipeline(pipeline))?;
     let prefix = format!("{pipeline}-");
@@ -290,6 +291,12 @@ pub(super) fn reset_log(log: &Log, pipeline: &str, out: &mut dyn Out) -> anyhow:
     for t in &internal {
         log.delete_topic(t)?;
     }
+    Ok((entries, internal))
+}
+
+/// [`reset_embedded`], telling `out` what it did.
+pub(super) fn reset_log(log: &Log, pipeline: &str, out: &mut dyn Out) -> anyhow::Result<u8> {
+    let (entries, internal) = reset_embedded(log, pipeline)?;
     if entries == 0 && internal.is_empty() {
         out.err(&format!(
             "pipeline {pipeline} has no positions, state or repartition topics in {} (is the name right? it is the pipeline file's `name`)",

@@ -284,6 +284,7 @@ fn handle(daemon: &Daemon, settings: &Settings, mut req: Request) {
         (Method::Delete, ["pipelines", p]) => daemon.delete(p),
         (Method::Post, ["pipelines", p, "stop"]) => daemon.stop(p),
         (Method::Post, ["pipelines", p, "start"]) => daemon.start(p),
+        (Method::Post, ["pipelines", p, "reset"]) => daemon.reset(p),
         (Method::Post, ["pipelines", p, "steps", s, "swap"]) => {
             let v = json_body(&mut req, max)?;
             daemon.swap(p, s, field(&v, "module")?, false)

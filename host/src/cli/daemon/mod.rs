@@ -611,6 +611,40 @@ impl Daemon {
         Ok(self.status_of(&d))
     }
 
+    /// `POST /pipelines/P/reset`: a stopped pipeline forgets its input
+    /// positions and state and loses its internal topics, so that it
+    /// reprocesses its inputs from the start when started again.
+    pub fn reset(&self, name: &str) -> Reply {
+        let dep = self.get(name)?;
+        let d = lock(&dep);
+        if d.main.is_some() || d.shadow.is_some() {
+            return Err(fail(
+                409,
+                format!("pipeline {name} runs: stop it first (`weir pipeline stop {name}`)"),
+            ));
+        }
+        let p = self.build(&d.spec, false)?;
+        match super::run_cmd::kafka_connection(&p, None) {
+            None => {
+                let (entries, topics) = super::state_cmds::reset_embedded(&self.log, &p.name)?;
+                Ok(json!({"reset": p.name, "entries": entries, "topics": topics}))
+            }
+            Some((conn, _)) => {
+                // Its local state is closed before it goes.
+                lock(&self.kafka).remove(&p.name);
+                let done = weir::kafka::admin::reset_app(&conn, &p.name)
+                    .map_err(|e| fail(409, e.to_string()))?;
+                let local = self.dir.join("kafka").join(&p.name);
+                if local.exists() {
+                    std::fs::remove_dir_all(&local).with_context(|| {
+                        format!("cannot delete the local state {}", local.display())
+                    })?;
+                }
+                Ok(json!({"reset": p.name, "group": done.group, "topics": done.topics}))
+            }
+        }
+    }
+
     /// `POST /pipelines/P/start`.
     pub fn start(&self, name: &str) -> Reply {
         let dep = self.get(name)?;
