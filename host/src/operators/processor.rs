@@ -1,9 +1,10 @@
 //! Processors: a guest with state stores and timers (the Processor API). Its
 //! state calls read and write the task's pending changes through
 //! [`ProcessorState`], one layer per call, so that a call that traps leaves
-//! nothing behind; due timers fire after each batch, earliest first
-//! (event-time timers when the stream time passes them, wall-clock timers
-//! when the clock does, also while no records arrive).
+//! nothing behind; due timers fire earliest first: event-time timers right
+//! after the record that brings the stream time to them (the batch is cut
+//! there, as Kafka Streams punctuates after a record), wall-clock timers
+//! after each batch and while no records arrive, when the clock passes them.
 
 use std::any::Any;
 use std::sync::Arc;
@@ -49,6 +50,32 @@ impl Processor {
             error: None,
             undeclared: None,
         })
+    }
+
+    /// Runs `chunk` through the guest's `process`; returns what flows on.
+    fn process(&mut self, cx: &mut Ctx<'_>, chunk: &[Item]) -> anyhow::Result<Vec<Item>> {
+        for it in chunk {
+            cx.observe(it.rec.timestamp());
+        }
+        let inputs: Vec<&Packed> = chunk.iter().map(|it| &it.rec).collect();
+        let state = self.state(cx);
+        let (outcomes, state) = process_batch(self.guest.as_mut(), &inputs, Some(state))?;
+        restore(cx, state)?;
+        Ok(route(&self.cfg, cx.out, chunk, outcomes))
+    }
+
+    /// The time of the earliest event-time timer set, if any.
+    fn next_event_timer(&self, cx: &Ctx<'_>) -> anyhow::Result<Option<i64>> {
+        let prefix = keys::timers(cx.pipeline, &self.cfg.name, cx.partition, 0);
+        let first = cx.range(&prefix, &keys::prefix_end(&prefix), 1)?;
+        first
+            .first()
+            .map(|(k, _)| {
+                keys::take_i64(&k[prefix.len()..])
+                    .map(|(t, _)| t)
+                    .context("a timer key is corrupt")
+            })
+            .transpose()
     }
 
     /// Calls `on-timer` for every due timer, earliest first, and returns
@@ -165,20 +192,31 @@ impl Operator for Processor {
         flow: Vec<Item>,
         _side: Vec<Item>,
     ) -> anyhow::Result<Vec<Item>> {
-        let mut next = Vec::new();
-        let mut last_seq = 0;
-        if !flow.is_empty() {
-            for it in &flow {
-                cx.observe(it.rec.timestamp());
-                last_seq = last_seq.max(it.seq);
-            }
-            let inputs: Vec<&Packed> = flow.iter().map(|it| &it.rec).collect();
-            let state = self.state(cx);
-            let (outcomes, state) = process_batch(self.guest.as_mut(), &inputs, Some(state))?;
-            restore(cx, state)?;
-            next = route(&self.cfg, cx.out, &flow, outcomes);
+        if flow.is_empty() {
+            return self.fire_timers(cx, 0);
         }
-        next.extend(self.fire_timers(cx, last_seq)?);
+        // As Kafka Streams punctuates after the record that moves the stream
+        // time past a punctuation, due event-time timers fire right after
+        // the record that makes them due: the batch is cut there, so that
+        // the outputs do not depend on the batch size.
+        let mut next = Vec::new();
+        let mut due = self.next_event_timer(cx)?;
+        let (mut start, mut time) = (0, *cx.stream_time);
+        for (i, it) in flow.iter().enumerate() {
+            time = time.max(it.rec.timestamp());
+            let last = i + 1 == flow.len();
+            if !last && due.is_none_or(|t| t > time) {
+                continue;
+            }
+            let chunk = &flow[start..=i];
+            next.extend(self.process(cx, chunk)?);
+            let seq = chunk.iter().map(|it| it.seq).max().unwrap_or(0);
+            next.extend(self.fire_timers(cx, seq)?);
+            start = i + 1;
+            if !last {
+                due = self.next_event_timer(cx)?;
+            }
+        }
         Ok(next)
     }
 

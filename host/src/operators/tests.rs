@@ -825,10 +825,10 @@ fn a_processor_keeps_state_and_fires_event_time_timers_in_order() {
 
 /// An event-time timer fires once the stream time reaches its time (equal
 /// is enough, as a Kafka Streams punctuation at `t` fires when the stream
-/// time reaches `t`), after the batch that got it there: with batches of 1
-/// right after that record, as Kafka Streams punctuates after each record;
-/// with a larger batch after the batch's later records (docs/design.md,
-/// known limits).
+/// time reaches `t`). One set and due within the same batch fires after
+/// that batch: with batches of 1 right after the record that makes it due,
+/// as Kafka Streams punctuates after each record; with a larger batch after
+/// the batch's later records (docs/design.md, known limits).
 #[test]
 fn an_event_time_timer_fires_when_the_stream_time_reaches_it_after_that_batch() {
     let input = stream(&[rec("a", "x", 0), rec("b", "x", 10), rec("c", "x", 11)]);
@@ -846,6 +846,46 @@ fn an_event_time_timer_fires_when_the_stream_time_reaches_it_after_that_batch() 
         assert_eq!(
             out.iter().map(show).collect::<Vec<_>>(),
             expected,
+            "batch {size}"
+        );
+    }
+}
+
+/// A timer set in an earlier batch fires right after the record that brings
+/// the stream time to it, whatever the batch size (the batch is cut there,
+/// as Kafka Streams punctuates after that record).
+#[test]
+fn a_timer_set_in_an_earlier_batch_fires_right_after_the_record_that_makes_it_due() {
+    for size in [2, 7, 500] {
+        let mut h = Harness::new(step(PROCESSOR), counting_processor());
+        assert_eq!(
+            h.feed(&stream(&[rec("a", "x", 0)]), 1)
+                .iter()
+                .map(show)
+                .collect::<Vec<_>>(),
+            ["a=1@0"]
+        );
+        let out = h.feed(
+            &stream(&[
+                rec("b", "x", 5),
+                rec("c", "x", 10),
+                rec("d", "x", 11),
+                rec("e", "x", 30),
+            ]),
+            size,
+        );
+        assert_eq!(
+            out.iter().map(show).collect::<Vec<_>>(),
+            [
+                "b=1@5",
+                "c=1@10",
+                "a=timer:a@10",
+                "d=1@11",
+                "e=1@30",
+                "b=timer:b@15",
+                "c=timer:c@20",
+                "d=timer:d@21"
+            ],
             "batch {size}"
         );
     }
