@@ -14,7 +14,11 @@
 //! other side met it meanwhile; one whose window had already ended when it
 //! came (`t + after`, or `t + before`, before the stream time) is emitted at
 //! once. Held records come out in timestamp order, right before left at the
-//! same timestamp, then by key. A record with no key joins nothing: in a
+//! same timestamp, then by key, when a record at the stream time looks at
+//! them; as in Kafka Streams, it looks only when the earliest held time
+//! noted (see [`StreamJoin::emit_unmatched`]) plus its own side's reach and
+//! the grace is behind the stream time, so a closed window may wait for a
+//! later look. A record with no key joins nothing: in a
 //! left join a left one, in an outer join one of either side, is emitted at
 //! once alone (as Kafka Streams does since 3.7); otherwise it is skipped. A
 //! record with no value is skipped.
@@ -44,6 +48,9 @@ const UNMATCHED: u8 = b'U';
 const UNMATCHED_RIGHT: u8 = b'V';
 /// Under [`TIME`]: the join's stream time, over every record of both sides.
 const SHARED: u8 = b'S';
+/// Under [`TIME`]: the earliest held time noted (Kafka Streams' `minTime`):
+/// held records are looked at only once it is far enough behind.
+const MIN_HELD: u8 = b'M';
 
 impl StreamJoin {
     /// A stream-stream join running `guest`.
@@ -113,44 +120,74 @@ impl StreamJoin {
         }
     }
 
-    /// Emits the held records whose window closed by `shared`: by
-    /// timestamp, right before left at the same one, then by key.
+    /// Looks at the held records when a record of `side` brings the
+    /// stream time to `shared`, as Kafka Streams' KStreamKStreamJoin does:
+    /// only when the earliest held time noted plus that side's reach
+    /// (`after` for a left record, `before` for a right one) and the grace
+    /// is behind `shared`. A look emits the held records whose window
+    /// closed (by timestamp, right before left at the same one, then by
+    /// key), goes over them in that order until it has met a still-open
+    /// record of each side, and notes the timestamp of the last one it went
+    /// over (held records it did not go over are newer).
     fn emit_unmatched(
         &self,
         cx: &mut Ctx<'_>,
         shared: i64,
+        side: u8,
         seq: u64,
         pairs: &mut Vec<Pair>,
     ) -> anyhow::Result<()> {
-        let mut due = Vec::new();
+        let min = self.observed(cx, MIN_HELD)?;
+        let look = min
+            .saturating_add(self.reach(side))
+            .saturating_add(self.cfg.grace);
+        if min == i64::MAX || look >= shared {
+            return Ok(());
+        }
+        let mut held = Vec::new();
         for side in [RIGHT, LEFT] {
             if side == RIGHT && self.cfg.join != JoinType::Outer {
                 continue;
             }
             let prefix = self.held_prefix(cx, side);
-            let mut end = prefix.clone();
-            let bound = shared
-                .saturating_sub(self.reach(side))
-                .saturating_sub(self.cfg.grace);
-            end.extend_from_slice(&keys::ord_i64(bound));
-            for (k, v) in cx.range(&prefix, &end, usize::MAX)? {
+            for (k, v) in cx.range(&prefix, &keys::prefix_end(&prefix), usize::MAX)? {
                 let rec = Packed::parse(v).context("a held join record is corrupt")?;
-                cx.txn.delete(k);
-                due.push((side, rec));
+                held.push((side, k, rec));
             }
         }
         // Stable: a side's records of one key and timestamp stay in the
         // order they came.
-        due.sort_by(|(a_side, a), (b_side, b)| {
+        held.sort_by(|(a_side, _, a), (b_side, _, b)| {
             (a.timestamp(), *a_side != RIGHT, a.key()).cmp(&(
                 b.timestamp(),
                 *b_side != RIGHT,
                 b.key(),
             ))
         });
-        for (side, rec) in due {
+        let mut noted = i64::MAX;
+        let (mut left_open, mut right_open) = (false, false);
+        for (side, k, rec) in held {
+            noted = rec.timestamp();
+            if left_open && right_open {
+                break;
+            }
+            let open = rec
+                .timestamp()
+                .saturating_add(self.reach(side))
+                .saturating_add(self.cfg.grace)
+                >= shared;
+            if open {
+                if side == LEFT {
+                    left_open = true;
+                } else {
+                    right_open = true;
+                }
+                continue;
+            }
+            cx.txn.delete(k);
             pairs.push(alone(side, rec.key().map(<[u8]>::to_vec), &rec, seq));
         }
+        self.set_observed(cx, MIN_HELD, noted);
         Ok(())
     }
 }
@@ -234,7 +271,7 @@ impl Operator for StreamJoin {
                 cx.txn.put(mk, value.to_vec());
             }
             if left_join && ts == shared {
-                self.emit_unmatched(cx, shared, it.seq, &mut pairs)?;
+                self.emit_unmatched(cx, shared, mine, it.seq, &mut pairs)?;
             }
             // A left record at t meets right records in [t - before, t +
             // after]; a right one left records in [t - after, t + before].
@@ -289,6 +326,8 @@ impl Operator for StreamJoin {
                     u.extend_from_slice(&keys::ord_i64(ts));
                     u.extend_from_slice(&entry_suffix);
                     cx.txn.put(u, it.rec.bytes().to_vec());
+                    let min = self.observed(cx, MIN_HELD)?.min(ts);
+                    self.set_observed(cx, MIN_HELD, min);
                 }
             }
         }

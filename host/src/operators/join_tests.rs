@@ -276,3 +276,44 @@ fn an_unmatched_left_record_is_held_up_to_its_window_end_and_released_past_grace
         &["p=P+-@0", "k=K+-@0", "m=M+-@0"],
     );
 }
+
+/// KStreamKStreamJoin looks at its held (unmatched) records only when the
+/// earliest time it noted for them, plus the window's reach on the side of
+/// the record being processed (`after` for a left record, `before` for a
+/// right one) and the grace, is behind the stream time; a look notes the
+/// timestamp of the last held record it went over (in a left join, the
+/// newest held), and holding a record lowers it to that record's. So a held
+/// record can stay held past its window's close: here `b` (closes at 3 s)
+/// waits until the look at 3.6 s, after the inner result at 3.1 s.
+#[test]
+fn held_records_come_out_when_kafka_streams_looks_at_them() {
+    let win = "with_kind = \"stream\"\nwindow = { before = \"2s\", after = \"2s\" }";
+    let input = [
+        l("a", "A", 0),
+        l("b", "B", 1_000),
+        l("d", "D", 1_500),
+        l("c", "C", 2_500), // a look: A out; B and D open, the last one 1.5 s
+        l("e", "E", 3_100), // 1.5 + 2 >= 3.1: no look
+        r("e", "Z", 3_100), // meets E; 1.5 + 2 >= 3.1: no look
+        l("f", "F", 3_600), // a look: B and D out
+    ];
+    check(
+        &format!("{win}\njoin = \"left\""),
+        &input,
+        &["a=A+-@0", "e=E+Z@3100", "b=B+-@1000", "d=D+-@1500"],
+    );
+    check(
+        &format!("{win}\njoin = \"left\""),
+        &input[..5],
+        &["a=A+-@0"],
+    );
+    // A right record looks with `before`: with before 5 s and after 0, a
+    // left record at 0 closes at once, but a right record at 3 s does not
+    // look (0 + 5 >= 3); the next left record does.
+    let win = "with_kind = \"stream\"\nwindow = { before = \"5s\", after = \"0s\" }";
+    let input = [l("k", "K", 0), r("x", "X", 3_000), l("y", "Y", 3_000)];
+    for join in ["left", "outer"] {
+        check(&format!("{win}\njoin = \"{join}\""), &input[..2], &[]);
+        check(&format!("{win}\njoin = \"{join}\""), &input, &["k=K+-@0"]);
+    }
+}
