@@ -134,7 +134,7 @@ impl StreamJoin {
         cx: &mut Ctx<'_>,
         shared: i64,
         side: u8,
-        seq: u64,
+        trigger: &Item,
         pairs: &mut Vec<Pair>,
     ) -> anyhow::Result<()> {
         let min = self.observed(cx, MIN_HELD)?;
@@ -185,7 +185,11 @@ impl StreamJoin {
                 continue;
             }
             cx.txn.delete(k);
-            pairs.push(alone(side, rec.key().map(<[u8]>::to_vec), &rec, seq));
+            // Kafka Streams forwards the record being processed with the
+            // held key, value and timestamp: its headers go on.
+            let mut pair = alone(side, rec.key().map(<[u8]>::to_vec), &rec, trigger.seq);
+            pair.headers_of = Some(trigger.rec.clone());
+            pairs.push(pair);
         }
         self.set_observed(cx, MIN_HELD, noted);
         Ok(())
@@ -207,6 +211,7 @@ fn alone(side: u8, key: Option<Vec<u8>>, rec: &Packed, seq: u64) -> Pair {
         right,
         seq,
         rec: rec.clone(),
+        headers_of: None,
     }
 }
 
@@ -271,7 +276,7 @@ impl Operator for StreamJoin {
                 cx.txn.put(mk, value.to_vec());
             }
             if left_join && ts == shared {
-                self.emit_unmatched(cx, shared, mine, it.seq, &mut pairs)?;
+                self.emit_unmatched(cx, shared, mine, &it, &mut pairs)?;
             }
             // A left record at t meets right records in [t - before, t +
             // after]; a right one left records in [t - after, t + before].
@@ -315,6 +320,7 @@ impl Operator for StreamJoin {
                     right: r,
                     seq: it.seq,
                     rec: it.rec.clone(),
+                    headers_of: None,
                 });
             }
             if matches.is_empty() && holds {

@@ -317,3 +317,66 @@ fn held_records_come_out_when_kafka_streams_looks_at_them() {
         check(&format!("{win}\njoin = \"{join}\""), &input, &["k=K+-@0"]);
     }
 }
+
+fn with_header(mut rec: (bool, Record), h: &str) -> (bool, Record) {
+    rec.1.headers.push(("h".to_string(), h.as_bytes().to_vec()));
+    rec
+}
+
+/// Runs `input` through a join step at batch sizes 1, 7 and 500; every size
+/// must give `want`, each output with the value of its header `h`.
+fn check_headers(toml: &str, input: &[(bool, Record)], want: &[(&str, Option<&str>)]) {
+    let input = with_offsets(input);
+    for size in [1, 7, 500] {
+        let cfg = step(&format!(
+            "name = \"j\"\nkind = \"join\"\nmodule = \"concat.wasm\"\nwith = \"right\"\n{toml}"
+        ));
+        let mut h = Harness::new(cfg, concat());
+        let got: Vec<(String, Option<String>)> = h
+            .feed(&input, size)
+            .iter()
+            .map(|o| {
+                let h = o
+                    .headers
+                    .iter()
+                    .find(|(n, _)| n == "h")
+                    .map(|(_, v)| String::from_utf8_lossy(v).into_owned());
+                (show(o), h)
+            })
+            .collect();
+        let want: Vec<(String, Option<String>)> = want
+            .iter()
+            .map(|(s, h)| (s.to_string(), h.map(str::to_string)))
+            .collect();
+        assert_eq!(got, want, "{toml}, batch {size}");
+    }
+}
+
+/// A result carries the headers of the record being processed when it is
+/// forwarded, as Kafka Streams' joins forward `record.withValue(..)`: a
+/// table-table tombstone the deleting record's; a held stream-join record
+/// that comes out later those of the record whose look emitted it (Kafka
+/// Streams forwards the processed record with the held key, value and
+/// timestamp).
+#[test]
+fn join_results_carry_the_headers_of_the_record_being_processed() {
+    let input = [
+        with_header(l("a", "l1", 1), "l1"),
+        with_header(r("a", "r1", 2), "r1"),
+        with_header(l("a", "", 3), "del"),
+    ];
+    check_headers(
+        &format!("{TABLES}\njoin = \"inner\""),
+        &input,
+        &[("a=l1+r1@2", Some("r1")), ("a=null@3", Some("del"))],
+    );
+    let input = [
+        with_header(l("k", "K", 0), "k"),
+        with_header(r("x", "X", 10_000), "x"),
+    ];
+    check_headers(
+        "with_kind = \"stream\"\nwindow = { before = \"1s\", after = \"1s\" }\njoin = \"left\"",
+        &input,
+        &[("k=K+-@0", Some("x"))],
+    );
+}
