@@ -380,3 +380,44 @@ fn join_results_carry_the_headers_of_the_record_being_processed() {
         &[("k=K+-@0", Some("x"))],
     );
 }
+
+/// A record with no key reaching an aggregate (a map before it gave it
+/// none) is a dead letter, counted nowhere: the outputs are Kafka Streams',
+/// which drops it at the repartition or in the aggregation. It does not
+/// move a windowed aggregate's time either (Kafka Streams never sees it
+/// there): the window [0, 10 s) still takes the record at 5 s after one
+/// without a key at 20 s.
+#[test]
+fn a_keyless_record_at_an_aggregate_is_a_dead_letter_and_changes_nothing() {
+    let keyless = |ts: i64| {
+        let mut r = rec("", "x", ts);
+        r.key = None;
+        (false, r)
+    };
+    let input = [
+        (false, rec("a", "x", 1)),
+        keyless(20_000),
+        (false, rec("a", "x", 5_000)),
+    ];
+    for size in [1, 7, 500] {
+        let mut h = Harness::new(
+            step(
+                "name = \"count\"\nkind = \"aggregate\"\nmodule = \"count.wasm\"\nwindow = { type = \"tumbling\", size = \"10s\" }",
+            ),
+            counter(),
+        );
+        let out: Vec<String> = h.feed(&input, size).iter().map(show).collect();
+        let want: &[&str] = if size == 1 {
+            &["a[0,10000]=1@1", "a[0,10000]=2@5000"]
+        } else {
+            &["a[0,10000]=2@5000"]
+        };
+        assert_eq!(out, want, "batch {size}");
+        let dead: Vec<&str> = h.dead.iter().map(|(_, m, _)| m.as_str()).collect();
+        assert_eq!(
+            dead,
+            ["step count: an aggregate groups by key, and this record has none"],
+            "batch {size}"
+        );
+    }
+}
