@@ -144,46 +144,74 @@ impl StreamJoin {
         if min == i64::MAX || look >= shared {
             return Ok(());
         }
-        let mut held = Vec::new();
+        // The held records whose window closed: all of them come out (the
+        // look stops only once past a still-open record of each side, and
+        // every record after those is open too).
+        let outer = self.cfg.join == JoinType::Outer;
+        let mut due = Vec::new();
+        let mut open: [Vec<i64>; 2] = [Vec::new(), Vec::new()];
         for side in [RIGHT, LEFT] {
-            if side == RIGHT && self.cfg.join != JoinType::Outer {
+            if side == RIGHT && !outer {
                 continue;
             }
             let prefix = self.held_prefix(cx, side);
-            for (k, v) in cx.range(&prefix, &keys::prefix_end(&prefix), usize::MAX)? {
+            let mut mid = prefix.clone();
+            mid.extend_from_slice(&keys::ord_i64(self.closed_before(side, shared)));
+            for (k, v) in cx.range(&prefix, &mid, usize::MAX)? {
                 let rec = Packed::parse(v).context("a held join record is corrupt")?;
-                held.push((side, k, rec));
+                due.push((side, k, rec));
+            }
+            for (k, _) in cx.range(&mid, &keys::prefix_end(&prefix), 2)? {
+                open[usize::from(side == LEFT)].push(held_time(&k, prefix.len())?);
             }
         }
         // Stable: a side's records of one key and timestamp stay in the
         // order they came.
-        held.sort_by(|(a_side, _, a), (b_side, _, b)| {
+        due.sort_by(|(a_side, _, a), (b_side, _, b)| {
             (a.timestamp(), *a_side != RIGHT, a.key()).cmp(&(
                 b.timestamp(),
                 *b_side != RIGHT,
                 b.key(),
             ))
         });
-        let mut noted = i64::MAX;
-        let (mut left_open, mut right_open) = (false, false);
-        for (side, k, rec) in held {
-            noted = rec.timestamp();
-            if left_open && right_open {
-                break;
-            }
-            let open = rec
-                .timestamp()
-                .saturating_add(self.reach(side))
-                .saturating_add(self.cfg.grace)
-                >= shared;
-            if open {
-                if side == LEFT {
-                    left_open = true;
+        // The time the look notes: it goes over the held records by
+        // timestamp, right before left, and stops at the one after it has
+        // met an open record of each side, else at the last one.
+        let noted = match (open[1].first(), open[0].first()) {
+            (Some(&l), Some(&r)) => {
+                let (later, next) = if l >= r {
+                    // Right records after that left one are later.
+                    let next_right = self.first_held_from(cx, RIGHT, l.saturating_add(1))?;
+                    (l, [open[1].get(1).copied(), next_right])
                 } else {
-                    right_open = true;
-                }
-                continue;
+                    let next_left = self.first_held_from(cx, LEFT, r)?;
+                    (r, [open[0].get(1).copied(), next_left])
+                };
+                next.into_iter().flatten().min().unwrap_or(later)
             }
+            _ => {
+                let mut last = due.last().map(|(_, _, rec)| rec.timestamp());
+                for side in [RIGHT, LEFT] {
+                    if open[usize::from(side == LEFT)].is_empty() {
+                        continue;
+                    }
+                    let prefix = self.held_prefix(cx, side);
+                    let mut mid = prefix.clone();
+                    mid.extend_from_slice(&keys::ord_i64(self.closed_before(side, shared)));
+                    if let Some((k, _)) = cx
+                        .range(&mid, &keys::prefix_end(&prefix), usize::MAX)?
+                        .last()
+                    {
+                        let t = held_time(k, prefix.len())?;
+                        last = Some(last.map_or(t, |x: i64| x.max(t)));
+                    }
+                }
+                last.unwrap_or(i64::MAX)
+            }
+        };
+        #[cfg(test)]
+        assert_eq!(noted, self.noted_by_going_over_all(cx, shared)?);
+        for (side, k, rec) in due {
             cx.txn.delete(k);
             // Kafka Streams forwards the record being processed with the
             // held key, value and timestamp: its headers go on.
@@ -194,6 +222,65 @@ impl StreamJoin {
         self.set_observed(cx, MIN_HELD, noted);
         Ok(())
     }
+
+    /// Held records of `side` with a timestamp before this have their
+    /// window closed at stream time `shared`.
+    fn closed_before(&self, side: u8, shared: i64) -> i64 {
+        shared
+            .saturating_sub(self.reach(side))
+            .saturating_sub(self.cfg.grace)
+    }
+
+    /// The timestamp of the first held record of `side` at `from` or later.
+    fn first_held_from(&self, cx: &Ctx<'_>, side: u8, from: i64) -> anyhow::Result<Option<i64>> {
+        let prefix = self.held_prefix(cx, side);
+        let mut start = prefix.clone();
+        start.extend_from_slice(&keys::ord_i64(from));
+        cx.range(&start, &keys::prefix_end(&prefix), 1)?
+            .first()
+            .map(|(k, _)| held_time(k, prefix.len()))
+            .transpose()
+    }
+
+    /// Tests: the time a look notes, going over every held record as Kafka
+    /// Streams does.
+    #[cfg(test)]
+    fn noted_by_going_over_all(&self, cx: &Ctx<'_>, shared: i64) -> anyhow::Result<i64> {
+        let mut held = Vec::new();
+        for side in [RIGHT, LEFT] {
+            if side == RIGHT && self.cfg.join != JoinType::Outer {
+                continue;
+            }
+            let prefix = self.held_prefix(cx, side);
+            for (k, _) in cx.range(&prefix, &keys::prefix_end(&prefix), usize::MAX)? {
+                held.push((held_time(&k, prefix.len())?, side != RIGHT, side));
+            }
+        }
+        held.sort();
+        let mut noted = i64::MAX;
+        let (mut left_open, mut right_open) = (false, false);
+        for (ts, _, side) in held {
+            noted = ts;
+            if left_open && right_open {
+                break;
+            }
+            if ts >= self.closed_before(side, shared) {
+                if side == LEFT {
+                    left_open = true;
+                } else {
+                    right_open = true;
+                }
+            }
+        }
+        Ok(noted)
+    }
+}
+
+/// The timestamp in a held record's state key (after its prefix).
+fn held_time(key: &[u8], prefix_len: usize) -> anyhow::Result<i64> {
+    keys::take_i64(&key[prefix_len..])
+        .map(|(t, _)| t)
+        .context("a held join record's key is corrupt")
 }
 
 /// The result of a record of `side` that met nothing.
