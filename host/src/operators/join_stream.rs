@@ -14,7 +14,11 @@
 //! other side met it meanwhile; one whose window had already ended when it
 //! came (`t + after`, or `t + before`, before the stream time) is emitted at
 //! once. Held records come out in timestamp order, right before left at the
-//! same timestamp, then by key. A record with no key joins nothing: in a
+//! same timestamp, then by key, when a record at the stream time looks at
+//! them; as in Kafka Streams, it looks only when the earliest held time
+//! noted (see [`StreamJoin::emit_unmatched`]) plus its own side's reach and
+//! the grace is behind the stream time, so a closed window may wait for a
+//! later look. A record with no key joins nothing: in a
 //! left join a left one, in an outer join one of either side, is emitted at
 //! once alone (as Kafka Streams does since 3.7); otherwise it is skipped. A
 //! record with no value is skipped.
@@ -44,6 +48,9 @@ const UNMATCHED: u8 = b'U';
 const UNMATCHED_RIGHT: u8 = b'V';
 /// Under [`TIME`]: the join's stream time, over every record of both sides.
 const SHARED: u8 = b'S';
+/// Under [`TIME`]: the earliest held time noted (Kafka Streams' `minTime`):
+/// held records are looked at only once it is far enough behind.
+const MIN_HELD: u8 = b'M';
 
 impl StreamJoin {
     /// A stream-stream join running `guest`.
@@ -113,46 +120,167 @@ impl StreamJoin {
         }
     }
 
-    /// Emits the held records whose window closed by `shared`: by
-    /// timestamp, right before left at the same one, then by key.
+    /// Looks at the held records when a record of `side` brings the
+    /// stream time to `shared`, as Kafka Streams' KStreamKStreamJoin does:
+    /// only when the earliest held time noted plus that side's reach
+    /// (`after` for a left record, `before` for a right one) and the grace
+    /// is behind `shared`. A look emits the held records whose window
+    /// closed (by timestamp, right before left at the same one, then by
+    /// key), goes over them in that order until it has met a still-open
+    /// record of each side, and notes the timestamp of the last one it went
+    /// over (held records it did not go over are newer).
     fn emit_unmatched(
         &self,
         cx: &mut Ctx<'_>,
         shared: i64,
-        seq: u64,
+        side: u8,
+        trigger: &Item,
         pairs: &mut Vec<Pair>,
     ) -> anyhow::Result<()> {
+        let min = self.observed(cx, MIN_HELD)?;
+        let look = min
+            .saturating_add(self.reach(side))
+            .saturating_add(self.cfg.grace);
+        if min == i64::MAX || look >= shared {
+            return Ok(());
+        }
+        // The held records whose window closed: all of them come out (the
+        // look stops only once past a still-open record of each side, and
+        // every record after those is open too).
+        let outer = self.cfg.join == JoinType::Outer;
         let mut due = Vec::new();
+        let mut open: [Vec<i64>; 2] = [Vec::new(), Vec::new()];
         for side in [RIGHT, LEFT] {
-            if side == RIGHT && self.cfg.join != JoinType::Outer {
+            if side == RIGHT && !outer {
                 continue;
             }
             let prefix = self.held_prefix(cx, side);
-            let mut end = prefix.clone();
-            let bound = shared
-                .saturating_sub(self.reach(side))
-                .saturating_sub(self.cfg.grace);
-            end.extend_from_slice(&keys::ord_i64(bound));
-            for (k, v) in cx.range(&prefix, &end, usize::MAX)? {
+            let mut mid = prefix.clone();
+            mid.extend_from_slice(&keys::ord_i64(self.closed_before(side, shared)));
+            for (k, v) in cx.range(&prefix, &mid, usize::MAX)? {
                 let rec = Packed::parse(v).context("a held join record is corrupt")?;
-                cx.txn.delete(k);
-                due.push((side, rec));
+                due.push((side, k, rec));
+            }
+            for (k, _) in cx.range(&mid, &keys::prefix_end(&prefix), 2)? {
+                open[usize::from(side == LEFT)].push(held_time(&k, prefix.len())?);
             }
         }
         // Stable: a side's records of one key and timestamp stay in the
         // order they came.
-        due.sort_by(|(a_side, a), (b_side, b)| {
+        due.sort_by(|(a_side, _, a), (b_side, _, b)| {
             (a.timestamp(), *a_side != RIGHT, a.key()).cmp(&(
                 b.timestamp(),
                 *b_side != RIGHT,
                 b.key(),
             ))
         });
-        for (side, rec) in due {
-            pairs.push(alone(side, rec.key().map(<[u8]>::to_vec), &rec, seq));
+        // The time the look notes: it goes over the held records by
+        // timestamp, right before left, and stops at the one after it has
+        // met an open record of each side, else at the last one.
+        let noted = match (open[1].first(), open[0].first()) {
+            (Some(&l), Some(&r)) => {
+                let (later, next) = if l >= r {
+                    // Right records after that left one are later.
+                    let next_right = self.first_held_from(cx, RIGHT, l.saturating_add(1))?;
+                    (l, [open[1].get(1).copied(), next_right])
+                } else {
+                    let next_left = self.first_held_from(cx, LEFT, r)?;
+                    (r, [open[0].get(1).copied(), next_left])
+                };
+                next.into_iter().flatten().min().unwrap_or(later)
+            }
+            _ => {
+                let mut last = due.last().map(|(_, _, rec)| rec.timestamp());
+                for side in [RIGHT, LEFT] {
+                    if open[usize::from(side == LEFT)].is_empty() {
+                        continue;
+                    }
+                    let prefix = self.held_prefix(cx, side);
+                    let mut mid = prefix.clone();
+                    mid.extend_from_slice(&keys::ord_i64(self.closed_before(side, shared)));
+                    if let Some((k, _)) = cx
+                        .range(&mid, &keys::prefix_end(&prefix), usize::MAX)?
+                        .last()
+                    {
+                        let t = held_time(k, prefix.len())?;
+                        last = Some(last.map_or(t, |x: i64| x.max(t)));
+                    }
+                }
+                last.unwrap_or(i64::MAX)
+            }
+        };
+        #[cfg(test)]
+        assert_eq!(noted, self.noted_by_going_over_all(cx, shared)?);
+        for (side, k, rec) in due {
+            cx.txn.delete(k);
+            // Kafka Streams forwards the record being processed with the
+            // held key, value and timestamp: its headers go on.
+            let mut pair = alone(side, rec.key().map(<[u8]>::to_vec), &rec, trigger.seq);
+            pair.headers_of = Some(trigger.rec.clone());
+            pairs.push(pair);
         }
+        self.set_observed(cx, MIN_HELD, noted);
         Ok(())
     }
+
+    /// Held records of `side` with a timestamp before this have their
+    /// window closed at stream time `shared`.
+    fn closed_before(&self, side: u8, shared: i64) -> i64 {
+        shared
+            .saturating_sub(self.reach(side))
+            .saturating_sub(self.cfg.grace)
+    }
+
+    /// The timestamp of the first held record of `side` at `from` or later.
+    fn first_held_from(&self, cx: &Ctx<'_>, side: u8, from: i64) -> anyhow::Result<Option<i64>> {
+        let prefix = self.held_prefix(cx, side);
+        let mut start = prefix.clone();
+        start.extend_from_slice(&keys::ord_i64(from));
+        cx.range(&start, &keys::prefix_end(&prefix), 1)?
+            .first()
+            .map(|(k, _)| held_time(k, prefix.len()))
+            .transpose()
+    }
+
+    /// Tests: the time a look notes, going over every held record as Kafka
+    /// Streams does.
+    #[cfg(test)]
+    fn noted_by_going_over_all(&self, cx: &Ctx<'_>, shared: i64) -> anyhow::Result<i64> {
+        let mut held = Vec::new();
+        for side in [RIGHT, LEFT] {
+            if side == RIGHT && self.cfg.join != JoinType::Outer {
+                continue;
+            }
+            let prefix = self.held_prefix(cx, side);
+            for (k, _) in cx.range(&prefix, &keys::prefix_end(&prefix), usize::MAX)? {
+                held.push((held_time(&k, prefix.len())?, side != RIGHT, side));
+            }
+        }
+        held.sort();
+        let mut noted = i64::MAX;
+        let (mut left_open, mut right_open) = (false, false);
+        for (ts, _, side) in held {
+            noted = ts;
+            if left_open && right_open {
+                break;
+            }
+            if ts >= self.closed_before(side, shared) {
+                if side == LEFT {
+                    left_open = true;
+                } else {
+                    right_open = true;
+                }
+            }
+        }
+        Ok(noted)
+    }
+}
+
+/// The timestamp in a held record's state key (after its prefix).
+fn held_time(key: &[u8], prefix_len: usize) -> anyhow::Result<i64> {
+    keys::take_i64(&key[prefix_len..])
+        .map(|(t, _)| t)
+        .context("a held join record's key is corrupt")
 }
 
 /// The result of a record of `side` that met nothing.
@@ -170,6 +298,7 @@ fn alone(side: u8, key: Option<Vec<u8>>, rec: &Packed, seq: u64) -> Pair {
         right,
         seq,
         rec: rec.clone(),
+        headers_of: None,
     }
 }
 
@@ -234,7 +363,7 @@ impl Operator for StreamJoin {
                 cx.txn.put(mk, value.to_vec());
             }
             if left_join && ts == shared {
-                self.emit_unmatched(cx, shared, it.seq, &mut pairs)?;
+                self.emit_unmatched(cx, shared, mine, &it, &mut pairs)?;
             }
             // A left record at t meets right records in [t - before, t +
             // after]; a right one left records in [t - after, t + before].
@@ -278,6 +407,7 @@ impl Operator for StreamJoin {
                     right: r,
                     seq: it.seq,
                     rec: it.rec.clone(),
+                    headers_of: None,
                 });
             }
             if matches.is_empty() && holds {
@@ -289,6 +419,8 @@ impl Operator for StreamJoin {
                     u.extend_from_slice(&keys::ord_i64(ts));
                     u.extend_from_slice(&entry_suffix);
                     cx.txn.put(u, it.rec.bytes().to_vec());
+                    let min = self.observed(cx, MIN_HELD)?.min(ts);
+                    self.set_observed(cx, MIN_HELD, min);
                 }
             }
         }

@@ -68,6 +68,7 @@ impl Operator for TableJoin {
                         right: None,
                         seq: it.seq,
                         rec: it.rec,
+                        headers_of: None,
                     });
                 }
                 continue;
@@ -100,6 +101,7 @@ impl Operator for TableJoin {
                         right,
                         seq: it.seq,
                         rec: it.rec,
+                        headers_of: None,
                     });
                 }
                 continue;
@@ -145,6 +147,7 @@ impl Operator for TableJoin {
                     right,
                     seq: it.seq,
                     rec: it.rec,
+                    headers_of: None,
                 });
                 continue;
             }
@@ -165,7 +168,7 @@ impl Operator for TableJoin {
             if tombstone {
                 tombstones.push(Item {
                     seq: it.seq,
-                    rec: Packed::new(it.rec.offset(), ts, Some(&k), None, std::iter::empty()),
+                    rec: Packed::new(it.rec.offset(), ts, Some(&k), None, it.rec.headers()),
                 });
             }
         }

@@ -239,4 +239,6 @@ pub fn build(cfg: StepConfig, guest: Box<dyn Guest>) -> Box<dyn Operator> {
 pub(crate) mod testing;
 
 #[cfg(test)]
+mod join_tests;
+#[cfg(test)]
 mod tests;

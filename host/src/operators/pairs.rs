@@ -20,8 +20,12 @@ pub(super) struct Pair {
     pub right: Option<Vec<u8>>,
     /// The result's seq.
     pub seq: u64,
-    /// The record that made them meet (its offset and headers go on).
+    /// The record that made them meet (its offset and headers go on; a
+    /// dead letter if the call fails on it).
     pub rec: Packed,
+    /// The record whose headers the result carries instead of `rec`'s (a
+    /// held stream-join record emitted by a later one).
+    pub headers_of: Option<Packed>,
 }
 
 /// Calls the joiner for `pairs`; returns the joined records in order.
@@ -55,7 +59,7 @@ pub(super) fn join(
                                 p.ts,
                                 p.key.as_deref(),
                                 Some(&value),
-                                p.rec.headers(),
+                                p.headers_of.as_ref().unwrap_or(&p.rec).headers(),
                             ),
                         }),
                         Some(Ok(None)) | None => {}
