@@ -241,4 +241,12 @@ pub(crate) mod testing;
 #[cfg(test)]
 mod join_tests;
 #[cfg(test)]
+mod processor_tests;
+#[cfg(test)]
+mod session_tests;
+#[cfg(test)]
+mod stream_join_tests;
+#[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod window_tests;

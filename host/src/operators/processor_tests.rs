@@ -1,0 +1,162 @@
+//! Processors: state stores, event-time and wall-clock timers, failures.
+
+#![allow(clippy::unwrap_used)]
+
+use super::testing::*;
+use super::tests::stream;
+
+const PROCESSOR: &str = r#"name = "proc"
+kind = "processor"
+module = "proc.wasm"
+stores = ["n"]"#;
+
+#[test]
+fn a_processor_keeps_state_and_fires_event_time_timers_in_order() {
+    let mut h = Harness::new(step(PROCESSOR), counting_processor());
+    let out = h.feed(
+        &stream(&[
+            rec("a", "x", 0),
+            rec("b", "x", 5),
+            rec("c", "x", 8),
+            rec("c", "x", 9), // moves c's timer to 19
+            rec("d", "x", 30),
+        ]),
+        1,
+    );
+    assert_eq!(
+        out.iter().map(show).collect::<Vec<_>>(),
+        [
+            "a=1@0",
+            "b=1@5",
+            "c=1@8",
+            "c=2@9",
+            "d=1@30",
+            "a=timer:a@10",
+            "b=timer:b@15",
+            "c=timer:c@19"
+        ]
+    );
+}
+
+/// An event-time timer fires once the stream time reaches its time (equal
+/// is enough, as a Kafka Streams punctuation at `t` fires when the stream
+/// time reaches `t`). One set and due within the same batch fires after
+/// that batch: with batches of 1 right after the record that makes it due,
+/// as Kafka Streams punctuates after each record; with a larger batch after
+/// the batch's later records (docs/design.md, known limits).
+#[test]
+fn an_event_time_timer_fires_when_the_stream_time_reaches_it_after_that_batch() {
+    let input = stream(&[rec("a", "x", 0), rec("b", "x", 10), rec("c", "x", 11)]);
+    let mut h = Harness::new(step(PROCESSOR), counting_processor());
+    assert_eq!(
+        h.feed(&input[..2], 1).iter().map(show).collect::<Vec<_>>(),
+        ["a=1@0", "b=1@10", "a=timer:a@10"]
+    );
+    for (size, expected) in [
+        (1, ["a=1@0", "b=1@10", "a=timer:a@10", "c=1@11"]),
+        (7, ["a=1@0", "b=1@10", "c=1@11", "a=timer:a@10"]),
+    ] {
+        let mut h = Harness::new(step(PROCESSOR), counting_processor());
+        let out = h.feed(&input, size);
+        assert_eq!(
+            out.iter().map(show).collect::<Vec<_>>(),
+            expected,
+            "batch {size}"
+        );
+    }
+}
+
+/// A timer set in an earlier batch fires right after the record that brings
+/// the stream time to it, whatever the batch size (the batch is cut there,
+/// as Kafka Streams punctuates after that record).
+#[test]
+fn a_timer_set_in_an_earlier_batch_fires_right_after_the_record_that_makes_it_due() {
+    for size in [2, 7, 500] {
+        let mut h = Harness::new(step(PROCESSOR), counting_processor());
+        assert_eq!(
+            h.feed(&stream(&[rec("a", "x", 0)]), 1)
+                .iter()
+                .map(show)
+                .collect::<Vec<_>>(),
+            ["a=1@0"]
+        );
+        let out = h.feed(
+            &stream(&[
+                rec("b", "x", 5),
+                rec("c", "x", 10),
+                rec("d", "x", 11),
+                rec("e", "x", 30),
+            ]),
+            size,
+        );
+        assert_eq!(
+            out.iter().map(show).collect::<Vec<_>>(),
+            [
+                "b=1@5",
+                "c=1@10",
+                "a=timer:a@10",
+                "d=1@11",
+                "e=1@30",
+                "b=timer:b@15",
+                "c=timer:c@20",
+                "d=timer:d@21"
+            ],
+            "batch {size}"
+        );
+    }
+}
+
+#[test]
+fn a_wall_clock_timer_fires_when_the_clock_passes_it_with_no_input() {
+    let mut h = Harness::new(step(PROCESSOR), counting_processor());
+    h.now_ms = 50;
+    let out = h.feed(&stream(&[rec("w", "wall", 0)]), 1);
+    assert_eq!(out.iter().map(show).collect::<Vec<_>>(), ["w=1@0"]);
+    assert!(h.tick().unwrap().is_empty(), "not due at 50 ms");
+    h.now_ms = 100;
+    let fired: Vec<String> = h.tick().unwrap().iter().map(show).collect();
+    assert_eq!(fired, ["w=timer:w@100"]);
+    assert!(h.tick().unwrap().is_empty(), "a timer fires once");
+}
+
+#[test]
+fn a_trapping_processor_record_leaves_no_state_change_behind() {
+    let mut h = Harness::new(step(PROCESSOR), counting_processor());
+    let out = h.feed(
+        &stream(&[rec("a", "x", 0), rec("a", "trap", 1), rec("a", "x", 2)]),
+        10,
+    );
+    assert_eq!(out.iter().map(show).collect::<Vec<_>>(), ["a=1@0", "a=2@2"]);
+    assert_eq!(h.dead.len(), 1);
+    assert_eq!(h.dead[0].1, "trapped: boom");
+}
+
+#[test]
+fn an_undeclared_store_fails_only_that_record() {
+    let cfg = step(
+        r#"name = "proc"
+kind = "processor"
+module = "proc.wasm"
+stores = ["other"]"#,
+    );
+    let mut h = Harness::new(cfg, counting_processor());
+    let out = h.feed(&stream(&[rec("a", "x", 0)]), 1);
+    assert!(out.is_empty());
+    assert_eq!(h.dead[0].1, "StateError::NoSuchStore(\"n\")");
+}
+
+#[test]
+fn a_storage_error_fails_the_batch_and_dead_letters_nothing() {
+    let mut h = Harness::new(step(PROCESSOR), counting_processor());
+    h.feed(&stream(&[rec("a", "x", 0)]), 1);
+    h.backend.fail_next_get("disk on fire");
+    let err = h.batch(&stream(&[rec("a", "x", 1)])).unwrap_err();
+    assert_eq!(
+        format!("{err:#}"),
+        "step proc: reading state: the in-memory backend: disk on fire"
+    );
+    assert!(h.dead.is_empty());
+    // Nothing of the failed batch stayed: the retry counts from 1.
+    let out = h.feed(&stream(&[rec("a", "x", 1)]), 1);
+    assert_eq!(out.iter().map(show).collect::<Vec<_>>(), ["a=2@1"]);
+}

@@ -1,0 +1,154 @@
+//! Session windows: merging, late records, closing, timestamps and
+//! tombstones.
+
+#![allow(clippy::unwrap_used)]
+
+use super::testing::*;
+use super::tests::SESSION;
+use super::tests::stream;
+
+/// Issue 12, case a: session windows with emit = "close" emit each final
+/// session once, and a late record that falls into a session still within
+/// grace merges with it.
+#[test]
+fn a_session_windows_emit_on_close_and_merge_a_late_record_within_grace() {
+    let cfg = step(&format!("{SESSION}\nemit = \"close\""));
+    for size in [1, 2, 500] {
+        let mut h = Harness::new(cfg.clone(), counter());
+        let recs = [
+            rec("a", "x", 10_000),
+            rec("a", "x", 24_000),
+            rec("a", "x", 8_000),
+            rec("z", "x", 3_610_000),
+        ];
+        let out = h.feed(&stream(&recs), size);
+        assert_eq!(
+            out.iter().map(show).collect::<Vec<_>>(),
+            ["a[8000,10000]=2@10000", "a[24000,24000]=1@24000"],
+            "batch size {size}"
+        );
+        assert_eq!(h.late, 0);
+    }
+}
+
+/// Issue 12, case b: with emit = "update", the last value per surviving
+/// session.
+#[test]
+fn b_session_update_merges_a_late_record_into_the_session_it_reaches() {
+    let cfg = step(SESSION);
+    let mut h = Harness::new(cfg, counter());
+    let recs = [
+        rec("a", "x", 10_000),
+        rec("a", "x", 24_000),
+        rec("a", "x", 8_000),
+    ];
+    let out = h.feed(&stream(&recs), 1);
+    assert_eq!(
+        out.iter().map(show).collect::<Vec<_>>(),
+        [
+            "a[10000,10000]=1@10000",
+            "a[24000,24000]=1@24000",
+            "a[10000,10000]=null@10000",
+            "a[8000,10000]=2@10000"
+        ]
+    );
+}
+
+/// Kafka Streams' `KStreamSessionWindowAggregate` (caching off): a record
+/// that merges sessions, or falls into one, removes every session it
+/// touches and emits a tombstone for each (stamped with that session's
+/// end), then the merged session (stamped with its end), even when the
+/// merged session has the bounds of an old one. A lone record's session is
+/// `[t, t]`; a record exactly `gap` after a session's end joins it.
+#[test]
+fn session_updates_and_tombstones_carry_the_session_end_as_kafka_streams() {
+    let recs = [
+        rec("a", "x", 10_000),
+        rec("a", "x", 20_000),
+        rec("a", "x", 15_000), // bridges both (10 s + gap = 15 s)
+        rec("a", "x", 12_000), // inside [10 s, 20 s]
+        rec("a", "x", 24_000), // grows it
+    ];
+    let expected = [
+        "a[10000,10000]=1@10000",
+        "a[20000,20000]=1@20000",
+        "a[10000,10000]=null@10000",
+        "a[20000,20000]=null@20000",
+        "a[10000,20000]=3@20000",
+        "a[10000,20000]=null@20000",
+        "a[10000,20000]=4@20000",
+        "a[10000,20000]=null@20000",
+        "a[10000,24000]=5@24000",
+    ];
+    for size in [1, 7, 500] {
+        let mut h = Harness::new(step(SESSION), counter());
+        let out = h.feed(&stream(&recs), size);
+        assert_eq!(
+            out.iter().map(show).collect::<Vec<_>>(),
+            expected,
+            "batch {size}"
+        );
+    }
+}
+
+/// As Kafka Streams' suppression of session windows (gap + grace): session
+/// `[10 s, 10 s]` with gap 5 s and grace 10 s comes out once the stream
+/// time reaches 25 s, not at 24.999 s.
+#[test]
+fn a_session_closes_when_the_stream_time_reaches_its_end_plus_gap_and_grace() {
+    let cfg = step(&format!("{SESSION}\nemit = \"close\""));
+    let mut h = Harness::new(cfg, counter());
+    let out: Vec<Vec<String>> = [
+        rec("a", "x", 10_000),
+        rec("z", "x", 24_999),
+        rec("y", "x", 25_000),
+    ]
+    .iter()
+    .map(|r| {
+        h.feed(&stream(std::slice::from_ref(r)), 1)
+            .iter()
+            .map(show)
+            .collect()
+    })
+    .collect();
+    assert_eq!(
+        out,
+        [vec![], vec![], vec!["a[10000,10000]=1@10000".to_string()]]
+    );
+}
+
+/// Kafka Streams drops a session record as late only when its merged
+/// session ends before stream time - gap - grace (here 40 - 5 - 10 = 25 s):
+/// a session ending exactly then still counts.
+#[test]
+fn a_session_ending_exactly_at_stream_time_minus_gap_and_grace_still_counts() {
+    let recs = [
+        rec("z", "x", 40_000),
+        rec("b", "x", 25_000),
+        rec("c", "x", 24_999),
+    ];
+    for size in [1, 7, 500] {
+        let mut h = Harness::new(step(SESSION), counter());
+        let out = h.feed(&stream(&recs), size);
+        assert_eq!(
+            out.iter().map(show).collect::<Vec<_>>(),
+            ["z[40000,40000]=1@40000", "b[25000,25000]=1@25000"],
+            "batch {size}"
+        );
+        assert_eq!(h.late, 1);
+    }
+}
+
+#[test]
+fn a_session_drops_a_record_whose_merged_session_is_beyond_grace() {
+    let cfg = step(SESSION);
+    let mut h = Harness::new(cfg, counter());
+    let recs = [
+        rec("a", "x", 10_000),
+        rec("a", "x", 40_000),
+        rec("a", "x", 12_000),
+    ];
+    let out = h.feed(&stream(&recs), 1);
+    assert_eq!(out.len(), 2);
+    assert_eq!(h.late, 1);
+}

@@ -1,0 +1,310 @@
+//! Tumbling and hopping windows and global aggregates: which windows a
+//! record counts in, late records, result timestamps, emit on close.
+
+#![allow(clippy::unwrap_used)]
+
+use super::testing::*;
+use super::tests::{COUNT, stream};
+
+#[test]
+fn tumbling_windows_count_within_grace_and_drop_beyond() {
+    let cfg = step(
+        r#"name = "count"
+kind = "aggregate"
+module = "count.wasm"
+window = { type = "tumbling", size = "10s", grace = "2s" }
+emit = "close""#,
+    );
+    let recs = [
+        rec("a", "x", 1_000),
+        rec("a", "x", 9_000),
+        rec("a", "x", 10_500),
+        rec("a", "x", 5_000),  // late, within grace (stream time 10.5 s < 12 s)
+        rec("b", "x", 12_000), // closes [0, 10 s)
+        rec("a", "x", 7_000),  // beyond grace: dropped
+        rec("z", "x", 40_000), // closes the rest
+    ];
+    // As Kafka Streams' `suppress(untilWindowCloses(..))`: a window comes
+    // out when the stream time reaches its end + grace, windows closing
+    // together by end, then key, each stamped with the largest timestamp of
+    // its records (the last update's, which the suppression buffer keeps).
+    for size in [1, 7, 500] {
+        let mut h = Harness::new(cfg.clone(), counter());
+        let out = h.feed(&stream(&recs), size);
+        assert_eq!(
+            out.iter().map(show).collect::<Vec<_>>(),
+            [
+                "a[0,10000]=3@9000",
+                "a[10000,20000]=1@10500",
+                "b[10000,20000]=1@12000"
+            ],
+            "batch {size}"
+        );
+        assert_eq!(h.late, 1);
+    }
+    // Emitted with the record that closes it, not before.
+    let mut h = Harness::new(cfg, counter());
+    let out: Vec<Vec<String>> = [
+        rec("a", "x", 1_000),
+        rec("b", "x", 11_999),
+        rec("b", "x", 12_000),
+    ]
+    .iter()
+    .map(|r| {
+        h.feed(&stream(std::slice::from_ref(r)), 1)
+            .iter()
+            .map(show)
+            .collect()
+    })
+    .collect();
+    assert_eq!(out, [vec![], vec![], vec!["a[0,10000]=1@1000".to_string()]]);
+}
+
+/// Kafka Streams' `TimeWindows.windowsFor`: a record is in every window
+/// `[start, start + size)` holding it with `start` a multiple of `advance`
+/// and not before 0 (no window `[-3000, 7000)` here), and a record at a
+/// window's start is in it; the advance need not divide the size.
+#[test]
+fn hopping_windows_start_at_0_or_later_and_hold_a_record_at_their_start() {
+    let cfg = step(
+        r#"name = "count"
+kind = "aggregate"
+module = "count.wasm"
+window = { type = "hopping", size = "10s", advance = "3s" }"#,
+    );
+    let input = stream(&[rec("a", "x", 4_000), rec("a", "x", 12_000)]);
+    let mut h = Harness::new(cfg.clone(), counter());
+    let out: Vec<String> = h.feed(&input, 1).iter().map(show).collect();
+    assert_eq!(
+        out,
+        [
+            "a[0,10000]=1@4000",
+            "a[3000,13000]=1@4000",
+            "a[3000,13000]=2@12000",
+            "a[6000,16000]=1@12000",
+            "a[9000,19000]=1@12000",
+            "a[12000,22000]=1@12000",
+        ]
+    );
+    for size in [7, 500] {
+        let mut h = Harness::new(cfg.clone(), counter());
+        let out: Vec<String> = h.feed(&input, size).iter().map(show).collect();
+        assert_eq!(
+            out,
+            [
+                "a[0,10000]=1@4000",
+                "a[3000,13000]=2@12000",
+                "a[6000,16000]=1@12000",
+                "a[9000,19000]=1@12000",
+                "a[12000,22000]=1@12000",
+            ],
+            "batch {size}"
+        );
+        assert_eq!(h.late, 0);
+    }
+}
+
+/// Kafka Streams' `KStreamWindowAggregate` and `KStreamAggregate` stamp an
+/// update with the largest timestamp of the window's (or key's) records so
+/// far, kept in the store with the aggregate: a record older than one
+/// before it does not move the result's timestamp back, whichever batch or
+/// commit brought the newer one.
+#[test]
+fn an_update_carries_the_largest_timestamp_of_its_window_so_far() {
+    let input = stream(&[
+        rec("a", "x", 5_000),
+        rec("a", "x", 3_000),
+        rec("b", "x", 4_000),
+        rec("a", "x", 6_000),
+        rec("a", "x", 1_000),
+    ]);
+    let tumbling = step(&format!(
+        "{COUNT}\nwindow = {{ type = \"tumbling\", size = \"10s\", grace = \"10s\" }}"
+    ));
+    let mut h = Harness::new(tumbling.clone(), counter());
+    assert_eq!(
+        h.feed(&input, 1).iter().map(show).collect::<Vec<_>>(),
+        [
+            "a[0,10000]=1@5000",
+            "a[0,10000]=2@5000",
+            "b[0,10000]=1@4000",
+            "a[0,10000]=3@6000",
+            "a[0,10000]=4@6000",
+        ]
+    );
+    let mut h = Harness::new(step(COUNT), counter());
+    assert_eq!(
+        h.feed(&input, 1).iter().map(show).collect::<Vec<_>>(),
+        ["a=1@5000", "a=2@5000", "b=1@4000", "a=3@6000", "a=4@6000"]
+    );
+    for size in [2, 7, 500] {
+        let mut h = Harness::new(tumbling.clone(), counter());
+        let out: Vec<String> = h.feed(&input, size).iter().map(show).collect();
+        assert_eq!(
+            out.iter().rfind(|s| s.starts_with('a')).map(String::as_str),
+            Some("a[0,10000]=4@6000"),
+            "batch {size}"
+        );
+    }
+    // Held back to the commit (a state cache), over two commits.
+    let mut h = Harness::new(tumbling, counter());
+    h.op.defer_updates(true);
+    h.run_batch(&input[..1]).unwrap();
+    let out = h.commit_held().unwrap();
+    assert_eq!(
+        out.iter().map(show).collect::<Vec<_>>(),
+        ["a[0,10000]=1@5000"]
+    );
+    h.run_batch(&input[1..3]).unwrap();
+    let out = h.commit_held().unwrap();
+    assert_eq!(
+        out.iter().map(show).collect::<Vec<_>>(),
+        ["a[0,10000]=2@5000", "b[0,10000]=1@4000"]
+    );
+}
+
+/// Kafka Streams' suppression buffer evicts windows closing at the same
+/// time in the byte order of their serialized windowed keys (the key's
+/// bytes, then the window's): key "aa" before "b", whatever their lengths.
+#[test]
+fn windows_closing_together_come_out_in_key_byte_order() {
+    let input = stream(&[
+        rec("b", "x", 1_000),
+        rec("aa", "x", 2_000),
+        rec("ab", "x", 3_000),
+        rec("a", "x", 4_000),
+        rec("z", "x", 100_000),
+    ]);
+    for (window, expected) in [
+        (
+            "{ type = \"tumbling\", size = \"10s\" }",
+            [
+                "a[0,10000]=1@4000",
+                "aa[0,10000]=1@2000",
+                "ab[0,10000]=1@3000",
+                "b[0,10000]=1@1000",
+            ],
+        ),
+        (
+            "{ type = \"session\", gap = \"1s\" }",
+            [
+                "b[1000,1000]=1@1000",
+                "aa[2000,2000]=1@2000",
+                "ab[3000,3000]=1@3000",
+                "a[4000,4000]=1@4000",
+            ],
+        ),
+    ] {
+        let cfg = step(&format!("{COUNT}\nwindow = {window}\nemit = \"close\""));
+        for size in [1, 7, 500] {
+            let mut h = Harness::new(cfg.clone(), counter());
+            let out = h.feed(&input, size);
+            assert_eq!(
+                out.iter().map(show).collect::<Vec<_>>(),
+                expected,
+                "{window}, batch {size}"
+            );
+        }
+    }
+}
+
+/// Kafka Streams keeps a stream time per windowed aggregate: the largest
+/// timestamp of the records that reached it. A later timestamp that another
+/// step of the task saw (a join's other side, a record a processor
+/// dropped; here the task's stream time set ahead) closes none of its
+/// windows and makes none of its records late.
+#[test]
+fn a_windowed_aggregate_keeps_its_own_stream_time() {
+    let input = stream(&[
+        rec("a", "x", 1_000),
+        rec("a", "x", 2_000),
+        rec("b", "x", 20_000),
+    ]);
+    for (window, expected) in [
+        (
+            "{ type = \"tumbling\", size = \"10s\" }",
+            "a[0,10000]=2@2000",
+        ),
+        (
+            "{ type = \"hopping\", size = \"10s\", advance = \"10s\" }",
+            "a[0,10000]=2@2000",
+        ),
+        (
+            "{ type = \"session\", gap = \"1s\" }",
+            "a[1000,2000]=2@2000",
+        ),
+    ] {
+        let cfg = step(&format!("{COUNT}\nwindow = {window}\nemit = \"close\""));
+        for size in [1, 7, 500] {
+            let mut h = Harness::new(cfg.clone(), counter());
+            h.stream_time = 100_000;
+            let out = h.feed(&input, size);
+            assert_eq!(
+                out.iter().map(show).collect::<Vec<_>>(),
+                [expected],
+                "{window}, batch {size}"
+            );
+            assert_eq!(h.late, 0, "{window}, batch {size}");
+        }
+    }
+}
+
+#[test]
+fn an_aggregate_dead_letters_a_rejected_or_trapping_record_and_counts_the_rest() {
+    let cfg = step(
+        r#"name = "count"
+kind = "aggregate"
+module = "count.wasm""#,
+    );
+    let mut h = Harness::new(cfg, counter());
+    let out = h.feed(
+        &stream(&[
+            rec("a", "x", 1),
+            rec("a", "bad", 2),
+            rec("a", "trap", 3),
+            rec("a", "x", 4),
+        ]),
+        10,
+    );
+    assert_eq!(out.iter().map(show).collect::<Vec<_>>(), ["a=2@4"]);
+    let reasons: Vec<&str> = h.dead.iter().map(|d| d.1.as_str()).collect();
+    assert_eq!(reasons, ["bad record", "trapped: unreachable"]);
+}
+
+/// As Kafka Streams' aggregations: a global aggregate skips a record with
+/// no value (`groupByKey().count()` ignores it); a windowed one counts it
+/// (`windowedBy(..).count()` passes it to the aggregator).
+#[test]
+fn a_global_aggregate_skips_a_record_with_no_value_and_a_windowed_one_counts_it() {
+    let mut tombstone = rec("a", "", 2);
+    tombstone.value = None;
+    let input = [rec("a", "x", 1), tombstone, rec("a", "x", 3)];
+    let global = step(
+        r#"name = "count"
+kind = "aggregate"
+module = "count.wasm""#,
+    );
+    let windowed = step(
+        r#"name = "count"
+kind = "aggregate"
+module = "count.wasm"
+window = { type = "tumbling", size = "10s" }"#,
+    );
+    for size in [1, 10] {
+        let mut h = Harness::new(global.clone(), counter());
+        let out: Vec<String> = h.feed(&stream(&input), size).iter().map(show).collect();
+        assert_eq!(
+            out.last().map(String::as_str),
+            Some("a=2@3"),
+            "batch {size}"
+        );
+        assert!(h.dead.is_empty());
+        let mut h = Harness::new(windowed.clone(), counter());
+        let out: Vec<String> = h.feed(&stream(&input), size).iter().map(show).collect();
+        assert_eq!(
+            out.last().map(String::as_str),
+            Some("a[0,10000]=3@3"),
+            "batch {size}"
+        );
+    }
+}
