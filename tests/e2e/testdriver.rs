@@ -245,43 +245,23 @@ fn clickstream_enrichment_in_memory_gives_what_the_embedded_log_gives() {
 }
 
 /// An outer stream-stream join (Kafka Streams' `outerJoin` with
-/// `JoinWindows`): orders meet the payments of the 10 s after them; an order
-/// or a payment that met nothing comes out alone once its window has closed.
+/// `JoinWindows`), `examples/pipelines/payments.toml` on its sample inputs:
+/// orders meet the payments of the 10 s after them; an order or a payment
+/// that met nothing comes out alone once its window has closed.
 #[test]
 fn an_outer_stream_join_emits_matches_and_each_sides_unmatched_records_once_their_windows_close() {
-    let dir = tempdir();
-    let file = dir.path().join("payments.toml");
-    std::fs::write(
-        &file,
-        r#"name = "pay"
-input = "orders"
-output = "matched"
-
-[[steps]]
-name = "match"
-kind = "join"
-module = "merge_json.wasm"
-with = "payments"
-with_kind = "stream"
-join = "outer"
-window = { before = "0s", after = "10s", grace = "0s" }
-config = { field = "payment" }
-"#,
-    )
-    .unwrap();
-    let rec =
-        |k: &str, ts: i64, v: Value| json!({"key": k, "value": v, "timestamp": ts}).to_string();
-    let orders = [
-        rec("a", 1_000, json!({"item": "pen"})),
-        rec("b", 2_000, json!({"item": "ink"})),
-        rec("c", 30_000, json!({"item": "cap"})),
-    ];
-    let payments = [
-        rec("a", 5_000, json!({"amt": 3})),
-        rec("d", 6_000, json!({"amt": 9})),
-        rec("c", 31_000, json!({"amt": 1})),
-        rec("e", 60_000, json!({"amt": 2})),
-    ];
+    let file = pipeline("payments.toml");
+    let read = |name: &str| -> Vec<String> {
+        std::fs::read_to_string(root().join("examples/pipelines").join(name))
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect()
+    };
+    let (orders, payments) = (
+        read("payments.orders.jsonl"),
+        read("payments.payments.jsonl"),
+    );
     let inputs: &[(&str, &[String])] = &[("orders", &orders), ("payments", &payments)];
     let show = |recs: &[Value]| -> Vec<String> {
         recs.iter()
