@@ -350,6 +350,37 @@ fn a_pipeline_reset_on_kafka_reprocesses_its_input_from_the_start() {
             && internal.contains(&format!("{app}-count-changelog")),
         "{internal:?}"
     );
+    // Another application whose name starts with `APP-` over the same
+    // input: its internal topics are not the reset's.
+    let other_files = tempdir();
+    let other = example(
+        other_files.path(),
+        "wordcount.toml",
+        &["wordcount", "counts", "wordcount-dlq"],
+        &format!("{s}-2"),
+    );
+    let text = std::fs::read_to_string(&other)
+        .unwrap()
+        .replace("\"lines\"", &format!("\"lines-{s}\""));
+    std::fs::write(&other, text).unwrap();
+    k.run_pipeline(&other);
+    let others = |k: &Place| -> Vec<String> {
+        k.ok(&["topic", "list"])
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|t| t.starts_with(&format!("{app}-")))
+            .map(String::from)
+            .collect()
+    };
+    let other_topics: Vec<String> = others(&k)
+        .into_iter()
+        .filter(|t| t.starts_with(&format!("{app}-2-")))
+        .collect();
+    assert!(
+        other_topics.contains(&format!("{app}-2-count-repartition"))
+            && other_topics.contains(&format!("{app}-2-count-changelog")),
+        "{other_topics:?}"
+    );
     let out = k.ok(&["reset", &app]);
     assert_eq!(
         out.trim(),
@@ -359,8 +390,7 @@ fn a_pipeline_reset_on_kafka_reprocesses_its_input_from_the_start() {
             k.data().join("kafka").join(&app).display()
         )
     );
-    let left = k.ok(&["topic", "list"]);
-    assert!(!left.contains(&format!("{app}-")), "{left}");
+    assert_eq!(others(&k), other_topics);
     // Nothing is left to reset.
     let r = run(k.weir().args(["reset", &app]));
     assert_eq!(r.status.code(), Some(1));

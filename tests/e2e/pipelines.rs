@@ -261,6 +261,37 @@ fn reset_makes_the_next_run_reprocess_the_inputs_from_the_start_with_no_state() 
     );
 }
 
+/// Resetting pipeline `wordcount` leaves alone another pipeline whose name
+/// starts with `wordcount-` (a second copy `wordcount-2`, or a daemon's
+/// shadow `wordcount-shadow`): its repartition topic
+/// `wordcount-2-count-repartition` also matches `wordcount-*-repartition`,
+/// but its positions still point into it.
+#[test]
+fn reset_keeps_the_repartition_topics_of_a_pipeline_whose_name_starts_with_the_same_name() {
+    let d = Data::new();
+    d.topic("lines", 2);
+    d.produce("lines", &as_records(&text_lines(50, 5)));
+    let text = std::fs::read_to_string(pipeline("wordcount.toml"))
+        .unwrap()
+        .replace("name = \"wordcount\"", "name = \"wordcount-2\"")
+        .replace("output = \"counts\"", "output = \"counts-2\"")
+        .replace("wordcount-dlq", "wordcount-2-dlq");
+    let second = d.path.parent().unwrap().join("wordcount-2.toml");
+    std::fs::write(&second, text).unwrap();
+    d.run_pipeline(&pipeline("wordcount.toml"), &[]);
+    d.run_pipeline(&second, &[]);
+    let r = run(d.weir().args(["reset", "wordcount"]));
+    assert!(r.status.success(), "{}", r.stderr);
+    assert!(
+        r.stdout
+            .contains(" and deleted its repartition topic wordcount-count-repartition;"),
+        "{}",
+        r.stdout
+    );
+    let topics = d.ok(&["topic", "list"]);
+    assert!(topics.contains("wordcount-2-count-repartition"), "{topics}");
+}
+
 /// Downstream tasks start while upstream ones already write: repeated runs
 /// catch a task that skips records it has not seen yet.
 #[test]

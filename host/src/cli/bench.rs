@@ -434,6 +434,7 @@ fn timers(args: &BenchArgs, n: usize) -> anyhow::Result<()> {
                 partition: 0,
                 base: &base,
                 txn,
+                batch_time: *stream_time,
                 stream_time,
                 out: &mut out,
                 now_ms: 0,

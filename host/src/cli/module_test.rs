@@ -255,6 +255,7 @@ fn processor(module: Module, t: &ModuleTest<'_>, sink: &mut Sink) -> anyhow::Res
             partition: 0,
             base: &base,
             txn: &mut txn,
+            batch_time: stream_time,
             stream_time: &mut stream_time,
             out: &mut out,
             now_ms: 0,

@@ -279,19 +279,45 @@ pub fn reset(args: ResetArgs) -> anyhow::Result<ExitCode> {
 /// the topics it deleted.
 pub(crate) fn reset_embedded(log: &Log, pipeline: &str) -> anyhow::Result<(u64, Vec<String>)> {
     weir::log::check_name("pipeline", pipeline)?;
-    let entries = log.delete_prefix(&keys::pipeline(pipeline))?;
     let prefix = format!("{pipeline}-");
-    let mut internal: Vec<String> = log
-        .topics()?
-        .into_iter()
-        .map(|t| t.name)
-        .filter(|t| t.starts_with(&prefix) && t.ends_with("-repartition"))
-        .collect();
+    let mut internal = Vec::new();
+    for t in log.topics()?.into_iter().map(|t| t.name) {
+        if t.starts_with(&prefix)
+            && t.ends_with("-repartition")
+            && !other_pipelines_topic(log, pipeline, &t)?
+        {
+            internal.push(t);
+        }
+    }
+    let entries = log.delete_prefix(&keys::pipeline(pipeline))?;
     internal.sort();
     for t in &internal {
         log.delete_topic(t)?;
     }
     Ok((entries, internal))
+}
+
+/// Whether repartition topic `topic` (`PIPELINE-...-repartition`) is that
+/// of another pipeline whose name starts with `PIPELINE-` (`wc-2`'s
+/// `wc-2-count-repartition` for pipeline `wc`, or a daemon's shadow
+/// `wc-shadow`): one with positions or state in `log`, unless `pipeline`'s
+/// own positions name the topic.
+fn other_pipelines_topic(log: &Log, pipeline: &str, topic: &str) -> anyhow::Result<bool> {
+    let mut own = weir::log::position_key(pipeline, topic, 0);
+    own.truncate(own.len() - 4);
+    if !log.scan(&own, 1)?.is_empty() {
+        return Ok(false);
+    }
+    let body = &topic[..topic.len() - "-repartition".len()];
+    for (at, _) in body
+        .match_indices('-')
+        .filter(|(at, _)| *at > pipeline.len())
+    {
+        if !log.scan(&keys::pipeline(&body[..at]), 1)?.is_empty() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// [`reset_embedded`], telling `out` what it did.

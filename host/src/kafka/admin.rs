@@ -232,6 +232,19 @@ pub struct Reset {
     pub topics: Vec<String>,
 }
 
+/// Whether internal topic `topic` of `app` by its name (`APP-...-repartition`
+/// or `-changelog`) is that of another application in `groups` whose name
+/// is a longer prefix of it.
+fn another_apps_topic(app: &str, topic: &str, groups: &[String]) -> bool {
+    let body = topic
+        .strip_suffix("-repartition")
+        .or_else(|| topic.strip_suffix("-changelog"))
+        .unwrap_or(topic);
+    body.match_indices('-')
+        .filter(|(at, _)| *at > app.len())
+        .any(|(at, _)| groups.iter().any(|g| g == &body[..at]))
+}
+
 /// Resets application `app` on the cluster, as Kafka Streams' application
 /// reset tool does: deletes its consumer group (so that its next run starts
 /// from the earliest offsets) and its internal topics
@@ -269,6 +282,19 @@ pub fn reset_app(conn: &Connection, app: &str) -> Result<Reset, Error> {
             n.starts_with(&prefix) && (n.ends_with("-repartition") || n.ends_with("-changelog"))
         })
         .collect();
+    if !done.topics.is_empty() {
+        // Not those of another application whose name starts with `APP-`
+        // (`wc-2-count-repartition` of `wc-2` for `wc`): one with a group.
+        let consumer = conn.consumer(false)?;
+        let groups: Vec<String> = consumer
+            .fetch_group_list(None, TIMEOUT)
+            .map_err(client_error(what.clone()))?
+            .groups()
+            .iter()
+            .map(|g| g.name().to_string())
+            .collect();
+        done.topics.retain(|t| !another_apps_topic(app, t, &groups));
+    }
     if !done.topics.is_empty() {
         let names: Vec<&str> = done.topics.iter().map(String::as_str).collect();
         let results = block_on(admin.delete_topics(&names, &options()))

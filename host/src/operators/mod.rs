@@ -106,6 +106,10 @@ pub struct Ctx<'a> {
     pub txn: &'a mut Txn,
     /// The task's stream time: the largest timestamp seen.
     pub stream_time: &'a mut i64,
+    /// The task's stream time before this batch's records: earlier steps
+    /// of the segment may have moved `stream_time` past all of them
+    /// already.
+    pub batch_time: i64,
     /// Named outputs and dead letters.
     pub out: &'a mut Collector,
     /// The wall clock, in ms since the Unix epoch (simulated in tests).

@@ -78,12 +78,17 @@ impl Processor {
             .transpose()
     }
 
-    /// Calls `on-timer` for every due timer, earliest first, and returns
-    /// the outputs for the flow.
-    fn fire_timers(&mut self, cx: &mut Ctx<'_>, seq: u64) -> anyhow::Result<Vec<Item>> {
+    /// Calls `on-timer` for every timer due (event-time ones at
+    /// `event_time`), earliest first, and returns the outputs for the flow.
+    fn fire_timers(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        seq: u64,
+        event_time: i64,
+    ) -> anyhow::Result<Vec<Item>> {
         let mut out = Vec::new();
         let mut fired = 0usize;
-        for (clock, due) in [(0u8, *cx.stream_time), (1u8, cx.now_ms)] {
+        for (clock, due) in [(0u8, event_time), (1u8, cx.now_ms)] {
             let prefix = keys::timers(cx.pipeline, &self.cfg.name, cx.partition, clock);
             let mut end = prefix.clone();
             end.extend_from_slice(&keys::ord_i64(due.saturating_add(1)));
@@ -193,15 +198,18 @@ impl Operator for Processor {
         _side: Vec<Item>,
     ) -> anyhow::Result<Vec<Item>> {
         if flow.is_empty() {
-            return self.fire_timers(cx, 0);
+            let time = *cx.stream_time;
+            return self.fire_timers(cx, 0, time);
         }
         // As Kafka Streams punctuates after the record that moves the stream
         // time past a punctuation, due event-time timers fire right after
         // the record that makes them due: the batch is cut there, so that
-        // the outputs do not depend on the batch size.
+        // the outputs do not depend on the batch size. The time counts from
+        // before the batch: an earlier step of the segment may have moved
+        // the task's stream time past the whole batch already.
         let mut next = Vec::new();
         let mut due = self.next_event_timer(cx)?;
-        let (mut start, mut time) = (0, *cx.stream_time);
+        let (mut start, mut time) = (0, cx.batch_time);
         for (i, it) in flow.iter().enumerate() {
             time = time.max(it.rec.timestamp());
             let last = i + 1 == flow.len();
@@ -211,7 +219,10 @@ impl Operator for Processor {
             let chunk = &flow[start..=i];
             next.extend(self.process(cx, chunk)?);
             let seq = chunk.iter().map(|it| it.seq).max().unwrap_or(0);
-            next.extend(self.fire_timers(cx, seq)?);
+            // After the last record, every timer the task's stream time
+            // reached (earlier steps may have seen later times).
+            let fire_at = if last { *cx.stream_time } else { time };
+            next.extend(self.fire_timers(cx, seq, fire_at)?);
             start = i + 1;
             if !last {
                 due = self.next_event_timer(cx)?;
@@ -221,7 +232,8 @@ impl Operator for Processor {
     }
 
     fn tick(&mut self, cx: &mut Ctx<'_>, seq: u64) -> anyhow::Result<Vec<Item>> {
-        self.fire_timers(cx, seq)
+        let time = *cx.stream_time;
+        self.fire_timers(cx, seq, time)
     }
 
     fn ticks(&self) -> bool {

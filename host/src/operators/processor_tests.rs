@@ -160,3 +160,48 @@ fn a_storage_error_fails_the_batch_and_dead_letters_nothing() {
     let out = h.feed(&stream(&[rec("a", "x", 1)]), 1);
     assert_eq!(out.iter().map(show).collect::<Vec<_>>(), ["a=2@1"]);
 }
+
+/// In a segment where an earlier step (another processor, an aggregate)
+/// has observed the whole batch before the processor runs, the task's
+/// stream time is past the batch already: a timer from an earlier batch
+/// still fires right after the record that brings the time to it, not
+/// after the batch's first record (and b's timer, set in the batch, not
+/// before c and d).
+#[test]
+fn a_timer_fires_after_its_record_when_an_earlier_step_moved_the_stream_time_past_the_batch() {
+    for size in [1, 2, 7] {
+        let mut h = Harness::new(step(PROCESSOR), counting_processor());
+        assert_eq!(
+            h.feed(&stream(&[rec("a", "x", 0)]), 1)
+                .iter()
+                .map(show)
+                .collect::<Vec<_>>(),
+            ["a=1@0"]
+        );
+        let input = stream(&[
+            rec("b", "x", 5),
+            rec("c", "x", 10),
+            rec("d", "x", 11),
+            rec("e", "x", 30),
+        ]);
+        let mut out = Vec::new();
+        for chunk in input.chunks(size) {
+            h.ahead = chunk.iter().map(|(_, r)| r.timestamp).max();
+            out.extend(h.batch(chunk).unwrap());
+        }
+        assert_eq!(
+            out.iter().map(show).collect::<Vec<_>>(),
+            [
+                "b=1@5",
+                "c=1@10",
+                "a=timer:a@10",
+                "d=1@11",
+                "e=1@30",
+                "b=timer:b@15",
+                "c=timer:c@20",
+                "d=timer:d@21"
+            ],
+            "batch {size}"
+        );
+    }
+}

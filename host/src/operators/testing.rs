@@ -310,6 +310,9 @@ pub struct Harness {
     pub op: Box<dyn Operator>,
     txn: Txn,
     pub stream_time: i64,
+    /// The stream time an earlier step of the segment has already moved
+    /// the next batch to (it observed the whole batch before this step).
+    pub ahead: Option<i64>,
     seq: u64,
     pub now_ms: i64,
     /// Dead letters so far: (step, reason, record).
@@ -328,6 +331,7 @@ impl Harness {
             op: build(cfg, guest),
             txn: Txn::default(),
             stream_time: i64::MIN,
+            ahead: None,
             seq: 0,
             now_ms: 0,
             dead: Vec::new(),
@@ -361,12 +365,17 @@ impl Harness {
                 flow.push(it)
             }
         }
+        let batch_time = self.stream_time;
+        if let Some(t) = self.ahead.take() {
+            self.stream_time = self.stream_time.max(t);
+        }
         let mut out = Collector::default();
         let mut cx = Ctx {
             pipeline: "p",
             partition: 0,
             base: &self.base,
             txn: &mut self.txn,
+            batch_time,
             stream_time: &mut self.stream_time,
             out: &mut out,
             now_ms: self.now_ms,
@@ -388,11 +397,13 @@ impl Harness {
     /// emitted.
     pub fn commit_held(&mut self) -> anyhow::Result<Vec<Record>> {
         let mut out = Collector::default();
+        let batch_time = self.stream_time;
         let mut cx = Ctx {
             pipeline: "p",
             partition: 0,
             base: &self.base,
             txn: &mut self.txn,
+            batch_time,
             stream_time: &mut self.stream_time,
             out: &mut out,
             now_ms: self.now_ms,
@@ -411,11 +422,13 @@ impl Harness {
     /// Fires what is due with no input.
     pub fn tick(&mut self) -> anyhow::Result<Vec<Record>> {
         let mut out = Collector::default();
+        let batch_time = self.stream_time;
         let mut cx = Ctx {
             pipeline: "p",
             partition: 0,
             base: &self.base,
             txn: &mut self.txn,
+            batch_time,
             stream_time: &mut self.stream_time,
             out: &mut out,
             now_ms: self.now_ms,

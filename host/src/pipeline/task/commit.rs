@@ -131,6 +131,7 @@ impl Task {
                 partition: self.partition,
                 base: &self.base,
                 txn: &mut self.txn,
+                batch_time: self.stream_time,
                 stream_time: &mut self.stream_time,
                 out: &mut out,
                 now_ms: now,

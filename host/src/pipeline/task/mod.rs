@@ -484,6 +484,7 @@ impl Task {
         out: &mut Collector,
     ) -> anyhow::Result<Vec<Item>> {
         let now = self.now_ms();
+        let batch_time = self.stream_time;
         for i in first..self.operators.len() {
             let side = entering.remove(&(i, true)).unwrap_or_default();
             let counters = &self.shared.steps[self.step_ids[i]];
@@ -495,6 +496,7 @@ impl Task {
                 partition: self.partition,
                 base: &self.base,
                 txn: &mut self.txn,
+                batch_time,
                 stream_time: &mut self.stream_time,
                 out,
                 now_ms: now,
@@ -537,6 +539,7 @@ impl Task {
                 partition: self.partition,
                 base: &self.base,
                 txn: &mut self.txn,
+                batch_time: self.stream_time,
                 stream_time: &mut self.stream_time,
                 out: &mut out,
                 now_ms: now,
