@@ -267,6 +267,37 @@ fn tasks_come_and_go_with_the_assignment_and_a_failed_commit_loses_nothing() {
     assert_eq!(seen.keys().next().map(String::as_str), Some("REC-0"));
 }
 
+/// A lost assignment (the consumer group gone) ends the run with the error,
+/// and only once every task has stopped: none goes on alone.
+#[test]
+fn a_lost_assignment_stops_every_task_before_the_run_ends_with_the_error() {
+    let dir = tempdir();
+    let memory = MemoryBackend::new();
+    let backend: Arc<dyn Backend> = Arc::new(memory.clone());
+    let topic = backend
+        .create_topic("in", TopicConfig::partitions(2))
+        .unwrap();
+    produce(&*backend, &topic, 0, 100);
+    let rt = runtime();
+    let pipeline = map_pipeline(dir.path(), &guest("uppercase"));
+    let handle = engine::start(
+        backend.clone(),
+        &pipeline,
+        &rt,
+        &RunOptions::default(),
+        Arc::new(AtomicBool::new(false)),
+    )
+    .unwrap();
+    until("both partitions are done", || {
+        values(&*backend, "out", 0).len() + values(&*backend, "out", 1).len() == 100
+    });
+    assert_eq!(memory.open_tasks(), 2);
+    memory.fail_next_poll("the consumer group is gone");
+    let err = handle.wait().unwrap_err();
+    assert_eq!(format!("{err:#}"), "the consumer group is gone");
+    assert_eq!(memory.open_tasks(), 0, "a task outlived its run");
+}
+
 #[test]
 fn a_corrupt_stored_offset_is_an_error_naming_it() {
     let dir = tempdir();

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use anyhow::bail;
 
-use super::{Assignor, Backend, Commit, DataSignal, StateRead, Stored, Topic, TopicConfig};
+use super::{
+    Assignor, Backend, Commit, DataSignal, StateRead, Stored, TaskId, TaskSpec, Topic, TopicConfig,
+};
 
 #[derive(Default)]
 struct Inner {
@@ -22,12 +24,16 @@ struct Inner {
     fail_reads: Vec<String>,
     fail_gets: Vec<String>,
     commits: u64,
+    /// Tasks opened and not closed yet.
+    open_tasks: usize,
 }
 
 #[derive(Default)]
 struct Assignment {
     set: Option<BTreeSet<u32>>,
     version: u64,
+    /// The next poll fails with this (a consumer group gone).
+    fail: Option<String>,
 }
 
 /// A backend in memory. Cheap to clone (clones share the same data).
@@ -64,6 +70,23 @@ impl MemoryBackend {
     /// The next state read fails with `message`.
     pub fn fail_next_get(&self, message: &str) {
         self.lock().fail_gets.push(message.to_string());
+    }
+
+    /// The assignor's next poll fails with `message`.
+    pub fn fail_next_poll(&self, message: &str) {
+        let (lock, cv) = &*self.assignment;
+        let mut a = match lock.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        a.fail = Some(message.to_string());
+        a.version += 1;
+        cv.notify_all();
+    }
+
+    /// How many tasks are open (opened and not closed yet).
+    pub fn open_tasks(&self) -> usize {
+        self.lock().open_tasks
     }
 
     /// How many commits were written.
@@ -188,6 +211,9 @@ impl Assignor for MemoryAssignor {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
+        if let Some(message) = a.fail.take() {
+            bail!("{message}");
+        }
         let Some(seen) = self.seen else {
             // The first poll: what was assigned, or every partition.
             self.seen = Some(a.version);
@@ -318,6 +344,16 @@ impl Backend for MemoryBackend {
 
     fn wake(&self) {
         self.signal.bump();
+    }
+
+    fn open_task(&self, _spec: &TaskSpec) -> anyhow::Result<()> {
+        self.lock().open_tasks += 1;
+        Ok(())
+    }
+
+    fn close_task(&self, _task: TaskId) {
+        let mut inner = self.lock();
+        inner.open_tasks = inner.open_tasks.saturating_sub(1);
     }
 
     fn assignor(

@@ -40,7 +40,22 @@ pub(super) fn supervise(
     let mut fenced: HashMap<(usize, u32), Instant> = HashMap::new();
     loop {
         let stopping = shared.stop.load(Ordering::SeqCst) || failed.load(Ordering::SeqCst);
-        if !stopping && let Some(set) = assignor.poll(Duration::from_millis(250))? {
+        let polled = if stopping {
+            None
+        } else {
+            match assignor.poll(Duration::from_millis(250)) {
+                Ok(set) => set,
+                // The assignment is lost (a consumer group gone): the tasks
+                // finish their batch and stop before the run ends with it.
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                    shared.stop.store(true, Ordering::SeqCst);
+                    shared.backend.wake();
+                    None
+                }
+            }
+        };
+        if let Some(set) = polled {
             // Revoked partitions: their tasks finish their batch and stop.
             let gone: Vec<(usize, u32)> = running
                 .keys()
