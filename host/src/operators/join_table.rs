@@ -81,7 +81,9 @@ impl Operator for TableJoin {
             };
             let (lk, rk) = (table_key(b'l'), table_key(b'r'));
             let ts = it.rec.timestamp();
-            if !cfg.as_table {
+            // The two values the result joins, its timestamp, and whether a
+            // deletion that leaves no result emits a tombstone.
+            let (left, right, ts, tombstone) = if !cfg.as_table {
                 if !is_left {
                     // Stream-table: keep the table's newest value; a table
                     // update emits nothing.
@@ -91,53 +93,52 @@ impl Operator for TableJoin {
                     }
                     continue;
                 }
-                let left = it.rec.value().map(<[u8]>::to_vec);
-                let right = cx.get(&rk)?;
-                if joined(left.is_some(), right.is_some()) {
-                    pairs.push(Pair {
-                        key: Some(k),
-                        ts,
-                        left,
-                        right,
-                        seq: it.seq,
-                        rec: it.rec,
-                        headers_of: None,
-                    });
-                }
-                continue;
-            }
-            // Table-table: each side keeps its newest value and that value's
-            // timestamp; a result carries the larger of the two sides'.
-            let (this_k, other_k) = if is_left { (&lk, &rk) } else { (&rk, &lk) };
-            let (this_ts, other_ts) = if is_left {
-                (table_key(b'L'), table_key(b'R'))
+                (it.rec.value().map(<[u8]>::to_vec), cx.get(&rk)?, ts, false)
             } else {
-                (table_key(b'R'), table_key(b'L'))
-            };
-            let this_old = cx.get(this_k)?;
-            let other = cx.get(other_k)?;
-            let this_new = it.rec.value().map(<[u8]>::to_vec);
-            match &this_new {
-                Some(v) => {
-                    cx.txn.put(this_k.clone(), v.clone());
-                    cx.txn.put(this_ts, keys::ord_i64(ts).to_vec());
+                // Table-table: each side keeps its newest value and that
+                // value's timestamp; a result carries the larger of the two
+                // sides'.
+                let (this_k, other_k) = if is_left { (&lk, &rk) } else { (&rk, &lk) };
+                let (this_ts, other_ts) = if is_left {
+                    (table_key(b'L'), table_key(b'R'))
+                } else {
+                    (table_key(b'R'), table_key(b'L'))
+                };
+                let this_old = cx.get(this_k)?;
+                let other = cx.get(other_k)?;
+                let this_new = it.rec.value().map(<[u8]>::to_vec);
+                match &this_new {
+                    Some(v) => {
+                        cx.txn.put(this_k.clone(), v.clone());
+                        cx.txn.put(this_ts, keys::ord_i64(ts).to_vec());
+                    }
+                    None => {
+                        cx.txn.delete(this_k.clone());
+                        cx.txn.delete(this_ts);
+                    }
                 }
-                None => {
-                    cx.txn.delete(this_k.clone());
-                    cx.txn.delete(this_ts);
+                let ts = match &other {
+                    Some(_) => cx
+                        .get(&other_ts)?
+                        .filter(|b| b.len() == 8)
+                        .map_or(ts, |b| ts.max(keys::from_ord_i64(&b))),
+                    None => ts,
+                };
+                // With no result, a tombstone where Kafka Streams forwards
+                // one: a deletion with the other side present in an inner
+                // join; on the left of a left join, with the other side
+                // present or a value before; in an outer join, a deletion
+                // of a value that was.
+                let tombstone = match cfg.join {
+                    JoinType::Inner => other.is_some(),
+                    JoinType::Left => is_left && (other.is_some() || this_old.is_some()),
+                    JoinType::Outer => this_old.is_some(),
+                };
+                if is_left {
+                    (this_new, other, ts, tombstone)
+                } else {
+                    (other, this_new, ts, tombstone)
                 }
-            }
-            let ts = match &other {
-                Some(_) => cx
-                    .get(&other_ts)?
-                    .filter(|b| b.len() == 8)
-                    .map_or(ts, |b| ts.max(keys::from_ord_i64(&b))),
-                None => ts,
-            };
-            let (left, right) = if is_left {
-                (this_new, other)
-            } else {
-                (other, this_new)
             };
             if joined(left.is_some(), right.is_some()) {
                 pairs.push(Pair {
@@ -149,23 +150,7 @@ impl Operator for TableJoin {
                     rec: it.rec,
                     headers_of: None,
                 });
-                continue;
-            }
-            // No result now: a tombstone where Kafka Streams forwards one
-            // (a deletion with the other side present in an inner join, or
-            // with the other side present or a value before on the left of a
-            // left join; in an outer join, a deletion of a value that was).
-            let other_present = if is_left {
-                right.is_some()
-            } else {
-                left.is_some()
-            };
-            let tombstone = match cfg.join {
-                JoinType::Inner => other_present,
-                JoinType::Left => is_left && (other_present || this_old.is_some()),
-                JoinType::Outer => this_old.is_some(),
-            };
-            if tombstone {
+            } else if tombstone {
                 tombstones.push(Item {
                     seq: it.seq,
                     rec: Packed::new(it.rec.offset(), ts, Some(&k), None, it.rec.headers()),
