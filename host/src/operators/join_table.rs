@@ -4,7 +4,9 @@
 //! Table-table (`as_table = true`): both sides keep their newest value per
 //! key and its timestamp, an update on either side emits the join's new
 //! result with the larger of the two timestamps, and a deletion emits a
-//! tombstone where Kafka Streams' table-table joins do.
+//! tombstone where Kafka Streams' table-table joins do. With the state
+//! cache on, a deletion of a key its side does not hold emits nothing, as
+//! Kafka Streams' cached tables never forward one.
 
 use super::pairs::{Pair, join};
 use super::{Ctx, Item, Operator};
@@ -17,12 +19,18 @@ use crate::runtime::Guest;
 pub struct TableJoin {
     cfg: StepConfig,
     guest: Box<dyn Guest>,
+    /// The task has a state cache (see [`Operator::defer_updates`]).
+    cached: bool,
 }
 
 impl TableJoin {
     /// A table join running `guest`.
     pub fn new(cfg: StepConfig, guest: Box<dyn Guest>) -> Self {
-        TableJoin { cfg, guest }
+        TableJoin {
+            cfg,
+            guest,
+            cached: false,
+        }
     }
 }
 
@@ -105,8 +113,13 @@ impl Operator for TableJoin {
                     (table_key(b'R'), table_key(b'L'))
                 };
                 let this_old = cx.get(this_k)?;
-                let other = cx.get(other_k)?;
                 let this_new = it.rec.value().map(<[u8]>::to_vec);
+                // A cached Kafka Streams table forwards a change only when
+                // its old or new value is there.
+                if self.cached && this_old.is_none() && this_new.is_none() {
+                    continue;
+                }
+                let other = cx.get(other_k)?;
                 match &this_new {
                     Some(v) => {
                         cx.txn.put(this_k.clone(), v.clone());
@@ -161,6 +174,10 @@ impl Operator for TableJoin {
         next.extend(tombstones);
         next.sort_by_key(|it| it.seq);
         Ok(next)
+    }
+
+    fn defer_updates(&mut self, on: bool) {
+        self.cached = on;
     }
 
     fn guest(&self) -> &dyn Guest {
