@@ -1102,6 +1102,45 @@ fn an_aggregate_and_its_shadow_are_compared_by_their_final_results() {
     );
 }
 
+/// A run that fails (its module's init never returns) shows as failed with
+/// the reason, naming the module by its registry name; it is reset as it
+/// is, with no stop first, and is then stopped.
+#[test]
+fn a_failed_run_says_why_and_is_reset_without_a_stop() {
+    let d = Daemon::start(&["--deadline-ms", "300"]);
+    assert_eq!(d.push(&guest("hostile"), "hostile"), "hostile@1");
+    d.ok(&["topic", "create", "in"]);
+    let file = d.file(
+        "h.toml",
+        "name = \"h\"\ninput = \"in\"\noutput = \"out\"\n\n[[steps]]\nname = \"attack\"\nkind = \"map\"\nmodule = \"hostile@latest\"\nconfig = { init = \"sleep-loop\" }\n",
+    );
+    d.ok(&["deploy", &file]);
+    d.produce("in", &["{\"value\":\"a\"}".to_string()]);
+    until("the run to fail", || {
+        d.ok(&["pipeline", "list"]).starts_with("h  failed")
+    });
+    assert_lines(
+        "status",
+        &d.ok(&["pipeline", "status", "h"]),
+        r#"
+        pipeline h: failed (application id h)
+          error: task 0-0: step attack of pipeline h: hostile@1: cannot start an instance: init deadline exceeded: the call ran longer than 300 ms
+          input in, outputs out
+          step attack: module hostile@1, in 0, out 0, dead letters 0, lag 1, state 0 entries (0 bytes), swaps 0 (last: none, pause 0 us)
+        "#,
+    );
+    assert_lines(
+        "reset",
+        &d.ok(&["pipeline", "reset", "h"]),
+        "reset h: forgot 0 entries of positions and state; `weir pipeline start h` reprocesses its inputs from the start",
+    );
+    assert_lines(
+        "list",
+        &d.ok(&["pipeline", "list"]),
+        "h  stopped  attack=hostile@1",
+    );
+}
+
 #[test]
 fn a_token_given_by_weir_token_is_the_one_the_daemon_takes() {
     let d = Daemon::start_with(&[], Some("a-token-from-the-environment"));

@@ -291,6 +291,8 @@ pub struct PipelineHandle {
     supervisor: Option<JoinHandle<anyhow::Result<()>>>,
     assigned: Arc<Mutex<BTreeSet<u32>>>,
     done: Arc<AtomicBool>,
+    /// What the run ended with, when it failed.
+    failure: Arc<Mutex<Option<String>>>,
     cleaner: Option<JoinHandle<()>>,
 }
 
@@ -447,12 +449,17 @@ pub fn start(
     }
     sources.dedup();
     let mut assignor = backend.assignor(&pipeline.name, &sources, parts)?;
+    let failure = Arc::new(Mutex::new(None));
     let supervisor = {
         let (shared, assigned, done) = (shared.clone(), assigned.clone(), done.clone());
+        let failure = failure.clone();
         std::thread::Builder::new()
             .name("weir-engine".into())
             .spawn(move || {
                 let r = super::supervisor::supervise(&shared, assignor.as_mut(), &assigned);
+                if let Err(e) = &r {
+                    *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("{e:#}"));
+                }
                 done.store(true, Ordering::SeqCst);
                 r
             })?
@@ -462,6 +469,7 @@ pub fn start(
         supervisor: Some(supervisor),
         assigned,
         done,
+        failure,
         cleaner: Some(cleaner),
     })
 }
@@ -479,6 +487,14 @@ impl PipelineHandle {
     /// Whether the run has ended (stopped, caught up, or failed).
     pub fn is_finished(&self) -> bool {
         self.done.load(Ordering::SeqCst)
+    }
+
+    /// The error the run ended with, once it has failed.
+    pub fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Switches step `step` to `module`, between two batches in every task;

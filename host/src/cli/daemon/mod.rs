@@ -616,7 +616,18 @@ impl Daemon {
     /// reprocesses its inputs from the start when started again.
     pub fn reset(&self, name: &str) -> Reply {
         let dep = self.get(name)?;
-        let d = lock(&dep);
+        let mut d = lock(&dep);
+        // A run that ended on an error is over: it is reset as a stopped one.
+        if d.main.as_ref().is_some_and(|r| r.handle.is_finished())
+            && d.shadow.is_none()
+            && let Some(r) = d.main.take()
+        {
+            if let Err(e) = r.finish() {
+                tracing::info!("pipeline {name} had stopped: {e:#}");
+            }
+            d.spec.running = false;
+            self.save(&d.spec)?;
+        }
         if d.main.is_some() || d.shadow.is_some() {
             return Err(fail(
                 409,
@@ -624,10 +635,10 @@ impl Daemon {
             ));
         }
         let p = self.build(&d.spec, false)?;
-        match super::run_cmd::kafka_connection(&p, None) {
+        let reply = match super::run_cmd::kafka_connection(&p, None) {
             None => {
                 let (entries, topics) = super::state_cmds::reset_embedded(&self.log, &p.name)?;
-                Ok(json!({"reset": p.name, "entries": entries, "topics": topics}))
+                json!({"reset": p.name, "entries": entries, "topics": topics})
             }
             Some((conn, _)) => {
                 // Its local state is closed before it goes.
@@ -640,9 +651,12 @@ impl Daemon {
                         format!("cannot delete the local state {}", local.display())
                     })?;
                 }
-                Ok(json!({"reset": p.name, "group": done.group, "topics": done.topics}))
+                json!({"reset": p.name, "group": done.group, "topics": done.topics})
             }
-        }
+        };
+        // What the run before failed with is behind it now.
+        d.error = None;
+        Ok(reply)
     }
 
     /// `POST /pipelines/P/start`.

@@ -132,7 +132,14 @@ impl Daemon {
         };
         v["name"] = json!(d.spec.name);
         v["state"] = json!(state_of(d));
-        v["error"] = json!(d.error);
+        // A run that failed says why while it is shown as failed.
+        let failure = d
+            .main
+            .as_ref()
+            .filter(|r| r.handle.is_finished())
+            .and_then(|r| r.handle.failure())
+            .map(|e| lock(&self.registry).name_blobs(&e));
+        v["error"] = json!(d.error.clone().or(failure));
         v["last_rollback"] = json!(d.last_rollback);
         v["shadow"] = match (&d.spec.shadow, &d.shadow) {
             (Some(sh), Some(r)) => {
