@@ -3,8 +3,10 @@
 //! [`ProcessorState`], one layer per call, so that a call that traps leaves
 //! nothing behind; due timers fire earliest first: event-time timers right
 //! after the record that brings the stream time to them (the batch is cut
-//! there, as Kafka Streams punctuates after a record), wall-clock timers
-//! after each batch and while no records arrive, when the clock passes them.
+//! there, as Kafka Streams punctuates after a record; a chunk that set a
+//! timer due before its last record runs again, cut there), wall-clock
+//! timers after each batch and while no records arrive, when the clock
+//! passes them.
 
 use std::any::Any;
 use std::sync::Arc;
@@ -41,7 +43,10 @@ impl Processor {
     fn state(&self, cx: &mut Ctx<'_>) -> Box<dyn GuestState> {
         Box::new(ProcessorState {
             txn: std::mem::take(cx.txn),
+            chunk: Txn::default(),
             layer: Txn::default(),
+            call_times: Vec::new(),
+            chunk_times: Vec::new(),
             base: cx.base.clone(),
             pipeline: cx.pipeline.to_string(),
             step: self.cfg.name.clone(),
@@ -52,16 +57,18 @@ impl Processor {
         })
     }
 
-    /// Runs `chunk` through the guest's `process`; returns what flows on.
-    fn process(&mut self, cx: &mut Ctx<'_>, chunk: &[Item]) -> anyhow::Result<Vec<Item>> {
-        for it in chunk {
-            cx.observe(it.rec.timestamp());
-        }
+    /// Runs `chunk` through the guest's `process`. Its state changes are
+    /// held apart in the returned state, which [`settle`] keeps or drops;
+    /// the caller routes the outcomes of a chunk it keeps.
+    fn attempt(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        chunk: &[Item],
+    ) -> anyhow::Result<(Vec<(usize, crate::runtime::guest::Emitted)>, ProcessorState)> {
         let inputs: Vec<&Packed> = chunk.iter().map(|it| &it.rec).collect();
         let state = self.state(cx);
         let (outcomes, state) = process_batch(self.guest.as_mut(), &inputs, Some(state))?;
-        restore(cx, state)?;
-        Ok(route(&self.cfg, cx.out, chunk, outcomes))
+        Ok((outcomes, take_state(state)?))
     }
 
     /// The time of the earliest event-time timer set, if any.
@@ -159,9 +166,8 @@ impl Processor {
     }
 }
 
-/// Takes the task's pending changes back from the state a call had, and
-/// fails the batch if the storage failed during the call.
-fn restore(cx: &mut Ctx<'_>, state: Option<Box<dyn GuestState>>) -> anyhow::Result<()> {
+/// The state a call had, back from the guest.
+fn take_state(state: Option<Box<dyn GuestState>>) -> anyhow::Result<ProcessorState> {
     let Some(state) = state else {
         anyhow::bail!("a processor call lost its state");
     };
@@ -169,8 +175,24 @@ fn restore(cx: &mut Ctx<'_>, state: Option<Box<dyn GuestState>>) -> anyhow::Resu
     let st = any
         .downcast::<ProcessorState>()
         .map_err(|_| anyhow::anyhow!("a processor call came back with another kind of state"))?;
-    let st = *st;
-    *cx.txn = st.txn;
+    Ok(*st)
+}
+
+/// Takes the task's pending changes back from the state a call had, and
+/// fails the batch if the storage failed during the call.
+fn restore(cx: &mut Ctx<'_>, state: Option<Box<dyn GuestState>>) -> anyhow::Result<()> {
+    settle(cx, take_state(state)?, true)
+}
+
+/// Gives the task its pending changes back from the state of a call (with
+/// the call's own changes when `keep`, else without them), and fails the
+/// batch if the storage failed during the call.
+fn settle(cx: &mut Ctx<'_>, st: ProcessorState, keep: bool) -> anyhow::Result<()> {
+    let mut txn = st.txn;
+    if keep {
+        txn.absorb(st.chunk);
+    }
+    *cx.txn = txn;
     if let Some(store) = st.undeclared {
         cx.out.config.push((
             st.step.clone(),
@@ -207,24 +229,72 @@ impl Operator for Processor {
         // the outputs do not depend on the batch size. The time counts from
         // before the batch: an earlier step of the segment may have moved
         // the task's stream time past the whole batch already.
+        //
+        // A timer set within a chunk and due before its last record is
+        // found after the call: the chunk's changes and outputs are dropped
+        // and it runs again up to the first record whose time reaches the
+        // timer; the times of the timers it set mark where later chunks
+        // end. A timer set at a time its chunk's first record had already
+        // reached could have been set by any of its records: those run one
+        // at a time.
+        let times: Vec<i64> = flow
+            .iter()
+            .scan(cx.batch_time, |t, it| {
+                *t = (*t).max(it.rec.timestamp());
+                Some(*t)
+            })
+            .collect();
+        // The first record at or after `from` whose time reaches `t`.
+        let reach = |from: usize, t: i64| (from..times.len()).find(|&j| times[j] >= t);
+        let last = flow.len() - 1;
         let mut next = Vec::new();
         let mut due = self.next_event_timer(cx)?;
-        let (mut start, mut time) = (0, cx.batch_time);
-        for (i, it) in flow.iter().enumerate() {
-            time = time.max(it.rec.timestamp());
-            let last = i + 1 == flow.len();
-            if !last && due.is_none_or(|t| t > time) {
+        let mut marks: Vec<i64> = Vec::new();
+        let mut singles_to: Option<usize> = None;
+        let mut start = 0;
+        while start <= last {
+            let end = if singles_to.is_some_and(|s| start <= s) {
+                start
+            } else {
+                due.iter()
+                    .chain(marks.first())
+                    .filter_map(|&t| reach(start, t))
+                    .min()
+                    .unwrap_or(last)
+            };
+            let chunk = &flow[start..=end];
+            let (outcomes, st) = self.attempt(cx, chunk)?;
+            if end > start
+                && let Some(t) = st.chunk_times.iter().min().copied()
+                && t <= times[end - 1]
+            {
+                if t <= times[start] {
+                    singles_to = Some(end);
+                } else {
+                    marks = st.chunk_times.clone();
+                    marks.retain(|&m| m > times[start]);
+                    marks.sort_unstable();
+                }
+                settle(cx, st, false)?;
                 continue;
             }
-            let chunk = &flow[start..=i];
-            next.extend(self.process(cx, chunk)?);
+            settle(cx, st, true)?;
+            for it in chunk {
+                cx.observe(it.rec.timestamp());
+            }
+            next.extend(route(&self.cfg, cx.out, chunk, outcomes));
             let seq = chunk.iter().map(|it| it.seq).max().unwrap_or(0);
             // After the last record, every timer the task's stream time
             // reached (earlier steps may have seen later times).
-            let fire_at = if last { *cx.stream_time } else { time };
+            let fire_at = if end == last {
+                *cx.stream_time
+            } else {
+                times[end]
+            };
             next.extend(self.fire_timers(cx, seq, fire_at)?);
-            start = i + 1;
-            if !last {
+            marks.retain(|&m| m > times[end]);
+            start = end + 1;
+            if start <= last {
                 due = self.next_event_timer(cx)?;
             }
         }
@@ -273,7 +343,13 @@ impl StateRead for Over<'_> {
 /// over the task's pending changes (`txn`) over committed state (`base`).
 pub struct ProcessorState {
     txn: Txn,
+    /// The changes of the calls kept since the state was made (one chunk
+    /// of records), over `txn`.
+    chunk: Txn,
     layer: Txn,
+    /// The event-time timers the call sets, and those of the calls kept.
+    call_times: Vec<i64>,
+    chunk_times: Vec<i64>,
     base: Arc<dyn StateRead>,
     pipeline: String,
     step: String,
@@ -292,7 +368,10 @@ impl ProcessorState {
     pub fn detached(step: &str, txn: Txn) -> Self {
         ProcessorState {
             txn,
+            chunk: Txn::default(),
             layer: Txn::default(),
+            call_times: Vec::new(),
+            chunk_times: Vec::new(),
             base: Arc::new(crate::backend::txn::NoState),
             pipeline: "test".into(),
             step: step.to_string(),
@@ -304,7 +383,8 @@ impl ProcessorState {
     }
 
     /// The pending changes it holds.
-    pub fn into_txn(self) -> Txn {
+    pub fn into_txn(mut self) -> Txn {
+        self.txn.absorb(self.chunk);
         self.txn
     }
 
@@ -328,9 +408,13 @@ impl ProcessorState {
     }
 
     fn read(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
-        let over = Over {
+        let below = Over {
             txn: &self.txn,
             base: self.base.as_ref(),
+        };
+        let over = Over {
+            txn: &self.chunk,
+            base: &below,
         };
         match self.layer.get(&over, key) {
             Ok(v) => Ok(v),
@@ -393,9 +477,13 @@ impl GuestState for ProcessorState {
             Some(e) => self.key(store, e),
             None => keys::prefix_end(&prefix),
         };
-        let over = Over {
+        let below = Over {
             txn: &self.txn,
             base: self.base.as_ref(),
+        };
+        let over = Over {
+            txn: &self.chunk,
+            base: &below,
         };
         match self.layer.range(&over, &from, &to, limit) {
             Ok(entries) => Ok(entries
@@ -407,6 +495,9 @@ impl GuestState for ProcessorState {
     }
 
     fn schedule(&mut self, clock: Clock, time: i64, tag: Vec<u8>) {
+        if clock == Clock::EventTime {
+            self.call_times.push(time);
+        }
         let c = clock_byte(clock);
         self.unset_timer(c, &tag);
         let k = keys::timer(&self.pipeline, &self.step, self.partition, c, time, &tag);
@@ -421,10 +512,12 @@ impl GuestState for ProcessorState {
 
     fn keep(&mut self) {
         let layer = std::mem::take(&mut self.layer);
-        self.txn.absorb(layer);
+        self.chunk.absorb(layer);
+        self.chunk_times.append(&mut self.call_times);
     }
 
     fn rollback(&mut self) {
         self.layer.clear();
+        self.call_times.clear();
     }
 }

@@ -40,27 +40,48 @@ fn a_processor_keeps_state_and_fires_event_time_timers_in_order() {
 
 /// An event-time timer fires once the stream time reaches its time (equal
 /// is enough, as a Kafka Streams punctuation at `t` fires when the stream
-/// time reaches `t`). One set and due within the same batch fires after
-/// that batch: with batches of 1 right after the record that makes it due,
-/// as Kafka Streams punctuates after each record; with a larger batch after
-/// the batch's later records (docs/design.md, known limits).
+/// time reaches `t`), right after the record that brings the stream time to
+/// it, whatever the batch size: one set and due within the same batch too
+/// (the chunk that ran past it runs again, cut there), and one set at a time
+/// already reached fires right after the record that set it. Its callback
+/// sees the state as that record left it.
 #[test]
-fn an_event_time_timer_fires_when_the_stream_time_reaches_it_after_that_batch() {
-    let input = stream(&[rec("a", "x", 0), rec("b", "x", 10), rec("c", "x", 11)]);
-    let mut h = Harness::new(step(PROCESSOR), counting_processor());
-    assert_eq!(
-        h.feed(&input[..2], 1).iter().map(show).collect::<Vec<_>>(),
-        ["a=1@0", "b=1@10", "a=timer:a@10"]
-    );
-    for (size, expected) in [
-        (1, ["a=1@0", "b=1@10", "a=timer:a@10", "c=1@11"]),
-        (7, ["a=1@0", "b=1@10", "c=1@11", "a=timer:a@10"]),
-    ] {
+fn an_event_time_timer_fires_right_after_the_record_that_makes_it_due_at_any_batch_size() {
+    let input = stream(&[
+        rec("n-a", "x", 0),   // timer at 10
+        rec("b", "x", 10),    // timer n-a@10 due; b's at 20
+        rec("n-a", "x", 11),  // n-a's timer again, at 21
+        rec("c", "past", 12), // a timer at 7, due at once
+        rec("d", "x", 21),    // b@20 and n-a@21 due
+        rec("e", "x", 22),
+    ]);
+    let want = [
+        "n-a=1@0",
+        "b=1@10",
+        "n-a=timer:n-a=1@10",
+        "n-a=2@11",
+        "c=1@12",
+        "c=timer:c@7",
+        "d=1@21",
+        "b=timer:b@20",
+        "n-a=timer:n-a=2@21",
+        "e=1@22",
+    ];
+    for size in [1, 2, 3, 4, 7, 500] {
         let mut h = Harness::new(step(PROCESSOR), counting_processor());
         let out = h.feed(&input, size);
         assert_eq!(
             out.iter().map(show).collect::<Vec<_>>(),
-            expected,
+            want,
+            "batch {size}"
+        );
+        // The state is the same too: each count once, whatever ran twice.
+        assert_eq!(
+            h.feed(&stream(&[rec("n-a", "x", 30)]), 1)
+                .iter()
+                .map(show)
+                .collect::<Vec<_>>(),
+            ["n-a=3@30"],
             "batch {size}"
         );
     }

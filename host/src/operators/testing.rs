@@ -240,8 +240,9 @@ pub fn upper() -> Box<dyn Guest> {
 
 /// A processor: counts records per key in store `n`, emits the count, and
 /// sets an event-time timer at ts + 10 (a wall-clock one at ts + 100 for
-/// the value "wall") that emits "timer:<key>"; a value "trap" traps after
-/// writing state.
+/// the value "wall", an event-time one at ts - 5 for "past") that emits
+/// "timer:<key>" (for a key starting with `n-`, "timer:<key>=<its count>");
+/// a value "trap" traps after writing state.
 pub fn counting_processor() -> Box<dyn Guest> {
     Box::new(NativeGuest::new(
         "proc",
@@ -274,11 +275,12 @@ pub fn counting_processor() -> Box<dyn Guest> {
                                 key.clone(),
                             );
                         } else {
-                            state.schedule(
-                                crate::runtime::Clock::EventTime,
-                                x.timestamp + 10,
-                                key.clone(),
-                            );
+                            let at = if x.value.as_deref() == Some(b"past") {
+                                x.timestamp - 5
+                            } else {
+                                x.timestamp + 10
+                            };
+                            state.schedule(crate::runtime::Clock::EventTime, at, key.clone());
                         }
                         let mut o = x.clone();
                         o.value = Some(n.to_string().into_bytes());
@@ -288,10 +290,15 @@ pub fn counting_processor() -> Box<dyn Guest> {
                 }
                 Call::Timer(time, tag) => {
                     let mut res = Results::new();
+                    let mut value = format!("timer:{}", String::from_utf8_lossy(tag));
+                    if tag.starts_with(b"n-") {
+                        let n = state.get("n", tag).map_err(|e| format!("{e:?}"))?;
+                        value.push_str(&format!("={}", count_of(n.as_deref())));
+                    }
                     let o = Record {
                         timestamp: time,
                         key: Some(tag.to_vec()),
-                        value: Some(format!("timer:{}", String::from_utf8_lossy(tag)).into_bytes()),
+                        value: Some(value.into_bytes()),
                         ..Record::default()
                     };
                     res.output(0, None, &o);
