@@ -240,6 +240,53 @@ fn a_running_pipeline_takes_records_produced_from_other_processes_exactly_once()
     assert_eq!(d.records("out").len(), 120);
 }
 
+/// A follower started before its topic exists says it waits for it and
+/// then prints what reaches it: here, the output topic of a pipeline started
+/// after the follower.
+#[test]
+fn a_follower_started_before_its_topic_exists_waits_for_it() {
+    let d = Data::new();
+    d.ok(&["topic", "create", "in", "--partitions", "2"]);
+    let mut follow = d
+        .weir()
+        .args(["consume", "out", "--from-beginning", "--follow"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    for stream in [
+        Box::new(follow.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(follow.stderr.take().unwrap()),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for l in BufReader::new(stream).lines() {
+                let Ok(l) = l else { break };
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    let next = || {
+        rx.recv_timeout(Duration::from_secs(20))
+            .expect("a line from the follower")
+    };
+    assert_eq!(next(), "waiting for topic out to be created");
+    let owner = d.start(&map_pipeline(d._tmp.path()));
+    d.produce("in", &lines(0, 3));
+    let mut got = BTreeSet::new();
+    while got.len() < 3 {
+        let v: Value = serde_json::from_str(&next()).unwrap();
+        got.insert(v["value"].as_str().unwrap().to_string());
+    }
+    assert_eq!(got, ["V0", "V1", "V2"].map(String::from).into());
+    let _ = follow.kill();
+    let _ = follow.wait();
+    drop(owner);
+}
+
 #[test]
 fn state_get_and_a_new_topic_are_served_by_the_running_owner() {
     let d = Data::new();

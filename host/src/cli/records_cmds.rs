@@ -274,6 +274,38 @@ pub fn consume(args: ConsumeArgs) -> anyhow::Result<ExitCode> {
     perform(&args.data.data, req, None, &stop)
 }
 
+/// Waits until topic `name` exists (a follower started before the pipeline
+/// that creates it); `None` when stopped first.
+fn wait_for_topic(
+    log: &Log,
+    name: &str,
+    out: &mut dyn Out,
+    stop: &AtomicBool,
+) -> anyhow::Result<Option<weir::log::Topic>> {
+    let mut told = false;
+    loop {
+        let version = log.data_version();
+        if let Some(t) = log.topic(name)? {
+            return Ok(Some(t));
+        }
+        if stop.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
+        if !told {
+            // Checks the name (a typo is an error, not a wait).
+            weir::log::check_name("topic", name)?;
+            out.err(&format!("waiting for topic {name} to be created"))?;
+            told = true;
+        }
+        if log.follows() {
+            std::thread::sleep(Duration::from_millis(100));
+            log.catch_up()?;
+        } else if log.wait_for_data(version, Duration::from_secs(1)) == version {
+            out.idle()?;
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(super) fn consume_log(
     log: &Log,
@@ -285,7 +317,13 @@ pub(super) fn consume_log(
     out: &mut dyn Out,
     stop: &AtomicBool,
 ) -> anyhow::Result<u8> {
-    let topic = log.require_topic(topic)?;
+    let topic = match follow {
+        false => log.require_topic(topic)?,
+        true => match wait_for_topic(log, topic, out, stop)? {
+            Some(t) => t,
+            None => return Ok(0),
+        },
+    };
     let parts: Vec<u32> = match partition {
         Some(p) if p < topic.config.partitions => vec![p],
         Some(p) => bail!(

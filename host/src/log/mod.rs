@@ -236,6 +236,8 @@ impl Log {
         self.db
             .put(meta_key(name), serde_json::to_vec(&topic)?)
             .with_context(|| format!("cannot create topic {name}"))?;
+        // A follower waiting for the topic looks again.
+        self.signal.bump();
         Ok(topic)
     }
 
