@@ -91,7 +91,10 @@ impl Txn {
         self.bytes
     }
 
-    /// Entries with `start <= key < end`, in key order, up to `limit`.
+    /// Entries with `start <= key < end`, in key order, up to `limit`:
+    /// the pending writes merged over committed entries read a page at a
+    /// time, so that a small `limit` costs little however many writes are
+    /// pending in the range.
     pub fn range(
         &self,
         base: &dyn StateRead,
@@ -99,25 +102,51 @@ impl Txn {
         end: &[u8],
         limit: usize,
     ) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        if start >= end {
-            return Ok(Vec::new());
+        use std::ops::Bound;
+        let mut out = Vec::new();
+        if start >= end || limit == 0 {
+            return Ok(out);
         }
-        let pending = self.pending.range(start.to_vec()..end.to_vec());
-        // Read enough committed entries to fill `limit` after deletions.
-        let want = limit.saturating_add(pending.clone().count());
-        let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> = base
-            .range(start, end, want)?
-            .into_iter()
-            .map(|(k, v)| (k, Some(v)))
-            .collect();
-        for (k, v) in pending {
-            merged.insert(k.clone(), v.clone());
+        let mut pending = self
+            .pending
+            .range::<[u8], _>((Bound::Included(start), Bound::Excluded(end)))
+            .peekable();
+        let page_size = limit.saturating_add(16).min(1024);
+        let mut page = std::collections::VecDeque::new();
+        let mut from = start.to_vec();
+        let mut base_done = false;
+        while out.len() < limit {
+            if page.is_empty() && !base_done {
+                let got = base.range(&from, end, page_size)?;
+                base_done = got.len() < page_size;
+                if let Some((k, _)) = got.last() {
+                    from.clone_from(k);
+                    from.push(0);
+                }
+                page.extend(got);
+            }
+            let pending_first = match (page.front(), pending.peek()) {
+                (None, None) => break,
+                (Some((bk, _)), Some((pk, _))) => pk.as_slice() <= bk.as_slice(),
+                (None, Some(_)) => true,
+                (Some(_), None) => false,
+            };
+            if pending_first {
+                let Some((pk, pv)) = pending.next() else {
+                    break;
+                };
+                // A pending write replaces the committed entry of its key.
+                if page.front().is_some_and(|(bk, _)| bk == pk) {
+                    page.pop_front();
+                }
+                if let Some(v) = pv {
+                    out.push((pk.clone(), v.clone()));
+                }
+            } else if let Some(entry) = page.pop_front() {
+                out.push(entry);
+            }
         }
-        Ok(merged
-            .into_iter()
-            .filter_map(|(k, v)| v.map(|v| (k, v)))
-            .take(limit)
-            .collect())
+        Ok(out)
     }
 
     /// Moves every pending write of `other` over this one's.
@@ -160,5 +189,63 @@ impl StateRead for NoState {
     }
     fn range(&self, _: &[u8], _: &[u8], _: usize) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
         Ok(Vec::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::backend::memory::MemoryBackend;
+    use crate::backend::{Backend, Commit};
+
+    /// Pending puts and deletions merge over committed entries in key
+    /// order, across pages of committed entries, at every limit.
+    #[test]
+    fn a_range_merges_pending_writes_over_committed_entries_at_every_limit() {
+        let backend = MemoryBackend::new();
+        let mut c = Commit::default();
+        // Committed: k0000..k2999, every third one.
+        for i in (0..3000u32).step_by(3) {
+            c.put(format!("k{i:04}").into_bytes(), Some(b"old".to_vec()));
+        }
+        backend.commit(c).unwrap();
+        let mut txn = Txn::default();
+        let mut want = std::collections::BTreeMap::new();
+        for i in (0..3000u32).step_by(3) {
+            want.insert(format!("k{i:04}"), "old".to_string());
+        }
+        for i in 0..3000u32 {
+            let k = format!("k{i:04}");
+            match i % 5 {
+                // Deletes, of committed keys or not.
+                0 => {
+                    txn.delete(k.clone().into_bytes());
+                    want.remove(&k);
+                }
+                // Puts over committed keys or new ones.
+                1 | 2 => {
+                    txn.put(k.clone().into_bytes(), b"new".to_vec());
+                    want.insert(k, "new".to_string());
+                }
+                _ => {}
+            }
+        }
+        let want: Vec<(String, String)> = want
+            .into_iter()
+            .filter(|(k, _)| k.as_str() >= "k0100" && k.as_str() < "k2900")
+            .collect();
+        for limit in [1, 2, 17, 1000, 1040, usize::MAX] {
+            let got: Vec<(String, String)> = txn
+                .range(&backend, b"k0100", b"k2900", limit)
+                .unwrap()
+                .into_iter()
+                .map(|(k, v)| (String::from_utf8(k).unwrap(), String::from_utf8(v).unwrap()))
+                .collect();
+            let n = limit.min(want.len());
+            assert_eq!(got, want[..n], "limit {limit}");
+        }
+        assert!(txn.range(&backend, b"k2", b"k1", 10).unwrap().is_empty());
     }
 }
