@@ -64,27 +64,30 @@ struct Group {
     last: usize,
 }
 
-/// The windows a record at `ts` falls in: `[start, end)`. As Kafka Streams'
-/// `TimeWindows`, no hopping window starts before 0.
-pub fn windows_of(w: Option<Window>, ts: i64) -> Vec<(i64, i64)> {
-    match w {
-        None | Some(Window::Session { .. }) => vec![(0, 0)],
-        Some(Window::Tumbling { size }) => {
-            let start = ts.div_euclid(size) * size;
-            vec![(start, start + size)]
-        }
+/// The windows a record at `ts` falls in: `[start, end)`, by start. As Kafka
+/// Streams' `TimeWindows`, no hopping window starts before 0.
+pub fn windows_of(w: Option<Window>, ts: i64) -> impl Iterator<Item = (i64, i64)> {
+    // (first start, advance, how many, size)
+    let (first, advance, n, size) = match w {
+        None | Some(Window::Session { .. }) => (0, 1, 1, 0),
+        Some(Window::Tumbling { size }) => (ts.div_euclid(size) * size, size, 1, size),
         Some(Window::Hopping { size, advance }) => {
-            let mut out = Vec::new();
             let last = ts.div_euclid(advance) * advance;
+            let mut first = last;
+            let mut n = 0i64;
             let mut start = last;
             while start > ts - size && start >= 0 {
-                out.push((start, start + size));
+                first = start;
+                n += 1;
                 start -= advance;
             }
-            out.reverse();
-            out
+            (first, advance, n, size)
         }
-    }
+    };
+    (0..n).map(move |i| {
+        let start = first + i * advance;
+        (start, start + size)
+    })
 }
 
 impl Aggregate {
@@ -103,11 +106,18 @@ impl Aggregate {
 
     /// Notes the windows a batch updated, to emit at the next commit, with
     /// their new accumulators (`accs`, one per group) when known.
-    fn hold(&mut self, recs: &[&Packed], groups: Vec<Group>, accs: Option<Vec<Vec<u8>>>) {
+    /// `last` gives the record of a group's last index (moved out of the
+    /// batch when no other group needs it).
+    fn hold(
+        &mut self,
+        groups: Vec<Group>,
+        accs: Option<Vec<Vec<u8>>>,
+        mut last_of: impl FnMut(usize) -> Option<Packed>,
+    ) {
         let mut accs = accs.map(Vec::into_iter);
         for g in groups {
             let acc = accs.as_mut().and_then(Iterator::next);
-            let Some(last) = recs.get(g.last) else {
+            let Some(last) = last_of(g.last) else {
                 continue;
             };
             let next = self.updated.len();
@@ -119,7 +129,7 @@ impl Aggregate {
                     self.updated_bytes -= u.last.bytes().len() + u.acc.as_ref().map_or(0, Vec::len);
                     u.seq = g.seq;
                     u.ts = u.ts.max(g.ts);
-                    u.last = (*last).clone();
+                    u.last = last;
                     u.acc = acc;
                     u.order = order;
                     self.updated_bytes += u.last.bytes().len() + u.acc.as_ref().map_or(0, Vec::len);
@@ -136,7 +146,7 @@ impl Aggregate {
                         end: g.end,
                         seq: g.seq,
                         ts: g.ts,
-                        last: (*last).clone(),
+                        last,
                         acc,
                         order,
                     });
@@ -257,6 +267,8 @@ impl Operator for Aggregate {
             rustc_hash::FxHashMap::default();
         let mut groups: Vec<Group> = Vec::new();
         let mut records: Vec<&Packed> = Vec::new();
+        // Where each of `records` is in `flow`.
+        let mut rec_at: Vec<usize> = Vec::new();
         let windowed = cfg.window.is_some();
         let before = if windowed {
             own_time(cx, cfg)?
@@ -264,7 +276,7 @@ impl Operator for Aggregate {
             i64::MIN
         };
         let mut now = before;
-        for it in &flow {
+        for (fi, it) in flow.iter().enumerate() {
             let Some(key) = it.rec.key() else {
                 cx.out.dead_packed(
                     &cfg.name,
@@ -311,6 +323,7 @@ impl Operator for Aggregate {
             }
             if counted {
                 records.push(&it.rec);
+                rec_at.push(fi);
             } else {
                 cx.out.late += 1;
                 tracing::debug!(step = %cfg.name, ts, stream_time = now, "late record dropped");
@@ -328,7 +341,22 @@ impl Operator for Aggregate {
             let hold = self.cfg.emit == Emit::Update && self.defer;
             let accs = self.add(cx, &records, &mut groups, hold)?;
             if hold {
-                self.hold(&records, groups, accs);
+                // Each group keeps its last record: moved out of the batch
+                // by the last group that needs it, copied before that.
+                let mut needs = vec![0u32; records.len()];
+                for g in &groups {
+                    if let Some(n) = needs.get_mut(g.last) {
+                        *n += 1;
+                    }
+                }
+                let mut flow: Vec<Option<Packed>> =
+                    flow.into_iter().map(|it| Some(it.rec)).collect();
+                self.hold(groups, accs, |ri| {
+                    let slot = flow.get_mut(*rec_at.get(ri)?)?;
+                    let n = needs.get_mut(ri)?;
+                    *n -= 1;
+                    if *n == 0 { slot.take() } else { slot.clone() }
+                });
             } else if self.cfg.emit == Emit::Update {
                 let mut items = Vec::new();
                 for g in &groups {
