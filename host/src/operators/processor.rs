@@ -32,12 +32,20 @@ const CHUNK: usize = 1024;
 pub struct Processor {
     cfg: StepConfig,
     guest: Box<dyn Guest>,
+    /// Per clock (event time, wall clock), a time no timer is set before,
+    /// once known: scans start there, past the deletions of the timers
+    /// that fired (`None`: from the first possible key).
+    floor: [Option<i64>; 2],
 }
 
 impl Processor {
     /// A processor step running `guest`.
     pub fn new(cfg: StepConfig, guest: Box<dyn Guest>) -> Self {
-        Processor { cfg, guest }
+        Processor {
+            cfg,
+            guest,
+            floor: [None, None],
+        }
     }
 
     fn state(&self, cx: &mut Ctx<'_>) -> Box<dyn GuestState> {
@@ -47,6 +55,7 @@ impl Processor {
             layer: Txn::default(),
             call_times: Vec::new(),
             chunk_times: Vec::new(),
+            lowest: [None, None],
             base: cx.base.clone(),
             pipeline: cx.pipeline.to_string(),
             step: self.cfg.name.clone(),
@@ -71,10 +80,21 @@ impl Processor {
         Ok((outcomes, take_state(state)?))
     }
 
+    /// The keys of `clock`'s timers, and where a scan of them starts (see
+    /// `floor`).
+    fn timer_keys(&self, cx: &Ctx<'_>, clock: u8) -> (Vec<u8>, Vec<u8>) {
+        let prefix = keys::timers(cx.pipeline, &self.cfg.name, cx.partition, clock);
+        let mut start = prefix.clone();
+        if let Some(t) = self.floor[usize::from(clock)] {
+            start.extend_from_slice(&keys::ord_i64(t));
+        }
+        (prefix, start)
+    }
+
     /// The time of the earliest event-time timer set, if any.
     fn next_event_timer(&self, cx: &Ctx<'_>) -> anyhow::Result<Option<i64>> {
-        let prefix = keys::timers(cx.pipeline, &self.cfg.name, cx.partition, 0);
-        let first = cx.range(&prefix, &keys::prefix_end(&prefix), 1)?;
+        let (prefix, start) = self.timer_keys(cx, 0);
+        let first = cx.range(&start, &keys::prefix_end(&prefix), 1)?;
         first
             .first()
             .map(|(k, _)| {
@@ -96,19 +116,21 @@ impl Processor {
         let mut out = Vec::new();
         let mut fired = 0usize;
         for (clock, due) in [(0u8, event_time), (1u8, cx.now_ms)] {
-            let prefix = keys::timers(cx.pipeline, &self.cfg.name, cx.partition, clock);
+            let (prefix, mut start) = self.timer_keys(cx, clock);
             let mut end = prefix.clone();
             end.extend_from_slice(&keys::ord_i64(due.saturating_add(1)));
             // Walk forward from a cursor; when it finds nothing, look once
             // more from the start for timers a callback set in the past.
-            let mut cursor = prefix.clone();
+            let mut cursor = start.clone();
             loop {
                 let chunk = cx.range(&cursor, &end, CHUNK)?;
                 let Some((last, _)) = chunk.last() else {
-                    if cursor == prefix {
+                    let from = self.timer_keys(cx, clock).1;
+                    if cursor == start && from == start {
                         break;
                     }
-                    cursor = prefix.clone();
+                    start = from;
+                    cursor = start.clone();
                     continue;
                 };
                 cursor = last.clone();
@@ -136,7 +158,7 @@ impl Processor {
                     ));
                     let state = self.state(cx);
                     let (result, state) = fire_timer(self.guest.as_mut(), time, &tag, state)?;
-                    restore(cx, state)?;
+                    restore(cx, state, &mut self.floor)?;
                     match result {
                         Ok(outputs) => {
                             for (to, rec) in outputs {
@@ -161,6 +183,9 @@ impl Processor {
                     }
                 }
             }
+            // Every timer of this clock up to `due` has fired.
+            let f = &mut self.floor[usize::from(clock)];
+            *f = Some(f.map_or(i64::MIN, |f| f).max(due.saturating_add(1)));
         }
         Ok(out)
     }
@@ -180,14 +205,29 @@ fn take_state(state: Option<Box<dyn GuestState>>) -> anyhow::Result<ProcessorSta
 
 /// Takes the task's pending changes back from the state a call had, and
 /// fails the batch if the storage failed during the call.
-fn restore(cx: &mut Ctx<'_>, state: Option<Box<dyn GuestState>>) -> anyhow::Result<()> {
-    settle(cx, take_state(state)?, true)
+fn restore(
+    cx: &mut Ctx<'_>,
+    state: Option<Box<dyn GuestState>>,
+    floor: &mut [Option<i64>; 2],
+) -> anyhow::Result<()> {
+    settle(cx, take_state(state)?, true, floor)
 }
 
 /// Gives the task its pending changes back from the state of a call (with
-/// the call's own changes when `keep`, else without them), and fails the
-/// batch if the storage failed during the call.
-fn settle(cx: &mut Ctx<'_>, st: ProcessorState, keep: bool) -> anyhow::Result<()> {
+/// the call's own changes when `keep`, else without them), lowers the
+/// floors below the timers it set, and fails the batch if the storage
+/// failed during the call.
+fn settle(
+    cx: &mut Ctx<'_>,
+    st: ProcessorState,
+    keep: bool,
+    floor: &mut [Option<i64>; 2],
+) -> anyhow::Result<()> {
+    for (f, low) in floor.iter_mut().zip(st.lowest) {
+        if let (Some(f), Some(low)) = (f.as_mut(), low) {
+            *f = (*f).min(low);
+        }
+    }
     let mut txn = st.txn;
     if keep {
         txn.absorb(st.chunk);
@@ -275,10 +315,10 @@ impl Operator for Processor {
                     marks.retain(|&m| m > times[start]);
                     marks.sort_unstable();
                 }
-                settle(cx, st, false)?;
+                settle(cx, st, false, &mut self.floor)?;
                 continue;
             }
-            settle(cx, st, true)?;
+            settle(cx, st, true, &mut self.floor)?;
             for it in chunk {
                 cx.observe(it.rec.timestamp());
             }
@@ -299,6 +339,11 @@ impl Operator for Processor {
             }
         }
         Ok(next)
+    }
+
+    fn discard(&mut self) {
+        // What the dropped batches fired may come back.
+        self.floor = [None, None];
     }
 
     fn tick(&mut self, cx: &mut Ctx<'_>, seq: u64) -> anyhow::Result<Vec<Item>> {
@@ -350,6 +395,8 @@ pub struct ProcessorState {
     /// The event-time timers the call sets, and those of the calls kept.
     call_times: Vec<i64>,
     chunk_times: Vec<i64>,
+    /// Per clock, the earliest time any call set a timer at.
+    lowest: [Option<i64>; 2],
     base: Arc<dyn StateRead>,
     pipeline: String,
     step: String,
@@ -372,6 +419,7 @@ impl ProcessorState {
             layer: Txn::default(),
             call_times: Vec::new(),
             chunk_times: Vec::new(),
+            lowest: [None, None],
             base: Arc::new(crate::backend::txn::NoState),
             pipeline: "test".into(),
             step: step.to_string(),
@@ -499,6 +547,8 @@ impl GuestState for ProcessorState {
             self.call_times.push(time);
         }
         let c = clock_byte(clock);
+        let low = &mut self.lowest[usize::from(c)];
+        *low = Some(low.map_or(time, |l| l.min(time)));
         self.unset_timer(c, &tag);
         let k = keys::timer(&self.pipeline, &self.step, self.partition, c, time, &tag);
         self.layer.put(k, Vec::new());
