@@ -51,7 +51,7 @@ pub struct BenchArgs {
     /// the embedded log: how long firing them takes.
     #[arg(long, value_name = "N")]
     pub timers: Option<usize>,
-    /// (internal) Run one pipeline benchmark in this process: map | wordcount.
+    /// (internal) Run one pipeline benchmark in this process: storage | map | wordcount | bursts.
     #[arg(long, hide = true)]
     pub one: Option<String>,
     /// (internal) With --one: native steps.

@@ -37,6 +37,12 @@ fn fill(
         let mut c = Commit::default();
         for (j, mut r) in records(done, chunk).into_iter().enumerate() {
             let i = done + j;
+            if which == "bursts" {
+                // 1,000 keys, a record every 100 ms: bursts of a key close
+                // 10 s after they start, all through the run.
+                r.key = Some(format!("k{}", mix(i as u64) % 1000).into_bytes());
+                r.timestamp = 1_700_000_000_000 + 100 * i as i64;
+            }
             if which == "wordcount" {
                 let line: Vec<String> = match distinct {
                     // Uniform over `d` words: a hash of the word's place.
@@ -126,9 +132,12 @@ fn upper_value(packed: &mut [u8]) {
     }
 }
 
-/// The benchmark's pipeline `which` (map | wordcount), from `in` to `out`;
-/// its modules are found beside the file.
+/// The benchmark's pipeline `which` (map | wordcount | bursts), from `in` to
+/// `out`; its modules are found beside the file.
 pub(super) fn pipeline_text(which: &str) -> &'static str {
+    if which == "bursts" {
+        return "name = \"bench\"\ninput = \"in\"\noutput = \"out\"\n[[steps]]\nname = \"burst\"\nkind = \"processor\"\nmodule = \"burst_count.wasm\"\nstores = [\"counts\"]\n";
+    }
     if which == "wordcount" {
         "name = \"bench\"\ninput = \"in\"\noutput = \"out\"\n[[steps]]\nname = \"split\"\nkind = \"map\"\nmodule = \"split_words.wasm\"\n[[steps]]\nname = \"count\"\nkind = \"aggregate\"\nmodule = \"count.wasm\"\n"
     } else {
@@ -162,7 +171,7 @@ pub(super) fn one_pipeline(args: &BenchArgs, which: &str) -> anyhow::Result<()> 
         return Ok(());
     }
     let text = match which {
-        "map" | "wordcount" => pipeline_text(which),
+        "map" | "wordcount" | "bursts" => pipeline_text(which),
         other => anyhow::bail!("unknown pipeline benchmark {other}"),
     };
     let file = modules.join(format!("bench-{which}.toml"));
@@ -279,9 +288,14 @@ pub(super) fn pipelines(args: &BenchArgs) -> anyhow::Result<()> {
             );
         }
     }
+    let (rate, mem, _) = one(args, "bursts", false, None)?;
+    println!(
+        "| bursts        | wasm   | {rate:>15.0} | {mem:>8.0} MB | -               | {:<16} |",
+        format!("{:.2}", rate / storage),
+    );
     println!();
     println!(
-        "(word count's rate is in lines of 8 words per second; its storage ratio compares lines with records)"
+        "(word count's rate is in lines of 8 words per second; its storage ratio compares lines with records; bursts is a processor with a state store and an event-time timer per burst of a key, examples/burst-count)"
     );
     println!();
     println!(
