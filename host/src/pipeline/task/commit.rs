@@ -126,16 +126,7 @@ impl Task {
             if self.operators[i].deferred_bytes() == 0 {
                 continue;
             }
-            let mut cx = Ctx {
-                pipeline: &self.shared.pipeline.name,
-                partition: self.partition,
-                base: &self.base,
-                txn: &mut self.txn,
-                batch_time: self.stream_time,
-                stream_time: &mut self.stream_time,
-                out: &mut out,
-                now_ms: now,
-            };
+            let mut cx = step_ctx!(self, &mut out, self.stream_time, now);
             let (emitted, dead) = (cx.out.emitted.len(), cx.out.dead.len());
             let started = std::time::Instant::now();
             let guest_before = self.operators[i].guest().guest_time();

@@ -24,6 +24,23 @@ use crate::log::partitioner::partition_for_key;
 use crate::operators::{self, Collector, Ctx, Item, Operator};
 use crate::record::{Failure, Packed};
 
+/// The context a step runs in, over the task's state and pending changes:
+/// `step_ctx!(task, out, batch_time, now_ms)`.
+macro_rules! step_ctx {
+    ($t:expr, $out:expr, $batch_time:expr, $now:expr) => {
+        Ctx {
+            pipeline: &$t.shared.pipeline.name,
+            partition: $t.partition,
+            base: &$t.base,
+            txn: &mut $t.txn,
+            batch_time: $batch_time,
+            stream_time: &mut $t.stream_time,
+            out: $out,
+            now_ms: $now,
+        }
+    };
+}
+
 mod commit;
 mod source;
 mod swap;
@@ -491,16 +508,7 @@ impl Task {
             let n_in = (flow.len() + side.len()) as u64;
             counters.records_in.fetch_add(n_in, Ordering::Relaxed);
             let (emitted, dead) = (out.emitted.len(), out.dead.len());
-            let mut cx = Ctx {
-                pipeline: &self.shared.pipeline.name,
-                partition: self.partition,
-                base: &self.base,
-                txn: &mut self.txn,
-                batch_time,
-                stream_time: &mut self.stream_time,
-                out,
-                now_ms: now,
-            };
+            let mut cx = step_ctx!(self, out, batch_time, now);
             let started = std::time::Instant::now();
             let guest_before = self.operators[i].guest().guest_time();
             flow = self.operators[i].run(&mut cx, flow, side)?;
@@ -534,16 +542,7 @@ impl Task {
                 continue;
             }
             let now = self.now_ms();
-            let mut cx = Ctx {
-                pipeline: &self.shared.pipeline.name,
-                partition: self.partition,
-                base: &self.base,
-                txn: &mut self.txn,
-                batch_time: self.stream_time,
-                stream_time: &mut self.stream_time,
-                out: &mut out,
-                now_ms: now,
-            };
+            let mut cx = step_ctx!(self, &mut out, self.stream_time, now);
             let fired = self.operators[i].tick(&mut cx, self.seq)?;
             changed |= !fired.is_empty();
             // What a timer emits goes on through the later steps.
