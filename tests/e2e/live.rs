@@ -287,6 +287,51 @@ fn a_follower_started_before_its_topic_exists_waits_for_it() {
     drop(owner);
 }
 
+/// Ctrl-C ends a follower served by the owner (exit 0, as without an
+/// owner), here while it waits for a topic that is not there; the owner
+/// runs on.
+#[test]
+fn ctrl_c_ends_a_follower_served_by_the_owner() {
+    let d = Data::new();
+    d.ok(&["topic", "create", "in", "--partitions", "2"]);
+    let owner = d.start(&map_pipeline(d._tmp.path()));
+    let mut follow = d
+        .weir()
+        .args(["consume", "later", "--follow"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(follow.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    assert_eq!(line, "waiting for topic later to be created\n");
+    let st = Command::new("kill")
+        .args(["-INT", &follow.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let started = Instant::now();
+    let exited = loop {
+        if let Some(st) = follow.try_wait().unwrap() {
+            break Some(st);
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            let _ = follow.kill();
+            let _ = follow.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(
+        exited.is_some_and(|st| st.success()),
+        "the follower after Ctrl-C: {exited:?}"
+    );
+    // The owner still serves.
+    d.produce("in", &lines(0, 1));
+    owner.interrupt();
+}
+
 #[test]
 fn state_get_and_a_new_topic_are_served_by_the_running_owner() {
     let d = Data::new();
