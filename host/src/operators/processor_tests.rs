@@ -226,3 +226,61 @@ fn a_timer_fires_after_its_record_when_an_earlier_step_moved_the_stream_time_pas
         );
     }
 }
+
+/// A chunk that runs again, cut at a timer it set, leaves nothing of its
+/// first run behind: a record that traps in it is dead-lettered once, a
+/// wall-clock timer set in it is set once (it fires once), and the counts
+/// are those of one run, at every batch size.
+#[test]
+fn a_chunk_run_again_leaves_no_dead_letter_or_timer_of_its_first_run() {
+    let input = stream(&[
+        rec("n-a", "x", 0), // timer at 10
+        rec("t", "trap", 4),
+        rec("w", "wall", 5), // wall-clock timer at 105
+        rec("b", "x", 10),   // n-a@10 due
+        rec("n-a", "x", 12), // timer at 22
+        rec("c", "x", 30),   // b@20 and n-a@22 due
+    ]);
+    let want = [
+        "n-a=1@0",
+        "w=1@5",
+        "b=1@10",
+        "n-a=timer:n-a=1@10",
+        "n-a=2@12",
+        "c=1@30",
+        "b=timer:b@20",
+        "n-a=timer:n-a=2@22",
+    ];
+    for size in [1, 2, 3, 4, 6, 500] {
+        let mut h = Harness::new(step(PROCESSOR), counting_processor());
+        let out = h.feed(&input, size);
+        assert_eq!(
+            out.iter().map(show).collect::<Vec<_>>(),
+            want,
+            "batch {size}"
+        );
+        let dead: Vec<(&str, &str)> = h
+            .dead
+            .iter()
+            .map(|(step, reason, _)| (step.as_str(), reason.as_str()))
+            .collect();
+        assert_eq!(dead, [("proc", "trapped: boom")], "batch {size}");
+        h.now_ms = 105;
+        assert_eq!(
+            h.tick().unwrap().iter().map(show).collect::<Vec<_>>(),
+            ["w=timer:w@105"],
+            "batch {size}"
+        );
+        assert!(h.tick().unwrap().is_empty(), "batch {size}");
+        // The trapped record changed nothing; each count is of one run
+        // (c's timer, at 40, fires after the first record at 40).
+        assert_eq!(
+            h.feed(&stream(&[rec("t", "x", 40), rec("n-a", "x", 40)]), 2)
+                .iter()
+                .map(show)
+                .collect::<Vec<_>>(),
+            ["t=1@40", "c=timer:c@40", "n-a=3@40"],
+            "batch {size}"
+        );
+    }
+}
