@@ -287,6 +287,132 @@ fn a_follower_started_before_its_topic_exists_waits_for_it() {
     drop(owner);
 }
 
+/// Ctrl-C ends a follower served by the owner (exit 0, as without an
+/// owner), here while it waits for a topic that is not there; the owner
+/// runs on.
+#[test]
+fn ctrl_c_ends_a_follower_served_by_the_owner() {
+    let d = Data::new();
+    d.ok(&["topic", "create", "in", "--partitions", "2"]);
+    let owner = d.start(&map_pipeline(d._tmp.path()));
+    let mut follow = d
+        .weir()
+        .args(["consume", "later", "--follow"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(follow.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    assert_eq!(line, "waiting for topic later to be created\n");
+    let st = Command::new("kill")
+        .args(["-INT", &follow.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let started = Instant::now();
+    let exited = loop {
+        if let Some(st) = follow.try_wait().unwrap() {
+            break Some(st);
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            let _ = follow.kill();
+            let _ = follow.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(
+        exited.is_some_and(|st| st.success()),
+        "the follower after Ctrl-C: {exited:?}"
+    );
+    // The owner still serves.
+    d.produce("in", &lines(0, 1));
+    owner.interrupt();
+}
+
+/// The owner's threads serving the CLI (`weir-client`).
+fn client_threads(owner: &Owner) -> usize {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", owner.child.id())) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "weir-client")
+        })
+        .count()
+}
+
+/// A follower that goes away ends its thread in the owner even while the
+/// log is busy with other topics (records produced all along): one that
+/// waited for a topic not there and one that followed a quiet topic.
+#[test]
+fn a_follower_that_goes_away_ends_its_thread_in_the_owner_while_the_log_is_busy() {
+    let d = Data::new();
+    d.ok(&["topic", "create", "in", "--partitions", "2"]);
+    d.ok(&["topic", "create", "quiet"]);
+    let owner = d.start(&map_pipeline(d._tmp.path()));
+    let busy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let producer = {
+        let (busy, path) = (busy.clone(), d.path.clone());
+        std::thread::spawn(move || {
+            let d = Data {
+                _tmp: tempdir(),
+                path,
+            };
+            let mut i = 0;
+            while busy.load(std::sync::atomic::Ordering::SeqCst) {
+                d.produce("in", &lines(i, i + 1));
+                i += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    d.produce("quiet", &lines(0, 1));
+    for (topic, first) in [
+        ("later", "waiting for topic later to be created"),
+        ("quiet", "\"value\":\"v0\""),
+    ] {
+        let mut follow = d
+            .weir()
+            .args(["consume", topic, "--from-beginning", "--follow"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Its first line says it is being served.
+        let (tx, rx) = std::sync::mpsc::channel();
+        for stream in [
+            Box::new(follow.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(follow.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for l in BufReader::new(stream).lines() {
+                    let Ok(l) = l else { break };
+                    if tx.send(l).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let line = rx.recv_timeout(Duration::from_secs(20));
+        let _ = follow.kill();
+        let _ = follow.wait();
+        let line = line.expect("a line from the follower");
+        assert!(line.contains(first), "{line}");
+        // Producers come and go; the follower's thread must end.
+        until("the owner to end the thread of a follower gone", || {
+            client_threads(&owner) == 0
+        });
+    }
+    busy.store(false, std::sync::atomic::Ordering::SeqCst);
+    producer.join().unwrap();
+    owner.interrupt();
+}
+
 #[test]
 fn state_get_and_a_new_topic_are_served_by_the_running_owner() {
     let d = Data::new();

@@ -278,7 +278,7 @@ pub(crate) fn perform(
     stop: &Arc<AtomicBool>,
 ) -> anyhow::Result<ExitCode> {
     let code = match owner::connect(dir)? {
-        Some(client) => client.call(&req, input)?,
+        Some(client) => client.call(&req, input, stop)?,
         None => {
             let log = if req.writes() {
                 Log::open(dir)?

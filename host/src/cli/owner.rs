@@ -22,7 +22,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
@@ -207,8 +208,14 @@ pub fn connect(dir: &Path) -> anyhow::Result<Option<Client>> {
 
 impl Client {
     /// Sends `req` (and `input`, a produce's records), prints the answers as
-    /// they come, and returns the exit code.
-    pub fn call(self, req: &Request, input: Option<Box<dyn BufRead + Send>>) -> anyhow::Result<u8> {
+    /// they come, and returns the exit code; a follower ends with 0 once
+    /// `stop` is set (Ctrl-C), as it does without an owner.
+    pub fn call(
+        self,
+        req: &Request,
+        input: Option<Box<dyn BufRead + Send>>,
+        stop: &AtomicBool,
+    ) -> anyhow::Result<u8> {
         let gone = || {
             format!(
                 "lost the connection to the weir process that owns {}",
@@ -231,17 +238,41 @@ impl Client {
                 .shutdown(std::net::Shutdown::Write)
                 .with_context(gone)?;
         }
-        let mut reader = BufReader::new(self.stream.try_clone().with_context(gone)?);
+        let read = self.stream.try_clone().with_context(gone)?;
+        // Reads wake up now and then to look at `stop` (a follower may wait
+        // long for its next line).
+        read.set_read_timeout(Some(Duration::from_millis(200)))
+            .with_context(gone)?;
+        let mut reader = BufReader::new(read);
         let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
-        let mut line = String::new();
+        let mut buf = Vec::new();
         let result = loop {
-            line.clear();
-            if reader.read_line(&mut line).with_context(gone)? == 0 {
-                break Err(anyhow::anyhow!(
-                    "the weir process that owns {} ended before it answered",
-                    self.dir.display()
-                ));
+            // A read that times out keeps what it got in `buf`.
+            match reader.read_until(b'\n', &mut buf) {
+                Ok(0) => {
+                    break Err(anyhow::anyhow!(
+                        "the weir process that owns {} ended before it answered",
+                        self.dir.display()
+                    ));
+                }
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::TimedOut
+                            | std::io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    if stop.load(Ordering::SeqCst) {
+                        break Ok(0);
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e).with_context(gone),
             }
+            let line = String::from_utf8_lossy(&buf).into_owned();
+            buf.clear();
             let v: Value = serde_json::from_str(&line).with_context(|| {
                 format!("the owner of {} answered {line:?}", self.dir.display())
             })?;

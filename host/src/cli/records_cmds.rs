@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -283,6 +283,7 @@ fn wait_for_topic(
     stop: &AtomicBool,
 ) -> anyhow::Result<Option<weir::log::Topic>> {
     let mut told = false;
+    let mut said = Instant::now();
     loop {
         let version = log.data_version();
         if let Some(t) = log.topic(name)? {
@@ -295,15 +296,28 @@ fn wait_for_topic(
             // Checks the name (a typo is an error, not a wait).
             weir::log::check_name("topic", name)?;
             out.err(&format!("waiting for topic {name} to be created"))?;
+            out.flush()?;
             told = true;
         }
         if log.follows() {
             std::thread::sleep(Duration::from_millis(100));
             log.catch_up()?;
-        } else if log.wait_for_data(version, Duration::from_secs(1)) == version {
-            out.idle()?;
+        } else {
+            log.wait_for_data(version, Duration::from_secs(1));
+            idle_now_and_then(out, &mut said)?;
         }
     }
+}
+
+/// Tells a follower's client that nothing is new once a second, however
+/// busy the log is with other topics: writing is how the owner finds out
+/// that a client has gone (its thread then ends).
+fn idle_now_and_then(out: &mut dyn Out, said: &mut Instant) -> anyhow::Result<()> {
+    if said.elapsed() >= Duration::from_secs(1) {
+        out.idle()?;
+        *said = Instant::now();
+    }
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -342,6 +356,7 @@ pub(super) fn consume_log(
         });
     }
     let mut printed = 0usize;
+    let mut said = Instant::now();
     loop {
         let version = log.data_version();
         let mut any = false;
@@ -370,14 +385,15 @@ pub(super) fn consume_log(
         if !follow || stop.load(Ordering::SeqCst) {
             return Ok(0);
         }
-        if !any {
-            if log.follows() {
-                // Another process writes: look again every 100 ms.
-                std::thread::sleep(Duration::from_millis(100));
-                log.catch_up()?;
-            } else if log.wait_for_data(version, Duration::from_secs(1)) == version {
-                out.idle()?;
-            }
+        if any {
+            said = Instant::now();
+        } else if log.follows() {
+            // Another process writes: look again every 100 ms.
+            std::thread::sleep(Duration::from_millis(100));
+            log.catch_up()?;
+        } else {
+            log.wait_for_data(version, Duration::from_secs(1));
+            idle_now_and_then(out, &mut said)?;
         }
     }
 }

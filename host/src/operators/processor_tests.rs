@@ -226,3 +226,151 @@ fn a_timer_fires_after_its_record_when_an_earlier_step_moved_the_stream_time_pas
         );
     }
 }
+
+/// A chunk that runs again, cut at a timer it set, leaves nothing of its
+/// first run behind: a record that traps in it is dead-lettered once, a
+/// wall-clock timer set in it is set once (it fires once), and the counts
+/// are those of one run, at every batch size.
+#[test]
+fn a_chunk_run_again_leaves_no_dead_letter_or_timer_of_its_first_run() {
+    let input = stream(&[
+        rec("n-a", "x", 0), // timer at 10
+        rec("t", "trap", 4),
+        rec("w", "wall", 5), // wall-clock timer at 105
+        rec("b", "x", 10),   // n-a@10 due
+        rec("n-a", "x", 12), // timer at 22
+        rec("c", "x", 30),   // b@20 and n-a@22 due
+    ]);
+    let want = [
+        "n-a=1@0",
+        "w=1@5",
+        "b=1@10",
+        "n-a=timer:n-a=1@10",
+        "n-a=2@12",
+        "c=1@30",
+        "b=timer:b@20",
+        "n-a=timer:n-a=2@22",
+    ];
+    for size in [1, 2, 3, 4, 6, 500] {
+        let mut h = Harness::new(step(PROCESSOR), counting_processor());
+        let out = h.feed(&input, size);
+        assert_eq!(
+            out.iter().map(show).collect::<Vec<_>>(),
+            want,
+            "batch {size}"
+        );
+        let dead: Vec<(&str, &str)> = h
+            .dead
+            .iter()
+            .map(|(step, reason, _)| (step.as_str(), reason.as_str()))
+            .collect();
+        assert_eq!(dead, [("proc", "trapped: boom")], "batch {size}");
+        h.now_ms = 105;
+        assert_eq!(
+            h.tick().unwrap().iter().map(show).collect::<Vec<_>>(),
+            ["w=timer:w@105"],
+            "batch {size}"
+        );
+        assert!(h.tick().unwrap().is_empty(), "batch {size}");
+        // The trapped record changed nothing; each count is of one run
+        // (c's timer, at 40, fires after the first record at 40).
+        assert_eq!(
+            h.feed(&stream(&[rec("t", "x", 40), rec("n-a", "x", 40)]), 2)
+                .iter()
+                .map(show)
+                .collect::<Vec<_>>(),
+            ["t=1@40", "c=timer:c@40", "n-a=3@40"],
+            "batch {size}"
+        );
+    }
+}
+
+/// A processor that sets an event-time timer at ts + 10 for its key, or
+/// cancels the key's timer for the value "cancel"; a timer emits
+/// "timer:<key>".
+fn cancelling_processor() -> Box<dyn crate::runtime::Guest> {
+    use crate::codec::Reader;
+    use crate::record::Record;
+    use crate::runtime::{Call, Clock, GuestState, NativeGuest, World};
+    Box::new(NativeGuest::new(
+        "proc",
+        World::Processor,
+        |call, state: Option<&mut dyn GuestState>| {
+            let state = state.ok_or("no state")?;
+            let mut res = Results::new();
+            match call {
+                Call::Export("process", input) => {
+                    let mut r = Reader::new(input);
+                    let n = r.u32("n").unwrap();
+                    for i in 0..n {
+                        let x = r.record().unwrap();
+                        let key = x.key.clone().unwrap_or_default();
+                        if x.value.as_deref() == Some(b"cancel") {
+                            state.cancel(Clock::EventTime, key);
+                        } else {
+                            state.schedule(Clock::EventTime, x.timestamp + 10, key);
+                        }
+                        res.output(i, None, &x);
+                    }
+                }
+                Call::Timer(time, tag) => {
+                    let o = Record {
+                        timestamp: time,
+                        key: Some(tag.to_vec()),
+                        value: Some(format!("timer:{}", String::from_utf8_lossy(tag)).into_bytes()),
+                        ..Record::default()
+                    };
+                    res.output(0, None, &o);
+                }
+                other => return Err(format!("unexpected call {other:?}")),
+            }
+            Ok(res.finish())
+        },
+    ))
+}
+
+/// A timer cancelled before it is due never fires, also when the chunk
+/// that cancels it runs again (cut at a timer another record set), and a
+/// timer cancelled in a first run that is dropped still fires when the run
+/// kept does not cancel it before it is due.
+#[test]
+fn a_cancelled_timer_does_not_fire_whatever_ran_twice() {
+    let input = stream(&[
+        rec("a", "x", 0),       // a@10
+        rec("b", "x", 1),       // b@11
+        rec("a", "cancel", 5),  // a's timer gone
+        rec("c", "x", 11),      // b@11 due; c@21
+        rec("b", "cancel", 12), // b fired already: nothing to cancel
+        rec("d", "x", 21),      // c@21 due
+        rec("c", "cancel", 22), // c fired already
+    ]);
+    let want = [
+        "a=x@0",
+        "b=x@1",
+        "a=cancel@5",
+        "c=x@11",
+        "b=timer:b@11",
+        "b=cancel@12",
+        "d=x@21",
+        "c=timer:c@21",
+        "c=cancel@22",
+    ];
+    for size in [1, 2, 3, 5, 7, 500] {
+        let mut h = Harness::new(step(PROCESSOR), cancelling_processor());
+        let out = h.feed(&input, size);
+        assert_eq!(
+            out.iter().map(show).collect::<Vec<_>>(),
+            want,
+            "batch {size}"
+        );
+        // Only d's timer is left.
+        assert_eq!(
+            h.feed(&stream(&[rec("e", "cancel", 100)]), 1)
+                .iter()
+                .map(show)
+                .collect::<Vec<_>>(),
+            ["e=cancel@100", "d=timer:d@31"],
+            "batch {size}"
+        );
+    }
+}
