@@ -622,8 +622,9 @@ impl Daemon {
             && d.shadow.is_none()
             && let Some(r) = d.main.take()
         {
+            // Its error stays shown until the reset has gone through.
             if let Err(e) = r.finish() {
-                tracing::info!("pipeline {name} had stopped: {e:#}");
+                d.error = Some(lock(&self.registry).name_blobs(&format!("{e:#}")));
             }
             d.spec.running = false;
             self.save(&d.spec)?;
