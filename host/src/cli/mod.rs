@@ -65,7 +65,7 @@ enum Command {
     /// its input positions and state and delete its repartition topics
     /// (its output topics are kept).
     Reset(state_cmds::ResetArgs),
-    /// Write a new guest project (Rust, JavaScript or Python) that builds
+    /// Write a new guest project (Rust, JavaScript, Python, Go or C) that builds
     /// and passes `weir test` as it is.
     New(new::NewArgs),
     /// The daemon: run many pipelines on a data directory, with an HTTP
