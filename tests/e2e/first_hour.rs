@@ -916,3 +916,20 @@ fn bench_latency_and_pipelines_name_a_missing_module_before_printing_a_table() {
         );
     }
 }
+
+#[test]
+fn topic_clean_with_weir_brokers_set_says_it_is_for_the_embedded_log() {
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    let r = run(crate::util::weir()
+        .env("WEIR_BROKERS", "127.0.0.1:1")
+        .args(["topic", "clean", "--data"])
+        .arg(&data));
+    assert_eq!(r.status.code(), Some(1), "{}", r.stderr);
+    assert_lines(
+        "stderr",
+        &r.stderr,
+        "error: `weir topic clean` is for the embedded log only: Kafka applies retention and compaction itself (WEIR_BROKERS is set; unset it to clean the embedded log)",
+    );
+    assert!(!data.exists(), "no data directory is made");
+}
