@@ -869,3 +869,67 @@ fn a_run_whose_every_record_fails_for_an_undeclared_output_or_store_exits_non_ze
         "#,
     );
 }
+
+#[test]
+fn weir_help_says_what_new_run_and_pipeline_do() {
+    let r = run(crate::util::weir().arg("--help"));
+    assert!(r.status.success(), "{}", r.stderr);
+    let line = |cmd: &str| {
+        r.stdout
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(&format!("{cmd} ")))
+            .unwrap_or_else(|| panic!("weir --help lists `{cmd}`: {}", r.stdout))
+            .to_string()
+    };
+    assert_eq!(
+        line("new"),
+        "new       Write a new guest project (Rust, JavaScript, Python, Go or C) that builds and passes `weir test` as it is"
+    );
+    assert_eq!(
+        line("run"),
+        "run       Run a pipeline file on the embedded log (or on Kafka, with --brokers or a `[kafka]` section in the file)"
+    );
+    assert_eq!(
+        line("pipeline"),
+        "pipeline  The daemon's pipelines: list, status, stop, start, reset, delete"
+    );
+}
+
+#[test]
+fn bench_latency_and_pipelines_name_a_missing_module_before_printing_a_table() {
+    let dir = tempdir();
+    let module = dir.path().join("uppercase.wasm");
+    for mode in ["--latency", "--pipelines"] {
+        let r = run(crate::util::weir()
+            .args(["bench", mode, "--module"])
+            .arg(&module));
+        assert_eq!(r.status.code(), Some(1), "{mode}: {}", r.stderr);
+        assert_eq!(r.stdout, "", "{mode}");
+        assert_lines(
+            mode,
+            &r.stderr,
+            &format!(
+                "error: {} is missing: run `just guests-rust`, which builds the examples into $CARGO_TARGET_DIR/wasm32-wasip2/guest/ (by default ~/.cache/weir/target/wasm32-wasip2/guest/), and give --module that directory's uppercase.wasm",
+                module.display()
+            ),
+        );
+    }
+}
+
+#[test]
+fn topic_clean_with_weir_brokers_set_says_it_is_for_the_embedded_log() {
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    let r = run(crate::util::weir()
+        .env("WEIR_BROKERS", "127.0.0.1:1")
+        .args(["topic", "clean", "--data"])
+        .arg(&data));
+    assert_eq!(r.status.code(), Some(1), "{}", r.stderr);
+    assert_lines(
+        "stderr",
+        &r.stderr,
+        "error: `weir topic clean` is for the embedded log only: Kafka applies retention and compaction itself (WEIR_BROKERS is set; unset it to clean the embedded log)",
+    );
+    assert!(!data.exists(), "no data directory is made");
+}

@@ -1021,7 +1021,7 @@ fn a_steps_memory_mb_in_the_pipeline_file_sets_its_call_budget() {
         "too much",
         &r.stderr,
         &format!(
-            "error: {}:8: step hoard: `memory_mb` = 512 is more than the run allows (256 MiB): lower it, or run with --memory-mb 512",
+            "error: {}:12: step hoard: `memory_mb` = 512 is more than the run allows (256 MiB): lower it, or run with --memory-mb 512",
             file.display()
         ),
     );

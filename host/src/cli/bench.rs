@@ -207,8 +207,30 @@ fn call(step: &mut Step, batch: &[u8]) -> anyhow::Result<Vec<u8>> {
     }
 }
 
+/// Checks that the modules a benchmark runs from the directory of --module
+/// are there, before any table header is printed: a missing one is named,
+/// with the command that builds it.
+fn require_beside(module: &std::path::Path, names: &[&str]) -> anyhow::Result<()> {
+    let dir = module.parent().context("--module has no directory")?;
+    for name in names {
+        let m = dir.join(name);
+        anyhow::ensure!(
+            m.is_file(),
+            "{} is missing: run `just guests-rust`, which builds the examples into $CARGO_TARGET_DIR/wasm32-wasip2/guest/ (by default ~/.cache/weir/target/wasm32-wasip2/guest/), and give --module that directory's uppercase.wasm",
+            m.display()
+        );
+    }
+    Ok(())
+}
+
 /// Runs the benchmark and prints its table.
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    if args.latency || args.pipelines {
+        require_beside(
+            &args.module,
+            &["uppercase.wasm", "split_words.wasm", "count.wasm"],
+        )?;
+    }
     if args.latency {
         return latency::run(args);
     }

@@ -431,7 +431,17 @@ pub fn topic(cmd: TopicCommand) -> anyhow::Result<ExitCode> {
             }
             (data, Request::TopicDescribe { name })
         }
-        TopicCommand::Clean { data } => (data, Request::TopicClean),
+        TopicCommand::Clean { data } => {
+            // Kafka applies its topics' retention and compaction itself; with
+            // WEIR_BROKERS set, cleaning (or creating) a local log instead
+            // would be a surprise.
+            if std::env::var("WEIR_BROKERS").is_ok_and(|b| !b.trim().is_empty()) {
+                anyhow::bail!(
+                    "`weir topic clean` is for the embedded log only: Kafka applies retention and compaction itself (WEIR_BROKERS is set; unset it to clean the embedded log)"
+                );
+            }
+            (data, Request::TopicClean)
+        }
         TopicCommand::Delete { name, data, kafka } => {
             if let Some(conn) = kafka.connection() {
                 kafka::admin::delete(&conn, &name)?;

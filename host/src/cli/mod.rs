@@ -42,7 +42,8 @@ enum Command {
     /// Check a module: its world, exports, imports and size.
     Check(CheckArgs),
     /// Measure the Wasm boundary: records/s of a mapper against the same
-    /// work in native Rust, instantiation time and cache load time.
+    /// work in native Rust, instantiation time and cache load time (or, with
+    /// --pipelines, --latency, --swap or --timers, what those name).
     Bench(bench::BenchArgs),
     /// Create, list, describe and delete topics of the embedded log (or of
     /// Kafka, with --brokers).
@@ -54,7 +55,8 @@ enum Command {
     /// Print a topic's records as JSON lines (from Kafka with --brokers:
     /// read_committed, to the end as of the start unless --follow).
     Consume(log_cmds::ConsumeArgs),
-    /// Run a pipeline file on the embedded log.
+    /// Run a pipeline file on the embedded log (or on Kafka, with --brokers
+    /// or a `[kafka]` section in the file).
     Run(run_cmd::RunArgs),
     /// Word count and stock statistics on the embedded log, end to end.
     Demo(demo::DemoArgs),
@@ -65,7 +67,7 @@ enum Command {
     /// its input positions and state and delete its repartition topics
     /// (its output topics are kept).
     Reset(state_cmds::ResetArgs),
-    /// Write a new guest project (Rust, JavaScript or Python) that builds
+    /// Write a new guest project (Rust, JavaScript, Python, Go or C) that builds
     /// and passes `weir test` as it is.
     New(new::NewArgs),
     /// The daemon: run many pipelines on a data directory, with an HTTP
@@ -76,7 +78,7 @@ enum Command {
     Module(daemon_cmds::ModuleCommand),
     /// Deploy a pipeline file to the daemon (or redeploy it).
     Deploy(daemon_cmds::DeployArgs),
-    /// The daemon's pipelines: list, status, stop, start, delete.
+    /// The daemon's pipelines: list, status, stop, start, reset, delete.
     #[command(subcommand)]
     Pipeline(daemon_cmds::PipelineCommand),
     /// Switch a running step to another module version (rolled back if it

@@ -192,6 +192,8 @@ pub struct Step {
     /// The most memory the step's instances may have, in MiB (`None`: the
     /// run's `--memory-mb`); it also sets what one call may hand the host.
     pub memory_mb: Option<usize>,
+    /// The 1-based line of `memory_mb` (0 without it), for messages.
+    pub memory_mb_line: usize,
 }
 
 /// A validated pipeline.

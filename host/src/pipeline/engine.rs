@@ -314,7 +314,7 @@ pub fn start(
             bail!(
                 "{}:{}: step {}: `memory_mb` = {mb} is more than the run allows ({most} MiB): lower it, or run with --memory-mb {mb}",
                 pipeline.file.display(),
-                s.line,
+                s.memory_mb_line,
                 s.name
             );
         }

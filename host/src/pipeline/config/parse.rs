@@ -353,6 +353,10 @@ fn step(
             Some(m) => Some(*m.get_ref() as usize),
             None => None,
         },
+        memory_mb_line: s
+            .memory_mb
+            .as_ref()
+            .map_or(0, |m| cx.line_of(m.span().start)),
     };
     if let Some(w) = &s.window {
         window(cx, &mut step, w)?;
