@@ -44,6 +44,34 @@ impl Data {
         crate::util::feed(self.weir().args(["produce", topic]), lines)
     }
 
+    /// `weir consume topic --from-beginning --follow` in the background;
+    /// its stdout and stderr lines, as they come, on the channel.
+    fn follow(&self, topic: &str) -> (Child, std::sync::mpsc::Receiver<String>) {
+        let mut child = self
+            .weir()
+            .args(["consume", topic, "--from-beginning", "--follow"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for l in BufReader::new(stream).lines() {
+                    let Ok(l) = l else { break };
+                    if tx.send(l).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        (child, rx)
+    }
+
     fn socket(&self) -> PathBuf {
         self.path.join("weir.sock")
     }
@@ -247,28 +275,7 @@ fn a_running_pipeline_takes_records_produced_from_other_processes_exactly_once()
 fn a_follower_started_before_its_topic_exists_waits_for_it() {
     let d = Data::new();
     d.ok(&["topic", "create", "in", "--partitions", "2"]);
-    let mut follow = d
-        .weir()
-        .args(["consume", "out", "--from-beginning", "--follow"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    for stream in [
-        Box::new(follow.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-        Box::new(follow.stderr.take().unwrap()),
-    ] {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for l in BufReader::new(stream).lines() {
-                let Ok(l) = l else { break };
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
-    }
+    let (mut follow, rx) = d.follow("out");
     let next = || {
         rx.recv_timeout(Duration::from_secs(20))
             .expect("a line from the follower")
@@ -375,29 +382,8 @@ fn a_follower_that_goes_away_ends_its_thread_in_the_owner_while_the_log_is_busy(
         ("later", "waiting for topic later to be created"),
         ("quiet", "\"value\":\"v0\""),
     ] {
-        let mut follow = d
-            .weir()
-            .args(["consume", topic, "--from-beginning", "--follow"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
         // Its first line says it is being served.
-        let (tx, rx) = std::sync::mpsc::channel();
-        for stream in [
-            Box::new(follow.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(follow.stderr.take().unwrap()),
-        ] {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for l in BufReader::new(stream).lines() {
-                    let Ok(l) = l else { break };
-                    if tx.send(l).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
+        let (mut follow, rx) = d.follow(topic);
         let line = rx.recv_timeout(Duration::from_secs(20));
         let _ = follow.kill();
         let _ = follow.wait();
