@@ -863,7 +863,7 @@ fn a_run_whose_every_record_fails_for_an_undeclared_output_or_store_exits_non_ze
         "stderr",
         &stderr,
         r#"
-        p: 1 records in, 0 out, 1 dead letters, 0 late records dropped
+        p: 1 record in, 0 out, 1 dead letter, 0 late records dropped
         step bursts: 1 record went to the dead-letter topic p-dead-letters; the first because: no state store named `counts`: declare it in the pipeline file
         error: every record of step bursts went to the dead letters: step bursts uses the state store `counts`, which the pipeline does not declare; add `stores = ["counts"]` to the step
         "#,

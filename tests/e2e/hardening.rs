@@ -230,7 +230,7 @@ fn a_pipeline_with_a_sleeping_guest_runs_and_stops_on_ctrl_c_within_a_second() {
     assert_lines(
         "summary",
         &summary.stderr,
-        "hostile: 22 records in, 21 out, 1 dead letters, 0 late records dropped\n\
+        "hostile: 22 records in, 21 out, 1 dead letter, 0 late records dropped\n\
          step attack: 1 record went to the dead-letter topic dlq; the first because: deadline exceeded: the call ran longer than 1000 ms",
     );
     assert!(took < Duration::from_secs(8), "took {took:?}");

@@ -427,6 +427,32 @@ fn state_get_and_a_new_topic_are_served_by_the_running_owner() {
         &r.stderr,
         r#"no state for key "absent" in step count of pipeline wordcount"#,
     );
+    // The walkthrough's form, with the data directory first.
+    let dir = d.path.display().to_string();
+    let r = run(d
+        .weir()
+        .args(["state", "get", &dir, "wordcount", "count", "live"]));
+    assert_lines(
+        "state get DATA PIPELINE STEP KEY",
+        &r.stdout,
+        r#"{"key":"live","value":3}"#,
+    );
+    let r = run(d.weir().args(["state", "get", "wordcount", "cnt", "live"]));
+    assert_eq!(r.status.code(), Some(1));
+    assert_lines(
+        "state get of a step with no state",
+        &r.stderr,
+        "pipeline wordcount has no state for a step cnt; its steps with state: count",
+    );
+    let r = run(d.weir().args(["state", "scan", "wordcnt", "count"]));
+    assert_eq!(r.status.code(), Some(1));
+    assert_lines(
+        "state scan of an unknown pipeline",
+        &r.stderr,
+        &format!(
+            "pipeline wordcnt has no state in {dir} (is the name right? it is the pipeline file's `name`)"
+        ),
+    );
     assert_lines(
         "topic create",
         &d.ok(&["topic", "create", "more", "--partitions", "3"]),

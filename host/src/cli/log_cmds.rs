@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 use weir::kafka::{self, Connection};
 use weir::log::{Log, TopicConfig};
 
+use super::plural;
+
 #[path = "owner.rs"]
 pub mod owner;
 #[path = "records_cmds.rs"]
@@ -116,10 +118,6 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
-}
-
-fn plural(n: u64) -> &'static str {
-    if n == 1 { "" } else { "s" }
 }
 
 /// A topic as `topic list` and `topic describe` print it, from either log.

@@ -188,6 +188,16 @@ struct CheckArgs {
     runtime: RuntimeArgs,
 }
 
+/// "s" unless `n` is 1: `format!("{n} record{}", plural(n))`.
+pub(crate) fn plural(n: u64) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// `n` and `noun`, plural unless `n` is 1: "1 record", "2 records".
+pub(crate) fn count_of(n: u64, noun: &str) -> String {
+    format!("{n} {noun}{}", plural(n))
+}
+
 fn parse_duration_ms(s: &str) -> Result<i64, String> {
     let digits = s.trim_end_matches(|c: char| c.is_ascii_alphabetic());
     let unit = &s[digits.len()..];

@@ -148,9 +148,9 @@ fn compare(
     if equal && !t.json {
         writeln!(
             sink.out,
-            "{}: {} records, as expected",
+            "{}: {}, as expected",
             file.display(),
-            expected.len()
+            super::count_of(expected.len() as u64, "record")
         )?;
     }
     write!(sink.out, "{report}")?;

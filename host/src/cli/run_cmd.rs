@@ -187,9 +187,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let from = first.unwrap_or(started);
         let secs = from.elapsed().as_secs_f64().max(1e-9);
         eprintln!(
-            "{}: {} records in {:.2} s from the first = {:.0} records/s ({:.2} s from the start), peak RSS {} MB",
+            "{}: {} in {:.2} s from the first = {:.0} records/s ({:.2} s from the start), peak RSS {} MB",
             pipeline.name,
-            summary.records_in,
+            super::count_of(summary.records_in, "record"),
             secs,
             summary.records_in as f64 / secs,
             started.elapsed().as_secs_f64(),
@@ -197,12 +197,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         );
     }
     eprintln!(
-        "{}: {} records in, {} out, {} dead letters, {} late records dropped",
+        "{}: {} in, {} out, {}, {} dropped",
         pipeline.name,
-        summary.records_in,
+        super::count_of(summary.records_in, "record"),
         summary.records_out,
-        summary.dead_letters,
-        summary.late_dropped
+        super::count_of(summary.dead_letters, "dead letter"),
+        super::count_of(summary.late_dropped, "late record"),
     );
     let dlq = pipeline::dead_letter_topic(&pipeline);
     for (step, n, reason) in &summary.first_dead_letters {

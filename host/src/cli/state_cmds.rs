@@ -18,13 +18,13 @@ use super::log_cmds::{DataArgs, KafkaArgs, Out, Request, perform};
 pub enum StateCommand {
     /// The value of one key in a step's state (every window, for a windowed
     /// aggregate).
+    #[command(override_usage = "weir state get [OPTIONS] [DATA] <PIPELINE> <STEP> <KEY>")]
     Get {
-        /// The pipeline's name.
-        pipeline: String,
-        /// The step.
-        step: String,
-        /// The key (as UTF-8 text).
-        key: String,
+        /// [DATA] PIPELINE STEP KEY: the data directory (optional, as
+        /// --data), the pipeline's name (its file's `name`), the step and
+        /// the key (as UTF-8 text).
+        #[arg(num_args = 3..=4, required = true, value_name = "ARGS")]
+        args: Vec<String>,
         /// Only windows starting at or after this time (ms).
         #[arg(long)]
         from: Option<i64>,
@@ -39,11 +39,12 @@ pub enum StateCommand {
         brokers: Option<String>,
     },
     /// Every key of a step's state.
+    #[command(override_usage = "weir state scan [OPTIONS] [DATA] <PIPELINE> <STEP>")]
     Scan {
-        /// The pipeline's name.
-        pipeline: String,
-        /// The step.
-        step: String,
+        /// [DATA] PIPELINE STEP: the data directory (optional, as --data),
+        /// the pipeline's name (its file's `name`) and the step.
+        #[arg(num_args = 2..=3, required = true, value_name = "ARGS")]
+        args: Vec<String>,
         /// At most this many entries.
         #[arg(long, default_value_t = 1000)]
         max: usize,
@@ -123,40 +124,59 @@ fn local(data: DataArgs, pipeline: &str, brokers: Option<String>) -> DataArgs {
     }
 }
 
+/// Splits `[DATA] PIPELINE STEP [KEY]` (`want` of them without DATA): a
+/// leading data directory replaces `--data`.
+fn positional(mut args: Vec<String>, want: usize, data: DataArgs) -> (DataArgs, Vec<String>) {
+    if args.len() > want {
+        let dir = args.remove(0);
+        return (DataArgs { data: dir.into() }, args);
+    }
+    (data, args)
+}
+
 pub fn state(cmd: StateCommand) -> anyhow::Result<ExitCode> {
     let (data, pipeline, step, key, from, to, max) = match cmd {
         StateCommand::Get {
+            args,
             data,
-            pipeline,
-            step,
-            key,
             from,
             to,
             brokers,
-        } => (
-            local(data, &pipeline, brokers),
-            pipeline,
-            step,
-            Some(key),
-            from,
-            to,
-            usize::MAX,
-        ),
+        } => {
+            let (data, args) = positional(args, 3, data);
+            let [pipeline, step, key]: [String; 3] = args
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("give [DATA] PIPELINE STEP KEY"))?;
+            (
+                local(data, &pipeline, brokers),
+                pipeline,
+                step,
+                Some(key),
+                from,
+                to,
+                usize::MAX,
+            )
+        }
         StateCommand::Scan {
+            args,
             data,
-            pipeline,
-            step,
             max,
             brokers,
-        } => (
-            local(data, &pipeline, brokers),
-            pipeline,
-            step,
-            None,
-            None,
-            None,
-            max,
-        ),
+        } => {
+            let (data, args) = positional(args, 2, data);
+            let [pipeline, step]: [String; 2] = args
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("give [DATA] PIPELINE STEP"))?;
+            (
+                local(data, &pipeline, brokers),
+                pipeline,
+                step,
+                None,
+                None,
+                None,
+                max,
+            )
+        }
     };
     let req = Request::State {
         pipeline,
@@ -223,6 +243,21 @@ pub(crate) fn state_log(
         }
     }
     if found == 0 {
+        let steps = steps_with_state(log, pipe)?;
+        if steps.is_empty() {
+            out.err(&format!(
+                "pipeline {pipe} has no state in {} (is the name right? it is the pipeline file's `name`)",
+                log.dir().display()
+            ))?;
+            return Ok(1);
+        }
+        if !steps.iter().any(|s| s == step) {
+            out.err(&format!(
+                "pipeline {pipe} has no state for a step {step}; its steps with state: {}",
+                steps.join(", ")
+            ))?;
+            return Ok(1);
+        }
         if let Some(k) = key {
             out.err(&format!(
                 "no state for key {k:?} in step {step} of pipeline {pipe}"
@@ -234,6 +269,34 @@ pub(crate) fn state_log(
         ))?;
     }
     Ok(0)
+}
+
+/// The steps of `pipe` that hold state (aggregates, table joins and
+/// processors), each found with one seek.
+fn steps_with_state(log: &Log, pipe: &str) -> anyhow::Result<Vec<String>> {
+    use weir::backend::StateRead;
+    let mut steps = Vec::new();
+    for kind in [b'a', b's'] {
+        let mut start = keys::pipeline(pipe);
+        start.push(kind);
+        let at = start.len();
+        let end = keys::prefix_end(&start);
+        while let Some((k, _)) = log.range(&start, &end, 1)?.into_iter().next() {
+            let Some(len) = k.get(at..).and_then(|r| r.iter().position(|b| *b == 0)) else {
+                break;
+            };
+            let name = String::from_utf8_lossy(&k[at..at + len]).into_owned();
+            // Past every key of this step: its name, then 0x01.
+            start.truncate(at);
+            start.extend_from_slice(&k[at..at + len]);
+            start.push(1);
+            if !steps.contains(&name) {
+                steps.push(name);
+            }
+        }
+    }
+    steps.sort();
+    Ok(steps)
 }
 
 /// `weir reset`: the options.

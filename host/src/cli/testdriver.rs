@@ -152,9 +152,9 @@ pub fn run(t: PipelineTest<'_>) -> anyhow::Result<ExitCode> {
         if equal && !t.json {
             writeln!(
                 out,
-                "{}: {} records, as expected",
+                "{}: {}, as expected",
                 file.display(),
-                expected.len()
+                super::count_of(expected.len() as u64, "record")
             )?;
         }
         write!(out, "{report}")?;

@@ -81,8 +81,10 @@ impl Daemon {
             let st = r.handle.status();
             if let Some(s) = st.steps.iter().find(|s| s.lag > 0) {
                 return Ok(Some(format!(
-                    "{} has {} records to go in step {}",
-                    r.pipeline.name, s.lag, s.name
+                    "{} has {} to go in step {}",
+                    r.pipeline.name,
+                    crate::cli::count_of(s.lag, "record"),
+                    s.name
                 )));
             }
         }

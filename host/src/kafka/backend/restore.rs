@@ -116,8 +116,9 @@ impl KafkaBackend {
             let n = self.restore(&topic, spec.id.partition)?;
             if n > 0 {
                 tracing::info!(
-                    "task {}: restored {n} records of {topic} partition {}",
+                    "task {}: restored {n} record{} of {topic} partition {}",
                     spec.id,
+                    if n == 1 { "" } else { "s" },
                     spec.id.partition
                 );
             }
