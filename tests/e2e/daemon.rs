@@ -1075,6 +1075,12 @@ fn an_aggregate_and_its_shadow_are_compared_by_their_final_results() {
         "error: pipeline tally runs: stop it first (`weir pipeline stop tally`)"
     );
     d.ok(&["pipeline", "stop", "tally"]);
+    // Stopped, its shadow's state goes through the daemon's socket.
+    let out = d.ok(&["reset", "tally-shadow2"]);
+    assert!(
+        out.starts_with("reset pipeline tally-shadow2: forgot its input positions and state ("),
+        "{out}"
+    );
     let out = d.ok(&["pipeline", "reset", "tally"]);
     assert!(
         out.starts_with("reset tally: forgot ")

@@ -74,7 +74,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let daemon_slot: Arc<std::sync::OnceLock<Arc<daemon::Daemon>>> = Arc::default();
     let runs: owner::Runs = {
         let slot = daemon_slot.clone();
-        Arc::new(move |p: &str| slot.get().is_none_or(|d| d.runs(p)))
+        Arc::new(move |p: &str, reset| slot.get().and_then(|d| d.unless_runs(p, reset)))
     };
     let _owner = owner::serve(log.clone(), &args.data, stop.clone(), runs)?;
     daemon::logs::enable(&args.data)?;

@@ -54,9 +54,14 @@ impl Drop for Server {
 /// Starts serving requests for `dir` (whose log this process opened for
 /// writing) on `dir/weir.sock`, in a thread per connection. Followers end
 /// when `stop` is set.
-/// Tells whether a pipeline (by name) runs in this process: a reset of it
-/// is refused while it does.
-pub type Runs = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+/// Runs a reset of a pipeline (by name) unless that pipeline runs in this
+/// process, keeping it from starting meanwhile: `None` when it runs (the
+/// reset is refused).
+pub type Runs = Arc<
+    dyn Fn(&str, &mut dyn FnMut() -> anyhow::Result<u8>) -> Option<anyhow::Result<u8>>
+        + Send
+        + Sync,
+>;
 
 pub fn serve(
     log: Arc<Log>,
@@ -149,12 +154,19 @@ fn handle(log: &Log, stream: UnixStream, stop: &AtomicBool, runs: &Runs) -> anyh
     let mut line = String::new();
     reader.read_line(&mut line)?;
     let answer = match serde_json::from_str::<Request>(&line) {
-        Ok(Request::Reset { pipeline }) if runs(&pipeline) => json!({
-            "error": format!(
-                "pipeline {pipeline} runs in the weir process that owns {}: stop it first (`weir pipeline stop {pipeline}` when the daemon runs it)",
-                log.dir().display()
-            )
-        }),
+        Ok(Request::Reset { pipeline }) => {
+            let mut reset = || crate::cli::state_cmds::reset_log(log, &pipeline, &mut remote);
+            match runs(&pipeline, &mut reset) {
+                None => json!({
+                    "error": format!(
+                        "pipeline {pipeline} runs in the weir process that owns {}: stop it first (`weir pipeline stop {pipeline}` when the daemon runs it)",
+                        log.dir().display()
+                    )
+                }),
+                Some(Ok(code)) => json!({ "exit": code }),
+                Some(Err(e)) => json!({ "error": format!("{e:#}") }),
+            }
+        }
         Ok(req) => match execute(log, req, &mut reader, &mut remote, stop) {
             Ok(code) => json!({ "exit": code }),
             Err(e) => json!({ "error": format!("{e:#}") }),

@@ -124,7 +124,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             // CLI's requests for it over its socket (removed when `_server`
             // drops).
             let name = pipeline.name.clone();
-            let runs: owner::Runs = Arc::new(move |p: &str| p == name);
+            let runs: owner::Runs = Arc::new(move |p: &str, reset| (p != name).then(reset));
             _server = Some(owner::serve(
                 log.clone(),
                 &args.data.data,

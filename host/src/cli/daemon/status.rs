@@ -5,17 +5,20 @@
 use super::*;
 
 impl Daemon {
-    /// Whether a pipeline (or a shadow) named `app` runs here (a reset of
-    /// its state is refused while it does).
-    pub fn runs(&self, app: &str) -> bool {
+    /// Calls `f` (a reset of `app`'s state) unless a pipeline (or a shadow)
+    /// named `app` runs here: `None` when one does. Every deployment stays
+    /// locked meanwhile, so that none starts while its state goes.
+    pub fn unless_runs<T>(&self, app: &str, f: impl FnOnce() -> T) -> Option<T> {
+        // In name order (the map's), should anything else ever take several.
         let deps: Vec<_> = lock(&self.deps).values().cloned().collect();
-        deps.iter().any(|d| {
-            let d = lock(d);
+        let held: Vec<_> = deps.iter().map(|d| lock(d)).collect();
+        let runs = held.iter().any(|d| {
             [&d.main, &d.shadow]
                 .into_iter()
                 .flatten()
                 .any(|r| r.pipeline.name == app && !r.handle.is_finished())
-        })
+        });
+        (!runs).then(f)
     }
 
     /// `GET /pipelines`.
