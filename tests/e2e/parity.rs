@@ -75,8 +75,12 @@ fn compared(line: &str) -> Value {
 
 fn golden(dir: &Path, variant: &str) -> Vec<Value> {
     let path = dir.join(format!("{variant}.kafka-streams.jsonl"));
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (bash tests/parity/regen.sh --update)", path.display()));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (bash tests/parity/regen.sh --update)",
+            path.display()
+        )
+    });
     text.lines()
         .filter(|l| !l.trim().is_empty())
         .map(compared)
@@ -139,7 +143,12 @@ fn weir_run_cached(dir: &Path, variant: &str, topics: &[String]) -> Vec<Value> {
     let r = run(cmd()
         .arg("run")
         .arg(dir.join(format!("{variant}.toml")))
-        .args(["--until-caught-up", "--quiet", "--cache-max-bytes", "16777216"]));
+        .args([
+            "--until-caught-up",
+            "--quiet",
+            "--cache-max-bytes",
+            "16777216",
+        ]));
     assert!(r.status.success(), "weir run {variant}: {}", r.stderr);
     let r = run(cmd().args(["consume", OUT, "--from-beginning"]));
     assert!(r.status.success(), "{}", r.stderr);
@@ -160,9 +169,7 @@ fn finals(recs: &[Value]) -> BTreeMap<String, Value> {
     for r in recs {
         let at = format!(
             "{} {} {}",
-            r["key"],
-            r["headers"]["weir.window.start"],
-            r["headers"]["weir.window.end"]
+            r["key"], r["headers"]["weir.window.start"], r["headers"]["weir.window.end"]
         );
         m.insert(at, r["value"].clone());
     }
@@ -170,15 +177,46 @@ fn finals(recs: &[Value]) -> BTreeMap<String, Value> {
     m
 }
 
+/// Leaves out the headers other than the window's.
+fn window_headers_only(mut recs: Vec<Value>) -> Vec<Value> {
+    for r in &mut recs {
+        let Some(o) = r.as_object_mut() else { continue };
+        if let Some(Value::Object(h)) = o.get_mut("headers") {
+            h.retain(|k, _| k.starts_with("weir.window."));
+            if h.is_empty() {
+                o.remove("headers");
+            }
+        }
+    }
+    recs
+}
+
+/// How a scenario is compared.
+#[derive(Clone, Copy, PartialEq)]
+enum Cached {
+    /// The cached run by final values (aggregates, table-table joins).
+    Finals,
+    /// The cached run record for record (joins that keep no cache).
+    Records,
+}
+
 /// Runs every variant of a scenario both ways and asserts Kafka Streams'
-/// outputs; `cached_finals`: compare the cached run by final values
-/// (aggregates, table-table joins) rather than record for record.
-fn check(name: &str, cached_finals: bool) {
+/// outputs. `input_headers`: whether the input records' headers reach the
+/// outputs as in Kafka Streams (not through a map step: a Weir function
+/// gives its outputs the headers it chooses, where Kafka Streams' `map`
+/// and `flatMap` keep the input's; docs/design.md, known limits).
+fn check(name: &str, mode: Cached, input_headers: bool) {
     let (dir, variants, topics) = scenario(name);
     let mut failures = String::new();
     for v in &variants {
-        let want = golden(&dir, v);
-        assert!(!want.is_empty(), "{name}/{v}: an empty golden proves nothing");
+        let mut want = golden(&dir, v);
+        assert!(
+            !want.is_empty(),
+            "{name}/{v}: an empty golden proves nothing"
+        );
+        if !input_headers {
+            want = window_headers_only(want);
+        }
         let got = weir_test(&dir, v, &topics);
         if got != want {
             failures += &format!(
@@ -190,7 +228,7 @@ fn check(name: &str, cached_finals: bool) {
             );
         }
         let cached = weir_run_cached(&dir, v, &topics);
-        if cached_finals {
+        if mode == Cached::Finals {
             if finals(&cached) != finals(&want) {
                 failures += &format!(
                     "{name}/{v}: weir run's final values (default cache) differ from Kafka Streams'\n--- Kafka Streams\n{:#?}\n--- weir run\n{:#?}\n",
@@ -212,49 +250,51 @@ fn check(name: &str, cached_finals: bool) {
 }
 
 /// split_words + count: a repartition, out-of-order lines, a null key, a
-/// null value.
+/// null value. The lines' headers stop at split_words (its outputs have
+/// none; Kafka Streams' flatMap keeps them): a known limit, so only the
+/// window headers are compared here.
 #[test]
 fn parity_word_count() {
-    check("wordcount", true);
+    check("wordcount", Cached::Finals, false);
 }
 
 /// Tumbling windows with grace, emit update and close (`suppress`): late
 /// records dropped, a null value counted, a null key dropped.
 #[test]
 fn parity_tumbling_windows_update_and_close() {
-    check("tumbling", true);
+    check("tumbling", Cached::Finals, true);
 }
 
 /// Hopping windows (size 10 s, advance 3 s, grace 2 s).
 #[test]
 fn parity_hopping_windows() {
-    check("hopping", true);
+    check("hopping", Cached::Finals, true);
 }
 
 /// Session windows (gap 5 s, grace 2 s), update (tombstones for merged
 /// sessions) and close; a record next to a closed session starts its own.
 #[test]
 fn parity_session_windows_update_and_close() {
-    check("session", true);
+    check("session", Cached::Finals, true);
 }
 
 /// Stream-table inner and left joins: the table updated and deleted
 /// between stream records, null keys and values on both sides.
 #[test]
 fn parity_stream_table_joins() {
-    check("stream-table", false);
+    check("stream-table", Cached::Records, true);
 }
 
 /// Table-table inner, left and outer joins with tombstones on both sides
 /// (and deletions of keys a side does not hold).
 #[test]
 fn parity_table_table_joins() {
-    check("table-table", true);
+    check("table-table", Cached::Finals, true);
 }
 
 /// Windowed stream-stream inner, left and outer joins (before 2 s, after
 /// 3 s, grace 1 s) with out-of-order and late records.
 #[test]
 fn parity_stream_stream_joins() {
-    check("stream-stream", false);
+    check("stream-stream", Cached::Records, true);
 }

@@ -259,6 +259,7 @@ impl Session {
                     seq: it.seq,
                     ts: end,
                     input: Some(it.rec.clone()),
+                    headers: Vec::new(),
                 }],
             )?);
         }
@@ -354,6 +355,7 @@ impl Operator for Session {
                 seq: h.seq,
                 ts: end,
                 input: Some(h.last),
+                headers: Vec::new(),
             });
         }
         out.extend(present(self.guest.as_mut(), &self.cfg, cx, items)?);

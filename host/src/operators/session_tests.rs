@@ -4,8 +4,8 @@
 #![allow(clippy::unwrap_used)]
 
 use super::testing::*;
-use super::tests::{COUNT, SESSION};
 use super::tests::stream;
+use super::tests::{COUNT, SESSION};
 
 /// Issue 12, case a: session windows with emit = "close" emit each final
 /// session once, and a late record that falls into a session still within
@@ -185,7 +185,11 @@ fn a_record_next_to_a_closed_session_starts_its_own() {
             "f[80001,80001]=null@80001",
             "f[80001,84000]=2@84000",
         ];
-        assert_eq!(out.iter().map(show).collect::<Vec<_>>(), expected, "batch {size}");
+        assert_eq!(
+            out.iter().map(show).collect::<Vec<_>>(),
+            expected,
+            "batch {size}"
+        );
         assert_eq!(h.late, 0, "batch {size}");
         let cfg = step(&format!("{COUNT}\n{window}\nemit = \"close\""));
         let mut h = Harness::new(cfg, counter());
