@@ -265,7 +265,8 @@ fn parity_tumbling_windows_update_and_close() {
     check("tumbling", Cached::Finals, true);
 }
 
-/// Hopping windows (size 10 s, advance 3 s, grace 2 s).
+/// Hopping windows (size 10 s, advance 3 s, grace 2 s), emit update and
+/// close.
 #[test]
 fn parity_hopping_windows() {
     check("hopping", Cached::Finals, true);
@@ -297,4 +298,12 @@ fn parity_table_table_joins() {
 #[test]
 fn parity_stream_stream_joins() {
     check("stream-stream", Cached::Records, true);
+}
+
+/// Windowed stream-stream joins at their edges (before 1 s, after 2 s, grace
+/// 500 ms): equal timestamps on both sides, records at the window's exact
+/// bounds, out-of-order and expired records, headers of either side.
+#[test]
+fn parity_stream_stream_joins_at_the_edges() {
+    check("stream-stream-edges", Cached::Records, true);
 }

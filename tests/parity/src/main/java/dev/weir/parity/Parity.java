@@ -126,9 +126,12 @@ public final class Parity {
         all.add(new Variant("tumbling", "close", windowedCount(tumbling(), true), List.of("events"), Keys.TIME_WINDOWED, 10_000));
 
         // hopping: size 10 s, advance 3 s, grace 2 s
-        all.add(new Variant("hopping", "update", windowedCount(
-            TimeWindows.ofSizeAndGrace(Duration.ofSeconds(10), Duration.ofSeconds(2)).advanceBy(Duration.ofSeconds(3)), false),
-            List.of("events"), Keys.TIME_WINDOWED, 10_000));
+        for (String emit : List.of("update", "close")) {
+            all.add(new Variant("hopping", emit, windowedCount(
+                TimeWindows.ofSizeAndGrace(Duration.ofSeconds(10), Duration.ofSeconds(2)).advanceBy(Duration.ofSeconds(3)),
+                emit.equals("close")),
+                List.of("events"), Keys.TIME_WINDOWED, 10_000));
+        }
 
         // sessions: gap 5 s, grace 2 s
         all.add(new Variant("session", "update", sessionCount(false), List.of("events"), Keys.SESSION_WINDOWED, 0));
@@ -142,7 +145,17 @@ public final class Parity {
         }
         // stream-stream: before 2 s, after 3 s, grace 1 s
         for (String kind : List.of("inner", "left", "outer")) {
-            all.add(new Variant("stream-stream", kind, streamStream(kind), List.of("left", "right"), Keys.PLAIN, 0));
+            all.add(new Variant("stream-stream", kind,
+                streamStream(kind, JoinWindows.ofTimeDifferenceAndGrace(Duration.ofSeconds(3), Duration.ofSeconds(1))
+                    .before(Duration.ofSeconds(2))),
+                List.of("left", "right"), Keys.PLAIN, 0));
+        }
+        // stream-stream at the edges: before 1 s, after 2 s, grace 500 ms
+        for (String kind : List.of("inner", "left", "outer")) {
+            all.add(new Variant("stream-stream-edges", kind,
+                streamStream(kind, JoinWindows.ofTimeDifferenceAndGrace(Duration.ofSeconds(2), Duration.ofMillis(500))
+                    .before(Duration.ofSeconds(1))),
+                List.of("left", "right"), Keys.PLAIN, 0));
         }
         return all;
     }
@@ -250,12 +263,10 @@ public final class Parity {
         return b.build();
     }
 
-    static Topology streamStream(String kind) {
+    static Topology streamStream(String kind, JoinWindows w) {
         StreamsBuilder b = new StreamsBuilder();
         KStream<String, String> l = b.stream("left");
         KStream<String, String> r = b.stream("right");
-        JoinWindows w = JoinWindows.ofTimeDifferenceAndGrace(Duration.ofSeconds(3), Duration.ofSeconds(1))
-            .before(Duration.ofSeconds(2));
         StreamJoined<String, String, String> sj = StreamJoined.with(Serdes.String(), Serdes.String(), Serdes.String());
         KStream<String, String> j = switch (kind) {
             case "inner" -> l.join(r, Parity::merge, w, sj);
