@@ -157,6 +157,29 @@ public final class Parity {
                     .before(Duration.ofSeconds(1))),
                 List.of("left", "right"), Keys.PLAIN, 0));
         }
+
+        // random inputs: the windows and joins above, over random-aggregates/events.jsonl
+        // and random-joins/{left,right}.jsonl
+        for (String emit : List.of("update", "close")) {
+            boolean close = emit.equals("close");
+            all.add(new Variant("random-aggregates", "tumbling-" + emit, windowedCount(tumbling(), close),
+                List.of("events"), Keys.TIME_WINDOWED, 10_000));
+            all.add(new Variant("random-aggregates", "hopping-" + emit, windowedCount(
+                TimeWindows.ofSizeAndGrace(Duration.ofSeconds(10), Duration.ofSeconds(2)).advanceBy(Duration.ofSeconds(3)), close),
+                List.of("events"), Keys.TIME_WINDOWED, 10_000));
+            all.add(new Variant("random-aggregates", "session-" + emit, sessionCount(close),
+                List.of("events"), Keys.SESSION_WINDOWED, 0));
+        }
+        List<String> sides = List.of("left", "right");
+        all.add(new Variant("random-joins", "stream-table-inner", streamTable(false), sides, Keys.PLAIN, 0));
+        all.add(new Variant("random-joins", "stream-table-left", streamTable(true), sides, Keys.PLAIN, 0));
+        for (String kind : List.of("inner", "left", "outer")) {
+            all.add(new Variant("random-joins", "table-table-" + kind, tableTable(kind), sides, Keys.PLAIN, 0));
+            all.add(new Variant("random-joins", "stream-stream-" + kind,
+                streamStream(kind, JoinWindows.ofTimeDifferenceAndGrace(Duration.ofSeconds(3), Duration.ofSeconds(1))
+                    .before(Duration.ofSeconds(2))),
+                sides, Keys.PLAIN, 0));
+        }
         return all;
     }
 
