@@ -71,6 +71,13 @@ bench: build guests
 kafka:
     bash tests/kafka/broker.sh run
 
+# The parity check's Kafka Streams side: rebuilds tests/parity's Java program
+# (Kafka Streams 4.4's TopologyTestDriver, Maven), reruns every scenario and
+# fails if its outputs differ from the committed goldens; `just parity
+# --update` rewrites them. The e2e test tests/e2e/parity.rs holds Weir to them.
+parity *args:
+    bash tests/parity/regen.sh {{args}}
+
 # Formatting and lints, as CI would want them.
 lint:
     cargo fmt --all -- --check

@@ -16,5 +16,6 @@ mod kafka;
 mod kafka_pipelines;
 mod languages;
 mod live;
+mod parity;
 mod pipelines;
 mod testdriver;

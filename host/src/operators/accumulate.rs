@@ -74,6 +74,56 @@ pub(super) struct Presentable {
     pub ts: i64,
     /// The record that caused it (dead-lettered if presenting fails), if any.
     pub input: Option<Packed>,
+    /// The headers the output carries before the window's: those of the
+    /// record that last updated it, as Kafka Streams forwards a tumbling,
+    /// hopping or unwindowed aggregate's update with its input record's
+    /// headers (and its suppression buffer keeps them to the close); none
+    /// for sessions, whose updates Kafka Streams forwards as new records.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// The headers an update carries (see [`Presentable::headers`]): the
+/// record's, unless the step has session windows.
+pub(super) fn carried(cfg: &StepConfig, rec: Option<&Packed>) -> Vec<(String, Vec<u8>)> {
+    match (cfg.window, rec) {
+        (Some(crate::pipeline::config::Window::Session { .. }), _) | (_, None) => Vec::new(),
+        (_, Some(r)) => r
+            .headers()
+            .map(|(n, v)| (n.to_string(), v.to_vec()))
+            .collect(),
+    }
+}
+
+/// A record's headers in the packed encoding (empty when it has none), kept
+/// in a window's close index so that `emit = "close"` emits them.
+pub(super) fn pack_headers<'a>(headers: impl Iterator<Item = (&'a str, &'a [u8])>) -> Vec<u8> {
+    let headers: Vec<_> = headers.collect();
+    if headers.is_empty() {
+        return Vec::new();
+    }
+    let mut buf = (headers.len() as u32).to_le_bytes().to_vec();
+    for (name, value) in headers {
+        codec::put_bytes(&mut buf, name.as_bytes());
+        codec::put_bytes(&mut buf, value);
+    }
+    buf
+}
+
+/// Reads what [`pack_headers`] wrote (an empty value: no headers, as an
+/// index written before headers were kept).
+fn unpack_headers(b: &[u8]) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    if b.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut r = codec::Reader::new(b);
+    let n = r.u32("header count")?;
+    let mut out = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let name = r.string("header name")?.to_string();
+        let value = r.bytes("header value")?.to_vec();
+        out.push((name, value));
+    }
+    Ok(out)
 }
 
 fn window_headers(windowed: bool, start: i64, end: i64) -> Vec<(String, Vec<u8>)> {
@@ -115,7 +165,8 @@ pub(super) fn present(
                 for (p, v) in items.into_iter().zip(values) {
                     match v {
                         Some(Ok(Some(value))) => {
-                            let headers = window_headers(windowed, p.start, p.end);
+                            let mut headers = p.headers.clone();
+                            headers.extend(window_headers(windowed, p.start, p.end));
                             out.push(Item {
                                 seq: p.seq,
                                 rec: Packed::new(
@@ -206,7 +257,7 @@ pub(super) fn close_due(
     ));
     let closing = cx.range(&prefix, &end, usize::MAX)?;
     let mut items = Vec::new();
-    for (k, _) in &closing {
+    for (k, index) in &closing {
         let (close, key, start) = keys::take_close(&k[prefix.len()..])
             .map(|(close, key, start)| (close, key.to_vec(), start))
             .context("a window index key is corrupt")?;
@@ -226,6 +277,8 @@ pub(super) fn close_due(
                 seq: 0,
                 ts,
                 input: None,
+                headers: unpack_headers(index)
+                    .context("a window index entry's headers are corrupt")?,
             });
         }
         cx.txn.delete(agg);

@@ -12,7 +12,9 @@ use std::collections::hash_map::Entry;
 
 use anyhow::Context;
 
-use super::accumulate::{Presentable, call_add, close_due, own_time, present, set_own_time};
+use super::accumulate::{
+    Presentable, call_add, carried, close_due, own_time, pack_headers, present, set_own_time,
+};
 use super::{Ctx, Item, Operator};
 use crate::pipeline::config::{Emit, Step as StepConfig, Window};
 use crate::pipeline::keys;
@@ -209,6 +211,13 @@ impl Aggregate {
                         kept.push(acc);
                     }
                     if close {
+                        // The headers of the window's last record, emitted
+                        // with it at its close (Kafka Streams' suppression
+                        // buffer keeps the last update's).
+                        let headers = recs
+                            .get(g.last)
+                            .map(|r| pack_headers(r.headers()))
+                            .unwrap_or_default();
                         cx.txn.put(
                             keys::agg_close(
                                 cx.pipeline,
@@ -218,7 +227,7 @@ impl Aggregate {
                                 &g.key,
                                 g.start,
                             ),
-                            Vec::new(),
+                            headers,
                         );
                     }
                 }
@@ -372,6 +381,7 @@ impl Operator for Aggregate {
                         seq: g.seq,
                         ts,
                         input: records.get(g.last).map(|r| (*r).clone()),
+                        headers: carried(&self.cfg, records.get(g.last).copied()),
                     });
                 }
                 out.extend(present(self.guest.as_mut(), &self.cfg, cx, items)?);
@@ -411,6 +421,7 @@ impl Operator for Aggregate {
                 end: u.end,
                 seq: u.seq,
                 ts,
+                headers: carried(&self.cfg, Some(&u.last)),
                 input: Some(u.last),
             });
         }

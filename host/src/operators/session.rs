@@ -1,6 +1,9 @@
 //! Session windows, as Kafka Streams keeps them: a record at `ts` merges
 //! every session of its key that ends at or after `ts - gap` and starts at
-//! or before `ts + gap`; the record is dropped as late only if the merged
+//! or before `ts + gap`, except closed ones (whose end + gap + grace the
+//! stream time before the record has reached: Kafka Streams' store no
+//! longer returns them, so the record starts a session beside them); the
+//! record is dropped as late only if the merged
 //! session ends before `stream time - gap - grace`. With `emit = "update"`
 //! the sessions a record touched are emitted as tombstones and the new one
 //! with its value, each stamped with its session's end; with `emit = "close"` a session is emitted once, when the
@@ -139,12 +142,14 @@ impl Session {
     }
 
     /// Adds one record to its key's session, merging every session it
-    /// bridges.
+    /// bridges. `prev` is the step's stream time before the record, `now`
+    /// with it.
     fn add(
         &mut self,
         cx: &mut Ctx<'_>,
         key: &[u8],
         it: &Item,
+        prev: i64,
         now: i64,
     ) -> anyhow::Result<Vec<Item>> {
         let (gap, name) = (self.gap, self.cfg.name.clone());
@@ -157,6 +162,15 @@ impl Session {
         for (k, v) in sessions {
             let (s, _) = keys::take_i64(&k[prefix.len()..]).context("a session key is corrupt")?;
             let (e, acc) = keys::agg_value(&v).context("a session's accumulator is corrupt")?;
+            // A closed session (its end + gap + grace reached by the
+            // stream time before this record) is out of reach, as in Kafka
+            // Streams, whose session store no longer returns it past its
+            // retention (gap + grace): a record next to it starts a
+            // session of its own. With `emit = "update"` it stays in the
+            // state (queryable), never merged again.
+            if e <= prev.saturating_sub(gap).saturating_sub(self.cfg.grace) {
+                continue;
+            }
             if e >= ts - gap && s <= ts + gap {
                 start = start.min(s);
                 end = end.max(e);
@@ -245,6 +259,7 @@ impl Session {
                     seq: it.seq,
                     ts: end,
                     input: Some(it.rec.clone()),
+                    headers: Vec::new(),
                 }],
             )?);
         }
@@ -279,8 +294,9 @@ impl Operator for Session {
                 continue;
             };
             cx.observe(it.rec.timestamp());
+            let prev = now;
             now = now.max(it.rec.timestamp());
-            out.extend(self.add(cx, key, it, now)?);
+            out.extend(self.add(cx, key, it, prev, now)?);
             // Closed after every record, as Kafka Streams' suppression
             // evicts, so that the batch size changes nothing.
             if self.cfg.emit == Emit::Close {
@@ -339,6 +355,7 @@ impl Operator for Session {
                 seq: h.seq,
                 ts: end,
                 input: Some(h.last),
+                headers: Vec::new(),
             });
         }
         out.extend(present(self.guest.as_mut(), &self.cfg, cx, items)?);

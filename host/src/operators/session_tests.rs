@@ -4,8 +4,8 @@
 #![allow(clippy::unwrap_used)]
 
 use super::testing::*;
-use super::tests::SESSION;
 use super::tests::stream;
+use super::tests::{COUNT, SESSION};
 
 /// Issue 12, case a: session windows with emit = "close" emit each final
 /// session once, and a late record that falls into a session still within
@@ -151,4 +151,57 @@ fn a_session_drops_a_record_whose_merged_session_is_beyond_grace() {
     let out = h.feed(&stream(&recs), 1);
     assert_eq!(out.len(), 2);
     assert_eq!(h.late, 1);
+}
+
+/// Found by the parity check (tests/parity/session): Kafka Streams' session
+/// store no longer returns a session once the stream time before a record
+/// has reached its end + gap + grace (its retention), so a record within
+/// `gap` of a closed session starts a session beside it instead of merging
+/// into it (and is not late: its own session is open). gap 5 s, grace 2 s:
+/// `d`@70000 closes at 77000; `d`@74000 after `e`@77000 starts
+/// `d[74000,74000]`; `f`@80001 is still open at 87000, and `f`@84000 merges.
+#[test]
+fn a_record_next_to_a_closed_session_starts_its_own() {
+    let window = "window = { type = \"session\", gap = \"5s\", grace = \"2s\" }";
+    let recs = [
+        rec("d", "x", 70_000),
+        rec("e", "x", 77_000),
+        rec("d", "x", 74_000),
+        rec("f", "x", 80_001),
+        rec("g", "x", 87_000),
+        rec("f", "x", 84_000),
+    ];
+    for size in [1, 500] {
+        let cfg = step(&format!("{COUNT}\n{window}"));
+        let mut h = Harness::new(cfg, counter());
+        let out = h.feed(&stream(&recs), size);
+        // Record by record whatever the batch (caching off).
+        let expected = [
+            "d[70000,70000]=1@70000",
+            "e[77000,77000]=1@77000",
+            "d[74000,74000]=1@74000",
+            "f[80001,80001]=1@80001",
+            "g[87000,87000]=1@87000",
+            "f[80001,80001]=null@80001",
+            "f[80001,84000]=2@84000",
+        ];
+        assert_eq!(
+            out.iter().map(show).collect::<Vec<_>>(),
+            expected,
+            "batch {size}"
+        );
+        assert_eq!(h.late, 0, "batch {size}");
+        let cfg = step(&format!("{COUNT}\n{window}\nemit = \"close\""));
+        let mut h = Harness::new(cfg, counter());
+        let out = h.feed(&stream(&recs), size);
+        assert_eq!(
+            out.iter().map(show).collect::<Vec<_>>(),
+            [
+                "d[70000,70000]=1@70000",
+                "d[74000,74000]=1@74000",
+                "e[77000,77000]=1@77000"
+            ],
+            "batch {size}"
+        );
+    }
 }

@@ -344,8 +344,11 @@ pub(super) fn session_window() -> Option<crate::pipeline::config::Window> {
 
 #[test]
 fn held_sessions_are_emitted_once_per_commit_and_tombstoned_only_if_committed() {
+    // A grace long enough that a@1000 is still open when a@4000 bridges it
+    // to a@6000 (with none it would have closed at 4000, and Kafka Streams
+    // merges no closed session).
     let cfg = step(&format!(
-        "{COUNT}\nwindow = {{ type = \"session\", gap = \"3s\" }}"
+        "{COUNT}\nwindow = {{ type = \"session\", gap = \"3s\", grace = \"3s\" }}"
     ));
     let mut h = Harness::new(cfg, counter());
     h.op.defer_updates(true);

@@ -308,3 +308,74 @@ window = { type = "tumbling", size = "10s" }"#,
         );
     }
 }
+
+/// Found by the parity check (tests/parity/tumbling, hopping): Kafka
+/// Streams forwards a tumbling, hopping or unwindowed aggregate's update
+/// with the headers of the record that caused it, and its suppression
+/// buffer emits a closing window with those of the window's last update;
+/// a session aggregate forwards new records, without them.
+#[test]
+fn an_aggregate_result_carries_the_headers_of_its_last_record_but_a_sessions_does_not() {
+    let with = |key: &str, ts: i64, h: &str| {
+        let mut r = rec(key, "x", ts);
+        r.headers = vec![("h".to_string(), h.as_bytes().to_vec())];
+        r
+    };
+    let input = stream(&[
+        with("a", 1_000, "one"),
+        rec("a", "x", 2_000),
+        with("a", 3_000, "three"),
+    ]);
+    let headers = |r: &crate::record::Record| -> Vec<String> {
+        r.headers
+            .iter()
+            .filter(|(n, _)| n == "h")
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .collect()
+    };
+    for (window, emit, expected) in [
+        ("", "update", vec![vec!["one"], vec![], vec!["three"]]),
+        (
+            "window = { type = \"tumbling\", size = \"10s\" }",
+            "update",
+            vec![vec!["one"], vec![], vec!["three"]],
+        ),
+        (
+            "window = { type = \"tumbling\", size = \"10s\" }",
+            "close",
+            vec![vec!["three"]],
+        ),
+        (
+            "window = { type = \"session\", gap = \"5s\" }",
+            "update",
+            vec![vec![]; 5],
+        ),
+    ] {
+        for size in [1, 500] {
+            let cfg = step(&format!("{COUNT}\n{window}\nemit = \"{emit}\""));
+            let mut h = Harness::new(cfg, counter());
+            let mut input = input.clone();
+            if emit == "close" {
+                input.extend(stream(&[rec("z", "x", 20_000)]));
+            }
+            let out = h.feed(&input, size);
+            let got: Vec<Vec<String>> = out
+                .iter()
+                .filter(|r| r.key.as_deref() == Some(b"a"))
+                .map(headers)
+                .collect();
+            let expected = if size == 500 && emit == "update" && window.contains("tumbling")
+                || size == 500 && window.is_empty()
+            {
+                vec![expected[2].clone()]
+            } else {
+                expected.clone()
+            };
+            let expected: Vec<Vec<String>> = expected
+                .iter()
+                .map(|v| v.iter().map(|s| s.to_string()).collect())
+                .collect();
+            assert_eq!(got, expected, "{window} {emit}, batch {size}");
+        }
+    }
+}

@@ -1,0 +1,40 @@
+"""Writes the inputs of the random-* parity scenarios (deterministic: run it
+again and nothing changes): random-aggregates/events.jsonl (300 records)
+and random-joins/{left,right}.jsonl (200 each). Keys a-f, about 5% without
+a key and 5% without a value (null), about 20% with a header, event times
+moving forward by up to 700 ms and now and then up to 8 s back.
+
+    python3 tests/parity/gen_random.py && bash tests/parity/regen.sh --update
+"""
+
+import json
+import os
+import random
+
+
+def records(seed, n, value):
+    rnd = random.Random(seed)
+    t = 0
+    out = []
+    for i in range(n):
+        t += rnd.randint(0, 700)
+        ts = max(0, t - rnd.choice([0, 0, 0, rnd.randint(0, 8000)]))
+        rec = {}
+        if rnd.random() >= 0.05:
+            rec["key"] = rnd.choice(["a", "b", "c", "d", "e", "f"])
+        rec["value"] = None if rnd.random() < 0.05 else value(i)
+        if rnd.random() < 0.2:
+            rec["headers"] = {"h": f"{seed}-{i}"}
+        rec["timestamp"] = ts
+        out.append(json.dumps(rec))
+    return out
+
+
+def write(path, lines):
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), path), "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+write("random-aggregates/events.jsonl", records(1, 300, str))
+write("random-joins/left.jsonl", records(2, 200, lambda i: {"l": i}))
+write("random-joins/right.jsonl", records(3, 200, lambda i: i))

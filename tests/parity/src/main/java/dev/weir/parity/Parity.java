@@ -1,0 +1,454 @@
+package dev.weir.parity;
+
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.time.Instant;
+import java.util.ArrayList;
+import java.util.Iterator;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.Properties;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.JsonNodeFactory;
+import com.fasterxml.jackson.databind.node.NullNode;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import com.fasterxml.jackson.databind.node.TextNode;
+
+import org.apache.kafka.common.header.Header;
+import org.apache.kafka.common.header.internals.RecordHeaders;
+import org.apache.kafka.common.serialization.Deserializer;
+import org.apache.kafka.common.serialization.Serde;
+import org.apache.kafka.common.serialization.Serdes;
+import org.apache.kafka.common.serialization.StringDeserializer;
+import org.apache.kafka.common.serialization.StringSerializer;
+import org.apache.kafka.streams.KeyValue;
+import org.apache.kafka.streams.StreamsBuilder;
+import org.apache.kafka.streams.StreamsConfig;
+import org.apache.kafka.streams.TestInputTopic;
+import org.apache.kafka.streams.TestOutputTopic;
+import org.apache.kafka.streams.Topology;
+import org.apache.kafka.streams.TopologyTestDriver;
+import org.apache.kafka.streams.kstream.JoinWindows;
+import org.apache.kafka.streams.kstream.KStream;
+import org.apache.kafka.streams.kstream.KTable;
+import org.apache.kafka.streams.kstream.Materialized;
+import org.apache.kafka.streams.kstream.Produced;
+import org.apache.kafka.streams.kstream.SessionWindows;
+import org.apache.kafka.streams.kstream.StreamJoined;
+import org.apache.kafka.streams.kstream.Suppressed;
+import org.apache.kafka.streams.kstream.TimeWindows;
+import org.apache.kafka.streams.kstream.Windowed;
+import org.apache.kafka.streams.kstream.WindowedSerdes;
+import org.apache.kafka.streams.test.TestRecord;
+
+/**
+ * Runs every scenario of tests/parity/ in Kafka Streams' TopologyTestDriver
+ * and writes what it outputs as Weir's JSON lines.
+ *
+ * <pre>
+ * java dev.weir.parity.Parity SCENARIOS_DIR OUT_DIR
+ * </pre>
+ *
+ * Each scenario is a directory of SCENARIOS_DIR with its input topics
+ * (TOPIC.jsonl, the record format of `weir produce`) and one Weir pipeline
+ * per variant (VARIANT.toml); for each variant this program builds the
+ * equivalent topology (below: the two are kept in step by hand), pipes the
+ * inputs in, and writes the records of the topic `out` to
+ * OUT_DIR/SCENARIO/VARIANT.kafka-streams.jsonl, one
+ * {"topic","key","value","headers","timestamp"} object a line, as
+ * `weir test` prints them. Windowed keys become the key plus the headers
+ * weir.window.start and weir.window.end.
+ *
+ * Inputs of several topics are piped in timestamp order (the smallest head
+ * first, the join's other side first on equal timestamps), records of one
+ * topic in their file's order: the order a Weir task reads them in. The
+ * record cache is off (statestore.cache.max.bytes = 0), so every update is
+ * forwarded, and a stream-stream outer join emits at every look (the
+ * internal emit interval at 0).
+ */
+public final class Parity {
+    static final ObjectMapper JSON = new ObjectMapper();
+    static final String OUT = "out";
+
+    /** One input record: a null key or value is a missing one. */
+    record In(String topic, String key, String value, long timestamp, Map<String, String> headers) {
+    }
+
+    /** How an output key is read. */
+    enum Keys { PLAIN, TIME_WINDOWED, SESSION_WINDOWED }
+
+    /** A variant: its topology, its input topics (the left one first), how to read its output. */
+    record Variant(String scenario, String name, Topology topology, List<String> inputs, Keys keys, long windowSize) {
+    }
+
+    public static void main(String[] args) throws Exception {
+        if (args.length != 2) {
+            System.err.println("usage: Parity SCENARIOS_DIR OUT_DIR");
+            System.exit(2);
+        }
+        Path scenarios = Path.of(args[0]);
+        Path out = Path.of(args[1]);
+        int n = 0;
+        for (Variant v : variants()) {
+            Path dir = scenarios.resolve(v.scenario());
+            if (!Files.exists(dir.resolve(v.name() + ".toml"))) {
+                throw new IllegalStateException(dir.resolve(v.name() + ".toml") + " is missing: every variant has its Weir pipeline");
+            }
+            List<List<In>> inputs = new ArrayList<>();
+            for (String topic : v.inputs()) {
+                inputs.add(read(dir.resolve(topic + ".jsonl"), topic));
+            }
+            List<String> lines = run(v, merge(inputs));
+            Path target = out.resolve(v.scenario()).resolve(v.name() + ".kafka-streams.jsonl");
+            Files.createDirectories(target.getParent());
+            Files.write(target, lines, StandardCharsets.UTF_8);
+            System.err.printf("%s/%s: %d records%n", v.scenario(), v.name(), lines.size());
+            n++;
+        }
+        System.err.printf("%d variants%n", n);
+    }
+
+    // ---------------------------------------------------------------- topologies
+
+    static List<Variant> variants() {
+        List<Variant> all = new ArrayList<>();
+        all.add(new Variant("wordcount", "count", wordCount(), List.of("lines"), Keys.PLAIN, 0));
+
+        // tumbling: size 10 s, grace 5 s
+        all.add(new Variant("tumbling", "update", windowedCount(tumbling(), false), List.of("events"), Keys.TIME_WINDOWED, 10_000));
+        all.add(new Variant("tumbling", "close", windowedCount(tumbling(), true), List.of("events"), Keys.TIME_WINDOWED, 10_000));
+
+        // hopping: size 10 s, advance 3 s, grace 2 s
+        for (String emit : List.of("update", "close")) {
+            all.add(new Variant("hopping", emit, windowedCount(
+                TimeWindows.ofSizeAndGrace(Duration.ofSeconds(10), Duration.ofSeconds(2)).advanceBy(Duration.ofSeconds(3)),
+                emit.equals("close")),
+                List.of("events"), Keys.TIME_WINDOWED, 10_000));
+        }
+
+        // sessions: gap 5 s, grace 2 s
+        all.add(new Variant("session", "update", sessionCount(false), List.of("events"), Keys.SESSION_WINDOWED, 0));
+        all.add(new Variant("session", "close", sessionCount(true), List.of("events"), Keys.SESSION_WINDOWED, 0));
+
+        all.add(new Variant("stream-table", "inner", streamTable(false), List.of("left", "right"), Keys.PLAIN, 0));
+        all.add(new Variant("stream-table", "left", streamTable(true), List.of("left", "right"), Keys.PLAIN, 0));
+
+        for (String kind : List.of("inner", "left", "outer")) {
+            all.add(new Variant("table-table", kind, tableTable(kind), List.of("left", "right"), Keys.PLAIN, 0));
+        }
+        // stream-stream: before 2 s, after 3 s, grace 1 s
+        for (String kind : List.of("inner", "left", "outer")) {
+            all.add(new Variant("stream-stream", kind,
+                streamStream(kind, JoinWindows.ofTimeDifferenceAndGrace(Duration.ofSeconds(3), Duration.ofSeconds(1))
+                    .before(Duration.ofSeconds(2))),
+                List.of("left", "right"), Keys.PLAIN, 0));
+        }
+        // stream-stream at the edges: before 1 s, after 2 s, grace 500 ms
+        for (String kind : List.of("inner", "left", "outer")) {
+            all.add(new Variant("stream-stream-edges", kind,
+                streamStream(kind, JoinWindows.ofTimeDifferenceAndGrace(Duration.ofSeconds(2), Duration.ofMillis(500))
+                    .before(Duration.ofSeconds(1))),
+                List.of("left", "right"), Keys.PLAIN, 0));
+        }
+
+        // random inputs: the windows and joins above, over random-aggregates/events.jsonl
+        // and random-joins/{left,right}.jsonl
+        for (String emit : List.of("update", "close")) {
+            boolean close = emit.equals("close");
+            all.add(new Variant("random-aggregates", "tumbling-" + emit, windowedCount(tumbling(), close),
+                List.of("events"), Keys.TIME_WINDOWED, 10_000));
+            all.add(new Variant("random-aggregates", "hopping-" + emit, windowedCount(
+                TimeWindows.ofSizeAndGrace(Duration.ofSeconds(10), Duration.ofSeconds(2)).advanceBy(Duration.ofSeconds(3)), close),
+                List.of("events"), Keys.TIME_WINDOWED, 10_000));
+            all.add(new Variant("random-aggregates", "session-" + emit, sessionCount(close),
+                List.of("events"), Keys.SESSION_WINDOWED, 0));
+        }
+        List<String> sides = List.of("left", "right");
+        all.add(new Variant("random-joins", "stream-table-inner", streamTable(false), sides, Keys.PLAIN, 0));
+        all.add(new Variant("random-joins", "stream-table-left", streamTable(true), sides, Keys.PLAIN, 0));
+        for (String kind : List.of("inner", "left", "outer")) {
+            all.add(new Variant("random-joins", "table-table-" + kind, tableTable(kind), sides, Keys.PLAIN, 0));
+            all.add(new Variant("random-joins", "stream-stream-" + kind,
+                streamStream(kind, JoinWindows.ofTimeDifferenceAndGrace(Duration.ofSeconds(3), Duration.ofSeconds(1))
+                    .before(Duration.ofSeconds(2))),
+                sides, Keys.PLAIN, 0));
+        }
+        return all;
+    }
+
+    static TimeWindows tumbling() {
+        return TimeWindows.ofSizeAndGrace(Duration.ofSeconds(10), Duration.ofSeconds(5));
+    }
+
+    /** split_words.wasm: lower-cased runs of letters and digits, keyed by the word, without "the". */
+    static List<KeyValue<String, String>> words(String line) {
+        List<KeyValue<String, String>> out = new ArrayList<>();
+        if (line == null) {
+            return out; // Weir: a dead letter (the value is not text); no output either way
+        }
+        for (String w : line.toLowerCase(Locale.ROOT).split("[^\\p{L}\\p{N}]+")) {
+            if (!w.isEmpty() && !w.equals("the")) {
+                out.add(KeyValue.pair(w, w));
+            }
+        }
+        return out;
+    }
+
+    static Topology wordCount() {
+        StreamsBuilder b = new StreamsBuilder();
+        b.<String, String>stream("lines")
+            .flatMap((k, v) -> words(v))
+            .groupByKey()
+            .count()
+            .toStream()
+            .mapValues(v -> v == null ? null : v.toString())
+            .to(OUT);
+        return b.build();
+    }
+
+    static Topology windowedCount(TimeWindows windows, boolean close) {
+        StreamsBuilder b = new StreamsBuilder();
+        KTable<Windowed<String>, Long> counts = b.<String, String>stream("events")
+            .groupByKey()
+            .windowedBy(windows)
+            .count(Materialized.with(Serdes.String(), Serdes.Long()));
+        if (close) {
+            counts = counts.suppress(Suppressed.untilWindowCloses(Suppressed.BufferConfig.unbounded()));
+        }
+        counts.toStream()
+            .mapValues(v -> v == null ? null : v.toString())
+            .to(OUT, Produced.with(WindowedSerdes.timeWindowedSerdeFrom(String.class, windows.size()), Serdes.String()));
+        return b.build();
+    }
+
+    static Topology sessionCount(boolean close) {
+        StreamsBuilder b = new StreamsBuilder();
+        KTable<Windowed<String>, Long> counts = b.<String, String>stream("events")
+            .groupByKey()
+            .windowedBy(SessionWindows.ofInactivityGapAndGrace(Duration.ofSeconds(5), Duration.ofSeconds(2)))
+            .count(Materialized.with(Serdes.String(), Serdes.Long()));
+        if (close) {
+            counts = counts.suppress(Suppressed.untilWindowCloses(Suppressed.BufferConfig.unbounded()));
+        }
+        counts.toStream()
+            .mapValues(v -> v == null ? null : v.toString())
+            .to(OUT, Produced.with(WindowedSerdes.sessionWindowedSerdeFrom(String.class), Serdes.String()));
+        return b.build();
+    }
+
+    /** merge_json.wasm with its default field: the right value goes into the left object under "right". */
+    static String merge(String left, String right) {
+        ObjectNode obj;
+        try {
+            obj = left == null ? JsonNodeFactory.instance.objectNode() : (ObjectNode) JSON.readTree(left);
+        } catch (IOException | ClassCastException e) {
+            throw new IllegalArgumentException("the left side is not a JSON object: " + left, e);
+        }
+        JsonNode r;
+        if (right == null) {
+            r = NullNode.getInstance();
+        } else {
+            try {
+                r = JSON.readTree(right);
+            } catch (IOException e) {
+                r = TextNode.valueOf(right);
+            }
+        }
+        obj.set("right", r);
+        return obj.toString();
+    }
+
+    static Topology streamTable(boolean left) {
+        StreamsBuilder b = new StreamsBuilder();
+        KStream<String, String> s = b.stream("left");
+        KTable<String, String> t = b.table("right");
+        (left ? s.leftJoin(t, Parity::merge) : s.join(t, Parity::merge)).to(OUT);
+        return b.build();
+    }
+
+    static Topology tableTable(String kind) {
+        StreamsBuilder b = new StreamsBuilder();
+        KTable<String, String> l = b.table("left");
+        KTable<String, String> r = b.table("right");
+        KTable<String, String> j = switch (kind) {
+            case "inner" -> l.join(r, Parity::merge);
+            case "left" -> l.leftJoin(r, Parity::merge);
+            default -> l.outerJoin(r, Parity::merge);
+        };
+        j.toStream().to(OUT);
+        return b.build();
+    }
+
+    static Topology streamStream(String kind, JoinWindows w) {
+        StreamsBuilder b = new StreamsBuilder();
+        KStream<String, String> l = b.stream("left");
+        KStream<String, String> r = b.stream("right");
+        StreamJoined<String, String, String> sj = StreamJoined.with(Serdes.String(), Serdes.String(), Serdes.String());
+        KStream<String, String> j = switch (kind) {
+            case "inner" -> l.join(r, Parity::merge, w, sj);
+            case "left" -> l.leftJoin(r, Parity::merge, w, sj);
+            default -> l.outerJoin(r, Parity::merge, w, sj);
+        };
+        j.to(OUT);
+        return b.build();
+    }
+
+    // ---------------------------------------------------------------- running
+
+    static List<String> run(Variant v, List<In> inputs) throws IOException {
+        Properties p = new Properties();
+        p.put(StreamsConfig.APPLICATION_ID_CONFIG, "parity-" + v.scenario() + "-" + v.name());
+        p.put(StreamsConfig.BOOTSTRAP_SERVERS_CONFIG, "unused:9092");
+        p.put(StreamsConfig.DEFAULT_KEY_SERDE_CLASS_CONFIG, Serdes.StringSerde.class);
+        p.put(StreamsConfig.DEFAULT_VALUE_SERDE_CLASS_CONFIG, Serdes.StringSerde.class);
+        p.put(StreamsConfig.STATESTORE_CACHE_MAX_BYTES_CONFIG, 0);
+        Path state = Files.createTempDirectory("weir-parity");
+        p.put(StreamsConfig.STATE_DIR_CONFIG, state.toString());
+        // Emit a stream-stream outer join's unmatched records at every look.
+        p.put("__emit.interval.ms.kstreams.outer.join.spurious.results.fix__", 0L);
+        List<String> lines = new ArrayList<>();
+        try (TopologyTestDriver driver = new TopologyTestDriver(v.topology(), p, Instant.EPOCH)) {
+            Map<String, TestInputTopic<String, String>> topics = new LinkedHashMap<>();
+            for (String t : v.inputs()) {
+                topics.put(t, driver.createInputTopic(t, new StringSerializer(), new StringSerializer()));
+            }
+            for (In r : inputs) {
+                RecordHeaders h = new RecordHeaders();
+                r.headers().forEach((k, val) -> h.add(k, val.getBytes(StandardCharsets.UTF_8)));
+                topics.get(r.topic()).pipeInput(new TestRecord<>(r.key(), r.value(), h, r.timestamp()));
+            }
+            switch (v.keys()) {
+                case PLAIN -> collect(driver, new StringDeserializer(), k -> k, k -> null, lines);
+                case TIME_WINDOWED -> {
+                    Serde<Windowed<String>> s = WindowedSerdes.timeWindowedSerdeFrom(String.class, v.windowSize());
+                    collect(driver, s.deserializer(), Windowed::key, Windowed::window, lines);
+                }
+                case SESSION_WINDOWED -> {
+                    Serde<Windowed<String>> s = WindowedSerdes.sessionWindowedSerdeFrom(String.class);
+                    collect(driver, s.deserializer(), Windowed::key, Windowed::window, lines);
+                }
+            }
+        }
+        return lines;
+    }
+
+    static <K> void collect(TopologyTestDriver driver, Deserializer<K> keys,
+                            java.util.function.Function<K, String> key,
+                            java.util.function.Function<K, org.apache.kafka.streams.kstream.Window> window,
+                            List<String> lines) {
+        TestOutputTopic<K, String> t = driver.createOutputTopic(OUT, keys, new StringDeserializer());
+        for (TestRecord<K, String> r : t.readRecordsToList()) {
+            ObjectNode o = JsonNodeFactory.instance.objectNode();
+            o.put("topic", OUT);
+            K k = r.key();
+            String ks = k == null ? null : key.apply(k);
+            if (ks == null) {
+                o.putNull("key");
+            } else {
+                o.put("key", ks);
+            }
+            o.set("value", printed(r.value()));
+            ObjectNode h = JsonNodeFactory.instance.objectNode();
+            for (Header header : r.headers()) {
+                h.put(header.key(), header.value() == null ? null : new String(header.value(), StandardCharsets.UTF_8));
+            }
+            if (k != null && window.apply(k) != null) {
+                h.put("weir.window.start", Long.toString(window.apply(k).start()));
+                h.put("weir.window.end", Long.toString(window.apply(k).end()));
+            }
+            if (!h.isEmpty()) {
+                o.set("headers", h);
+            }
+            o.put("timestamp", r.timestamp());
+            lines.add(o.toString());
+        }
+    }
+
+    /** A value as `weir test` prints it: JSON other than a string as that JSON, anything else as a string. */
+    static JsonNode printed(String value) {
+        if (value == null) {
+            return NullNode.getInstance();
+        }
+        try {
+            JsonNode n = JSON.readTree(value);
+            if (n != null && !n.isMissingNode() && !n.isTextual()) {
+                return n;
+            }
+        } catch (IOException e) {
+            // not JSON
+        }
+        return TextNode.valueOf(value);
+    }
+
+    // ---------------------------------------------------------------- inputs
+
+    static List<In> read(Path file, String topic) throws IOException {
+        List<In> out = new ArrayList<>();
+        int line = 0;
+        for (String l : Files.readAllLines(file, StandardCharsets.UTF_8)) {
+            line++;
+            if (l.isBlank()) {
+                continue;
+            }
+            JsonNode n;
+            try {
+                n = JSON.readTree(l);
+            } catch (IOException e) {
+                throw new IOException(file + ":" + line + ": not JSON: " + e.getMessage(), e);
+            }
+            if (!n.has("timestamp")) {
+                throw new IOException(file + ":" + line + ": no timestamp (every parity input has one)");
+            }
+            Map<String, String> headers = new LinkedHashMap<>();
+            JsonNode h = n.get("headers");
+            if (h != null) {
+                Iterator<Map.Entry<String, JsonNode>> it = h.fields();
+                while (it.hasNext()) {
+                    Map.Entry<String, JsonNode> e = it.next();
+                    headers.put(e.getKey(), e.getValue().asText());
+                }
+            }
+            out.add(new In(topic, text(n.get("key")), text(n.get("value")), n.get("timestamp").asLong(), headers));
+        }
+        return out;
+    }
+
+    /** A key or value as `weir produce` writes it: a string as it is, other JSON as its text. */
+    static String text(JsonNode n) {
+        if (n == null || n.isNull()) {
+            return null;
+        }
+        return n.isTextual() ? n.asText() : n.toString();
+    }
+
+    /** The order a Weir task reads its sources in: the smallest head timestamp, the later sources first on ties. */
+    static List<In> merge(List<List<In>> sources) {
+        List<In> out = new ArrayList<>();
+        int[] next = new int[sources.size()];
+        while (true) {
+            int best = -1;
+            for (int i = sources.size() - 1; i >= 0; i--) {
+                if (next[i] < sources.get(i).size()) {
+                    long ts = sources.get(i).get(next[i]).timestamp();
+                    if (best < 0 || ts < sources.get(best).get(next[best]).timestamp()) {
+                        best = i;
+                    }
+                }
+            }
+            if (best < 0) {
+                return out;
+            }
+            out.add(sources.get(best).get(next[best]++));
+        }
+    }
+
+    private Parity() {
+    }
+}
