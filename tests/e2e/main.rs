@@ -16,5 +16,6 @@ mod kafka;
 mod kafka_pipelines;
 mod languages;
 mod live;
+mod outside_guests;
 mod pipelines;
 mod testdriver;

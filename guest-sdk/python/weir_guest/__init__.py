@@ -372,7 +372,11 @@ def _emit(out: _Writer, index: int, result: Any, ts: int) -> None:
     if isinstance(result, Output):
         out.output(index, result, ts)
         return
-    for o in result:
+    try:
+        outputs = iter(result)
+    except TypeError:
+        raise TypeError(f"a function must return an Output, a list of Outputs or None, not {type(result).__name__}") from None
+    for o in outputs:
         out.output(index, o, ts)
 
 
@@ -667,3 +671,14 @@ def join(f: Callable[[Pair], Any]) -> Callable[[Pair], Any]:
     _install(f, "Joining", Joining)
     return f
 
+
+
+def __getattr__(name: str) -> Any:
+    # `from weir_guest import timers` (as `from weir_guest import state`): the
+    # timers live in weir_guest.state, imported only when asked for, since
+    # only a processor's world has the state and timers imports.
+    if name == "timers":
+        from .state import timers
+
+        return timers
+    raise AttributeError(f"module 'weir_guest' has no attribute {name!r}")
