@@ -624,6 +624,7 @@ function mapBatch(batch, f) {
  * Export the result as `mapping`.
  */
 export function map(f) {
+  if (typeof f !== "function") throw new TypeError(`map(f): f is ${describeArg(f)}, not a function of a record`);
   return {
     init,
     process: (batch) => mapBatch(batch, f),
@@ -636,6 +637,12 @@ export function map(f) {
  * process returns like a map function. Export the result as `processing`.
  */
 export function processor(p) {
+  if (p === null || typeof p !== "object" || typeof p.process !== "function") {
+    throw new TypeError("processor({ process, onTimer }): `process` is missing, or not a function of a record");
+  }
+  if (p.onTimer !== undefined && typeof p.onTimer !== "function") {
+    throw new TypeError(`processor({ process, onTimer }): \`onTimer\` is ${describeArg(p.onTimer)}, not a function (time, tag)`);
+  }
   return {
     init,
     process: (batch) => mapBatch(batch, (r) => p.process(r)),
@@ -673,6 +680,13 @@ function presented(v) {
   return utf8(JSON.stringify(v));
 }
 
+/** How a wrong argument to map, join, processor or aggregate is named. */
+function describeArg(v) {
+  if (v === undefined || v === null) return String(v);
+  const t = typeof v;
+  return `${/^[aeiou]/.test(t) ? "an" : "a"} ${t}`;
+}
+
 /**
  * An aggregator (world `aggregator`): the host keeps one accumulator per key
  * and window, stored as JSON. `{ init(), add(acc, record), merge(a, b),
@@ -683,6 +697,15 @@ function presented(v) {
  * accumulator as JSON. Export the result as `aggregation`.
  */
 export function aggregate(a) {
+  for (const f of ["init", "add", "merge"]) {
+    const v = a === null || a === undefined ? undefined : a[f];
+    if (typeof v !== "function") {
+      throw new TypeError(
+        `aggregate({ init, add, merge }): \`${f}\` is ${v === undefined ? "missing" : describeArg(v)}, ` +
+          "not a function (merge combines two accumulators: sessions that come together)",
+      );
+    }
+  }
   return {
     init,
     add(batch) {
@@ -764,6 +787,7 @@ export function aggregate(a) {
  * else as JSON). Throwing rejects the pair. Export the result as `joining`.
  */
 export function join(f) {
+  if (typeof f !== "function") throw new TypeError(`join(f): f is ${describeArg(f)}, not a function of a pair`);
   return {
     init,
     join(batch) {

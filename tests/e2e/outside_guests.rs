@@ -271,3 +271,54 @@ stores = ["counts"]
         r#"{"store":"counts","key":"c","value":1}"#,
     );
 }
+
+/// `node guest-sdk/js/build.mjs FILE -o OUT` on a module that does not build:
+/// it fails, and says so in one message naming the file and what to fix,
+/// without a Node stack trace.
+#[test]
+fn a_js_module_that_does_not_build_is_refused_with_what_to_fix() {
+    let dir = tempdir();
+    let cases = [
+        (
+            "syntax.js",
+            "import { map } from \"weir-guest\";\nexport const mapping = map((r) => { return r.valueText( });\n",
+            "build.mjs: syntax.js does not build:\nBuild failed with 1 error:\n\n[PARSE_ERROR] Unexpected token\n",
+        ),
+        (
+            "import.js",
+            "import { mapp } from \"weir-guest\";\nexport const mapping = mapp((r) => null);\n",
+            "build.mjs: import.js does not build:\nBuild failed with 1 error:\n\n[MISSING_EXPORT] \"mapp\" is not exported by",
+        ),
+        (
+            "nomerge.js",
+            "import { aggregate } from \"weir-guest\";\nexport const aggregation = aggregate({ init: () => 0, add: (a) => a + 1 });\n",
+            "build.mjs: nomerge.js: aggregate({ init, add, merge }): `merge` is missing, not a function (merge combines two accumulators: sessions that come together)\n",
+        ),
+        (
+            "noprocess.js",
+            "import { processor } from \"weir-guest\";\nexport const processing = processor({ proces: (r) => null });\n",
+            "build.mjs: noprocess.js: processor({ process, onTimer }): `process` is missing, or not a function of a record\n",
+        ),
+    ];
+    for (file, source, want) in cases {
+        write(dir.path(), file, source);
+        let out = run(std::process::Command::new("node")
+            .arg(crate::util::root().join("guest-sdk/js/build.mjs"))
+            .arg(file)
+            .arg("-o")
+            .arg("out.wasm")
+            .current_dir(dir.path()));
+        assert_eq!(out.status.code(), Some(1), "{file}: {}", out.stderr);
+        assert!(
+            out.stderr.starts_with(want),
+            "{file}: expected stderr to start with\n{want}\ngot\n{}",
+            out.stderr
+        );
+        assert!(
+            !out.stderr.contains("    at "),
+            "{file}: a stack trace:\n{}",
+            out.stderr
+        );
+        assert!(!dir.path().join("out.wasm").exists(), "{file}");
+    }
+}

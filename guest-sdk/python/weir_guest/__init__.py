@@ -481,6 +481,17 @@ def _install_upgrading(cls: type, impl: Any, encode: Callable[[Any], bytes]) -> 
     _install(cls, "Upgrading", Upgrading)
 
 
+def _require(cls: Any, decorator: str, methods: Tuple[str, ...]) -> None:
+    # A missing method would otherwise fail only when the host first calls
+    # it (merge: when two sessions come together), record after record.
+    if not isinstance(cls, type):
+        raise TypeError(f"@weir.{decorator} goes on a class (with {', '.join(methods)}), not on a {type(cls).__name__}")
+    for name in methods:
+        if not callable(getattr(cls, name, None)):
+            raise TypeError(f"@weir.{decorator} class {cls.__name__} has no method {name}(self, ...): "
+                            f"it needs {', '.join(methods)}")
+
+
 def processor(cls: type) -> type:
     """Decorates a processor class (world ``processor``; state and timers in
     ``weir_guest.state``): ``process(self, record)`` returns like a map
@@ -489,6 +500,7 @@ def processor(cls: type) -> type:
     and ``upgrade(self, from_format, entry)`` (returning a store entry's new
     value, or None to delete it), ``Upgrading`` too (world
     ``upgradable-processor``)."""
+    _require(cls, "processor", ("process",))
     impl = cls()
 
     class Processing:
@@ -548,6 +560,7 @@ def aggregate(cls: type) -> type:
     which returns the new accumulator (None drops it; raising refuses the
     switch to this version); ``Upgrading`` is then exported too (world
     ``upgradable-aggregator``)."""
+    _require(cls, "aggregate", ("init", "add", "merge"))
     impl = cls()
 
     def decode(b: Optional[bytes]) -> Any:
