@@ -322,3 +322,30 @@ fn a_js_module_that_does_not_build_is_refused_with_what_to_fix() {
         assert!(!dir.path().join("out.wasm").exists(), "{file}");
     }
 }
+
+/// A C map function without its `weir_out *` parameter: clang only warns
+/// about the function pointer, and the component would trap on every call
+/// (an indirect call of the wrong type); build.sh makes it an error.
+#[test]
+fn a_c_function_of_the_wrong_signature_does_not_build() {
+    let dir = tempdir();
+    let src = write(
+        dir.path(),
+        "main.c",
+        "#include \"weir.h\"\nstatic weir_status f(const weir_record *r) { (void)r; return WEIR_OK; }\nWEIR_MAP(f)\n",
+    );
+    let out = run(std::process::Command::new("bash")
+        .arg(crate::util::root().join("guest-sdk/c/build.sh"))
+        .arg("out.wasm")
+        .arg(&src)
+        .current_dir(dir.path()));
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(
+            "main.c:3:1: error: incompatible function pointer types passing 'weir_status (const weir_record *)' to parameter of type 'weir_map_fn'"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(!dir.path().join("out.wasm").exists());
+}
