@@ -81,6 +81,7 @@ for src in "$here/weir.c" "${sources[@]}"; do
     # shellcheck disable=SC2086
     "$cc" --target=wasm32-wasi --sysroot="$sysroot" -isystem "$sysroot/include/wasm32-wasi" \
         -I "$here" -O2 -std=c11 -Wall -Wextra -Werror=implicit-function-declaration \
+        -Werror=incompatible-function-pointer-types \
         -mbulk-memory ${CFLAGS:-} -c "$src" -o "$obj"
     objects+=("$obj")
 done

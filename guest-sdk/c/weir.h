@@ -243,7 +243,8 @@ typedef struct {
 weir_status weir_state_range(const char *store, weir_bytes start, weir_bytes end, uint32_t limit,
                              weir_entry **entries, size_t *count);
 
-/** Fires `tag` when the partition's stream time reaches `time` (ms). */
+/** Fires `tag` when the partition's stream time reaches `time` (ms). A tag
+ * is one timer per clock: setting it again moves it. */
 void weir_timer_at_event_time(int64_t time, weir_bytes tag);
 /** Fires `tag` when the wall clock reaches `time` (ms). */
 void weir_timer_at_wall_clock(int64_t time, weir_bytes tag);

@@ -106,6 +106,7 @@ func StatePutJSON(store string, key []byte, v any) error {
 }
 
 // AtEventTime fires tag when the partition's stream time reaches time (ms).
+// A tag is one timer per clock: setting it again moves it.
 func AtEventTime(time int64, tag []byte) { wasmTimersSchedule(0, time, ptrOf(tag), uint32(len(tag))) }
 
 // AtWallClock fires tag when the wall clock reaches time (ms).

@@ -107,7 +107,10 @@ async function checkShape(name, work) {
     await bundle.write({ file, format: "esm" });
     await bundle.close();
     mod = await import(pathToFileURL(file).href);
-  } catch {
+  } catch (e) {
+    // What the SDK refuses while the module loads (an aggregate without
+    // merge, say) is the user's to fix; anything else is left to the build.
+    if (e instanceof TypeError && /^(aggregate|processor|join|map)\(/.test(e.message)) fail(`${args.entry}: ${e.message}`);
     return;
   }
   const shape = SHAPES[name];
@@ -137,20 +140,27 @@ const work = mkdtempSync(join(tmpdir(), "weir-js-"));
 scratch = work;
 try {
   const bundlePath = args.keep ? `${out}.bundle.js` : join(work, "bundle.js");
-  const bundle = await rolldown({
-    input: entry,
-    external: [/^weir:functions\//, /^wasi:/],
-    resolve: {
-      alias: {
-        "weir-guest/state": join(here, "state.js"),
-        "weir-guest": join(here, "weir-guest.js"),
+  let output;
+  try {
+    const bundle = await rolldown({
+      input: entry,
+      external: [/^weir:functions\//, /^wasi:/],
+      resolve: {
+        alias: {
+          "weir-guest/state": join(here, "state.js"),
+          "weir-guest": join(here, "weir-guest.js"),
+        },
       },
-    },
-    transform: { define: { __WEIR_ENGINE__: JSON.stringify(args.engine) } },
-    logLevel: "warn",
-  });
-  const { output } = await bundle.write({ file: bundlePath, format: "esm" });
-  await bundle.close();
+      transform: { define: { __WEIR_ENGINE__: JSON.stringify(args.engine) } },
+      logLevel: "warn",
+    });
+    ({ output } = await bundle.write({ file: bundlePath, format: "esm" }));
+    await bundle.close();
+  } catch (e) {
+    // A syntax error, an import the SDK does not export: the bundler's
+    // message points at the line; its stack trace would only hide it.
+    fail(`${args.entry} does not build:\n${e instanceof Error ? e.message : String(e)}`);
+  }
   const exported = output[0].exports.filter((e) => e in WORLDS);
   if (exported.length !== 1) {
     fail(

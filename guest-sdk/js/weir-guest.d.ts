@@ -195,7 +195,7 @@ declare module "weir-guest/state" {
     putJson(store: string, key: Key, value: unknown): void;
   };
 
-  /** Timers: when one fires the host calls the processor's onTimer(time, tag). */
+  /** Timers: when one fires the host calls the processor's onTimer(time, tag). A tag is one timer per clock: setting it again moves it. */
   export const timers: {
     /** Fires `tag` when the partition's stream time reaches `time` (ms). */
     atEventTime(time: number, tag: Key): void;

@@ -85,41 +85,59 @@ export function text(bytes) {
     }
     if (ascii) return String.fromCharCode.apply(null, bytes);
   }
+  return decodeUtf8(bytes, false);
+}
+
+/**
+ * Decodes UTF-8. An invalid sequence throws, or with `lossy` becomes one
+ * U+FFFD per maximal invalid subpart (as the Encoding Standard's decoder).
+ */
+function decodeUtf8(bytes, lossy) {
+  const n = bytes.length;
   let s = "";
   let chunk = [];
   let i = 0;
-  const bad = () => {
-    throw new Error(`invalid utf-8 sequence at byte ${i}`);
-  };
   while (i < n) {
     const b = bytes[i];
-    let c;
-    if (b < 0x80) {
-      c = b;
-      i += 1;
-    } else if (b >= 0xc2 && b < 0xe0) {
-      const b1 = bytes[i + 1];
-      if (i + 1 >= n || (b1 & 0xc0) !== 0x80) bad();
-      c = ((b & 31) << 6) | (b1 & 63);
-      i += 2;
-    } else if (b >= 0xe0 && b < 0xf0) {
-      const b1 = bytes[i + 1];
-      const b2 = bytes[i + 2];
-      if (i + 2 >= n || (b1 & 0xc0) !== 0x80 || (b2 & 0xc0) !== 0x80) bad();
-      c = ((b & 15) << 12) | ((b1 & 63) << 6) | (b2 & 63);
-      if (c < 0x800 || (c >= 0xd800 && c < 0xe000)) bad();
-      i += 3;
-    } else if (b >= 0xf0 && b < 0xf5) {
-      const b1 = bytes[i + 1];
-      const b2 = bytes[i + 2];
-      const b3 = bytes[i + 3];
-      if (i + 3 >= n || (b1 & 0xc0) !== 0x80 || (b2 & 0xc0) !== 0x80 || (b3 & 0xc0) !== 0x80) bad();
-      c = ((b & 7) << 18) | ((b1 & 63) << 12) | ((b2 & 63) << 6) | (b3 & 63);
-      if (c < 0x10000 || c > 0x10ffff) bad();
-      i += 4;
-    } else {
-      bad();
+    let c = b;
+    let len = 1;
+    if (b >= 0x80) {
+      let need = 0;
+      let lo = 0x80;
+      let hi = 0xbf;
+      if (b >= 0xc2 && b <= 0xdf) {
+        need = 1;
+        c = b & 31;
+      } else if (b >= 0xe0 && b <= 0xef) {
+        need = 2;
+        c = b & 15;
+        if (b === 0xe0) lo = 0xa0; // no overlong forms
+        if (b === 0xed) hi = 0x9f; // no surrogates
+      } else if (b >= 0xf0 && b <= 0xf4) {
+        need = 3;
+        c = b & 7;
+        if (b === 0xf0) lo = 0x90;
+        if (b === 0xf4) hi = 0x8f; // nothing past U+10FFFF
+      } else {
+        c = -1;
+      }
+      for (let k = 0; k < need; k++) {
+        const x = bytes[i + len];
+        if (i + len >= n || x < lo || x > hi) {
+          c = -1;
+          break;
+        }
+        c = (c << 6) | (x & 63);
+        len++;
+        lo = 0x80;
+        hi = 0xbf;
+      }
+      if (c < 0) {
+        if (!lossy) throw new Error(`invalid utf-8 sequence at byte ${i}`);
+        c = 0xfffd;
+      }
     }
+    i += len;
     if (c >= 0x10000) {
       c -= 0x10000;
       chunk.push(0xd800 + (c >> 10), 0xdc00 + (c & 1023));
@@ -132,6 +150,49 @@ export function text(bytes) {
     }
   }
   return s + String.fromCharCode.apply(null, chunk);
+}
+
+// QuickJS has no TextEncoder and TextDecoder: give guests written for other
+// engines the UTF-8 ones (the only encoding they need here).
+if (typeof globalThis.TextEncoder !== "function") {
+  globalThis.TextEncoder = class TextEncoder {
+    get encoding() {
+      return "utf-8";
+    }
+    encode(s = "") {
+      return utf8(String(s));
+    }
+  };
+}
+if (typeof globalThis.TextDecoder !== "function") {
+  globalThis.TextDecoder = class TextDecoder {
+    constructor(label = "utf-8", options = {}) {
+      const l = String(label).trim().toLowerCase();
+      if (l !== "utf-8" && l !== "utf8" && l !== "unicode-1-1-utf-8") {
+        throw new RangeError(`TextDecoder: only utf-8 is available in a Weir guest, not ${label}`);
+      }
+      this.fatal = Boolean(options && options.fatal);
+      this.ignoreBOM = Boolean(options && options.ignoreBOM);
+    }
+    get encoding() {
+      return "utf-8";
+    }
+    decode(input) {
+      let bytes;
+      if (input === undefined) bytes = new Uint8Array(0);
+      else if (input instanceof Uint8Array) bytes = input;
+      else if (ArrayBuffer.isView(input)) bytes = new Uint8Array(input.buffer, input.byteOffset, input.byteLength);
+      else bytes = new Uint8Array(input);
+      if (!this.ignoreBOM && bytes.length >= 3 && bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf) {
+        bytes = bytes.subarray(3);
+      }
+      try {
+        return decodeUtf8(bytes, !this.fatal);
+      } catch (e) {
+        throw new TypeError(`TextDecoder: ${e.message}`);
+      }
+    }
+  };
 }
 
 /** Bytes from a string (as UTF-8), a Uint8Array or an array of bytes; null stays null. */
@@ -453,6 +514,14 @@ export function messageOf(e) {
     if (e instanceof Reject || e.name === "Error" || !e.name) return String(e.message);
     return `${e.name}: ${e.message}`;
   }
+  if (typeof e === "object" && e !== null) {
+    try {
+      const json = JSON.stringify(e);
+      if (json !== undefined && json !== "{}") return json;
+    } catch {
+      // fall through to String(e)
+    }
+  }
   return String(e);
 }
 
@@ -491,6 +560,33 @@ export const log = {
   error: (m) => logWit.write("error", String(m)),
 };
 
+// QuickJS has no console: send console.log and the like to the host's log,
+// as Rust's and Python's stdout and stderr go there.
+function inspect(v) {
+  if (typeof v === "string") return v;
+  if (v instanceof Error) return `${v.name}: ${v.message}`;
+  if (v instanceof Uint8Array) return `Uint8Array(${v.length}) [${Array.prototype.join.call(v, ", ")}]`;
+  if (typeof v === "object" && v !== null) {
+    try {
+      return JSON.stringify(v);
+    } catch {
+      return String(v);
+    }
+  }
+  return String(v);
+}
+if (typeof globalThis.console === "undefined") {
+  const line = (args) => args.map(inspect).join(" ");
+  globalThis.console = {
+    log: (...a) => log.info(line(a)),
+    info: (...a) => log.info(line(a)),
+    debug: (...a) => log.debug(line(a)),
+    trace: (...a) => log.trace(line(a)),
+    warn: (...a) => log.warn(line(a)),
+    error: (...a) => log.error(line(a)),
+  };
+}
+
 // ---------------------------------------------------------------- the four kinds of function
 
 function emit(out, index, result, ts) {
@@ -528,6 +624,7 @@ function mapBatch(batch, f) {
  * Export the result as `mapping`.
  */
 export function map(f) {
+  if (typeof f !== "function") throw new TypeError(`map(f): f is ${describeArg(f)}, not a function of a record`);
   return {
     init,
     process: (batch) => mapBatch(batch, f),
@@ -540,6 +637,12 @@ export function map(f) {
  * process returns like a map function. Export the result as `processing`.
  */
 export function processor(p) {
+  if (p === null || typeof p !== "object" || typeof p.process !== "function") {
+    throw new TypeError("processor({ process, onTimer }): `process` is missing, or not a function of a record");
+  }
+  if (p.onTimer !== undefined && typeof p.onTimer !== "function") {
+    throw new TypeError(`processor({ process, onTimer }): \`onTimer\` is ${describeArg(p.onTimer)}, not a function (time, tag)`);
+  }
   return {
     init,
     process: (batch) => mapBatch(batch, (r) => p.process(r)),
@@ -577,6 +680,13 @@ function presented(v) {
   return utf8(JSON.stringify(v));
 }
 
+/** How a wrong argument to map, join, processor or aggregate is named. */
+function describeArg(v) {
+  if (v === undefined || v === null) return String(v);
+  const t = typeof v;
+  return `${/^[aeiou]/.test(t) ? "an" : "a"} ${t}`;
+}
+
 /**
  * An aggregator (world `aggregator`): the host keeps one accumulator per key
  * and window, stored as JSON. `{ init(), add(acc, record), merge(a, b),
@@ -587,6 +697,15 @@ function presented(v) {
  * accumulator as JSON. Export the result as `aggregation`.
  */
 export function aggregate(a) {
+  for (const f of ["init", "add", "merge"]) {
+    const v = a === null || a === undefined ? undefined : a[f];
+    if (typeof v !== "function") {
+      throw new TypeError(
+        `aggregate({ init, add, merge }): \`${f}\` is ${v === undefined ? "missing" : describeArg(v)}, ` +
+          "not a function (merge combines two accumulators: sessions that come together)",
+      );
+    }
+  }
   return {
     init,
     add(batch) {
@@ -668,6 +787,7 @@ export function aggregate(a) {
  * else as JSON). Throwing rejects the pair. Export the result as `joining`.
  */
 export function join(f) {
+  if (typeof f !== "function") throw new TypeError(`join(f): f is ${describeArg(f)}, not a function of a pair`);
   return {
     init,
     join(batch) {

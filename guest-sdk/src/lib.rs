@@ -228,7 +228,8 @@ pub struct Output {
     pub value: Option<Vec<u8>>,
     /// Headers, in order.
     pub headers: Vec<(String, Vec<u8>)>,
-    /// Event time; `None` keeps the input record's.
+    /// Event time; `None` keeps the input record's (in
+    /// [`Processor::on_timer`], the timer's time).
     pub timestamp: Option<i64>,
 }
 
@@ -622,7 +623,8 @@ pub mod state {
 }
 
 /// Timers (processor functions only): when one fires, the host calls
-/// [`Processor::on_timer`] with its tag.
+/// [`Processor::on_timer`] with its tag. A tag is one timer per clock:
+/// setting it again moves it.
 pub mod timers {
     use crate::__private::bindings::weir::functions::timers as wit;
 

@@ -16,6 +16,7 @@ mod kafka;
 mod kafka_pipelines;
 mod languages;
 mod live;
+mod outside_guests;
 mod parity;
 mod pipelines;
 mod testdriver;

@@ -372,7 +372,11 @@ def _emit(out: _Writer, index: int, result: Any, ts: int) -> None:
     if isinstance(result, Output):
         out.output(index, result, ts)
         return
-    for o in result:
+    try:
+        outputs = iter(result)
+    except TypeError:
+        raise TypeError(f"a function must return an Output, a list of Outputs or None, not {type(result).__name__}") from None
+    for o in outputs:
         out.output(index, o, ts)
 
 
@@ -477,6 +481,17 @@ def _install_upgrading(cls: type, impl: Any, encode: Callable[[Any], bytes]) -> 
     _install(cls, "Upgrading", Upgrading)
 
 
+def _require(cls: Any, decorator: str, methods: Tuple[str, ...]) -> None:
+    # A missing method would otherwise fail only when the host first calls
+    # it (merge: when two sessions come together), record after record.
+    if not isinstance(cls, type):
+        raise TypeError(f"@weir.{decorator} goes on a class (with {', '.join(methods)}), not on a {type(cls).__name__}")
+    for name in methods:
+        if not callable(getattr(cls, name, None)):
+            raise TypeError(f"@weir.{decorator} class {cls.__name__} has no method {name}(self, ...): "
+                            f"it needs {', '.join(methods)}")
+
+
 def processor(cls: type) -> type:
     """Decorates a processor class (world ``processor``; state and timers in
     ``weir_guest.state``): ``process(self, record)`` returns like a map
@@ -485,6 +500,7 @@ def processor(cls: type) -> type:
     and ``upgrade(self, from_format, entry)`` (returning a store entry's new
     value, or None to delete it), ``Upgrading`` too (world
     ``upgradable-processor``)."""
+    _require(cls, "processor", ("process",))
     impl = cls()
 
     class Processing:
@@ -544,6 +560,7 @@ def aggregate(cls: type) -> type:
     which returns the new accumulator (None drops it; raising refuses the
     switch to this version); ``Upgrading`` is then exported too (world
     ``upgradable-aggregator``)."""
+    _require(cls, "aggregate", ("init", "add", "merge"))
     impl = cls()
 
     def decode(b: Optional[bytes]) -> Any:
@@ -667,3 +684,14 @@ def join(f: Callable[[Pair], Any]) -> Callable[[Pair], Any]:
     _install(f, "Joining", Joining)
     return f
 
+
+
+def __getattr__(name: str) -> Any:
+    # `from weir_guest import timers` (as `from weir_guest import state`): the
+    # timers live in weir_guest.state, imported only when asked for, since
+    # only a processor's world has the state and timers imports.
+    if name == "timers":
+        from .state import timers
+
+        return timers
+    raise AttributeError(f"module 'weir_guest' has no attribute {name!r}")

@@ -66,7 +66,8 @@ def put_json(store: str, key: Key, value: Any) -> None:
 
 
 class timers:
-    """Timers: when one fires the host calls the processor's on_timer(time, tag)."""
+    """Timers: when one fires the host calls the processor's on_timer(time, tag).
+    A tag is one timer per clock: setting it again moves it."""
 
     @staticmethod
     def at_event_time(time: int, tag: Key) -> None:
