@@ -181,37 +181,17 @@ fn finals(recs: &[Value]) -> BTreeMap<String, Value> {
     m
 }
 
-/// Leaves out the headers other than the window's.
-fn window_headers_only(mut recs: Vec<Value>) -> Vec<Value> {
-    for r in &mut recs {
-        let Some(o) = r.as_object_mut() else { continue };
-        if let Some(Value::Object(h)) = o.get_mut("headers") {
-            h.retain(|k, _| k.starts_with("weir.window."));
-            if h.is_empty() {
-                o.remove("headers");
-            }
-        }
-    }
-    recs
-}
-
 /// Runs every variant of a scenario both ways and asserts Kafka Streams'
-/// outputs. `input_headers`: whether the input records' headers reach the
-/// outputs as in Kafka Streams (not through a map step: a Weir function
-/// gives its outputs the headers it chooses, where Kafka Streams' `map`
-/// and `flatMap` keep the input's; docs/design.md, known limits).
-fn check(name: &str, input_headers: bool) {
+/// outputs.
+fn check(name: &str) {
     let (dir, variants, topics) = scenario(name);
     let mut failures = String::new();
     for v in &variants {
-        let mut want = golden(&dir, v);
+        let want = golden(&dir, v);
         assert!(
             !want.is_empty(),
             "{name}/{v}: an empty golden proves nothing"
         );
-        if !input_headers {
-            want = window_headers_only(want);
-        }
         let got = weir_test(&dir, v, &topics);
         if got != want {
             failures += &format!(
@@ -249,54 +229,53 @@ fn check(name: &str, input_headers: bool) {
 }
 
 /// split_words + count: a repartition, out-of-order lines, a null key, a
-/// null value. The lines' headers stop at split_words (its outputs have
-/// none; Kafka Streams' flatMap keeps them): a known limit, so only the
-/// window headers are compared here.
+/// null value, headers kept through the map (as Kafka Streams' flatMap
+/// keeps them) to the counts.
 #[test]
 fn parity_word_count() {
-    check("wordcount", false);
+    check("wordcount");
 }
 
 /// Tumbling windows with grace, emit update and close (`suppress`): late
 /// records dropped, a null value counted, a null key dropped.
 #[test]
 fn parity_tumbling_windows_update_and_close() {
-    check("tumbling", true);
+    check("tumbling");
 }
 
 /// Hopping windows (size 10 s, advance 3 s, grace 2 s), emit update and
 /// close.
 #[test]
 fn parity_hopping_windows() {
-    check("hopping", true);
+    check("hopping");
 }
 
 /// Session windows (gap 5 s, grace 2 s), update (tombstones for merged
 /// sessions) and close; a record next to a closed session starts its own.
 #[test]
 fn parity_session_windows_update_and_close() {
-    check("session", true);
+    check("session");
 }
 
 /// Stream-table inner and left joins: the table updated and deleted
 /// between stream records, null keys and values on both sides.
 #[test]
 fn parity_stream_table_joins() {
-    check("stream-table", true);
+    check("stream-table");
 }
 
 /// Table-table inner, left and outer joins with tombstones on both sides
 /// (and deletions of keys a side does not hold).
 #[test]
 fn parity_table_table_joins() {
-    check("table-table", true);
+    check("table-table");
 }
 
 /// Windowed stream-stream inner, left and outer joins (before 2 s, after
 /// 3 s, grace 1 s) with out-of-order and late records.
 #[test]
 fn parity_stream_stream_joins() {
-    check("stream-stream", true);
+    check("stream-stream");
 }
 
 /// Windowed stream-stream joins at their edges (before 1 s, after 2 s, grace
@@ -304,19 +283,19 @@ fn parity_stream_stream_joins() {
 /// bounds, out-of-order and expired records, headers of either side.
 #[test]
 fn parity_stream_stream_joins_at_the_edges() {
-    check("stream-stream-edges", true);
+    check("stream-stream-edges");
 }
 
 /// Every windowed count above (tumbling, hopping, session; update and
 /// close) over 300 random records of 6 keys, out of order by up to 8 s.
 #[test]
 fn parity_random_windowed_counts() {
-    check("random-aggregates", true);
+    check("random-aggregates");
 }
 
 /// Every join above (stream-table, table-table, stream-stream; each kind)
 /// over 200 + 200 random records of 6 keys, out of order by up to 8 s.
 #[test]
 fn parity_random_joins() {
-    check("random-joins", true);
+    check("random-joins");
 }

@@ -43,6 +43,37 @@ outputs = { rare = "rare-words" }"#,
     );
 }
 
+/// Found by the parity check (tests/parity/wordcount): Kafka Streams' map
+/// and flatMap forward the input record's headers, so an output that names
+/// no headers keeps its input's; one that names some has only those.
+#[test]
+fn a_map_output_without_headers_keeps_its_inputs_and_one_with_headers_only_its_own() {
+    let cfg = step(
+        r#"name = "re"
+kind = "map"
+module = "up.wasm""#,
+    );
+    let mut h = Harness::new(cfg, reheader());
+    let with = |key: &str, value: &str| {
+        let mut r = rec(key, value, 1);
+        r.headers = vec![("h".to_string(), b"v".to_vec())];
+        r
+    };
+    let out = h.feed(
+        &stream(&[with("a", "x"), with("b", "own"), rec("c", "x", 2)]),
+        10,
+    );
+    let headers: Vec<Vec<(String, Vec<u8>)>> = out.iter().map(|r| r.headers.clone()).collect();
+    assert_eq!(
+        headers,
+        [
+            vec![("h".to_string(), b"v".to_vec())],
+            vec![("mine".to_string(), b"1".to_vec())],
+            vec![],
+        ]
+    );
+}
+
 #[test]
 fn an_undeclared_output_is_a_dead_letter_naming_how_to_declare_it() {
     let cfg = step(
