@@ -286,8 +286,9 @@ fn parity_stream_stream_joins_at_the_edges() {
     check("stream-stream-edges");
 }
 
-/// Every windowed count above (tumbling, hopping, session; update and
-/// close) over 300 random records of 6 keys, out of order by up to 8 s.
+/// An unwindowed count and every windowed count above (tumbling, hopping,
+/// session; update and close) over 300 random records of 6 keys, out of
+/// order by up to 8 s.
 #[test]
 fn parity_random_windowed_counts() {
     check("random-aggregates");

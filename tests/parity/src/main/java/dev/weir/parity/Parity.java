@@ -170,6 +170,7 @@ public final class Parity {
             all.add(new Variant("random-aggregates", "session-" + emit, sessionCount(close),
                 List.of("events"), Keys.SESSION_WINDOWED, 0));
         }
+        all.add(new Variant("random-aggregates", "count", keyedCount(), List.of("events"), Keys.PLAIN, 0));
         List<String> sides = List.of("left", "right");
         all.add(new Variant("random-joins", "stream-table-inner", streamTable(false), sides, Keys.PLAIN, 0));
         all.add(new Variant("random-joins", "stream-table-left", streamTable(true), sides, Keys.PLAIN, 0));
@@ -205,6 +206,17 @@ public final class Parity {
         StreamsBuilder b = new StreamsBuilder();
         b.<String, String>stream("lines")
             .flatMap((k, v) -> words(v))
+            .groupByKey()
+            .count()
+            .toStream()
+            .mapValues(v -> v == null ? null : v.toString())
+            .to(OUT);
+        return b.build();
+    }
+
+    static Topology keyedCount() {
+        StreamsBuilder b = new StreamsBuilder();
+        b.<String, String>stream("events")
             .groupByKey()
             .count()
             .toStream()
