@@ -226,7 +226,9 @@ pub struct Output {
     pub key: Option<Vec<u8>>,
     /// The value; `None` is a tombstone.
     pub value: Option<Vec<u8>>,
-    /// Headers, in order.
+    /// Headers, in order. None (empty) keeps the input record's, as Kafka
+    /// Streams' map and flatMap forward them (not for a timer's outputs,
+    /// which have no input record).
     pub headers: Vec<(String, Vec<u8>)>,
     /// Event time; `None` keeps the input record's (in
     /// [`Processor::on_timer`], the timer's time).

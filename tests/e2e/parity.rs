@@ -11,11 +11,15 @@
 //!   Dead letters are Weir's own (a null-keyed record at an aggregate, a
 //!   null line at split_words): Kafka Streams drops those records, so the
 //!   dead-letter topic is not compared (docs/design.md, known limits).
-//! - `weir run` on the embedded log with its default state cache (16 MiB,
-//!   batches of 500): the cache merges updates, so an aggregate or a
-//!   table-table join is compared by its final value per key (and window;
-//!   for sessions, the sessions left), which must be Kafka Streams' final
-//!   values; the other joins keep no cache and must give the same records.
+//! - Variants named `*-cached` leave `cache_max_bytes` at its default (the
+//!   state cache on), and Kafka Streams ran them with its record cache on
+//!   (TopologyTestDriver flushes it after every record, as `weir test`
+//!   commits after every batch).
+//! - `weir run` on the embedded log (batches of 500, commits by time):
+//!   updates merge, so an aggregate or a table-table join is compared by its
+//!   final value per key (and window; for sessions, the sessions left), which
+//!   must be Kafka Streams' final values; the other joins must give the same
+//!   records.
 //!
 //! The `random-*` scenarios run the same windows and joins over 300 (200 +
 //! 200) generated records with out-of-order times, null keys and values and
@@ -118,9 +122,9 @@ fn weir_test(dir: &Path, variant: &str, topics: &[String]) -> Vec<Value> {
         .collect()
 }
 
-/// `weir run VARIANT.toml` on a fresh embedded log with the default state
-/// cache and batch: the records of `out`.
-fn weir_run_cached(dir: &Path, variant: &str, topics: &[String]) -> Vec<Value> {
+/// `weir run VARIANT.toml` on a fresh embedded log (its default batch and
+/// commit interval; the pipeline's own cache setting): the records of `out`.
+fn weir_run_log(dir: &Path, variant: &str, topics: &[String]) -> Vec<Value> {
     let tmp = tempdir();
     let data = tmp.path().join("data");
     let cmd = || {
@@ -147,12 +151,7 @@ fn weir_run_cached(dir: &Path, variant: &str, topics: &[String]) -> Vec<Value> {
     let r = run(cmd()
         .arg("run")
         .arg(dir.join(format!("{variant}.toml")))
-        .args([
-            "--until-caught-up",
-            "--quiet",
-            "--cache-max-bytes",
-            "16777216",
-        ]));
+        .args(["--until-caught-up", "--quiet"]));
     assert!(r.status.success(), "weir run {variant}: {}", r.stderr);
     let r = run(cmd().args(["consume", OUT, "--from-beginning"]));
     assert!(r.status.success(), "{}", r.stderr);
@@ -167,51 +166,65 @@ fn weir_run_cached(dir: &Path, variant: &str, topics: &[String]) -> Vec<Value> {
 }
 
 /// The last value per key and window (a session: per key and bounds),
-/// leaving out keys and windows whose last value is a tombstone.
+/// leaving out keys and windows whose last value is a tombstone, and
+/// sessions inside a larger one of their key: merged away (Kafka Streams
+/// with its cache does not tombstone a closed session it merges, and Weir
+/// never emits one that came and went within a commit).
 fn finals(recs: &[Value]) -> BTreeMap<String, Value> {
-    let mut m = BTreeMap::new();
+    let bound = |r: &Value, h: &str| -> Option<i64> {
+        r["headers"][h].as_str().and_then(|t| t.parse().ok())
+    };
+    let mut m: BTreeMap<(String, Option<i64>, Option<i64>), Value> = BTreeMap::new();
     for r in recs {
-        let at = format!(
-            "{} {} {}",
-            r["key"], r["headers"]["weir.window.start"], r["headers"]["weir.window.end"]
+        let at = (
+            r["key"].to_string(),
+            bound(r, "weir.window.start"),
+            bound(r, "weir.window.end"),
         );
         m.insert(at, r["value"].clone());
     }
     m.retain(|_, v| !v.is_null());
-    m
+    let inside = |(k, s, e): &(String, Option<i64>, Option<i64>)| {
+        m.keys()
+            .any(|(k2, s2, e2)| k2 == k && (s2, e2) != (s, e) && s2 <= s && e <= e2 && s.is_some())
+    };
+    m.iter()
+        .filter(|(at, _)| !inside(at))
+        .map(|((k, s, e), v)| (format!("{k} {s:?} {e:?}"), v.clone()))
+        .collect()
 }
 
-/// Leaves out the headers other than the window's.
-fn window_headers_only(mut recs: Vec<Value>) -> Vec<Value> {
-    for r in &mut recs {
-        let Some(o) = r.as_object_mut() else { continue };
-        if let Some(Value::Object(h)) = o.get_mut("headers") {
-            h.retain(|k, _| k.starts_with("weir.window."));
-            if h.is_empty() {
-                o.remove("headers");
-            }
-        }
-    }
-    recs
-}
+/// Variants whose Kafka Streams output Weir does not give, with why (their
+/// goldens stay, to show what Kafka Streams does; docs/design.md, known
+/// limits, has the exact records).
+const NOT_ASSERTED: &[(&str, &str)] = &[
+    (
+        "session/close-cached",
+        "with its record cache on, Kafka Streams still finds a closed session in the cache and merges a later record into it, emitting a second, larger final result for it; Weir emits a closed session once and starts a new one beside it",
+    ),
+    (
+        "random-aggregates/session-close-cached",
+        "as session/close-cached",
+    ),
+];
 
 /// Runs every variant of a scenario both ways and asserts Kafka Streams'
-/// outputs. `input_headers`: whether the input records' headers reach the
-/// outputs as in Kafka Streams (not through a map step: a Weir function
-/// gives its outputs the headers it chooses, where Kafka Streams' `map`
-/// and `flatMap` keep the input's; docs/design.md, known limits).
-fn check(name: &str, input_headers: bool) {
+/// outputs.
+fn check(name: &str) {
     let (dir, variants, topics) = scenario(name);
     let mut failures = String::new();
     for v in &variants {
-        let mut want = golden(&dir, v);
+        if NOT_ASSERTED
+            .iter()
+            .any(|(n, _)| *n == format!("{name}/{v}"))
+        {
+            continue;
+        }
+        let want = golden(&dir, v);
         assert!(
             !want.is_empty(),
             "{name}/{v}: an empty golden proves nothing"
         );
-        if !input_headers {
-            want = window_headers_only(want);
-        }
         let got = weir_test(&dir, v, &topics);
         if got != want {
             failures += &format!(
@@ -222,22 +235,22 @@ fn check(name: &str, input_headers: bool) {
                 show(&got)
             );
         }
-        let cached = weir_run_cached(&dir, v, &topics);
-        // The cache merges the updates of an aggregate and of a table-table
-        // join: those are compared by final values; the other joins keep
-        // no cache and must give the same records.
+        let cached = weir_run_log(&dir, v, &topics);
+        // Batches of 500 and commits by time merge the updates of an
+        // aggregate and of a table-table join: those are compared by final
+        // values; the other joins must give the same records.
         let pipeline = std::fs::read_to_string(dir.join(format!("{v}.toml"))).unwrap();
         if pipeline.contains("kind = \"aggregate\"") || pipeline.contains("as_table = true") {
             if finals(&cached) != finals(&want) {
                 failures += &format!(
-                    "{name}/{v}: weir run's final values (default cache) differ from Kafka Streams'\n--- Kafka Streams\n{:#?}\n--- weir run\n{:#?}\n",
+                    "{name}/{v}: weir run's final values differ from Kafka Streams'\n--- Kafka Streams\n{:#?}\n--- weir run\n{:#?}\n",
                     finals(&want),
                     finals(&cached)
                 );
             }
         } else if cached != want {
             failures += &format!(
-                "{name}/{v}: weir run (default cache) differs from Kafka Streams\n--- Kafka Streams ({} records)\n{}--- weir run ({} records)\n{}",
+                "{name}/{v}: weir run differs from Kafka Streams\n--- Kafka Streams ({} records)\n{}--- weir run ({} records)\n{}",
                 want.len(),
                 show(&want),
                 cached.len(),
@@ -249,54 +262,53 @@ fn check(name: &str, input_headers: bool) {
 }
 
 /// split_words + count: a repartition, out-of-order lines, a null key, a
-/// null value. The lines' headers stop at split_words (its outputs have
-/// none; Kafka Streams' flatMap keeps them): a known limit, so only the
-/// window headers are compared here.
+/// null value, headers kept through the map (as Kafka Streams' flatMap
+/// keeps them) to the counts.
 #[test]
 fn parity_word_count() {
-    check("wordcount", false);
+    check("wordcount");
 }
 
 /// Tumbling windows with grace, emit update and close (`suppress`): late
 /// records dropped, a null value counted, a null key dropped.
 #[test]
 fn parity_tumbling_windows_update_and_close() {
-    check("tumbling", true);
+    check("tumbling");
 }
 
 /// Hopping windows (size 10 s, advance 3 s, grace 2 s), emit update and
 /// close.
 #[test]
 fn parity_hopping_windows() {
-    check("hopping", true);
+    check("hopping");
 }
 
 /// Session windows (gap 5 s, grace 2 s), update (tombstones for merged
 /// sessions) and close; a record next to a closed session starts its own.
 #[test]
 fn parity_session_windows_update_and_close() {
-    check("session", true);
+    check("session");
 }
 
 /// Stream-table inner and left joins: the table updated and deleted
 /// between stream records, null keys and values on both sides.
 #[test]
 fn parity_stream_table_joins() {
-    check("stream-table", true);
+    check("stream-table");
 }
 
 /// Table-table inner, left and outer joins with tombstones on both sides
 /// (and deletions of keys a side does not hold).
 #[test]
 fn parity_table_table_joins() {
-    check("table-table", true);
+    check("table-table");
 }
 
 /// Windowed stream-stream inner, left and outer joins (before 2 s, after
 /// 3 s, grace 1 s) with out-of-order and late records.
 #[test]
 fn parity_stream_stream_joins() {
-    check("stream-stream", true);
+    check("stream-stream");
 }
 
 /// Windowed stream-stream joins at their edges (before 1 s, after 2 s, grace
@@ -304,19 +316,20 @@ fn parity_stream_stream_joins() {
 /// bounds, out-of-order and expired records, headers of either side.
 #[test]
 fn parity_stream_stream_joins_at_the_edges() {
-    check("stream-stream-edges", true);
+    check("stream-stream-edges");
 }
 
-/// Every windowed count above (tumbling, hopping, session; update and
-/// close) over 300 random records of 6 keys, out of order by up to 8 s.
+/// An unwindowed count and every windowed count above (tumbling, hopping,
+/// session; update and close) over 300 random records of 6 keys, out of
+/// order by up to 8 s.
 #[test]
 fn parity_random_windowed_counts() {
-    check("random-aggregates", true);
+    check("random-aggregates");
 }
 
 /// Every join above (stream-table, table-table, stream-stream; each kind)
 /// over 200 + 200 random records of 6 keys, out of order by up to 8 s.
 #[test]
 fn parity_random_joins() {
-    check("random-joins", true);
+    check("random-joins");
 }

@@ -17,7 +17,9 @@
 
 use anyhow::Context;
 
-use super::accumulate::{Presentable, call_add, close_due, own_time, present, set_own_time};
+use super::accumulate::{
+    Presentable, call_add, close_due, own_time, pack_headers, present, set_own_time,
+};
 use super::{Ctx, Item, Operator};
 use crate::pipeline::config::{Emit, Step as StepConfig, Window};
 use crate::pipeline::keys;
@@ -56,11 +58,16 @@ struct Held {
     order: u64,
     /// That record (dead-lettered if presenting the session fails).
     last: Packed,
+    /// The step's stream time before that record.
+    prev: i64,
 }
 
 /// The tombstone of session `[s, e]` of `key`, stamped with its end (as
-/// Kafka Streams stamps every session's output).
-fn tombstone(key: &[u8], s: i64, e: i64, seq: u64) -> Item {
+/// Kafka Streams stamps every session's output). Held to a commit (the
+/// state cache on), it carries the headers of the record that merged the
+/// session away, as Kafka Streams' record cache forwards it; uncached,
+/// none (`carry` is `None`).
+fn tombstone(key: &[u8], s: i64, e: i64, seq: u64, carry: Option<&Packed>) -> Item {
     let ts = e;
     let (s, e) = (s.to_string(), e.to_string());
     Item {
@@ -70,11 +77,10 @@ fn tombstone(key: &[u8], s: i64, e: i64, seq: u64) -> Item {
             ts,
             Some(key),
             None,
-            [
+            carry.into_iter().flat_map(Packed::headers).chain([
                 ("weir.window.start", s.as_bytes()),
                 ("weir.window.end", e.as_bytes()),
-            ]
-            .into_iter(),
+            ]),
         ),
     }
 }
@@ -100,7 +106,7 @@ impl Session {
 
     /// Notes that session `[start, end]` of `key` changed (or, `removed`,
     /// was merged away), to emit at the next commit.
-    fn hold(&mut self, key: &[u8], start: i64, end: i64, removed: bool, it: &Item) {
+    fn hold(&mut self, key: &[u8], start: i64, end: i64, removed: bool, it: &Item, prev: i64) {
         self.touches += 1;
         let order = self.touches;
         match self.index.entry((key.to_vec(), start, end)) {
@@ -111,6 +117,7 @@ impl Session {
                     h.seq = it.seq;
                     h.order = order;
                     h.last = it.rec.clone();
+                    h.prev = prev;
                     self.held_bytes += h.last.bytes().len();
                 }
             }
@@ -125,6 +132,7 @@ impl Session {
                     seq: it.seq,
                     order,
                     last: it.rec.clone(),
+                    prev,
                 });
             }
         }
@@ -162,13 +170,15 @@ impl Session {
         for (k, v) in sessions {
             let (s, _) = keys::take_i64(&k[prefix.len()..]).context("a session key is corrupt")?;
             let (e, acc) = keys::agg_value(&v).context("a session's accumulator is corrupt")?;
-            // A closed session (its end + gap + grace reached by the
-            // stream time before this record) is out of reach, as in Kafka
-            // Streams, whose session store no longer returns it past its
-            // retention (gap + grace): a record next to it starts a
-            // session of its own. With `emit = "update"` it stays in the
-            // state (queryable), never merged again.
-            if e <= prev.saturating_sub(gap).saturating_sub(self.cfg.grace) {
+            // Without the state cache, a closed session (its end + gap +
+            // grace reached by the stream time before this record) is out
+            // of reach, as in Kafka Streams with its record cache off,
+            // whose session store no longer returns it past its retention
+            // (gap + grace): a record next to it starts a session of its
+            // own (the closed one stays in the state, queryable). With the
+            // cache, Kafka Streams finds it in its record cache, which
+            // does not check retention, and merges it: so does Weir.
+            if !self.defer && e <= prev.saturating_sub(gap).saturating_sub(self.cfg.grace) {
                 continue;
             }
             if e >= ts - gap && s <= ts + gap {
@@ -233,9 +243,9 @@ impl Session {
             }
             if !close && merged_more {
                 if self.defer {
-                    self.hold(key, s, e, true, it);
+                    self.hold(key, s, e, true, it, prev);
                 } else {
-                    out.push(tombstone(key, s, e, it.seq));
+                    out.push(tombstone(key, s, e, it.seq, None));
                 }
             }
         }
@@ -243,9 +253,17 @@ impl Session {
         cx.txn.put(k, keys::agg_entry(end, end, &acc));
         if close {
             let ck = self.close_key(cx, end, key, start);
-            cx.txn.put(ck, Vec::new());
+            // With the state cache, the headers of the session's last
+            // record, emitted with it at its close: Kafka Streams' record
+            // cache forwards them to its suppression (uncached, none).
+            let headers = if self.defer {
+                pack_headers(it.rec.headers())
+            } else {
+                Vec::new()
+            };
+            cx.txn.put(ck, headers);
         } else if self.defer {
-            self.hold(key, start, end, false, it);
+            self.hold(key, start, end, false, it, prev);
         } else {
             out.extend(present(
                 self.guest.as_mut(),
@@ -327,18 +345,26 @@ impl Operator for Session {
         for h in held {
             let k = keys::agg(cx.pipeline, &self.cfg.name, cx.partition, &h.key, h.start);
             if h.removed {
-                // Seen downstream only if the last commit had it.
-                let committed = match cx.base.get(&k)? {
-                    Some(v) => {
-                        keys::agg_value(&v)
-                            .context("a session's accumulator is corrupt")?
-                            .0
-                            == h.end
-                    }
-                    None => false,
-                };
+                // Seen downstream only if the last commit had it and it
+                // was not closed yet: Kafka Streams' cache forwards a
+                // removal only when its store still returns the session,
+                // which it no longer does past its retention (gap + grace).
+                let closed = h.end
+                    <= h.prev
+                        .saturating_sub(self.gap)
+                        .saturating_sub(self.cfg.grace);
+                let committed = !closed
+                    && match cx.base.get(&k)? {
+                        Some(v) => {
+                            keys::agg_value(&v)
+                                .context("a session's accumulator is corrupt")?
+                                .0
+                                == h.end
+                        }
+                        None => false,
+                    };
                 if committed {
-                    out.push(tombstone(&h.key, h.start, h.end, h.seq));
+                    out.push(tombstone(&h.key, h.start, h.end, h.seq, Some(&h.last)));
                 }
                 continue;
             }
@@ -354,8 +380,14 @@ impl Operator for Session {
                 end,
                 seq: h.seq,
                 ts: end,
+                // Kafka Streams' record cache forwards a session with the
+                // headers of the record that last put it (uncached, none).
+                headers: h
+                    .last
+                    .headers()
+                    .map(|(n, v)| (n.to_string(), v.to_vec()))
+                    .collect(),
                 input: Some(h.last),
-                headers: Vec::new(),
             });
         }
         out.extend(present(self.guest.as_mut(), &self.cfg, cx, items)?);

@@ -205,3 +205,34 @@ fn a_record_next_to_a_closed_session_starts_its_own() {
         );
     }
 }
+
+/// With its record cache on, Kafka Streams finds a closed session in the
+/// cache (which does not check retention) and merges a record next to it
+/// (tests/parity/session/update-cached): so does Weir with its state
+/// cache, and the merged-away closed session gets no tombstone (Kafka
+/// Streams' store no longer returns it, so its cache forwards none).
+#[test]
+fn with_the_cache_a_record_next_to_a_closed_session_merges_into_it() {
+    let window = "window = { type = \"session\", gap = \"5s\", grace = \"2s\" }";
+    let cfg = step(&format!("{COUNT}\n{window}"));
+    let mut h = Harness::new(cfg, counter());
+    h.op.defer_updates(true);
+    let mut out = Vec::new();
+    for r in [
+        rec("d", "x", 70_000),
+        rec("e", "x", 77_000),
+        rec("d", "x", 74_000),
+    ] {
+        assert!(h.run_batch(&stream(&[r])).unwrap().is_empty());
+        out.extend(h.commit_held().unwrap());
+    }
+    assert_eq!(
+        out.iter().map(show).collect::<Vec<_>>(),
+        [
+            "d[70000,70000]=1@70000",
+            "e[77000,77000]=1@77000",
+            "d[70000,74000]=2@74000"
+        ]
+    );
+    assert_eq!(h.late, 0);
+}

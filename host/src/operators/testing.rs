@@ -64,7 +64,12 @@ impl Results {
         self.buf.extend_from_slice(&r.timestamp.to_le_bytes());
         codec::put_opt(&mut self.buf, r.key.as_deref());
         codec::put_opt(&mut self.buf, r.value.as_deref());
-        self.buf.extend_from_slice(&0u32.to_le_bytes());
+        self.buf
+            .extend_from_slice(&(r.headers.len() as u32).to_le_bytes());
+        for (name, value) in &r.headers {
+            codec::put_bytes(&mut self.buf, name.as_bytes());
+            codec::put_bytes(&mut self.buf, value);
+        }
     }
     pub fn rejected(&mut self, index: u32, m: &str) {
         self.head(1, index);
@@ -197,6 +202,33 @@ pub fn concat() -> Box<dyn Guest> {
                     } else {
                         res.value(i, Some(format!("{l}+{rr}").as_bytes()));
                     }
+                }
+                Ok(res.finish())
+            }
+            other => Err(format!("unexpected call {other:?}")),
+        },
+    ))
+}
+
+/// A mapper that emits each record without headers, except a record whose
+/// value is "own", emitted with the header `mine` = `1` only.
+pub fn reheader() -> Box<dyn Guest> {
+    Box::new(NativeGuest::new(
+        "reheader",
+        World::Mapper,
+        |call, _| match call {
+            Call::Export("process", input) => {
+                let mut r = Reader::new(input);
+                let recs = records_of(&mut r);
+                let mut res = Results::new();
+                for (i, x) in recs.iter().enumerate() {
+                    let mut o = x.clone();
+                    o.headers = if x.value.as_deref() == Some(b"own".as_slice()) {
+                        vec![("mine".to_string(), b"1".to_vec())]
+                    } else {
+                        Vec::new()
+                    };
+                    res.output(i as u32, None, &o);
                 }
                 Ok(res.finish())
             }

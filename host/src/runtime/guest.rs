@@ -176,13 +176,17 @@ fn decode_map(
     codec::read_results(out, records.len(), |i, entry| {
         let input: &Packed = records[i as usize].borrow();
         match entry {
-            Entry::Output(o) => outcomes.push((
-                i as usize,
-                Emitted::Output(
-                    o.to.map(str::to_string),
-                    Packed::from_output(&o, input.offset()),
-                ),
-            )),
+            Entry::Output(o) => {
+                // An output that names no headers keeps its input's, as
+                // Kafka Streams' map, flatMap and process (record.withKey,
+                // withValue) forward the input record's headers.
+                let rec = if o.headers().next().is_none() && input.headers().next().is_some() {
+                    Packed::new(input.offset(), o.timestamp, o.key, o.value, input.headers())
+                } else {
+                    Packed::from_output(&o, input.offset())
+                };
+                outcomes.push((i as usize, Emitted::Output(o.to.map(str::to_string), rec)))
+            }
             Entry::Rejected(m) => outcomes.push((
                 i as usize,
                 Emitted::Failed(Failure::Rejected(m.to_string())),

@@ -136,6 +136,11 @@ public final class Parity {
         // sessions: gap 5 s, grace 2 s
         all.add(new Variant("session", "update", sessionCount(false), List.of("events"), Keys.SESSION_WINDOWED, 0));
         all.add(new Variant("session", "close", sessionCount(true), List.of("events"), Keys.SESSION_WINDOWED, 0));
+        all.add(new Variant("session", "update-cached", sessionCount(false), List.of("events"), Keys.SESSION_WINDOWED, 0));
+        all.add(new Variant("session", "close-cached", sessionCount(true), List.of("events"), Keys.SESSION_WINDOWED, 0));
+        all.add(new Variant("random-aggregates", "session-close-cached", sessionCount(true),
+            List.of("events"), Keys.SESSION_WINDOWED, 0));
+        all.add(new Variant("tumbling", "close-cached", windowedCount(tumbling(), true), List.of("events"), Keys.TIME_WINDOWED, 10_000));
 
         all.add(new Variant("stream-table", "inner", streamTable(false), List.of("left", "right"), Keys.PLAIN, 0));
         all.add(new Variant("stream-table", "left", streamTable(true), List.of("left", "right"), Keys.PLAIN, 0));
@@ -170,11 +175,24 @@ public final class Parity {
             all.add(new Variant("random-aggregates", "session-" + emit, sessionCount(close),
                 List.of("events"), Keys.SESSION_WINDOWED, 0));
         }
+        all.add(new Variant("random-aggregates", "count", keyedCount(), List.of("events"), Keys.PLAIN, 0));
+        // the record cache on
+        all.add(new Variant("random-aggregates", "count-cached", keyedCount(), List.of("events"), Keys.PLAIN, 0));
+        all.add(new Variant("random-aggregates", "tumbling-update-cached", windowedCount(tumbling(), false),
+            List.of("events"), Keys.TIME_WINDOWED, 10_000));
+        all.add(new Variant("random-aggregates", "hopping-update-cached", windowedCount(
+            TimeWindows.ofSizeAndGrace(Duration.ofSeconds(10), Duration.ofSeconds(2)).advanceBy(Duration.ofSeconds(3)), false),
+            List.of("events"), Keys.TIME_WINDOWED, 10_000));
+        all.add(new Variant("random-aggregates", "session-update-cached", sessionCount(false),
+            List.of("events"), Keys.SESSION_WINDOWED, 0));
         List<String> sides = List.of("left", "right");
         all.add(new Variant("random-joins", "stream-table-inner", streamTable(false), sides, Keys.PLAIN, 0));
         all.add(new Variant("random-joins", "stream-table-left", streamTable(true), sides, Keys.PLAIN, 0));
+        all.add(new Variant("random-joins", "stream-table-left-cached", streamTable(true), sides, Keys.PLAIN, 0));
         for (String kind : List.of("inner", "left", "outer")) {
             all.add(new Variant("random-joins", "table-table-" + kind, tableTable(kind), sides, Keys.PLAIN, 0));
+            all.add(new Variant("random-joins", "table-table-" + kind + "-cached", tableTable(kind), sides, Keys.PLAIN, 0));
+            all.add(new Variant("table-table", kind + "-cached", tableTable(kind), List.of("left", "right"), Keys.PLAIN, 0));
             all.add(new Variant("random-joins", "stream-stream-" + kind,
                 streamStream(kind, JoinWindows.ofTimeDifferenceAndGrace(Duration.ofSeconds(3), Duration.ofSeconds(1))
                     .before(Duration.ofSeconds(2))),
@@ -205,6 +223,17 @@ public final class Parity {
         StreamsBuilder b = new StreamsBuilder();
         b.<String, String>stream("lines")
             .flatMap((k, v) -> words(v))
+            .groupByKey()
+            .count()
+            .toStream()
+            .mapValues(v -> v == null ? null : v.toString())
+            .to(OUT);
+        return b.build();
+    }
+
+    static Topology keyedCount() {
+        StreamsBuilder b = new StreamsBuilder();
+        b.<String, String>stream("events")
             .groupByKey()
             .count()
             .toStream()
@@ -308,7 +337,10 @@ public final class Parity {
         p.put(StreamsConfig.BOOTSTRAP_SERVERS_CONFIG, "unused:9092");
         p.put(StreamsConfig.DEFAULT_KEY_SERDE_CLASS_CONFIG, Serdes.StringSerde.class);
         p.put(StreamsConfig.DEFAULT_VALUE_SERDE_CLASS_CONFIG, Serdes.StringSerde.class);
-        p.put(StreamsConfig.STATESTORE_CACHE_MAX_BYTES_CONFIG, 0);
+        // A variant named *-cached keeps Kafka Streams' record cache (10 MiB,
+        // flushed after every record in TopologyTestDriver): Weir's cache
+        // with a commit after every record (`weir test --batch 1`).
+        p.put(StreamsConfig.STATESTORE_CACHE_MAX_BYTES_CONFIG, v.name().endsWith("-cached") ? 10L * 1024 * 1024 : 0L);
         Path state = Files.createTempDirectory("weir-parity");
         p.put(StreamsConfig.STATE_DIR_CONFIG, state.toString());
         // Emit a stream-stream outer join's unmatched records at every look.
