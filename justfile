@@ -47,9 +47,12 @@ guests-go: setup
 guests-c: setup
     bash guest-sdk/build-guests.sh c {{guests_dir}}/c
 
-# Run every test: unit, doc and end-to-end (guests are built first, once).
+# Run every test: unit, doc and end-to-end (guests are built first, once),
+# then Kafka Streams itself over the parity scenarios, against the goldens
+# the e2e parity tests hold Weir to.
 test: guests
     cargo test --release --workspace --exclude uppercase --exclude filter-errors --exclude split-words --exclude count --exclude stock-stats --exclude merge-json --exclude burst-count --exclude faulty --exclude half-mapper --exclude lowercase --exclude hostile --exclude hoarder --exclude trap-all --exclude count-v2 --exclude count-v3 --exclude upgrading-mapper --exclude outside-avg --exclude outside-bursts
+    bash tests/parity/regen.sh
 
 # The demo: word count and stock statistics on the embedded log, end to end.
 demo: build guests-rust
