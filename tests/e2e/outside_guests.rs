@@ -349,3 +349,46 @@ fn a_c_function_of_the_wrong_signature_does_not_build() {
     );
     assert!(!dir.path().join("out.wasm").exists());
 }
+
+/// `weir new NAME --world joiner` writes a pipeline file to test the joiner
+/// in, its two inputs and the joined records: the `test:` command it prints
+/// passes as it is (it printed `weir check` before: a joiner had nothing to
+/// run).
+#[test]
+fn a_new_joiner_project_passes_the_test_it_prints_in_c_and_js() {
+    let dir = tempdir();
+    for lang in ["c", "js"] {
+        let name = format!("join-{lang}");
+        let new = run(weir()
+            .current_dir(dir.path())
+            .args(["new", &name, "--lang", lang, "--world", "joiner"]));
+        assert!(new.status.success(), "{lang}: {}", new.stderr);
+        let line = |prefix: &str| {
+            new.stdout
+                .lines()
+                .find_map(|l| l.strip_prefix(prefix))
+                .unwrap_or_else(|| panic!("{lang}: no {prefix} line in {}", new.stdout))
+                .trim()
+                .to_string()
+        };
+        let (build, test) = (line("build:"), line("test:"));
+        assert_eq!(
+            test,
+            "weir test join.toml --input left=left.jsonl --input right=right.jsonl --expect join.expected.jsonl",
+            "{lang}"
+        );
+        let built = run(std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&build)
+            .current_dir(dir.path()));
+        assert!(built.status.success(), "{lang}: {build}: {}", built.stderr);
+        let project = dir.path().join(&name);
+        let args: Vec<&str> = test.split_whitespace().skip(1).collect();
+        let out = run(weir().current_dir(&project).args(&args));
+        assert_eq!(
+            (out.status.code(), out.stdout.as_str(), out.stderr.as_str()),
+            (Some(0), "join.expected.jsonl: 2 records, as expected\n", ""),
+            "{lang}"
+        );
+    }
+}
