@@ -392,3 +392,46 @@ fn a_new_joiner_project_passes_the_test_it_prints_in_c_and_js() {
         );
     }
 }
+
+/// guide-c.md: what a C function prints goes to the host's log, every line
+/// once stdout is line-buffered before the first printf (without it, the
+/// first text an instance's stdout flushes never arrives).
+#[test]
+fn a_c_printf_reaches_the_log_line_by_line_with_stdout_line_buffered() {
+    let dir = tempdir();
+    let src = write(
+        dir.path(),
+        "main.c",
+        "#include <stdio.h>\n#include \"weir.h\"\n\
+         static weir_status f(const weir_record *r, weir_out *out) {\n\
+         \x20   static int ready = 0;\n\
+         \x20   if (!ready) { setvbuf(stdout, NULL, _IOLBF, 0); ready = 1; }\n\
+         \x20   printf(\"seen %lld\\n\", (long long)r->offset);\n\
+         \x20   weir_emit(out, weir_forward(r));\n\
+         \x20   return WEIR_OK;\n}\nWEIR_MAP(f)\n",
+    );
+    let built = run(std::process::Command::new("bash")
+        .arg(crate::util::root().join("guest-sdk/c/build.sh"))
+        .arg("out.wasm")
+        .arg(&src)
+        .current_dir(dir.path()));
+    assert!(built.status.success(), "{}", built.stderr);
+    let input = write(
+        dir.path(),
+        "in.jsonl",
+        "{\"key\":\"a\",\"value\":\"x\"}\n{\"key\":\"b\",\"value\":\"y\"}\n{\"key\":\"c\",\"value\":\"z\"}\n",
+    );
+    let out = run(weir()
+        .arg("test")
+        .arg(dir.path().join("out.wasm"))
+        .arg("--input")
+        .arg(&input));
+    assert!(out.status.success(), "{}", out.stderr);
+    let seen: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter_map(|l| l.split("INFO weir::guest: ").nth(1))
+        .map(|l| l.split(" module=").next().unwrap_or(l))
+        .collect();
+    assert_eq!(seen, ["seen 0", "seen 1", "seen 2"], "{}", out.stderr);
+}
