@@ -57,5 +57,9 @@ if [ ! -x "$tool" ]; then
     exit 1
 fi
 mkdir -p "$(dirname "$out")"
-"$tool" -q -d "$here/../../wit" -w "$world" componentize -p "$app" -p "$here" "$module" -o "$out"
+# An error in the module (an import that fails, an exception while it loads)
+# is a Python traceback; with RUST_BACKTRACE set, componentize-py would add
+# thirty frames of its own Rust stack after it.
+RUST_BACKTRACE=0 RUST_LIB_BACKTRACE=0 \
+    "$tool" -q -d "$here/../../wit" -w "$world" componentize -p "$app" -p "$here" "$module" -o "$out"
 echo "built $out (world $world)" >&2

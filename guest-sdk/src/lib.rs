@@ -253,7 +253,10 @@ impl Output {
         }
     }
 
-    /// An output whose value is `value` as JSON.
+    /// An unkeyed output whose value is `value` as JSON; to keep the input
+    /// record's key (an aggregate or join after the step groups by it), use
+    /// `Output::forward(&r).with_value(serde_json::to_vec(&v)?)` or add
+    /// [`Output::with_key`].
     pub fn json<T: serde::Serialize + ?Sized>(value: &T) -> Result<Self, Error> {
         Ok(Output::value(serde_json::to_vec(value)?))
     }

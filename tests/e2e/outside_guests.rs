@@ -349,3 +349,89 @@ fn a_c_function_of_the_wrong_signature_does_not_build() {
     );
     assert!(!dir.path().join("out.wasm").exists());
 }
+
+/// `weir new NAME --world joiner` writes a pipeline file to test the joiner
+/// in, its two inputs and the joined records: the `test:` command it prints
+/// passes as it is (it printed `weir check` before: a joiner had nothing to
+/// run).
+#[test]
+fn a_new_joiner_project_passes_the_test_it_prints_in_c_and_js() {
+    let dir = tempdir();
+    for lang in ["c", "js"] {
+        let name = format!("join-{lang}");
+        let new = run(weir()
+            .current_dir(dir.path())
+            .args(["new", &name, "--lang", lang, "--world", "joiner"]));
+        assert!(new.status.success(), "{lang}: {}", new.stderr);
+        let line = |prefix: &str| {
+            new.stdout
+                .lines()
+                .find_map(|l| l.strip_prefix(prefix))
+                .unwrap_or_else(|| panic!("{lang}: no {prefix} line in {}", new.stdout))
+                .trim()
+                .to_string()
+        };
+        let (build, test) = (line("build:"), line("test:"));
+        assert_eq!(
+            test,
+            "weir test join.toml --input left=left.jsonl --input right=right.jsonl --expect join.expected.jsonl",
+            "{lang}"
+        );
+        let built = run(std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&build)
+            .current_dir(dir.path()));
+        assert!(built.status.success(), "{lang}: {build}: {}", built.stderr);
+        let project = dir.path().join(&name);
+        let args: Vec<&str> = test.split_whitespace().skip(1).collect();
+        let out = run(weir().current_dir(&project).args(&args));
+        assert_eq!(
+            (out.status.code(), out.stdout.as_str(), out.stderr.as_str()),
+            (Some(0), "join.expected.jsonl: 2 records, as expected\n", ""),
+            "{lang}"
+        );
+    }
+}
+
+/// guide-c.md: what a C function prints goes to the host's log, every line
+/// once stdout is line-buffered before the first printf (without it, the
+/// first text an instance's stdout flushes never arrives).
+#[test]
+fn a_c_printf_reaches_the_log_line_by_line_with_stdout_line_buffered() {
+    let dir = tempdir();
+    let src = write(
+        dir.path(),
+        "main.c",
+        "#include <stdio.h>\n#include \"weir.h\"\n\
+         static weir_status f(const weir_record *r, weir_out *out) {\n\
+         \x20   static int ready = 0;\n\
+         \x20   if (!ready) { setvbuf(stdout, NULL, _IOLBF, 0); ready = 1; }\n\
+         \x20   printf(\"seen %lld\\n\", (long long)r->offset);\n\
+         \x20   weir_emit(out, weir_forward(r));\n\
+         \x20   return WEIR_OK;\n}\nWEIR_MAP(f)\n",
+    );
+    let built = run(std::process::Command::new("bash")
+        .arg(crate::util::root().join("guest-sdk/c/build.sh"))
+        .arg("out.wasm")
+        .arg(&src)
+        .current_dir(dir.path()));
+    assert!(built.status.success(), "{}", built.stderr);
+    let input = write(
+        dir.path(),
+        "in.jsonl",
+        "{\"key\":\"a\",\"value\":\"x\"}\n{\"key\":\"b\",\"value\":\"y\"}\n{\"key\":\"c\",\"value\":\"z\"}\n",
+    );
+    let out = run(weir()
+        .arg("test")
+        .arg(dir.path().join("out.wasm"))
+        .arg("--input")
+        .arg(&input));
+    assert!(out.status.success(), "{}", out.stderr);
+    let seen: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter_map(|l| l.split("INFO weir::guest: ").nth(1))
+        .map(|l| l.split(" module=").next().unwrap_or(l))
+        .collect();
+    assert_eq!(seen, ["seen 0", "seen 1", "seen 2"], "{}", out.stderr);
+}

@@ -97,8 +97,8 @@ const SAMPLE_AGGREGATOR: &str = include_str!("../../templates/sample-aggregator.
 const SAMPLE_PROCESSOR: &str = include_str!("../../templates/sample-processor.jsonl");
 
 /// A world's sample input, and what `weir test --expect` compares the
-/// template's outputs over it with (none for a joiner, which needs a
-/// pipeline file).
+/// template's outputs over it with (none for a joiner, which is tested in a
+/// pipeline file: see `joiner_files`).
 fn sample(world: WorldArg) -> (&'static str, Option<&'static str>) {
     match world {
         WorldArg::Mapper => (SAMPLE, Some(include_str!("../../templates/expected.jsonl"))),
@@ -182,7 +182,10 @@ fn project(name: &str, lang: Lang, world: WorldArg, repo: &Path) -> Project {
     ];
     let function = render(function_template(lang, world), &vars);
     let (sample, expected) = sample(world);
-    let mut files = vec![("sample.jsonl".to_string(), sample.to_string())];
+    let mut files = Vec::new();
+    if world != WorldArg::Joiner {
+        files.push(("sample.jsonl".to_string(), sample.to_string()));
+    }
     if let Some(expected) = expected {
         files.push(("expected.jsonl".to_string(), expected.to_string()));
     }
@@ -259,7 +262,8 @@ fn project(name: &str, lang: Lang, world: WorldArg, repo: &Path) -> Project {
         format!("weir test {wasm} --input sample.jsonl --expect expected.jsonl")
     } else {
         // A joiner joins two inputs: it is tested in a pipeline file.
-        format!("weir check {wasm}")
+        files.extend(joiner_files(name, &wasm));
+        "weir test join.toml --input left=left.jsonl --input right=right.jsonl --expect join.expected.jsonl".to_string()
     };
     let lang_name = lang.name();
     let guide = lang.guide();
@@ -271,12 +275,38 @@ fn project(name: &str, lang: Lang, world: WorldArg, repo: &Path) -> Project {
             expect = if expected.is_some() {
                 "\n`weir test` runs the function over `sample.jsonl` and compares its outputs with `expected.jsonl` (one expected record a line; the fields a line leaves out are not compared); it exits 1 with the differences when they differ. Change both files with the function; leave out `--expect expected.jsonl` to see the outputs.\n"
             } else {
-                "\nA joiner joins two inputs: test it in a pipeline file (`weir test join.toml --input left=left.jsonl --input right=right.jsonl`; `weir test` on the module alone prints an example of one).\n"
+                "\nA joiner joins two inputs, so `weir test` runs it in the pipeline `join.toml` (a left join of `left.jsonl` with the table `right.jsonl`) and compares the joined records with `join.expected.jsonl`; it exits 1 with the differences when they differ. Change the files with the function; leave out `--expect join.expected.jsonl` to see the outputs.\n"
             },
             docs = repo.join("docs").join(guide).display(),
         ),
     ));
     Project { files, build, test }
+}
+
+/// A joiner's test: a pipeline file with a left stream-table join, its two
+/// inputs and the joined records the template gives.
+fn joiner_files(name: &str, wasm: &str) -> Vec<(String, String)> {
+    vec![
+        (
+            "join.toml".into(),
+            render(
+                include_str!("../../templates/join.toml"),
+                &[("name", name), ("wasm", wasm)],
+            ),
+        ),
+        (
+            "left.jsonl".into(),
+            include_str!("../../templates/join-left.jsonl").into(),
+        ),
+        (
+            "right.jsonl".into(),
+            include_str!("../../templates/join-right.jsonl").into(),
+        ),
+        (
+            "join.expected.jsonl".into(),
+            include_str!("../../templates/join-expected.jsonl").into(),
+        ),
+    ]
 }
 
 /// Runs `weir new`.

@@ -10,7 +10,8 @@ class CountPerKey:
     pipeline file) and emits "key=N".
 
     Change this: process returns outputs like a map function; add
-    on_timer(self, time, tag) to act on timers set with state.timers.
+    on_timer(self, time, tag) to act on timers set with
+    timers.at_event_time(time, tag) (`from weir_guest import state, timers`).
     """
 
     def process(self, r: weir.Record):
