@@ -169,7 +169,7 @@ impl Aggregate {
         recs: &[&Packed],
         groups: &mut [Group],
         keep: bool,
-    ) -> anyhow::Result<Option<Vec<Vec<u8>>>> {
+    ) -> anyhow::Result<(Option<Vec<Vec<u8>>>, Vec<bool>)> {
         // The groups' accumulators, read together.
         let state_keys: Vec<Vec<u8>> = groups
             .iter()
@@ -193,6 +193,8 @@ impl Aggregate {
         let stored_ts: Vec<Option<i64>> = parsed.iter().map(|v| v.map(|(_, ts, _)| ts)).collect();
         let failure = match call_add(self.guest.as_mut(), recs, &call)? {
             Ok((accs, rejected)) => {
+                let refused: rustc_hash::FxHashSet<usize> =
+                    rejected.iter().map(|(idx, _)| *idx).collect();
                 for (idx, m) in rejected {
                     if let Some(r) = recs.get(idx) {
                         cx.out.dead_packed(&self.cfg.name, r, Failure::Rejected(m));
@@ -200,9 +202,28 @@ impl Aggregate {
                 }
                 let close = self.cfg.emit == Emit::Close && self.cfg.window.is_some();
                 let mut kept = Vec::with_capacity(if keep { groups.len() } else { 0 });
+                let mut applied = Vec::with_capacity(groups.len());
                 for (((g, acc), k), old_ts) in
                     groups.iter_mut().zip(accs).zip(state_keys).zip(stored_ts)
                 {
+                    // A rejected record is left out: it neither stamps its
+                    // group nor, alone, updates (or emits) it.
+                    if !refused.is_empty() {
+                        g.members.retain(|m| !refused.contains(m));
+                        let Some(&last) = g.members.last() else {
+                            applied.push(false);
+                            continue;
+                        };
+                        g.last = last;
+                        g.ts = g
+                            .members
+                            .iter()
+                            .filter_map(|m| recs.get(*m))
+                            .map(|r| r.timestamp())
+                            .max()
+                            .unwrap_or(g.ts);
+                    }
+                    applied.push(true);
                     if let Some(t) = old_ts {
                         g.ts = g.ts.max(t);
                     }
@@ -231,32 +252,47 @@ impl Aggregate {
                         );
                     }
                 }
-                return Ok(keep.then_some(kept));
+                return Ok((keep.then_some(kept), applied));
             }
             Err(f) => f,
         };
         if let [r] = recs {
             cx.out
                 .dead_packed(&self.cfg.name, r, Failure::Trapped(failure));
-            return Ok(None);
+            return Ok((None, vec![false; groups.len()]));
         }
+        // Record by record: a group is updated if one of its records was
+        // taken, and its last record is the last one taken.
+        let mut applied = vec![false; groups.len()];
         for (ri, r) in recs.iter().enumerate() {
-            let mut mine: Vec<Group> = groups
+            let (mut mine, at): (Vec<Group>, Vec<usize>) = groups
                 .iter()
-                .filter(|g| g.members.contains(&ri))
-                .map(|g| Group {
-                    key: g.key.clone(),
-                    start: g.start,
-                    end: g.end,
-                    members: vec![0],
-                    seq: g.seq,
-                    ts: r.timestamp(),
-                    last: 0,
+                .enumerate()
+                .filter(|(_, g)| g.members.contains(&ri))
+                .map(|(gi, g)| {
+                    let one = Group {
+                        key: g.key.clone(),
+                        start: g.start,
+                        end: g.end,
+                        members: vec![0],
+                        seq: g.seq,
+                        ts: r.timestamp(),
+                        last: 0,
+                    };
+                    (one, gi)
                 })
-                .collect();
-            self.add(cx, std::slice::from_ref(r), &mut mine, false)?;
+                .unzip();
+            let (_, took) = self.add(cx, std::slice::from_ref(r), &mut mine, false)?;
+            for (gi, took) in at.into_iter().zip(took) {
+                if let (true, Some(g)) = (took, groups.get_mut(gi)) {
+                    g.last = ri;
+                    if let Some(a) = applied.get_mut(gi) {
+                        *a = true;
+                    }
+                }
+            }
         }
-        Ok(None)
+        Ok((None, applied))
     }
 }
 
@@ -348,7 +384,13 @@ impl Operator for Aggregate {
             // emitted is its uncached output without the superseded updates.
             groups.sort_by_key(|g| (g.last, g.start));
             let hold = self.cfg.emit == Emit::Update && self.defer;
-            let accs = self.add(cx, &records, &mut groups, hold)?;
+            let (accs, applied) = self.add(cx, &records, &mut groups, hold)?;
+            // Groups none of whose records was taken are neither updated
+            // nor emitted (their accumulators are not among `accs`).
+            if applied.contains(&false) {
+                let mut applied = applied.into_iter();
+                groups.retain(|_| applied.next().unwrap_or(true));
+            }
             if hold {
                 // Each group keeps its last record: moved out of the batch
                 // by the last group that needs it, copied before that.

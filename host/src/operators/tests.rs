@@ -283,7 +283,7 @@ fn held_updates_are_emitted_once_per_key_per_commit_with_the_latest_value() {
     let out = h.commit_held().unwrap();
     assert_eq!(
         out.iter().map(show).collect::<Vec<_>>(),
-        ["b=1@2", "c=1@4", "a=3@5"]
+        ["b=1@2", "c=1@4", "a=3@3"]
     );
     let dead: Vec<&str> = h.dead.iter().map(|d| d.1.as_str()).collect();
     assert_eq!(dead, ["bad record"]);

@@ -271,6 +271,52 @@ module = "count.wasm""#,
     assert_eq!(reasons, ["bad record", "trapped: unreachable"]);
 }
 
+/// A record the function rejects is left out of its window: it does not
+/// stamp the window's result, and alone in a batch it neither updates nor
+/// emits it (found by writing guests from the docs: the result was emitted
+/// again, stamped with the rejected record's time).
+#[test]
+fn a_rejected_record_neither_stamps_nor_updates_its_window() {
+    let window = "window = { type = \"tumbling\", size = \"5s\" }";
+    let recs = [
+        rec("a", "x", 1000),
+        rec("a", "x", 2000),
+        rec("a", "bad", 4000),
+        rec("b", "bad", 4500),
+        rec("c", "x", 9000),
+    ];
+    for size in [1, 2, 500] {
+        let mut h = Harness::new(step(&format!("{COUNT}\n{window}")), counter());
+        let out = h.feed(&stream(&recs), size);
+        let want: &[&str] = match size {
+            1 => &[
+                "a[0,5000]=1@1000",
+                "a[0,5000]=2@2000",
+                "c[5000,10000]=1@9000",
+            ],
+            2 => &["a[0,5000]=2@2000", "c[5000,10000]=1@9000"],
+            _ => &["a[0,5000]=2@2000", "c[5000,10000]=1@9000"],
+        };
+        assert_eq!(
+            out.iter().map(show).collect::<Vec<_>>(),
+            want,
+            "batch {size}"
+        );
+        let dead: Vec<&str> = h.dead.iter().map(|d| d.1.as_str()).collect();
+        assert_eq!(dead, ["bad record", "bad record"], "batch {size}");
+        let mut h = Harness::new(
+            step(&format!("{COUNT}\n{window}\nemit = \"close\"")),
+            counter(),
+        );
+        let out = h.feed(&stream(&recs), size);
+        assert_eq!(
+            out.iter().map(show).collect::<Vec<_>>(),
+            ["a[0,5000]=2@2000"],
+            "batch {size}"
+        );
+    }
+}
+
 /// As Kafka Streams' aggregations: a global aggregate skips a record with
 /// no value (`groupByKey().count()` ignores it); a windowed one counts it
 /// (`windowedBy(..).count()` passes it to the aggregator).
