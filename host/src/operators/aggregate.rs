@@ -56,6 +56,11 @@ struct Updated {
 
 /// A (key, window) a batch touches: its end, member record indexes, and the
 /// seq, timestamp and index of its last record.
+/// What [`Aggregate::add`] did: the groups' new accumulators (when the call
+/// went through and they were wanted, one per updated group) and, per
+/// group, whether it took any of its records.
+type Took = (Option<Vec<Vec<u8>>>, Vec<bool>);
+
 struct Group {
     key: Vec<u8>,
     start: i64,
@@ -169,7 +174,7 @@ impl Aggregate {
         recs: &[&Packed],
         groups: &mut [Group],
         keep: bool,
-    ) -> anyhow::Result<(Option<Vec<Vec<u8>>>, Vec<bool>)> {
+    ) -> anyhow::Result<Took> {
         // The groups' accumulators, read together.
         let state_keys: Vec<Vec<u8>> = groups
             .iter()
