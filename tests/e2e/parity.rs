@@ -414,8 +414,12 @@ const NOT_ASSERTED: &[(&str, &str)] = &[
     ),
 ];
 
+/// A scenario's directory, its asserted variants with their goldens, and
+/// its input topics.
+type Asserted = (PathBuf, Vec<(String, Vec<Value>)>, Vec<String>);
+
 /// The variants of a scenario that are asserted, with their goldens.
-fn asserted(name: &str) -> (PathBuf, Vec<(String, Vec<Value>)>, Vec<String>) {
+fn asserted(name: &str) -> Asserted {
     let (dir, variants, topics) = scenario(name);
     let mut out = Vec::new();
     for v in variants {
