@@ -22,6 +22,8 @@ struct Inner {
     positions: HashMap<(String, String, u32), u64>,
     fail_commits: Vec<String>,
     fail_reads: Vec<String>,
+    /// A task's reads deliver at most this many records (Kafka's fetches).
+    deliver_at_most: Option<usize>,
     fail_gets: Vec<String>,
     commits: u64,
     /// Tasks opened and not closed yet.
@@ -65,6 +67,13 @@ impl MemoryBackend {
     /// The next read fails with `message`.
     pub fn fail_next_read(&self, message: &str) {
         self.lock().fail_reads.push(message.to_string());
+    }
+
+    /// A task's reads (`read_from`) deliver at most `n` records from now on,
+    /// as a Kafka consumer delivers part of what is there while its fetch
+    /// is on its way; `None` delivers all that is asked for.
+    pub fn deliver_at_most(&self, n: Option<usize>) {
+        self.lock().deliver_at_most = n;
     }
 
     /// The next state read fails with `message`.
@@ -265,6 +274,19 @@ impl Backend for MemoryBackend {
         };
         inner.topics.insert(name.to_string(), t.clone());
         Ok(t)
+    }
+
+    fn read_from(
+        &self,
+        topic: &Topic,
+        partition: u32,
+        from: u64,
+        max: usize,
+    ) -> anyhow::Result<(Vec<Stored>, u64)> {
+        let max = self.lock().deliver_at_most.map_or(max, |n| n.min(max));
+        let records = self.read(topic, partition, from, max)?;
+        let next = records.last().map_or(from, |r| r.offset + 1);
+        Ok((records, next))
     }
 
     fn read(

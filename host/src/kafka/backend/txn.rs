@@ -187,8 +187,13 @@ impl KafkaBackend {
             r.key = rec.key();
             r.payload = rec.value();
             r = r.headers(headers);
-            if rec.timestamp() >= 0 {
-                r = r.timestamp(rec.timestamp());
+            // librdkafka stamps a record given 0 with the current time: a
+            // record at 0 goes as one without a timestamp (-1), which Weir
+            // reads back as 0.
+            match rec.timestamp() {
+                0 => r = r.timestamp(-1),
+                t if t > 0 => r = r.timestamp(t),
+                _ => {}
             }
             self.send(producer, r)?;
         }

@@ -58,16 +58,8 @@ impl Task {
         // source with nothing buffered that is known to hold more (a Kafka
         // fetch still on its way) is waited for, as Kafka Streams does.
         if self.sources.len() > 1 {
-            for src in &self.sources {
-                if !src.buffer.is_empty() {
-                    continue;
-                }
-                let end = if src.external && until_caught_up {
-                    self.shared.end_at_start(&src.topic.name, self.partition)
-                } else {
-                    self.shared.backend.end_offset(&src.topic, self.partition)?
-                };
-                if src.fetch < end {
+            for i in 0..self.sources.len() {
+                if self.sources[i].buffer.is_empty() && self.holds_more(i)? {
                     return Ok(Vec::new());
                 }
             }
@@ -98,7 +90,25 @@ impl Task {
                 }
                 out.push((i, r));
             }
+            // A source that ran dry but holds more (a Kafka fetch that
+            // delivered part of what is there) ends the batch: its next
+            // record may come before the other sources' heads.
+            if self.sources.len() > 1 && self.sources[i].buffer.is_empty() && self.holds_more(i)? {
+                break;
+            }
         }
         Ok(out)
+    }
+
+    /// Whether source `i` holds records past what it fetched (up to where
+    /// this run must read).
+    fn holds_more(&self, i: usize) -> anyhow::Result<bool> {
+        let src = &self.sources[i];
+        let end = if src.external && self.shared.options.until_caught_up {
+            self.shared.end_at_start(&src.topic.name, self.partition)
+        } else {
+            self.shared.backend.end_offset(&src.topic, self.partition)?
+        };
+        Ok(src.fetch < end)
     }
 }
