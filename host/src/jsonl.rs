@@ -30,6 +30,12 @@ const FIELDS: &str = "key, key_b64, value, value_b64, headers, timestamp";
 
 /// Parses one line into a record with the given offset.
 pub fn parse_record(line: &str, offset: i64) -> Result<Record, BadLine> {
+    parse_line(line, offset).map(|(r, _)| r)
+}
+
+/// [`parse_record`], also telling whether the line gave a `timestamp`
+/// (Kafka stamps a record without one with the current time).
+pub fn parse_line(line: &str, offset: i64) -> Result<(Record, bool), BadLine> {
     let v: Value = serde_json::from_str(line).map_err(|e| BadLine(format!("not JSON: {e}")))?;
     let Value::Object(obj) = v else {
         return Err(BadLine(format!(
@@ -72,7 +78,7 @@ pub fn parse_record(line: &str, offset: i64) -> Result<Record, BadLine> {
     if obj.contains_key("value") && obj.contains_key("value_b64") {
         return Err(BadLine("give `value` or `value_b64`, not both".into()));
     }
-    Ok(r)
+    Ok((r, obj.contains_key("timestamp")))
 }
 
 fn kind(v: &Value) -> &'static str {

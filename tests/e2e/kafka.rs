@@ -163,6 +163,37 @@ fn kafka_topics_are_created_listed_described_and_deleted() {
         "{\"value\": \"a\", \"timestamp\": 5}\n{\"value\": \"b\", \"timestamp\": 6}\n",
     );
     assert!(fine, "{err}");
+    // A record stamped 0 stays at 0 (librdkafka would stamp it with the
+    // current time); one with no timestamp gets the current time, as
+    // Kafka's clients give it.
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let (fine, _, err) = with_input(
+        &mut kweir(&["produce", &plain, "--partition", "0"]),
+        "{\"value\": \"zero\", \"timestamp\": 0}\n{\"value\": \"none\"}\n",
+    );
+    assert!(fine, "{err}");
+    let got = ok(&mut kweir(&[
+        "consume",
+        &plain,
+        "--from-beginning",
+        "--partition",
+        "0",
+        "--max",
+        "2",
+    ]));
+    let got: Vec<serde_json::Value> = got
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[0]["value"], "zero");
+    assert_eq!(got[0]["timestamp"], 0);
+    assert_eq!(got[1]["value"], "none");
+    let stamped = got[1]["timestamp"].as_i64().unwrap();
+    assert!(stamped >= before, "{stamped} < {before}");
     assert_lines(
         "describe",
         &ok(&mut kweir(&["topic", "describe", &plain])),
@@ -170,7 +201,7 @@ fn kafka_topics_are_created_listed_described_and_deleted() {
             "topic: {plain}
              partitions: 3
              compacted: false
-             partition 0: start offset 0, end offset 0
+             partition 0: start offset 0, end offset 2
              partition 1: start offset 0, end offset 2
              partition 2: start offset 0, end offset 0"
         ),

@@ -43,7 +43,7 @@ fn for_each_record(
     reader: &mut dyn BufRead,
     source: &str,
     out: &mut dyn Out,
-    mut each: impl FnMut(usize, weir::record::Record) -> anyhow::Result<()>,
+    mut each: impl FnMut(usize, weir::record::Record, bool) -> anyhow::Result<()>,
 ) -> anyhow::Result<usize> {
     let mut bad = 0usize;
     for (n, line) in reader.lines().enumerate() {
@@ -51,8 +51,8 @@ fn for_each_record(
         if line.trim().is_empty() {
             continue;
         }
-        match jsonl::parse_record(&line, 0) {
-            Ok(r) => each(n + 1, r)?,
+        match jsonl::parse_line(&line, 0) {
+            Ok((r, stamped)) => each(n + 1, r, stamped)?,
             Err(e) => {
                 out.err(&format!("error: {source}:{}: {e}", n + 1))?;
                 bad += 1;
@@ -138,7 +138,7 @@ pub(super) fn produce_log(
     let mut pending = 0usize;
     let mut written = 0u64;
     let mut rr = 0u32;
-    let bad = for_each_record(reader, source, out, |_, record| {
+    let bad = for_each_record(reader, source, out, |_, record, _| {
         let p = match (partition, &record.key) {
             (Some(p), _) => p,
             (None, Some(k)) => partitioner::partition_for_key(k, topic.config.partitions),
@@ -190,9 +190,9 @@ fn produce_kafka(
             producer.partitions() - 1
         );
     }
-    let bad = for_each_record(reader, source, out, |line, record| {
+    let bad = for_each_record(reader, source, out, |line, record, stamped| {
         let p = producer.partition_for(args.partition, record.key.as_deref());
-        Ok(producer.send(p, &record, line)?)
+        Ok(producer.send(p, &record, stamped, line)?)
     })?;
     let summary = producer.finish()?;
     for r in &summary.refused {

@@ -54,6 +54,8 @@ struct Pending {
     tag: usize,
     partition: u32,
     record: Record,
+    /// Whether its timestamp was given (else Kafka's current time).
+    stamped: bool,
 }
 
 struct Delivery {
@@ -163,9 +165,17 @@ impl Producer {
     }
 
     /// Queues a record for `partition`; `tag` names it in a refusal. A
-    /// timestamp of 0 (none given) lets the producer stamp the current time,
-    /// as Kafka's clients do.
-    pub fn send(&mut self, partition: u32, record: &Record, tag: usize) -> Result<(), Error> {
+    /// record not `stamped` (its line gave no timestamp) gets the current
+    /// time, as Kafka's clients stamp it; one stamped 0 goes without a
+    /// timestamp (-1: librdkafka would stamp a 0 with the current time),
+    /// which Weir reads back as 0.
+    pub fn send(
+        &mut self,
+        partition: u32,
+        record: &Record,
+        stamped: bool,
+        tag: usize,
+    ) -> Result<(), Error> {
         if partition >= self.partitions {
             return Err(Error::NoPartition {
                 topic: self.topic.clone(),
@@ -177,6 +187,7 @@ impl Producer {
             tag,
             partition,
             record: record.clone(),
+            stamped,
         }));
         Ok(())
     }
@@ -192,15 +203,17 @@ impl Producer {
         // librdkafka copies key and value when it takes the record; the
         // pending copy goes along for a second try.
         let record = pending.record.clone();
-        let (tag, partition) = (pending.tag, pending.partition);
+        let (tag, partition, stamped) = (pending.tag, pending.partition, pending.stamped);
         let mut r: BaseRecord<'_, [u8], [u8], Box<Pending>> =
             BaseRecord::with_opaque_to(&self.topic, pending)
                 .partition(partition as i32)
                 .headers(headers);
         r.key = record.key.as_deref();
         r.payload = record.value.as_deref();
-        if record.timestamp != 0 {
-            r = r.timestamp(record.timestamp);
+        match (stamped, record.timestamp) {
+            (false, _) => {}
+            (true, 0) => r = r.timestamp(-1),
+            (true, t) => r = r.timestamp(t),
         }
         loop {
             match self.producer.send(r) {
