@@ -182,23 +182,7 @@ fn a_running_pipeline_takes_records_produced_from_other_processes_exactly_once()
     let owner = d.start(&map_pipeline(d._tmp.path()));
 
     // A follower, started before anything is produced.
-    let mut follow = d
-        .weir()
-        .args(["consume", "out", "--from-beginning", "--follow"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = follow.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(stdout).lines() {
-            let Ok(l) = l else { break };
-            if tx.send(l).is_err() {
-                break;
-            }
-        }
-    });
+    let (mut follow, rx) = d.follow("out");
 
     // Three produces, each a process of its own, while the pipeline runs:
     // each is in the log when it returns, and reaches the output.
@@ -220,11 +204,20 @@ fn a_running_pipeline_takes_records_produced_from_other_processes_exactly_once()
 
     // The follower saw the same records, as they came.
     let mut followed = BTreeSet::new();
+    let mut said = Vec::new();
     let started = Instant::now();
     while followed.len() < 120 {
         let left = Duration::from_secs(20).saturating_sub(started.elapsed());
-        let l = rx.recv_timeout(left).expect("the follower's records");
-        let v: Value = serde_json::from_str(&l).unwrap();
+        let l = rx.recv_timeout(left).unwrap_or_else(|e| {
+            panic!(
+                "the follower's records: {e} after {} of them; it said {said:?}",
+                followed.len()
+            )
+        });
+        let Ok(v) = serde_json::from_str::<Value>(&l) else {
+            said.push(l);
+            continue;
+        };
         followed.insert((
             v["key"].as_str().unwrap().to_string(),
             v["value"].as_str().unwrap().to_string(),
