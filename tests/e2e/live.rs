@@ -260,12 +260,15 @@ fn a_running_pipeline_takes_records_produced_from_other_processes_exactly_once()
     assert_eq!(d.records("out").len(), 120);
 }
 
+/// The (key, value) of records a follower printed.
+type Followed = BTreeSet<(String, String)>;
+
 /// The (key, value) of the first `n` records a follower prints within 20 s;
 /// else how many it printed and the other lines it said.
 fn followed_records(
     rx: &std::sync::mpsc::Receiver<String>,
     n: usize,
-) -> Result<BTreeSet<(String, String)>, (usize, Vec<String>)> {
+) -> Result<Followed, (usize, Vec<String>)> {
     let mut followed = BTreeSet::new();
     let mut said = Vec::new();
     let started = Instant::now();
