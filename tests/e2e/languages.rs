@@ -11,26 +11,12 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::util::{Run, assert_lines, guest, root, run, target_dir, tempdir, weir};
+use crate::util::{Run, assert_lines, guest, lang_guest, root, run, target_dir, tempdir, weir};
 
 const LANGS: [&str; 2] = ["js", "python"];
 
 /// The compiled guest languages, tested beside the interpreted ones above.
 const GO_AND_C: [&str; 2] = ["go", "c"];
-
-/// A guest in another language than Rust, built by `just guests`.
-fn lang_guest(lang: &str, name: &str) -> PathBuf {
-    let path = target_dir()
-        .join("guests")
-        .join(lang)
-        .join(format!("{name}.wasm"));
-    assert!(
-        path.exists(),
-        "guest {} is not built: run `just guests` (or `just test`, which builds them first)",
-        path.display()
-    );
-    path
-}
 
 fn weir_test(module: &Path, input: &Path) -> Run {
     run(weir().arg("test").arg(module).arg("--input").arg(input))

@@ -11,21 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::util::{Run, assert_lines, guest, run, target_dir, tempdir, weir};
-
-/// A guest in another language than Rust, built by `just guests`.
-fn lang_guest(lang: &str, name: &str) -> PathBuf {
-    let path = target_dir()
-        .join("guests")
-        .join(lang)
-        .join(format!("{name}.wasm"));
-    assert!(
-        path.exists(),
-        "guest {} is not built: run `just guests` (or `just test`, which builds them first)",
-        path.display()
-    );
-    path
-}
+use crate::util::{Run, assert_lines, guest, lang_guest, run, tempdir, weir};
 
 const READINGS: &str = r#"{"key": "a", "value": 1, "timestamp": 1000}
 {"key": "a", "value": "x", "timestamp": 1500}

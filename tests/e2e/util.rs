@@ -120,3 +120,17 @@ pub fn feed(cmd: &mut Command, lines: &[String]) -> String {
     assert!(out.status.success(), "{cmd:?}: {err}");
     err
 }
+
+/// A guest in another language than Rust, built by `just guests`.
+pub fn lang_guest(lang: &str, name: &str) -> PathBuf {
+    let path = target_dir()
+        .join("guests")
+        .join(lang)
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "guest {} is not built: run `just guests` (or `just test`, which builds them first)",
+        path.display()
+    );
+    path
+}
