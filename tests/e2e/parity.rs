@@ -400,35 +400,15 @@ fn finals(recs: &[Value]) -> BTreeMap<String, Value> {
         .collect()
 }
 
-/// Variants whose Kafka Streams output Weir does not give, with why (their
-/// goldens stay, to show what Kafka Streams does; docs/design.md, known
-/// limits, has the exact records).
-const NOT_ASSERTED: &[(&str, &str)] = &[
-    (
-        "session/close-cached",
-        "with its record cache on, Kafka Streams still finds a closed session in the cache and merges a later record into it, emitting a second, larger final result for it; Weir emits a closed session once and starts a new one beside it",
-    ),
-    (
-        "random-aggregates/session-close-cached",
-        "as session/close-cached",
-    ),
-];
-
 /// A scenario's directory, its asserted variants with their goldens, and
 /// its input topics.
 type Asserted = (PathBuf, Vec<(String, Vec<Value>)>, Vec<String>);
 
-/// The variants of a scenario that are asserted, with their goldens.
+/// The variants of a scenario (every one is asserted), with their goldens.
 fn asserted(name: &str) -> Asserted {
     let (dir, variants, topics) = scenario(name);
     let mut out = Vec::new();
     for v in variants {
-        if NOT_ASSERTED
-            .iter()
-            .any(|(n, _)| *n == format!("{name}/{v}"))
-        {
-            continue;
-        }
         let want = golden(&dir, &v);
         assert!(
             !want.is_empty(),

@@ -241,20 +241,33 @@ pub(super) fn set_own_time(cx: &mut Ctx<'_>, cfg: &StepConfig, before: i64, now:
 /// Emits and forgets the windows (or sessions) whose close time (the window
 /// end plus `slack`, as kept in the close index) plus grace the aggregate's
 /// stream time `now` has reached (`emit = "close"`).
+///
+/// With `keep_for`, a closed window's accumulator stays in the state for
+/// that much more stream time before it is forgotten: sessions with the
+/// state cache on, which a later record may still merge into (Kafka Streams'
+/// record cache still holds a session its suppression has emitted, and a
+/// record within the gap merges into it and emits the merged session when
+/// it closes in turn). Past its close time + `keep_for`, no record can
+/// merge into it without being late.
 pub(super) fn close_due(
     guest: &mut dyn Guest,
     cfg: &StepConfig,
     cx: &mut Ctx<'_>,
     slack: i64,
     now: i64,
+    keep_for: Option<i64>,
 ) -> anyhow::Result<Vec<Item>> {
     use anyhow::Context;
 
+    // Entries whose time is before `due_at` are due.
+    let due_at = now.saturating_sub(cfg.grace).saturating_add(1);
+    let due = keys::ord_i64(due_at);
+    if keep_for.is_some() {
+        forget_kept(cfg, cx, &due)?;
+    }
     let prefix = keys::step(cx.pipeline, b'c', &cfg.name, cx.partition);
     let mut end = prefix.clone();
-    end.extend_from_slice(&keys::ord_i64(
-        now.saturating_sub(cfg.grace).saturating_add(1),
-    ));
+    end.extend_from_slice(&due);
     let closing = cx.range(&prefix, &end, usize::MAX)?;
     let mut items = Vec::new();
     for (k, index) in &closing {
@@ -266,6 +279,17 @@ pub(super) fn close_due(
             let (wend, ts, acc) =
                 keys::agg_value_ts(&v).context("a stored accumulator is corrupt")?;
             let wend = if slack == 0 { close } else { wend };
+            // Kept until the stream time is past close + keep_for (unless
+            // it already is).
+            let keep_until = keep_for
+                .map(|more| close.saturating_add(more).saturating_add(1))
+                .filter(|at| *at >= due_at);
+            if let Some(at) = keep_until {
+                let purge = keys::agg_purge(cx.pipeline, &cfg.name, cx.partition, at, &key, start);
+                cx.txn.put(purge, wend.to_be_bytes().to_vec());
+            } else {
+                cx.txn.delete(agg);
+            }
             // As Kafka Streams' suppression emits the last update it
             // buffered: stamped with the largest timestamp of the window's
             // records (a session's: its end).
@@ -281,10 +305,38 @@ pub(super) fn close_due(
                     .context("a window index entry's headers are corrupt")?,
             });
         }
-        cx.txn.delete(agg);
     }
     for (k, _) in closing {
         cx.txn.delete(k);
     }
     present(guest, cfg, cx, items)
+}
+
+/// Forgets the closed windows kept for merging whose time has come (purge
+/// index entries before `due`), unless a record merged into one since (its
+/// end moved: the merged window has an entry of its own).
+fn forget_kept(cfg: &StepConfig, cx: &mut Ctx<'_>, due: &[u8]) -> anyhow::Result<()> {
+    use anyhow::Context;
+
+    let prefix = keys::step(cx.pipeline, b'q', &cfg.name, cx.partition);
+    let mut end = prefix.clone();
+    end.extend_from_slice(due);
+    for (k, v) in cx.range(&prefix, &end, usize::MAX)? {
+        let (_, key, start) =
+            keys::take_close(&k[prefix.len()..]).context("a purge index key is corrupt")?;
+        let kept_end = v
+            .get(..8)
+            .and_then(|b| b.try_into().ok())
+            .map(i64::from_be_bytes)
+            .context("a purge index entry is corrupt")?;
+        let agg = keys::agg(cx.pipeline, &cfg.name, cx.partition, key, start);
+        if let Some(stored) = cx.get(&agg)? {
+            let (e, _) = keys::agg_value(&stored).context("a stored accumulator is corrupt")?;
+            if e == kept_end {
+                cx.txn.delete(agg);
+            }
+        }
+        cx.txn.delete(k);
+    }
+    Ok(())
 }

@@ -435,7 +435,7 @@ impl Operator for Aggregate {
             }
         }
         if self.cfg.emit == Emit::Close && self.cfg.window.is_some() {
-            out.extend(close_due(self.guest.as_mut(), &self.cfg, cx, 0, now)?);
+            out.extend(close_due(self.guest.as_mut(), &self.cfg, cx, 0, now, None)?);
         }
         Ok(out)
     }

@@ -324,6 +324,7 @@ impl Operator for Session {
                     cx,
                     self.gap,
                     now,
+                    self.defer.then_some(self.gap),
                 )?);
             }
         }

@@ -236,3 +236,53 @@ fn with_the_cache_a_record_next_to_a_closed_session_merges_into_it() {
     );
     assert_eq!(h.late, 0);
 }
+
+/// With `emit = "close"` and the cache on, Kafka Streams' record cache still
+/// holds a session its suppression has emitted, and a record within the gap
+/// merges into it; the merged session is emitted when it closes in turn
+/// (tests/parity/session/close-cached). Weir keeps a closed session until
+/// no record can merge into it without being late (its end + 2 × gap +
+/// grace), then forgets it. gap 5 s, grace 2 s.
+#[test]
+fn with_the_cache_a_closed_session_is_kept_for_merging_then_forgotten() {
+    use crate::backend::StateRead;
+    use crate::pipeline::keys;
+
+    let window = "window = { type = \"session\", gap = \"5s\", grace = \"2s\" }";
+    let cfg = step(&format!("{COUNT}\n{window}\nemit = \"close\""));
+    let mut h = Harness::new(cfg, counter());
+    h.op.defer_updates(true);
+    let stored = |h: &Harness, key: &str, start: i64| {
+        h.backend
+            .get(&keys::agg("p", "count", 0, key.as_bytes(), start))
+            .unwrap()
+            .is_some()
+    };
+    let mut feed = |h: &mut Harness, key: &str, ts: i64| {
+        let mut out = h.run_batch(&stream(&[rec(key, "x", ts)])).unwrap();
+        out.extend(h.commit_held().unwrap());
+        out.iter().map(show).collect::<Vec<_>>()
+    };
+    assert!(feed(&mut h, "d", 70_000).is_empty());
+    // d[70 s, 70 s] closes at 77 s; it is kept.
+    assert_eq!(feed(&mut h, "e", 77_000), ["d[70000,70000]=1@70000"]);
+    assert!(stored(&h, "d", 70_000));
+    // d@74 s merges into it (74 s is not before 77 s - gap - grace).
+    assert!(feed(&mut h, "d", 74_000).is_empty());
+    // d[70 s, 74 s] closes at 81 s.
+    assert_eq!(feed(&mut h, "x", 81_000), ["d[70000,74000]=2@74000"]);
+    // Kept while a record could still merge: until 74 s + 10 s + 2 s
+    // (e[77 s, 77 s] closes at 84 s meanwhile).
+    assert_eq!(feed(&mut h, "x", 86_000), ["e[77000,77000]=1@77000"]);
+    assert!(stored(&h, "d", 70_000));
+    // Past 86 s, d's session is forgotten; e's is kept until 89 s.
+    assert!(feed(&mut h, "x", 86_001).is_empty());
+    assert!(!stored(&h, "d", 70_000));
+    assert!(stored(&h, "e", 77_000));
+    assert_eq!(h.late, 0);
+    // At 100 s, e's is forgotten, and x[81 s, 86.001 s] closes when it is
+    // already past its own time (86.001 s + 10 s + 2 s): forgotten at once.
+    assert_eq!(feed(&mut h, "y", 100_000), ["x[81000,86001]=3@86001"]);
+    assert!(!stored(&h, "e", 77_000));
+    assert!(!stored(&h, "x", 81_000));
+}

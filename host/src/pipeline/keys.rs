@@ -101,6 +101,25 @@ pub fn agg_close(
     k
 }
 
+/// The purge index entry of a closed session kept for merging (see
+/// `accumulate::close_due`): when to forget it (`at`), then its key and
+/// start as in [`agg_close`]; its value is the session's end.
+pub fn agg_purge(
+    pipe: &str,
+    step_name: &str,
+    partition: u32,
+    at: i64,
+    key: &[u8],
+    start: i64,
+) -> Vec<u8> {
+    let mut k = step(pipe, b'q', step_name, partition);
+    k.extend_from_slice(&ord_i64(at));
+    k.extend_from_slice(key);
+    k.extend_from_slice(&start.to_be_bytes());
+    k.extend_from_slice(&(key.len() as u32).to_be_bytes());
+    k
+}
+
 /// Reads a close index entry after its prefix: close time, key, start.
 pub fn take_close(b: &[u8]) -> Option<(i64, &[u8], i64)> {
     let (close, rest) = take_i64(b)?;
@@ -232,7 +251,7 @@ pub fn changelog(key: &[u8]) -> Option<(String, u32)> {
             let p = u32_at(rest.get(4..)?)?;
             Some((format!("segment-{seg}"), p))
         }
-        b'a' | b'c' | b'e' | b'j' | b'w' | b'x' | b'f' => {
+        b'a' | b'c' | b'q' | b'e' | b'j' | b'w' | b'x' | b'f' => {
             let (step, at) = name(rest)?;
             Some((step, u32_at(rest.get(at..)?)?))
         }
