@@ -258,7 +258,7 @@ fn with_the_cache_a_closed_session_is_kept_for_merging_then_forgotten() {
             .unwrap()
             .is_some()
     };
-    let mut feed = |h: &mut Harness, key: &str, ts: i64| {
+    let feed = |h: &mut Harness, key: &str, ts: i64| {
         let mut out = h.run_batch(&stream(&[rec(key, "x", ts)])).unwrap();
         out.extend(h.commit_held().unwrap());
         out.iter().map(show).collect::<Vec<_>>()
