@@ -8,6 +8,9 @@ mod util;
 
 mod commits;
 mod daemon;
+mod daemon_admin;
+mod daemon_shadow;
+mod daemon_upgrade;
 mod engine;
 mod first_hour;
 mod foundation;

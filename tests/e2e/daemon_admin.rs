@@ -1,0 +1,332 @@
+//! The daemon: its token, refused uploads and registry paths, a failed run,
+//! and a restart after SIGKILL; the harness is in daemon.rs.
+
+use serde_json::Value;
+
+use crate::daemon::{Daemon, map_pipeline, step_u64, tally_pipeline, until};
+use crate::util::{assert_lines, guest, run, tempdir, weir};
+
+#[test]
+fn requests_without_a_token_or_with_a_wrong_one_get_401_and_change_nothing() {
+    let d = Daemon::start(&["--max-body-mb", "1"]);
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(d.data.join("weir.token"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "the token file is the user's only");
+    let wasm = std::fs::read(guest("uppercase")).unwrap();
+    for token in [None, Some("not-the-token-at-all")] {
+        let (code, body) = d.http("POST", "/modules?name=case", token, &wasm);
+        assert_eq!(code, 401, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            v["error"],
+            "a valid bearer token is needed (Authorization: Bearer TOKEN): the daemon's token is in DATA/weir.token, or WEIR_TOKEN"
+        );
+        let (code, _) = d.http("GET", "/modules", token, b"");
+        assert_eq!(code, 401);
+    }
+    let r = run(d.weir().env("WEIR_TOKEN", "not-the-token-at-all").args([
+        "module",
+        "push",
+        guest("uppercase").to_str().unwrap(),
+        "--name",
+        "case",
+    ]));
+    assert!(!r.status.success());
+    assert!(r.stderr.contains("refused the token (401)"), "{}", r.stderr);
+    assert_eq!(d.ok(&["module", "list"]), "", "nothing was stored");
+
+    // Oversized and malformed requests: a 4xx with a JSON error.
+    let big = vec![0u8; (1 << 20) + 10];
+    let (code, body) = d.http("POST", "/modules?name=big", d.token().as_deref(), &big);
+    assert_eq!(code, 413, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        v["error"],
+        "the request body (1048586 bytes) is larger than the limit (1048576 bytes); start the daemon with a larger --max-body-mb"
+    );
+    let (code, body) = d.http("POST", "/pipelines", d.token().as_deref(), b"{not json");
+    assert_eq!(code, 400, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("the request body is not valid JSON: "),
+        "{v}"
+    );
+    let (code, body) = d.http("GET", "/nothing/here", d.token().as_deref(), b"");
+    assert_eq!(code, 404, "{body}");
+    assert_eq!(d.ok(&["module", "list"]), "");
+}
+
+#[test]
+fn a_garbage_upload_is_refused_with_the_reason_and_the_registry_is_unchanged() {
+    let d = Daemon::start(&[]);
+    assert_eq!(d.push(&guest("uppercase"), "case"), "case@1");
+    let before = d.ok(&["module", "list"]);
+    let modules = d.data.join("weir-daemon/modules");
+    let files = || {
+        let mut v: Vec<String> = std::fs::read_dir(&modules)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let stored = files();
+    assert_eq!(stored.len(), 2, "{stored:?}");
+
+    let garbage = d.tmp.path().join("garbage.wasm");
+    std::fs::write(&garbage, b"this is not wasm").unwrap();
+    let err = d.fails(&[
+        "module",
+        "push",
+        garbage.to_str().unwrap(),
+        "--name",
+        "case",
+    ]);
+    assert_lines(
+        "garbage",
+        &err,
+        &format!(
+            "error: {} was refused: case@2: not a WebAssembly component: it does not start with the bytes \\0asm (it starts with \"this is \")",
+            garbage.display()
+        ),
+    );
+    // A component of no world: refused with the missing export named.
+    let err = d.fails(&[
+        "module",
+        "push",
+        guest("half-mapper").to_str().unwrap(),
+        "--name",
+        "case",
+    ]);
+    assert!(err.contains("process"), "{err}");
+    assert_eq!(d.ok(&["module", "list"]), before);
+    assert_eq!(files(), stored, "nothing stored");
+    // The next good upload takes the next version.
+    assert_eq!(d.push(&guest("lowercase"), "case"), "case@2");
+    assert_lines(
+        "show",
+        &d.ok(&["module", "show", "case"])
+            .lines()
+            .map(|l| l.split("  ").next().unwrap().to_string() + "\n")
+            .collect::<String>(),
+        "case@1\ncase@2",
+    );
+    let err = d.fails(&["module", "show", "nope"]);
+    assert_lines(
+        "show",
+        &err,
+        "error: no module named nope in the registry (`weir module list` shows them; `weir module push FILE.wasm --name nope` adds one)",
+    );
+}
+
+#[test]
+fn the_daemon_killed_with_sigkill_resumes_every_pipeline_at_its_last_versions() {
+    let mut d = Daemon::start(&["--swap-wait-ms", "30000"]);
+    assert_eq!(d.push(&guest("uppercase"), "case"), "case@1");
+    assert_eq!(d.push(&guest("lowercase"), "case"), "case@2");
+    assert_eq!(d.push(&guest("count"), "tally"), "tally@1");
+    assert_eq!(d.push(&guest("faulty"), "logger"), "logger@1");
+    d.ok(&["topic", "create", "in", "--partitions", "2"]);
+    d.ok(&[
+        "deploy",
+        &d.file("live.toml", &map_pipeline("live", "case@1")),
+    ]);
+    d.ok(&["deploy", &d.file("tally.toml", &tally_pipeline("tally@1"))]);
+    let logged = "name = \"logged\"\ninput = \"in\"\noutput = \"logged-out\"\n\n[[steps]]\nname = \"echo\"\nkind = \"map\"\nmodule = \"logger@1\"\n";
+    d.ok(&["deploy", &d.file("logged.toml", logged)]);
+    d.ok(&["pipeline", "stop", "logged"]);
+    d.produce("in", &["{\"key\":\"a\",\"value\":\"Hello\"}".to_string()]);
+    until("the first output", || d.records("out").len() == 1);
+    // Swapped while records flow: its first batch confirms it.
+    // Keys on both partitions: each task's first batch confirms it.
+    let lines: Vec<String> = (0..20)
+        .map(|i| format!("{{\"key\":\"m{i}\",\"value\":\"Mid-{i}\"}}"))
+        .collect();
+    let out = std::thread::scope(|s| {
+        let swap = s.spawn(|| d.ok(&["swap", "live", "case", "case@2"]));
+        let mut n = 0;
+        while !swap.is_finished() {
+            d.produce("in", &lines);
+            n += 1;
+            assert!(n < 1000, "the swap never confirmed");
+        }
+        swap.join().unwrap()
+    });
+    assert!(
+        out.starts_with("step case of live: case@1 -> case@2 (its first batch committed"),
+        "{out}"
+    );
+    until("the tally caught up", || {
+        step_u64(&d.status("tally"), 0, "lag") == 0
+    });
+    let count_of = |d: &Daemon, key: &str| {
+        d.records("tallies")
+            .into_iter()
+            .rfind(|r| r.1 == key)
+            .and_then(|r| r.2.as_u64())
+    };
+    assert_eq!(count_of(&d, "a"), Some(1));
+
+    d.kill9();
+    d.spawn();
+    assert_lines(
+        "after the restart",
+        &d.ok(&["pipeline", "list"]),
+        "live  running  case=case@2\nlogged  stopped  echo=logger@1\ntally  running  count=tally@1",
+    );
+    d.produce("in", &["{\"key\":\"a\",\"value\":\"After\"}".to_string()]);
+    until("the output after the restart", || {
+        d.records("out").iter().any(|r| r.2 == "after")
+    });
+    until("the tally after the restart", || {
+        count_of(&d, "a") == Some(2)
+    });
+    // Guest log lines of a pipeline started again.
+    d.ok(&["pipeline", "start", "logged"]);
+    d.produce("in", &["{\"key\":\"b\",\"value\":\"log\"}".to_string()]);
+    until("the guest's log line", || {
+        d.ok(&["logs", "logged", "--step", "echo"])
+            .contains("hello from offset")
+    });
+    let logs = d.ok(&["logs", "logged"]);
+    assert!(
+        logs.lines()
+            .all(|l| l.starts_with("INFO echo logger@1: hello from offset ")),
+        "{logs}"
+    );
+    assert_eq!(d.ok(&["logs", "live"]), "", "live's guest logs nothing");
+    // The lines are kept in the data directory: a daemon killed and
+    // started again still shows them.
+    d.kill9();
+    d.spawn();
+    assert_eq!(
+        d.ok(&["logs", "logged"]),
+        logs,
+        "the guest's lines after a restart"
+    );
+    // Delete refuses a version in use, and a pipeline can be deleted.
+    let err = d.fails(&["module", "delete", "case@2"]);
+    assert!(
+        err.contains("case@2 is in use by step case of pipeline live"),
+        "{err}"
+    );
+    assert_lines(
+        "delete",
+        &d.ok(&["pipeline", "delete", "logged"]),
+        "deleted logged",
+    );
+    assert_lines(
+        "list",
+        &d.ok(&["pipeline", "list"]),
+        "live  running  case=case@2\ntally  running  count=tally@1",
+    );
+}
+
+#[test]
+fn a_registry_module_outside_the_daemon_is_refused_with_a_hint() {
+    let tmp = tempdir();
+    let file = tmp.path().join("live.toml");
+    std::fs::write(&file, map_pipeline("live", "case@1")).unwrap();
+    let r = run(weir()
+        .args(["run", "--data"])
+        .arg(tmp.path().join("data"))
+        .arg(&file));
+    assert!(!r.status.success());
+    assert_lines(
+        "run",
+        &r.stderr,
+        &format!(
+            "error: {}:8: step case: `module` = \"case@1\" names a module of the daemon's registry: deploy the pipeline to `weir serve` with `weir deploy` (or give the .wasm file's path)",
+            file.display()
+        ),
+    );
+}
+
+/// A run that fails (its module's init never returns) shows as failed with
+/// the reason, naming the module by its registry name; it is reset as it
+/// is, with no stop first, and is then stopped.
+#[test]
+fn a_failed_run_says_why_and_is_reset_without_a_stop() {
+    let d = Daemon::start(&["--deadline-ms", "300"]);
+    assert_eq!(d.push(&guest("hostile"), "hostile"), "hostile@1");
+    d.ok(&["topic", "create", "in"]);
+    let file = d.file(
+        "h.toml",
+        "name = \"h\"\ninput = \"in\"\noutput = \"out\"\n\n[[steps]]\nname = \"attack\"\nkind = \"map\"\nmodule = \"hostile@latest\"\nconfig = { init = \"sleep-loop\" }\n",
+    );
+    d.ok(&["deploy", &file]);
+    d.produce("in", &["{\"value\":\"a\"}".to_string()]);
+    until("the run to fail", || {
+        d.ok(&["pipeline", "list"]).starts_with("h  failed")
+    });
+    assert_lines(
+        "status",
+        &d.ok(&["pipeline", "status", "h"]),
+        r#"
+        pipeline h: failed (application id h)
+          error: task 0-0: step attack of pipeline h: hostile@1: cannot start an instance: init deadline exceeded: the call ran longer than 300 ms
+          input in, outputs out
+          step attack: module hostile@1, in 0, out 0, dead letters 0, lag 1, state 0 entries (0 bytes), swaps 0 (last: none, pause 0 us)
+        "#,
+    );
+    assert_lines(
+        "reset",
+        &d.ok(&["pipeline", "reset", "h"]),
+        "reset h: forgot 0 entries of positions and state; `weir pipeline start h` reprocesses its inputs from the start",
+    );
+    assert_lines(
+        "list",
+        &d.ok(&["pipeline", "list"]),
+        "h  stopped  attack=hostile@1",
+    );
+}
+
+#[test]
+fn a_token_given_by_weir_token_is_the_one_the_daemon_takes() {
+    let d = Daemon::start_with(&[], Some("a-token-from-the-environment"));
+    assert!(d.token_file().is_none(), "no token file is made");
+    let r = run(d.weir().args(["module", "list"]));
+    assert!(!r.status.success());
+    assert_lines(
+        "no token",
+        &r.stderr,
+        &format!(
+            "error: no token: give --token or WEIR_TOKEN, or run on the daemon's data directory (cannot read {}): No such file or directory (os error 2)",
+            d.data.join("weir.token").display()
+        ),
+    );
+    let r = run(d
+        .weir()
+        .env("WEIR_TOKEN", "a-token-from-the-environment")
+        .args([
+            "module",
+            "push",
+            guest("uppercase").to_str().unwrap(),
+            "--name",
+            "case",
+        ]));
+    assert!(r.status.success(), "{}", r.stderr);
+    assert_eq!(r.stdout, "case@1\n");
+    // --server instead of the address file.
+    let addr = std::fs::read_to_string(d.data.join("weir.addr")).unwrap();
+    let r = run(d
+        .weir()
+        .env("WEIR_DATA", d.tmp.path().join("elsewhere"))
+        .args([
+            "module",
+            "show",
+            "case",
+            "--server",
+            addr.trim(),
+            "--token",
+            "a-token-from-the-environment",
+        ]));
+    assert!(r.status.success(), "{}", r.stderr);
+    assert!(r.stdout.starts_with("case@1  mapper  "), "{}", r.stdout);
+}
