@@ -22,4 +22,5 @@ mod live;
 mod outside_guests;
 mod parity;
 mod pipelines;
+mod pipelines_stateful;
 mod testdriver;
