@@ -15,6 +15,7 @@ mod engine;
 mod first_hour;
 mod foundation;
 mod hardening;
+mod hardening_limits;
 mod kafka;
 mod kafka_pipelines;
 mod languages;
