@@ -19,6 +19,7 @@ mod hardening_limits;
 mod kafka;
 mod kafka_pipelines;
 mod languages;
+mod languages_stateful;
 mod live;
 mod outside_guests;
 mod parity;
