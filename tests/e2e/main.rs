@@ -13,6 +13,7 @@ mod daemon_shadow;
 mod daemon_upgrade;
 mod engine;
 mod first_hour;
+mod first_hour_runs;
 mod foundation;
 mod hardening;
 mod hardening_limits;
