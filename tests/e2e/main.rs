@@ -27,3 +27,4 @@ mod parity;
 mod pipelines;
 mod pipelines_stateful;
 mod testdriver;
+mod testdriver_expect;
