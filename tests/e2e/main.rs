@@ -18,6 +18,7 @@ mod foundation;
 mod hardening;
 mod hardening_limits;
 mod kafka;
+mod kafka_faults;
 mod kafka_pipelines;
 mod languages;
 mod languages_stateful;
