@@ -247,12 +247,13 @@ fn a_running_pipeline_takes_records_produced_from_other_processes_exactly_once()
 /// The (key, value) of records a follower printed.
 type Followed = BTreeSet<(String, String)>;
 
+/// A follower that stopped short: how many records it printed, and the
+/// other lines it said.
+type Stalled = (usize, Vec<String>);
+
 /// The (key, value) of the first `n` records a follower prints within 20 s;
 /// else how many it printed and the other lines it said.
-fn followed_records(
-    rx: &std::sync::mpsc::Receiver<String>,
-    n: usize,
-) -> Result<Followed, (usize, Vec<String>)> {
+fn followed_records(rx: &std::sync::mpsc::Receiver<String>, n: usize) -> Result<Followed, Stalled> {
     let (records, _) = followed_lines(rx, n)?;
     Ok(records
         .iter()
@@ -271,7 +272,7 @@ fn followed_records(
 fn followed_lines(
     rx: &std::sync::mpsc::Receiver<String>,
     n: usize,
-) -> Result<(Vec<Value>, Vec<String>), (usize, Vec<String>)> {
+) -> Result<(Vec<Value>, Vec<String>), Stalled> {
     let mut records = Vec::new();
     let mut said = Vec::new();
     let started = Instant::now();
@@ -346,7 +347,7 @@ fn followers_started_while_small_produces_land_print_every_record_once_in_offset
             panic!("follower {i} stalled after {n} of 120 records; it said {said:?}")
         });
         // Ctrl-C: it ends, and nothing more comes (no record twice).
-        let mut follow = Owner { child: follow };
+        let follow = Owner { child: follow };
         follow.interrupt();
         let mut more = Vec::new();
         while let Ok(l) = rx.recv_timeout(Duration::from_secs(20)) {
