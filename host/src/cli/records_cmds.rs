@@ -350,7 +350,12 @@ pub(super) fn consume_log(
     let mut next = Vec::new();
     for p in &parts {
         next.push(if from_beginning {
-            log.start_offset(&topic, *p)?
+            // The first record kept; on an empty partition offset 0, not
+            // its end: a commit landing between "no record" and reading the
+            // end would move the end past its records, which were then
+            // never printed (a read seeks to the first record at or after
+            // the offset it is given, so 0 is right after retention too).
+            log.first_offset(&topic, *p)?.unwrap_or(0)
         } else {
             log.end_offset(&topic, *p)?
         });
@@ -394,6 +399,111 @@ pub(super) fn consume_log(
         } else {
             log.wait_for_data(version, Duration::from_secs(1));
             idle_now_and_then(out, &mut said)?;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Barrier, mpsc};
+
+    use weir::log::TopicConfig;
+    use weir::record::Record;
+
+    use super::*;
+
+    /// What a command printed.
+    #[derive(Default)]
+    struct Lines(Vec<String>);
+
+    impl Out for Lines {
+        fn out(&mut self, line: &str) -> std::io::Result<()> {
+            self.0.push(line.to_string());
+            Ok(())
+        }
+
+        fn err(&mut self, line: &str) -> std::io::Result<()> {
+            self.0.push(format!("stderr: {line}"));
+            Ok(())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A follower from the beginning that starts on an empty partition
+    /// while a commit lands there prints that commit's records. (It used to
+    /// start at the partition's end when it found no record and then read
+    /// the end after the commit had moved it: it skipped the commit, then
+    /// waited for records that had already come — the follower of a
+    /// running pipeline that printed 101 of 120 records and stalled.) The
+    /// race is narrow, so it is run many times, a commit and a follower
+    /// released together each time.
+    #[test]
+    fn a_follower_from_the_beginning_prints_a_commit_that_lands_as_it_starts() {
+        const RECORDS: usize = 19;
+        let tmp = tempfile::tempdir().unwrap();
+        let log = Log::open(tmp.path()).unwrap();
+        for round in 0..400 {
+            let name = format!("t{round}");
+            let topic = log.create_topic(&name, TopicConfig::partitions(1)).unwrap();
+            let both = Arc::new(Barrier::new(2));
+            let writer = {
+                let (log, both) = (log.clone(), both.clone());
+                std::thread::spawn(move || {
+                    let mut commit = Commit::default();
+                    for i in 0..RECORDS {
+                        let record = Record {
+                            key: Some(format!("k{i}").into_bytes()),
+                            value: Some(format!("v{i}").into_bytes()),
+                            ..Record::default()
+                        };
+                        commit.append(&topic, 0, &record);
+                    }
+                    both.wait();
+                    log.commit(commit).unwrap();
+                })
+            };
+            let stop = Arc::new(AtomicBool::new(false));
+            let (tx, rx) = mpsc::channel();
+            let follower = {
+                let (log, stop, name) = (log.clone(), stop.clone(), name.clone());
+                std::thread::spawn(move || {
+                    let mut lines = Lines::default();
+                    both.wait();
+                    let code = consume_log(
+                        &log,
+                        &name,
+                        true,
+                        None,
+                        Some(RECORDS),
+                        true,
+                        &mut lines,
+                        &stop,
+                    );
+                    let _ = tx.send(());
+                    (code.unwrap(), lines.0)
+                })
+            };
+            // A follower that skipped the commit waits for ever: stop it.
+            let _ = rx.recv_timeout(Duration::from_secs(10));
+            stop.store(true, Ordering::SeqCst);
+            writer.join().unwrap();
+            let (code, lines) = follower.join().unwrap();
+            let offsets: Vec<i64> = lines
+                .iter()
+                .map(|l| {
+                    let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                    v["offset"].as_i64().unwrap()
+                })
+                .collect();
+            assert_eq!(
+                offsets,
+                (0..RECORDS as i64).collect::<Vec<_>>(),
+                "round {round}: the offsets the follower printed"
+            );
+            assert_eq!(code, 0);
         }
     }
 }
