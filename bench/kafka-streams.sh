@@ -24,6 +24,10 @@
 #
 #   bash bench/kafka-streams.sh --keyspace [LINES] [REPEATS]   (default 250000 2)
 #
+# WEIR_KEYSPACE_RESULTS=FILE appends each run's figures to FILE (a line:
+# engine guarantee words run lines/s outputs) and makes the table of every
+# run in it, so that runs of several invocations (with the same LINES) add up.
+#
 # It starts a broker with tests/kafka/broker.sh, or uses WEIR_BROKERS.
 # The program and its jars are built with Maven into
 # ${WEIR_TOOLS:-~/.cache/weir}/kafka-streams-bench/<hash of its sources>.
@@ -134,16 +138,17 @@ weir_run() { # workload guarantee input n records|lines
 }
 
 if [ -n "$keyspace" ]; then
-    # One line per run in $work/results: engine guarantee words repeat lines/s outputs.
-    results="$work/results"
-    : >"$results"
+    # One line per run: engine guarantee words run lines/s outputs, the run
+    # named INVOCATION.REPEAT.
+    results="${WEIR_KEYSPACE_RESULTS:-$work/results}"
+    touch "$results"
     keyspace_streams() { # guarantee words repeat
         local guarantee="$1" d="$2" r="$3" commit_ms=100 streams_guarantee=exactly_once_v2 line
         if [ "$guarantee" = at-least-once ]; then commit_ms=30000 streams_guarantee=at_least_once; fi
         line="$(java_run run "$brokers" keyspace "$streams_guarantee" "bench-words-$d-$suffix" "$n_lines" "$commit_ms")"
         echo "$d words, repeat $r: $line"
         # "... = R lines/s (...), O outputs, peak RSS M MB"
-        echo "kafka-streams $guarantee $d $r $(echo "$line" | sed -E 's/.* = ([0-9]+) lines\/s .*, ([0-9]+) outputs, .*/\1 \2/')" >>"$results"
+        echo "kafka-streams $guarantee $d $suffix.$r $(echo "$line" | sed -E 's/.* = ([0-9]+) lines\/s .*, ([0-9]+) outputs, .*/\1 \2/')" >>"$results"
     }
     keyspace_weir() { # guarantee words repeat
         local guarantee="$1" d="$2" r="$3" name out stats secs outputs
@@ -159,7 +164,7 @@ if [ -n "$keyspace" ]; then
         secs="$(echo "$stats" | sed -E 's/.* records in ([0-9.]+) s from the first.*/\1/')"
         outputs="$(echo "$out" | grep " out, " | sed -E 's/.* records? in, ([0-9]+) out, .*/\1/')"
         echo "$d words, repeat $r: weir $guarantee: $n_lines lines in $secs s = $(awk -v n="$n_lines" -v s="$secs" 'BEGIN { printf "%.0f", n / s }') lines/s, $outputs outputs ($stats)"
-        echo "weir-kafka $guarantee $d $r $(awk -v n="$n_lines" -v s="$secs" 'BEGIN { printf "%.0f", n / s }') $outputs" >>"$results"
+        echo "weir-kafka $guarantee $d $suffix.$r $(awk -v n="$n_lines" -v s="$secs" 'BEGIN { printf "%.0f", n / s }') $outputs" >>"$results"
     }
     keyspace_embedded() { # guarantee words repeat
         local guarantee="$1" d="$2" r="$3" line interval=()
@@ -168,7 +173,7 @@ if [ -n "$keyspace" ]; then
         line="$("$target/release/weir" bench --module "$WEIR_MODULE_PATH/uppercase.wasm" --one wordcount \
             --records "$((n_lines * 4))" --words "$d" "${interval[@]}" | grep '^RESULT ')"
         echo "$d words, repeat $r: weir embedded log $guarantee: $line"
-        echo "weir-embedded $guarantee $d $r $(echo "$line" | awk '{ printf "%.0f %d", $2 / $4, $6 }')" >>"$results"
+        echo "weir-embedded $guarantee $d $suffix.$r $(echo "$line" | awk '{ printf "%.0f %d", $2 / $4, $6 }')" >>"$results"
     }
     for r in $(seq 1 "$repeats"); do
         for guarantee in exactly-once at-least-once; do
@@ -182,14 +187,17 @@ if [ -n "$keyspace" ]; then
         done
     done
     echo
-    echo "word count over a growing key space: $n_lines lines of 8 words from D distinct words, 2 partitions, $repeats runs a point (min - max);"
+    echo "word count over a growing key space: $n_lines lines of 8 words from D distinct words, 2 partitions; lines/s: min - max of the runs;"
     echo "ratio: lines/s over the same engine's 100-word lines/s in the same repeat"
     echo "(the embedded log has no guarantee to choose: at-least-once there is the 30 s commit interval alone)"
     echo
-    echo "| engine | guarantee | distinct words | lines/s | outputs emitted | ratio to 100 words |"
-    echo "|---|---|---|---|---|---|"
+    echo "| engine | guarantee | distinct words | runs | lines/s | outputs emitted | ratio to 100 words |"
+    echo "|---|---|---|---|---|---|---|"
     awk '
-        { key = $1 " " $2 " " $3; rate[key, $4] = $5; outs[key, $4] = $6; seen[key] = 1; if ($4 > reps) reps = $4 }
+        {
+            key = $1 " " $2 " " $3; rate[key, $4] = $5; outs[key, $4] = $6; seen[key] = 1
+            if (!($4 in known)) { known[$4] = 1; runs[++nruns] = $4 }
+        }
         END {
             n = split("kafka-streams weir-kafka weir-embedded", engines, " ")
             split("exactly-once at-least-once", gs, " ")
@@ -199,8 +207,11 @@ if [ -n "$keyspace" ]; then
                 base = engines[e] " " gs[g] " 100"
                 if (!(key in seen)) continue
                 lo = hi = omin = omax = qmin = qmax = ""
-                for (r = 1; r <= reps; r++) {
+                count = 0
+                for (k = 1; k <= nruns; k++) {
+                    r = runs[k]
                     if (!((key, r) in rate)) continue
+                    count++
                     x = rate[key, r]; o = outs[key, r]
                     if (lo == "" || x < lo) lo = x
                     if (hi == "" || x > hi) hi = x
@@ -212,7 +223,7 @@ if [ -n "$keyspace" ]; then
                         if (qmax == "" || q > qmax) qmax = q
                     }
                 }
-                printf "| %s | %s | %d | %d - %d | %s | %.2f - %.2f |\n", engines[e], gs[g], ds[i], lo, hi,
+                printf "| %s | %s | %d | %d | %d - %d | %s | %.2f - %.2f |\n", engines[e], gs[g], ds[i], count, lo, hi,
                     (omin == omax ? omin : omin " - " omax), qmin, qmax
             }
         }' "$results"
