@@ -67,6 +67,12 @@ bench: build guests
     {{weir}} bench --module {{wasm}}/uppercase.wasm
     {{weir}} bench --pipelines --module {{wasm}}/uppercase.wasm
 
+# Word count over 100, 100,000 and 1,000,000 distinct words: Kafka Streams
+# and Weir on one local broker, both guarantees (issue 14); optional
+# arguments: LINES REPEATS (default 250000 2).
+bench-keyspace *args:
+    bash bench/kafka-streams.sh --keyspace {{args}}
+
 # Fetches Kafka 4.4 from Maven Central the first time (cached under
 # ~/.cache/weir/kafka); point weir at the printed address with --brokers
 # ADDRESS or WEIR_BROKERS=ADDRESS.
