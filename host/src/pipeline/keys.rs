@@ -283,8 +283,18 @@ mod tests {
             Some(("count".to_string(), 3))
         );
         assert_eq!(
+            changelog(&agg_purge("wc", "count", 3, 10, b"w", 0)),
+            Some(("count".to_string(), 3))
+        );
+        assert_eq!(
             changelog(&step_time("wc", "count", 3)),
             Some(("count".to_string(), 3))
+        );
+        // A purge index entry reads as a close index entry does.
+        let k = agg_purge("wc", "count", 3, 20_001, b"word", 5_000);
+        assert_eq!(
+            take_close(&k[step("wc", b'q', "count", 3).len()..]),
+            Some((20_001, &b"word"[..], 5_000))
         );
         let prefix = step("wc", b'c', "count", 3);
         let k = agg_close("wc", "count", 3, 10_000, b"word", 5_000);
