@@ -93,12 +93,7 @@ pub fn agg_close(
     key: &[u8],
     start: i64,
 ) -> Vec<u8> {
-    let mut k = step(pipe, b'c', step_name, partition);
-    k.extend_from_slice(&ord_i64(end));
-    k.extend_from_slice(key);
-    k.extend_from_slice(&start.to_be_bytes());
-    k.extend_from_slice(&(key.len() as u32).to_be_bytes());
-    k
+    window_index(step(pipe, b'c', step_name, partition), end, key, start)
 }
 
 /// The purge index entry of a closed session kept for merging (see
@@ -112,7 +107,12 @@ pub fn agg_purge(
     key: &[u8],
     start: i64,
 ) -> Vec<u8> {
-    let mut k = step(pipe, b'q', step_name, partition);
+    window_index(step(pipe, b'q', step_name, partition), at, key, start)
+}
+
+/// An index entry after `prefix`: a time, a window's key and start, the
+/// key's length (read back by [`take_close`]).
+fn window_index(mut k: Vec<u8>, at: i64, key: &[u8], start: i64) -> Vec<u8> {
     k.extend_from_slice(&ord_i64(at));
     k.extend_from_slice(key);
     k.extend_from_slice(&start.to_be_bytes());
