@@ -150,28 +150,32 @@ if [ -n "$keyspace" ]; then
         # "... = R lines/s (...), O outputs, peak RSS M MB"
         echo "kafka-streams $guarantee $d $suffix.$r $(echo "$line" | sed -E 's/.* = ([0-9]+) lines\/s .*, ([0-9]+) outputs, .*/\1 \2/')" >>"$results"
     }
+    # Weir's commit interval for a guarantee: Kafka Streams' at-least-once
+    # default (30 s) for at-least-once, else Weir's own default.
+    weir_interval() { # guarantee
+        if [ "$1" = at-least-once ]; then echo "--commit-interval 30s"; fi
+    }
     keyspace_weir() { # guarantee words repeat
-        local guarantee="$1" d="$2" r="$3" name out stats secs outputs
+        local guarantee="$1" d="$2" r="$3" name out stats secs outputs rate
         name="weir-keyspace-$d-$guarantee-$r-$suffix"
         weir_toml wordcount "$guarantee" "bench-words-$d-$suffix" "$name"
-        local interval=()
-        if [ "$guarantee" = at-least-once ]; then interval=(--commit-interval 30s); fi
+        # shellcheck disable=SC2046 # the interval is two words or none
         out="$("$target/release/weir" run "$work/$name.toml" --until-caught-up --quiet --stats \
-            "${interval[@]}" --data "$work/$name.data" 2>&1)"
+            $(weir_interval "$guarantee") --data "$work/$name.data" 2>&1)"
         # "NAME: R records in S s from the first = ... (T s from the start), peak RSS M MB"
         # "NAME: R records in, O out, ..."
         stats="$(echo "$out" | grep "records/s")"
         secs="$(echo "$stats" | sed -E 's/.* records in ([0-9.]+) s from the first.*/\1/')"
         outputs="$(echo "$out" | grep " out, " | sed -E 's/.* records? in, ([0-9]+) out, .*/\1/')"
-        echo "$d words, repeat $r: weir $guarantee: $n_lines lines in $secs s = $(awk -v n="$n_lines" -v s="$secs" 'BEGIN { printf "%.0f", n / s }') lines/s, $outputs outputs ($stats)"
-        echo "weir-kafka $guarantee $d $suffix.$r $(awk -v n="$n_lines" -v s="$secs" 'BEGIN { printf "%.0f", n / s }') $outputs" >>"$results"
+        rate="$(awk -v n="$n_lines" -v s="$secs" 'BEGIN { printf "%.0f", n / s }')"
+        echo "$d words, repeat $r: weir $guarantee: $n_lines lines in $secs s = $rate lines/s, $outputs outputs ($stats)"
+        echo "weir-kafka $guarantee $d $suffix.$r $rate $outputs" >>"$results"
     }
     keyspace_embedded() { # guarantee words repeat
-        local guarantee="$1" d="$2" r="$3" line interval=()
-        if [ "$guarantee" = at-least-once ]; then interval=(--commit-interval 30s); fi
+        local guarantee="$1" d="$2" r="$3" line
         # "RESULT lines records-in seconds peak-kb outputs"
         line="$("$target/release/weir" bench --module "$WEIR_MODULE_PATH/uppercase.wasm" --one wordcount \
-            --records "$((n_lines * 4))" --words "$d" "${interval[@]}" | grep '^RESULT ')"
+            --records "$((n_lines * 4))" --words "$d" $(weir_interval "$guarantee") | grep '^RESULT ')"
         echo "$d words, repeat $r: weir embedded log $guarantee: $line"
         echo "weir-embedded $guarantee $d $suffix.$r $(echo "$line" | awk '{ printf "%.0f %d", $2 / $4, $6 }')" >>"$results"
     }
