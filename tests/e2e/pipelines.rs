@@ -427,6 +427,14 @@ fn a_pipeline_file_mistake_names_the_line_and_field() {
             "9: step s: a stream-table join is \"inner\" or \"left\"; an outer join joins two tables (add `as_table = true`) or two streams (`with_kind = \"stream\"` and a window)",
         ),
         (
+            "name = \"p\"\ninput = \"in\"\n\n[[steps]]\nname = \"s\"\nkind = \"aggregate\"\nmodule = \"count.wasm\"\n[steps.window]\ntype = \"hopping\"\nsize = \"10s\"\nadvance = \"5s\"\ngrace = \"2s\"\nretention = \"11s\"\n",
+            "13: step s: `window.retention` (11000 ms) is shorter than the window's size plus its grace (12000 ms): a window would leave the state while records can still update it",
+        ),
+        (
+            "name = \"p\"\ninput = \"in\"\n\n[[steps]]\nname = \"s\"\nkind = \"aggregate\"\nmodule = \"count.wasm\"\nwindow = { type = \"session\", gap = \"5s\", retention = \"1h\" }\n",
+            "8: step s: `window.retention` applies to tumbling and hopping windows; a session stays in the state as docs/pipeline.md says",
+        ),
+        (
             "name = \"p\"\ninput = \"in\"\nouput = \"x\"\n",
             "3: unknown field `ouput`, expected one of `name`, `input`, `output`, `dead_letter`, `commit_interval`, `cache_max_bytes`, `steps`",
         ),

@@ -30,9 +30,11 @@ output = "out"
 name = "count"
 kind = "aggregate"
 module = "count.wasm"
-window = { type = "tumbling", size = "10s", grace = "5s" }
+window = { type = "tumbling", size = "10s", grace = "5s", retention = "1m" }
 "#,
     );
+    // (A minute's retention keeps both windows queryable below; by default
+    // [0, 10 s) would leave the state at 15 s.)
     let ev = |ts: i64| json!({"key": "k", "value": "x", "timestamp": ts}).to_string();
     d.produce(
         "events",

@@ -243,12 +243,14 @@ pub(super) fn set_own_time(cx: &mut Ctx<'_>, cfg: &StepConfig, before: i64, now:
 /// stream time `now` has reached (`emit = "close"`).
 ///
 /// With `keep_for`, a closed window's accumulator stays in the state for
-/// that much more stream time before it is forgotten: sessions with the
-/// state cache on, which a later record may still merge into (Kafka Streams'
-/// record cache still holds a session its suppression has emitted, and a
-/// record within the gap merges into it and emits the merged session when
-/// it closes in turn). Past its close time + `keep_for`, no record can
-/// merge into it without being late.
+/// that much more stream time after its close time plus grace, with an
+/// entry in the purge index for [`forget_expired`]: a window whose
+/// retention is longer than its size plus grace (queryable until then, as
+/// in a Kafka Streams window store), and sessions with the state cache on,
+/// which a later record may still merge into (Kafka Streams' record cache
+/// still holds a session its suppression has emitted, and a record within
+/// the gap merges into it and emits the merged session when it closes in
+/// turn). A window whose time to go has already come goes at once.
 pub(super) fn close_due(
     guest: &mut dyn Guest,
     cfg: &StepConfig,
@@ -262,9 +264,6 @@ pub(super) fn close_due(
     // Entries whose time is before `due_at` are due.
     let due_at = now.saturating_sub(cfg.grace).saturating_add(1);
     let due = keys::ord_i64(due_at);
-    if keep_for.is_some() {
-        forget_kept(cfg, cx, &due)?;
-    }
     let prefix = keys::step(cx.pipeline, b'c', &cfg.name, cx.partition);
     let mut end = prefix.clone();
     end.extend_from_slice(&due);
@@ -279,11 +278,11 @@ pub(super) fn close_due(
             let (wend, ts, acc) =
                 keys::agg_value_ts(&v).context("a stored accumulator is corrupt")?;
             let wend = if slack == 0 { close } else { wend };
-            // Kept until the stream time is past close + keep_for (unless
-            // it already is).
+            // Kept until the stream time reaches close + grace + keep_for
+            // (unless it already has).
             let keep_until = keep_for
-                .map(|more| close.saturating_add(more).saturating_add(1))
-                .filter(|at| *at >= due_at);
+                .map(|more| close.saturating_add(cfg.grace).saturating_add(more))
+                .filter(|at| *at > now);
             if let Some(at) = keep_until {
                 let purge = keys::agg_purge(cx.pipeline, &cfg.name, cx.partition, at, &key, start);
                 cx.txn.put(purge, wend.to_be_bytes().to_vec());
@@ -312,15 +311,16 @@ pub(super) fn close_due(
     present(guest, cfg, cx, items)
 }
 
-/// Forgets the closed windows kept for merging whose time has come (purge
-/// index entries before `due`), unless a record merged into one since (its
-/// end moved: the merged window has an entry of its own).
-fn forget_kept(cfg: &StepConfig, cx: &mut Ctx<'_>, due: &[u8]) -> anyhow::Result<()> {
+/// Forgets the windows (or sessions) whose time to leave the state the
+/// stream time `now` has reached (purge index entries at or before `now`),
+/// unless a record merged into one since (its end moved: the merged
+/// session has an entry of its own).
+pub(super) fn forget_expired(cfg: &StepConfig, cx: &mut Ctx<'_>, now: i64) -> anyhow::Result<()> {
     use anyhow::Context;
 
     let prefix = keys::step(cx.pipeline, b'q', &cfg.name, cx.partition);
     let mut end = prefix.clone();
-    end.extend_from_slice(due);
+    end.extend_from_slice(&keys::ord_i64(now.saturating_add(1)));
     for (k, v) in cx.range(&prefix, &end, usize::MAX)? {
         let (_, key, start) =
             keys::take_close(&k[prefix.len()..]).context("a purge index key is corrupt")?;

@@ -13,7 +13,8 @@ use std::collections::hash_map::Entry;
 use anyhow::Context;
 
 use super::accumulate::{
-    Presentable, call_add, carried, close_due, own_time, pack_headers, present, set_own_time,
+    Presentable, call_add, carried, close_due, forget_expired, own_time, pack_headers, present,
+    set_own_time,
 };
 use super::{Ctx, Item, Operator};
 use crate::pipeline::config::{Emit, Step as StepConfig, Window};
@@ -162,6 +163,20 @@ impl Aggregate {
         }
     }
 
+    /// The accumulators the groups have now (pending or committed).
+    fn stored_accs(&self, cx: &Ctx<'_>, groups: &[Group]) -> anyhow::Result<Vec<Vec<u8>>> {
+        let mut accs = Vec::with_capacity(groups.len());
+        for g in groups {
+            let k = keys::agg(cx.pipeline, &self.cfg.name, cx.partition, &g.key, g.start);
+            let v = cx
+                .get(&k)?
+                .context("an updated window has no accumulator")?;
+            let (_, _, acc) = keys::agg_value_ts(&v).context("a stored accumulator is corrupt")?;
+            accs.push(acc.to_vec());
+        }
+        Ok(accs)
+    }
+
     /// Adds records to their groups' accumulators and stores them; when the
     /// call fails, retries record by record so that only the record that
     /// fails becomes a dead letter. Returns the new accumulators, one per
@@ -206,6 +221,9 @@ impl Aggregate {
                     }
                 }
                 let close = self.cfg.emit == Emit::Close && self.cfg.window.is_some();
+                // A window emitted on update leaves the state at its start
+                // + retention (emitted on close, when it closes).
+                let expires = self.cfg.emit == Emit::Update && self.cfg.retention > 0;
                 let mut kept = Vec::with_capacity(if keep { groups.len() } else { 0 });
                 let mut applied = Vec::with_capacity(groups.len());
                 for (((g, acc), k), old_ts) in
@@ -233,6 +251,19 @@ impl Aggregate {
                         g.ts = g.ts.max(t);
                     }
                     cx.txn.put(k, keys::agg_entry(g.end, g.ts, &acc));
+                    if expires && old_ts.is_none() {
+                        cx.txn.put(
+                            keys::agg_purge(
+                                cx.pipeline,
+                                &self.cfg.name,
+                                cx.partition,
+                                g.start.saturating_add(self.cfg.retention),
+                                &g.key,
+                                g.start,
+                            ),
+                            g.end.to_be_bytes().to_vec(),
+                        );
+                    }
                     if keep {
                         kept.push(acc);
                     }
@@ -389,12 +420,17 @@ impl Operator for Aggregate {
             // emitted is its uncached output without the superseded updates.
             groups.sort_by_key(|g| (g.last, g.start));
             let hold = self.cfg.emit == Emit::Update && self.defer;
-            let (accs, applied) = self.add(cx, &records, &mut groups, hold)?;
+            let (mut accs, applied) = self.add(cx, &records, &mut groups, hold)?;
             // Groups none of whose records was taken are neither updated
             // nor emitted (their accumulators are not among `accs`).
             if applied.contains(&false) {
                 let mut applied = applied.into_iter();
                 groups.retain(|_| applied.next().unwrap_or(true));
+            }
+            if hold && accs.is_none() {
+                // Taken record by record: read back now, since the window
+                // may leave the state before the commit emits it.
+                accs = Some(self.stored_accs(cx, &groups)?);
             }
             if hold {
                 // Each group keeps its last record: moved out of the batch
@@ -434,8 +470,29 @@ impl Operator for Aggregate {
                 out.extend(present(self.guest.as_mut(), &self.cfg, cx, items)?);
             }
         }
-        if self.cfg.emit == Emit::Close && self.cfg.window.is_some() {
-            out.extend(close_due(self.guest.as_mut(), &self.cfg, cx, 0, now, None)?);
+        if windowed {
+            forget_expired(&self.cfg, cx, now)?;
+        }
+        if self.cfg.emit == Emit::Close && windowed {
+            // Kept after its close until its start + retention.
+            let keep_for = match self.cfg.window {
+                Some(Window::Tumbling { size } | Window::Hopping { size, .. }) => Some(
+                    self.cfg
+                        .retention
+                        .saturating_sub(size)
+                        .saturating_sub(self.cfg.grace),
+                )
+                .filter(|k| *k > 0),
+                _ => None,
+            };
+            out.extend(close_due(
+                self.guest.as_mut(),
+                &self.cfg,
+                cx,
+                0,
+                now,
+                keep_for,
+            )?);
         }
         Ok(out)
     }

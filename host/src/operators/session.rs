@@ -18,7 +18,7 @@
 use anyhow::Context;
 
 use super::accumulate::{
-    Presentable, call_add, close_due, own_time, pack_headers, present, set_own_time,
+    Presentable, call_add, close_due, forget_expired, own_time, pack_headers, present, set_own_time,
 };
 use super::{Ctx, Item, Operator};
 use crate::pipeline::config::{Emit, Step as StepConfig, Window};
@@ -318,13 +318,19 @@ impl Operator for Session {
             // Closed after every record, as Kafka Streams' suppression
             // evicts, so that the batch size changes nothing.
             if self.cfg.emit == Emit::Close {
+                // With the cache, a closed session is kept until a record
+                // within its gap would be late (past its end + 2 × gap +
+                // grace).
+                if self.defer {
+                    forget_expired(&self.cfg, cx, now)?;
+                }
                 out.extend(close_due(
                     self.guest.as_mut(),
                     &self.cfg,
                     cx,
                     self.gap,
                     now,
-                    self.defer.then_some(self.gap),
+                    self.defer.then_some(self.gap.saturating_add(1)),
                 )?);
             }
         }

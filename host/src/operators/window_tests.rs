@@ -425,3 +425,118 @@ fn an_aggregate_result_carries_the_headers_of_its_last_record_but_a_sessions_doe
         }
     }
 }
+
+/// The windows of `key` stored for the step, by start (committed state).
+fn stored_windows(h: &Harness, key: &str) -> Vec<i64> {
+    use crate::backend::StateRead;
+    use crate::pipeline::keys;
+
+    let mut prefix = keys::step("p", b'a', "count", 0);
+    keys::push_key(&mut prefix, key.as_bytes());
+    h.backend
+        .range(&prefix, &keys::prefix_end(&prefix), usize::MAX)
+        .unwrap()
+        .iter()
+        .map(|(k, _)| keys::take_i64(&k[prefix.len()..]).unwrap().0)
+        .collect()
+}
+
+/// As a Kafka Streams window store (whose retention is its size plus grace
+/// unless set longer): a window emitted on update leaves the state once the
+/// stream time reaches its start + retention; its updates are emitted as
+/// before, with the state cache on or off, at every batch size.
+#[test]
+fn a_window_emitted_on_update_leaves_the_state_at_its_start_plus_retention() {
+    let tumbling = "window = { type = \"tumbling\", size = \"10s\", grace = \"2s\" }";
+    let recs = [
+        rec("a", "x", 1_000),
+        rec("a", "x", 9_000),
+        rec("b", "x", 11_999),
+        rec("a", "x", 5_000),  // late (11.999 s is not before 10 s + 2 s)
+        rec("b", "x", 12_000), // a[0, 10 s) leaves: 0 + 12 s reached
+        rec("a", "x", 8_000),  // late, beyond grace: dropped
+    ];
+    let want = [
+        "a[0,10000]=1@1000",
+        "a[0,10000]=2@9000",
+        "b[10000,20000]=1@11999",
+        "a[0,10000]=3@9000",
+        "b[10000,20000]=2@12000",
+    ];
+    for defer in [false, true] {
+        for size in [1, 3, 6] {
+            let mut h = Harness::new(step(&format!("{COUNT}\n{tumbling}")), counter());
+            h.op.defer_updates(defer);
+            let out = h.feed(&stream(&recs[..4]), size);
+            let mut out: Vec<String> = out.iter().map(show).collect();
+            if size == 1 {
+                assert_eq!(out, want[..4], "defer {defer}, batch {size}");
+            }
+            assert_eq!(stored_windows(&h, "a"), [0], "defer {defer}, batch {size}");
+            out.extend(h.feed(&stream(&recs[4..]), size).iter().map(show));
+            if size == 1 {
+                assert_eq!(out, want, "defer {defer}, batch {size}");
+            }
+            assert!(stored_windows(&h, "a").is_empty(), "defer {defer}");
+            assert_eq!(stored_windows(&h, "b"), [10_000], "defer {defer}");
+            assert_eq!(h.late, 1, "defer {defer}, batch {size}");
+        }
+    }
+    // With `retention = "30s"`, a's window stays until 30 s.
+    let cfg = step(&format!(
+        "{COUNT}\n[steps.window]\ntype = \"tumbling\"\nsize = \"10s\"\ngrace = \"2s\"\nretention = \"30s\""
+    ));
+    let mut h = Harness::new(cfg, counter());
+    h.feed(&stream(&recs), 1);
+    assert_eq!(stored_windows(&h, "a"), [0]);
+    h.feed(&stream(&[rec("c", "x", 29_999)]), 1);
+    assert_eq!(stored_windows(&h, "a"), [0]);
+    assert_eq!(stored_windows(&h, "b"), [10_000]);
+    h.feed(&stream(&[rec("c", "x", 30_000)]), 1);
+    assert!(stored_windows(&h, "a").is_empty());
+    assert_eq!(stored_windows(&h, "b"), [10_000]);
+    // Hopping windows leave one by one.
+    let hopping = "window = { type = \"hopping\", size = \"10s\", advance = \"5s\" }";
+    let mut h = Harness::new(step(&format!("{COUNT}\n{hopping}")), counter());
+    h.feed(&stream(&[rec("a", "x", 7_000)]), 1);
+    assert_eq!(stored_windows(&h, "a"), [0, 5_000]);
+    h.feed(&stream(&[rec("b", "x", 10_000)]), 1);
+    assert_eq!(stored_windows(&h, "a"), [5_000]);
+    h.feed(&stream(&[rec("b", "x", 15_000)]), 1);
+    assert!(stored_windows(&h, "a").is_empty());
+}
+
+/// With emit on close, a window leaves the state when it closes, unless
+/// its retention is longer than its size plus grace: then it stays
+/// (queryable) until its start + retention, and a late record for it is
+/// still dropped.
+#[test]
+fn with_a_longer_retention_a_closed_window_stays_until_its_start_plus_retention() {
+    let cfg = step(&format!(
+        "{COUNT}\nemit = \"close\"\n[steps.window]\ntype = \"tumbling\"\nsize = \"10s\"\nretention = \"25s\""
+    ));
+    let mut h = Harness::new(cfg, counter());
+    let out = h.feed(&stream(&[rec("a", "x", 1_000), rec("b", "x", 10_000)]), 1);
+    assert_eq!(
+        out.iter().map(show).collect::<Vec<_>>(),
+        ["a[0,10000]=1@1000"]
+    );
+    assert_eq!(stored_windows(&h, "a"), [0]);
+    let out = h.feed(&stream(&[rec("a", "x", 2_000), rec("b", "x", 24_999)]), 1);
+    assert_eq!(
+        out.iter().map(show).collect::<Vec<_>>(),
+        ["b[10000,20000]=1@10000"]
+    );
+    assert_eq!(h.late, 1);
+    assert_eq!(stored_windows(&h, "a"), [0]);
+    h.feed(&stream(&[rec("c", "x", 25_000)]), 1);
+    assert!(stored_windows(&h, "a").is_empty());
+    assert_eq!(stored_windows(&h, "b"), [10_000, 20_000]);
+    // The default: gone as it closes.
+    let cfg = step(&format!(
+        "{COUNT}\nemit = \"close\"\nwindow = {{ type = \"tumbling\", size = \"10s\" }}"
+    ));
+    let mut h = Harness::new(cfg, counter());
+    h.feed(&stream(&[rec("a", "x", 1_000), rec("b", "x", 10_000)]), 1);
+    assert!(stored_windows(&h, "a").is_empty());
+}

@@ -168,6 +168,11 @@ pub struct Step {
     pub window: Option<Window>,
     /// How late a record may be and still count, in ms.
     pub grace: i64,
+    /// How long a tumbling or hopping window stays in the state, in ms of
+    /// stream time after its start (`window.retention`, at least size +
+    /// grace, the default, as Kafka Streams' window stores); 0 for other
+    /// steps.
+    pub retention: i64,
     /// When an aggregate emits.
     pub emit: Emit,
     /// A join's other side (a topic).

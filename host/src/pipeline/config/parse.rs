@@ -60,6 +60,7 @@ struct WindowToml {
     advance: Option<Spanned<String>>,
     gap: Option<Spanned<String>>,
     grace: Option<Spanned<String>>,
+    retention: Option<Spanned<String>>,
     before: Option<Spanned<String>>,
     after: Option<Spanned<String>>,
 }
@@ -327,6 +328,7 @@ fn step(
         outputs,
         window: None,
         grace: 0,
+        retention: 0,
         emit: s.emit.as_ref().map(|e| *e.get_ref()).unwrap_or_default(),
         with: s.with.as_ref().map(|w| w.get_ref().clone()),
         with_kind: s
@@ -417,8 +419,15 @@ fn window(cx: &Ctx<'_>, step: &mut Step, w: &Spanned<WindowToml>) -> Result<(), 
                     return cx.err(t.span(), format!("step {name}: unknown window type {other:?}; valid: \"tumbling\", \"hopping\", \"session\""));
                 }
             });
+            retention(cx, step, w.retention.as_ref())?;
         }
         StepKind::Join => {
+            if let Some(r) = &w.retention {
+                return cx.err(
+                    r.span(),
+                    format!("step {name}: `window.retention` applies to an aggregate's tumbling and hopping windows; a join keeps its records for `before + after + grace`"),
+                );
+            }
             if let Some(b) = &w.before {
                 step.before = cx.duration("window.before", b)?;
             }
@@ -436,6 +445,49 @@ fn window(cx: &Ctx<'_>, step: &mut Step, w: &Spanned<WindowToml>) -> Result<(), 
             );
         }
     }
+    Ok(())
+}
+
+/// Sets a tumbling or hopping window's retention: `window.retention`, at
+/// least its size plus grace (the default), as Kafka Streams requires of a
+/// window store's retention.
+fn retention(
+    cx: &Ctx<'_>,
+    step: &mut Step,
+    r: Option<&Spanned<String>>,
+) -> Result<(), ConfigError> {
+    let size = match step.window {
+        Some(Window::Tumbling { size } | Window::Hopping { size, .. }) => size,
+        _ => {
+            return match r {
+                Some(r) => cx.err(
+                    r.span(),
+                    format!(
+                        "step {}: `window.retention` applies to tumbling and hopping windows; a session stays in the state as docs/pipeline.md says",
+                        step.name
+                    ),
+                ),
+                None => Ok(()),
+            };
+        }
+    };
+    let least = size.saturating_add(step.grace);
+    step.retention = match r {
+        None => least,
+        Some(r) => {
+            let ms = cx.duration("window.retention", r)?;
+            if ms < least {
+                return cx.err(
+                    r.span(),
+                    format!(
+                        "step {}: `window.retention` ({ms} ms) is shorter than the window's size plus its grace ({least} ms): a window would leave the state while records can still update it",
+                        step.name
+                    ),
+                );
+            }
+            ms
+        }
+    };
     Ok(())
 }
 
