@@ -4,8 +4,10 @@
 # ${WEIR_TOOLS:-~/.cache/weir}/parity/<hash of its sources>), runs every
 # scenario's topology over the scenario's inputs, and compares what Kafka
 # Streams outputs with the committed goldens
-# (tests/parity/SCENARIO/VARIANT.kafka-streams.jsonl): it fails, showing
-# the difference, when they differ.
+# (tests/parity/SCENARIO/VARIANT.kafka-streams.jsonl, and for time windows
+# without the record cache VARIANT.kafka-streams-state.jsonl, the window
+# store's contents at the end): it fails, showing the difference, when they
+# differ.
 #
 #   bash tests/parity/regen.sh            check the goldens
 #   bash tests/parity/regen.sh --update   write the goldens anew
@@ -51,7 +53,7 @@ java -Dlog4j2.configurationFile="$work/log4j2.properties" -Djava.io.tmpdir="$wor
     -cp "$dir/build/classes:$dir/lib/*" dev.weir.parity.Parity . "$work/out"
 
 status=0
-for got in "$work"/out/*/*.kafka-streams.jsonl; do
+for got in "$work"/out/*/*.kafka-streams*.jsonl; do
     rel="${got#"$work"/out/}"
     if [ "$update" = 1 ]; then
         cp "$got" "$rel"
@@ -59,7 +61,7 @@ for got in "$work"/out/*/*.kafka-streams.jsonl; do
         status=1
     fi
 done
-for golden in */*.kafka-streams.jsonl; do
+for golden in */*.kafka-streams*.jsonl; do
     if [ ! -f "$work/out/$golden" ]; then
         echo "$golden: Kafka Streams ran no such variant (remove the file, or add the variant)" >&2
         status=1

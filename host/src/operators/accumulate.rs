@@ -242,22 +242,21 @@ pub(super) fn set_own_time(cx: &mut Ctx<'_>, cfg: &StepConfig, before: i64, now:
 /// end plus `slack`, as kept in the close index) plus grace the aggregate's
 /// stream time `now` has reached (`emit = "close"`).
 ///
-/// With `keep_for`, a closed window's accumulator stays in the state for
-/// that much more stream time after its close time plus grace, with an
-/// entry in the purge index for [`forget_expired`]: a window whose
-/// retention is longer than its size plus grace (queryable until then, as
-/// in a Kafka Streams window store), and sessions with the state cache on,
-/// which a later record may still merge into (Kafka Streams' record cache
-/// still holds a session its suppression has emitted, and a record within
-/// the gap merges into it and emits the merged session when it closes in
-/// turn). A window whose time to go has already come goes at once.
+/// `keep_until(close, start)` may keep a closed window's accumulator in the
+/// state until a later time, with an entry in the purge index for
+/// [`forget_expired`]: a window whose retention outlasts its close (it
+/// stays queryable, as in a Kafka Streams window store), and sessions with
+/// the state cache on, which a later record may still merge into (Kafka
+/// Streams' record cache still holds a session its suppression has emitted,
+/// and a record within the gap merges into it and emits the merged session
+/// when it closes in turn). `None`: forgotten as it closes.
 pub(super) fn close_due(
     guest: &mut dyn Guest,
     cfg: &StepConfig,
     cx: &mut Ctx<'_>,
     slack: i64,
     now: i64,
-    keep_for: Option<i64>,
+    keep_until: impl Fn(i64, i64) -> Option<i64>,
 ) -> anyhow::Result<Vec<Item>> {
     use anyhow::Context;
 
@@ -278,12 +277,7 @@ pub(super) fn close_due(
             let (wend, ts, acc) =
                 keys::agg_value_ts(&v).context("a stored accumulator is corrupt")?;
             let wend = if slack == 0 { close } else { wend };
-            // Kept until the stream time reaches close + grace + keep_for
-            // (unless it already has).
-            let keep_until = keep_for
-                .map(|more| close.saturating_add(cfg.grace).saturating_add(more))
-                .filter(|at| *at > now);
-            if let Some(at) = keep_until {
+            if let Some(at) = keep_until(close, start) {
                 let purge = keys::agg_purge(cx.pipeline, &cfg.name, cx.partition, at, &key, start);
                 cx.txn.put(purge, wend.to_be_bytes().to_vec());
             } else {
@@ -311,16 +305,18 @@ pub(super) fn close_due(
     present(guest, cfg, cx, items)
 }
 
-/// Forgets the windows (or sessions) whose time to leave the state the
-/// stream time `now` has reached (purge index entries at or before `now`),
-/// unless a record merged into one since (its end moved: the merged
-/// session has an entry of its own).
-pub(super) fn forget_expired(cfg: &StepConfig, cx: &mut Ctx<'_>, now: i64) -> anyhow::Result<()> {
+/// Forgets the windows (or sessions) whose time to leave the state has
+/// come: purge index entries at or before `time` (for sessions the stream
+/// time; for windows the start of the last window the stream time is in,
+/// as a Kafka Streams window store measures retention), unless a record
+/// merged into one since (its end moved: the merged session has an entry
+/// of its own).
+pub(super) fn forget_expired(cfg: &StepConfig, cx: &mut Ctx<'_>, time: i64) -> anyhow::Result<()> {
     use anyhow::Context;
 
     let prefix = keys::step(cx.pipeline, b'q', &cfg.name, cx.partition);
     let mut end = prefix.clone();
-    end.extend_from_slice(&keys::ord_i64(now.saturating_add(1)));
+    end.extend_from_slice(&keys::ord_i64(time.saturating_add(1)));
     for (k, v) in cx.range(&prefix, &end, usize::MAX)? {
         let (_, key, start) =
             keys::take_close(&k[prefix.len()..]).context("a purge index key is corrupt")?;

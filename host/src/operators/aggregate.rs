@@ -471,28 +471,29 @@ impl Operator for Aggregate {
             }
         }
         if windowed {
-            forget_expired(&self.cfg, cx, now)?;
-        }
-        if self.cfg.emit == Emit::Close && windowed {
-            // Kept after its close until its start + retention.
-            let keep_for = match self.cfg.window {
-                Some(Window::Tumbling { size } | Window::Hopping { size, .. }) => Some(
-                    self.cfg
-                        .retention
-                        .saturating_sub(size)
-                        .saturating_sub(self.cfg.grace),
-                )
-                .filter(|k| *k > 0),
-                _ => None,
-            };
-            out.extend(close_due(
-                self.guest.as_mut(),
-                &self.cfg,
-                cx,
-                0,
-                now,
-                keep_for,
-            )?);
+            // As a Kafka Streams window store: a window leaves at its start
+            // + retention, measured against the start of the last window
+            // the stream time is in.
+            let observed = (now > i64::MIN)
+                .then(|| windows_of(self.cfg.window, now).last().map(|(s, _)| s))
+                .flatten();
+            if let Some(observed) = observed {
+                forget_expired(&self.cfg, cx, observed)?;
+            }
+            if self.cfg.emit == Emit::Close {
+                let retention = self.cfg.retention;
+                out.extend(close_due(
+                    self.guest.as_mut(),
+                    &self.cfg,
+                    cx,
+                    0,
+                    now,
+                    |_, start| {
+                        let at = start.saturating_add(retention);
+                        Some(at).filter(|at| observed.is_some_and(|o| *at > o))
+                    },
+                )?);
+            }
         }
         Ok(out)
     }

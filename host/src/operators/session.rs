@@ -324,13 +324,17 @@ impl Operator for Session {
                 if self.defer {
                     forget_expired(&self.cfg, cx, now)?;
                 }
+                let (defer, gap, grace) = (self.defer, self.gap, self.cfg.grace);
                 out.extend(close_due(
                     self.guest.as_mut(),
                     &self.cfg,
                     cx,
-                    self.gap,
+                    gap,
                     now,
-                    self.defer.then_some(self.gap.saturating_add(1)),
+                    |close, _| {
+                        let at = close.saturating_add(grace).saturating_add(gap);
+                        Some(at.saturating_add(1)).filter(|at| defer && *at > now)
+                    },
                 )?);
             }
         }

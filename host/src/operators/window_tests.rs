@@ -443,8 +443,9 @@ fn stored_windows(h: &Harness, key: &str) -> Vec<i64> {
 
 /// As a Kafka Streams window store (whose retention is its size plus grace
 /// unless set longer): a window emitted on update leaves the state once the
-/// stream time reaches its start + retention; its updates are emitted as
-/// before, with the state cache on or off, at every batch size.
+/// start of the last window the stream time is in reaches its start +
+/// retention; its updates are emitted as before, with the state cache on or
+/// off, at every batch size.
 #[test]
 fn a_window_emitted_on_update_leaves_the_state_at_its_start_plus_retention() {
     let tumbling = "window = { type = \"tumbling\", size = \"10s\", grace = \"2s\" }";
@@ -453,7 +454,7 @@ fn a_window_emitted_on_update_leaves_the_state_at_its_start_plus_retention() {
         rec("a", "x", 9_000),
         rec("b", "x", 11_999),
         rec("a", "x", 5_000),  // late (11.999 s is not before 10 s + 2 s)
-        rec("b", "x", 12_000), // a[0, 10 s) leaves: 0 + 12 s reached
+        rec("b", "x", 12_000), // closes a[0, 10 s), which stays: 12 s > 10 s
         rec("a", "x", 8_000),  // late, beyond grace: dropped
     ];
     let want = [
@@ -477,6 +478,12 @@ fn a_window_emitted_on_update_leaves_the_state_at_its_start_plus_retention() {
             if size == 1 {
                 assert_eq!(out, want, "defer {defer}, batch {size}");
             }
+            assert_eq!(stored_windows(&h, "a"), [0], "defer {defer}");
+            // The last window of 19.999 s starts at 10 s: a's stays; at
+            // 20 s it leaves.
+            h.feed(&stream(&[rec("c", "x", 19_999)]), 1);
+            assert_eq!(stored_windows(&h, "a"), [0], "defer {defer}");
+            h.feed(&stream(&[rec("c", "x", 20_000)]), 1);
             assert!(stored_windows(&h, "a").is_empty(), "defer {defer}");
             assert_eq!(stored_windows(&h, "b"), [10_000], "defer {defer}");
             assert_eq!(h.late, 1, "defer {defer}, batch {size}");
@@ -506,10 +513,11 @@ fn a_window_emitted_on_update_leaves_the_state_at_its_start_plus_retention() {
     assert!(stored_windows(&h, "a").is_empty());
 }
 
-/// With emit on close, a window leaves the state when it closes, unless
-/// its retention is longer than its size plus grace: then it stays
-/// (queryable) until its start + retention, and a late record for it is
-/// still dropped.
+/// With emit on close, a window leaves the state as it closes when its
+/// retention is its size (no grace); a longer retention keeps it
+/// (queryable) until the start of the last window the stream time is in
+/// reaches its start + retention, and a late record for it is still
+/// dropped.
 #[test]
 fn with_a_longer_retention_a_closed_window_stays_until_its_start_plus_retention() {
     let cfg = step(&format!(
@@ -529,7 +537,9 @@ fn with_a_longer_retention_a_closed_window_stays_until_its_start_plus_retention(
     );
     assert_eq!(h.late, 1);
     assert_eq!(stored_windows(&h, "a"), [0]);
-    h.feed(&stream(&[rec("c", "x", 25_000)]), 1);
+    h.feed(&stream(&[rec("c", "x", 29_999)]), 1);
+    assert_eq!(stored_windows(&h, "a"), [0]);
+    h.feed(&stream(&[rec("c", "x", 30_000)]), 1);
     assert!(stored_windows(&h, "a").is_empty());
     assert_eq!(stored_windows(&h, "b"), [10_000, 20_000]);
     // The default: gone as it closes.

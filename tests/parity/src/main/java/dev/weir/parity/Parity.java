@@ -46,6 +46,10 @@ import org.apache.kafka.streams.kstream.Suppressed;
 import org.apache.kafka.streams.kstream.TimeWindows;
 import org.apache.kafka.streams.kstream.Windowed;
 import org.apache.kafka.streams.kstream.WindowedSerdes;
+import org.apache.kafka.streams.processor.StateStore;
+import org.apache.kafka.streams.state.KeyValueIterator;
+import org.apache.kafka.streams.state.ValueAndTimestamp;
+import org.apache.kafka.streams.state.WindowStore;
 import org.apache.kafka.streams.test.TestRecord;
 
 /**
@@ -64,7 +68,10 @@ import org.apache.kafka.streams.test.TestRecord;
  * OUT_DIR/SCENARIO/VARIANT.kafka-streams.jsonl, one
  * {"topic","key","value","headers","timestamp"} object a line, as
  * `weir test` prints them. Windowed keys become the key plus the headers
- * weir.window.start and weir.window.end.
+ * weir.window.start and weir.window.end. For a time-windowed count without
+ * the record cache it also writes what the window store holds at the end to
+ * OUT_DIR/SCENARIO/VARIANT.kafka-streams-state.jsonl, as `weir state scan`
+ * prints it.
  *
  * Inputs of several topics are piped in timestamp order (the smallest head
  * first, the join's other side first on equal timestamps), records of one
@@ -105,10 +112,15 @@ public final class Parity {
             for (String topic : v.inputs()) {
                 inputs.add(read(dir.resolve(topic + ".jsonl"), topic));
             }
-            List<String> lines = run(v, merge(inputs));
+            List<String> state = new ArrayList<>();
+            List<String> lines = run(v, merge(inputs), state);
             Path target = out.resolve(v.scenario()).resolve(v.name() + ".kafka-streams.jsonl");
             Files.createDirectories(target.getParent());
             Files.write(target, lines, StandardCharsets.UTF_8);
+            if (windowStoreCompared(v)) {
+                Files.write(out.resolve(v.scenario()).resolve(v.name() + ".kafka-streams-state.jsonl"),
+                    state, StandardCharsets.UTF_8);
+            }
             System.err.printf("%s/%s: %d records%n", v.scenario(), v.name(), lines.size());
             n++;
         }
@@ -331,7 +343,18 @@ public final class Parity {
 
     // ---------------------------------------------------------------- running
 
-    static List<String> run(Variant v, List<In> inputs) throws IOException {
+    /**
+     * Whether the variant's window store is compared too: a time-windowed
+     * count with the record cache off, whose store (as an interactive query
+     * reads it) keeps each window for its retention (size + grace) behind the
+     * start of the newest window it has stored. With the cache on, a query
+     * also returns what the cache still holds, however old.
+     */
+    static boolean windowStoreCompared(Variant v) {
+        return v.keys() == Keys.TIME_WINDOWED && !v.name().endsWith("-cached");
+    }
+
+    static List<String> run(Variant v, List<In> inputs, List<String> stored) throws IOException {
         Properties p = new Properties();
         p.put(StreamsConfig.APPLICATION_ID_CONFIG, "parity-" + v.scenario() + "-" + v.name());
         p.put(StreamsConfig.BOOTSTRAP_SERVERS_CONFIG, "unused:9092");
@@ -356,6 +379,9 @@ public final class Parity {
                 r.headers().forEach((k, val) -> h.add(k, val.getBytes(StandardCharsets.UTF_8)));
                 topics.get(r.topic()).pipeInput(new TestRecord<>(r.key(), r.value(), h, r.timestamp()));
             }
+            if (windowStoreCompared(v)) {
+                dumpWindowStore(driver, stored);
+            }
             switch (v.keys()) {
                 case PLAIN -> collect(driver, new StringDeserializer(), k -> k, k -> null, lines);
                 case TIME_WINDOWED -> {
@@ -369,6 +395,41 @@ public final class Parity {
             }
         }
         return lines;
+    }
+
+    /**
+     * The windows of the topology's one window store, as `weir state scan`
+     * prints them ({"key","window":{"start","end"},"value"}), by key, then
+     * window start.
+     */
+    static void dumpWindowStore(TopologyTestDriver driver, List<String> state) {
+        String name = null;
+        for (Map.Entry<String, StateStore> e : driver.getAllStateStores().entrySet()) {
+            if (e.getValue() instanceof WindowStore<?, ?>) {
+                name = e.getKey();
+            }
+        }
+        if (name == null) {
+            throw new IllegalStateException("the topology has no window store");
+        }
+        WindowStore<String, ValueAndTimestamp<Long>> store = driver.getTimestampedWindowStore(name);
+        List<ObjectNode> rows = new ArrayList<>();
+        try (KeyValueIterator<Windowed<String>, ValueAndTimestamp<Long>> it = store.all()) {
+            while (it.hasNext()) {
+                KeyValue<Windowed<String>, ValueAndTimestamp<Long>> kv = it.next();
+                ObjectNode o = JsonNodeFactory.instance.objectNode();
+                o.put("key", kv.key.key());
+                ObjectNode w = JsonNodeFactory.instance.objectNode();
+                w.put("start", kv.key.window().start());
+                w.put("end", kv.key.window().end());
+                o.set("window", w);
+                o.put("value", kv.value.value());
+                rows.add(o);
+            }
+        }
+        rows.sort(java.util.Comparator.<ObjectNode, String>comparing(o -> o.get("key").asText())
+            .thenComparingLong(o -> o.get("window").get("start").asLong()));
+        rows.forEach(o -> state.add(o.toString()));
     }
 
     static <K> void collect(TopologyTestDriver driver, Deserializer<K> keys,
