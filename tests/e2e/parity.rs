@@ -19,9 +19,10 @@
 //!   updates merge, so an aggregate or a table-table join is compared by its
 //!   final value per key (and window; for sessions, the sessions left), which
 //!   must be Kafka Streams' final values; the other joins must give the same
-//!   records. For time windows without the cache, what `weir state scan`
-//!   then shows must be what Kafka Streams' window store held at the end
-//!   (`VARIANT.kafka-streams-state.jsonl`: the windows within retention).
+//!   records. For time windows without the cache and unwindowed counts,
+//!   what `weir state scan` then shows must be what Kafka Streams' store
+//!   held at the end (`VARIANT.kafka-streams-state.jsonl`; for windows,
+//!   those within retention).
 //! - `parity_on_kafka_*`: the same `weir run` on the run's real Kafka broker
 //!   (exactly-once transactions, changelogs, the consumer group, a join
 //!   reading two topics), compared as on the embedded log.
@@ -112,18 +113,25 @@ fn golden(dir: &Path, variant: &str) -> Vec<Value> {
         .collect()
 }
 
-/// What Kafka Streams' window store held at the end of the run (as an
-/// interactive query reads it: the windows within their retention), for the
-/// variants whose store regen.sh compares (time windows, no record cache).
+/// What Kafka Streams' store held at the end of the run (as an interactive
+/// query reads it: for windows, those within their retention), for the
+/// variants whose store regen.sh compares (time windows without the record
+/// cache, unwindowed counts), by key and window start.
 fn state_golden(dir: &Path, variant: &str) -> Option<Vec<Value>> {
     let path = dir.join(format!("{variant}.kafka-streams-state.jsonl"));
     let text = std::fs::read_to_string(path).ok()?;
-    Some(
-        text.lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect(),
-    )
+    let mut state: Vec<Value> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    state.sort_by_key(stored_at);
+    Some(state)
+}
+
+/// A stored entry's key and window start, to sort by.
+fn stored_at(v: &Value) -> (String, Option<i64>) {
+    (v["key"].to_string(), v["window"]["start"].as_i64())
 }
 
 fn show(recs: &[Value]) -> String {
@@ -217,8 +225,7 @@ fn weir_run_log(
             .lines()
             .map(|l| serde_json::from_str::<Value>(l).unwrap())
             .collect();
-        let at = |v: &Value| (v["key"].to_string(), v["window"]["start"].as_i64());
-        state.sort_by_key(at);
+        state.sort_by_key(stored_at);
     }
     (out, state)
 }

@@ -48,6 +48,7 @@ import org.apache.kafka.streams.kstream.Windowed;
 import org.apache.kafka.streams.kstream.WindowedSerdes;
 import org.apache.kafka.streams.processor.StateStore;
 import org.apache.kafka.streams.state.KeyValueIterator;
+import org.apache.kafka.streams.state.KeyValueStore;
 import org.apache.kafka.streams.state.ValueAndTimestamp;
 import org.apache.kafka.streams.state.WindowStore;
 import org.apache.kafka.streams.test.TestRecord;
@@ -69,9 +70,9 @@ import org.apache.kafka.streams.test.TestRecord;
  * {"topic","key","value","headers","timestamp"} object a line, as
  * `weir test` prints them. Windowed keys become the key plus the headers
  * weir.window.start and weir.window.end. For a time-windowed count without
- * the record cache it also writes what the window store holds at the end to
- * OUT_DIR/SCENARIO/VARIANT.kafka-streams-state.jsonl, as `weir state scan`
- * prints it.
+ * the record cache, and for an unwindowed count, it also writes what the
+ * store holds at the end to OUT_DIR/SCENARIO/VARIANT.kafka-streams-state.jsonl,
+ * as `weir state scan` prints it.
  *
  * Inputs of several topics are piped in timestamp order (the smallest head
  * first, the join's other side first on equal timestamps), records of one
@@ -117,7 +118,7 @@ public final class Parity {
             Path target = out.resolve(v.scenario()).resolve(v.name() + ".kafka-streams.jsonl");
             Files.createDirectories(target.getParent());
             Files.write(target, lines, StandardCharsets.UTF_8);
-            if (windowStoreCompared(v)) {
+            if (windowStoreCompared(v) || countStoreCompared(v)) {
                 Files.write(out.resolve(v.scenario()).resolve(v.name() + ".kafka-streams-state.jsonl"),
                     state, StandardCharsets.UTF_8);
             }
@@ -354,6 +355,11 @@ public final class Parity {
         return v.keys() == Keys.TIME_WINDOWED && !v.name().endsWith("-cached");
     }
 
+    /** Whether the variant is an unwindowed count, whose key-value store is compared too. */
+    static boolean countStoreCompared(Variant v) {
+        return v.keys() == Keys.PLAIN && v.name().startsWith("count");
+    }
+
     static List<String> run(Variant v, List<In> inputs, List<String> stored) throws IOException {
         Properties p = new Properties();
         p.put(StreamsConfig.APPLICATION_ID_CONFIG, "parity-" + v.scenario() + "-" + v.name());
@@ -381,6 +387,8 @@ public final class Parity {
             }
             if (windowStoreCompared(v)) {
                 dumpWindowStore(driver, stored);
+            } else if (countStoreCompared(v)) {
+                dumpCountStore(driver, stored);
             }
             switch (v.keys()) {
                 case PLAIN -> collect(driver, new StringDeserializer(), k -> k, k -> null, lines);
@@ -430,6 +438,32 @@ public final class Parity {
         rows.sort(java.util.Comparator.<ObjectNode, String>comparing(o -> o.get("key").asText())
             .thenComparingLong(o -> o.get("window").get("start").asLong()));
         rows.forEach(o -> state.add(o.toString()));
+    }
+
+    /** The counts of the topology's one key-value store, as `weir state scan` prints them ({"key","value"}), by key. */
+    static void dumpCountStore(TopologyTestDriver driver, List<String> state) {
+        String name = null;
+        for (Map.Entry<String, StateStore> e : driver.getAllStateStores().entrySet()) {
+            if (e.getValue() instanceof KeyValueStore<?, ?>) {
+                if (name != null) {
+                    throw new IllegalStateException("the topology has more than one key-value store");
+                }
+                name = e.getKey();
+            }
+        }
+        if (name == null) {
+            throw new IllegalStateException("the topology has no key-value store");
+        }
+        KeyValueStore<String, ValueAndTimestamp<Long>> store = driver.getTimestampedKeyValueStore(name);
+        try (KeyValueIterator<String, ValueAndTimestamp<Long>> it = store.all()) {
+            while (it.hasNext()) {
+                KeyValue<String, ValueAndTimestamp<Long>> kv = it.next();
+                ObjectNode o = JsonNodeFactory.instance.objectNode();
+                o.put("key", kv.key);
+                o.put("value", kv.value.value());
+                state.add(o.toString());
+            }
+        }
     }
 
     static <K> void collect(TopologyTestDriver driver, Deserializer<K> keys,
