@@ -25,7 +25,9 @@
 //!   those within retention).
 //! - `parity_on_kafka_*`: the same `weir run` on the run's real Kafka broker
 //!   (exactly-once transactions, changelogs, the consumer group, a join
-//!   reading two topics), compared as on the embedded log.
+//!   reading two topics), compared as on the embedded log; the stores are
+//!   compared after a second run on a fresh data directory, which restores
+//!   them from the changelogs.
 //!
 //! The `random-*` scenarios run the same windows and joins over 300 (200 +
 //! 200) generated records with out-of-order times, null keys and values and
@@ -210,23 +212,11 @@ fn weir_run_log(
             v
         })
         .collect();
-    let mut state = Vec::new();
-    if scan {
-        let toml = std::fs::read_to_string(dir.join(format!("{variant}.toml"))).unwrap();
-        let name = toml
-            .lines()
-            .find_map(|l| l.strip_prefix("name = \""))
-            .and_then(|l| l.strip_suffix('"'))
-            .unwrap();
-        let r = run(cmd().args(["state", "scan", name, "count", "--max", "100000"]));
-        assert!(r.status.success(), "weir state scan {name}: {}", r.stderr);
-        state = r
-            .stdout
-            .lines()
-            .map(|l| serde_json::from_str::<Value>(l).unwrap())
-            .collect();
-        state.sort_by_key(stored_at);
-    }
+    let state = if scan {
+        scan_state(cmd(), &pipeline_name(dir, variant))
+    } else {
+        Vec::new()
+    };
     (out, state)
 }
 
@@ -309,13 +299,21 @@ fn produce_kafka(topic: &str, file: &Path) {
 /// `weir run VARIANT.toml --until-caught-up` on the run's Kafka broker
 /// (exactly-once, its default batch and commit interval, the pipeline's own
 /// cache setting), its name and topics made unique (`-SUFFIX`): the records
-/// of `out`, read_committed.
-fn weir_run_kafka(dir: &Path, variant: &str, topics: &[String]) -> Vec<Value> {
+/// of `out`, read_committed; and (`scan`) what `weir state scan` shows of
+/// its step `count` after a second run on a fresh data directory, whose
+/// task restores its state from the changelog, by key and window start.
+fn weir_run_kafka(
+    dir: &Path,
+    variant: &str,
+    topics: &[String],
+    scan: bool,
+) -> (Vec<Value>, Vec<Value>) {
     let s = unique();
     let tmp = tempdir();
+    let data = std::cell::RefCell::new(tmp.path().join("data"));
     let cmd = || {
         let mut c = weir();
-        c.env("WEIR_DATA", tmp.path().join("data"));
+        c.env("WEIR_DATA", &*data.borrow());
         c.env("WEIR_MODULE_PATH", modules());
         c.env("WEIR_BROKERS", brokers());
         c
@@ -356,14 +354,51 @@ fn weir_run_kafka(dir: &Path, variant: &str, topics: &[String]) -> Vec<Value> {
     );
     let r = run(cmd().args(["consume", &format!("{OUT}-{s}"), "--from-beginning"]));
     assert!(r.status.success(), "{}", r.stderr);
-    r.stdout
+    let out = r
+        .stdout
         .lines()
         .map(|l| {
             let mut v = compared(l);
             v["topic"] = json!(OUT);
             v
         })
-        .collect()
+        .collect();
+    let mut state = Vec::new();
+    if scan {
+        *data.borrow_mut() = tmp.path().join("restored");
+        let r = run(cmd()
+            .arg("run")
+            .arg(&path)
+            .args(["--until-caught-up", "--quiet"]));
+        assert!(r.status.success(), "weir run {variant} again: {}", r.stderr);
+        let name = format!("{}-{s}", pipeline_name(dir, variant));
+        state = scan_state(cmd(), &name);
+    }
+    (out, state)
+}
+
+/// The `name` of VARIANT.toml.
+fn pipeline_name(dir: &Path, variant: &str) -> String {
+    let toml = std::fs::read_to_string(dir.join(format!("{variant}.toml"))).unwrap();
+    toml.lines()
+        .find_map(|l| l.strip_prefix("name = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .unwrap()
+        .to_string()
+}
+
+/// `weir state scan NAME count` (with `cmd`'s data directory and
+/// brokers), by key and window start.
+fn scan_state(mut cmd: std::process::Command, name: &str) -> Vec<Value> {
+    let r = run(cmd.args(["state", "scan", name, "count", "--max", "100000"]));
+    assert!(r.status.success(), "weir state scan {name}: {}", r.stderr);
+    let mut state: Vec<Value> = r
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    state.sort_by_key(stored_at);
+    state
 }
 
 /// `pipeline::run` of VARIANT.toml on a memory backend whose reads deliver
@@ -514,19 +549,24 @@ fn check(name: &str) {
         let want_state = state_golden(&dir, v);
         let (cached, state) = weir_run_log(&dir, v, &topics, want_state.is_some());
         failures += &differs(&dir, name, v, "weir run", &cached, want);
-        if let Some(want_state) = want_state
-            && state != want_state
-        {
-            failures += &format!(
-                "{name}/{v}: weir state scan after weir run differs from Kafka Streams' window store\n--- Kafka Streams ({} windows)\n{}--- weir ({} windows)\n{}",
-                want_state.len(),
-                show(&want_state),
-                state.len(),
-                show(&state)
-            );
-        }
+        failures += &state_differs(name, v, "weir run", want_state.as_deref(), &state);
     }
     assert!(failures.is_empty(), "{failures}");
+}
+
+/// Compares what `weir state scan` showed after `how` with Kafka Streams'
+/// store at the end, when regen.sh compares the variant's store.
+fn state_differs(name: &str, v: &str, how: &str, want: Option<&[Value]>, got: &[Value]) -> String {
+    match want {
+        Some(want) if want != got => format!(
+            "{name}/{v}: weir state scan after {how} differs from Kafka Streams' store\n--- Kafka Streams ({} entries)\n{}--- weir ({} entries)\n{}",
+            want.len(),
+            show(want),
+            got.len(),
+            show(got)
+        ),
+        _ => String::new(),
+    }
 }
 
 /// Runs every variant of a scenario with `weir run` on the real Kafka
@@ -537,8 +577,11 @@ fn check_kafka(name: &str) {
     let (dir, variants, topics) = asserted(name);
     let mut failures = String::new();
     for (v, want) in &variants {
-        let got = weir_run_kafka(&dir, v, &topics);
+        let want_state = state_golden(&dir, v);
+        let (got, state) = weir_run_kafka(&dir, v, &topics, want_state.is_some());
         failures += &differs(&dir, name, v, "weir run on Kafka", &got, want);
+        let how = "a restore from the changelog on Kafka";
+        failures += &state_differs(name, v, how, want_state.as_deref(), &state);
     }
     assert!(failures.is_empty(), "{failures}");
 }
