@@ -25,6 +25,7 @@ mod languages_stateful;
 mod live;
 mod outside_guests;
 mod parity;
+mod parity_kafka;
 mod pipelines;
 mod pipelines_stateful;
 mod testdriver;

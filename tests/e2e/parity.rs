@@ -23,11 +23,11 @@
 //!   what `weir state scan` then shows must be what Kafka Streams' store
 //!   held at the end (`VARIANT.kafka-streams-state.jsonl`; for windows,
 //!   those within retention).
-//! - `parity_on_kafka_*`: the same `weir run` on the run's real Kafka broker
-//!   (exactly-once transactions, changelogs, the consumer group, a join
-//!   reading two topics), compared as on the embedded log; the stores are
-//!   compared after a second run on a fresh data directory, which restores
-//!   them from the changelogs.
+//! - `parity_kafka::parity_on_kafka_*` (parity_kafka.rs): the same `weir
+//!   run` on the run's real Kafka broker (exactly-once transactions,
+//!   changelogs, the consumer group, a join reading two topics), compared
+//!   as on the embedded log; the stores are compared after a second run on
+//!   a fresh data directory, which restores them from the changelogs.
 //!
 //! The `random-*` scenarios run the same windows and joins over 300 (200 +
 //! 200) generated records with out-of-order times, null keys and values and
@@ -38,25 +38,19 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::AtomicBool;
 
-use rdkafka::ClientConfig;
-use rdkafka::client::ClientContext;
-use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use serde_json::{Value, json};
 use weir::backend::memory::MemoryBackend;
 use weir::backend::{Backend, Commit, TopicConfig};
 use weir::pipeline::RunOptions;
 use weir::runtime::{Runtime, RuntimeOptions};
 
-use crate::kafka::brokers;
 use crate::util::{guest, root, run, shared_cache, tempdir, weir};
 
-const OUT: &str = "out";
+pub(crate) const OUT: &str = "out";
 
-fn modules() -> PathBuf {
+pub(crate) fn modules() -> PathBuf {
     guest("count").parent().unwrap().to_path_buf()
 }
 
@@ -83,7 +77,7 @@ fn scenario(name: &str) -> (PathBuf, Vec<String>, Vec<String>) {
 }
 
 /// A record as compared: topic, key, value, headers (when any), timestamp.
-fn compared(line: &str) -> Value {
+pub(crate) fn compared(line: &str) -> Value {
     let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
     let mut o = serde_json::Map::new();
     for f in ["topic", "key", "value", "headers", "timestamp"] {
@@ -119,7 +113,7 @@ fn golden(dir: &Path, variant: &str) -> Vec<Value> {
 /// query reads it: for windows, those within their retention), for the
 /// variants whose store regen.sh compares (time windows without the record
 /// cache, unwindowed counts), by key and window start.
-fn state_golden(dir: &Path, variant: &str) -> Option<Vec<Value>> {
+pub(crate) fn state_golden(dir: &Path, variant: &str) -> Option<Vec<Value>> {
     let path = dir.join(format!("{variant}.kafka-streams-state.jsonl"));
     let text = std::fs::read_to_string(path).ok()?;
     let mut state: Vec<Value> = text
@@ -220,165 +214,8 @@ fn weir_run_log(
     (out, state)
 }
 
-/// Names no other test (or an earlier run on a kept broker) uses.
-fn unique() -> String {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!(
-        "{}-{nanos:x}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    )
-}
-
-/// Delivery failures of the inputs' producer.
-#[derive(Default)]
-struct Refusals(std::sync::Mutex<Vec<String>>);
-
-impl ClientContext for Refusals {}
-
-impl ProducerContext for Refusals {
-    type DeliveryOpaque = ();
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((e, m)) = result {
-            self.0
-                .lock()
-                .unwrap()
-                .push(format!("timestamp {:?}: {e}", m.timestamp()));
-        }
-    }
-}
-
-/// Writes an input file's records to `topic` (one partition), every field
-/// as given. Not `weir produce`, which stamps a record at 0 with the current
-/// time, as Kafka's clients do (README); a record at 0 goes without a
-/// timestamp, which Weir reads as 0, as Weir's own pipeline writes do.
-fn produce_kafka(topic: &str, file: &Path) {
-    let producer: BaseProducer<Refusals> = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .create_with_context(Refusals::default())
-        .unwrap();
-    let text = std::fs::read_to_string(file).unwrap();
-    for (n, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let r = weir::jsonl::parse_record(line, 0)
-            .unwrap_or_else(|e| panic!("{}:{}: {e}", file.display(), n + 1));
-        let mut headers = OwnedHeaders::new();
-        for (k, v) in &r.headers {
-            headers = headers.insert(Header {
-                key: k,
-                value: Some(v.as_slice()),
-            });
-        }
-        let mut rec: BaseRecord<'_, [u8], [u8], ()> = BaseRecord::to(topic)
-            .partition(0)
-            .headers(headers)
-            .timestamp(if r.timestamp == 0 { -1 } else { r.timestamp });
-        rec.key = r.key.as_deref();
-        rec.payload = r.value.as_deref();
-        producer
-            .send(rec)
-            .map_err(|(e, _)| e)
-            .unwrap_or_else(|e| panic!("{}:{}: {e}", file.display(), n + 1));
-        producer.poll(Duration::ZERO);
-    }
-    producer.flush(Duration::from_secs(30)).unwrap();
-    let refused = producer.context().0.lock().unwrap();
-    assert!(
-        refused.is_empty(),
-        "{}: Kafka refused {refused:?}",
-        file.display()
-    );
-}
-
-/// `weir run VARIANT.toml --until-caught-up` on the run's Kafka broker
-/// (exactly-once, its default batch and commit interval, the pipeline's own
-/// cache setting), its name and topics made unique (`-SUFFIX`): the records
-/// of `out`, read_committed; and (`scan`) what `weir state scan` shows of
-/// its step `count` after a second run on a fresh data directory, whose
-/// task restores its state from the changelog, by key and window start.
-fn weir_run_kafka(
-    dir: &Path,
-    variant: &str,
-    topics: &[String],
-    scan: bool,
-) -> (Vec<Value>, Vec<Value>) {
-    let s = unique();
-    let tmp = tempdir();
-    let data = std::cell::RefCell::new(tmp.path().join("data"));
-    let cmd = || {
-        let mut c = weir();
-        c.env("WEIR_DATA", &*data.borrow());
-        c.env("WEIR_MODULE_PATH", modules());
-        c.env("WEIR_BROKERS", brokers());
-        c
-    };
-    // The pipeline's own name and topics, suffixed (step names and join
-    // kinds stay).
-    let text = std::fs::read_to_string(dir.join(format!("{variant}.toml"))).unwrap();
-    let mut top = true;
-    let file: String = text
-        .lines()
-        .map(|l| {
-            top &= !l.starts_with('[');
-            let field = l.split('=').next().unwrap_or("").trim();
-            let renamed = (top && field == "name") || ["input", "output", "with"].contains(&field);
-            match l.rfind('"') {
-                Some(end) if renamed => format!("{}-{s}\"\n", &l[..end]),
-                _ => format!("{l}\n"),
-            }
-        })
-        .collect();
-    assert!(file.contains(&format!("output = \"{OUT}-{s}\"")), "{file}");
-    let path = tmp.path().join(format!("{variant}.toml"));
-    std::fs::write(&path, file).unwrap();
-    for t in topics {
-        let topic = format!("{t}-{s}");
-        let r = run(cmd().args(["topic", "create", &topic, "--partitions", "1"]));
-        assert!(r.status.success(), "{}", r.stderr);
-        produce_kafka(&topic, &dir.join(format!("{t}.jsonl")));
-    }
-    let r = run(cmd()
-        .arg("run")
-        .arg(&path)
-        .args(["--until-caught-up", "--quiet"]));
-    assert!(
-        r.status.success(),
-        "weir run {variant} on Kafka: {}",
-        r.stderr
-    );
-    let r = run(cmd().args(["consume", &format!("{OUT}-{s}"), "--from-beginning"]));
-    assert!(r.status.success(), "{}", r.stderr);
-    let out = r
-        .stdout
-        .lines()
-        .map(|l| {
-            let mut v = compared(l);
-            v["topic"] = json!(OUT);
-            v
-        })
-        .collect();
-    let mut state = Vec::new();
-    if scan {
-        *data.borrow_mut() = tmp.path().join("restored");
-        let r = run(cmd()
-            .arg("run")
-            .arg(&path)
-            .args(["--until-caught-up", "--quiet"]));
-        assert!(r.status.success(), "weir run {variant} again: {}", r.stderr);
-        let name = format!("{}-{s}", pipeline_name(dir, variant));
-        state = scan_state(cmd(), &name);
-    }
-    (out, state)
-}
-
 /// The `name` of VARIANT.toml.
-fn pipeline_name(dir: &Path, variant: &str) -> String {
+pub(crate) fn pipeline_name(dir: &Path, variant: &str) -> String {
     let toml = std::fs::read_to_string(dir.join(format!("{variant}.toml"))).unwrap();
     toml.lines()
         .find_map(|l| l.strip_prefix("name = \""))
@@ -389,7 +226,7 @@ fn pipeline_name(dir: &Path, variant: &str) -> String {
 
 /// `weir state scan NAME count` (with `cmd`'s data directory and
 /// brokers), by key and window start.
-fn scan_state(mut cmd: std::process::Command, name: &str) -> Vec<Value> {
+pub(crate) fn scan_state(mut cmd: std::process::Command, name: &str) -> Vec<Value> {
     let r = run(cmd.args(["state", "scan", name, "count", "--max", "100000"]));
     assert!(r.status.success(), "weir state scan {name}: {}", r.stderr);
     let mut state: Vec<Value> = r
@@ -490,7 +327,7 @@ fn finals(recs: &[Value]) -> BTreeMap<String, Value> {
 type Asserted = (PathBuf, Vec<(String, Vec<Value>)>, Vec<String>);
 
 /// The variants of a scenario (every one is asserted), with their goldens.
-fn asserted(name: &str) -> Asserted {
+pub(crate) fn asserted(name: &str) -> Asserted {
     let (dir, variants, topics) = scenario(name);
     let mut out = Vec::new();
     for v in variants {
@@ -508,7 +345,14 @@ fn asserted(name: &str) -> Asserted {
 /// Streams: updates merge, so an aggregate or a table-table join is
 /// compared by its final values; the other joins must give the same
 /// records. Returns the difference, if any.
-fn differs(dir: &Path, name: &str, v: &str, how: &str, got: &[Value], want: &[Value]) -> String {
+pub(crate) fn differs(
+    dir: &Path,
+    name: &str,
+    v: &str,
+    how: &str,
+    got: &[Value],
+    want: &[Value],
+) -> String {
     let pipeline = std::fs::read_to_string(dir.join(format!("{v}.toml"))).unwrap();
     if pipeline.contains("kind = \"aggregate\"") || pipeline.contains("as_table = true") {
         if finals(got) != finals(want) {
@@ -556,7 +400,13 @@ fn check(name: &str) {
 
 /// Compares what `weir state scan` showed after `how` with Kafka Streams'
 /// store at the end, when regen.sh compares the variant's store.
-fn state_differs(name: &str, v: &str, how: &str, want: Option<&[Value]>, got: &[Value]) -> String {
+pub(crate) fn state_differs(
+    name: &str,
+    v: &str,
+    how: &str,
+    want: Option<&[Value]>,
+    got: &[Value],
+) -> String {
     match want {
         Some(want) if want != got => format!(
             "{name}/{v}: weir state scan after {how} differs from Kafka Streams' store\n--- Kafka Streams ({} entries)\n{}--- weir ({} entries)\n{}",
@@ -567,23 +417,6 @@ fn state_differs(name: &str, v: &str, how: &str, want: Option<&[Value]>, got: &[
         ),
         _ => String::new(),
     }
-}
-
-/// Runs every variant of a scenario with `weir run` on the real Kafka
-/// broker (transactions, changelogs, the consumer group, two-sided joins
-/// reading two topics) and asserts Kafka Streams' outputs as the embedded
-/// `weir run` is held to them.
-fn check_kafka(name: &str) {
-    let (dir, variants, topics) = asserted(name);
-    let mut failures = String::new();
-    for (v, want) in &variants {
-        let want_state = state_golden(&dir, v);
-        let (got, state) = weir_run_kafka(&dir, v, &topics, want_state.is_some());
-        failures += &differs(&dir, name, v, "weir run on Kafka", &got, want);
-        let how = "a restore from the changelog on Kafka";
-        failures += &state_differs(name, v, how, want_state.as_deref(), &state);
-    }
-    assert!(failures.is_empty(), "{failures}");
 }
 
 /// split_words + count: a repartition, out-of-order lines, a null key, a
@@ -657,57 +490,6 @@ fn parity_random_windowed_counts() {
 #[test]
 fn parity_random_joins() {
     check("random-joins");
-}
-
-/// Every scenario above with `weir run` on Kafka.
-#[test]
-fn parity_on_kafka_word_count() {
-    check_kafka("wordcount");
-}
-
-#[test]
-fn parity_on_kafka_tumbling_windows_update_and_close() {
-    check_kafka("tumbling");
-}
-
-#[test]
-fn parity_on_kafka_hopping_windows() {
-    check_kafka("hopping");
-}
-
-#[test]
-fn parity_on_kafka_session_windows_update_and_close() {
-    check_kafka("session");
-}
-
-#[test]
-fn parity_on_kafka_stream_table_joins() {
-    check_kafka("stream-table");
-}
-
-#[test]
-fn parity_on_kafka_table_table_joins() {
-    check_kafka("table-table");
-}
-
-#[test]
-fn parity_on_kafka_stream_stream_joins() {
-    check_kafka("stream-stream");
-}
-
-#[test]
-fn parity_on_kafka_stream_stream_joins_at_the_edges() {
-    check_kafka("stream-stream-edges");
-}
-
-#[test]
-fn parity_on_kafka_random_windowed_counts() {
-    check_kafka("random-aggregates");
-}
-
-#[test]
-fn parity_on_kafka_random_joins() {
-    check_kafka("random-joins");
 }
 
 /// Joins reading two topics whose reads deliver one or a few records at a
