@@ -140,13 +140,12 @@ window = { type = "session", gap = "5s", grace = "10s" }
         .weir()
         .args(["state", "get"])
         .args(["sessions", "count", "k"]));
+    // [1 s, 1 s] closed at 16 s (end + gap + grace) and left the state, as
+    // Kafka Streams' session store no longer returns it.
     assert_lines(
         "state",
         &r.stdout,
-        r#"
-        {"key":"k","window":{"start":1000,"end":1000},"value":1}
-        {"key":"k","window":{"start":10000,"end":20000},"value":3}
-        "#,
+        r#"{"key":"k","window":{"start":10000,"end":20000},"value":3}"#,
     );
 }
 

@@ -14,6 +14,11 @@
 //! and still there is emitted with its latest value, and a session merged
 //! away is emitted as a tombstone only if the last commit had it (a session
 //! that came and went between two commits was never seen downstream).
+//!
+//! A session leaves the state once no record can reach it: without the
+//! cache as it closes (the session store's retention, gap + grace), with
+//! it once a record within its gap would be late (end + 2 × gap + grace);
+//! a purge index entry written with it says when.
 
 use anyhow::Context;
 
@@ -175,7 +180,7 @@ impl Session {
             // of reach, as in Kafka Streams with its record cache off,
             // whose session store no longer returns it past its retention
             // (gap + grace): a record next to it starts a session of its
-            // own (the closed one stays in the state, queryable). With the
+            // own (the closed one leaves the state after the batch). With the
             // cache, Kafka Streams finds it in its record cache, which
             // does not check retention, and merges it: so does Weir.
             if !self.defer && e <= prev.saturating_sub(gap).saturating_sub(self.cfg.grace) {
@@ -251,6 +256,22 @@ impl Session {
         }
         let k = keys::agg(cx.pipeline, &name, cx.partition, key, start);
         cx.txn.put(k, keys::agg_entry(end, end, &acc));
+        if !close {
+            // When it leaves the state: as Kafka Streams' session store
+            // stops returning it, at end + gap + grace (its retention),
+            // without the cache; with it, when no record can merge into it
+            // without being late (see `close_due`'s callers).
+            let at = end.saturating_add(gap).saturating_add(self.cfg.grace);
+            let at = if self.defer {
+                at.saturating_add(gap).saturating_add(1)
+            } else {
+                at
+            };
+            cx.txn.put(
+                keys::agg_purge(cx.pipeline, &name, cx.partition, at, key, start),
+                end.to_be_bytes().to_vec(),
+            );
+        }
         if close {
             let ck = self.close_key(cx, end, key, start);
             // With the state cache, the headers of the session's last
@@ -339,6 +360,11 @@ impl Operator for Session {
             }
         }
         set_own_time(cx, &self.cfg, before, now);
+        // Emitted on update without the cache: sessions past their time
+        // leave now (with the cache, at the commit, once emitted).
+        if self.cfg.emit == Emit::Update && !self.defer {
+            forget_expired(&self.cfg, cx, now)?;
+        }
         Ok(out)
     }
 
@@ -402,6 +428,10 @@ impl Operator for Session {
             });
         }
         out.extend(present(self.guest.as_mut(), &self.cfg, cx, items)?);
+        if self.cfg.emit == Emit::Update {
+            let now = own_time(cx, &self.cfg)?;
+            forget_expired(&self.cfg, cx, now)?;
+        }
         Ok(out)
     }
 

@@ -286,3 +286,54 @@ fn with_the_cache_a_closed_session_is_kept_for_merging_then_forgotten() {
     assert!(!stored(&h, "e", 77_000));
     assert!(!stored(&h, "x", 81_000));
 }
+
+/// With `emit = "update"`, a session leaves the state as Kafka Streams'
+/// session store stops returning it: at its end + gap + grace without the
+/// cache (a record next to it starts a session of its own by then); with
+/// the cache, once no record can merge into it without being late (end + 2
+/// × gap + grace, past), after the commit has emitted it. gap 5 s, grace
+/// 2 s.
+#[test]
+fn emitted_on_update_a_session_leaves_the_state_when_it_can_no_longer_grow() {
+    use crate::backend::StateRead;
+    use crate::pipeline::keys;
+
+    let window = "window = { type = \"session\", gap = \"5s\", grace = \"2s\" }";
+    let cfg = step(&format!("{COUNT}\n{window}\nemit = \"update\""));
+    let stored = |h: &Harness, key: &str, start: i64| {
+        h.backend
+            .get(&keys::agg("p", "count", 0, key.as_bytes(), start))
+            .unwrap()
+            .is_some()
+    };
+    let feed = |h: &mut Harness, key: &str, ts: i64| {
+        let mut out = h.run_batch(&stream(&[rec(key, "x", ts)])).unwrap();
+        out.extend(h.commit_held().unwrap());
+        out.iter().map(show).collect::<Vec<_>>()
+    };
+    // Without the cache.
+    let mut h = Harness::new(cfg.clone(), counter());
+    assert_eq!(feed(&mut h, "a", 70_000), ["a[70000,70000]=1@70000"]);
+    assert_eq!(feed(&mut h, "b", 76_999), ["b[76999,76999]=1@76999"]);
+    assert!(stored(&h, "a", 70_000));
+    assert_eq!(
+        feed(&mut h, "b", 77_000),
+        ["b[76999,76999]=null@76999", "b[76999,77000]=2@77000"]
+    );
+    assert!(!stored(&h, "a", 70_000));
+    // a@74 s starts a session of its own, as it would have before.
+    assert_eq!(feed(&mut h, "a", 74_000), ["a[74000,74000]=1@74000"]);
+    // With the cache: a@74 s merges into a[70 s, 70 s] (kept until 83 s).
+    let mut h = Harness::new(cfg, counter());
+    h.op.defer_updates(true);
+    assert_eq!(feed(&mut h, "a", 70_000), ["a[70000,70000]=1@70000"]);
+    assert_eq!(feed(&mut h, "b", 77_000), ["b[77000,77000]=1@77000"]);
+    assert!(stored(&h, "a", 70_000));
+    assert_eq!(feed(&mut h, "a", 74_000), ["a[70000,74000]=2@74000"]);
+    assert_eq!(feed(&mut h, "b", 86_000), ["b[86000,86000]=1@86000"]);
+    assert!(stored(&h, "a", 70_000));
+    assert_eq!(feed(&mut h, "c", 87_000), ["c[87000,87000]=1@87000"]);
+    assert!(!stored(&h, "a", 70_000));
+    assert!(stored(&h, "b", 77_000));
+    assert_eq!(h.late, 0);
+}

@@ -49,6 +49,7 @@ import org.apache.kafka.streams.kstream.WindowedSerdes;
 import org.apache.kafka.streams.processor.StateStore;
 import org.apache.kafka.streams.state.KeyValueIterator;
 import org.apache.kafka.streams.state.KeyValueStore;
+import org.apache.kafka.streams.state.SessionStore;
 import org.apache.kafka.streams.state.ValueAndTimestamp;
 import org.apache.kafka.streams.state.WindowStore;
 import org.apache.kafka.streams.test.TestRecord;
@@ -70,7 +71,8 @@ import org.apache.kafka.streams.test.TestRecord;
  * {"topic","key","value","headers","timestamp"} object a line, as
  * `weir test` prints them. Windowed keys become the key plus the headers
  * weir.window.start and weir.window.end. For a time-windowed count without
- * the record cache, and for an unwindowed count, it also writes what the
+ * the record cache, a session count without it and an unwindowed count, it
+ * also writes what the
  * store holds at the end to OUT_DIR/SCENARIO/VARIANT.kafka-streams-state.jsonl,
  * as `weir state scan` prints it.
  *
@@ -118,7 +120,7 @@ public final class Parity {
             Path target = out.resolve(v.scenario()).resolve(v.name() + ".kafka-streams.jsonl");
             Files.createDirectories(target.getParent());
             Files.write(target, lines, StandardCharsets.UTF_8);
-            if (windowStoreCompared(v) || countStoreCompared(v)) {
+            if (windowStoreCompared(v) || countStoreCompared(v) || sessionStoreCompared(v)) {
                 Files.write(out.resolve(v.scenario()).resolve(v.name() + ".kafka-streams-state.jsonl"),
                     state, StandardCharsets.UTF_8);
             }
@@ -355,6 +357,11 @@ public final class Parity {
         return v.keys() == Keys.TIME_WINDOWED && !v.name().endsWith("-cached");
     }
 
+    /** Whether the variant is a session count without the record cache, whose session store is compared too. */
+    static boolean sessionStoreCompared(Variant v) {
+        return v.keys() == Keys.SESSION_WINDOWED && !v.name().endsWith("-cached");
+    }
+
     /** Whether the variant is an unwindowed count, whose key-value store is compared too. */
     static boolean countStoreCompared(Variant v) {
         return v.keys() == Keys.PLAIN && v.name().startsWith("count");
@@ -389,6 +396,8 @@ public final class Parity {
                 dumpWindowStore(driver, stored);
             } else if (countStoreCompared(v)) {
                 dumpCountStore(driver, stored);
+            } else if (sessionStoreCompared(v)) {
+                dumpSessionStore(driver, inputs, stored);
             }
             switch (v.keys()) {
                 case PLAIN -> collect(driver, new StringDeserializer(), k -> k, k -> null, lines);
@@ -438,6 +447,41 @@ public final class Parity {
         rows.sort(java.util.Comparator.<ObjectNode, String>comparing(o -> o.get("key").asText())
             .thenComparingLong(o -> o.get("window").get("start").asLong()));
         rows.forEach(o -> state.add(o.toString()));
+    }
+
+    /**
+     * The sessions of the topology's one session store, of every key of the
+     * inputs, as `weir state scan` prints them ({"key","window":{"start",
+     * "end"},"value"}), by key, then session start.
+     */
+    static void dumpSessionStore(TopologyTestDriver driver, List<In> inputs, List<String> state) {
+        String name = null;
+        for (Map.Entry<String, StateStore> e : driver.getAllStateStores().entrySet()) {
+            if (e.getValue() instanceof SessionStore<?, ?>) {
+                name = e.getKey();
+            }
+        }
+        if (name == null) {
+            throw new IllegalStateException("the topology has no session store");
+        }
+        SessionStore<String, Long> store = driver.getSessionStore(name);
+        java.util.TreeSet<String> keys = new java.util.TreeSet<>();
+        inputs.stream().map(In::key).filter(java.util.Objects::nonNull).forEach(keys::add);
+        for (String key : keys) {
+            try (KeyValueIterator<Windowed<String>, Long> it = store.fetch(key)) {
+                while (it.hasNext()) {
+                    KeyValue<Windowed<String>, Long> kv = it.next();
+                    ObjectNode o = JsonNodeFactory.instance.objectNode();
+                    o.put("key", kv.key.key());
+                    ObjectNode w = JsonNodeFactory.instance.objectNode();
+                    w.put("start", kv.key.window().start());
+                    w.put("end", kv.key.window().end());
+                    o.set("window", w);
+                    o.put("value", kv.value);
+                    state.add(o.toString());
+                }
+            }
+        }
     }
 
     /** The counts of the topology's one key-value store, as `weir state scan` prints them ({"key","value"}), by key. */
