@@ -135,6 +135,46 @@ fn with_emit_update_a_window_stays_queryable_for_its_retention() {
     );
 }
 
+/// However long a windowed aggregate runs, its state holds only the windows
+/// within retention: ten minutes of one record a second, in 10 s windows,
+/// leave one window in the state; a session every 10 s, two (with the state
+/// cache on, a session stays while a record within its gap could still
+/// merge into it: 580 s + 2 × 5 s is not past 590 s).
+#[test]
+fn a_long_windowed_run_keeps_only_the_windows_within_retention() {
+    let records: Vec<(&str, i64)> = (0..600).map(|i| ("a", i * 1000)).collect();
+    let (out, state) = count_with(
+        "window = { type = \"tumbling\", size = \"10s\" }\nemit = \"update\"",
+        &records,
+    );
+    assert_eq!(out.len(), 60);
+    assert_eq!(out.last().map(String::as_str), Some("a@590000=10"));
+    let a = state("a");
+    assert!(a.status.success(), "{}", a.stderr);
+    assert_lines(
+        "state of a",
+        &a.stdout,
+        r#"{"key":"a","window":{"start":590000,"end":600000},"value":10}"#,
+    );
+    // Sessions: a record every 10 s with a gap of 5 s makes a session each.
+    let records: Vec<(&str, i64)> = (0..60).map(|i| ("a", i * 10_000)).collect();
+    let (out, state) = count_with(
+        "window = { type = \"session\", gap = \"5s\" }\nemit = \"update\"",
+        &records,
+    );
+    assert_eq!(out.len(), 60);
+    let a = state("a");
+    assert!(a.status.success(), "{}", a.stderr);
+    assert_lines(
+        "state of a",
+        &a.stdout,
+        r#"
+        {"key":"a","window":{"start":580000,"end":580000},"value":1}
+        {"key":"a","window":{"start":590000,"end":590000},"value":1}
+        "#,
+    );
+}
+
 #[test]
 fn with_emit_close_a_window_is_removed_from_the_state_when_it_closes() {
     let (out, state) = count_with(
