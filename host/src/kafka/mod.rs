@@ -37,6 +37,11 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 /// before the cluster counts as unreachable.
 const DOWN_GRACE: Duration = Duration::from_secs(2);
 
+/// How long a consumer whose prefetch queue is full waits before it fetches
+/// again: librdkafka's default, 1 s, would hold back a reader that drains
+/// the queue faster (a task, a changelog restore) for up to a second.
+pub(crate) const FETCH_BACKOFF_MS: &str = "10";
+
 /// What went wrong talking to Kafka, where a caller may branch on it.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -143,6 +148,7 @@ impl Connection {
             ("isolation.level", isolation),
             ("enable.auto.commit", "false"),
             ("enable.partition.eof", "true"),
+            ("fetch.queue.backoff.ms", FETCH_BACKOFF_MS),
             // librdkafka assigns partitions only within a group; this one
             // never joins, subscribes or commits.
             ("group.id", "weir-cli"),

@@ -213,6 +213,7 @@ impl KafkaBackend {
                 ("enable.partition.eof", "true"),
                 ("queued.max.messages.kbytes", PREFETCH_KB),
                 ("fetch.wait.max.ms", "100"),
+                ("fetch.queue.backoff.ms", super::FETCH_BACKOFF_MS),
             ])
             .create_with_context(Ctx::default())
             .map_err(client_error(format!(

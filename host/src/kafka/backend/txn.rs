@@ -164,29 +164,40 @@ impl KafkaBackend {
         }
     }
 
-    /// Sends a commit's records; returns the local writes to make once
-    /// Kafka took them.
+    /// Sends a commit's records (taking its appends); the local writes are
+    /// made once Kafka took them.
     pub(super) fn send_all(
         &self,
         producer: &BaseProducer<Deliveries>,
-        commit: &Commit,
+        commit: &mut Commit,
     ) -> anyhow::Result<()> {
-        for (topic, partition, bytes) in &commit.appends {
-            let name = self.name_of(*topic)?;
-            let rec = Packed::parse(bytes.clone())
+        // Topic names by id, looked up once per topic.
+        let mut names: Vec<(u32, String)> = Vec::new();
+        for (topic, partition, bytes) in std::mem::take(&mut commit.appends) {
+            let name = match names.iter().find(|(id, _)| *id == topic) {
+                Some((_, n)) => n,
+                None => {
+                    names.push((topic, self.name_of(topic)?));
+                    &names[names.len() - 1].1
+                }
+            };
+            let rec = Packed::parse(bytes)
                 .map_err(|e| anyhow::anyhow!("a record to {name} is not well formed: {e}"))?;
-            let mut headers = OwnedHeaders::new();
-            for (k, v) in rec.headers() {
-                headers = headers.insert(Header {
-                    key: k,
-                    value: Some(v),
-                });
-            }
             let mut r: BaseRecord<'_, [u8], [u8], ()> =
-                BaseRecord::to(&name).partition(*partition as i32);
+                BaseRecord::to(name).partition(partition as i32);
             r.key = rec.key();
             r.payload = rec.value();
-            r = r.headers(headers);
+            let mut headers = rec.headers().peekable();
+            if headers.peek().is_some() {
+                let mut owned = OwnedHeaders::new();
+                for (k, v) in headers {
+                    owned = owned.insert(Header {
+                        key: k,
+                        value: Some(v),
+                    });
+                }
+                r = r.headers(owned);
+            }
             // librdkafka stamps a record given 0 with the current time: a
             // record at 0 goes as one without a timestamp (-1), which Weir
             // reads back as 0.
@@ -263,7 +274,11 @@ impl KafkaBackend {
         )
     }
 
-    pub(super) fn commit_exactly_once(&self, task: TaskId, commit: Commit) -> anyhow::Result<()> {
+    pub(super) fn commit_exactly_once(
+        &self,
+        task: TaskId,
+        mut commit: Commit,
+    ) -> anyhow::Result<()> {
         let tp = self.producer(task)?;
         let _busy = lock(&tp.busy);
         let producer = &tp.producer;
@@ -271,7 +286,7 @@ impl KafkaBackend {
         producer
             .begin_transaction()
             .map_err(|e| self.txn_failed(task, producer, e))?;
-        if let Err(e) = self.send_all(producer, &commit) {
+        if let Err(e) = self.send_all(producer, &mut commit) {
             let _ = producer.abort_transaction(TIMEOUT);
             return Err(e);
         }
@@ -296,12 +311,16 @@ impl KafkaBackend {
         self.write_local(producer, commit.puts)
     }
 
-    pub(super) fn commit_at_least_once(&self, task: TaskId, commit: Commit) -> anyhow::Result<()> {
+    pub(super) fn commit_at_least_once(
+        &self,
+        task: TaskId,
+        mut commit: Commit,
+    ) -> anyhow::Result<()> {
         let tp = self.producer(task)?;
         let _busy = lock(&tp.busy);
         let producer = &tp.producer;
         *lock(&producer.context().delivered) = Delivered::default();
-        self.send_all(producer, &commit)?;
+        self.send_all(producer, &mut commit)?;
         flush(producer).map_err(client_error(format!(
             "task {task}: records to Kafka at {} were not delivered in time",
             self.conn.brokers
