@@ -414,22 +414,31 @@ public final class Parity {
         return lines;
     }
 
+    /** The name of the topology's one store of `type`. */
+    static String storeOf(TopologyTestDriver driver, Class<?> type) {
+        String name = null;
+        for (Map.Entry<String, StateStore> e : driver.getAllStateStores().entrySet()) {
+            if (type.isInstance(e.getValue())) {
+                if (name != null) {
+                    throw new IllegalStateException("the topology has more than one " + type.getSimpleName());
+                }
+                name = e.getKey();
+            }
+        }
+        if (name == null) {
+            throw new IllegalStateException("the topology has no " + type.getSimpleName());
+        }
+        return name;
+    }
+
     /**
      * The windows of the topology's one window store, as `weir state scan`
      * prints them ({"key","window":{"start","end"},"value"}), by key, then
      * window start.
      */
     static void dumpWindowStore(TopologyTestDriver driver, List<String> state) {
-        String name = null;
-        for (Map.Entry<String, StateStore> e : driver.getAllStateStores().entrySet()) {
-            if (e.getValue() instanceof WindowStore<?, ?>) {
-                name = e.getKey();
-            }
-        }
-        if (name == null) {
-            throw new IllegalStateException("the topology has no window store");
-        }
-        WindowStore<String, ValueAndTimestamp<Long>> store = driver.getTimestampedWindowStore(name);
+        WindowStore<String, ValueAndTimestamp<Long>> store =
+            driver.getTimestampedWindowStore(storeOf(driver, WindowStore.class));
         List<ObjectNode> rows = new ArrayList<>();
         try (KeyValueIterator<Windowed<String>, ValueAndTimestamp<Long>> it = store.all()) {
             while (it.hasNext()) {
@@ -455,16 +464,7 @@ public final class Parity {
      * "end"},"value"}), by key, then session start.
      */
     static void dumpSessionStore(TopologyTestDriver driver, List<In> inputs, List<String> state) {
-        String name = null;
-        for (Map.Entry<String, StateStore> e : driver.getAllStateStores().entrySet()) {
-            if (e.getValue() instanceof SessionStore<?, ?>) {
-                name = e.getKey();
-            }
-        }
-        if (name == null) {
-            throw new IllegalStateException("the topology has no session store");
-        }
-        SessionStore<String, Long> store = driver.getSessionStore(name);
+        SessionStore<String, Long> store = driver.getSessionStore(storeOf(driver, SessionStore.class));
         java.util.TreeSet<String> keys = new java.util.TreeSet<>();
         inputs.stream().map(In::key).filter(java.util.Objects::nonNull).forEach(keys::add);
         for (String key : keys) {
@@ -486,19 +486,8 @@ public final class Parity {
 
     /** The counts of the topology's one key-value store, as `weir state scan` prints them ({"key","value"}), by key. */
     static void dumpCountStore(TopologyTestDriver driver, List<String> state) {
-        String name = null;
-        for (Map.Entry<String, StateStore> e : driver.getAllStateStores().entrySet()) {
-            if (e.getValue() instanceof KeyValueStore<?, ?>) {
-                if (name != null) {
-                    throw new IllegalStateException("the topology has more than one key-value store");
-                }
-                name = e.getKey();
-            }
-        }
-        if (name == null) {
-            throw new IllegalStateException("the topology has no key-value store");
-        }
-        KeyValueStore<String, ValueAndTimestamp<Long>> store = driver.getTimestampedKeyValueStore(name);
+        KeyValueStore<String, ValueAndTimestamp<Long>> store =
+            driver.getTimestampedKeyValueStore(storeOf(driver, KeyValueStore.class));
         try (KeyValueIterator<String, ValueAndTimestamp<Long>> it = store.all()) {
             while (it.hasNext()) {
                 KeyValue<String, ValueAndTimestamp<Long>> kv = it.next();
