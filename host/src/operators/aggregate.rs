@@ -163,15 +163,17 @@ impl Aggregate {
         }
     }
 
-    /// The accumulators the groups have now (pending or committed).
-    fn stored_accs(&self, cx: &Ctx<'_>, groups: &[Group]) -> anyhow::Result<Vec<Vec<u8>>> {
+    /// The accumulators the groups have now (pending or committed), each
+    /// group stamped with its window's stored timestamp.
+    fn stored_accs(&self, cx: &Ctx<'_>, groups: &mut [Group]) -> anyhow::Result<Vec<Vec<u8>>> {
         let mut accs = Vec::with_capacity(groups.len());
         for g in groups {
             let k = keys::agg(cx.pipeline, &self.cfg.name, cx.partition, &g.key, g.start);
             let v = cx
                 .get(&k)?
                 .context("an updated window has no accumulator")?;
-            let (_, _, acc) = keys::agg_value_ts(&v).context("a stored accumulator is corrupt")?;
+            let (_, ts, acc) = keys::agg_value_ts(&v).context("a stored accumulator is corrupt")?;
+            g.ts = ts;
             accs.push(acc.to_vec());
         }
         Ok(accs)
@@ -430,7 +432,7 @@ impl Operator for Aggregate {
             if hold && accs.is_none() {
                 // Taken record by record: read back now, since the window
                 // may leave the state before the commit emits it.
-                accs = Some(self.stored_accs(cx, &groups)?);
+                accs = Some(self.stored_accs(cx, &mut groups)?);
             }
             if hold {
                 // Each group keeps its last record: moved out of the batch

@@ -550,3 +550,31 @@ fn with_a_longer_retention_a_closed_window_stays_until_its_start_plus_retention(
     h.feed(&stream(&[rec("a", "x", 1_000), rec("b", "x", 10_000)]), 1);
     assert!(stored_windows(&h, "a").is_empty());
 }
+
+/// A window updated and then gone from the state in the same commit
+/// interval is still emitted at the commit, also when a trapping record
+/// made the batch go record by record (its accumulator is read back before
+/// the window leaves).
+#[test]
+fn a_window_that_leaves_before_the_commit_is_still_emitted_at_it() {
+    let tumbling = "window = { type = \"tumbling\", size = \"10s\" }";
+    let mut h = Harness::new(step(&format!("{COUNT}\n{tumbling}")), counter());
+    h.op.defer_updates(true);
+    let ran = h
+        .run_batch(&stream(&[
+            rec("a", "x", 1_000),
+            rec("a", "trap", 2_000),
+            rec("b", "x", 30_000),
+        ]))
+        .unwrap();
+    assert!(ran.is_empty());
+    let out = h.commit_held().unwrap();
+    assert_eq!(
+        out.iter().map(show).collect::<Vec<_>>(),
+        ["a[0,10000]=1@1000", "b[30000,40000]=1@30000"]
+    );
+    assert!(stored_windows(&h, "a").is_empty());
+    assert_eq!(stored_windows(&h, "b"), [30_000]);
+    let reasons: Vec<&str> = h.dead.iter().map(|d| d.1.as_str()).collect();
+    assert_eq!(reasons, ["trapped: unreachable"]);
+}
