@@ -90,6 +90,20 @@ fn tombstone(key: &[u8], s: i64, e: i64, seq: u64, carry: Option<&Packed>) -> It
     }
 }
 
+/// When a session ending at `end` leaves the state: as Kafka Streams'
+/// session store stops returning it, at end + gap + grace (its retention)
+/// without the state cache (`cached`); with it, once a record within its
+/// gap would be late (past end + 2 × gap + grace: Kafka Streams' record
+/// cache still holds it and merges such a record into it).
+fn leaves_at(end: i64, gap: i64, grace: i64, cached: bool) -> i64 {
+    let at = end.saturating_add(gap).saturating_add(grace);
+    if cached {
+        at.saturating_add(gap).saturating_add(1)
+    } else {
+        at
+    }
+}
+
 impl Session {
     /// A session aggregate running `guest`.
     pub fn new(cfg: StepConfig, guest: Box<dyn Guest>) -> Self {
@@ -141,6 +155,11 @@ impl Session {
                 });
             }
         }
+    }
+
+    /// When a session ending at `end` leaves the state (see [`leaves_at`]).
+    fn leaves_at(&self, end: i64) -> i64 {
+        leaves_at(end, self.gap, self.cfg.grace, self.defer)
     }
 
     fn close_key(&self, cx: &Ctx<'_>, end: i64, key: &[u8], start: i64) -> Vec<u8> {
@@ -257,16 +276,7 @@ impl Session {
         let k = keys::agg(cx.pipeline, &name, cx.partition, key, start);
         cx.txn.put(k, keys::agg_entry(end, end, &acc));
         if !close {
-            // When it leaves the state: as Kafka Streams' session store
-            // stops returning it, at end + gap + grace (its retention),
-            // without the cache; with it, when no record can merge into it
-            // without being late (see `close_due`'s callers).
-            let at = end.saturating_add(gap).saturating_add(self.cfg.grace);
-            let at = if self.defer {
-                at.saturating_add(gap).saturating_add(1)
-            } else {
-                at
-            };
+            let at = self.leaves_at(end);
             cx.txn.put(
                 keys::agg_purge(cx.pipeline, &name, cx.partition, at, key, start),
                 end.to_be_bytes().to_vec(),
@@ -345,17 +355,19 @@ impl Operator for Session {
                 if self.defer {
                     forget_expired(&self.cfg, cx, now)?;
                 }
+                // (The close index holds end + gap.)
                 let (defer, gap, grace) = (self.defer, self.gap, self.cfg.grace);
+                let kept = |close: i64, _| {
+                    let at = leaves_at(close.saturating_sub(gap), gap, grace, defer);
+                    Some(at).filter(|at| defer && *at > now)
+                };
                 out.extend(close_due(
                     self.guest.as_mut(),
                     &self.cfg,
                     cx,
                     gap,
                     now,
-                    |close, _| {
-                        let at = close.saturating_add(grace).saturating_add(gap);
-                        Some(at.saturating_add(1)).filter(|at| defer && *at > now)
-                    },
+                    kept,
                 )?);
             }
         }
