@@ -532,3 +532,108 @@ fn kafka_consume_reads_committed_records_and_does_not_wait_for_an_open_transacti
            {"partition":0,"offset":4,"key":"k","value":"open","timestamp":1000}"#,
     );
 }
+
+/// A task's records sent ahead of its commit (inside its open transaction)
+/// are seen by read_committed readers only once the commit is; abandoned
+/// (the task replays its batches), they are never seen.
+#[test]
+fn records_sent_ahead_of_a_commit_count_only_once_it_commits() {
+    use weir::backend::{Backend, Commit, TaskId, TaskSpec};
+    use weir::kafka::Connection;
+    use weir::kafka::backend::KafkaBackend;
+    use weir::pipeline::config::Guarantee;
+    use weir::record::Record;
+
+    let data = tempdir();
+    let app = unique("ahead");
+    let backend = KafkaBackend::open(
+        Connection::new(brokers()),
+        &app,
+        Guarantee::ExactlyOnce,
+        data.path(),
+    )
+    .unwrap();
+    let name = unique("ahead-out");
+    let topic = backend
+        .create_topic(&name, weir::backend::TopicConfig::partitions(1))
+        .unwrap();
+    let task = TaskId {
+        segment: 0,
+        partition: 0,
+    };
+    backend
+        .open_task(&TaskSpec {
+            id: task,
+            changelogs: Vec::new(),
+            partitions: 1,
+        })
+        .unwrap();
+    let appends = |values: &[&str]| {
+        let mut c = Commit::default();
+        for v in values {
+            c.append(
+                &topic,
+                0,
+                &Record {
+                    key: Some(b"k".to_vec()),
+                    value: Some(v.as_bytes().to_vec()),
+                    timestamp: 1000,
+                    ..Record::default()
+                },
+            );
+        }
+        c.appends
+    };
+    let consume = |committed: bool| {
+        let mut args = vec!["consume", name.as_str(), "--from-beginning"];
+        if !committed {
+            args.push("--read-uncommitted");
+        }
+        ok(&mut kweir(&args))
+    };
+
+    let mut first = appends(&["thrown away"]);
+    backend.send_ahead(task, &mut first).unwrap();
+    assert!(first.is_empty(), "sent ahead, the records leave the commit");
+    assert_lines(
+        "sent ahead, before the commit (read_uncommitted)",
+        &consume(false),
+        r#"{"partition":0,"offset":0,"key":"k","value":"thrown away","timestamp":1000}"#,
+    );
+    assert_lines("sent ahead, not committed", &consume(true), "");
+    backend.abandon(task).unwrap();
+    assert_lines("abandoned", &consume(true), "");
+
+    let mut ahead = appends(&["a", "b"]);
+    backend.send_ahead(task, &mut ahead).unwrap();
+    let commit = Commit {
+        task: Some(task),
+        appends: appends(&["c"]),
+        ..Commit::default()
+    };
+    backend.commit(commit).unwrap();
+    // Offset 1 is the aborted transaction's marker.
+    assert_lines(
+        "committed",
+        &consume(true),
+        r#"{"partition":0,"offset":2,"key":"k","value":"a","timestamp":1000}
+           {"partition":0,"offset":3,"key":"k","value":"b","timestamp":1000}
+           {"partition":0,"offset":4,"key":"k","value":"c","timestamp":1000}"#,
+    );
+    // A commit with nothing sent ahead opens its own transaction.
+    let commit = Commit {
+        task: Some(task),
+        appends: appends(&["d"]),
+        ..Commit::default()
+    };
+    backend.commit(commit).unwrap();
+    assert_lines(
+        "committed again",
+        &consume(true),
+        r#"{"partition":0,"offset":2,"key":"k","value":"a","timestamp":1000}
+           {"partition":0,"offset":3,"key":"k","value":"b","timestamp":1000}
+           {"partition":0,"offset":4,"key":"k","value":"c","timestamp":1000}
+           {"partition":0,"offset":6,"key":"k","value":"d","timestamp":1000}"#,
+    );
+    backend.close_task(task);
+}

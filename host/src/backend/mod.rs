@@ -385,6 +385,31 @@ pub trait Backend: StateRead {
     /// Writes a commit atomically.
     fn commit(&self, commit: Commit) -> anyhow::Result<()>;
 
+    /// Sends records of `task`'s next commit ahead of it, taking them out
+    /// of `appends`, where that lets the commit overlap the batches before
+    /// it (Kafka: inside the task's open transaction, as Kafka Streams
+    /// sends). The commit still decides whether they count: under
+    /// exactly-once readers see them only once it committed, and
+    /// [`Backend::abandon`] throws them away. Backends that write a commit
+    /// at once (the embedded log) leave them for the commit.
+    fn send_ahead(
+        &self,
+        task: TaskId,
+        appends: &mut Vec<(u32, u32, Vec<u8>)>,
+    ) -> anyhow::Result<()> {
+        let _ = (task, appends);
+        Ok(())
+    }
+
+    /// Throws away what [`Backend::send_ahead`] sent for `task` since its
+    /// last commit (its batches are replayed): Kafka aborts the task's open
+    /// transaction; at least once, the records sent stay (a replay may
+    /// repeat them, which at-least-once allows).
+    fn abandon(&self, task: TaskId) -> anyhow::Result<()> {
+        let _ = task;
+        Ok(())
+    }
+
     /// Which partitions of its sources (`topics`, each with `partitions`
     /// partitions, co-partitioned) this process runs for `group`.
     fn assignor(

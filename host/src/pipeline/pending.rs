@@ -8,8 +8,10 @@
 //! cache, after every batch that changed state), when the appended records
 //! pass [`MAX_PENDING_APPEND_BYTES`], when the task idles (a batch came back
 //! empty), before a module swap, and when it stops. Nothing of a batch is
-//! visible to readers before its commit; a crash between two commits
-//! replays the uncommitted batches from the last committed positions.
+//! visible to readers before its commit (on Kafka, a batch's records are
+//! sent at once, inside the task's open transaction; under at-least-once
+//! readers may see them sooner); a crash between two commits replays the
+//! uncommitted batches from the last committed positions.
 
 use std::time::{Duration, Instant};
 

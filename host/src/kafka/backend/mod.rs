@@ -15,7 +15,10 @@
 //!   `APP-SEGMENT_PARTITION` (Kafka Streams' task ids); one commit is one
 //!   transaction holding the outputs, the changelog records of every state
 //!   change, and the input offsets (`send_offsets_to_transaction` with the
-//!   group's metadata). A new owner of a task fences the old one, whose
+//!   group's metadata). A batch's records are sent as soon as it ran, in
+//!   the task's open transaction ([`Backend::send_ahead`]); a task that
+//!   throws its uncommitted batches away aborts it ([`Backend::abandon`]).
+//!   A new owner of a task fences the old one, whose
 //!   commit then fails with [`Fenced`]. At-least-once: outputs and changelog
 //!   records are flushed, then offsets committed through the group.
 //! - **State.** Every state key lives in a local RocksDB copy (the embedded
@@ -427,6 +430,18 @@ impl Backend for KafkaBackend {
         }
     }
 
+    fn send_ahead(
+        &self,
+        task: TaskId,
+        appends: &mut Vec<(u32, u32, Vec<u8>)>,
+    ) -> anyhow::Result<()> {
+        KafkaBackend::send_ahead(self, task, appends)
+    }
+
+    fn abandon(&self, task: TaskId) -> anyhow::Result<()> {
+        KafkaBackend::abandon(self, task)
+    }
+
     fn retry_window(&self) -> Duration {
         RETRY_WINDOW
     }
@@ -452,7 +467,9 @@ impl Backend for KafkaBackend {
     }
 
     fn close_task(&self, task: TaskId) {
-        lock(&self.producers).remove(&task);
+        if let Some(tp) = lock(&self.producers).remove(&task) {
+            tp.close();
+        }
         let mut open = lock(&self.open);
         if let Some(n) = open.get_mut(&task.partition) {
             *n = n.saturating_sub(1);

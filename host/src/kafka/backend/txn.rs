@@ -3,7 +3,7 @@
 //! local state written after Kafka took it.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -77,8 +77,22 @@ impl ProducerContext for Deliveries {
 
 pub(super) struct TaskProducer {
     producer: BaseProducer<Deliveries>,
-    /// Serializes the task's commits (one transaction at a time).
-    busy: Mutex<()>,
+    /// Whether records went out since the last commit (under exactly-once:
+    /// the task's transaction is open). Its lock serializes the task's
+    /// sends and commits.
+    sending: Mutex<bool>,
+    /// Whether it commits in transactions (exactly-once).
+    transactional: bool,
+}
+
+impl TaskProducer {
+    /// Aborts a transaction left open (a task that stopped on an error),
+    /// so that readers of its topics need not wait for it to time out.
+    pub(super) fn close(&self) {
+        if std::mem::take(&mut *lock(&self.sending)) && self.transactional {
+            let _ = self.producer.abort_transaction(TIMEOUT);
+        }
+    }
 }
 
 /// Waits until every record sent is delivered (or refused), serving
@@ -137,8 +151,79 @@ impl KafkaBackend {
         }
         Ok(TaskProducer {
             producer,
-            busy: Mutex::new(()),
+            sending: Mutex::new(false),
+            transactional: self.guarantee == Guarantee::ExactlyOnce,
         })
+    }
+
+    /// Starts what the task's next commit sends, unless started: fresh
+    /// delivery tracking and, under exactly-once, the transaction.
+    fn begin(
+        &self,
+        task: TaskId,
+        producer: &BaseProducer<Deliveries>,
+        sending: &mut bool,
+    ) -> anyhow::Result<()> {
+        if *sending {
+            return Ok(());
+        }
+        *lock(&producer.context().delivered) = Delivered::default();
+        if self.guarantee == Guarantee::ExactlyOnce {
+            producer
+                .begin_transaction()
+                .map_err(|e| self.txn_failed(task, producer, e))?;
+        }
+        *sending = true;
+        Ok(())
+    }
+
+    /// Sends records of the task's next commit now (see
+    /// [`crate::backend::Backend::send_ahead`]).
+    pub(super) fn send_ahead(
+        &self,
+        task: TaskId,
+        appends: &mut Vec<(u32, u32, Vec<u8>)>,
+    ) -> anyhow::Result<()> {
+        if appends.is_empty() {
+            return Ok(());
+        }
+        let tp = self.producer(task)?;
+        let mut sending = lock(&tp.sending);
+        self.begin(task, &tp.producer, &mut sending)?;
+        let sent = self.send_appends(&tp.producer, std::mem::take(appends));
+        if sent.is_err() && self.guarantee == Guarantee::ExactlyOnce {
+            let _ = tp.producer.abort_transaction(TIMEOUT);
+            *sending = false;
+        }
+        // Serves delivery reports, so that they do not pile up until the
+        // commit.
+        tp.producer.poll(Duration::ZERO);
+        sent
+    }
+
+    /// Throws away what the task sent since its last commit: under
+    /// exactly-once its transaction is aborted (a producer that cannot
+    /// abort is replaced by a new one, whose start aborts it).
+    pub(super) fn abandon(&self, task: TaskId) -> anyhow::Result<()> {
+        let Ok(tp) = self.producer(task) else {
+            return Ok(());
+        };
+        let mut sending = lock(&tp.sending);
+        if !std::mem::replace(&mut *sending, false) || self.guarantee != Guarantee::ExactlyOnce {
+            return Ok(());
+        }
+        let Err(e) = tp.producer.abort_transaction(TIMEOUT) else {
+            return Ok(());
+        };
+        if let Some(f) = Self::fenced(task, &e) {
+            lock(&self.producers).remove(&task);
+            return Err(f.into());
+        }
+        tracing::warn!("task {task}: cannot abort its transaction ({e}); starting a new producer");
+        drop(sending);
+        let fresh = self.make_producer(task)?;
+        lock(&self.producers).insert(task, Arc::new(fresh));
+        Ok(())
     }
 
     pub(super) fn send(
@@ -164,16 +249,38 @@ impl KafkaBackend {
         }
     }
 
-    /// Sends a commit's records (taking its appends); the local writes are
-    /// made once Kafka took them.
+    /// Sends a commit's records (taking its appends) and the changelog
+    /// records of its state changes; the local writes are made once Kafka
+    /// took them.
     pub(super) fn send_all(
         &self,
         producer: &BaseProducer<Deliveries>,
         commit: &mut Commit,
     ) -> anyhow::Result<()> {
+        self.send_appends(producer, std::mem::take(&mut commit.appends))?;
+        for (key, value) in &commit.puts {
+            let Some((name, p)) = keys::changelog(key) else {
+                continue;
+            };
+            let topic = changelog_topic(&self.app, &name);
+            let mut r: BaseRecord<'_, [u8], [u8], ()> = BaseRecord::to(&topic)
+                .partition(p as i32)
+                .key(key.as_slice());
+            r.payload = value.as_deref();
+            self.send(producer, r)?;
+        }
+        Ok(())
+    }
+
+    /// Sends appended records (packed) to their topics.
+    fn send_appends(
+        &self,
+        producer: &BaseProducer<Deliveries>,
+        appends: Vec<(u32, u32, Vec<u8>)>,
+    ) -> anyhow::Result<()> {
         // Topic names by id, looked up once per topic.
         let mut names: Vec<(u32, String)> = Vec::new();
-        for (topic, partition, bytes) in std::mem::take(&mut commit.appends) {
+        for (topic, partition, bytes) in appends {
             let name = match names.iter().find(|(id, _)| *id == topic) {
                 Some((_, n)) => n,
                 None => {
@@ -206,17 +313,6 @@ impl KafkaBackend {
                 t if t > 0 => r = r.timestamp(t),
                 _ => {}
             }
-            self.send(producer, r)?;
-        }
-        for (key, value) in &commit.puts {
-            let Some((name, p)) = keys::changelog(key) else {
-                continue;
-            };
-            let topic = changelog_topic(&self.app, &name);
-            let mut r: BaseRecord<'_, [u8], [u8], ()> = BaseRecord::to(&topic)
-                .partition(p as i32)
-                .key(key.as_slice());
-            r.payload = value.as_deref();
             self.send(producer, r)?;
         }
         Ok(())
@@ -280,27 +376,32 @@ impl KafkaBackend {
         mut commit: Commit,
     ) -> anyhow::Result<()> {
         let tp = self.producer(task)?;
-        let _busy = lock(&tp.busy);
+        let mut sending = lock(&tp.sending);
+        self.begin(task, &tp.producer, &mut sending)?;
+        // However it ends, the transaction is over: committed, or aborted
+        // (a fenced producer is dropped).
+        *sending = false;
         let producer = &tp.producer;
-        *lock(&producer.context().delivered) = Delivered::default();
-        producer
-            .begin_transaction()
-            .map_err(|e| self.txn_failed(task, producer, e))?;
-        if let Err(e) = self.send_all(producer, &mut commit) {
-            let _ = producer.abort_transaction(TIMEOUT);
-            return Err(e);
-        }
-        if !commit.positions.is_empty() {
-            let tpl = Self::offsets(&commit)?;
-            // The group's metadata without a member or generation: the
-            // task's transactional id already fences an earlier owner, and
-            // a rebalance in between does not fail the commit.
+        let offsets = match self.send_all(producer, &mut commit).and_then(|()| {
             let cgm = self
                 .meta
                 .group_metadata()
                 .context("no consumer group metadata")?;
+            Ok((Self::offsets(&commit)?, cgm))
+        }) {
+            Ok(o) => o,
+            Err(e) => {
+                let _ = producer.abort_transaction(TIMEOUT);
+                return Err(e);
+            }
+        };
+        if !commit.positions.is_empty() {
+            // The group's metadata without a member or generation: the
+            // task's transactional id already fences an earlier owner, and
+            // a rebalance in between does not fail the commit.
+            let (tpl, cgm) = &offsets;
             producer
-                .send_offsets_to_transaction(&tpl, &cgm, TIMEOUT)
+                .send_offsets_to_transaction(tpl, cgm, TIMEOUT)
                 .map_err(|e| self.txn_failed(task, producer, e))?;
         }
         // Delivered first: rdkafka's own flush waits in 100 ms steps.
@@ -317,9 +418,10 @@ impl KafkaBackend {
         mut commit: Commit,
     ) -> anyhow::Result<()> {
         let tp = self.producer(task)?;
-        let _busy = lock(&tp.busy);
+        let mut sending = lock(&tp.sending);
+        self.begin(task, &tp.producer, &mut sending)?;
+        *sending = false;
         let producer = &tp.producer;
-        *lock(&producer.context().delivered) = Delivered::default();
         self.send_all(producer, &mut commit)?;
         flush(producer).map_err(client_error(format!(
             "task {task}: records to Kafka at {} were not delivered in time",

@@ -172,7 +172,8 @@ impl Task {
 
     /// (Re)reads where the task is from the committed state: source
     /// positions and stream time. Pending changes — every batch since the
-    /// last commit — are dropped, and so is the cache.
+    /// last commit — are dropped (and what of them the backend sent ahead
+    /// is abandoned), and so is the cache.
     fn load_committed(&mut self) -> anyhow::Result<()> {
         self.pending.clear();
         self.txn.clear();
@@ -180,6 +181,7 @@ impl Task {
         for op in &mut self.operators {
             op.discard();
         }
+        self.shared.backend.abandon(self.id())?;
         let shared = self.shared.clone();
         let seg = &shared.segments[self.seg_index];
         let pipe = &shared.pipeline;
@@ -487,6 +489,11 @@ impl Task {
         if self.pending.due(dirty) {
             self.commit()?;
         } else {
+            // Kafka sends the batch's records now, inside the task's open
+            // transaction; the embedded log keeps them for the commit.
+            self.shared
+                .backend
+                .send_ahead(self.id(), &mut self.pending.commit.appends)?;
             self.report_cache(dirty);
         }
         Ok(n)
