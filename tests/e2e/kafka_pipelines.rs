@@ -197,6 +197,26 @@ fn the_seeds_three_examples_give_on_kafka_what_they_give_on_the_embedded_log() {
     );
     assert_eq!(latest(&kc), model_counts(&input));
     assert_eq!(latest(&kc), latest(&ec));
+    // Both purge the repartition topic behind its reader: each partition
+    // starts where it ends.
+    for p in [&k, &e] {
+        let text = p.ok(&[
+            "topic",
+            "describe",
+            &format!("wordcount-{s}-count-repartition"),
+        ]);
+        let parts: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("partition "))
+            .collect();
+        assert_eq!(parts.len(), 2, "{text}");
+        for l in parts {
+            let (_, offsets) = l.split_once(": start offset ").unwrap();
+            let (start, end) = offsets.split_once(", end offset ").unwrap();
+            assert_eq!(start, end.trim(), "{text}");
+            assert_ne!(start, "0", "{text}");
+        }
+    }
 
     // Stock statistics: hopping windows over out-of-order trades, emitted on close.
     let st = example(

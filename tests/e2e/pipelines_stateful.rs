@@ -609,3 +609,56 @@ fn a_restart_with_a_module_of_a_new_state_format_upgrades_the_state_once() {
     d.run_pipeline(&file("count_v3.wasm"), &[]);
     assert_eq!(outputs(&d, seen), [r#"sea {"count":2}"#]);
 }
+
+/// A repartition topic keeps no record its reader committed past (as Kafka
+/// Streams purges them): after a run its partitions are empty, their ends
+/// kept, and a later run over more input goes on from there.
+#[test]
+fn a_repartition_topic_is_purged_behind_its_reader_and_a_later_run_goes_on() {
+    let d = Data::new();
+    d.topic("lines", 2);
+    let first = text_lines(300, 21);
+    let more = text_lines(200, 22);
+    let words = |lines: &[String]| -> usize {
+        lines
+            .iter()
+            .map(|l| crate::pipelines::words_of(l).len())
+            .sum()
+    };
+    let describe = || d.ok(&["topic", "describe", "wordcount-count-repartition"]);
+    let ends = |text: &str| -> Vec<(u64, u64)> {
+        text.lines()
+            .filter_map(|l| l.split_once(": start offset "))
+            .map(|(_, rest)| {
+                let (start, end) = rest.split_once(", end offset ").unwrap();
+                (start.parse().unwrap(), end.trim().parse().unwrap())
+            })
+            .collect()
+    };
+
+    d.produce("lines", &as_records(&first));
+    d.run_pipeline(&pipeline("wordcount.toml"), &[]);
+    let after_first = ends(&describe());
+    assert_eq!(after_first.len(), 2, "{}", describe());
+    for (start, end) in &after_first {
+        assert_eq!(start, end, "purged up to its end: {}", describe());
+    }
+    let through: u64 = after_first.iter().map(|(_, end)| end).sum();
+    assert_eq!(through, words(&first) as u64);
+    assert_eq!(
+        d.ok(&["consume", "wordcount-count-repartition", "--from-beginning"]),
+        ""
+    );
+    assert_eq!(latest(&d.consume("counts")), model_counts(&first));
+
+    d.produce("lines", &as_records(&more));
+    d.run_pipeline(&pipeline("wordcount.toml"), &[]);
+    let after_more = ends(&describe());
+    for (start, end) in &after_more {
+        assert_eq!(start, end, "purged again: {}", describe());
+    }
+    let through: u64 = after_more.iter().map(|(_, end)| end).sum();
+    assert_eq!(through, (words(&first) + words(&more)) as u64);
+    let all: Vec<String> = first.iter().chain(&more).cloned().collect();
+    assert_eq!(latest(&d.consume("counts")), model_counts(&all));
+}

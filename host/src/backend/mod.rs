@@ -164,6 +164,10 @@ pub struct Commit {
     pub puts: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     /// Input positions.
     pub positions: Vec<Position>,
+    /// Records of internal topics that the commit's positions leave behind,
+    /// deleted with it: (topic id, partition, offsets). Backends that keep
+    /// records in memory ignore it.
+    pub purges: Vec<(u32, u32, std::ops::Range<u64>)>,
 }
 
 impl Commit {
@@ -194,9 +198,18 @@ impl Commit {
         });
     }
 
+    /// Deletes the records at `offsets` of an internal topic's partition
+    /// with the commit (a repartition topic's records its reader is past).
+    pub fn purge(&mut self, topic: &Topic, partition: u32, offsets: std::ops::Range<u64>) {
+        self.purges.push((topic.id, partition, offsets));
+    }
+
     /// Whether it writes nothing.
     pub fn is_empty(&self) -> bool {
-        self.appends.is_empty() && self.puts.is_empty() && self.positions.is_empty()
+        self.appends.is_empty()
+            && self.puts.is_empty()
+            && self.positions.is_empty()
+            && self.purges.is_empty()
     }
 }
 

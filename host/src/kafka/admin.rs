@@ -9,6 +9,7 @@ use rdkafka::admin::{
 };
 use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaErrorCode;
 
 use super::{Connection, Ctx, Error, TIMEOUT, block_on, client_error};
@@ -216,6 +217,30 @@ pub fn delete(conn: &Connection, name: &str) -> Result<(), Error> {
             return Err(Error::Client {
                 what,
                 error: KafkaError::AdminOp(code),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Deletes the records before the given offsets (Kafka's DeleteRecords):
+/// `(topic, partition, offset)`.
+pub fn delete_records(conn: &Connection, before: &[(String, i32, i64)]) -> Result<(), Error> {
+    let mut tpl = TopicPartitionList::new();
+    for (topic, p, offset) in before {
+        tpl.add_partition_offset(topic, *p, Offset::Offset(*offset))
+            .map_err(client_error(format!(
+                "cannot delete the records of {topic} partition {p} before {offset}"
+            )))?;
+    }
+    let what = format!("cannot delete records on Kafka at {}", conn.brokers);
+    let done = block_on(admin(conn)?.delete_records(&tpl, &options()))
+        .map_err(client_error(what.clone()))?;
+    for e in done.elements() {
+        if let Err(error) = e.error() {
+            return Err(Error::Client {
+                what: format!("{what} ({} partition {})", e.topic(), e.partition()),
+                error,
             });
         }
     }

@@ -465,6 +465,23 @@ impl Log {
                 p.next.to_be_bytes(),
             );
         }
+        for (topic, partition, offsets) in commit.purges {
+            // One range deletion: a flush drops the records it covers that
+            // are still in memory, so most never reach the disk. The end
+            // marker keeps the partition's end should it become empty.
+            let end = match next.get(&(topic, partition)) {
+                Some(n) => *n,
+                None => self.head(&mut heads, topic, partition)?,
+            };
+            let to = offsets.end.min(end);
+            if offsets.start < to {
+                batch.delete_range(
+                    record_key(topic, partition, offsets.start),
+                    record_key(topic, partition, to),
+                );
+                batch.put(end_marker(topic, partition), end.to_be_bytes());
+            }
+        }
         let mut wo = WriteOptions::default();
         wo.set_sync(false);
         self.db

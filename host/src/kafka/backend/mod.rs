@@ -420,14 +420,27 @@ impl Backend for KafkaBackend {
             }))
     }
 
-    fn commit(&self, commit: Commit) -> anyhow::Result<()> {
+    fn commit(&self, mut commit: Commit) -> anyhow::Result<()> {
         let Some(task) = commit.task else {
             anyhow::bail!("a commit to Kafka must come from a task");
         };
+        let purges = std::mem::take(&mut commit.purges);
         match self.guarantee {
-            Guarantee::ExactlyOnce => self.commit_exactly_once(task, commit),
-            Guarantee::AtLeastOnce => self.commit_at_least_once(task, commit),
+            Guarantee::ExactlyOnce => self.commit_exactly_once(task, commit)?,
+            Guarantee::AtLeastOnce => self.commit_at_least_once(task, commit)?,
         }
+        // Once the commit is in, as Kafka Streams purges repartition topics;
+        // a purge that fails is tried again with the task's next one.
+        if !purges.is_empty() {
+            let mut before = Vec::new();
+            for (topic, p, offsets) in purges {
+                before.push((self.name_of(topic)?, p as i32, offsets.end as i64));
+            }
+            if let Err(e) = admin::delete_records(&self.conn, &before) {
+                tracing::warn!("task {task}: {e}");
+            }
+        }
+        Ok(())
     }
 
     fn send_ahead(

@@ -160,8 +160,15 @@ impl Task {
         for (k, v) in puts {
             commit.put(k, v);
         }
+        // A repartition topic's records go once their reader is past them
+        // (Kafka Streams purges them too): nothing reads them again, and the
+        // log would otherwise keep every one for ever.
+        let purge = std::time::Instant::now() >= self.purge_at;
         for src in &self.sources {
             commit.position(pipe, &src.topic.name, self.partition, src.next);
+            if purge && !src.external && src.next > src.purged {
+                commit.purge(&src.topic, self.partition, src.purged..src.next);
+            }
         }
         commit.put(
             keys::stream_time(pipe, self.seg_index as u32, self.partition),
@@ -170,6 +177,14 @@ impl Task {
         // The cache already holds what this commit writes: if the commit
         // fails, the task clears it (`load_committed`) before going on.
         shared.backend.commit(commit)?;
+        if purge {
+            for src in &mut self.sources {
+                if !src.external {
+                    src.purged = src.purged.max(src.next);
+                }
+            }
+            self.purge_at = std::time::Instant::now() + PURGE_INTERVAL;
+        }
         self.commits += 1;
         self.report_cache(0);
         Ok(())

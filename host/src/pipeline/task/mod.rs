@@ -70,6 +70,8 @@ pub(crate) struct Task {
     reported_cache: u64,
     /// Commits made.
     commits: u64,
+    /// When a commit next purges internal topics (see [`PURGE_INTERVAL`]).
+    purge_at: Instant,
     ticks: bool,
     /// Set when this task must stop (its partition was revoked).
     revoked: Arc<AtomicBool>,
@@ -85,6 +87,11 @@ pub(crate) struct Task {
     /// taken back when a swap's first batch is thrown away.
     counted: Vec<[u64; 3]>,
 }
+
+/// How often a task deletes the records of its internal (repartition)
+/// topics that it has committed past, as Kafka Streams'
+/// `repartition.purge.interval.ms` (30 s); and when it stops.
+const PURGE_INTERVAL: Duration = Duration::from_secs(30);
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -148,6 +155,7 @@ impl Task {
             pending,
             reported_cache: 0,
             commits: 0,
+            purge_at: Instant::now() + PURGE_INTERVAL,
             ticks: operators.iter().any(|o| o.ticks()),
             step_ids: seg.steps.clone().collect(),
             operators,
@@ -203,6 +211,7 @@ impl Task {
                 side,
                 buffer: VecDeque::new(),
                 external,
+                purged: first,
             })
         };
         let mut sources = vec![source(&seg.source, 0, false, self.seg_index == 0)?];
@@ -286,7 +295,7 @@ impl Task {
         };
         loop {
             if self.stopping() {
-                return self.commit_pending();
+                return self.finish();
             }
             let version = self.shared.backend.data_version();
             // A simulated clock (`weir test`): a segment reads once the
@@ -375,16 +384,49 @@ impl Task {
                 if self.ticks && self.shared.options.now_ms.is_some() {
                     self.tick()?;
                 }
-                return self.commit_pending();
+                return self.finish();
             }
             if self.ticks && self.probation.is_empty() {
                 self.tick()?;
             }
             if self.stopping() {
-                return self.commit_pending();
+                return self.finish();
             }
             // An upstream task finishing wakes the waiters too.
             self.shared.backend.wait_for_data(version, cap);
+        }
+    }
+
+    /// The task's last commit (it stops): unless its partition was
+    /// revoked (the new owner goes on from there), it also purges what its
+    /// internal topics hold behind it. A commit refused because another
+    /// process runs the task now ends the task as any fenced commit does.
+    fn finish(&mut self) -> anyhow::Result<()> {
+        let revoked = self.revoked.load(Ordering::SeqCst);
+        if !revoked {
+            self.purge_at = Instant::now();
+        }
+        let done = self.commit_pending().and_then(|()| {
+            if !revoked
+                && self
+                    .sources
+                    .iter()
+                    .any(|s| !s.external && s.next > s.purged)
+            {
+                self.commit()?;
+            }
+            Ok(())
+        });
+        match done {
+            Err(e) => match e.chain().find_map(|c| c.downcast_ref::<Fenced>()) {
+                Some(f) => {
+                    tracing::info!("{f}");
+                    self.fenced.store(true, Ordering::SeqCst);
+                    Ok(())
+                }
+                None => Err(e),
+            },
+            ok => ok,
         }
     }
 

@@ -16,7 +16,11 @@ pub(super) struct Source {
     /// A join's other side (not the segment's stream).
     pub(super) side: bool,
     pub(super) buffer: VecDeque<Stored>,
+    /// Not a pipeline's internal topic (its input, or a join's other side).
     pub(super) external: bool,
+    /// An internal (repartition) topic's records below this offset are
+    /// deleted: the commits that took the task past them purged them.
+    pub(super) purged: u64,
 }
 
 impl Task {
