@@ -75,8 +75,12 @@ mkdir -p "$work/wit/deps"
 cp "$here/../../wit/functions.wit" "$work/wit/deps/"
 printf 'package weir:c-guest;\n\nworld %s {\n    include weir:functions/%s@0.1.0;\n}\n' "$world" "$world" > "$work/wit/world.wit"
 
+# The SDK's files (weir.c's opening comment says what each holds), then the
+# function's.
+sdk=()
+for f in weir.c weir-buf.c weir-codec.c weir-text.c weir-state.c weir-exports.c; do sdk+=("$here/$f"); done
 objects=()
-for src in "$here/weir.c" "${sources[@]}"; do
+for src in "${sdk[@]}" "${sources[@]}"; do
     obj="$work/$(basename "$src" .c)-${#objects[@]}.o"
     # shellcheck disable=SC2086
     "$cc" --target=wasm32-wasi --sysroot="$sysroot" -isystem "$sysroot/include/wasm32-wasi" \

@@ -1,8 +1,9 @@
 /* weir-guest for C: write Weir stream functions as one plain function per
- * record. weir.c implements the packed batch encoding of wit/functions.wit
- * (decode the record batch, call your function once per record, encode the
- * result list) and the component's exports and imports, so you never see
- * them.
+ * record. The SDK's C files beside this header (weir.c and weir-*.c, which
+ * build.sh compiles with yours) implement the packed batch encoding of
+ * wit/functions.wit (decode the record batch, call your function once per
+ * record, encode the result list) and the component's exports and imports,
+ * so you never see them.
  *
  *   #include "weir.h"
  *
