@@ -636,4 +636,23 @@ fn records_sent_ahead_of_a_commit_count_only_once_it_commits() {
            {"partition":0,"offset":6,"key":"k","value":"d","timestamp":1000}"#,
     );
     backend.close_task(task);
+
+    // A task's transaction stays open from its first batch to the commit:
+    // a task commits at least every half transaction timeout, Weir's 60 s
+    // or the pipeline's own.
+    assert_eq!(backend.longest_commit_interval(), Duration::from_secs(30));
+    let mut conn = Connection::new(brokers());
+    conn.properties
+        .push(("transaction.timeout.ms".into(), "20000".into()));
+    let own_data = tempdir();
+    let own = KafkaBackend::open(conn, &app, Guarantee::ExactlyOnce, own_data.path()).unwrap();
+    assert_eq!(own.longest_commit_interval(), Duration::from_secs(10));
+    let alo = KafkaBackend::open(
+        Connection::new(brokers()),
+        &unique("ahead-alo"),
+        Guarantee::AtLeastOnce,
+        data.path(),
+    )
+    .unwrap();
+    assert_eq!(alo.longest_commit_interval(), Duration::MAX);
 }

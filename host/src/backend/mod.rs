@@ -414,6 +414,14 @@ pub trait Backend: StateRead {
         Ok(())
     }
 
+    /// The longest a task may run batches before it commits, whatever its
+    /// `commit_interval` says: Kafka under exactly-once keeps a task's
+    /// transaction open from its first batch to the commit, which must come
+    /// well before the transaction times out.
+    fn longest_commit_interval(&self) -> Duration {
+        Duration::MAX
+    }
+
     /// Throws away what [`Backend::send_ahead`] sent for `task` since its
     /// last commit (its batches are replayed): Kafka aborts the task's open
     /// transaction; at least once, the records sent stay (a replay may

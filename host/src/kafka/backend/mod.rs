@@ -455,6 +455,14 @@ impl Backend for KafkaBackend {
         KafkaBackend::abandon(self, task)
     }
 
+    fn longest_commit_interval(&self) -> Duration {
+        match self.guarantee {
+            // Half the transaction timeout (Weir's, or the user's setting).
+            Guarantee::ExactlyOnce => self.transaction_timeout() / 2,
+            Guarantee::AtLeastOnce => Duration::MAX,
+        }
+    }
+
     fn retry_window(&self) -> Duration {
         RETRY_WINDOW
     }

@@ -110,6 +110,10 @@ fn flush(producer: &BaseProducer<Deliveries>) -> Result<(), KafkaError> {
     Ok(())
 }
 
+/// How long a task's transaction may stay open before the broker aborts it,
+/// unless the pipeline's `[kafka]` section sets `transaction.timeout.ms`.
+const TRANSACTION_TIMEOUT_MS: &str = "60000";
+
 /// The name of a changelog topic.
 pub(super) fn changelog_topic(app: &str, name: &str) -> String {
     format!("{app}-{name}-changelog")
@@ -126,7 +130,7 @@ impl KafkaBackend {
         ];
         if self.guarantee == Guarantee::ExactlyOnce {
             settings.push(("transactional.id", &txn_id));
-            settings.push(("transaction.timeout.ms", "60000"));
+            settings.push(("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS));
         }
         let producer: BaseProducer<Deliveries> = self
             .conn
@@ -154,6 +158,19 @@ impl KafkaBackend {
             sending: Mutex::new(false),
             transactional: self.guarantee == Guarantee::ExactlyOnce,
         })
+    }
+
+    /// The transaction timeout its producers get: the user's
+    /// `transaction.timeout.ms`, else Weir's.
+    pub(super) fn transaction_timeout(&self) -> Duration {
+        let ms = self
+            .conn
+            .properties
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "transaction.timeout.ms")
+            .map_or(TRANSACTION_TIMEOUT_MS, |(_, v)| v.as_str());
+        Duration::from_millis(ms.trim().parse().unwrap_or(60_000))
     }
 
     /// Starts what the task's next commit sends, unless started: fresh

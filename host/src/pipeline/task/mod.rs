@@ -142,6 +142,7 @@ impl Task {
             Duration::ZERO
         } else {
             pipe.commit_interval
+                .min(shared.backend.longest_commit_interval())
         };
         if cache.enabled() {
             for op in &mut operators {
