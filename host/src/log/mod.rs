@@ -466,9 +466,10 @@ impl Log {
             );
         }
         for (topic, partition, offsets) in commit.purges {
-            // One range deletion: a flush drops the records it covers that
-            // are still in memory, so most never reach the disk. The end
-            // marker keeps the partition's end should it become empty.
+            // One range deletion per partition: readers skip the records
+            // at once, and compactions drop them from disk as they pass
+            // over them. The end marker keeps the partition's end should it
+            // become empty.
             let end = match next.get(&(topic, partition)) {
                 Some(n) => *n,
                 None => self.head(&mut heads, topic, partition)?,
