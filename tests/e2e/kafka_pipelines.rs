@@ -217,6 +217,18 @@ fn the_seeds_three_examples_give_on_kafka_what_they_give_on_the_embedded_log() {
             assert_ne!(start, "0", "{text}");
         }
     }
+    // On Kafka it is made as Kafka Streams makes its repartition topics:
+    // kept until purged, in segments small enough for a purge to free them.
+    let conn = weir::kafka::Connection::new(crate::kafka::brokers());
+    let topic = format!("wordcount-{s}-count-repartition");
+    let config = |key: &str| weir::kafka::admin::topic_config(&conn, &topic, key).unwrap();
+    assert_eq!(config("retention.ms").as_deref(), Some("-1"));
+    assert_eq!(config("segment.bytes").as_deref(), Some("52428800"));
+    assert_eq!(config("segment.ms").as_deref(), Some("600000"));
+    // The output topic keeps the cluster's defaults.
+    let out = format!("counts-{s}");
+    let out_config = weir::kafka::admin::topic_config(&conn, &out, "segment.bytes").unwrap();
+    assert_eq!(out_config.as_deref(), Some("1073741824"));
 
     // Stock statistics: hopping windows over out-of-order trades, emitted on close.
     let st = example(

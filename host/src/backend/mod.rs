@@ -341,6 +341,15 @@ pub trait Backend: StateRead {
         }
     }
 
+    /// Like [`Backend::ensure_topic`], for a pipeline's internal topic (a
+    /// repartition topic), whose records the pipeline deletes once it read
+    /// them (see [`Commit::purge`]): Kafka creates it as Kafka Streams
+    /// does, kept until purged and in small segments, so that a purge
+    /// frees the disk.
+    fn ensure_internal_topic(&self, name: &str, partitions: u32) -> anyhow::Result<Topic> {
+        self.ensure_topic(name, partitions)
+    }
+
     /// Up to `max` records of a partition from offset `from` on.
     fn read(
         &self,

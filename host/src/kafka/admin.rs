@@ -62,6 +62,26 @@ fn options() -> AdminOptions {
 /// Creates a topic (replication factor: the cluster's default) and waits
 /// until its partitions have leaders, so that a produce right after finds it.
 pub fn create(conn: &Connection, name: &str, settings: &TopicSettings) -> Result<(), Error> {
+    create_with(conn, name, settings, &[])
+}
+
+/// The topic configuration of a pipeline's internal (repartition) topics, as
+/// Kafka Streams gives them: records stay until the pipeline purges them,
+/// and segments roll at 50 MB or 10 minutes, so that a purge frees the disk
+/// soon (a segment goes only once all of it is purged).
+pub const INTERNAL_TOPIC: [(&str, &str); 3] = [
+    ("retention.ms", "-1"),
+    ("segment.bytes", "52428800"),
+    ("segment.ms", "600000"),
+];
+
+/// [`create`], with more topic configuration (`extra`, after `settings`).
+pub fn create_with(
+    conn: &Connection,
+    name: &str,
+    settings: &TopicSettings,
+    extra: &[(&str, &str)],
+) -> Result<(), Error> {
     let consumer = conn.consumer(false)?;
     conn.probe(&consumer, None)?;
     let admin = admin(conn)?;
@@ -82,6 +102,9 @@ pub fn create(conn: &Connection, name: &str, settings: &TopicSettings) -> Result
     }
     if settings.retention_bytes.is_some() {
         topic = topic.set("retention.bytes", &retention_bytes);
+    }
+    for (k, v) in extra {
+        topic = topic.set(k, v);
     }
     let what = format!("cannot create topic {name} on Kafka at {}", conn.brokers);
     let results =
@@ -174,6 +197,22 @@ pub fn list(conn: &Connection) -> Result<Vec<TopicInfo>, Error> {
             offsets: Vec::new(),
         })
         .collect())
+}
+
+/// One configuration value of a topic as the cluster has it (`segment.bytes`,
+/// `retention.ms`, ...), if the topic has that entry.
+pub fn topic_config(conn: &Connection, name: &str, key: &str) -> Result<Option<String>, Error> {
+    let admin = admin(conn)?;
+    let configs = block_on(admin.describe_configs(&[ResourceSpecifier::Topic(name)], &options()))
+        .map_err(client_error(format!(
+        "cannot read the settings of topic {name} on Kafka at {}",
+        conn.brokers
+    )))?;
+    Ok(configs
+        .first()
+        .and_then(|c| c.as_ref().ok())
+        .and_then(|r| r.get(key))
+        .and_then(|e| e.value.clone()))
 }
 
 /// One topic: its settings and each partition's start offset and end offset

@@ -346,15 +346,22 @@ pub fn start(
     let segs = segments(pipeline);
     let mut topics = BTreeMap::new();
     topics.insert(input.name.clone(), input.clone());
-    for seg in &segs {
-        if seg.source != pipeline.input {
+    for (i, seg) in segs.iter().enumerate() {
+        // A segment after the first reads a repartition topic, which the
+        // segment before it writes.
+        if i > 0 {
             topics.insert(
                 seg.source.clone(),
-                backend.ensure_topic(&seg.source, parts)?,
+                backend.ensure_internal_topic(&seg.source, parts)?,
             );
         }
         if let Some(sink) = &seg.sink {
-            topics.insert(sink.clone(), backend.ensure_topic(sink, parts)?);
+            let topic = if i + 1 < segs.len() {
+                backend.ensure_internal_topic(sink, parts)?
+            } else {
+                backend.ensure_topic(sink, parts)?
+            };
+            topics.insert(sink.clone(), topic);
         }
     }
     for s in &pipeline.steps {

@@ -231,6 +231,55 @@ impl KafkaBackend {
         Ok(r)
     }
 
+    /// Creates a topic with more configuration (`extra`) and waits until
+    /// every broker knows it.
+    fn create_topic_with(
+        &self,
+        name: &str,
+        config: TopicConfig,
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<Topic> {
+        let settings = TopicSettings {
+            partitions: config.partitions,
+            compacted: config.compacted,
+            retention_ms: config.retention_ms,
+            retention_bytes: config.retention_bytes,
+        };
+        match admin::create_with(&self.conn, name, &settings, extra) {
+            // Another instance of the application made it first.
+            Ok(()) | Err(Error::TopicExists(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        // A topic just made is not at once in every broker's metadata.
+        let started = std::time::Instant::now();
+        loop {
+            let ready = self
+                .meta
+                .fetch_metadata(Some(name), TIMEOUT)
+                .ok()
+                .and_then(|md| {
+                    md.topics().iter().find(|t| t.name() == name).map(|t| {
+                        t.error().is_none()
+                            && t.partitions().len() as u32 == config.partitions
+                            && t.partitions().iter().all(|p| p.leader() >= 0)
+                    })
+                })
+                .unwrap_or(false);
+            if ready {
+                break;
+            }
+            if started.elapsed() > TIMEOUT {
+                anyhow::bail!(
+                    "topic {name} was created on Kafka at {} but its partitions did not come up within {} s",
+                    self.conn.brokers,
+                    TIMEOUT.as_secs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(self.remember(name, config.partitions))
+    }
+
     fn producer(&self, task: TaskId) -> anyhow::Result<Arc<TaskProducer>> {
         lock(&self.producers)
             .get(&task)
@@ -290,45 +339,18 @@ impl Backend for KafkaBackend {
     }
 
     fn create_topic(&self, name: &str, config: TopicConfig) -> anyhow::Result<Topic> {
-        let settings = TopicSettings {
-            partitions: config.partitions,
-            compacted: config.compacted,
-            retention_ms: config.retention_ms,
-            retention_bytes: config.retention_bytes,
-        };
-        match admin::create(&self.conn, name, &settings) {
-            // Another instance of the application made it first.
-            Ok(()) | Err(Error::TopicExists(_)) => {}
-            Err(e) => return Err(e.into()),
+        self.create_topic_with(name, config, &[])
+    }
+
+    fn ensure_internal_topic(&self, name: &str, partitions: u32) -> anyhow::Result<Topic> {
+        match self.topic(name)? {
+            Some(t) => Ok(t),
+            None => self.create_topic_with(
+                name,
+                TopicConfig::partitions(partitions),
+                &admin::INTERNAL_TOPIC,
+            ),
         }
-        // A topic just made is not at once in every broker's metadata.
-        let started = std::time::Instant::now();
-        loop {
-            let ready = self
-                .meta
-                .fetch_metadata(Some(name), TIMEOUT)
-                .ok()
-                .and_then(|md| {
-                    md.topics().iter().find(|t| t.name() == name).map(|t| {
-                        t.error().is_none()
-                            && t.partitions().len() as u32 == config.partitions
-                            && t.partitions().iter().all(|p| p.leader() >= 0)
-                    })
-                })
-                .unwrap_or(false);
-            if ready {
-                break;
-            }
-            if started.elapsed() > TIMEOUT {
-                anyhow::bail!(
-                    "topic {name} was created on Kafka at {} but its partitions did not come up within {} s",
-                    self.conn.brokers,
-                    TIMEOUT.as_secs()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(self.remember(name, config.partitions))
     }
 
     fn read(
