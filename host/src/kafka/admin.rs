@@ -202,17 +202,22 @@ pub fn list(conn: &Connection) -> Result<Vec<TopicInfo>, Error> {
 /// One configuration value of a topic as the cluster has it (`segment.bytes`,
 /// `retention.ms`, ...), if the topic has that entry.
 pub fn topic_config(conn: &Connection, name: &str, key: &str) -> Result<Option<String>, Error> {
-    let admin = admin(conn)?;
-    let configs = block_on(admin.describe_configs(&[ResourceSpecifier::Topic(name)], &options()))
-        .map_err(client_error(format!(
-        "cannot read the settings of topic {name} on Kafka at {}",
-        conn.brokers
-    )))?;
-    Ok(configs
+    Ok(configs_of(conn, name)?
         .first()
         .and_then(|c| c.as_ref().ok())
         .and_then(|r| r.get(key))
         .and_then(|e| e.value.clone()))
+}
+
+/// A topic's configuration as the cluster has it.
+fn configs_of(conn: &Connection, name: &str) -> Result<Vec<ConfigResourceResult>, Error> {
+    let admin = admin(conn)?;
+    block_on(admin.describe_configs(&[ResourceSpecifier::Topic(name)], &options())).map_err(
+        client_error(format!(
+            "cannot read the settings of topic {name} on Kafka at {}",
+            conn.brokers
+        )),
+    )
 }
 
 /// One topic: its settings and each partition's start offset and end offset
@@ -220,12 +225,7 @@ pub fn topic_config(conn: &Connection, name: &str, key: &str) -> Result<Option<S
 pub fn describe(conn: &Connection, name: &str) -> Result<TopicInfo, Error> {
     let consumer = conn.consumer(false)?;
     let partitions = conn.partitions(&consumer, name)?;
-    let admin = admin(conn)?;
-    let configs = block_on(admin.describe_configs(&[ResourceSpecifier::Topic(name)], &options()))
-        .map_err(client_error(format!(
-        "cannot read the settings of topic {name} on Kafka at {}",
-        conn.brokers
-    )))?;
+    let configs = configs_of(conn, name)?;
     let mut offsets = Vec::with_capacity(partitions as usize);
     for p in 0..partitions {
         offsets.push(

@@ -332,9 +332,7 @@ impl Task {
                 Err(e) => {
                     // Another process runs this task now (its partition
                     // moved): stop; the batch is the new owner's.
-                    if let Some(f) = e.chain().find_map(|c| c.downcast_ref::<Fenced>()) {
-                        tracing::info!("{f}");
-                        self.fenced.store(true, Ordering::SeqCst);
+                    if self.fenced_by(&e) {
                         return Ok(());
                     }
                     // A step that cannot run (it keeps timing out, or its
@@ -419,15 +417,21 @@ impl Task {
             Ok(())
         });
         match done {
-            Err(e) => match e.chain().find_map(|c| c.downcast_ref::<Fenced>()) {
-                Some(f) => {
-                    tracing::info!("{f}");
-                    self.fenced.store(true, Ordering::SeqCst);
-                    Ok(())
-                }
-                None => Err(e),
-            },
-            ok => ok,
+            Err(e) if self.fenced_by(&e) => Ok(()),
+            done => done,
+        }
+    }
+
+    /// Whether `e` says another process runs this task now (its commit was
+    /// fenced); if so the task notes it, to stop without an error.
+    fn fenced_by(&self, e: &anyhow::Error) -> bool {
+        match e.chain().find_map(|c| c.downcast_ref::<Fenced>()) {
+            Some(f) => {
+                tracing::info!("{f}");
+                self.fenced.store(true, Ordering::SeqCst);
+                true
+            }
+            None => false,
         }
     }
 
