@@ -94,7 +94,20 @@ fn shadow_and_diff_report_exactly_the_changed_records_and_promote_moves_readers(
     assert_lines(
         "promote",
         &d.ok(&["promote", "live"]),
-        "promoted the shadow of live: step case runs case@2 (application id live-shadow)\nreaders of out now read out-shadow",
+        "
+        promoted the shadow of live: step case runs case@2 (application id live-shadow)
+        readers of out now read out-shadow
+        deleted the positions and state of application live (its output topics stay)
+        ",
+    );
+    // The original's positions are gone; its output topic stays.
+    assert_lines(
+        "reset",
+        &d.fails(&["reset", "live"]),
+        &format!(
+            "pipeline live has no positions, state or repartition topics in {} (is the name right? it is the pipeline file's `name`)",
+            d.data.display()
+        ),
     );
     assert_lines(
         "list",
@@ -130,7 +143,19 @@ fn shadow_and_diff_report_exactly_the_changed_records_and_promote_moves_readers(
     assert_lines(
         "discard",
         &d.ok(&["discard", "live"]),
-        "discarded the shadow of live",
+        "discarded the shadow of live: deleted the positions and state of application live-shadow-shadow2 and the topics out-shadow-shadow2, live-dead-letters-shadow-shadow2",
+    );
+    // The promoted pipeline's topics and the original's outputs stay.
+    assert_lines(
+        "topics",
+        &d.ok(&["topic", "list"]),
+        "
+        in	2 partitions
+        live-dead-letters	2 partitions
+        live-dead-letters-shadow	2 partitions
+        out	2 partitions
+        out-shadow	2 partitions
+        ",
     );
     assert_lines(
         "list",
@@ -174,7 +199,20 @@ fn an_aggregate_and_its_shadow_are_compared_by_their_final_results() {
         &d.ok(&["diff", "tally"]),
         "tally against its shadow (step count on tally@1)\nequal     2\nchanged   0\nonly-old  0\nonly-new  0",
     );
-    d.ok(&["discard", "tally"]);
+    // Discarded, the shadow's state, positions and topics go.
+    assert_lines(
+        "discard",
+        &d.ok(&["discard", "tally"]),
+        "discarded the shadow of tally: deleted the positions and state of application tally-shadow and the topics tallies-shadow, tally-dead-letters-shadow",
+    );
+    assert_lines(
+        "reset",
+        &d.fails(&["reset", "tally-shadow"]),
+        &format!(
+            "pipeline tally-shadow has no positions, state or repartition topics in {} (is the name right? it is the pipeline file's `name`)",
+            d.data.display()
+        ),
+    );
     // A later shadow gets an application id and topics of its own.
     assert_lines(
         "shadow",
@@ -336,4 +374,28 @@ fn a_pipeline_on_kafka_is_hot_swapped_with_every_record_once_and_shadowed() {
     let diff: Value = serde_json::from_str(&d.ok(&["diff", &app, "--json"])).unwrap();
     assert_eq!(diff["changed"], 300, "{diff}");
     assert_eq!(diff["equal"], 300, "{diff}");
+    // Discarded, the shadow's consumer group and topics leave the cluster.
+    assert_lines(
+        "discard",
+        &d.ok(&["discard", &app]),
+        &format!(
+            "discarded the shadow of {app}: deleted the positions and state of application {app}-shadow and the topics {app}-shadow-segment-0-changelog, {output}-shadow, {app}-dead-letters-shadow"
+        ),
+    );
+    let listed = ok(&mut k(&["topic", "list"]));
+    let names: Vec<&str> = listed
+        .lines()
+        .filter_map(|l| l.split('\t').next())
+        .filter(|t| t.contains(&format!("-{n}")))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            format!("{app}-dead-letters"),
+            format!("{app}-segment-0-changelog"),
+            input.clone(),
+            output.clone()
+        ],
+        "{listed}"
+    );
 }

@@ -209,16 +209,43 @@ pub fn promote(args: NameArgs) -> anyhow::Result<ExitCode> {
             o["to"].as_str().unwrap_or("")
         );
     }
+    println!("{} (its output topics stay)", forgot(&v["forgot"]));
     Ok(ExitCode::SUCCESS)
+}
+
+/// What a promote or discard deleted of the application it ended, as a
+/// line; a failure to delete goes to stderr as a warning.
+fn forgot(v: &Value) -> String {
+    let topics: Vec<&str> = ["topics", "deleted"]
+        .iter()
+        .flat_map(|f| v[*f].as_array().into_iter().flatten())
+        .filter_map(Value::as_str)
+        .collect();
+    if let Some(e) = v["error"].as_str() {
+        eprintln!("warning: {e}");
+    }
+    let app = v["reset"].as_str().unwrap_or("");
+    if topics.is_empty() {
+        format!("deleted the positions and state of application {app}")
+    } else {
+        format!(
+            "deleted the positions and state of application {app} and the topics {}",
+            topics.join(", ")
+        )
+    }
 }
 
 /// `weir discard`.
 pub fn discard(args: NameArgs) -> anyhow::Result<ExitCode> {
-    args.server.client()?.call(
+    let v = args.server.client()?.call(
         "POST",
         &format!("/pipelines/{}/discard", esc(&args.pipeline)),
         b"",
     )?;
-    println!("discarded the shadow of {}", args.pipeline);
+    println!(
+        "discarded the shadow of {}: {}",
+        args.pipeline,
+        forgot(&v["forgot"])
+    );
     Ok(ExitCode::SUCCESS)
 }

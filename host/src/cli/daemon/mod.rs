@@ -636,7 +636,18 @@ impl Daemon {
             ));
         }
         let p = self.build(&d.spec, false)?;
-        let reply = match super::run_cmd::kafka_connection(&p, None) {
+        let reply = self.forget_app(&p)?;
+        // What the run before failed with is behind it now.
+        d.error = None;
+        Ok(reply)
+    }
+
+    /// Forgets the input positions and state of application `p`, which no
+    /// longer runs, and deletes its internal topics (as `weir reset`):
+    /// `{"reset", "entries", "topics"}` on the embedded log,
+    /// `{"reset", "group", "topics"}` on Kafka.
+    fn forget_app(&self, p: &Pipeline) -> Reply {
+        Ok(match super::run_cmd::kafka_connection(p, None) {
             None => {
                 let (entries, topics) = super::state_cmds::reset_embedded(&self.log, &p.name)?;
                 json!({"reset": p.name, "entries": entries, "topics": topics})
@@ -654,10 +665,7 @@ impl Daemon {
                 }
                 json!({"reset": p.name, "group": done.group, "topics": done.topics})
             }
-        };
-        // What the run before failed with is behind it now.
-        d.error = None;
-        Ok(reply)
+        })
     }
 
     /// `POST /pipelines/P/start`.

@@ -265,11 +265,14 @@ impl Daemon {
                 format!("the shadow of {name} is not running: `weir pipeline start {name}` first"),
             ));
         };
-        let before = d
-            .main
-            .as_ref()
-            .map(|r| output_topics(&r.pipeline))
-            .unwrap_or_default();
+        let old = match self.build(&d.spec, false) {
+            Ok(p) => p,
+            Err(e) => {
+                d.shadow = Some(shadow);
+                return Err(e.into());
+            }
+        };
+        let before = output_topics(&old);
         if let Some(r) = d.main.take() {
             let _ = r.finish();
         }
@@ -284,6 +287,9 @@ impl Daemon {
         d.spec.shadow = None;
         d.main = Some(shadow);
         self.save(&d.spec)?;
+        // The original's positions, state and internal topics serve
+        // nothing now; its output topics stay for readers not yet switched.
+        let forgot = self.clean_up(&old, &[]);
         let moved: Vec<Value> = before
             .iter()
             .zip(&after)
@@ -295,11 +301,13 @@ impl Daemon {
             "module": sh.module,
             "app": d.main.as_ref().map(|r| r.pipeline.name.clone()),
             "outputs": moved,
+            "forgot": forgot,
         }))
     }
 
-    /// `POST /pipelines/P/discard`: stops the shadow and forgets it (its
-    /// topics and state stay in the log).
+    /// `POST /pipelines/P/discard`: stops the shadow and deletes what it
+    /// made: its positions, state, internal topics, output topics and
+    /// dead-letter topic.
     pub fn discard(&self, name: &str) -> Reply {
         let dep = self.get(name)?;
         let mut d = lock(&dep);
@@ -309,14 +317,73 @@ impl Daemon {
                 format!("pipeline {name} has no shadow to discard"),
             ));
         }
+        let p = self.build(&d.spec, true)?;
         if let Some(r) = d.shadow.take() {
             let _ = r.finish();
         }
         let sh = d.spec.shadow.take();
         self.save(&d.spec)?;
-        Ok(
-            json!({"pipeline": name, "discarded": sh.map(|s| json!({"step": s.step, "module": s.module}))}),
-        )
+        let mut made = output_topics(&p);
+        made.push(pipeline::dead_letter_topic(&p));
+        let forgot = self.clean_up(&p, &made);
+        Ok(json!({
+            "pipeline": name,
+            "discarded": sh.map(|s| json!({"step": s.step, "module": s.module})),
+            "forgot": forgot,
+        }))
+    }
+
+    /// After application `p` stopped for good: forgets its positions and
+    /// state, deletes its internal topics and those of `topics` that exist.
+    /// A failure does not undo what went before it: it is in the answer
+    /// (`error`), with what was done.
+    fn clean_up(&self, p: &Pipeline, topics: &[String]) -> Value {
+        let deleted = self.delete_topics(p, topics);
+        let mut v = match self.forget_app(p) {
+            Ok(v) => v,
+            Err(e) => json!({"reset": p.name, "error": e.message}),
+        };
+        match deleted {
+            Ok(t) => v["deleted"] = json!(t),
+            Err(e) => {
+                let msg = format!("{e:#}");
+                v["error"] = json!(match v["error"].as_str() {
+                    Some(first) => format!("{first}; {msg}"),
+                    None => msg,
+                });
+            }
+        }
+        if let Some(e) = v["error"].as_str() {
+            tracing::warn!("cleaning up after application {}: {e}", p.name);
+        }
+        v
+    }
+
+    /// Deletes those of `names` that exist where `p` runs (its Kafka
+    /// cluster or the log); returns them.
+    fn delete_topics(&self, p: &Pipeline, names: &[String]) -> anyhow::Result<Vec<String>> {
+        let mut deleted = Vec::new();
+        match crate::cli::run_cmd::kafka_connection(p, None) {
+            None => {
+                for n in names {
+                    if self.log.topic(n)?.is_some() {
+                        self.log.delete_topic(n)?;
+                        deleted.push(n.clone());
+                    }
+                }
+            }
+            Some((conn, _)) => {
+                let there: Vec<String> = weir::kafka::admin::list(&conn)?
+                    .into_iter()
+                    .map(|t| t.name)
+                    .collect();
+                for n in names.iter().filter(|n| there.contains(n)) {
+                    weir::kafka::admin::delete(&conn, n)?;
+                    deleted.push(n.clone());
+                }
+            }
+        }
+        Ok(deleted)
     }
 }
 
