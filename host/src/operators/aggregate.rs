@@ -55,6 +55,14 @@ struct Updated {
     order: u64,
 }
 
+impl Updated {
+    /// The memory it takes while held (see [`super::held_bytes`]).
+    fn bytes(&self) -> usize {
+        let acc = self.acc.as_ref().map_or(0, Vec::len);
+        super::held_bytes::<Updated, (Vec<u8>, i64)>(&self.key, &[self.last.bytes().len(), acc])
+    }
+}
+
 /// A (key, window) a batch touches: its end, member record indexes, and the
 /// seq, timestamp and index of its last record.
 /// What [`Aggregate::add`] did: the groups' new accumulators (when the call
@@ -134,21 +142,17 @@ impl Aggregate {
             match self.index.entry((g.key.clone(), g.start)) {
                 Entry::Occupied(e) => {
                     let u = &mut self.updated[*e.get()];
-                    self.updated_bytes -= u.last.bytes().len() + u.acc.as_ref().map_or(0, Vec::len);
+                    self.updated_bytes -= u.bytes();
                     u.seq = g.seq;
                     u.ts = u.ts.max(g.ts);
                     u.last = last;
                     u.acc = acc;
                     u.order = order;
-                    self.updated_bytes += u.last.bytes().len() + u.acc.as_ref().map_or(0, Vec::len);
+                    self.updated_bytes += u.bytes();
                 }
                 Entry::Vacant(e) => {
                     e.insert(next);
-                    self.updated_bytes += 2 * g.key.len()
-                        + last.bytes().len()
-                        + acc.as_ref().map_or(0, Vec::len)
-                        + 128;
-                    self.updated.push(Updated {
+                    let u = Updated {
                         key: g.key,
                         start: g.start,
                         end: g.end,
@@ -157,7 +161,9 @@ impl Aggregate {
                         last,
                         acc,
                         order,
-                    });
+                    };
+                    self.updated_bytes += u.bytes();
+                    self.updated.push(u);
                 }
             }
         }

@@ -242,6 +242,19 @@ pub fn build(cfg: StepConfig, guest: Box<dyn Guest>) -> Box<dyn Operator> {
 #[cfg(test)]
 pub(crate) mod testing;
 
+/// The memory an update held for the next commit takes: its slot (a `T`)
+/// in a vector that doubles as it grows, its index entry (a key of `K` and
+/// a position) in a hash map that does too, and the heap blocks of its key
+/// (held twice, there and in the index) and of `heap` (its record, its
+/// accumulator).
+pub(crate) fn held_bytes<T, K>(key: &[u8], heap: &[usize]) -> usize {
+    use crate::backend::txn::heap_bytes;
+    2 * std::mem::size_of::<T>()
+        + 2 * (std::mem::size_of::<K>() + std::mem::size_of::<usize>() + 1)
+        + 2 * heap_bytes(key.len())
+        + heap.iter().map(|n| heap_bytes(*n)).sum::<usize>()
+}
+
 #[cfg(test)]
 mod join_tests;
 #[cfg(test)]

@@ -67,6 +67,13 @@ struct Held {
     prev: i64,
 }
 
+impl Held {
+    /// The memory it takes while held (see [`super::held_bytes`]).
+    fn bytes(&self) -> usize {
+        super::held_bytes::<Held, (Vec<u8>, i64, i64)>(&self.key, &[self.last.bytes().len()])
+    }
+}
+
 /// The tombstone of session `[s, e]` of `key`, stamped with its end (as
 /// Kafka Streams stamps every session's output). Held to a commit (the
 /// state cache on), it carries the headers of the record that merged the
@@ -131,19 +138,18 @@ impl Session {
         match self.index.entry((key.to_vec(), start, end)) {
             std::collections::hash_map::Entry::Occupied(e) => {
                 if let Some(h) = self.held.get_mut(*e.get()) {
-                    self.held_bytes -= h.last.bytes().len();
+                    self.held_bytes -= h.bytes();
                     h.removed = removed;
                     h.seq = it.seq;
                     h.order = order;
                     h.last = it.rec.clone();
                     h.prev = prev;
-                    self.held_bytes += h.last.bytes().len();
+                    self.held_bytes += h.bytes();
                 }
             }
             std::collections::hash_map::Entry::Vacant(e) => {
                 e.insert(self.held.len());
-                self.held_bytes += 2 * key.len() + it.rec.bytes().len() + 128;
-                self.held.push(Held {
+                let h = Held {
                     key: key.to_vec(),
                     start,
                     end,
@@ -152,7 +158,9 @@ impl Session {
                     order,
                     last: it.rec.clone(),
                     prev,
-                });
+                };
+                self.held_bytes += h.bytes();
+                self.held.push(h);
             }
         }
     }

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::backend::StateRead;
-use crate::backend::txn::ENTRY_OVERHEAD;
+use crate::backend::txn::entry_bytes;
 
 type Map = rustc_hash::FxHashMap<Vec<u8>, Option<Vec<u8>>>;
 
@@ -38,7 +38,7 @@ struct Generations {
 }
 
 fn size(key: &[u8], value: &Option<Vec<u8>>) -> usize {
-    key.len() + value.as_ref().map_or(0, Vec::len) + ENTRY_OVERHEAD
+    entry_bytes(key, value.as_deref())
 }
 
 impl Generations {
@@ -254,14 +254,15 @@ mod tests {
             c.put(format!("k{i:04}").into_bytes(), Some(vec![b'v'; 36]));
         }
         backend.commit(c).unwrap();
-        // 1,000 entries of 5 + 36 + 64 bytes; a bound of 40,000 keeps at
+        // 1,000 entries of 32 + 48 + 96 bytes (heap blocks of the 5-byte
+        // key and 36-byte value, and the map's); a bound of 40,000 keeps at
         // most 20,000 bytes of them.
         let cache = StateCache::new(Arc::new(backend.clone()), 40_000);
         // A key read once is not kept; read again, it is.
         assert_eq!(cache.get(b"k0000").unwrap(), Some(vec![b'v'; 36]));
         assert_eq!(cache.bytes(), 0);
         assert_eq!(cache.get(b"k0000").unwrap(), Some(vec![b'v'; 36]));
-        assert_eq!(cache.bytes(), 105);
+        assert_eq!(cache.bytes(), 176);
         for i in 0..1000u32 {
             for _ in 0..2 {
                 let v = cache.get(format!("k{i:04}").as_bytes()).unwrap();
@@ -307,9 +308,10 @@ mod tests {
         // The first read of "a" is let through, its second (in the same
         // call) keeps it; "b" is kept on its next read.
         assert_eq!(cache.get_many(&keys).unwrap(), want);
-        assert_eq!(cache.bytes(), 1 + 1 + ENTRY_OVERHEAD);
+        // One entry: two 32-byte heap blocks and the map's 96.
+        assert_eq!(cache.bytes(), 32 + 32 + 96);
         assert_eq!(cache.get_many(&keys).unwrap(), want);
-        assert_eq!(cache.bytes(), 2 * (1 + 1 + ENTRY_OVERHEAD));
+        assert_eq!(cache.bytes(), 2 * (32 + 32 + 96));
         // Pending writes in a transaction come before the cache.
         let mut txn = crate::backend::txn::Txn::default();
         txn.put(b"b".to_vec(), b"3".to_vec());
