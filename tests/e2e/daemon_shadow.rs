@@ -386,7 +386,7 @@ fn a_pipeline_on_kafka_is_hot_swapped_with_every_record_once_and_shadowed() {
     let names: Vec<&str> = listed
         .lines()
         .filter_map(|l| l.split('\t').next())
-        .filter(|t| t.contains(&format!("-{n}")))
+        .filter(|t| t.starts_with(&app) || t.starts_with(&input) || t.starts_with(&output))
         .collect();
     assert_eq!(
         names,
