@@ -329,6 +329,16 @@ fn a_processor_keeps_state_and_fires_event_time_timers_across_restarts() {
         {"store":"counts","key":"b","value":1}
         "#,
     );
+    // One key, looked up in each store and partition.
+    let r = run(d
+        .weir()
+        .args(["state", "get"])
+        .args(["bursts", "burst", "b"]));
+    assert_lines(
+        "state get",
+        &r.stdout,
+        r#"{"store":"counts","key":"b","value":1}"#,
+    );
     // Second run, after a restart: stream time passes a's and then b's timer.
     d.produce("events", &[ev("c", 12000), ev("b", 20000)]);
     d.run_pipeline(&pipeline("bursts.toml"), &["--batch", "1"]);

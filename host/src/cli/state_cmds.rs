@@ -206,7 +206,22 @@ pub(crate) fn state_log(
     prefix.push(b'a');
     prefix.extend_from_slice(step.as_bytes());
     prefix.push(0);
-    for (k, v) in log.scan(&prefix, usize::MAX)? {
+    let entries = match &key {
+        // A key's windows in each partition: a few seeks, however large
+        // the state.
+        Some(key) => {
+            let mut found = Vec::new();
+            for p in partitions_under(log, &prefix)? {
+                let mut own = prefix.clone();
+                own.extend_from_slice(&p);
+                keys::push_key(&mut own, key.as_bytes());
+                found.extend(log.scan(&own, max)?);
+            }
+            found
+        }
+        None => log.scan(&prefix, usize::MAX)?,
+    };
+    for (k, v) in entries {
         if found >= max {
             break;
         }
@@ -226,7 +241,28 @@ pub(crate) fn state_log(
     sp.push(b's');
     sp.extend_from_slice(step.as_bytes());
     sp.push(0);
-    for (k, v) in log.scan(&sp, usize::MAX)? {
+    let entries = match &key {
+        // The key in each store and partition: one read each.
+        Some(key) => {
+            let mut found = Vec::new();
+            for store in names_under(log, &sp)? {
+                let mut pre = sp.clone();
+                pre.extend_from_slice(&store);
+                pre.push(0);
+                for p in partitions_under(log, &pre)? {
+                    let mut own = pre.clone();
+                    own.extend_from_slice(&p);
+                    own.extend_from_slice(key.as_bytes());
+                    if let Some(v) = weir::backend::StateRead::get(log, &own)? {
+                        found.push((own, v));
+                    }
+                }
+            }
+            found
+        }
+        None => log.scan(&sp, usize::MAX)?,
+    };
+    for (k, v) in entries {
         if found >= max {
             break;
         }
@@ -271,25 +307,61 @@ pub(crate) fn state_log(
     Ok(0)
 }
 
+/// The partitions (4 bytes each) that keys under `prefix` continue with,
+/// each found with one seek.
+fn partitions_under(log: &Log, prefix: &[u8]) -> anyhow::Result<Vec<[u8; 4]>> {
+    use weir::backend::StateRead;
+    let end = keys::prefix_end(prefix);
+    let mut start = prefix.to_vec();
+    let mut out = Vec::new();
+    while let Some((k, _)) = log.range(&start, &end, 1)?.into_iter().next() {
+        let Some(p) = k
+            .get(prefix.len()..prefix.len() + 4)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        else {
+            break;
+        };
+        out.push(p);
+        let Some(next) = u32::from_be_bytes(p).checked_add(1) else {
+            break;
+        };
+        start.truncate(prefix.len());
+        start.extend_from_slice(&next.to_be_bytes());
+    }
+    Ok(out)
+}
+
+/// The names (up to a 0 byte) that keys under `prefix` continue with, each
+/// found with one seek.
+fn names_under(log: &Log, prefix: &[u8]) -> anyhow::Result<Vec<Vec<u8>>> {
+    use weir::backend::StateRead;
+    let end = keys::prefix_end(prefix);
+    let mut start = prefix.to_vec();
+    let mut out = Vec::new();
+    let at = prefix.len();
+    while let Some((k, _)) = log.range(&start, &end, 1)?.into_iter().next() {
+        let Some(len) = k.get(at..).and_then(|r| r.iter().position(|b| *b == 0)) else {
+            break;
+        };
+        let name = k[at..at + len].to_vec();
+        // Past every key under this name: the name, then 0x01.
+        start.truncate(at);
+        start.extend_from_slice(&name);
+        start.push(1);
+        out.push(name);
+    }
+    Ok(out)
+}
+
 /// The steps of `pipe` that hold state (aggregates, table joins and
 /// processors), each found with one seek.
 fn steps_with_state(log: &Log, pipe: &str) -> anyhow::Result<Vec<String>> {
-    use weir::backend::StateRead;
     let mut steps = Vec::new();
     for kind in [b'a', b's'] {
-        let mut start = keys::pipeline(pipe);
-        start.push(kind);
-        let at = start.len();
-        let end = keys::prefix_end(&start);
-        while let Some((k, _)) = log.range(&start, &end, 1)?.into_iter().next() {
-            let Some(len) = k.get(at..).and_then(|r| r.iter().position(|b| *b == 0)) else {
-                break;
-            };
-            let name = String::from_utf8_lossy(&k[at..at + len]).into_owned();
-            // Past every key of this step: its name, then 0x01.
-            start.truncate(at);
-            start.extend_from_slice(&k[at..at + len]);
-            start.push(1);
+        let mut prefix = keys::pipeline(pipe);
+        prefix.push(kind);
+        for name in names_under(log, &prefix)? {
+            let name = String::from_utf8_lossy(&name).into_owned();
             if !steps.contains(&name) {
                 steps.push(name);
             }
