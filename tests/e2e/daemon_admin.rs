@@ -330,3 +330,111 @@ fn a_token_given_by_weir_token_is_the_one_the_daemon_takes() {
     assert!(r.status.success(), "{}", r.stderr);
     assert!(r.stdout.starts_with("case@1  mapper  "), "{}", r.stdout);
 }
+
+/// Two daemons run one pipeline on Kafka, a partition each. A state query
+/// answers for the partitions its instance runs, not from the copy it kept
+/// of one it gave away, and for a key of the other's partition says which
+/// partition that is (Kafka Streams' `queryMetadataForKey`).
+#[test]
+fn on_kafka_a_state_query_answers_for_its_own_partitions_and_names_the_others() {
+    let kafka = crate::kafka::brokers();
+    let n = std::process::id();
+    let (input, output, app) = (format!("iqin-{n}"), format!("iqout-{n}"), format!("iq-{n}"));
+    let ds = [Daemon::start(&[]), Daemon::start(&[])];
+    for d in &ds {
+        assert_eq!(d.push(&guest("count"), "tally"), "tally@1");
+    }
+    let k = |d: &Daemon, args: &[&str]| {
+        let mut c = d.weir();
+        c.args(args).args(["--brokers", kafka]);
+        c
+    };
+    let r = run(&mut k(
+        &ds[0],
+        &["topic", "create", &input, "--partitions", "2"],
+    ));
+    assert!(r.status.success(), "{}", r.stderr);
+    // Two keys in each partition.
+    let part = |key: &str| weir::log::partitioner::partition_for_key(key.as_bytes(), 2);
+    let mut keys: Vec<String> = Vec::new();
+    for p in 0..2 {
+        keys.extend(
+            (0..)
+                .map(|i| format!("k{i}"))
+                .filter(|key| part(key) == p)
+                .take(2),
+        );
+    }
+    let produce = || {
+        let lines: Vec<String> = keys
+            .iter()
+            .map(|key| format!("{{\"key\":\"{key}\",\"value\":\"x\"}}"))
+            .collect();
+        crate::util::feed(&mut k(&ds[0], &["produce", &input]), &lines);
+    };
+    let text = tally_pipeline("tally@1")
+        .replace("name = \"tally\"", &format!("name = \"{app}\""))
+        .replace("input = \"in\"", &format!("input = \"{input}\""))
+        .replace("output = \"tallies\"", &format!("output = \"{output}\""))
+        + &format!("\n[kafka]\n\"bootstrap.servers\" = \"{kafka}\"\n");
+    let counted = |want: u64| {
+        let r = run(&mut k(&ds[0], &["consume", &output, "--from-beginning"]));
+        let values: Vec<Value> = r
+            .stdout
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()["value"].clone())
+            .collect();
+        values.iter().filter(|v| v.as_u64() == Some(want)).count() == keys.len()
+    };
+    // The first instance alone counts every key once...
+    produce();
+    ds[0].ok(&["deploy", &ds[0].file("iq.toml", &text)]);
+    until("the first counts", || counted(1));
+    // ...then the second joins and takes a partition, and every key is
+    // counted again, each by the instance that runs its partition.
+    ds[1].ok(&["deploy", &ds[1].file("iq.toml", &text)]);
+    let runs = |d: &Daemon| -> Vec<u64> {
+        d.status(&app)["partitions"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_u64).collect())
+            .unwrap_or_default()
+    };
+    until("a partition each", || {
+        let (a, b) = (runs(&ds[0]), runs(&ds[1]));
+        a.len() == 1 && b.len() == 1 && a != b
+    });
+    produce();
+    until("the second counts", || counted(2));
+    for key in &keys {
+        let p = part(key);
+        for d in &ds {
+            let (code, body) = d.http(
+                "GET",
+                &format!("/pipelines/{app}/steps/count/state?key={key}"),
+                d.token().as_deref(),
+                b"",
+            );
+            let v: Value = serde_json::from_str(&body).unwrap();
+            if runs(d) == [u64::from(p)] {
+                assert_eq!(
+                    (code, v),
+                    (200, serde_json::json!([{"key": key, "value": 2}])),
+                    "{key} from the instance that runs partition {p}"
+                );
+            } else {
+                assert_eq!(
+                    (code, v["error"].as_str().unwrap_or_default()),
+                    (
+                        404,
+                        format!(
+                            "no state for key {key:?} in step count of pipeline {app}: key {key:?} belongs to partition {p} of 2, which another instance of application {app} runs (this one runs partitions [{}]); query that one",
+                            1 - p
+                        )
+                        .as_str()
+                    ),
+                    "{key} from the other instance"
+                );
+            }
+        }
+    }
+}

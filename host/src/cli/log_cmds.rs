@@ -374,7 +374,11 @@ pub fn execute(
             from,
             to,
             max,
-        } => return super::state_cmds::state_log(log, &pipeline, &step, key, from, to, max, out),
+        } => {
+            return super::state_cmds::state_log(
+                log, &pipeline, &step, key, from, to, max, None, out,
+            );
+        }
     }
     Ok(0)
 }

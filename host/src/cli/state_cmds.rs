@@ -198,9 +198,18 @@ pub(crate) fn state_log(
     from: Option<i64>,
     to: Option<i64>,
     max: usize,
+    partitions: Option<&[u32]>,
     out: &mut dyn Out,
 ) -> anyhow::Result<u8> {
     let mut found = 0usize;
+    // Only these partitions' state, when given (an instance on Kafka may
+    // hold a stale copy of partitions it no longer runs).
+    let runs = |p: Option<&[u8]>| {
+        partitions.is_none_or(|only| {
+            p.and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .is_some_and(|b| only.contains(&u32::from_be_bytes(b)))
+        })
+    };
     // Aggregates ('a') and table join state ('j'), every partition.
     let mut prefix = keys::pipeline(pipe);
     prefix.push(b'a');
@@ -212,6 +221,9 @@ pub(crate) fn state_log(
         Some(key) => {
             let mut found = Vec::new();
             for p in partitions_under(log, &prefix)? {
+                if !runs(Some(&p)) {
+                    continue;
+                }
                 let mut own = prefix.clone();
                 own.extend_from_slice(&p);
                 keys::push_key(&mut own, key.as_bytes());
@@ -219,7 +231,11 @@ pub(crate) fn state_log(
             }
             found
         }
-        None => log.scan(&prefix, usize::MAX)?,
+        None => {
+            let mut all = log.scan(&prefix, usize::MAX)?;
+            all.retain(|(k, _)| runs(k.get(prefix.len()..prefix.len() + 4)));
+            all
+        }
     };
     for (k, v) in entries {
         if found >= max {
@@ -250,6 +266,9 @@ pub(crate) fn state_log(
                 pre.extend_from_slice(&store);
                 pre.push(0);
                 for p in partitions_under(log, &pre)? {
+                    if !runs(Some(&p)) {
+                        continue;
+                    }
                     let mut own = pre.clone();
                     own.extend_from_slice(&p);
                     own.extend_from_slice(key.as_bytes());
@@ -260,7 +279,18 @@ pub(crate) fn state_log(
             }
             found
         }
-        None => log.scan(&sp, usize::MAX)?,
+        None => {
+            let mut all = log.scan(&sp, usize::MAX)?;
+            // The partition follows the store's name and its 0 byte.
+            all.retain(|(k, _)| {
+                let at = k
+                    .get(sp.len()..)
+                    .and_then(|r| r.iter().position(|b| *b == 0))
+                    .map(|z| sp.len() + z + 1);
+                runs(at.and_then(|a| k.get(a..a + 4)))
+            });
+            all
+        }
     };
     for (k, v) in entries {
         if found >= max {

@@ -51,13 +51,20 @@ impl Daemon {
         to: Option<i64>,
         max: usize,
     ) -> Reply {
-        let app = {
+        let (app, on_kafka) = {
             let dep = self.get(name)?;
             let d = lock(&dep);
-            d.main.as_ref().map_or_else(
+            let app = d.main.as_ref().map_or_else(
                 || format!("{name}{}", d.spec.suffix),
                 |r| r.pipeline.name.clone(),
-            )
+            );
+            // On Kafka, the pipeline and the partitions this instance runs.
+            let on_kafka = d
+                .main
+                .as_ref()
+                .filter(|r| r.pipeline.kafka.is_some())
+                .map(|r| (r.pipeline.clone(), r.handle.status().partitions));
+            (app, on_kafka)
         };
         let mut out = Collect::default();
         let wanted = key.clone();
@@ -69,10 +76,17 @@ impl Daemon {
             from,
             to,
             max,
+            on_kafka.as_ref().map(|(_, runs)| runs.as_slice()),
             &mut out,
         )?;
         if code != 0 || (wanted.is_some() && out.lines.is_empty()) {
-            return Err(fail(404, out.errors.join("; ")));
+            let mut msg = out.errors.join("; ");
+            if let (Some(key), Some((p, runs))) = (&wanted, on_kafka)
+                && let Some(elsewhere) = self.elsewhere(&p, key, &runs)
+            {
+                msg = format!("{msg}: {elsewhere}");
+            }
+            return Err(fail(404, msg));
         }
         let entries: Vec<Value> = out
             .lines
@@ -80,6 +94,23 @@ impl Daemon {
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect();
         Ok(Value::Array(entries))
+    }
+
+    /// Where `key` is when it is not in a partition this instance runs
+    /// (`runs`) of Kafka pipeline `p`: Kafka Streams' `queryMetadataForKey`,
+    /// as a sentence. The partition is where Kafka's default partitioner
+    /// puts the key, as Weir's repartitioning does.
+    fn elsewhere(&self, p: &Pipeline, key: &str, runs: &[u32]) -> Option<String> {
+        let topic = self.backend_for(p).ok()?.topic(&p.input).ok()??;
+        let n = topic.config.partitions;
+        let part = weir::log::partitioner::partition_for_key(key.as_bytes(), n);
+        if runs.contains(&part) {
+            return None;
+        }
+        Some(format!(
+            "key {key:?} belongs to partition {part} of {n}, which another instance of application {app} runs (this one runs partitions {runs:?}); query that one",
+            app = p.name
+        ))
     }
 
     /// `GET /metrics`: Prometheus text.
