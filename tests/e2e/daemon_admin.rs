@@ -334,7 +334,8 @@ fn a_token_given_by_weir_token_is_the_one_the_daemon_takes() {
 /// Two daemons run one pipeline on Kafka, a partition each. A state query
 /// answers for the partitions its instance runs, not from the copy it kept
 /// of one it gave away, and for a key of the other's partition says which
-/// partition that is (Kafka Streams' `queryMetadataForKey`).
+/// partition that is (Kafka Streams' `queryMetadataForKey`); so does `weir
+/// state get --brokers`.
 #[test]
 fn on_kafka_a_state_query_answers_for_its_own_partitions_and_names_the_others() {
     let kafka = crate::kafka::brokers();
@@ -415,24 +416,38 @@ fn on_kafka_a_state_query_answers_for_its_own_partitions_and_names_the_others() 
                 b"",
             );
             let v: Value = serde_json::from_str(&body).unwrap();
+            // The same through the CLI, which reads the instance's local
+            // copy and the assignment it published beside it.
+            let cli = run(&mut k(d, &["state", "get", &app, "count", key]));
             if runs(d) == [u64::from(p)] {
                 assert_eq!(
                     (code, v),
                     (200, serde_json::json!([{"key": key, "value": 2}])),
                     "{key} from the instance that runs partition {p}"
                 );
+                assert_eq!(
+                    (cli.status.code(), cli.stdout.trim()),
+                    (
+                        Some(0),
+                        format!("{{\"key\":\"{key}\",\"value\":2}}").as_str()
+                    ),
+                    "{}",
+                    cli.stderr
+                );
             } else {
+                let elsewhere = format!(
+                    "no state for key {key:?} in step count of pipeline {app}: key {key:?} belongs to partition {p} of 2, which another instance of application {app} runs (this one runs partitions [{}]); query that one",
+                    1 - p
+                );
                 assert_eq!(
                     (code, v["error"].as_str().unwrap_or_default()),
-                    (
-                        404,
-                        format!(
-                            "no state for key {key:?} in step count of pipeline {app}: key {key:?} belongs to partition {p} of 2, which another instance of application {app} runs (this one runs partitions [{}]); query that one",
-                            1 - p
-                        )
-                        .as_str()
-                    ),
+                    (404, elsewhere.as_str()),
                     "{key} from the other instance"
+                );
+                assert_eq!(
+                    (cli.status.code(), cli.stderr.trim()),
+                    (Some(1), elsewhere.as_str()),
+                    "{key} from the other instance, by the CLI"
                 );
             }
         }

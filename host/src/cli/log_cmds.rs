@@ -375,8 +375,17 @@ pub fn execute(
             to,
             max,
         } => {
+            let instance = super::state_cmds::instance_of(log);
             return super::state_cmds::state_log(
-                log, &pipeline, &step, key, from, to, max, None, out,
+                log,
+                &pipeline,
+                &step,
+                key,
+                from,
+                to,
+                max,
+                instance.as_ref(),
+                out,
             );
         }
     }

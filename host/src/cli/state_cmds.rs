@@ -198,16 +198,28 @@ pub(crate) fn state_log(
     from: Option<i64>,
     to: Option<i64>,
     max: usize,
-    partitions: Option<&[u32]>,
+    instance: Option<&Instance>,
     out: &mut dyn Out,
 ) -> anyhow::Result<u8> {
     let mut found = 0usize;
-    // Only these partitions' state, when given (an instance on Kafka may
+    // Only the partitions this instance runs, when it says (on Kafka it may
     // hold a stale copy of partitions it no longer runs).
     let runs = |p: Option<&[u8]>| {
-        partitions.is_none_or(|only| {
+        instance.is_none_or(|i| {
             p.and_then(|b| <[u8; 4]>::try_from(b).ok())
-                .is_some_and(|b| only.contains(&u32::from_be_bytes(b)))
+                .is_some_and(|b| i.partitions.contains(&u32::from_be_bytes(b)))
+        })
+    };
+    // Where a key that is not here is, when another instance runs it.
+    let elsewhere = |key: &str| {
+        let i = instance?;
+        let part = weir::log::partitioner::partition_for_key(key.as_bytes(), i.of);
+        (!i.partitions.contains(&part)).then(|| {
+            format!(
+                ": key {key:?} belongs to partition {part} of {of}, which another instance of application {pipe} runs (this one runs partitions {runs:?}); query that one",
+                of = i.of,
+                runs = i.partitions
+            )
         })
     };
     // Aggregates ('a') and table join state ('j'), every partition.
@@ -309,10 +321,11 @@ pub(crate) fn state_log(
         }
     }
     if found == 0 {
+        let hint = key.as_deref().and_then(elsewhere).unwrap_or_default();
         let steps = steps_with_state(log, pipe)?;
         if steps.is_empty() {
             out.err(&format!(
-                "pipeline {pipe} has no state in {} (is the name right? it is the pipeline file's `name`)",
+                "pipeline {pipe} has no state in {} (is the name right? it is the pipeline file's `name`){hint}",
                 log.dir().display()
             ))?;
             return Ok(1);
@@ -326,7 +339,7 @@ pub(crate) fn state_log(
         }
         if let Some(k) = key {
             out.err(&format!(
-                "no state for key {k:?} in step {step} of pipeline {pipe}"
+                "no state for key {k:?} in step {step} of pipeline {pipe}{hint}"
             ))?;
             return Ok(1);
         }
@@ -335,6 +348,22 @@ pub(crate) fn state_log(
         ))?;
     }
     Ok(0)
+}
+
+/// The partitions an instance of a Kafka pipeline runs now, of how many.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub(crate) struct Instance {
+    pub partitions: Vec<u32>,
+    pub of: u32,
+}
+
+/// What the instance running the Kafka pipeline whose local state is `log`
+/// published of its assignment, if one runs (see
+/// [`weir::kafka::backend::ASSIGNMENT_FILE`]).
+pub(crate) fn instance_of(log: &Log) -> Option<Instance> {
+    let text =
+        std::fs::read_to_string(log.dir().join(weir::kafka::backend::ASSIGNMENT_FILE)).ok()?;
+    serde_json::from_str(&text).ok()
 }
 
 /// The partitions (4 bytes each) that keys under `prefix` continue with,

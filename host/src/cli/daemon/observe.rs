@@ -66,6 +66,14 @@ impl Daemon {
                 .map(|r| (r.pipeline.clone(), r.handle.status().partitions));
             (app, on_kafka)
         };
+        // On Kafka, the partitions this instance runs now, of how many.
+        let instance = on_kafka.and_then(|(p, runs)| {
+            let topic = self.backend_for(&p).ok()?.topic(&p.input).ok()??;
+            Some(crate::cli::state_cmds::Instance {
+                partitions: runs,
+                of: topic.config.partitions,
+            })
+        });
         let mut out = Collect::default();
         let wanted = key.clone();
         let code = crate::cli::state_cmds::state_log(
@@ -76,17 +84,11 @@ impl Daemon {
             from,
             to,
             max,
-            on_kafka.as_ref().map(|(_, runs)| runs.as_slice()),
+            instance.as_ref(),
             &mut out,
         )?;
         if code != 0 || (wanted.is_some() && out.lines.is_empty()) {
-            let mut msg = out.errors.join("; ");
-            if let (Some(key), Some((p, runs))) = (&wanted, on_kafka)
-                && let Some(elsewhere) = self.elsewhere(&p, key, &runs)
-            {
-                msg = format!("{msg}: {elsewhere}");
-            }
-            return Err(fail(404, msg));
+            return Err(fail(404, out.errors.join("; ")));
         }
         let entries: Vec<Value> = out
             .lines
@@ -94,23 +96,6 @@ impl Daemon {
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect();
         Ok(Value::Array(entries))
-    }
-
-    /// Where `key` is when it is not in a partition this instance runs
-    /// (`runs`) of Kafka pipeline `p`: Kafka Streams' `queryMetadataForKey`,
-    /// as a sentence. The partition is where Kafka's default partitioner
-    /// puts the key, as Weir's repartitioning does.
-    fn elsewhere(&self, p: &Pipeline, key: &str, runs: &[u32]) -> Option<String> {
-        let topic = self.backend_for(p).ok()?.topic(&p.input).ok()??;
-        let n = topic.config.partitions;
-        let part = weir::log::partitioner::partition_for_key(key.as_bytes(), n);
-        if runs.contains(&part) {
-            return None;
-        }
-        Some(format!(
-            "key {key:?} belongs to partition {part} of {n}, which another instance of application {app} runs (this one runs partitions {runs:?}); query that one",
-            app = p.name
-        ))
     }
 
     /// `GET /metrics`: Prometheus text.

@@ -529,7 +529,7 @@ impl Backend for KafkaBackend {
         topics: &[String],
         partitions: u32,
     ) -> anyhow::Result<Box<dyn Assignor>> {
-        let _ = (group, partitions);
+        let _ = group;
         let consumer: BaseConsumer<Ctx> = self
             .conn
             .config(&[
@@ -557,9 +557,18 @@ impl Backend for KafkaBackend {
             consumer,
             slot: self.group.clone(),
             current: None,
+            published: self.local.dir().join(ASSIGNMENT_FILE),
+            partitions,
         }))
     }
 }
+
+/// The file in an application's local state directory that says which
+/// partitions this instance runs now, of how many:
+/// `{"partitions": [0, 2], "of": 4}`. A state query answers only for them:
+/// the copy of a partition given away in a rebalance is stale. It goes when
+/// the run stops (the copy is then the newest there is for one instance).
+pub const ASSIGNMENT_FILE: &str = "assignment.json";
 
 /// The consumer group's assignment, as the engine's [`Assignor`].
 struct GroupAssignor {
@@ -568,6 +577,24 @@ struct GroupAssignor {
     /// commits), emptied when the run ends.
     slot: Arc<Mutex<Option<Arc<BaseConsumer<Ctx>>>>>,
     current: Option<BTreeSet<u32>>,
+    /// Where the assignment is published ([`ASSIGNMENT_FILE`]).
+    published: std::path::PathBuf,
+    /// The sources' partition count.
+    partitions: u32,
+}
+
+impl GroupAssignor {
+    /// Writes the assignment for state queries (a failure is a warning:
+    /// queries then answer from the whole local copy).
+    fn publish(&self, set: &BTreeSet<u32>) {
+        let text = serde_json::json!({"partitions": set, "of": self.partitions}).to_string();
+        let tmp = self.published.with_extension("json.tmp");
+        let written =
+            std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &self.published));
+        if let Err(e) = written {
+            tracing::warn!("cannot write {}: {e}", self.published.display());
+        }
+    }
 }
 
 impl Drop for GroupAssignor {
@@ -577,6 +604,7 @@ impl Drop for GroupAssignor {
     /// another instance does not wait for it.
     fn drop(&mut self) {
         lock(&self.slot).take();
+        let _ = std::fs::remove_file(&self.published);
     }
 }
 
@@ -602,6 +630,7 @@ impl Assignor for GroupAssignor {
         if tpl.count() > 0 {
             let _ = self.consumer.pause(&tpl);
         }
+        self.publish(&set);
         self.current = Some(set.clone());
         Ok(Some(set))
     }
