@@ -448,6 +448,14 @@ fn parity_session_windows_update_and_close() {
     check("session");
 }
 
+/// A record that bridges a closed session to the key's next one: with the
+/// record cache, Kafka Streams merges all three (its cache still holds the
+/// closed session); without it, the closed one is out of reach.
+#[test]
+fn parity_session_bridging_a_closed_session() {
+    check("session-bridge");
+}
+
 /// Stream-table inner and left joins: the table updated and deleted
 /// between stream records, null keys and values on both sides.
 #[test]

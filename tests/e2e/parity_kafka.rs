@@ -218,6 +218,11 @@ fn parity_on_kafka_session_windows_update_and_close() {
 }
 
 #[test]
+fn parity_on_kafka_session_bridging_a_closed_session() {
+    check_kafka("session-bridge");
+}
+
+#[test]
 fn parity_on_kafka_stream_table_joins() {
     check_kafka("stream-table");
 }

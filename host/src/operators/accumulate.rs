@@ -238,6 +238,10 @@ pub(super) fn set_own_time(cx: &mut Ctx<'_>, cfg: &StepConfig, before: i64, now:
     }
 }
 
+/// Until when a record may still merge into the session of `key` that ends
+/// at `end` (see [`forget_expired`]).
+pub(super) type Reachable<'a> = &'a dyn Fn(&Ctx<'_>, &[u8], i64) -> anyhow::Result<Option<i64>>;
+
 /// Emits and forgets the windows (or sessions) whose close time (the window
 /// end plus `slack`, as kept in the close index) plus grace the aggregate's
 /// stream time `now` has reached (`emit = "close"`).
@@ -311,7 +315,16 @@ pub(super) fn close_due(
 /// as a Kafka Streams window store measures retention), unless a record
 /// merged into one since (its end moved: the merged session has an entry
 /// of its own).
-pub(super) fn forget_expired(cfg: &StepConfig, cx: &mut Ctx<'_>, time: i64) -> anyhow::Result<()> {
+///
+/// `reachable(cx, key, end)` may keep one longer: the time until which a
+/// record may still merge into it (sessions with the state cache on); its
+/// purge entry then moves there, to be looked at again.
+pub(super) fn forget_expired(
+    cfg: &StepConfig,
+    cx: &mut Ctx<'_>,
+    time: i64,
+    reachable: Option<Reachable<'_>>,
+) -> anyhow::Result<()> {
     use anyhow::Context;
 
     let prefix = keys::step(cx.pipeline, b'q', &cfg.name, cx.partition);
@@ -329,7 +342,19 @@ pub(super) fn forget_expired(cfg: &StepConfig, cx: &mut Ctx<'_>, time: i64) -> a
         if let Some(stored) = cx.get(&agg)? {
             let (e, _) = keys::agg_value(&stored).context("a stored accumulator is corrupt")?;
             if e == kept_end {
-                cx.txn.delete(agg);
+                let until = match reachable {
+                    Some(f) => f(cx, key, e)?,
+                    None => None,
+                };
+                match until.filter(|u| *u >= time) {
+                    Some(u) => {
+                        let at = u.saturating_add(1);
+                        let later =
+                            keys::agg_purge(cx.pipeline, &cfg.name, cx.partition, at, key, start);
+                        cx.txn.put(later, v.clone());
+                    }
+                    None => cx.txn.delete(agg),
+                }
             }
         }
         cx.txn.delete(k);

@@ -486,7 +486,7 @@ impl Operator for Aggregate {
                 .then(|| windows_of(self.cfg.window, now).last().map(|(s, _)| s))
                 .flatten();
             if let Some(observed) = observed {
-                forget_expired(&self.cfg, cx, observed)?;
+                forget_expired(&self.cfg, cx, observed, None)?;
             }
             if self.cfg.emit == Emit::Close {
                 let retention = self.cfg.retention;

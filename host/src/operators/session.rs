@@ -17,13 +17,15 @@
 //!
 //! A session leaves the state once no record can reach it: without the
 //! cache as it closes (the session store's retention, gap + grace), with
-//! it once a record within its gap would be late (end + 2 × gap + grace);
-//! a purge index entry written with it says when.
+//! it once a record within its gap would be late (end + 2 × gap + grace)
+//! and no record can bridge it to the key's next session in time; a purge
+//! index entry written with it says when to look.
 
 use anyhow::Context;
 
 use super::accumulate::{
-    Presentable, call_add, close_due, forget_expired, own_time, pack_headers, present, set_own_time,
+    Presentable, Reachable, call_add, close_due, forget_expired, own_time, pack_headers, present,
+    set_own_time,
 };
 use super::{Ctx, Item, Operator};
 use crate::pipeline::config::{Emit, Step as StepConfig, Window};
@@ -101,7 +103,8 @@ fn tombstone(key: &[u8], s: i64, e: i64, seq: u64, carry: Option<&Packed>) -> It
 /// session store stops returning it, at end + gap + grace (its retention)
 /// without the state cache (`cached`); with it, once a record within its
 /// gap would be late (past end + 2 × gap + grace: Kafka Streams' record
-/// cache still holds it and merges such a record into it).
+/// cache still holds it and merges such a record into it), unless a record
+/// can still bridge it to the next session (see `Session::reachable`).
 fn leaves_at(end: i64, gap: i64, grace: i64, cached: bool) -> i64 {
     let at = end.saturating_add(gap).saturating_add(grace);
     if cached {
@@ -168,6 +171,39 @@ impl Session {
     /// When a session ending at `end` leaves the state (see [`leaves_at`]).
     fn leaves_at(&self, end: i64) -> i64 {
         leaves_at(end, self.gap, self.cfg.grace, self.defer)
+    }
+
+    /// With the state cache on, until when a record may still merge into
+    /// the session of `key` that ends at `end` (Kafka Streams' record cache
+    /// keeps every session it holds within reach, closed or not): a record
+    /// within the gap after it stays in time until end + 2 × gap + grace;
+    /// and one that also reaches the key's next session (when that starts
+    /// within 2 × gap of `end`) is in time as long as that session's end
+    /// is, until its end + gap + grace, however old this one is.
+    fn reachable(&self) -> impl Fn(&Ctx<'_>, &[u8], i64) -> anyhow::Result<Option<i64>> + use<'_> {
+        move |cx: &Ctx<'_>, key: &[u8], end: i64| {
+            let (gap, grace) = (self.gap, self.cfg.grace);
+            let own = end.saturating_add(2 * gap).saturating_add(grace);
+            let mut prefix = keys::step(cx.pipeline, b'a', &self.cfg.name, cx.partition);
+            keys::push_key(&mut prefix, key);
+            let from = keys::agg(
+                cx.pipeline,
+                &self.cfg.name,
+                cx.partition,
+                key,
+                end.saturating_add(1),
+            );
+            let next = cx.range(&from, &keys::prefix_end(&prefix), 1)?;
+            let Some((k, v)) = next.first() else {
+                return Ok(Some(own));
+            };
+            let (s, _) = keys::take_i64(&k[prefix.len()..]).context("a session key is corrupt")?;
+            let (e, _) = keys::agg_value(v).context("a session's accumulator is corrupt")?;
+            if s.saturating_sub(end) > 2 * gap {
+                return Ok(Some(own));
+            }
+            Ok(Some(own.max(e.saturating_add(gap).saturating_add(grace))))
+        }
     }
 
     fn close_key(&self, cx: &Ctx<'_>, end: i64, key: &[u8], start: i64) -> Vec<u8> {
@@ -357,17 +393,12 @@ impl Operator for Session {
             // Closed after every record, as Kafka Streams' suppression
             // evicts, so that the batch size changes nothing.
             if self.cfg.emit == Emit::Close {
-                // With the cache, a closed session is kept until a record
-                // within its gap would be late (past its end + 2 × gap +
-                // grace).
-                if self.defer {
-                    forget_expired(&self.cfg, cx, now)?;
-                }
-                // (The close index holds end + gap.)
+                // (The close index holds end + gap.) With the cache, a
+                // closed session gets a purge entry, and leaves once no
+                // record can merge into it in time (see `reachable`).
                 let (defer, gap, grace) = (self.defer, self.gap, self.cfg.grace);
                 let kept = |close: i64, _| {
-                    let at = leaves_at(close.saturating_sub(gap), gap, grace, defer);
-                    Some(at).filter(|at| defer && *at > now)
+                    defer.then(|| leaves_at(close.saturating_sub(gap), gap, grace, defer))
                 };
                 out.extend(close_due(
                     self.guest.as_mut(),
@@ -377,13 +408,17 @@ impl Operator for Session {
                     now,
                     kept,
                 )?);
+                if self.defer {
+                    let reachable = self.reachable();
+                    forget_expired(&self.cfg, cx, now, Some(&reachable))?;
+                }
             }
         }
         set_own_time(cx, &self.cfg, before, now);
         // Emitted on update without the cache: sessions past their time
         // leave now (with the cache, at the commit, once emitted).
         if self.cfg.emit == Emit::Update && !self.defer {
-            forget_expired(&self.cfg, cx, now)?;
+            forget_expired(&self.cfg, cx, now, None)?;
         }
         Ok(out)
     }
@@ -450,7 +485,9 @@ impl Operator for Session {
         out.extend(present(self.guest.as_mut(), &self.cfg, cx, items)?);
         if self.cfg.emit == Emit::Update {
             let now = own_time(cx, &self.cfg)?;
-            forget_expired(&self.cfg, cx, now)?;
+            let reachable = self.reachable();
+            let reachable = self.defer.then_some(&reachable as Reachable<'_>);
+            forget_expired(&self.cfg, cx, now, reachable)?;
         }
         Ok(out)
     }

@@ -337,3 +337,66 @@ fn emitted_on_update_a_session_leaves_the_state_when_it_can_no_longer_grow() {
     assert!(stored(&h, "b", 77_000));
     assert_eq!(h.late, 0);
 }
+
+/// With the cache, a session past its own reach stays while a record could
+/// still bridge it to the key's next session in time, as Kafka Streams'
+/// record cache keeps it (found by a randomized comparison with Kafka
+/// Streams). gap 5 s, grace 2 s: a[10 s, 13 s] and a[20 s, 22 s]; at stream
+/// time 26 s a record at 13 s + gap would be late, but a@17 s bridges both
+/// sessions, and the merged session ends at 22 s, in time.
+#[test]
+fn with_the_cache_a_record_bridging_to_a_later_session_merges_an_old_one() {
+    let window = "window = { type = \"session\", gap = \"5s\", grace = \"2s\" }";
+    for emit in ["update", "close"] {
+        let cfg = step(&format!("{COUNT}\n{window}\nemit = \"{emit}\""));
+        let feed = |h: &mut Harness, key: &str, ts: i64| {
+            let mut out = h.run_batch(&stream(&[rec(key, "x", ts)])).unwrap();
+            out.extend(h.commit_held().unwrap());
+            out.iter().map(show).collect::<Vec<_>>()
+        };
+        let run = |cached: bool| {
+            let mut h = Harness::new(cfg.clone(), counter());
+            h.op.defer_updates(cached);
+            for (key, ts) in [("a", 10_000), ("a", 13_000), ("a", 20_000), ("a", 22_000)] {
+                feed(&mut h, key, ts);
+            }
+            feed(&mut h, "x", 26_000);
+            let bridged = feed(&mut h, "a", 17_000);
+            // Closes everything.
+            let closed = feed(&mut h, "y", 100_000);
+            (bridged, closed, h.late)
+        };
+        let (bridged, closed, late) = run(true);
+        assert_eq!(late, 0, "{emit}");
+        if emit == "update" {
+            assert_eq!(
+                bridged,
+                // No tombstone for the closed one: Kafka Streams' store
+                // no longer returns it, so its cache forwards no removal.
+                ["a[20000,22000]=null@22000", "a[10000,22000]=5@22000"],
+                "{emit}"
+            );
+        } else {
+            assert_eq!(
+                closed,
+                ["a[10000,22000]=5@22000", "x[26000,26000]=1@26000"],
+                "{emit}"
+            );
+        }
+        // Without the cache, a[10 s, 13 s] is closed and out of reach.
+        let (bridged, closed, _) = run(false);
+        if emit == "update" {
+            assert_eq!(
+                bridged,
+                ["a[20000,22000]=null@22000", "a[17000,22000]=3@22000"],
+                "{emit}"
+            );
+        } else {
+            assert_eq!(
+                closed,
+                ["a[17000,22000]=3@22000", "x[26000,26000]=1@26000"],
+                "{emit}"
+            );
+        }
+    }
+}

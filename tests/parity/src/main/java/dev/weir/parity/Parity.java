@@ -155,6 +155,11 @@ public final class Parity {
         all.add(new Variant("session", "close-cached", sessionCount(true), List.of("events"), Keys.SESSION_WINDOWED, 0));
         all.add(new Variant("random-aggregates", "session-close-cached", sessionCount(true),
             List.of("events"), Keys.SESSION_WINDOWED, 0));
+        // a record bridging a closed session to the next one
+        all.add(new Variant("session-bridge", "update", sessionCount(false), List.of("events"), Keys.SESSION_WINDOWED, 0));
+        all.add(new Variant("session-bridge", "close", sessionCount(true), List.of("events"), Keys.SESSION_WINDOWED, 0));
+        all.add(new Variant("session-bridge", "update-cached", sessionCount(false), List.of("events"), Keys.SESSION_WINDOWED, 0));
+        all.add(new Variant("session-bridge", "close-cached", sessionCount(true), List.of("events"), Keys.SESSION_WINDOWED, 0));
         all.add(new Variant("tumbling", "close-cached", windowedCount(tumbling(), true), List.of("events"), Keys.TIME_WINDOWED, 10_000));
 
         all.add(new Variant("stream-table", "inner", streamTable(false), List.of("left", "right"), Keys.PLAIN, 0));
