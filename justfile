@@ -87,6 +87,11 @@ kafka:
 parity *args:
     bash tests/parity/regen.sh {{args}}
 
+# Weir against Kafka Streams on random inputs nobody wrote, seed by seed
+# (`just parity-fuzz 1000 10`): a development tool, not part of `just test`.
+parity-fuzz first="1000" seeds="10": build guests
+    bash tests/parity/fuzz.sh {{first}} {{seeds}}
+
 # Formatting and lints, as CI would want them.
 lint:
     cargo fmt --all -- --check

@@ -22,21 +22,8 @@ case "${1:-}" in
     "") ;;
     *) echo "usage: bash tests/parity/regen.sh [--update]" >&2; exit 2 ;;
 esac
-tools="${WEIR_TOOLS:-$HOME/.cache/weir}"
-hash="$(cat pom.xml src/main/java/dev/weir/parity/*.java | sha256sum | cut -c1-16)"
-dir="$tools/parity/$hash"
-if [ ! -f "$dir/.complete" ]; then
-    echo "building tests/parity into $dir" >&2
-    rm -rf "$dir"
-    mkdir -p "$dir"
-    if ! mvn -q -B -f pom.xml -Dmaven.repo.local="$tools/kafka/m2" \
-        -Dparity.build.dir="$dir/build" package dependency:copy-dependencies \
-        -DincludeScope=runtime -DoutputDirectory="$dir/lib" >"$dir/mvn.log" 2>&1; then
-        cat "$dir/mvn.log" >&2
-        exit 1
-    fi
-    touch "$dir/.complete"
-fi
+# shellcheck source=tests/parity/build.sh
+source ./build.sh
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/weir-parity.XXXXXX")"
 trap 'rm -rf "$work"' EXIT

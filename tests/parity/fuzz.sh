@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# Looks for differences from Kafka Streams on inputs nobody wrote: for each
+# seed, new random inputs for the random-aggregates and random-joins
+# scenarios (their pipelines, as committed; keys, record count, event-time
+# steps and how far records go back in time drawn from the seed), Kafka
+# Streams' output for them (tests/parity's program, as regen.sh runs it),
+# and `weir test VARIANT.toml --batch 1` on the same inputs, compared record
+# by record as the e2e parity tests compare them. A development tool, not
+# part of `just test`: a difference found here becomes a scenario of its
+# own (a few records that show it) with committed goldens.
+#
+#   bash tests/parity/fuzz.sh [FIRST_SEED] [SEEDS]    (default 1000 10)
+#
+# Needs the release `weir` and the guests (`just build guests`). Prints a
+# line per seed; on a difference, the first differing record of each
+# variant, and keeps that seed's inputs and Kafka Streams' outputs under
+# ${TMPDIR:-/tmp}/weir-fuzz.*/SEED. Exits 1 when any seed differed.
+set -euo pipefail
+cd "$(dirname "$0")"
+first="${1:-1000}"
+seeds="${2:-10}"
+# shellcheck source=tests/parity/build.sh
+source ./build.sh
+target="${CARGO_TARGET_DIR:-$HOME/.cache/weir/target}"
+weir="$target/release/weir"
+export WEIR_MODULE_PATH="$target/wasm32-wasip2/guest"
+for need in "$weir" "$WEIR_MODULE_PATH/count.wasm" "$WEIR_MODULE_PATH/merge_json.wasm"; do
+    if [ ! -f "$need" ]; then
+        echo "$need is missing: run \`just build guests\` first" >&2
+        exit 2
+    fi
+done
+work="$(mktemp -d "${TMPDIR:-/tmp}/weir-fuzz.XXXXXX")"
+cat >"$work/log4j2.properties" <<LOG
+rootLogger.level=ERROR
+LOG
+failed=0
+for seed in $(seq "$first" $((first + seeds - 1))); do
+    root="$work/$seed"
+    mkdir -p "$root"
+    # Every scenario (the program runs them all), without its goldens.
+    for s in */; do
+        s="${s%/}"
+        [ "$s" = src ] && continue
+        mkdir -p "$root/$s"
+        cp "$s"/*.toml "$root/$s/"
+        for f in "$s"/*.jsonl; do
+            case "$f" in *.kafka-streams*) ;; *) cp "$f" "$root/$s/" ;; esac
+        done
+    done
+    params="$(python3 - "$root" "$seed" <<'PY'
+import json, os, random, sys
+
+root, seed = sys.argv[1], int(sys.argv[2])
+rnd = random.Random(seed)
+n = rnd.choice([150, 300, 500])
+keys = [chr(ord("a") + i) for i in range(rnd.randint(2, 12))]
+step = rnd.choice([300, 700, 1500, 4000])
+back = rnd.choice([3000, 8000, 12000, 30000])
+
+
+def records(r, value):
+    t, out = 0, []
+    for i in range(n):
+        t += r.randint(0, step)
+        ts = max(0, t - r.choice([0, 0, 0, r.randint(0, back)]))
+        rec = {}
+        if r.random() >= 0.05:
+            rec["key"] = r.choice(keys)
+        rec["value"] = None if r.random() < 0.05 else value(i)
+        if r.random() < 0.2:
+            rec["headers"] = {"h": f"{seed}-{i}"}
+        rec["timestamp"] = ts
+        out.append(json.dumps(rec))
+    return out
+
+
+for path, value in [
+    ("random-aggregates/events.jsonl", str),
+    ("random-joins/left.jsonl", lambda i: {"l": i}),
+    ("random-joins/right.jsonl", lambda i: i),
+]:
+    with open(os.path.join(root, path), "w") as f:
+        f.write("\n".join(records(random.Random(rnd.random()), value)) + "\n")
+print(f"{n} records, {len(keys)} keys, steps up to {step} ms, back up to {back} ms")
+PY
+)"
+    if ! (cd "$root" && java -Dlog4j2.configurationFile="$work/log4j2.properties" \
+        -Djava.io.tmpdir="$root" -cp "$dir/build/classes:$dir/lib/*" \
+        dev.weir.parity.Parity . "$root/kafka-streams" >"$root/java.log" 2>&1); then
+        echo "seed $seed: Kafka Streams failed (see $root/java.log)" >&2
+        failed=1
+        continue
+    fi
+    if python3 - "$root" "$weir" <<'PY'
+import json, os, subprocess, sys
+
+root, weir = sys.argv[1], sys.argv[2]
+
+
+def compared(line):
+    v, o = json.loads(line), {}
+    for f in ["topic", "key", "value", "headers", "timestamp"]:
+        if f in v:
+            if not (f == "headers" and v[f] == {}):
+                o[f] = v[f]
+        elif f in ("key", "value"):
+            o[f] = None
+    return o
+
+
+bad = 0
+for scenario in ["random-aggregates", "random-joins"]:
+    d = os.path.join(root, scenario)
+    topics = sorted(f[:-6] for f in os.listdir(d) if f.endswith(".jsonl"))
+    for toml in sorted(f for f in os.listdir(d) if f.endswith(".toml")):
+        variant = toml[:-5]
+        golden = os.path.join(root, "kafka-streams", scenario, variant + ".kafka-streams.jsonl")
+        with open(golden) as f:
+            ks = [compared(l) for l in f if l.strip()]
+        cmd = [weir, "test", os.path.join(d, toml), "--batch", "1"]
+        for t in topics:
+            cmd += ["--input", f"{t}={d}/{t}.jsonl"]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            print(f"  {scenario}/{variant}: weir test failed: {r.stderr.strip()}")
+            bad += 1
+            continue
+        got = [c for c in map(compared, filter(str.strip, r.stdout.splitlines())) if c.get("topic") == "out"]
+        if got != ks:
+            bad += 1
+            i = next((i for i, (a, b) in enumerate(zip(got, ks)) if a != b), min(len(got), len(ks)))
+            print(f"  {scenario}/{variant}: {len(got)} records, Kafka Streams {len(ks)}; first difference at {i}:")
+            print(f"    weir          {got[i] if i < len(got) else '(none)'}")
+            print(f"    Kafka Streams {ks[i] if i < len(ks) else '(none)'}")
+sys.exit(1 if bad else 0)
+PY
+    then
+        echo "seed $seed ($params): every variant equals Kafka Streams"
+        rm -rf "$root"
+    else
+        echo "seed $seed ($params): differs; inputs and Kafka Streams' outputs in $root"
+        failed=1
+    fi
+done
+[ "$failed" = 0 ] && rm -rf "$work"
+exit "$failed"
