@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Looks for differences from Kafka Streams on inputs nobody wrote: for each
-# seed, new random inputs for the random-aggregates and random-joins
-# scenarios (their pipelines, as committed; keys, record count, event-time
-# steps and how far records go back in time drawn from the seed), Kafka
+# seed, new random inputs for the wordcount, random-aggregates and
+# random-joins scenarios (their pipelines, as committed; keys, record count,
+# event-time steps and how far records go back in time drawn from the
+# seed), Kafka
 # Streams' output for them (tests/parity's program, as regen.sh runs it),
 # and `weir test VARIANT.toml --batch 1` on the same inputs, compared record
 # by record as the e2e parity tests compare them; then `weir run` on an
@@ -84,6 +85,19 @@ for path, value in [
 ]:
     with open(os.path.join(root, path), "w") as f:
         f.write("\n".join(records(random.Random(rnd.random()), value)) + "\n")
+# Lines of words for the word count (mixed case, punctuation, some lines
+# without a key or a value), repartitioned by word.
+vocab = [w for w in "the quick brown fox jumps over lazy dog And THE Dog's fox-trot".split()][: len(keys) + 4]
+r = random.Random(rnd.random())
+lines = []
+for i, rec in enumerate(records(r, str)):
+    rec = json.loads(rec)
+    if rec["value"] is not None:
+        words = [r.choice(vocab) for _ in range(r.randint(0, 6))]
+        rec["value"] = r.choice([" ", ", ", "! ", "  "]).join(words)
+    lines.append(json.dumps(rec))
+with open(os.path.join(root, "wordcount/lines.jsonl"), "w") as f:
+    f.write("\n".join(lines) + "\n")
 print(f"{n} records, {len(keys)} keys, steps up to {step} ms, back up to {back} ms")
 PY
 )"
@@ -138,7 +152,7 @@ def finals(recs):
 def weir_run(d, toml, topics):
     # `weir run` on a fresh embedded log, one partition per input, its
     # default batch and the pipeline's own cache setting.
-    data = os.path.join(root, "data-" + toml[:-5])
+    data = os.path.join(root, "data", os.path.basename(d), toml[:-5])
     env = dict(os.environ, WEIR_DATA=data)
     for t in topics:
         subprocess.run([weir, "topic", "create", t, "--partitions", "1"], env=env, check=True, capture_output=True)
@@ -152,11 +166,13 @@ def weir_run(d, toml, topics):
 
 
 bad = 0
-for scenario in ["random-aggregates", "random-joins"]:
+compared_variants = 0
+for scenario in ["wordcount", "random-aggregates", "random-joins"]:
     d = os.path.join(root, scenario)
     topics = sorted(f[:-6] for f in os.listdir(d) if f.endswith(".jsonl"))
     for toml in sorted(f for f in os.listdir(d) if f.endswith(".toml")):
         variant = toml[:-5]
+        compared_variants += 1
         golden = os.path.join(root, "kafka-streams", scenario, variant + ".kafka-streams.jsonl")
         with open(golden) as f:
             ks = [compared(l) for l in f if l.strip()]
@@ -190,6 +206,7 @@ for scenario in ["random-aggregates", "random-joins"]:
             bad += 1
             diff = sorted(set(want.items()) ^ set(have.items()), key=str)[:4]
             print(f"  {scenario}/{variant}: weir run's final values differ from Kafka Streams': {diff}")
+print(f"  {compared_variants} variants compared")
 sys.exit(1 if bad else 0)
 PY
     then
