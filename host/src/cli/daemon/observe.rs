@@ -51,33 +51,22 @@ impl Daemon {
         to: Option<i64>,
         max: usize,
     ) -> Reply {
-        let (app, on_kafka) = {
+        let app = {
             let dep = self.get(name)?;
             let d = lock(&dep);
-            let app = d.main.as_ref().map_or_else(
+            d.main.as_ref().map_or_else(
                 || format!("{name}{}", d.spec.suffix),
                 |r| r.pipeline.name.clone(),
-            );
-            // On Kafka, the pipeline and the partitions this instance runs.
-            let on_kafka = d
-                .main
-                .as_ref()
-                .filter(|r| r.pipeline.kafka.is_some())
-                .map(|r| (r.pipeline.clone(), r.handle.status().partitions));
-            (app, on_kafka)
+            )
         };
-        // On Kafka, the partitions this instance runs now, of how many.
-        let instance = on_kafka.and_then(|(p, runs)| {
-            let topic = self.backend_for(&p).ok()?.topic(&p.input).ok()??;
-            Some(crate::cli::state_cmds::Instance {
-                partitions: runs,
-                of: topic.config.partitions,
-            })
-        });
+        let state = self.state_of(&app);
+        // On Kafka, the partitions this instance runs now (as its run
+        // publishes them beside its local state).
+        let instance = crate::cli::state_cmds::instance_of(&state);
         let mut out = Collect::default();
         let wanted = key.clone();
         let code = crate::cli::state_cmds::state_log(
-            &self.state_of(&app),
+            &state,
             &app,
             step,
             key,
