@@ -17,9 +17,9 @@
 //!
 //! A session leaves the state once no record can reach it: without the
 //! cache as it closes (the session store's retention, gap + grace), with
-//! it once a record within its gap would be late (end + 2 × gap + grace)
-//! and no record can bridge it to the key's next session in time; a purge
-//! index entry written with it says when to look.
+//! it once no record can reach it in time, directly or by bridging it to
+//! the key's next session (see `Session::reachable`); a purge index entry
+//! written with it says when to look.
 
 use anyhow::Context;
 
@@ -101,14 +101,14 @@ fn tombstone(key: &[u8], s: i64, e: i64, seq: u64, carry: Option<&Packed>) -> It
 
 /// When a session ending at `end` leaves the state: as Kafka Streams'
 /// session store stops returning it, at end + gap + grace (its retention)
-/// without the state cache (`cached`); with it, once a record within its
-/// gap would be late (past end + 2 × gap + grace: Kafka Streams' record
-/// cache still holds it and merges such a record into it), unless a record
-/// can still bridge it to the next session (see `Session::reachable`).
+/// without the state cache (`cached`); with it (Kafka Streams' record cache
+/// still holds it, and merges into it any record that reaches it), first
+/// looked at once no record could reach it in time, past end + 3 × gap +
+/// grace (see `Session::reachable`).
 fn leaves_at(end: i64, gap: i64, grace: i64, cached: bool) -> i64 {
     let at = end.saturating_add(gap).saturating_add(grace);
     if cached {
-        at.saturating_add(gap).saturating_add(1)
+        at.saturating_add(2 * gap).saturating_add(1)
     } else {
         at
     }
@@ -175,15 +175,16 @@ impl Session {
 
     /// With the state cache on, until when a record may still merge into
     /// the session of `key` that ends at `end` (Kafka Streams' record cache
-    /// keeps every session it holds within reach, closed or not): a record
-    /// within the gap after it stays in time until end + 2 × gap + grace;
-    /// and one that also reaches the key's next session (when that starts
-    /// within 2 × gap of `end`) is in time as long as that session's end
-    /// is, until its end + gap + grace, however old this one is.
+    /// keeps every session it holds within reach, closed or not). A record
+    /// within the gap after it is in time until end + 2 × gap + grace. One
+    /// that bridges it to the key's next session (one starting within 2 ×
+    /// gap of `end`) is in time as long as that session's end is: until
+    /// that end + gap + grace, however old this one is; and such a next
+    /// session may still begin, in time, until end + 3 × gap + grace.
     fn reachable(&self) -> impl Fn(&Ctx<'_>, &[u8], i64) -> anyhow::Result<Option<i64>> + use<'_> {
         move |cx: &Ctx<'_>, key: &[u8], end: i64| {
             let (gap, grace) = (self.gap, self.cfg.grace);
-            let own = end.saturating_add(2 * gap).saturating_add(grace);
+            let own = end.saturating_add(3 * gap).saturating_add(grace);
             let mut prefix = keys::step(cx.pipeline, b'a', &self.cfg.name, cx.partition);
             keys::push_key(&mut prefix, key);
             let from = keys::agg(
