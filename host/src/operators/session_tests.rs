@@ -241,8 +241,9 @@ fn with_the_cache_a_record_next_to_a_closed_session_merges_into_it() {
 /// holds a session its suppression has emitted, and a record within the gap
 /// merges into it; the merged session is emitted when it closes in turn
 /// (tests/parity/session/close-cached). Weir keeps a closed session until
-/// no record can merge into it without being late (its end + 2 × gap +
-/// grace), then forgets it. gap 5 s, grace 2 s.
+/// no record can merge into it without being late (its end + 3 × gap +
+/// grace, with no next session to bridge it to), then forgets it. gap 5 s,
+/// grace 2 s.
 #[test]
 fn with_the_cache_a_closed_session_is_kept_for_merging_then_forgotten() {
     use crate::backend::StateRead;
