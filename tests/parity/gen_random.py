@@ -12,16 +12,19 @@ import os
 import random
 
 
-def records(seed, n, value):
+def records(seed, n, value, keys="abcdef", step=700, back=8000):
+    """`n` records (JSON lines) drawn from `seed`: keys from `keys`, event
+    times moving forward by up to `step` ms and now and then up to `back`
+    ms back. Also used by fuzz.sh, with other settings."""
     rnd = random.Random(seed)
     t = 0
     out = []
     for i in range(n):
-        t += rnd.randint(0, 700)
-        ts = max(0, t - rnd.choice([0, 0, 0, rnd.randint(0, 8000)]))
+        t += rnd.randint(0, step)
+        ts = max(0, t - rnd.choice([0, 0, 0, rnd.randint(0, back)]))
         rec = {}
         if rnd.random() >= 0.05:
-            rec["key"] = rnd.choice(["a", "b", "c", "d", "e", "f"])
+            rec["key"] = rnd.choice(list(keys))
         rec["value"] = None if rnd.random() < 0.05 else value(i)
         if rnd.random() < 0.2:
             rec["headers"] = {"h": f"{seed}-{i}"}
@@ -35,6 +38,7 @@ def write(path, lines):
         f.write("\n".join(lines) + "\n")
 
 
-write("random-aggregates/events.jsonl", records(1, 300, str))
-write("random-joins/left.jsonl", records(2, 200, lambda i: {"l": i}))
-write("random-joins/right.jsonl", records(3, 200, lambda i: i))
+if __name__ == "__main__":
+    write("random-aggregates/events.jsonl", records(1, 300, str))
+    write("random-joins/left.jsonl", records(2, 200, lambda i: {"l": i}))
+    write("random-joins/right.jsonl", records(3, 200, lambda i: i))

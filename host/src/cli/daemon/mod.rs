@@ -642,10 +642,8 @@ impl Daemon {
         Ok(reply)
     }
 
-    /// Forgets the input positions and state of application `p`, which no
-    /// longer runs, and deletes its internal topics (as `weir reset`):
-    /// `{"reset", "entries", "topics"}` on the embedded log,
-    /// `{"reset", "group", "topics"}` on Kafka.
+    /// As `weir reset` of application `p`, which no longer runs: `{"reset",
+    /// "entries" (embedded log) or "group" (Kafka), "topics"}`.
     fn forget_app(&self, p: &Pipeline) -> Reply {
         Ok(match super::run_cmd::kafka_connection(p, None) {
             None => {
