@@ -54,6 +54,8 @@ for seed in $(seq "$first" $((first + seeds - 1))); do
     params="$(python3 - "$root" "$seed" <<'PY'
 import json, os, random, sys
 
+from gen_random import records
+
 root, seed = sys.argv[1], int(sys.argv[2])
 rnd = random.Random(seed)
 n = rnd.choice([150, 300, 500])
@@ -62,20 +64,8 @@ step = rnd.choice([300, 700, 1500, 4000])
 back = rnd.choice([3000, 8000, 12000, 30000])
 
 
-def records(r, value):
-    t, out = 0, []
-    for i in range(n):
-        t += r.randint(0, step)
-        ts = max(0, t - r.choice([0, 0, 0, r.randint(0, back)]))
-        rec = {}
-        if r.random() >= 0.05:
-            rec["key"] = r.choice(keys)
-        rec["value"] = None if r.random() < 0.05 else value(i)
-        if r.random() < 0.2:
-            rec["headers"] = {"h": f"{seed}-{i}"}
-        rec["timestamp"] = ts
-        out.append(json.dumps(rec))
-    return out
+def draw(value):
+    return records(random.Random(rnd.random()), n, value, keys, step, back, label=seed)
 
 
 for path, value in [
@@ -84,14 +74,13 @@ for path, value in [
     ("random-joins/right.jsonl", lambda i: i),
 ]:
     with open(os.path.join(root, path), "w") as f:
-        f.write("\n".join(records(random.Random(rnd.random()), value)) + "\n")
+        f.write("\n".join(draw(value)) + "\n")
 # Lines of words for the word count (mixed case, punctuation, some lines
 # without a key or a value), repartitioned by word.
 vocab = [w for w in "the quick brown fox jumps over lazy dog And THE Dog's fox-trot".split()][: len(keys) + 4]
 r = random.Random(rnd.random())
 lines = []
-for i, rec in enumerate(records(r, str)):
-    rec = json.loads(rec)
+for rec in map(json.loads, records(r, n, str, keys, step, back, label=seed)):
     if rec["value"] is not None:
         words = [r.choice(vocab) for _ in range(r.randint(0, 6))]
         rec["value"] = r.choice([" ", ", ", "! ", "  "]).join(words)

@@ -12,11 +12,12 @@ import os
 import random
 
 
-def records(seed, n, value, keys="abcdef", step=700, back=8000):
+def records(seed, n, value, keys="abcdef", step=700, back=8000, label=None):
     """`n` records (JSON lines) drawn from `seed`: keys from `keys`, event
     times moving forward by up to `step` ms and now and then up to `back`
-    ms back. Also used by fuzz.sh, with other settings."""
-    rnd = random.Random(seed)
+    ms back, headers `h` = `LABEL-I` (`label` defaults to `seed`). `seed`
+    may be a `random.Random` to draw from. Also used by fuzz.sh."""
+    rnd = seed if isinstance(seed, random.Random) else random.Random(seed)
     t = 0
     out = []
     for i in range(n):
@@ -27,7 +28,7 @@ def records(seed, n, value, keys="abcdef", step=700, back=8000):
             rec["key"] = rnd.choice(list(keys))
         rec["value"] = None if rnd.random() < 0.05 else value(i)
         if rnd.random() < 0.2:
-            rec["headers"] = {"h": f"{seed}-{i}"}
+            rec["headers"] = {"h": f"{seed if label is None else label}-{i}"}
         rec["timestamp"] = ts
         out.append(json.dumps(rec))
     return out
