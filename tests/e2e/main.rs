@@ -17,6 +17,7 @@ mod first_hour_runs;
 mod foundation;
 mod hardening;
 mod hardening_limits;
+mod joins_foreign;
 mod kafka;
 mod kafka_faults;
 mod kafka_pipelines;

@@ -233,6 +233,11 @@ fn parity_on_kafka_table_table_joins() {
 }
 
 #[test]
+fn parity_on_kafka_foreign_key_joins() {
+    check_kafka("fk-join");
+}
+
+#[test]
 fn parity_on_kafka_stream_stream_joins() {
     check_kafka("stream-stream");
 }

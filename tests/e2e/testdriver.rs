@@ -37,7 +37,7 @@ pub(crate) fn write_lines(path: &Path, lines: &[String]) {
 /// Runs `file` with `weir run` on a fresh embedded log, `partitions` per
 /// input topic, and returns every record of `outputs` as `weir test` prints
 /// them (topic, partition, offset, record), by topic, partition and offset.
-fn embedded_run(
+pub(crate) fn embedded_run(
     file: &Path,
     partitions: u32,
     inputs: &[(&str, &[String])],

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Looks for differences from Kafka Streams on inputs nobody wrote: for each
-# seed, new random inputs for the wordcount, random-aggregates and
-# random-joins scenarios (their pipelines, as committed; keys, record count,
+# seed, new random inputs for the wordcount, random-aggregates,
+# random-joins and fk-join scenarios (their pipelines, as committed; keys, record count,
 # event-time steps and how far records go back in time drawn from the
 # seed), Kafka
 # Streams' output for them (tests/parity's program, as regen.sh runs it),
@@ -75,6 +75,26 @@ for path, value in [
 ]:
     with open(os.path.join(root, path), "w") as f:
         f.write("\n".join(draw(value)) + "\n")
+# Orders (keyed as the other scenarios) naming users (or none) for the
+# foreign-key joins; users keyed by user id.
+users = [f"u{i}" for i in range(rnd.randint(2, 8))]
+fr = random.Random(rnd.random())
+
+
+def order(i):
+    v = {"n": i}
+    pick = fr.random()
+    if pick < 0.85:
+        v["user"] = fr.choice(users)
+    elif pick < 0.93:
+        v["user"] = None
+    return v
+
+
+with open(os.path.join(root, "fk-join/left.jsonl"), "w") as f:
+    f.write("\n".join(draw(order)) + "\n")
+with open(os.path.join(root, "fk-join/right.jsonl"), "w") as f:
+    f.write("\n".join(records(random.Random(rnd.random()), n, lambda i: {"name": i}, users, step, back, label=seed)) + "\n")
 # Lines of words for the word count (mixed case, punctuation, some lines
 # without a key or a value), repartitioned by word.
 vocab = [w for w in "the quick brown fox jumps over lazy dog And THE Dog's fox-trot".split()][: len(keys) + 4]
@@ -156,7 +176,7 @@ def weir_run(d, toml, topics):
 
 bad = 0
 compared_variants = 0
-for scenario in ["wordcount", "random-aggregates", "random-joins"]:
+for scenario in ["wordcount", "random-aggregates", "random-joins", "fk-join"]:
     d = os.path.join(root, scenario)
     topics = sorted(f[:-6] for f in os.listdir(d) if f.endswith(".jsonl"))
     for toml in sorted(f for f in os.listdir(d) if f.endswith(".toml")):

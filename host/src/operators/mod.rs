@@ -16,6 +16,7 @@
 
 mod accumulate;
 pub mod aggregate;
+pub mod join_foreign;
 pub mod join_stream;
 pub mod join_table;
 pub mod map;
@@ -26,7 +27,7 @@ pub mod session;
 use std::sync::Arc;
 
 use crate::backend::{StateRead, Txn};
-use crate::pipeline::config::{Step as StepConfig, StepKind, Window, WithKind};
+use crate::pipeline::config::{FkPart, Step as StepConfig, StepKind, Window, WithKind};
 use crate::record::{DeadLetter, Failure, Packed, Record};
 use crate::runtime::Guest;
 
@@ -232,9 +233,12 @@ pub fn build(cfg: StepConfig, guest: Box<dyn Guest>) -> Box<dyn Operator> {
             Some(Window::Session { .. }) => Box::new(session::Session::new(cfg, guest)),
             _ => Box::new(aggregate::Aggregate::new(cfg, guest)),
         },
-        StepKind::Join => match cfg.with_kind {
-            WithKind::Table => Box::new(join_table::TableJoin::new(cfg, guest)),
-            WithKind::Stream => Box::new(join_stream::StreamJoin::new(cfg, guest)),
+        StepKind::Join => match (cfg.foreign_key.as_ref().map(|f| f.part), cfg.with_kind) {
+            (Some(FkPart::Subscribe), _) => Box::new(join_foreign::Subscribe::new(cfg, guest)),
+            (Some(FkPart::Join), _) => Box::new(join_foreign::Join::new(cfg, guest)),
+            (Some(FkPart::Resolve), _) => Box::new(join_foreign::Resolve::new(cfg, guest)),
+            (None, WithKind::Table) => Box::new(join_table::TableJoin::new(cfg, guest)),
+            (None, WithKind::Stream) => Box::new(join_stream::StreamJoin::new(cfg, guest)),
         },
     }
 }

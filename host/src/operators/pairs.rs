@@ -35,11 +35,40 @@ pub(super) fn join(
     cx: &mut Ctx<'_>,
     pairs: Vec<Pair>,
 ) -> anyhow::Result<Vec<Item>> {
+    let values = joined(guest, cfg, cx, &pairs)?;
+    Ok(pairs
+        .into_iter()
+        .zip(values)
+        .filter_map(|(p, value)| {
+            let value = value?;
+            Some(Item {
+                seq: p.seq,
+                rec: Packed::new(
+                    p.rec.offset(),
+                    p.ts,
+                    p.key.as_deref(),
+                    Some(&value),
+                    p.headers_of.as_ref().unwrap_or(&p.rec).headers(),
+                ),
+            })
+        })
+        .collect())
+}
+
+/// Calls the joiner for `pairs`: one joined value per pair, none where the
+/// joiner gave nothing or the call failed on it (its record is then a dead
+/// letter).
+pub(super) fn joined(
+    guest: &mut dyn Guest,
+    cfg: &StepConfig,
+    cx: &mut Ctx<'_>,
+    pairs: &[Pair],
+) -> anyhow::Result<Vec<Option<Vec<u8>>>> {
     if pairs.is_empty() {
         return Ok(Vec::new());
     }
     let mut buf = (pairs.len() as u32).to_le_bytes().to_vec();
-    for p in &pairs {
+    for p in pairs {
         codec::put_opt(&mut buf, p.key.as_deref());
         buf.extend_from_slice(&p.ts.to_le_bytes());
         codec::put_opt(&mut buf, p.left.as_deref());
@@ -49,22 +78,16 @@ pub(super) fn join(
     let failure = match result {
         Ok(out) => match super::values(&out, pairs.len()) {
             Ok(results) => {
-                let mut next = Vec::new();
-                for (p, res) in pairs.into_iter().zip(results) {
-                    match res {
-                        Some(Ok(Some(value))) => next.push(Item {
-                            seq: p.seq,
-                            rec: Packed::new(
-                                p.rec.offset(),
-                                p.ts,
-                                p.key.as_deref(),
-                                Some(&value),
-                                p.headers_of.as_ref().unwrap_or(&p.rec).headers(),
-                            ),
-                        }),
-                        Some(Ok(None)) | None => {}
-                        Some(Err(m)) => cx.out.dead_packed(&cfg.name, &p.rec, Failure::Rejected(m)),
-                    }
+                let mut next = Vec::with_capacity(pairs.len());
+                for (p, res) in pairs.iter().zip(results) {
+                    next.push(match res {
+                        Some(Ok(value)) => value,
+                        None => None,
+                        Some(Err(m)) => {
+                            cx.out.dead_packed(&cfg.name, &p.rec, Failure::Rejected(m));
+                            None
+                        }
+                    });
                 }
                 return Ok(next);
             }
@@ -72,16 +95,14 @@ pub(super) fn join(
         },
         Err(trap) => trap,
     };
-    if pairs.len() == 1 {
-        if let Some(p) = pairs.into_iter().next() {
-            cx.out
-                .dead_packed(&cfg.name, &p.rec, Failure::Trapped(failure));
-        }
-        return Ok(Vec::new());
+    if let [p] = pairs {
+        cx.out
+            .dead_packed(&cfg.name, &p.rec, Failure::Trapped(failure));
+        return Ok(vec![None]);
     }
-    let mut next = Vec::new();
-    for p in pairs {
-        next.extend(join(guest, cfg, cx, vec![p])?);
+    let mut next = Vec::with_capacity(pairs.len());
+    for p in pairs.chunks(1) {
+        next.extend(joined(guest, cfg, cx, p)?);
     }
     Ok(next)
 }

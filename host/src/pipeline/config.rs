@@ -29,7 +29,10 @@
 //! "table"` (or "stream", which needs `window = { before = "1s", after =
 //! "0s" }`), and `join = "inner" | "left" | "outer"`; `as_table = true`
 //! makes the incoming records a table too (a table-table join, where a
-//! deleted row deletes the join result). A processor lists its
+//! deleted row deletes the join result); `foreign_key = "/user_id"` (a JSON
+//! pointer into the left value) makes it a foreign-key table-table join,
+//! "inner" or "left", whose right table is keyed by that field (see
+//! [`ForeignKey`]). A processor lists its
 //! state stores: `stores = ["seen"]`.
 
 use std::collections::BTreeMap;
@@ -199,6 +202,40 @@ pub struct Step {
     pub memory_mb: Option<usize>,
     /// The 1-based line of `memory_mb` (0 without it), for messages.
     pub memory_mb_line: usize,
+    /// A foreign-key table-table join's part (the file's `foreign_key`
+    /// makes one join step into three, see [`ForeignKey`]).
+    pub foreign_key: Option<ForeignKey>,
+}
+
+/// A foreign-key table-table join (Kafka Streams' `KTable.join(other,
+/// foreignKeyExtractor, joiner)`): the left table (keyed by `K`) joins the
+/// right one (keyed by a field of the left values) in three parts, each a
+/// step of its own segment. `NAME.subscribe` (over the left table) keeps
+/// each key's foreign key and sends subscriptions, keyed by the foreign
+/// key, to `NAME`; `NAME` (over those and the right table, co-partitioned)
+/// keeps the subscriptions and the right values, calls the joiner and sends
+/// responses, keyed by `K`, to `NAME.resolve`, which drops a response older
+/// than one it already passed on (the key has moved to another foreign key
+/// since) and emits the rest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForeignKey {
+    /// A JSON pointer into the left value (`/user_id`): the right table's
+    /// key (a string's text; a number's, a boolean's, an object's or an
+    /// array's JSON; none when it is missing or null).
+    pub pointer: String,
+    /// Which of the three parts the step is.
+    pub part: FkPart,
+}
+
+/// The parts of a foreign-key join (see [`ForeignKey`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FkPart {
+    /// Over the left table: keeps each key's foreign key, sends subscriptions.
+    Subscribe,
+    /// Over the subscriptions and the right table: joins, sends responses.
+    Join,
+    /// Over the responses: drops stale ones, emits the results.
+    Resolve,
 }
 
 /// A validated pipeline.

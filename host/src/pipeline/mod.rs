@@ -8,7 +8,8 @@
 //! own thread. A task reads a batch, runs it through its steps (consecutive
 //! steps run fused, each called once per batch), and commits the outputs,
 //! the state changes, the stream time and the input offsets in one commit:
-//! exactly once, across crashes. [`engine`] starts a pipeline and hands
+//! exactly once, across crashes. A foreign-key join spans three segments
+//! (see [`config::ForeignKey`]). [`engine`] starts a pipeline and hands
 //! back a handle on it; the operators live in [`crate::operators`], the
 //! storage behind [`crate::backend`].
 
@@ -30,7 +31,7 @@ use crate::backend::{Backend, Topic};
 use crate::runtime::Runtime;
 
 pub use self::config::Pipeline;
-use self::config::StepKind;
+use self::config::{FkPart, StepKind};
 pub use self::engine::{PipelineHandle, Status, StepStatus, SwapState};
 
 /// How to run.
@@ -96,7 +97,14 @@ pub(crate) fn segments(p: &Pipeline) -> Vec<Segment> {
     let mut key_changed = false;
     for (i, s) in p.steps.iter().enumerate() {
         let stateful = matches!(s.kind, StepKind::Aggregate | StepKind::Join);
-        if stateful && key_changed {
+        // A foreign-key join's middle part reads the subscriptions (keyed
+        // by the foreign key), its last part the responses (keyed by the
+        // left key): each from a topic of its own.
+        let fk_hop = s
+            .foreign_key
+            .as_ref()
+            .is_some_and(|f| f.part != FkPart::Subscribe);
+        if (stateful && key_changed) || fk_hop {
             let topic = repartition_topic(&p.name, &s.name);
             segs.push(Segment {
                 source: source.clone(),

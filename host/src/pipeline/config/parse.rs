@@ -9,8 +9,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    ConfigError, DEFAULT_CACHE_MAX_BYTES, DEFAULT_COMMIT_INTERVAL, Emit, Guarantee, JoinType,
-    KafkaSettings, Pipeline, Step, StepKind, Window, WithKind, is_registry_ref,
+    ConfigError, DEFAULT_CACHE_MAX_BYTES, DEFAULT_COMMIT_INTERVAL, Emit, FkPart, Guarantee,
+    JoinType, KafkaSettings, Pipeline, Step, StepKind, Window, WithKind, is_registry_ref,
 };
 
 #[derive(Deserialize)]
@@ -49,6 +49,7 @@ struct StepToml {
     #[serde(default)]
     as_table: bool,
     memory_mb: Option<Spanned<u64>>,
+    foreign_key: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -186,7 +187,29 @@ pub fn parse_with(
     let mut steps: Vec<Step> = Vec::new();
     for st in &raw.steps {
         let next = step(&cx, base, resolve, st, &steps)?;
-        steps.push(next);
+        if next.foreign_key.is_some() {
+            let own = next.name.clone();
+            for part in foreign_key_parts(next) {
+                if part.name != own
+                    && let Some(other) = raw
+                        .steps
+                        .iter()
+                        .find(|o| *o.get_ref().name.get_ref() == part.name)
+                {
+                    return cx.err(
+                        other.get_ref().name.span(),
+                        format!(
+                            "step {}: the foreign-key join {:?} runs a part of itself under this name: rename one of them",
+                            part.name,
+                            st.get_ref().name.get_ref()
+                        ),
+                    );
+                }
+                steps.push(part);
+            }
+        } else {
+            steps.push(next);
+        }
     }
     let kafka = match &raw.kafka {
         None => None,
@@ -359,9 +382,13 @@ fn step(
             .memory_mb
             .as_ref()
             .map_or(0, |m| cx.line_of(m.span().start)),
+        foreign_key: None,
     };
     if let Some(w) = &s.window {
         window(cx, &mut step, w)?;
+    }
+    if let Some(fk) = &s.foreign_key {
+        foreign_key(cx, st, fk, &mut step)?;
     }
     if kind == StepKind::Join {
         join_sides(cx, st, &step)?;
@@ -525,6 +552,74 @@ fn join_sides(cx: &Ctx<'_>, st: &Spanned<StepToml>, step: &Step) -> Result<(), C
         return cx.err(st.span(), format!("step {name}: a stream-stream join needs `window = {{ before = \"...\", after = \"...\" }}`"));
     }
     Ok(())
+}
+
+/// Checks a join's `foreign_key` and makes the step a foreign-key join's
+/// middle part (see [`super::ForeignKey`]; `parse_with` adds the other two).
+fn foreign_key(
+    cx: &Ctx<'_>,
+    st: &Spanned<StepToml>,
+    fk: &Spanned<String>,
+    step: &mut Step,
+) -> Result<(), ConfigError> {
+    let name = &step.name;
+    if step.kind != StepKind::Join {
+        return cx.err(
+            fk.span(),
+            format!(
+                "step {name}: `foreign_key` applies to join steps, not to {}",
+                step.kind.with_article()
+            ),
+        );
+    }
+    let pointer = fk.get_ref();
+    if !pointer.starts_with('/') {
+        return cx.err(
+            fk.span(),
+            format!("step {name}: `foreign_key` = {pointer:?} is not a JSON pointer into the left value: start it with `/`, as in \"/user_id\" or \"/order/customer\""),
+        );
+    }
+    if step.with_kind != WithKind::Table {
+        return cx.err(
+            st.span(),
+            format!("step {name}: a foreign-key join joins two tables: leave out `with_kind` (or give \"table\")"),
+        );
+    }
+    if step.join == JoinType::Outer {
+        let span = st.get_ref().join.as_ref().map_or(st.span(), |j| j.span());
+        return cx.err(
+            span,
+            format!(
+                "step {name}: a foreign-key join is \"inner\" or \"left\", as Kafka Streams' are"
+            ),
+        );
+    }
+    step.as_table = true;
+    step.foreign_key = Some(super::ForeignKey {
+        pointer: pointer.clone(),
+        part: FkPart::Join,
+    });
+    Ok(())
+}
+
+/// The three steps a foreign-key join runs as (`join`: its middle part):
+/// `NAME.subscribe`, `NAME`, `NAME.resolve`.
+fn foreign_key_parts(join: Step) -> [Step; 3] {
+    let part = |suffix: &str, part: FkPart| {
+        let mut s = join.clone();
+        s.name = format!("{}.{suffix}", join.name);
+        s.with = None;
+        s.outputs = BTreeMap::new();
+        if let Some(fk) = &mut s.foreign_key {
+            fk.part = part;
+        }
+        s
+    };
+    let (subscribe, resolve) = (
+        part("subscribe", FkPart::Subscribe),
+        part("resolve", FkPart::Resolve),
+    );
+    [subscribe, join, resolve]
 }
 
 /// Reads the `[kafka]` section.

@@ -205,6 +205,11 @@ public final class Parity {
             List.of("events"), Keys.TIME_WINDOWED, 10_000));
         all.add(new Variant("random-aggregates", "session-update-cached", sessionCount(false),
             List.of("events"), Keys.SESSION_WINDOWED, 0));
+        // foreign-key table-table joins: orders meet the user their value names
+        for (String kind : List.of("inner", "left")) {
+            all.add(new Variant("fk-join", kind, fkJoin(kind.equals("left")), List.of("left", "right"), Keys.PLAIN, 0));
+            all.add(new Variant("fk-join", kind + "-cached", fkJoin(kind.equals("left")), List.of("left", "right"), Keys.PLAIN, 0));
+        }
         List<String> sides = List.of("left", "right");
         all.add(new Variant("random-joins", "stream-table-inner", streamTable(false), sides, Keys.PLAIN, 0));
         all.add(new Variant("random-joins", "stream-table-left", streamTable(true), sides, Keys.PLAIN, 0));
@@ -333,6 +338,35 @@ public final class Parity {
         };
         j.toStream().to(OUT);
         return b.build();
+    }
+
+    /**
+     * A foreign-key join of table "left" with table "right", keyed by the
+     * left value's field "user" (Weir: `foreign_key = "/user"`).
+     */
+    static Topology fkJoin(boolean left) {
+        StreamsBuilder b = new StreamsBuilder();
+        KTable<String, String> l = b.table("left");
+        KTable<String, String> r = b.table("right");
+        KTable<String, String> j = left
+            ? l.leftJoin(r, Parity::userOf, Parity::merge)
+            : l.join(r, Parity::userOf, Parity::merge);
+        j.toStream().to(OUT);
+        return b.build();
+    }
+
+    /** The field "user" of a JSON object (a string's text, another value's JSON), or null. */
+    static String userOf(String value) {
+        JsonNode n;
+        try {
+            n = JSON.readTree(value).at("/user");
+        } catch (IOException e) {
+            throw new IllegalArgumentException("the left value is not JSON: " + value, e);
+        }
+        if (n.isMissingNode() || n.isNull()) {
+            return null;
+        }
+        return n.isTextual() ? n.asText() : n.toString();
     }
 
     static Topology streamStream(String kind, JoinWindows w) {

@@ -1,0 +1,219 @@
+//! Foreign-key table-table joins on the embedded log beyond the parity
+//! scenario (tests/parity/fk-join, held to Kafka Streams in parity.rs):
+//! keys that move between foreign keys across partitions, a left value that
+//! is not JSON, and the pipeline-file mistakes a foreign key can carry.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use crate::pipelines::{Data, canon, pipeline, write_pipeline};
+use crate::testdriver::{embedded_run, memory_run};
+use crate::util::{assert_lines, root, run};
+
+fn pipeline_text(join: &str) -> String {
+    format!(
+        "name = \"enrich\"\ninput = \"orders\"\noutput = \"enriched\"\n\n[[steps]]\nname = \"by-user\"\nkind = \"join\"\nmodule = \"merge_json.wasm\"\nwith = \"users\"\nforeign_key = \"/user\"\njoin = \"{join}\"\n"
+    )
+}
+
+/// The last value per key, without keys whose last value is a tombstone.
+fn finals(records: &[Value]) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    for r in records {
+        m.insert(r["key"].as_str().unwrap().to_string(), r["value"].clone());
+    }
+    m.into_iter()
+        .filter(|(_, v)| !v.is_null())
+        .map(|(k, v)| (k, canon(&v)))
+        .collect()
+}
+
+/// 60 orders over 4 partitions move between 12 users (on other partitions
+/// than theirs, mostly) three times each, while users change and some are
+/// deleted: each order ends joined with its last user's last value (a left
+/// join: with none when that user is gone), as a model computed here says.
+#[test]
+fn orders_moving_between_users_across_partitions_end_joined_with_their_last_user() {
+    for join in ["inner", "left"] {
+        let d = Data::new();
+        d.topic("orders", 4);
+        d.topic("users", 4);
+        let mut orders: BTreeMap<String, Option<Value>> = BTreeMap::new();
+        let mut users: BTreeMap<String, Option<Value>> = BTreeMap::new();
+        let (mut order_lines, mut user_lines) = (Vec::new(), Vec::new());
+        let mut ts = 1_000;
+        for round in 0..3 {
+            for u in 0..12 {
+                ts += 10;
+                // Every third user is deleted in the last round.
+                let value = (round < 2 || u % 3 != 0)
+                    .then(|| json!({"name": format!("user{u}"), "round": round}));
+                let key = format!("u{u}");
+                user_lines.push(json!({"key": key, "value": value, "timestamp": ts}).to_string());
+                users.insert(key, value);
+            }
+            for o in 0..60 {
+                ts += 10;
+                let key = format!("o{o}");
+                // Orders 50.. are deleted in the last round; orders 40..50
+                // lose their user.
+                let value = match (round, o) {
+                    (2, 50..) => None,
+                    (2, 40..50) => Some(json!({"n": o})),
+                    _ => Some(json!({"user": format!("u{}", (o * 7 + round * 5) % 12), "n": o})),
+                };
+                order_lines.push(json!({"key": key, "value": value, "timestamp": ts}).to_string());
+                orders.insert(key, value);
+            }
+        }
+        d.produce("users", &user_lines);
+        d.produce("orders", &order_lines);
+        let file = write_pipeline(d.path.parent().unwrap(), &pipeline_text(join));
+        let summary = d.run_pipeline(&file, &[]);
+        assert!(summary.contains("0 dead letters"), "{summary}");
+        let mut want = BTreeMap::new();
+        for (k, v) in &orders {
+            let Some(v) = v else { continue };
+            let right = v["user"].as_str().and_then(|u| users[u].clone());
+            if join == "inner" && right.is_none() {
+                continue;
+            }
+            let mut joined = v.clone();
+            joined["right"] = right.unwrap_or(Value::Null);
+            want.insert(k.clone(), canon(&joined));
+        }
+        assert_eq!(want.len(), if join == "inner" { 27 } else { 50 });
+        assert_eq!(finals(&d.consume("enriched")), want, "{join} join");
+    }
+}
+
+/// A left value that is not JSON cannot name a foreign key: it goes to the
+/// dead letters with the reason, and the rest of the batch goes on.
+#[test]
+fn a_left_value_that_is_not_json_is_a_dead_letter_and_the_rest_goes_on() {
+    let d = Data::new();
+    d.topic("orders", 1);
+    d.topic("users", 1);
+    d.produce(
+        "users",
+        &[json!({"key": "u1", "value": {"name": "ann"}, "timestamp": 1}).to_string()],
+    );
+    d.produce(
+        "orders",
+        &[
+            json!({"key": "o1", "value": "not json", "timestamp": 2}).to_string(),
+            json!({"key": "o2", "value": {"user": "u1"}, "timestamp": 3}).to_string(),
+        ],
+    );
+    let file = write_pipeline(d.path.parent().unwrap(), &pipeline_text("inner"));
+    let summary = d.run_pipeline(&file, &[]);
+    assert!(summary.contains("1 dead letter,"), "{summary}");
+    assert_lines(
+        "enriched",
+        &d.ok(&["consume", "enriched", "--from-beginning"]),
+        r#"{"partition":0,"offset":0,"key":"o2","value":{"user":"u1","right":{"name":"ann"}},"timestamp":3}"#,
+    );
+    assert_lines(
+        "dead letters",
+        &d.ok(&["consume", "enrich-dead-letters", "--from-beginning"]),
+        r#"{"partition":0,"offset":0,"key":"o1","value":"not json","headers":{"weir.error":"the value is not JSON, so `foreign_key` \"/user\" cannot be read from it: expected ident at line 1 column 2","weir.error.kind":"rejected","weir.step":"by-user.subscribe","weir.topic":"orders","weir.partition":"0","weir.offset":"0"},"timestamp":2}"#,
+    );
+}
+
+#[test]
+fn a_foreign_key_mistake_names_the_line_and_what_to_write() {
+    let d = Data::new();
+    let dir = d.path.parent().unwrap().to_path_buf();
+    let head = "name = \"p\"\ninput = \"in\"\n\n[[steps]]\nname = \"s\"\n";
+    let cases = [
+        (
+            "kind = \"map\"\nmodule = \"uppercase.wasm\"\nforeign_key = \"/user\"\n",
+            "8: step s: `foreign_key` applies to join steps, not to a map step",
+        ),
+        (
+            "kind = \"join\"\nmodule = \"merge_json.wasm\"\nwith = \"t\"\nforeign_key = \"user\"\n",
+            "9: step s: `foreign_key` = \"user\" is not a JSON pointer into the left value: start it with `/`, as in \"/user_id\" or \"/order/customer\"",
+        ),
+        (
+            "kind = \"join\"\nmodule = \"merge_json.wasm\"\nwith = \"t\"\nforeign_key = \"/user\"\njoin = \"outer\"\n",
+            "10: step s: a foreign-key join is \"inner\" or \"left\", as Kafka Streams' are",
+        ),
+        (
+            "kind = \"join\"\nmodule = \"merge_json.wasm\"\nwith = \"t\"\nforeign_key = \"/user\"\n\n[[steps]]\nname = \"s.resolve\"\nkind = \"map\"\nmodule = \"uppercase.wasm\"\n",
+            "11: step s.resolve: the foreign-key join \"s\" runs a part of itself under this name: rename one of them",
+        ),
+    ];
+    for (text, want) in cases {
+        let file = write_pipeline(&dir, &format!("{head}{text}"));
+        let r = run(d.weir().arg("run").arg(&file).arg("--until-caught-up"));
+        assert_eq!(r.status.code(), Some(1));
+        let expected = format!("error: {}:{want}", file.display());
+        assert!(
+            r.stderr.starts_with(&expected),
+            "expected: {expected}\nactual: {}",
+            r.stderr
+        );
+    }
+}
+
+/// `examples/pipelines/order-users.toml` on its sample inputs: each order
+/// stays joined with the user it names as orders move and users change.
+#[test]
+fn the_order_users_example_keeps_each_order_joined_with_its_user() {
+    let file = pipeline("order-users.toml");
+    let read = |name: &str| -> Vec<String> {
+        std::fs::read_to_string(root().join("examples/pipelines").join(name))
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect()
+    };
+    let (orders, users) = (
+        read("order-users.orders.jsonl"),
+        read("order-users.users.jsonl"),
+    );
+    let inputs: &[(&str, &[String])] = &[("orders", &orders), ("users", &users)];
+    let out = "orders-with-users";
+    let show = |recs: &[Value]| -> Vec<String> {
+        recs.iter()
+            .filter(|r| r["topic"].as_str().is_none_or(|t| t == out))
+            .map(|r| {
+                format!(
+                    "{}@{} {}",
+                    r["key"].as_str().unwrap(),
+                    r["timestamp"],
+                    canon(&r["value"])
+                )
+            })
+            .collect()
+    };
+    // o1 moves from u1 to u3; u2 changes; u4 comes after o3 names it; o4
+    // names nobody.
+    let want = [
+        r#"o1@2000 {"customer":{"name":"Ann"},"item":"pen","user":"u1"}"#,
+        r#"o2@3000 {"customer":{"name":"Bo"},"item":"ink","user":"u2"}"#,
+        r#"o3@4000 {"customer":null,"item":"cap","user":"u4"}"#,
+        r#"o1@5000 {"customer":{"name":"Cy"},"item":"pen","user":"u3"}"#,
+        r#"o2@6000 {"customer":{"city":"Oslo","name":"Bo"},"item":"ink","user":"u2"}"#,
+        r#"o3@7000 {"customer":{"name":"Di"},"item":"cap","user":"u4"}"#,
+        r#"o4@8000 {"customer":null,"item":"mug"}"#,
+    ];
+    assert_eq!(show(&memory_run(&file, 1, inputs, "1")), want);
+    // On two partitions, in batches: the same last value per order.
+    let last = |recs: Vec<String>| -> BTreeMap<String, String> {
+        recs.into_iter()
+            .map(|r| {
+                let (k, v) = r.split_once(' ').unwrap();
+                (k.split('@').next().unwrap().to_string(), v.to_string())
+            })
+            .collect()
+    };
+    let want_last = last(want.iter().map(|s| s.to_string()).collect());
+    for batch in ["1", "100"] {
+        let got = memory_run(&file, 2, inputs, batch);
+        assert_eq!(last(show(&got)), want_last, "weir test, batch {batch}");
+        let on_log = embedded_run(&file, 2, inputs, &[out], batch);
+        assert_eq!(last(show(&on_log)), want_last, "weir run, batch {batch}");
+    }
+}
