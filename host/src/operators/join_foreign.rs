@@ -35,6 +35,11 @@ const DELETE_NO_PROPAGATE: u8 = 0;
 const DELETE_AND_PROPAGATE: u8 = 1;
 const PROPAGATE_NULL_IF_NO_FK_VAL: u8 = 2;
 const PROPAGATE_ONLY_IF_FK_VAL: u8 = 3;
+/// No subscription: a left record that sends none still has its place, so
+/// that the middle part takes the right table's records in the order in
+/// which the left ones came among them (by timestamp, as a task takes
+/// records from its sources), not past it.
+const PLACE_ONLY: u8 = 255;
 
 /// A state key of a part: `kind` names the map, then `key` (length first).
 fn state_key(cx: &Ctx<'_>, cfg: &StepConfig, kind: u8, key: &[u8]) -> Vec<u8> {
@@ -110,19 +115,63 @@ impl Operator for Subscribe {
         let mut next = Vec::new();
         for it in flow {
             cx.observe(it.rec.timestamp());
+            let sent = next.len();
+            self.subscribe(cx, &pointer, &mut version, &it, &mut next)?;
+            if next.len() == sent {
+                next.push(Item {
+                    seq: it.seq,
+                    rec: Packed::new(
+                        it.rec.offset(),
+                        it.rec.timestamp(),
+                        None,
+                        Some(&[PLACE_ONLY]),
+                        std::iter::empty(),
+                    ),
+                });
+            }
+        }
+        if version != first {
+            cx.txn.put(version_key, keys::ord_i64(version).to_vec());
+        }
+        Ok(next)
+    }
+
+    fn guest(&self) -> &dyn Guest {
+        self.guest.as_ref()
+    }
+
+    fn swap(&mut self, guest: Box<dyn Guest>) -> Box<dyn Guest> {
+        std::mem::replace(&mut self.guest, guest)
+    }
+}
+
+impl Subscribe {
+    /// Sends what a left record's change calls for to `next`.
+    fn subscribe(
+        &self,
+        cx: &mut Ctx<'_>,
+        pointer: &str,
+        version: &mut i64,
+        it: &Item,
+        next: &mut Vec<Item>,
+    ) -> anyhow::Result<()> {
+        let cfg = &self.cfg;
+        {
             // A table record without a key updates nothing (Kafka Streams
             // drops it).
-            let Some(k) = it.rec.key() else { continue };
+            let Some(k) = it.rec.key() else {
+                return Ok(());
+            };
             // The new foreign key: none when the value was deleted, Some(None)
             // for a value without one.
             let new = match it.rec.value() {
                 None => None,
-                Some(v) => match foreign_key_of(&pointer, v) {
+                Some(v) => match foreign_key_of(pointer, v) {
                     Ok(fk) => Some(fk),
                     Err(why) => {
                         cx.out
                             .dead_packed(&cfg.name, &it.rec, Failure::Rejected(why));
-                        continue;
+                        return Ok(());
                     }
                 },
             };
@@ -141,7 +190,8 @@ impl Operator for Subscribe {
                 Some(None) => cx.txn.put(fk_key, vec![0]),
                 None => cx.txn.delete(fk_key),
             }
-            version += 1;
+            *version += 1;
+            let version = *version;
             let value = it.rec.value();
             let mut send = |fk: Option<&[u8]>, instruction: u8| {
                 next.push(Item {
@@ -160,7 +210,7 @@ impl Operator for Subscribe {
             // Kafka Streams' (4.4) instructions, to the letter.
             if cfg.join == JoinType::Left {
                 if old.is_none() && new.is_none() {
-                    continue;
+                    return Ok(());
                 }
                 if let Some(o) = old_fk
                     && new_fk != Some(o)
@@ -184,18 +234,7 @@ impl Operator for Subscribe {
                 send(Some(o), DELETE_AND_PROPAGATE);
             }
         }
-        if version != first {
-            cx.txn.put(version_key, keys::ord_i64(version).to_vec());
-        }
-        Ok(next)
-    }
-
-    fn guest(&self) -> &dyn Guest {
-        self.guest.as_ref()
-    }
-
-    fn swap(&mut self, guest: Box<dyn Guest>) -> Box<dyn Guest> {
-        std::mem::replace(&mut self.guest, guest)
+        Ok(())
     }
 }
 
@@ -297,6 +336,9 @@ impl Operator for Join {
             cx.observe(it.rec.timestamp());
             if is_sub {
                 let value = it.rec.value().context("a subscription without a value")?;
+                if value == [PLACE_ONLY] {
+                    continue;
+                }
                 let mut r = Reader::new(value);
                 let parsed = (|| {
                     Ok::<_, codec::Malformed>((
