@@ -490,6 +490,14 @@ fn parity_foreign_key_joins() {
     check("fk-join");
 }
 
+/// Foreign-key joins (inner, left; with and without the cache) over 200 +
+/// 200 random records: orders of 6 keys naming 5 users (or none), out of
+/// order by up to 8 s.
+#[test]
+fn parity_random_foreign_key_joins() {
+    check("random-fk-join");
+}
+
 /// Windowed stream-stream joins at their edges (before 1 s, after 2 s, grace
 /// 500 ms): equal timestamps on both sides, records at the window's exact
 /// bounds, out-of-order and expired records, headers of either side.
@@ -528,6 +536,7 @@ fn parity_of_joins_whose_reads_deliver_part_of_a_topic() {
         "stream-stream-edges",
         "random-joins",
         "fk-join",
+        "random-fk-join",
     ] {
         let (dir, variants, topics) = asserted(name);
         for (v, want) in &variants {

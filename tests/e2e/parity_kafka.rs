@@ -238,6 +238,11 @@ fn parity_on_kafka_foreign_key_joins() {
 }
 
 #[test]
+fn parity_on_kafka_random_foreign_key_joins() {
+    check_kafka("random-fk-join");
+}
+
+#[test]
 fn parity_on_kafka_stream_stream_joins() {
     check_kafka("stream-stream");
 }

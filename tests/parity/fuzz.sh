@@ -54,7 +54,7 @@ for seed in $(seq "$first" $((first + seeds - 1))); do
     params="$(python3 - "$root" "$seed" <<'PY'
 import json, os, random, sys
 
-from gen_random import records
+from gen_random import orders, records
 
 root, seed = sys.argv[1], int(sys.argv[2])
 rnd = random.Random(seed)
@@ -78,21 +78,8 @@ for path, value in [
 # Orders (keyed as the other scenarios) naming users (or none) for the
 # foreign-key joins; users keyed by user id.
 users = [f"u{i}" for i in range(rnd.randint(2, 8))]
-fr = random.Random(rnd.random())
-
-
-def order(i):
-    v = {"n": i}
-    pick = fr.random()
-    if pick < 0.85:
-        v["user"] = fr.choice(users)
-    elif pick < 0.93:
-        v["user"] = None
-    return v
-
-
 with open(os.path.join(root, "fk-join/left.jsonl"), "w") as f:
-    f.write("\n".join(draw(order)) + "\n")
+    f.write("\n".join(draw(orders(random.Random(rnd.random()), users, n))) + "\n")
 with open(os.path.join(root, "fk-join/right.jsonl"), "w") as f:
     f.write("\n".join(records(random.Random(rnd.random()), n, lambda i: {"name": i}, users, step, back, label=seed)) + "\n")
 # Lines of words for the word count (mixed case, punctuation, some lines

@@ -1,6 +1,8 @@
 """Writes the inputs of the random-* parity scenarios (deterministic: run it
-again and nothing changes): random-aggregates/events.jsonl (300 records)
-and random-joins/{left,right}.jsonl (200 each). Keys a-f, about 5% without
+again and nothing changes): random-aggregates/events.jsonl (300 records),
+random-joins/{left,right}.jsonl (200 each) and
+random-fk-join/{left,right}.jsonl (200 each: orders naming users u0-u4,
+users keyed by them). Keys a-f, about 5% without
 a key and 5% without a value (null), about 20% with a header, event times
 moving forward by up to 700 ms and now and then up to 8 s back.
 
@@ -39,7 +41,28 @@ def write(path, lines):
         f.write("\n".join(lines) + "\n")
 
 
+def orders(seed, users, n):
+    """Values of the left table of a foreign-key join: `{"n": I}` naming a
+    user from `users` under "user" (85%), null there (8%), or not at all.
+    Also used by fuzz.sh."""
+    rnd = seed if isinstance(seed, random.Random) else random.Random(seed)
+
+    def value(i):
+        v = {"n": i}
+        pick = rnd.random()
+        if pick < 0.85:
+            v["user"] = rnd.choice(users)
+        elif pick < 0.93:
+            v["user"] = None
+        return v
+
+    return value
+
+
 if __name__ == "__main__":
     write("random-aggregates/events.jsonl", records(1, 300, str))
     write("random-joins/left.jsonl", records(2, 200, lambda i: {"l": i}))
     write("random-joins/right.jsonl", records(3, 200, lambda i: i))
+    users = [f"u{i}" for i in range(5)]
+    write("random-fk-join/left.jsonl", records(4, 200, orders(5, users, 200)))
+    write("random-fk-join/right.jsonl", records(6, 200, lambda i: {"name": i}, users))

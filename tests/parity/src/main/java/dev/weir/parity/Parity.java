@@ -209,6 +209,8 @@ public final class Parity {
         for (String kind : List.of("inner", "left")) {
             all.add(new Variant("fk-join", kind, fkJoin(kind.equals("left")), List.of("left", "right"), Keys.PLAIN, 0));
             all.add(new Variant("fk-join", kind + "-cached", fkJoin(kind.equals("left")), List.of("left", "right"), Keys.PLAIN, 0));
+            all.add(new Variant("random-fk-join", kind, fkJoin(kind.equals("left")), List.of("left", "right"), Keys.PLAIN, 0));
+            all.add(new Variant("random-fk-join", kind + "-cached", fkJoin(kind.equals("left")), List.of("left", "right"), Keys.PLAIN, 0));
         }
         List<String> sides = List.of("left", "right");
         all.add(new Variant("random-joins", "stream-table-inner", streamTable(false), sides, Keys.PLAIN, 0));
