@@ -396,9 +396,8 @@ impl Operator for Join {
                     it.rec.headers(),
                 );
                 match instruction {
-                    // With the left value it carries (a left join's new
-                    // value under another foreign key): Kafka Streams
-                    // answers it as if the right value were gone.
+                    // An inner join's left key deleted or left without a
+                    // foreign key: its result goes (a tombstone).
                     DELETE_AND_PROPAGATE => {
                         respond(&mut pairs, it.seq, k, version, left, None, ts, made_by)
                     }
