@@ -54,7 +54,7 @@ test: guests
     cargo test --release --workspace --exclude uppercase --exclude filter-errors --exclude split-words --exclude count --exclude stock-stats --exclude merge-json --exclude burst-count --exclude faulty --exclude half-mapper --exclude lowercase --exclude hostile --exclude hoarder --exclude trap-all --exclude count-v2 --exclude count-v3 --exclude upgrading-mapper --exclude outside-avg --exclude outside-bursts
     bash tests/parity/regen.sh
 
-# The demo: word count and stock statistics on the embedded log, end to end.
+# The demo: word count, stock statistics and orders joined with their customers on the embedded log, end to end.
 demo: build guests-rust
     WEIR_MODULE_PATH={{wasm}} {{weir}} demo
 

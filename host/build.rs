@@ -1,5 +1,5 @@
-//! Builds the guests `weir demo` runs (examples/split-words, count and
-//! stock-stats) to WebAssembly components and embeds them in the binary, so
+//! Builds the guests `weir demo` runs (examples/split-words, count,
+//! stock-stats and merge-json) to WebAssembly components and embeds them in the binary, so
 //! that the demo works from an installed `weir` with no modules around.
 //!
 //! They are built by a nested `cargo build --target wasm32-wasip2` into a
@@ -12,10 +12,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// (package, component file name) of each demo guest.
-const GUESTS: [(&str, &str); 3] = [
+const GUESTS: [(&str, &str); 4] = [
     ("split-words", "split_words.wasm"),
     ("count", "count.wasm"),
     ("stock-stats", "stock_stats.wasm"),
+    ("merge-json", "merge_json.wasm"),
 ];
 
 fn main() {

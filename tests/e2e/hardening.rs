@@ -488,6 +488,11 @@ fn demo_runs_from_anywhere_with_its_modules_built_in() {
         "{}",
         r.stdout
     );
+    assert!(
+        r.stdout.contains("\norder  item  user  customer\no1     pen   u3    Cy\no2     ink   u2    Bo (Oslo)\no3     cap   u4    Di\no4     mug   -     -\n"),
+        "{}",
+        r.stdout
+    );
     let kept = dir.path().join("kept");
     let r = run(weir()
         .arg("demo")

@@ -1,5 +1,6 @@
-//! `weir demo`: word count and stock statistics on the embedded log, in a
-//! temporary data directory, with their results as tables.
+//! `weir demo`: word count, stock statistics and orders joined with their
+//! customers (a foreign-key join) on the embedded log, in a temporary data
+//! directory, with their results as tables.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -23,6 +24,9 @@ include!(concat!(env!("OUT_DIR"), "/demo_guests.rs"));
 
 const WORDCOUNT: &str = include_str!("../../../examples/pipelines/wordcount.toml");
 const STOCKS: &str = include_str!("../../../examples/pipelines/stock-stats.toml");
+const ORDER_USERS: &str = include_str!("../../../examples/pipelines/order-users.toml");
+const ORDERS: &str = include_str!("../../../examples/pipelines/order-users.orders.jsonl");
+const USERS: &str = include_str!("../../../examples/pipelines/order-users.users.jsonl");
 
 const TEXT: &str = "The river flows past the weir and the weir holds the river back.
 A stream of records flows through a pipeline of functions.
@@ -61,6 +65,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&pipes)?;
     std::fs::write(pipes.join("wordcount.toml"), WORDCOUNT)?;
     std::fs::write(pipes.join("stock-stats.toml"), STOCKS)?;
+    std::fs::write(pipes.join("order-users.toml"), ORDER_USERS)?;
     // The modules built into this binary, beside the pipeline files (where
     // they are looked for first); without them, WEIR_MODULE_PATH.
     for (file, bytes) in DEMO_GUESTS {
@@ -70,6 +75,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let wordcount = pipeline::config::load(&pipes.join("wordcount.toml"))
         .context("this weir was built without the demo's modules: run `just guests`, and set WEIR_MODULE_PATH to the directory they are in (`just demo` does both)")?;
     let stocks = pipeline::config::load(&pipes.join("stock-stats.toml"))?;
+    let order_users = pipeline::config::load(&pipes.join("order-users.toml"))?;
 
     let log = Log::open(&dir)?;
     let runtime = Runtime::new(args.runtime.options())?;
@@ -151,7 +157,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         });
     }
     produce(&log, &trades, recs)?;
-    let s = pipeline::run(log.clone(), &stocks, &runtime, &opts, stop)?;
+    let s = pipeline::run(log.clone(), &stocks, &runtime, &opts, stop.clone())?;
     println!(
         "\n== stock statistics: {} trades (out of order) -> 5 s windows every 1 s, per ticker; {} closed windows emitted",
         s.records_in, s.records_out
@@ -192,6 +198,36 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             j["min_ask"].to_string(),
             j["count"].to_string(),
             j["avg_ask"].to_string()
+        );
+    }
+
+    // Orders joined with their customers.
+    for (name, text) in [("orders", ORDERS), ("users", USERS)] {
+        let topic = pipeline::ensure_topic(&*log, name, 2)?;
+        let records = text
+            .lines()
+            .enumerate()
+            .map(|(i, l)| weir::jsonl::parse_record(l, i as i64))
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(|| format!("the demo's sample {name}"))?;
+        produce(&log, &topic, records)?;
+    }
+    pipeline::run(log.clone(), &order_users, &runtime, &opts, stop)?;
+    println!(
+        "\n== orders with their customers: orders (by order id) -> the user each names, kept joined as orders move and users change (a foreign-key join with users, by user id)"
+    );
+    println!("{:<6} {:<5} {:<5} customer", "order", "item", "user");
+    for (order, v) in latest(&log, "orders-with-users")? {
+        let j: serde_json::Value = serde_json::from_str(&v).unwrap_or_default();
+        let text = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_string();
+        let mut customer = text(&j["customer"]["name"]);
+        if let Some(city) = j["customer"]["city"].as_str() {
+            customer = format!("{customer} ({city})");
+        }
+        println!(
+            "{order:<6} {:<5} {:<5} {customer}",
+            text(&j["item"]),
+            text(&j["user"])
         );
     }
     println!("\ndone in {:.1} s", started.elapsed().as_secs_f64());
