@@ -130,6 +130,22 @@ fn a_left_value_that_is_not_json_is_a_dead_letter_and_the_rest_goes_on() {
     );
 }
 
+/// The right table needs the input's partition count: the run refuses to
+/// start, saying what to recreate.
+#[test]
+fn a_right_table_with_another_partition_count_is_refused_with_what_to_do() {
+    let d = Data::new();
+    d.topic("orders", 2);
+    d.topic("users", 1);
+    let file = write_pipeline(d.path.parent().unwrap(), &pipeline_text("left"));
+    let r = run(d.weir().arg("run").arg(&file).arg("--until-caught-up"));
+    assert_eq!(r.status.code(), Some(1));
+    assert_eq!(
+        r.stderr.trim_end(),
+        "error: step by-user: `with` topic users has 1 partitions but the input orders has 2; a foreign-key join needs its right table to have as many partitions as the pipeline's input (its keys may differ): recreate users with 2 partitions"
+    );
+}
+
 #[test]
 fn a_foreign_key_mistake_names_the_line_and_what_to_write() {
     let d = Data::new();

@@ -376,6 +376,14 @@ pub fn start(
                     pipeline.file.display()
                 )
             })?;
+            if t.config.partitions != parts && s.foreign_key.is_some() {
+                bail!(
+                    "step {}: `with` topic {with} has {} partitions but the input {} has {parts}; a foreign-key join needs its right table to have as many partitions as the pipeline's input (its keys may differ): recreate {with} with {parts} partitions",
+                    s.name,
+                    t.config.partitions,
+                    pipeline.input
+                );
+            }
             if t.config.partitions != parts {
                 bail!(
                     "step {}: `with` topic {with} has {} partitions but the stream has {parts}; a join needs both sides co-partitioned (the same partition count and keys)",
