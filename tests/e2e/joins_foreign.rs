@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
+use crate::daemon::{Daemon, until};
 use crate::pipelines::{Data, canon, pipeline, write_pipeline};
 use crate::testdriver::{embedded_run, memory_run};
-use crate::util::{assert_lines, root, run};
+use crate::util::{assert_lines, guest, root, run};
 
 fn pipeline_text(join: &str) -> String {
     format!(
@@ -241,4 +242,65 @@ fn the_order_users_example_keeps_each_order_joined_with_its_user() {
         let on_log = embedded_run(&file, 2, inputs, &[out], batch);
         assert_eq!(last(show(&on_log)), want_last, "weir run, batch {batch}");
     }
+}
+
+/// Deployed to the daemon, a foreign-key join runs as its three steps, and
+/// `weir pipeline status` counts each one's state: the left keys and the
+/// partition's version, the subscriptions and the right rows (and their
+/// times), the newest version per left key.
+#[test]
+fn under_the_daemon_each_part_shows_its_state() {
+    let d = Daemon::start(&[]);
+    assert_eq!(d.push(&guest("merge_json"), "merge"), "merge@1");
+    for t in ["orders", "users"] {
+        d.ok(&["topic", "create", t, "--partitions", "1"]);
+    }
+    let text = std::fs::read_to_string(pipeline("order-users.toml"))
+        .unwrap()
+        .replace("merge_json.wasm", "merge@1");
+    d.ok(&["deploy", &d.file("order-users.toml", &text)]);
+    let read = |name: &str| -> Vec<String> {
+        std::fs::read_to_string(root().join("examples/pipelines").join(name))
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect()
+    };
+    d.produce("users", &read("order-users.users.jsonl"));
+    d.produce("orders", &read("order-users.orders.jsonl"));
+    let last = || -> BTreeMap<String, String> {
+        d.records("orders-with-users")
+            .into_iter()
+            .map(|(_, k, v)| (k, v["customer"]["name"].to_string()))
+            .collect()
+    };
+    let want: BTreeMap<String, String> = [
+        ("o1", "\"Cy\""),
+        ("o2", "\"Bo\""),
+        ("o3", "\"Di\""),
+        ("o4", "null"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    until("every order joined with its last user", || last() == want);
+    let status = d.ok(&["pipeline", "status", "order-users"]);
+    let entries: Vec<(String, String)> = status
+        .lines()
+        .filter_map(|l| {
+            let step = l.trim().strip_prefix("step ")?.split(':').next()?;
+            let n = l.split("state ").nth(1)?.split(' ').next()?;
+            Some((step.to_string(), n.to_string()))
+        })
+        .collect();
+    let want = [
+        ("customer.subscribe", "5"),
+        ("customer", "11"),
+        ("customer.resolve", "4"),
+    ];
+    assert_eq!(
+        entries,
+        want.map(|(s, n)| (s.to_string(), n.to_string())).to_vec(),
+        "{status}"
+    );
 }

@@ -159,7 +159,7 @@ impl Daemon {
     /// Entries and bytes of a step's state (aggregates, joins, stores).
     pub(super) fn state_size(&self, app: &str, step: &str) -> (u64, u64) {
         let (mut n, mut bytes) = (0u64, 0u64);
-        for kind in [b'a', b's'] {
+        for kind in [b'a', b'j', b's'] {
             let mut start = keys::pipeline(app);
             start.push(kind);
             start.extend_from_slice(step.as_bytes());
