@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 
 use crate::daemon::{Daemon, until};
 use crate::pipelines::{Data, canon, pipeline, write_pipeline};
-use crate::testdriver::{embedded_run, memory_run};
-use crate::util::{assert_lines, guest, root, run};
+use crate::testdriver::{embedded_run, example_lines, memory_run};
+use crate::util::{assert_lines, guest, run};
 
 fn pipeline_text(join: &str) -> String {
     format!(
@@ -188,16 +188,9 @@ fn a_foreign_key_mistake_names_the_line_and_what_to_write() {
 #[test]
 fn the_order_users_example_keeps_each_order_joined_with_its_user() {
     let file = pipeline("order-users.toml");
-    let read = |name: &str| -> Vec<String> {
-        std::fs::read_to_string(root().join("examples/pipelines").join(name))
-            .unwrap()
-            .lines()
-            .map(String::from)
-            .collect()
-    };
     let (orders, users) = (
-        read("order-users.orders.jsonl"),
-        read("order-users.users.jsonl"),
+        example_lines("order-users.orders.jsonl"),
+        example_lines("order-users.users.jsonl"),
     );
     let inputs: &[(&str, &[String])] = &[("orders", &orders), ("users", &users)];
     let out = "orders-with-users";
@@ -259,15 +252,8 @@ fn under_the_daemon_each_part_shows_its_state() {
         .unwrap()
         .replace("merge_json.wasm", "merge@1");
     d.ok(&["deploy", &d.file("order-users.toml", &text)]);
-    let read = |name: &str| -> Vec<String> {
-        std::fs::read_to_string(root().join("examples/pipelines").join(name))
-            .unwrap()
-            .lines()
-            .map(String::from)
-            .collect()
-    };
-    d.produce("users", &read("order-users.users.jsonl"));
-    d.produce("orders", &read("order-users.orders.jsonl"));
+    d.produce("users", &example_lines("order-users.users.jsonl"));
+    d.produce("orders", &example_lines("order-users.orders.jsonl"));
     let last = || -> BTreeMap<String, String> {
         d.records("orders-with-users")
             .into_iter()

@@ -104,6 +104,15 @@ pub(crate) fn embedded_run(
 }
 
 /// Runs `weir test` on the same inputs and returns its lines, parsed.
+/// The lines of a sample file in examples/pipelines.
+pub(crate) fn example_lines(name: &str) -> Vec<String> {
+    std::fs::read_to_string(root().join("examples/pipelines").join(name))
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
 pub(crate) fn memory_run(
     file: &Path,
     partitions: u32,
@@ -252,16 +261,9 @@ fn clickstream_enrichment_in_memory_gives_what_the_embedded_log_gives() {
 #[test]
 fn an_outer_stream_join_emits_matches_and_each_sides_unmatched_records_once_their_windows_close() {
     let file = pipeline("payments.toml");
-    let read = |name: &str| -> Vec<String> {
-        std::fs::read_to_string(root().join("examples/pipelines").join(name))
-            .unwrap()
-            .lines()
-            .map(String::from)
-            .collect()
-    };
     let (orders, payments) = (
-        read("payments.orders.jsonl"),
-        read("payments.payments.jsonl"),
+        example_lines("payments.orders.jsonl"),
+        example_lines("payments.payments.jsonl"),
     );
     let inputs: &[(&str, &[String])] = &[("orders", &orders), ("payments", &payments)];
     let show = |recs: &[Value]| -> Vec<String> {

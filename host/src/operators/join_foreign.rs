@@ -100,11 +100,6 @@ impl Operator for Subscribe {
         _side: Vec<Item>,
     ) -> anyhow::Result<Vec<Item>> {
         let cfg = &self.cfg;
-        let pointer = cfg
-            .foreign_key
-            .as_ref()
-            .map(|f| f.pointer.clone())
-            .unwrap_or_default();
         let version_key = state_key(cx, cfg, b'v', b"");
         let mut version = match cx.get(&version_key)? {
             Some(b) if b.len() == 8 => keys::from_ord_i64(&b),
@@ -116,7 +111,7 @@ impl Operator for Subscribe {
         for it in flow {
             cx.observe(it.rec.timestamp());
             let sent = next.len();
-            self.subscribe(cx, &pointer, &mut version, &it, &mut next)?;
+            self.subscribe(cx, &mut version, &it, &mut next)?;
             if next.len() == sent {
                 next.push(Item {
                     seq: it.seq,
@@ -150,89 +145,87 @@ impl Subscribe {
     fn subscribe(
         &self,
         cx: &mut Ctx<'_>,
-        pointer: &str,
         version: &mut i64,
         it: &Item,
         next: &mut Vec<Item>,
     ) -> anyhow::Result<()> {
         let cfg = &self.cfg;
-        {
-            // A table record without a key updates nothing (Kafka Streams
-            // drops it).
-            let Some(k) = it.rec.key() else {
-                return Ok(());
-            };
-            // The new foreign key: none when the value was deleted, Some(None)
-            // for a value without one.
-            let new = match it.rec.value() {
-                None => None,
-                Some(v) => match foreign_key_of(pointer, v) {
-                    Ok(fk) => Some(fk),
-                    Err(why) => {
-                        cx.out
-                            .dead_packed(&cfg.name, &it.rec, Failure::Rejected(why));
-                        return Ok(());
-                    }
-                },
-            };
-            let fk_key = state_key(cx, cfg, b'k', k);
-            // Stored: 1 and the foreign key, or 0 for a value without one.
-            let old: Option<Option<Vec<u8>>> = cx.get(&fk_key)?.map(|b| match b.split_first() {
-                Some((1, fk)) => Some(fk.to_vec()),
-                _ => None,
-            });
-            match &new {
-                Some(Some(fk)) => {
-                    let mut b = vec![1];
-                    b.extend_from_slice(fk);
-                    cx.txn.put(fk_key, b);
-                }
-                Some(None) => cx.txn.put(fk_key, vec![0]),
-                None => cx.txn.delete(fk_key),
-            }
-            *version += 1;
-            let version = *version;
-            let value = it.rec.value();
-            let mut send = |fk: Option<&[u8]>, instruction: u8| {
-                next.push(Item {
-                    seq: it.seq,
-                    rec: Packed::new(
-                        it.rec.offset(),
-                        it.rec.timestamp(),
-                        fk,
-                        Some(&subscription(instruction, version, k, value)),
-                        it.rec.headers(),
-                    ),
-                });
-            };
-            let new_fk = new.as_ref().and_then(|f| f.as_deref());
-            let old_fk = old.as_ref().and_then(|f| f.as_deref());
-            // Kafka Streams' (4.4) instructions, to the letter.
-            if cfg.join == JoinType::Left {
-                if old.is_none() && new.is_none() {
+        let pointer = cfg.foreign_key.as_ref().map_or("", |f| f.pointer.as_str());
+        // A table record without a key updates nothing (Kafka Streams
+        // drops it).
+        let Some(k) = it.rec.key() else {
+            return Ok(());
+        };
+        // The new foreign key: none when the value was deleted, Some(None)
+        // for a value without one.
+        let new = match it.rec.value() {
+            None => None,
+            Some(v) => match foreign_key_of(pointer, v) {
+                Ok(fk) => Some(fk),
+                Err(why) => {
+                    cx.out
+                        .dead_packed(&cfg.name, &it.rec, Failure::Rejected(why));
                     return Ok(());
                 }
-                if let Some(o) = old_fk
-                    && new_fk != Some(o)
-                {
-                    send(Some(o), DELETE_NO_PROPAGATE);
-                }
-                // A value without a foreign key still gets its result (with
-                // no right value), a deleted one its tombstone.
-                send(new_fk, PROPAGATE_NULL_IF_NO_FK_VAL);
-            } else if new.is_some() {
-                match (new_fk, old_fk) {
-                    (None, Some(o)) => send(Some(o), DELETE_AND_PROPAGATE),
-                    (None, None) => {}
-                    (Some(n), Some(o)) if n != o => {
-                        send(Some(o), DELETE_NO_PROPAGATE);
-                        send(Some(n), PROPAGATE_NULL_IF_NO_FK_VAL);
-                    }
-                    (Some(n), _) => send(Some(n), PROPAGATE_ONLY_IF_FK_VAL),
-                }
-            } else if let Some(o) = old_fk {
-                send(Some(o), DELETE_AND_PROPAGATE);
+            },
+        };
+        let fk_key = state_key(cx, cfg, b'k', k);
+        // Stored: 1 and the foreign key, or 0 for a value without one.
+        let old: Option<Option<Vec<u8>>> = cx.get(&fk_key)?.map(|b| match b.split_first() {
+            Some((1, fk)) => Some(fk.to_vec()),
+            _ => None,
+        });
+        match &new {
+            Some(Some(fk)) => {
+                let mut b = vec![1];
+                b.extend_from_slice(fk);
+                cx.txn.put(fk_key, b);
             }
+            Some(None) => cx.txn.put(fk_key, vec![0]),
+            None => cx.txn.delete(fk_key),
+        }
+        *version += 1;
+        let version = *version;
+        let value = it.rec.value();
+        let mut send = |fk: Option<&[u8]>, instruction: u8| {
+            next.push(Item {
+                seq: it.seq,
+                rec: Packed::new(
+                    it.rec.offset(),
+                    it.rec.timestamp(),
+                    fk,
+                    Some(&subscription(instruction, version, k, value)),
+                    it.rec.headers(),
+                ),
+            });
+        };
+        let new_fk = new.as_ref().and_then(|f| f.as_deref());
+        let old_fk = old.as_ref().and_then(|f| f.as_deref());
+        // Kafka Streams' (4.4) instructions, to the letter.
+        if cfg.join == JoinType::Left {
+            if old.is_none() && new.is_none() {
+                return Ok(());
+            }
+            if let Some(o) = old_fk
+                && new_fk != Some(o)
+            {
+                send(Some(o), DELETE_NO_PROPAGATE);
+            }
+            // A value without a foreign key still gets its result (with
+            // no right value), a deleted one its tombstone.
+            send(new_fk, PROPAGATE_NULL_IF_NO_FK_VAL);
+        } else if new.is_some() {
+            match (new_fk, old_fk) {
+                (None, Some(o)) => send(Some(o), DELETE_AND_PROPAGATE),
+                (None, None) => {}
+                (Some(n), Some(o)) if n != o => {
+                    send(Some(o), DELETE_NO_PROPAGATE);
+                    send(Some(n), PROPAGATE_NULL_IF_NO_FK_VAL);
+                }
+                (Some(n), _) => send(Some(n), PROPAGATE_ONLY_IF_FK_VAL),
+            }
+        } else if let Some(o) = old_fk {
+            send(Some(o), DELETE_AND_PROPAGATE);
         }
         Ok(())
     }
@@ -395,33 +388,17 @@ impl Operator for Join {
                     v,
                     it.rec.headers(),
                 );
-                match instruction {
+                // The right value each instruction answers with, if any.
+                let right = match instruction {
                     // An inner join's left key deleted or left without a
                     // foreign key: its result goes (a tombstone).
-                    DELETE_AND_PROPAGATE => {
-                        respond(&mut pairs, it.seq, k, version, left, None, ts, made_by)
-                    }
-                    PROPAGATE_NULL_IF_NO_FK_VAL => respond(
-                        &mut pairs,
-                        it.seq,
-                        k,
-                        version,
-                        left,
-                        right_value,
-                        ts,
-                        made_by,
-                    ),
-                    PROPAGATE_ONLY_IF_FK_VAL if right_value.is_some() => respond(
-                        &mut pairs,
-                        it.seq,
-                        k,
-                        version,
-                        left,
-                        right_value,
-                        ts,
-                        made_by,
-                    ),
-                    _ => {}
+                    DELETE_AND_PROPAGATE => Some(None),
+                    PROPAGATE_NULL_IF_NO_FK_VAL => Some(right_value),
+                    PROPAGATE_ONLY_IF_FK_VAL if right_value.is_some() => Some(right_value),
+                    _ => None,
+                };
+                if let Some(right) = right {
+                    respond(&mut pairs, it.seq, k, version, left, right, ts, made_by);
                 }
             } else {
                 // A right table update: every subscriber of its key gets a
