@@ -4,13 +4,16 @@
 //! is not JSON, and the pipeline-file mistakes a foreign key can carry.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use crate::daemon::{Daemon, until};
+use crate::kafka_faults::{partitions_of, start};
+use crate::kafka_pipelines::{Place, suffix};
 use crate::pipelines::{Data, canon, pipeline, write_pipeline};
 use crate::testdriver::{embedded_run, example_lines, memory_run};
-use crate::util::{assert_lines, guest, run};
+use crate::util::{assert_lines, guest, run, tempdir};
 
 fn pipeline_text(join: &str) -> String {
     format!(
@@ -30,61 +33,68 @@ fn finals(records: &[Value]) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// 60 orders over 4 partitions move between 12 users (on other partitions
-/// than theirs, mostly) three times each, while users change and some are
-/// deleted: each order ends joined with its last user's last value (a left
-/// join: with none when that user is gone), as a model computed here says.
+/// 60 orders move between 12 users three times each, while users change
+/// and some are deleted, and `want`: each order's last user's last value (a
+/// left join: with none when that user is gone), as a model computed here.
+fn moving_orders(join: &str) -> (Vec<String>, Vec<String>, BTreeMap<String, String>) {
+    let mut orders: BTreeMap<String, Option<Value>> = BTreeMap::new();
+    let mut users: BTreeMap<String, Option<Value>> = BTreeMap::new();
+    let (mut order_lines, mut user_lines) = (Vec::new(), Vec::new());
+    let mut ts = 1_000;
+    for round in 0..3 {
+        for u in 0..12 {
+            ts += 10;
+            // Every third user is deleted in the last round.
+            let value = (round < 2 || u % 3 != 0)
+                .then(|| json!({"name": format!("user{u}"), "round": round}));
+            let key = format!("u{u}");
+            user_lines.push(json!({"key": key, "value": value, "timestamp": ts}).to_string());
+            users.insert(key, value);
+        }
+        for o in 0..60 {
+            ts += 10;
+            let key = format!("o{o}");
+            // Orders 50.. are deleted in the last round; orders 40..50 lose
+            // their user.
+            let value = match (round, o) {
+                (2, 50..) => None,
+                (2, 40..50) => Some(json!({"n": o})),
+                _ => Some(json!({"user": format!("u{}", (o * 7 + round * 5) % 12), "n": o})),
+            };
+            order_lines.push(json!({"key": key, "value": value, "timestamp": ts}).to_string());
+            orders.insert(key, value);
+        }
+    }
+    let mut want = BTreeMap::new();
+    for (k, v) in &orders {
+        let Some(v) = v else { continue };
+        let right = v["user"].as_str().and_then(|u| users[u].clone());
+        if join == "inner" && right.is_none() {
+            continue;
+        }
+        let mut joined = v.clone();
+        joined["right"] = right.unwrap_or(Value::Null);
+        want.insert(k.clone(), canon(&joined));
+    }
+    assert_eq!(want.len(), if join == "inner" { 27 } else { 50 });
+    (order_lines, user_lines, want)
+}
+
+/// The moving orders over 4 partitions (users on other partitions than
+/// their orders, mostly) end joined with their last user, in `weir run` and
+/// in `weir test --partitions 4`.
 #[test]
 fn orders_moving_between_users_across_partitions_end_joined_with_their_last_user() {
     for join in ["inner", "left"] {
+        let (order_lines, user_lines, want) = moving_orders(join);
         let d = Data::new();
         d.topic("orders", 4);
         d.topic("users", 4);
-        let mut orders: BTreeMap<String, Option<Value>> = BTreeMap::new();
-        let mut users: BTreeMap<String, Option<Value>> = BTreeMap::new();
-        let (mut order_lines, mut user_lines) = (Vec::new(), Vec::new());
-        let mut ts = 1_000;
-        for round in 0..3 {
-            for u in 0..12 {
-                ts += 10;
-                // Every third user is deleted in the last round.
-                let value = (round < 2 || u % 3 != 0)
-                    .then(|| json!({"name": format!("user{u}"), "round": round}));
-                let key = format!("u{u}");
-                user_lines.push(json!({"key": key, "value": value, "timestamp": ts}).to_string());
-                users.insert(key, value);
-            }
-            for o in 0..60 {
-                ts += 10;
-                let key = format!("o{o}");
-                // Orders 50.. are deleted in the last round; orders 40..50
-                // lose their user.
-                let value = match (round, o) {
-                    (2, 50..) => None,
-                    (2, 40..50) => Some(json!({"n": o})),
-                    _ => Some(json!({"user": format!("u{}", (o * 7 + round * 5) % 12), "n": o})),
-                };
-                order_lines.push(json!({"key": key, "value": value, "timestamp": ts}).to_string());
-                orders.insert(key, value);
-            }
-        }
         d.produce("users", &user_lines);
         d.produce("orders", &order_lines);
         let file = write_pipeline(d.path.parent().unwrap(), &pipeline_text(join));
         let summary = d.run_pipeline(&file, &[]);
         assert!(summary.contains("0 dead letters"), "{summary}");
-        let mut want = BTreeMap::new();
-        for (k, v) in &orders {
-            let Some(v) = v else { continue };
-            let right = v["user"].as_str().and_then(|u| users[u].clone());
-            if join == "inner" && right.is_none() {
-                continue;
-            }
-            let mut joined = v.clone();
-            joined["right"] = right.unwrap_or(Value::Null);
-            want.insert(k.clone(), canon(&joined));
-        }
-        assert_eq!(want.len(), if join == "inner" { 27 } else { 50 });
         assert_eq!(finals(&d.consume("enriched")), want, "{join} join");
         // `weir test` runs each segment's tasks one after another: the
         // responses of a user's task that has not yet heard an order left
@@ -95,6 +105,37 @@ fn orders_moving_between_users_across_partitions_end_joined_with_their_last_user
             .filter(|r| r["topic"] == "enriched")
             .collect();
         assert_eq!(finals(&tested), want, "{join} join, weir test");
+    }
+}
+
+/// A right table with another partition count than the orders' is joined
+/// as Kafka Streams joins it: the subscriptions are partitioned as the
+/// right table (its count of middle tasks), the responses as the orders.
+#[test]
+fn a_right_table_with_another_partition_count_is_joined_across_its_partitions() {
+    for (join, order_parts, user_parts) in [("left", 4, 1), ("inner", 2, 5), ("left", 3, 2)] {
+        let (order_lines, user_lines, want) = moving_orders(join);
+        let d = Data::new();
+        d.topic("orders", order_parts);
+        d.topic("users", user_parts);
+        d.produce("users", &user_lines);
+        d.produce("orders", &order_lines);
+        let file = write_pipeline(d.path.parent().unwrap(), &pipeline_text(join));
+        let summary = d.run_pipeline(&file, &[]);
+        assert!(summary.contains("0 dead letters"), "{summary}");
+        let case = format!("{join} join, orders on {order_parts}, users on {user_parts}");
+        assert_eq!(finals(&d.consume("enriched")), want, "{case}");
+        for (topic, parts) in [
+            ("enrich-by-user-repartition", user_parts),
+            ("enrich-by-user.resolve-repartition", order_parts),
+            ("enriched", order_parts),
+        ] {
+            let described = d.ok(&["topic", "describe", topic]);
+            assert!(
+                described.contains(&format!("partitions: {parts}\n")),
+                "{case}: {topic}: {described}"
+            );
+        }
     }
 }
 
@@ -128,22 +169,6 @@ fn a_left_value_that_is_not_json_is_a_dead_letter_and_the_rest_goes_on() {
         "dead letters",
         &d.ok(&["consume", "enrich-dead-letters", "--from-beginning"]),
         r#"{"partition":0,"offset":0,"key":"o1","value":"not json","headers":{"weir.error":"the value is not JSON, so `foreign_key` \"/user\" cannot be read from it: expected ident at line 1 column 2","weir.error.kind":"rejected","weir.step":"by-user.subscribe","weir.topic":"orders","weir.partition":"0","weir.offset":"0"},"timestamp":2}"#,
-    );
-}
-
-/// The right table needs the input's partition count: the run refuses to
-/// start, saying what to recreate.
-#[test]
-fn a_right_table_with_another_partition_count_is_refused_with_what_to_do() {
-    let d = Data::new();
-    d.topic("orders", 2);
-    d.topic("users", 1);
-    let file = write_pipeline(d.path.parent().unwrap(), &pipeline_text("left"));
-    let r = run(d.weir().arg("run").arg(&file).arg("--until-caught-up"));
-    assert_eq!(r.status.code(), Some(1));
-    assert_eq!(
-        r.stderr.trim_end(),
-        "error: step by-user: `with` topic users has 1 partitions but the input orders has 2; a foreign-key join needs its right table to have as many partitions as the pipeline's input (its keys may differ): recreate users with 2 partitions"
     );
 }
 
@@ -289,4 +314,71 @@ fn under_the_daemon_each_part_shows_its_state() {
         want.map(|(s, n)| (s.to_string(), n.to_string())).to_vec(),
         "{status}"
     );
+}
+
+/// On Kafka, two instances share a foreign-key join whose right table has
+/// more partitions than its input: the consumer group assigns each topic's
+/// partitions on their own (users' three are not split as orders' two), and
+/// each order still ends joined with its last user.
+#[test]
+fn on_kafka_two_instances_share_a_join_whose_right_table_has_more_partitions() {
+    let s = suffix();
+    let (a, b) = (Place::kafka(), Place::kafka());
+    let files = tempdir();
+    let (orders, users, enriched) = (
+        format!("orders-{s}"),
+        format!("users-{s}"),
+        format!("enriched-{s}"),
+    );
+    let text = pipeline_text("left")
+        .replace("\"enrich\"", &format!("\"enrich-{s}\""))
+        .replace("\"orders\"", &format!("\"{orders}\""))
+        .replace("\"users\"", &format!("\"{users}\""))
+        .replace("\"enriched\"", &format!("\"{enriched}\""));
+    let file = write_pipeline(files.path(), &text);
+    let (order_lines, user_lines, want) = moving_orders("left");
+    a.topic(&orders, 2);
+    a.topic(&users, 3);
+    a.produce(&users, &user_lines);
+    a.produce(&orders, &order_lines);
+    let (mut ia, la) = start(&a, &file);
+    let (mut ib, lb) = start(&b, &file);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    // Both instances hold a partition of the orders (each runs one), and
+    // the output reached the model.
+    loop {
+        let (pa, pb) = (partitions_of(&la), partitions_of(&lb));
+        let split = matches!((&pa, &pb), (Some(x), Some(y)) if x.len() == 1 && y.len() == 1);
+        let out = if run(a.weir().args(["topic", "describe", &enriched]))
+            .status
+            .success()
+        {
+            a.consume(&enriched)
+        } else {
+            Vec::new()
+        };
+        if split && finals(&out) == want {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not joined within 120 s: partitions {pa:?} and {pb:?}, {} of {} orders as the model",
+            finals(&out)
+                .iter()
+                .filter(|(k, v)| want.get(*k) == Some(v))
+                .count(),
+            want.len()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for c in [&mut ia, &mut ib] {
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+    let described = a.ok(&[
+        "topic",
+        "describe",
+        &format!("enrich-{s}-by-user-repartition"),
+    ]);
+    assert!(described.contains("partitions: 3\n"), "{described}");
 }

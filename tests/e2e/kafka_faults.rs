@@ -54,7 +54,7 @@ fn a_pipeline_on_kafka_that_is_down_names_the_bootstrap_servers() {
 
 /// A `weir run` left running (no --until-caught-up), its stderr in a file
 /// of the place's directory (returned).
-fn start(p: &Place, file: &Path) -> (Child, PathBuf) {
+pub(crate) fn start(p: &Place, file: &Path) -> (Child, PathBuf) {
     static N: AtomicUsize = AtomicUsize::new(0);
     let log = p
         .dir
@@ -73,7 +73,7 @@ fn start(p: &Place, file: &Path) -> (Child, PathBuf) {
 }
 
 /// The partitions an instance said it runs last.
-fn partitions_of(log: &Path) -> Option<Vec<u32>> {
+pub(crate) fn partitions_of(log: &Path) -> Option<Vec<u32>> {
     let text = std::fs::read_to_string(log).ok()?;
     let line = text
         .lines()

@@ -10,7 +10,8 @@ use std::time::Duration;
 use anyhow::bail;
 
 use super::{
-    Assignor, Backend, Commit, DataSignal, StateRead, Stored, TaskId, TaskSpec, Topic, TopicConfig,
+    Assignment, Assignor, Backend, Commit, DataSignal, StateRead, Stored, TaskId, TaskSpec, Topic,
+    TopicConfig,
 };
 
 #[derive(Default)]
@@ -31,7 +32,7 @@ struct Inner {
 }
 
 #[derive(Default)]
-struct Assignment {
+struct Assigned {
     set: Option<BTreeSet<u32>>,
     version: u64,
     /// The next poll fails with this (a consumer group gone).
@@ -42,7 +43,7 @@ struct Assignment {
 #[derive(Clone, Default)]
 pub struct MemoryBackend {
     inner: Arc<Mutex<Inner>>,
-    assignment: Arc<(Mutex<Assignment>, Condvar)>,
+    assignment: Arc<(Mutex<Assigned>, Condvar)>,
     signal: Arc<DataSignal>,
 }
 
@@ -207,14 +208,14 @@ impl StateRead for MemoryBackend {
 }
 
 struct MemoryAssignor {
-    assignment: Arc<(Mutex<Assignment>, Condvar)>,
+    assignment: Arc<(Mutex<Assigned>, Condvar)>,
     /// The assignment version last reported.
     seen: Option<u64>,
-    partitions: u32,
+    sources: Vec<(String, u32)>,
 }
 
 impl Assignor for MemoryAssignor {
-    fn poll(&mut self, wait: Duration) -> anyhow::Result<Option<BTreeSet<u32>>> {
+    fn poll(&mut self, wait: Duration) -> anyhow::Result<Option<Assignment>> {
         let (lock, cv) = &*self.assignment;
         let mut a = match lock.lock() {
             Ok(g) => g,
@@ -226,11 +227,10 @@ impl Assignor for MemoryAssignor {
         let Some(seen) = self.seen else {
             // The first poll: what was assigned, or every partition.
             self.seen = Some(a.version);
-            return Ok(Some(
-                a.set
-                    .clone()
-                    .unwrap_or_else(|| (0..self.partitions).collect()),
-            ));
+            return Ok(Some(match &a.set {
+                Some(set) => Assignment::numbered(&self.sources, set),
+                None => Assignment::all(&self.sources),
+            }));
         };
         if a.version == seen {
             a = match cv.wait_timeout(a, wait) {
@@ -242,7 +242,9 @@ impl Assignor for MemoryAssignor {
             return Ok(None);
         }
         self.seen = Some(a.version);
-        Ok(a.set.clone())
+        Ok(a.set
+            .as_ref()
+            .map(|set| Assignment::numbered(&self.sources, set)))
     }
 }
 
@@ -381,13 +383,12 @@ impl Backend for MemoryBackend {
     fn assignor(
         &self,
         _group: &str,
-        _topics: &[String],
-        partitions: u32,
+        sources: &[(String, u32)],
     ) -> anyhow::Result<Box<dyn Assignor>> {
         Ok(Box::new(MemoryAssignor {
             assignment: self.assignment.clone(),
             seen: None,
-            partitions,
+            sources: sources.to_vec(),
         }))
     }
 }

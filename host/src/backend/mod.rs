@@ -17,7 +17,7 @@
 pub mod memory;
 pub mod txn;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -233,37 +233,74 @@ pub trait StateRead: Send + Sync {
     ) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>>;
 }
 
-/// Which partitions of its input a process runs, as it changes.
+/// Which partitions of each source topic a process runs. Topics read
+/// together (a join's two sides) have the same partition count and are
+/// assigned the same partition numbers; a segment whose source has another
+/// count (a foreign-key join's subscriptions, partitioned as its right
+/// table) gets numbers of its own.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Assignment {
+    /// Source topic -> the partitions of it this process runs.
+    pub topics: BTreeMap<String, BTreeSet<u32>>,
+}
+
+impl Assignment {
+    /// Partitions `numbers` of every source (`(name, partition count)`),
+    /// those it has.
+    pub fn numbered(sources: &[(String, u32)], numbers: &BTreeSet<u32>) -> Self {
+        let topics = sources
+            .iter()
+            .map(|(name, count)| {
+                let mine = numbers.iter().copied().filter(|p| p < count).collect();
+                (name.clone(), mine)
+            })
+            .collect();
+        Assignment { topics }
+    }
+
+    /// Every partition of every source.
+    pub fn all(sources: &[(String, u32)]) -> Self {
+        let most = sources.iter().map(|(_, c)| *c).max().unwrap_or(0);
+        Self::numbered(sources, &(0..most).collect())
+    }
+
+    /// The partitions of `topic` this process runs.
+    pub fn of(&self, topic: &str) -> BTreeSet<u32> {
+        self.topics.get(topic).cloned().unwrap_or_default()
+    }
+}
+
+/// Which partitions of its sources a process runs, as it changes.
 pub trait Assignor: Send {
     /// Waits up to `wait` for the assignment to change; returns the whole new
-    /// set when it did (the first call returns the initial set).
-    fn poll(&mut self, wait: Duration) -> anyhow::Result<Option<BTreeSet<u32>>>;
+    /// assignment when it did (the first call returns the initial one).
+    fn poll(&mut self, wait: Duration) -> anyhow::Result<Option<Assignment>>;
 }
 
 /// An assignor that assigns every partition once and never changes.
 pub struct AllPartitions {
-    partitions: u32,
+    sources: Vec<(String, u32)>,
     given: bool,
 }
 
 impl AllPartitions {
-    /// Every partition of `0..partitions`.
-    pub fn new(partitions: u32) -> Self {
+    /// Every partition of every source (`(name, partition count)`).
+    pub fn new(sources: &[(String, u32)]) -> Self {
         AllPartitions {
-            partitions,
+            sources: sources.to_vec(),
             given: false,
         }
     }
 }
 
 impl Assignor for AllPartitions {
-    fn poll(&mut self, wait: Duration) -> anyhow::Result<Option<BTreeSet<u32>>> {
+    fn poll(&mut self, wait: Duration) -> anyhow::Result<Option<Assignment>> {
         if self.given {
             std::thread::park_timeout(wait);
             return Ok(None);
         }
         self.given = true;
-        Ok(Some((0..self.partitions).collect()))
+        Ok(Some(Assignment::all(&self.sources)))
     }
 }
 
@@ -440,16 +477,15 @@ pub trait Backend: StateRead {
         Ok(())
     }
 
-    /// Which partitions of its sources (`topics`, each with `partitions`
-    /// partitions, co-partitioned) this process runs for `group`.
+    /// Which partitions of its sources (`(name, partition count)`; the
+    /// first is the pipeline's input) this process runs for `group`.
     fn assignor(
         &self,
         group: &str,
-        topics: &[String],
-        partitions: u32,
+        sources: &[(String, u32)],
     ) -> anyhow::Result<Box<dyn Assignor>> {
-        let _ = (group, topics);
-        Ok(Box::new(AllPartitions::new(partitions)))
+        let _ = group;
+        Ok(Box::new(AllPartitions::new(sources)))
     }
 
     /// A number that changes whenever records are appended (to any

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use super::config::{Pipeline, StepKind};
+use super::config::{self, Pipeline, StepKind};
 use super::{RunOptions, Segment, Summary, dead_letter_topic, segments};
-use crate::backend::{Backend, Topic};
+use crate::backend::{Assignment, Backend, Topic};
 use crate::runtime::{Guest, Module, RuntimeOptions, Step, World};
 
 mod status;
@@ -119,14 +119,12 @@ pub(crate) struct Shared {
     pub stats: Stats,
     /// Finished tasks per segment.
     pub finished: Vec<AtomicUsize>,
-    /// Tasks per segment.
+    /// Tasks per segment: the partition count of its source.
     pub tasks: Vec<usize>,
     /// End offsets of external topics when the run started.
     ends_at_start: BTreeMap<(String, u32), u64>,
     topics: BTreeMap<String, Topic>,
     pub dead_letter: String,
-    /// Partitions of the input (and of every internal topic).
-    pub partitions: u32,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -289,7 +287,7 @@ pub fn check_world(pipeline: &Pipeline, step: usize, module: &Module) -> anyhow:
 pub struct PipelineHandle {
     shared: Arc<Shared>,
     supervisor: Option<JoinHandle<anyhow::Result<()>>>,
-    assigned: Arc<Mutex<BTreeSet<u32>>>,
+    assigned: Arc<Mutex<Assignment>>,
     done: Arc<AtomicBool>,
     /// What the run ended with, when it failed.
     failure: Arc<Mutex<Option<String>>>,
@@ -346,18 +344,51 @@ pub fn start(
     let segs = segments(pipeline);
     let mut topics = BTreeMap::new();
     topics.insert(input.name.clone(), input.clone());
+    // Every segment runs as many tasks as its source has partitions: the
+    // input's count, but for a foreign-key join's middle part, which reads
+    // the subscriptions partitioned as its right table (as Kafka Streams
+    // repartitions them to the right table's count).
+    let mut seg_parts = Vec::new();
+    for seg in &segs {
+        let mut count = parts;
+        for s in &pipeline.steps[seg.steps.clone()] {
+            let Some(with) = &s.with else { continue };
+            let t = backend.require_topic(with).with_context(|| {
+                format!(
+                    "the `with` side of step {} ({})",
+                    s.name,
+                    pipeline.file.display()
+                )
+            })?;
+            let fk_middle = s
+                .foreign_key
+                .as_ref()
+                .is_some_and(|f| f.part == config::FkPart::Join);
+            if fk_middle {
+                count = t.config.partitions;
+            } else if t.config.partitions != parts {
+                bail!(
+                    "step {}: `with` topic {with} has {} partitions but the stream has {parts}; a join needs both sides co-partitioned (the same partition count and keys)",
+                    s.name,
+                    t.config.partitions
+                );
+            }
+            topics.insert(with.clone(), t);
+        }
+        seg_parts.push(count);
+    }
     for (i, seg) in segs.iter().enumerate() {
         // A segment after the first reads a repartition topic, which the
         // segment before it writes.
         if i > 0 {
             topics.insert(
                 seg.source.clone(),
-                backend.ensure_internal_topic(&seg.source, parts)?,
+                backend.ensure_internal_topic(&seg.source, seg_parts[i])?,
             );
         }
         if let Some(sink) = &seg.sink {
             let topic = if i + 1 < segs.len() {
-                backend.ensure_internal_topic(sink, parts)?
+                backend.ensure_internal_topic(sink, seg_parts[i + 1])?
             } else {
                 backend.ensure_topic(sink, parts)?
             };
@@ -367,31 +398,6 @@ pub fn start(
     for s in &pipeline.steps {
         for t in s.outputs.values() {
             topics.insert(t.clone(), backend.ensure_topic(t, parts)?);
-        }
-        if let Some(with) = &s.with {
-            let t = backend.require_topic(with).with_context(|| {
-                format!(
-                    "the `with` side of step {} ({})",
-                    s.name,
-                    pipeline.file.display()
-                )
-            })?;
-            if t.config.partitions != parts && s.foreign_key.is_some() {
-                bail!(
-                    "step {}: `with` topic {with} has {} partitions but the input {} has {parts}; a foreign-key join needs its right table to have as many partitions as the pipeline's input (its keys may differ): recreate {with} with {parts} partitions",
-                    s.name,
-                    t.config.partitions,
-                    pipeline.input
-                );
-            }
-            if t.config.partitions != parts {
-                bail!(
-                    "step {}: `with` topic {with} has {} partitions but the stream has {parts}; a join needs both sides co-partitioned (the same partition count and keys)",
-                    s.name,
-                    t.config.partitions
-                );
-            }
-            topics.insert(with.clone(), t);
         }
     }
     let dead_letter = dead_letter_topic(pipeline);
@@ -410,7 +416,7 @@ pub fn start(
         backend: backend.clone(),
         pipeline: pipeline.clone(),
         finished: segs.iter().map(|_| AtomicUsize::new(0)).collect(),
-        tasks: segs.iter().map(|_| parts as usize).collect(),
+        tasks: seg_parts.iter().map(|&n| n as usize).collect(),
         segments: segs,
         steps: pipeline
             .steps
@@ -425,7 +431,6 @@ pub fn start(
         ends_at_start,
         topics,
         dead_letter,
-        partitions: parts,
     });
     let done = Arc::new(AtomicBool::new(false));
     // Retention and compaction: at the start, then every 30 s.
@@ -450,20 +455,22 @@ pub fn start(
                 }
             })?
     };
-    let assigned = Arc::new(Mutex::new(BTreeSet::new()));
-    // Every topic a task reads, co-partitioned: Kafka's consumer group
-    // assigns partition N of all of them to the same process.
-    let mut sources: Vec<String> = Vec::new();
-    for seg in &shared.segments {
-        sources.push(seg.source.clone());
-    }
-    for s in &pipeline.steps {
-        if let Some(with) = &s.with {
-            sources.push(with.clone());
+    let assigned = Arc::new(Mutex::new(Assignment::default()));
+    // Every topic a task reads, with its partition count, the input first.
+    // A task's sources are co-partitioned: Kafka's consumer group assigns
+    // partition N of all of them to the same process.
+    let mut sources: Vec<(String, u32)> = Vec::new();
+    for (seg, &count) in shared.segments.iter().zip(&seg_parts) {
+        sources.push((seg.source.clone(), count));
+        for s in &pipeline.steps[seg.steps.clone()] {
+            if let Some(with) = &s.with {
+                sources.push((with.clone(), count));
+            }
         }
     }
-    sources.dedup();
-    let mut assignor = backend.assignor(&pipeline.name, &sources, parts)?;
+    let mut seen = BTreeSet::new();
+    sources.retain(|(name, _)| seen.insert(name.clone()));
+    let mut assignor = backend.assignor(&pipeline.name, &sources)?;
     let failure = Arc::new(Mutex::new(None));
     let supervisor = {
         let (shared, assigned, done) = (shared.clone(), assigned.clone(), done.clone());
@@ -535,11 +542,11 @@ impl PipelineHandle {
         trial.start().with_context(|| {
             format!("the new module for step {step} did not start; the old one keeps running")
         })?;
-        let tasks = {
-            let seg = s.segments.iter().position(|seg| seg.steps.contains(&si));
-            let running = lock(&self.assigned).len();
-            seg.map_or(0, |_| running)
-        };
+        let tasks = s
+            .segments
+            .iter()
+            .find(|seg| seg.steps.contains(&si))
+            .map_or(0, |seg| lock(&self.assigned).of(&seg.source).len());
         {
             let mut slot = lock(&s.slots[si]);
             let old = std::mem::replace(&mut slot.module, module);

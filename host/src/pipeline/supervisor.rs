@@ -3,7 +3,7 @@
 //! that was fenced while its partition is still assigned, and stops the run
 //! when a task fails.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -13,6 +13,7 @@ use anyhow::{Context, bail};
 
 use super::engine::{Shared, lock};
 use super::task::Task;
+use crate::backend::Assignment;
 
 struct Running {
     revoked: Arc<AtomicBool>,
@@ -25,7 +26,7 @@ struct Running {
 pub(super) fn supervise(
     shared: &Arc<Shared>,
     assignor: &mut dyn crate::backend::Assignor,
-    assigned: &Mutex<BTreeSet<u32>>,
+    assigned: &Mutex<Assignment>,
 ) -> anyhow::Result<()> {
     let mut running: HashMap<(usize, u32), Running> = HashMap::new();
     let failed = Arc::new(AtomicBool::new(false));
@@ -33,7 +34,7 @@ pub(super) fn supervise(
     // Tasks that end and `PipelineHandle::stop` unpark this thread; the
     // wait only bounds how late a stop flag set from outside is seen.
     let me = std::thread::current();
-    let mut current: BTreeSet<u32> = BTreeSet::new();
+    let mut current = Assignment::default();
     // Tasks that stopped because their commit was fenced, and when: they
     // start again after a second if their partition is still ours (the
     // fence came from a rebalance that left it here).
@@ -59,7 +60,7 @@ pub(super) fn supervise(
             // Revoked partitions: their tasks finish their batch and stop.
             let gone: Vec<(usize, u32)> = running
                 .keys()
-                .filter(|(_, p)| !set.contains(p))
+                .filter(|(seg, p)| !set.of(&shared.segments[*seg].source).contains(p))
                 .copied()
                 .collect();
             for key in gone {
@@ -92,7 +93,7 @@ pub(super) fn supervise(
             }
             fenced.retain(|_, at| at.elapsed() < Duration::from_secs(1));
             for seg in 0..shared.segments.len() {
-                for &p in &current {
+                for p in current.of(&shared.segments[seg].source) {
                     if running.contains_key(&(seg, p)) || fenced.contains_key(&(seg, p)) {
                         continue;
                     }

@@ -47,7 +47,7 @@ use self::txn::TaskProducer;
 use super::admin::{self, TopicSettings};
 use super::{Connection, Ctx, Error, TIMEOUT, client_error};
 use crate::backend::{
-    Assignor, Backend, Commit, StateRead, Stored, TaskId, TaskSpec, Topic, TopicConfig,
+    Assignment, Assignor, Backend, Commit, StateRead, Stored, TaskId, TaskSpec, Topic, TopicConfig,
 };
 use crate::log::Log;
 use crate::pipeline::config::Guarantee;
@@ -526,10 +526,13 @@ impl Backend for KafkaBackend {
     fn assignor(
         &self,
         group: &str,
-        topics: &[String],
-        partitions: u32,
+        sources: &[(String, u32)],
     ) -> anyhow::Result<Box<dyn Assignor>> {
         let _ = group;
+        let (input, partitions) = sources
+            .first()
+            .cloned()
+            .context("a pipeline reads at least one topic")?;
         let consumer: BaseConsumer<Ctx> = self
             .conn
             .config(&[
@@ -546,7 +549,7 @@ impl Backend for KafkaBackend {
                 "cannot make a Kafka consumer for {}",
                 self.conn.brokers
             )))?;
-        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        let names: Vec<&str> = sources.iter().map(|(n, _)| n.as_str()).collect();
         consumer.subscribe(&names).map_err(client_error(format!(
             "cannot join consumer group {} on Kafka at {}",
             self.app, self.conn.brokers
@@ -558,6 +561,7 @@ impl Backend for KafkaBackend {
             slot: self.group.clone(),
             current: None,
             published: self.local.dir().join(ASSIGNMENT_FILE),
+            input,
             partitions,
         }))
     }
@@ -576,10 +580,11 @@ struct GroupAssignor {
     /// The backend's handle on the same consumer (for the tasks' offset
     /// commits), emptied when the run ends.
     slot: Arc<Mutex<Option<Arc<BaseConsumer<Ctx>>>>>,
-    current: Option<BTreeSet<u32>>,
+    current: Option<Assignment>,
     /// Where the assignment is published ([`ASSIGNMENT_FILE`]).
     published: std::path::PathBuf,
-    /// The sources' partition count.
+    /// The pipeline's input and its partition count (what is published).
+    input: String,
     partitions: u32,
 }
 
@@ -609,7 +614,7 @@ impl Drop for GroupAssignor {
 }
 
 impl Assignor for GroupAssignor {
-    fn poll(&mut self, wait: Duration) -> anyhow::Result<Option<BTreeSet<u32>>> {
+    fn poll(&mut self, wait: Duration) -> anyhow::Result<Option<Assignment>> {
         // Serves the group's rebalances; the partitions stay paused, so no
         // records come this way (the tasks' own consumers read them).
         if let Some(Err(e)) = self.consumer.poll(wait) {
@@ -619,18 +624,22 @@ impl Assignor for GroupAssignor {
             .consumer
             .assignment()
             .map_err(client_error("cannot read the consumer group's assignment"))?;
-        let set: BTreeSet<u32> = tpl
-            .elements()
-            .iter()
-            .map(|e| e.partition() as u32)
-            .collect();
+        // The range assignor gives topics of the same partition count the
+        // same partition numbers, so a task's sources are all here.
+        let mut set = Assignment::default();
+        for e in tpl.elements() {
+            set.topics
+                .entry(e.topic().to_string())
+                .or_default()
+                .insert(e.partition() as u32);
+        }
         if self.current.as_ref() == Some(&set) {
             return Ok(None);
         }
         if tpl.count() > 0 {
             let _ = self.consumer.pause(&tpl);
         }
-        self.publish(&set);
+        self.publish(&set.of(&self.input));
         self.current = Some(set.clone());
         Ok(Some(set))
     }

@@ -45,7 +45,7 @@ pub struct Status {
     pub pipeline: String,
     /// Its steps, in order.
     pub steps: Vec<StepStatus>,
-    /// The partitions this process runs.
+    /// The partitions of the input this process runs.
     pub partitions: Vec<u32>,
     /// Records read from sources so far.
     pub records_in: u64,
@@ -60,7 +60,9 @@ impl PipelineHandle {
     /// What it is doing now.
     pub fn status(&self) -> Status {
         let s = &self.shared;
-        let partitions: Vec<u32> = lock(&self.assigned).iter().copied().collect();
+        let assigned = lock(&self.assigned).clone();
+        let input = s.segments.first().map(|seg| seg.source.as_str());
+        let partitions: Vec<u32> = assigned.of(input.unwrap_or_default()).into_iter().collect();
         let mut steps = Vec::new();
         for (si, cfg) in s.pipeline.steps.iter().enumerate() {
             let slot = lock(&s.slots[si]);
@@ -69,7 +71,10 @@ impl PipelineHandle {
                 .segments
                 .iter()
                 .find(|seg| seg.steps.contains(&si))
-                .map_or(0, |seg| self.lag(&seg.source, &partitions));
+                .map_or(0, |seg| {
+                    let mine: Vec<u32> = assigned.of(&seg.source).into_iter().collect();
+                    self.lag(&seg.source, &mine)
+                });
             steps.push(StepStatus {
                 name: cfg.name.clone(),
                 module_sha256: slot.module.sha256().to_string(),

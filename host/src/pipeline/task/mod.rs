@@ -128,7 +128,7 @@ impl Task {
                 partition,
             },
             changelogs: changelogs(&shared, seg_index),
-            partitions: shared.partitions,
+            partitions: shared.tasks[seg_index] as u32,
         };
         shared.backend.open_task(&spec)?;
         let pipe = &shared.pipeline;
