@@ -382,3 +382,33 @@ fn on_kafka_two_instances_share_a_join_whose_right_table_has_more_partitions() {
     ]);
     assert!(described.contains("partitions: 3\n"), "{described}");
 }
+
+/// A right table recreated with another partition count after a run: the
+/// subscriptions are partitioned the old way, so the run is refused (as
+/// Kafka Streams refuses an internal topic of the wrong count) until the
+/// pipeline is reset; after `weir reset` it joins everything again.
+#[test]
+fn a_right_table_repartitioned_since_the_last_run_is_refused_until_reset() {
+    let (order_lines, user_lines, want) = moving_orders("left");
+    let d = Data::new();
+    d.topic("orders", 2);
+    d.topic("users", 2);
+    d.produce("users", &user_lines);
+    d.produce("orders", &order_lines);
+    let file = write_pipeline(d.path.parent().unwrap(), &pipeline_text("left"));
+    d.run_pipeline(&file, &[]);
+    d.ok(&["topic", "delete", "users"]);
+    d.topic("users", 3);
+    d.produce("users", &user_lines);
+    let r = run(d.weir().arg("run").arg(&file).arg("--until-caught-up"));
+    assert_eq!(r.status.code(), Some(1));
+    assert_eq!(
+        r.stderr.trim_end(),
+        "error: the internal topic enrich-by-user-repartition of pipeline enrich has 2 partitions, but this run needs 3: a topic it reads has another partition count than when the pipeline last ran, so its state is partitioned the old way; reset it (`weir reset enrich`) to reprocess its inputs"
+    );
+    d.ok(&["reset", "enrich"]);
+    d.ok(&["topic", "delete", "enriched"]);
+    let summary = d.run_pipeline(&file, &[]);
+    assert!(summary.contains("0 dead letters"), "{summary}");
+    assert_eq!(finals(&d.consume("enriched")), want);
+}

@@ -377,18 +377,30 @@ pub fn start(
         }
         seg_parts.push(count);
     }
+    // A repartition topic made by an earlier run keeps its partition count:
+    // refused, as Kafka Streams refuses it, when the counts have changed
+    // since (its records and the state are partitioned the old way).
+    let internal = |name: &str, want: u32| -> anyhow::Result<Topic> {
+        let t = backend.ensure_internal_topic(name, want)?;
+        if t.config.partitions != want {
+            bail!(
+                "the internal topic {name} of pipeline {} has {} partitions, but this run needs {want}: a topic it reads has another partition count than when the pipeline last ran, so its state is partitioned the old way; reset it (`weir reset {}`) to reprocess its inputs",
+                pipeline.name,
+                t.config.partitions,
+                pipeline.name
+            );
+        }
+        Ok(t)
+    };
     for (i, seg) in segs.iter().enumerate() {
         // A segment after the first reads a repartition topic, which the
         // segment before it writes.
         if i > 0 {
-            topics.insert(
-                seg.source.clone(),
-                backend.ensure_internal_topic(&seg.source, seg_parts[i])?,
-            );
+            topics.insert(seg.source.clone(), internal(&seg.source, seg_parts[i])?);
         }
         if let Some(sink) = &seg.sink {
             let topic = if i + 1 < segs.len() {
-                backend.ensure_internal_topic(sink, seg_parts[i + 1])?
+                internal(sink, seg_parts[i + 1])?
             } else {
                 backend.ensure_topic(sink, parts)?
             };
