@@ -270,7 +270,8 @@ typedef struct {
 } weir_pair;
 
 /** A computed value (aggregate `present`, join): what you append to `bytes`
- * is the value; set `none` to emit nothing. */
+ * is the value; set `none` for none (`present`: nothing is emitted; a join:
+ * a result without a value, a tombstone in a table join). */
 typedef struct {
     weir_buf bytes;
     bool none;

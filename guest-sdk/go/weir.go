@@ -276,7 +276,8 @@ func Process(p Processor) {
 }
 
 // Join registers a joiner: f combines the two sides and returns the value
-// (nil drops the pair), or an error, which rejects the pair.
+// (nil: a result without a value, a tombstone in a table join, as a Kafka
+// Streams joiner's null), or an error, which rejects the pair.
 func Join(f func(p Pair) ([]byte, error)) {
 	register()
 	registered.joinFn = f

@@ -205,8 +205,8 @@ export function aggregate(a) {
 /**
  * A joiner (world `joiner`): `f({ key, timestamp, left, right })` combines
  * the two sides (Uint8Arrays, or null when that side did not match) and
- * returns the value (a string, Uint8Array, null to drop the pair, or anything
- * else as JSON). Throwing rejects the pair. Export the result as `joining`.
+ * returns the value (a string, Uint8Array, null for a result without a value,
+ * a tombstone in a table join, or anything else as JSON). Throwing rejects the pair. Export the result as `joining`.
  */
 export function join(f) {
   if (typeof f !== "function") throw new TypeError(`join(f): f is ${describeArg(f)}, not a function of a pair`);

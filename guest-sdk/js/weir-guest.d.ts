@@ -146,7 +146,7 @@ declare module "weir-guest" {
     left: Uint8Array | null;
     right: Uint8Array | null;
   }
-  /** A joiner: `f(pair)` returns the combined value (null drops the pair); throwing rejects it. Export the result as `joining`. */
+  /** A joiner: `f(pair)` returns the combined value (null: a result without a value, a tombstone in a table join); throwing rejects it. Export the result as `joining`. */
   export function join(f: (p: Pair) => Presented): Exported;
 
   /** A stored state entry to convert to the module's format. */

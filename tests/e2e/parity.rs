@@ -498,6 +498,14 @@ fn parity_random_foreign_key_joins() {
     check("random-fk-join");
 }
 
+/// Every join kind with a joiner that gives no value for some pairs
+/// (merge_json's `none_if`): Kafka Streams forwards its joiner's null, a
+/// record without a value (a tombstone in the table joins).
+#[test]
+fn parity_joins_whose_joiner_gives_no_value() {
+    check("no-value-joins");
+}
+
 /// Windowed stream-stream joins at their edges (before 1 s, after 2 s, grace
 /// 500 ms): equal timestamps on both sides, records at the window's exact
 /// bounds, out-of-order and expired records, headers of either side.

@@ -243,6 +243,11 @@ fn parity_on_kafka_random_foreign_key_joins() {
 }
 
 #[test]
+fn parity_on_kafka_joins_whose_joiner_gives_no_value() {
+    check_kafka("no-value-joins");
+}
+
+#[test]
 fn parity_on_kafka_stream_stream_joins() {
     check_kafka("stream-stream");
 }

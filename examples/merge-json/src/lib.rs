@@ -1,7 +1,9 @@
 //! Joins two JSON values: the left one must be an object (or nothing, in an
 //! outer join: then an empty one); the right one (or `null` when nothing
 //! matched) goes into it under the field named by the `field` setting
-//! (default "right").
+//! (default "right"). With the setting `none_if` = a field name, a pair
+//! where either side is an object with that field `true` gets no value (a
+//! tombstone in a table join, a record without a value in a stream join).
 
 use weir_guest::serde_json::{Map, Value};
 use weir_guest::{Error, Pair, reject};
@@ -21,6 +23,12 @@ fn merge(p: Pair) -> Result<Option<Vec<u8>>, Error> {
         Some(r) => weir_guest::serde_json::from_slice(r)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(r).into_owned())),
     };
+    if let Some(flag) = weir_guest::config().get("none_if")
+        && (obj.get(flag) == Some(&Value::Bool(true))
+            || right.get(flag) == Some(&Value::Bool(true)))
+    {
+        return Ok(None);
+    }
     obj.insert(field.to_string(), right);
     Ok(Some(weir_guest::serde_json::to_vec(&Value::Object(
         obj as Map<String, Value>,

@@ -659,7 +659,8 @@ class Pair:
 
 def join(f: Callable[[Pair], Any]) -> Callable[[Pair], Any]:
     """Decorates a joiner (world ``joiner``): ``f(pair)`` returns the combined
-    value (str, bytes, None to drop the pair, or anything else as JSON);
+    value (str, bytes, None for a result without a value, a tombstone in a
+    table join, or anything else as JSON);
     raising rejects the pair. Exports ``Joining`` from f's module."""
 
     class Joining:

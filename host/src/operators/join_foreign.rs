@@ -441,13 +441,14 @@ impl Operator for Join {
                 }
             }
         }
-        let results = joined(self.guest.as_mut(), cfg, cx, &pairs)?;
-        let mut results: Vec<Option<Vec<u8>>> = results;
+        let mut results = joined(self.guest.as_mut(), cfg, cx, &pairs)?;
         let mut next = Vec::with_capacity(out.len());
         for (seq, r) in out {
             let rec = match r {
                 Response::Tombstone(rec) => rec,
                 Response::Joined { pair, version } => {
+                    // A pair that went to the dead letters sends nothing; one
+                    // the joiner gave no value sends a tombstone.
                     let Some(value) = results.get_mut(pair).and_then(Option::take) else {
                         continue;
                     };
@@ -456,7 +457,7 @@ impl Operator for Join {
                         p.rec.offset(),
                         p.ts,
                         p.key.as_deref(),
-                        Some(&response(version, Some(&value))),
+                        Some(&response(version, value.as_deref())),
                         p.rec.headers(),
                     )
                 }

@@ -1,6 +1,7 @@
-//! The call into a joiner shared by both join operators: pairs of values in,
-//! one joined value (or nothing) per pair out; a pair whose call fails goes
-//! to the dead letters as the record that made it.
+//! The call into a joiner shared by the join operators: pairs of values in,
+//! one joined value (or none: a result without a value, as a Kafka Streams
+//! `ValueJoiner` returning `null` forwards one) per pair out; a pair whose
+//! call fails goes to the dead letters as the record that made it.
 
 use super::{Ctx, Item};
 use crate::codec;
@@ -28,7 +29,9 @@ pub(super) struct Pair {
     pub headers_of: Option<Packed>,
 }
 
-/// Calls the joiner for `pairs`; returns the joined records in order.
+/// Calls the joiner for `pairs`; returns the joined records in order (a
+/// pair the joiner gave no value for is a record without one; a pair that
+/// went to the dead letters is none).
 pub(super) fn join(
     guest: &mut dyn Guest,
     cfg: &StepConfig,
@@ -47,7 +50,7 @@ pub(super) fn join(
                     p.rec.offset(),
                     p.ts,
                     p.key.as_deref(),
-                    Some(&value),
+                    value.as_deref(),
                     p.headers_of.as_ref().unwrap_or(&p.rec).headers(),
                 ),
             })
@@ -55,15 +58,18 @@ pub(super) fn join(
         .collect())
 }
 
-/// Calls the joiner for `pairs`: one joined value per pair, none where the
-/// joiner gave nothing or the call failed on it (its record is then a dead
-/// letter).
+/// What the joiner made of one pair: its value (none: the joiner gave
+/// nothing, a result without a value), or none when the call failed on it
+/// (its record is then a dead letter).
+pub(super) type Joined = Option<Option<Vec<u8>>>;
+
+/// Calls the joiner for `pairs`: what it made of each, in order.
 pub(super) fn joined(
     guest: &mut dyn Guest,
     cfg: &StepConfig,
     cx: &mut Ctx<'_>,
     pairs: &[Pair],
-) -> anyhow::Result<Vec<Option<Vec<u8>>>> {
+) -> anyhow::Result<Vec<Joined>> {
     if pairs.is_empty() {
         return Ok(Vec::new());
     }
@@ -81,8 +87,8 @@ pub(super) fn joined(
                 let mut next = Vec::with_capacity(pairs.len());
                 for (p, res) in pairs.iter().zip(results) {
                     next.push(match res {
-                        Some(Ok(value)) => value,
-                        None => None,
+                        Some(Ok(value)) => Some(value),
+                        None => Some(None),
                         Some(Err(m)) => {
                             cx.out.dead_packed(&cfg.name, &p.rec, Failure::Rejected(m));
                             None

@@ -6,7 +6,8 @@ import weir "weir.local/guest"
 
 // Joins the two values as "left|right" (a missing side is empty).
 //
-// Change this: return nil to drop the pair; an error rejects it.
+// Change this: return nil for a result without a value (a tombstone in a
+// table join); an error rejects it.
 func {{ident}}(p weir.Pair) ([]byte, error) {
 	v := append([]byte{}, p.Left...)
 	v = append(v, '|')

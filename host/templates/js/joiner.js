@@ -4,5 +4,6 @@ import { join, text } from "weir-guest";
 
 // Joins the two values as "left|right" (a missing side is empty).
 //
-// Change this: return null to drop the pair; throw to reject it.
+// Change this: return null for a result without a value (a tombstone in a
+// table join); throw to reject it.
 export const joining = join((p) => `${p.left ? text(p.left) : ""}|${p.right ? text(p.right) : ""}`);

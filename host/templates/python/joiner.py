@@ -8,6 +8,7 @@ import weir_guest as weir
 def {{ident}}(p: weir.Pair):
     """Joins the two values as "left|right" (a missing side is empty).
 
-    Change this: return None to drop the pair; raise to reject it.
+    Change this: return None for a result without a value (a tombstone in a
+    table join); raise to reject it.
     """
     return (p.left or b"") + b"|" + (p.right or b"")

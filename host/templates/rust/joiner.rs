@@ -5,7 +5,8 @@ use weir_guest::{Error, Pair};
 
 /// Joins the two values as "left|right" (a missing side is empty).
 ///
-/// Change this: return `Ok(None)` to drop the pair, `Err(...)` to reject it.
+/// Change this: return `Ok(None)` for a result without a value (a tombstone
+/// in a table join), `Err(...)` to reject it.
 #[weir_guest::join]
 fn {{ident}}(p: Pair) -> Result<Option<Vec<u8>>, Error> {
     let mut out = p.left.unwrap_or_default().to_vec();

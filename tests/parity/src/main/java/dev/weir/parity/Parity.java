@@ -44,6 +44,7 @@ import org.apache.kafka.streams.kstream.SessionWindows;
 import org.apache.kafka.streams.kstream.StreamJoined;
 import org.apache.kafka.streams.kstream.Suppressed;
 import org.apache.kafka.streams.kstream.TimeWindows;
+import org.apache.kafka.streams.kstream.ValueJoiner;
 import org.apache.kafka.streams.kstream.Windowed;
 import org.apache.kafka.streams.kstream.WindowedSerdes;
 import org.apache.kafka.streams.processor.StateStore;
@@ -225,6 +226,20 @@ public final class Parity {
                     .before(Duration.ofSeconds(2))),
                 sides, Keys.PLAIN, 0));
         }
+        // joiners that give no value for some pairs (merge_json's none_if):
+        // Kafka Streams forwards null, a tombstone in the table joins
+        all.add(new Variant("no-value-joins", "stream-table-inner", streamTable(false, Parity::mergeOrNull), sides, Keys.PLAIN, 0));
+        all.add(new Variant("no-value-joins", "stream-table-left", streamTable(true, Parity::mergeOrNull), sides, Keys.PLAIN, 0));
+        for (String kind : List.of("inner", "left", "outer")) {
+            all.add(new Variant("no-value-joins", "table-table-" + kind, tableTable(kind, Parity::mergeOrNull), sides, Keys.PLAIN, 0));
+            all.add(new Variant("no-value-joins", "stream-stream-" + kind,
+                streamStream(kind, JoinWindows.ofTimeDifferenceAndGrace(Duration.ofSeconds(3), Duration.ofSeconds(1))
+                    .before(Duration.ofSeconds(2)), Parity::mergeOrNull),
+                sides, Keys.PLAIN, 0));
+        }
+        for (String kind : List.of("inner", "left")) {
+            all.add(new Variant("no-value-joins", "fk-" + kind, fkJoin(kind.equals("left"), Parity::mergeOrNull), sides, Keys.PLAIN, 0));
+        }
         return all;
     }
 
@@ -321,22 +336,53 @@ public final class Parity {
         return obj.toString();
     }
 
+    /**
+     * merge_json.wasm with `none_if = "drop"`: no value (null) when either
+     * side is a JSON object whose "drop" is true, else {@link #merge}.
+     */
+    static String mergeOrNull(String left, String right) {
+        if (dropped(left) || dropped(right)) {
+            return null;
+        }
+        return merge(left, right);
+    }
+
+    static boolean dropped(String value) {
+        if (value == null) {
+            return false;
+        }
+        try {
+            JsonNode n = JSON.readTree(value);
+            return n.isObject() && n.path("drop").isBoolean() && n.path("drop").asBoolean();
+        } catch (IOException e) {
+            return false;
+        }
+    }
+
     static Topology streamTable(boolean left) {
+        return streamTable(left, Parity::merge);
+    }
+
+    static Topology streamTable(boolean left, ValueJoiner<String, String, String> joiner) {
         StreamsBuilder b = new StreamsBuilder();
         KStream<String, String> s = b.stream("left");
         KTable<String, String> t = b.table("right");
-        (left ? s.leftJoin(t, Parity::merge) : s.join(t, Parity::merge)).to(OUT);
+        (left ? s.leftJoin(t, joiner) : s.join(t, joiner)).to(OUT);
         return b.build();
     }
 
     static Topology tableTable(String kind) {
+        return tableTable(kind, Parity::merge);
+    }
+
+    static Topology tableTable(String kind, ValueJoiner<String, String, String> joiner) {
         StreamsBuilder b = new StreamsBuilder();
         KTable<String, String> l = b.table("left");
         KTable<String, String> r = b.table("right");
         KTable<String, String> j = switch (kind) {
-            case "inner" -> l.join(r, Parity::merge);
-            case "left" -> l.leftJoin(r, Parity::merge);
-            default -> l.outerJoin(r, Parity::merge);
+            case "inner" -> l.join(r, joiner);
+            case "left" -> l.leftJoin(r, joiner);
+            default -> l.outerJoin(r, joiner);
         };
         j.toStream().to(OUT);
         return b.build();
@@ -347,12 +393,16 @@ public final class Parity {
      * left value's field "user" (Weir: `foreign_key = "/user"`).
      */
     static Topology fkJoin(boolean left) {
+        return fkJoin(left, Parity::merge);
+    }
+
+    static Topology fkJoin(boolean left, ValueJoiner<String, String, String> joiner) {
         StreamsBuilder b = new StreamsBuilder();
         KTable<String, String> l = b.table("left");
         KTable<String, String> r = b.table("right");
         KTable<String, String> j = left
-            ? l.leftJoin(r, Parity::userOf, Parity::merge)
-            : l.join(r, Parity::userOf, Parity::merge);
+            ? l.leftJoin(r, Parity::userOf, joiner)
+            : l.join(r, Parity::userOf, joiner);
         j.toStream().to(OUT);
         return b.build();
     }
@@ -372,14 +422,18 @@ public final class Parity {
     }
 
     static Topology streamStream(String kind, JoinWindows w) {
+        return streamStream(kind, w, Parity::merge);
+    }
+
+    static Topology streamStream(String kind, JoinWindows w, ValueJoiner<String, String, String> joiner) {
         StreamsBuilder b = new StreamsBuilder();
         KStream<String, String> l = b.stream("left");
         KStream<String, String> r = b.stream("right");
         StreamJoined<String, String, String> sj = StreamJoined.with(Serdes.String(), Serdes.String(), Serdes.String());
         KStream<String, String> j = switch (kind) {
-            case "inner" -> l.join(r, Parity::merge, w, sj);
-            case "left" -> l.leftJoin(r, Parity::merge, w, sj);
-            default -> l.outerJoin(r, Parity::merge, w, sj);
+            case "inner" -> l.join(r, joiner, w, sj);
+            case "left" -> l.leftJoin(r, joiner, w, sj);
+            default -> l.outerJoin(r, joiner, w, sj);
         };
         j.to(OUT);
         return b.build();
