@@ -54,7 +54,7 @@ for seed in $(seq "$first" $((first + seeds - 1))); do
     params="$(python3 - "$root" "$seed" <<'PY'
 import json, os, random, sys
 
-from gen_random import orders, records
+from gen_random import joins_left, orders, records
 
 root, seed = sys.argv[1], int(sys.argv[2])
 rnd = random.Random(seed)
@@ -70,7 +70,7 @@ def draw(value):
 
 for path, value in [
     ("random-aggregates/events.jsonl", str),
-    ("random-joins/left.jsonl", lambda i: {"l": i}),
+    ("random-joins/left.jsonl", joins_left),
     ("random-joins/right.jsonl", lambda i: i),
 ]:
     with open(os.path.join(root, path), "w") as f:

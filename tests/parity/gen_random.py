@@ -36,6 +36,13 @@ def records(seed, n, value, keys="abcdef", step=700, back=8000, label=None):
     return out
 
 
+def joins_left(i):
+    """A value of random-joins' left side: `{"l": I}`, and every seventh
+    `"drop": true` too (the `-none` variants' joiner gives no value for
+    it). Also used by fuzz.sh."""
+    return {"l": i, "drop": True} if i % 7 == 3 else {"l": i}
+
+
 def write(path, lines):
     with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), path), "w") as f:
         f.write("\n".join(lines) + "\n")
@@ -61,7 +68,7 @@ def orders(seed, users, n):
 
 if __name__ == "__main__":
     write("random-aggregates/events.jsonl", records(1, 300, str))
-    write("random-joins/left.jsonl", records(2, 200, lambda i: {"l": i}))
+    write("random-joins/left.jsonl", records(2, 200, joins_left))
     write("random-joins/right.jsonl", records(3, 200, lambda i: i))
     users = [f"u{i}" for i in range(5)]
     write("random-fk-join/left.jsonl", records(4, 200, orders(5, users, 200)))

@@ -237,6 +237,16 @@ public final class Parity {
                     .before(Duration.ofSeconds(2)), Parity::mergeOrNull),
                 sides, Keys.PLAIN, 0));
         }
+        // the same over random-joins' inputs, whose left values have "drop" now and then
+        all.add(new Variant("random-joins", "stream-table-left-none", streamTable(true, Parity::mergeOrNull), sides, Keys.PLAIN, 0));
+        for (String kind : List.of("inner", "outer")) {
+            all.add(new Variant("random-joins", "table-table-" + kind + "-none", tableTable(kind, Parity::mergeOrNull), sides, Keys.PLAIN, 0));
+            all.add(new Variant("random-joins", "table-table-" + kind + "-none-cached", tableTable(kind, Parity::mergeOrNull), sides, Keys.PLAIN, 0));
+        }
+        all.add(new Variant("random-joins", "stream-stream-outer-none",
+            streamStream("outer", JoinWindows.ofTimeDifferenceAndGrace(Duration.ofSeconds(3), Duration.ofSeconds(1))
+                .before(Duration.ofSeconds(2)), Parity::mergeOrNull),
+            sides, Keys.PLAIN, 0));
         for (String kind : List.of("inner", "left")) {
             all.add(new Variant("no-value-joins", "fk-" + kind, fkJoin(kind.equals("left"), Parity::mergeOrNull), sides, Keys.PLAIN, 0));
         }
