@@ -65,10 +65,31 @@ fn moving_orders(join: &str) -> (Vec<String>, Vec<String>, BTreeMap<String, Stri
             orders.insert(key, value);
         }
     }
+    let want = model(join, &[&order_lines], &[&user_lines]);
+    assert_eq!(want.len(), if join == "inner" { 27 } else { 50 });
+    (order_lines, user_lines, want)
+}
+
+/// What a foreign-key join on "/user" ends with over these inputs (merge_json
+/// under "right"): the last order per key joined with its user's last value.
+fn model(join: &str, orders: &[&[String]], users: &[&[String]]) -> BTreeMap<String, String> {
+    let last = |lines: &[&[String]]| {
+        let mut m: BTreeMap<String, Value> = BTreeMap::new();
+        for l in lines.iter().flat_map(|l| l.iter()) {
+            let r: Value = serde_json::from_str(l).unwrap();
+            m.insert(r["key"].as_str().unwrap().to_string(), r["value"].clone());
+        }
+        m
+    };
+    let (orders, users) = (last(orders), last(users));
     let mut want = BTreeMap::new();
     for (k, v) in &orders {
-        let Some(v) = v else { continue };
-        let right = v["user"].as_str().and_then(|u| users[u].clone());
+        if v.is_null() {
+            continue;
+        }
+        let right = v["user"]
+            .as_str()
+            .and_then(|u| users.get(u).filter(|r| !r.is_null()).cloned());
         if join == "inner" && right.is_none() {
             continue;
         }
@@ -76,8 +97,7 @@ fn moving_orders(join: &str) -> (Vec<String>, Vec<String>, BTreeMap<String, Stri
         joined["right"] = right.unwrap_or(Value::Null);
         want.insert(k.clone(), canon(&joined));
     }
-    assert_eq!(want.len(), if join == "inner" { 27 } else { 50 });
-    (order_lines, user_lines, want)
+    want
 }
 
 /// The moving orders over 4 partitions (users on other partitions than
@@ -319,7 +339,10 @@ fn under_the_daemon_each_part_shows_its_state() {
 /// On Kafka, two instances share a foreign-key join whose right table has
 /// more partitions than its input: the consumer group assigns each topic's
 /// partitions on their own (users' three are not split as orders' two), and
-/// each order still ends joined with its last user.
+/// each order still ends joined with its last user. Then both stop, more
+/// orders and users come, and one instance on a fresh machine (an empty
+/// state directory) restores every part's state from its changelogs (the
+/// middle part's with three partitions) and ends on the new model.
 #[test]
 fn on_kafka_two_instances_share_a_join_whose_right_table_has_more_partitions() {
     let s = suffix();
@@ -375,6 +398,44 @@ fn on_kafka_two_instances_share_a_join_whose_right_table_has_more_partitions() {
         c.kill().unwrap();
         c.wait().unwrap();
     }
+    // Orders 0..20 move on, users 0..6 change, user 7 goes.
+    let more_users: Vec<String> = (0..8)
+        .map(|u| {
+            let value = (u != 7).then(|| json!({"name": format!("user{u}"), "round": 3}));
+            json!({"key": format!("u{u}"), "value": value, "timestamp": 9_000 + u}).to_string()
+        })
+        .collect();
+    let more_orders: Vec<String> = (0..20)
+        .map(|o| {
+            let value = json!({"user": format!("u{}", (o * 5) % 12), "n": o, "round": 3});
+            json!({"key": format!("o{o}"), "value": value, "timestamp": 9_100 + o}).to_string()
+        })
+        .collect();
+    a.produce(&users, &more_users);
+    a.produce(&orders, &more_orders);
+    let want = model(
+        "left",
+        &[&order_lines, &more_orders],
+        &[&user_lines, &more_users],
+    );
+    let fresh = Place::kafka();
+    let (mut ic, _) = start(&fresh, &file);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let got = finals(&a.consume(&enriched));
+        if got == want {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not joined after the restore within 120 s: {} of {} orders as the model",
+            got.iter().filter(|(k, v)| want.get(*k) == Some(v)).count(),
+            want.len()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    ic.kill().unwrap();
+    ic.wait().unwrap();
     let described = a.ok(&[
         "topic",
         "describe",
