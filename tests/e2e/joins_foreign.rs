@@ -473,3 +473,80 @@ fn a_right_table_repartitioned_since_the_last_run_is_refused_until_reset() {
     assert!(summary.contains("0 dead letters"), "{summary}");
     assert_eq!(finals(&d.consume("enriched")), want);
 }
+
+/// `weir state` shows the tables a join keeps, as a Kafka Streams query of
+/// a materialized table: a foreign-key join's right table under its middle
+/// part (its partitions are the users', not the orders'), and both sides of
+/// a table-table join.
+#[test]
+fn weir_state_shows_the_tables_a_join_keeps() {
+    let d = Data::new();
+    d.topic("orders", 2);
+    d.topic("users", 3);
+    d.produce("orders", &example_lines("order-users.orders.jsonl"));
+    d.produce("users", &example_lines("order-users.users.jsonl"));
+    d.run_pipeline(&pipeline("order-users.toml"), &[]);
+    assert_lines(
+        "a user",
+        &d.ok(&["state", "get", "order-users", "customer", "u2"]),
+        r#"{"table":"right","key":"u2","value":{"name":"Bo","city":"Oslo"}}"#,
+    );
+    let mut all: Vec<String> = d
+        .ok(&["state", "scan", "order-users", "customer"])
+        .lines()
+        .map(str::to_string)
+        .collect();
+    all.sort();
+    assert_eq!(
+        all,
+        [
+            r#"{"table":"right","key":"u1","value":{"name":"Ann"}}"#,
+            r#"{"table":"right","key":"u2","value":{"name":"Bo","city":"Oslo"}}"#,
+            r#"{"table":"right","key":"u3","value":{"name":"Cy"}}"#,
+            r#"{"table":"right","key":"u4","value":{"name":"Di"}}"#,
+        ]
+    );
+    let r = run(d
+        .weir()
+        .args(["state", "get", "order-users", "customer", "u9"]));
+    assert_eq!(r.status.code(), Some(1));
+    assert_eq!(
+        r.stderr,
+        "no state for key \"u9\" in step customer of pipeline order-users\n"
+    );
+
+    let t = Data::new();
+    t.topic("left", 1);
+    t.topic("right", 1);
+    t.produce(
+        "left",
+        &[
+            json!({"key": "p", "value": {"o": 1}, "timestamp": 1}).to_string(),
+            json!({"key": "q", "value": {"o": 2}, "timestamp": 2}).to_string(),
+            json!({"key": "q", "value": null, "timestamp": 4}).to_string(),
+        ],
+    );
+    t.produce(
+        "right",
+        &[
+            json!({"key": "p", "value": "x", "timestamp": 3}).to_string(),
+            json!({"key": "r", "value": 7, "timestamp": 5}).to_string(),
+        ],
+    );
+    let text = "name = \"tt\"\ninput = \"left\"\noutput = \"out\"\n\n[[steps]]\nname = \"join\"\nkind = \"join\"\nmodule = \"merge_json.wasm\"\nwith = \"right\"\nas_table = true\njoin = \"outer\"\n";
+    let file = write_pipeline(t.path.parent().unwrap(), text);
+    t.run_pipeline(&file, &[]);
+    assert_lines(
+        "both sides of p",
+        &t.ok(&["state", "get", "tt", "join", "p"]),
+        r#"{"table":"left","key":"p","value":{"o":1}}
+           {"table":"right","key":"p","value":"x"}"#,
+    );
+    assert_lines(
+        "every key",
+        &t.ok(&["state", "scan", "tt", "join"]),
+        r#"{"table":"left","key":"p","value":{"o":1}}
+           {"table":"right","key":"p","value":"x"}
+           {"table":"right","key":"r","value":7}"#,
+    );
+}

@@ -113,6 +113,75 @@ pub(super) fn store_entry<'a>(
     Some((kb, obj))
 }
 
+/// The tables a join step keeps ('j', partition, then `l` for the left
+/// side or `r` for the right, then the key): the newest value per key of a
+/// stream-table join's table, of both sides of a table-table join, and of a
+/// foreign-key join's right table (its middle part, keyed by the foreign
+/// key). Prints up to `max` entries of `key` (every key without one) in the
+/// partitions `runs` accepts, `{"table": "left"|"right", "key", "value"}`;
+/// returns how many.
+fn join_tables(
+    log: &Log,
+    pipe: &str,
+    step: &str,
+    key: Option<&str>,
+    max: usize,
+    runs: &dyn Fn(Option<&[u8]>) -> bool,
+    out: &mut dyn Out,
+) -> anyhow::Result<usize> {
+    let mut prefix = keys::pipeline(pipe);
+    prefix.push(b'j');
+    prefix.extend_from_slice(step.as_bytes());
+    prefix.push(0);
+    let side_at = prefix.len() + 4;
+    let entries = match key {
+        Some(key) => {
+            let mut found = Vec::new();
+            for p in partitions_under(log, &prefix)? {
+                if !runs(Some(&p)) {
+                    continue;
+                }
+                for side in [b'l', b'r'] {
+                    let mut own = prefix.clone();
+                    own.extend_from_slice(&p);
+                    own.push(side);
+                    keys::push_key(&mut own, key.as_bytes());
+                    if let Some(v) = weir::backend::StateRead::get(log, &own)? {
+                        found.push((own, v));
+                    }
+                }
+            }
+            found
+        }
+        None => {
+            let mut all = log.scan(&prefix, usize::MAX)?;
+            all.retain(|(k, _)| {
+                runs(k.get(prefix.len()..side_at)) && matches!(k.get(side_at), Some(b'l' | b'r'))
+            });
+            all
+        }
+    };
+    let mut found = 0;
+    for (k, v) in entries.into_iter().take(max) {
+        let side = if k.get(side_at) == Some(&b'l') {
+            "left"
+        } else {
+            "right"
+        };
+        let Some((kb, _)) = k.get(side_at + 1..).and_then(keys::take_key) else {
+            bail!("a state entry of step {step} is corrupt");
+        };
+        let line = serde_json::json!({
+            "table": side,
+            "key": String::from_utf8_lossy(kb),
+            "value": text(&v),
+        });
+        out.out(&line.to_string())?;
+        found += 1;
+    }
+    Ok(found)
+}
+
 /// Where a pipeline's state is read: the data directory, or on Kafka the
 /// local copy of its state stores.
 fn local(data: DataArgs, pipeline: &str, brokers: Option<String>) -> DataArgs {
@@ -320,6 +389,15 @@ pub(crate) fn state_log(
             found += 1;
         }
     }
+    found += join_tables(
+        log,
+        pipe,
+        step,
+        key.as_deref(),
+        max - found.min(max),
+        &runs,
+        out,
+    )?;
     if found == 0 {
         let hint = key.as_deref().and_then(elsewhere).unwrap_or_default();
         let steps = steps_with_state(log, pipe)?;
@@ -416,7 +494,7 @@ fn names_under(log: &Log, prefix: &[u8]) -> anyhow::Result<Vec<Vec<u8>>> {
 /// processors), each found with one seek.
 fn steps_with_state(log: &Log, pipe: &str) -> anyhow::Result<Vec<String>> {
     let mut steps = Vec::new();
-    for kind in [b'a', b's'] {
+    for kind in [b'a', b's', b'j'] {
         let mut prefix = keys::pipeline(pipe);
         prefix.push(kind);
         for name in names_under(log, &prefix)? {
