@@ -137,19 +137,11 @@ fn join_tables(
     let entries = match key {
         Some(key) => {
             let mut found = Vec::new();
-            for p in partitions_under(log, &prefix)? {
-                if !runs(Some(&p)) {
-                    continue;
-                }
-                for side in [b'l', b'r'] {
-                    let mut own = prefix.clone();
-                    own.extend_from_slice(&p);
+            for side in [b'l', b'r'] {
+                found.extend(per_partition(log, &prefix, runs, |own| {
                     own.push(side);
-                    keys::push_key(&mut own, key.as_bytes());
-                    if let Some(v) = weir::backend::StateRead::get(log, &own)? {
-                        found.push((own, v));
-                    }
-                }
+                    keys::push_key(own, key.as_bytes());
+                })?);
             }
             found
         }
@@ -346,17 +338,9 @@ pub(crate) fn state_log(
                 let mut pre = sp.clone();
                 pre.extend_from_slice(&store);
                 pre.push(0);
-                for p in partitions_under(log, &pre)? {
-                    if !runs(Some(&p)) {
-                        continue;
-                    }
-                    let mut own = pre.clone();
-                    own.extend_from_slice(&p);
-                    own.extend_from_slice(key.as_bytes());
-                    if let Some(v) = weir::backend::StateRead::get(log, &own)? {
-                        found.push((own, v));
-                    }
-                }
+                found.extend(per_partition(log, &pre, &runs, |own| {
+                    own.extend_from_slice(key.as_bytes())
+                })?);
             }
             found
         }
@@ -442,6 +426,29 @@ pub(crate) fn instance_of(log: &Log) -> Option<Instance> {
     let text =
         std::fs::read_to_string(log.dir().join(weir::kafka::backend::ASSIGNMENT_FILE)).ok()?;
     serde_json::from_str(&text).ok()
+}
+
+/// One read in each partition under `prefix` that `runs` accepts: of
+/// `prefix`, the partition, and what `tail` appends. Returns what is there.
+fn per_partition(
+    log: &Log,
+    prefix: &[u8],
+    runs: &dyn Fn(Option<&[u8]>) -> bool,
+    tail: impl Fn(&mut Vec<u8>),
+) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut found = Vec::new();
+    for p in partitions_under(log, prefix)? {
+        if !runs(Some(&p)) {
+            continue;
+        }
+        let mut own = prefix.to_vec();
+        own.extend_from_slice(&p);
+        tail(&mut own);
+        if let Some(v) = weir::backend::StateRead::get(log, &own)? {
+            found.push((own, v));
+        }
+    }
+    Ok(found)
 }
 
 /// The partitions (4 bytes each) that keys under `prefix` continue with,
