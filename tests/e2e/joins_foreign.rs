@@ -364,7 +364,18 @@ fn on_kafka_two_instances_share_a_join_whose_right_table_has_more_partitions() {
     a.topic(&users, 3);
     a.produce(&users, &user_lines);
     a.produce(&orders, &order_lines);
+    // The second instance starts once the first runs (has made the
+    // internal topics and joined the group), so that the group rebalances.
     let (mut ia, la) = start(&a, &file);
+    let started = Instant::now();
+    while partitions_of(&la).is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the first instance did not start within 60 s:\n{}",
+            std::fs::read_to_string(&la).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let (mut ib, lb) = start(&b, &file);
     let deadline = Instant::now() + Duration::from_secs(120);
     // Both instances hold a partition of the orders (each runs one), and
@@ -385,12 +396,14 @@ fn on_kafka_two_instances_share_a_join_whose_right_table_has_more_partitions() {
         }
         assert!(
             Instant::now() < deadline,
-            "not joined within 120 s: partitions {pa:?} and {pb:?}, {} of {} orders as the model",
+            "not joined within 120 s: partitions {pa:?} and {pb:?}, {} of {} orders as the model\n--- instance a\n{}\n--- instance b\n{}",
             finals(&out)
                 .iter()
                 .filter(|(k, v)| want.get(*k) == Some(v))
                 .count(),
-            want.len()
+            want.len(),
+            std::fs::read_to_string(&la).unwrap_or_default(),
+            std::fs::read_to_string(&lb).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(200));
     }
