@@ -254,7 +254,7 @@ mod tests {
             c.put(format!("k{i:04}").into_bytes(), Some(vec![b'v'; 36]));
         }
         backend.commit(c).unwrap();
-        // 1,000 entries of 32 + 48 + 96 bytes (heap blocks of the 5-byte
+        // 1,000 entries of 8 + 48 + 112 bytes (heap blocks of the 5-byte
         // key and 36-byte value, and the map's); a bound of 40,000 keeps at
         // most 20,000 bytes of them.
         let cache = StateCache::new(Arc::new(backend.clone()), 40_000);
@@ -262,7 +262,7 @@ mod tests {
         assert_eq!(cache.get(b"k0000").unwrap(), Some(vec![b'v'; 36]));
         assert_eq!(cache.bytes(), 0);
         assert_eq!(cache.get(b"k0000").unwrap(), Some(vec![b'v'; 36]));
-        assert_eq!(cache.bytes(), 176);
+        assert_eq!(cache.bytes(), 168);
         for i in 0..1000u32 {
             for _ in 0..2 {
                 let v = cache.get(format!("k{i:04}").as_bytes()).unwrap();
@@ -308,10 +308,10 @@ mod tests {
         // The first read of "a" is let through, its second (in the same
         // call) keeps it; "b" is kept on its next read.
         assert_eq!(cache.get_many(&keys).unwrap(), want);
-        // One entry: two 32-byte heap blocks and the map's 96.
-        assert_eq!(cache.bytes(), 32 + 32 + 96);
+        // One entry: two 8-byte heap blocks and the map's 112.
+        assert_eq!(cache.bytes(), 8 + 8 + 112);
         assert_eq!(cache.get_many(&keys).unwrap(), want);
-        assert_eq!(cache.bytes(), 2 * (32 + 32 + 96));
+        assert_eq!(cache.bytes(), 2 * (8 + 8 + 112));
         // Pending writes in a transaction come before the cache.
         let mut txn = crate::backend::txn::Txn::default();
         txn.put(b"b".to_vec(), b"3".to_vec());
