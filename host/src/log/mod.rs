@@ -439,11 +439,17 @@ impl Log {
         let mut heads = self.lock_heads();
         let mut batch = WriteBatch::default();
         let mut offsets = Vec::with_capacity(commit.appends.len());
-        let mut next: HashMap<(u32, u32), u64> = HashMap::new();
+        // The next offset of each partition appended to; a commit's appends
+        // come in runs of one partition, so the last one is looked at first.
+        let mut next: rustc_hash::FxHashMap<(u32, u32), u64> = Default::default();
+        let mut last: Option<((u32, u32), u64)> = None;
         for (topic, partition, mut packed) in commit.appends {
-            let n = match next.get(&(topic, partition)) {
-                Some(n) => *n,
-                None => self.head(&mut heads, topic, partition)?,
+            let n = match last {
+                Some((tp, n)) if tp == (topic, partition) => n,
+                _ => match next.get(&(topic, partition)) {
+                    Some(n) => *n,
+                    None => self.head(&mut heads, topic, partition)?,
+                },
             };
             match packed.get_mut(..8) {
                 Some(head) => head.copy_from_slice(&(n as i64).to_le_bytes()),
@@ -451,7 +457,15 @@ impl Log {
             }
             batch.put(record_key(topic, partition, n), &packed);
             offsets.push(n);
-            next.insert((topic, partition), n + 1);
+            if let Some((tp, m)) = last
+                && tp != (topic, partition)
+            {
+                next.insert(tp, m);
+            }
+            last = Some(((topic, partition), n + 1));
+        }
+        if let Some((tp, m)) = last {
+            next.insert(tp, m);
         }
         for (k, v) in commit.puts {
             match v {
