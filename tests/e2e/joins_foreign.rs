@@ -339,7 +339,8 @@ fn under_the_daemon_each_part_shows_its_state() {
 /// On Kafka, two instances share a foreign-key join whose right table has
 /// more partitions than its input: the consumer group assigns each topic's
 /// partitions on their own (users' three are not split as orders' two), and
-/// each order still ends joined with its last user. Then both stop, more
+/// each order still ends joined with its last user, and `weir state` on each
+/// shows the right table in the users' partitions it runs. Then both stop, more
 /// orders and users come, and one instance on a fresh machine (an empty
 /// state directory) restores every part's state from its changelogs (the
 /// middle part's with three partitions) and ends on the new model.
@@ -406,6 +407,59 @@ fn on_kafka_two_instances_share_a_join_whose_right_table_has_more_partitions() {
             std::fs::read_to_string(&lb).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(200));
+    }
+    // `weir state` on each instance answers for the right table (the
+    // middle part's state) in the users' partitions that instance runs,
+    // not in the orders' numbers: the range assignor gives the instance
+    // with orders partition 0 users partitions 0 and 1, the other 2. The
+    // first instance ran alone at first, so it also holds a stale copy of
+    // partition 2, which it must not show.
+    let app = format!("enrich-{s}");
+    let mut last_user: BTreeMap<String, Value> = BTreeMap::new();
+    for l in &user_lines {
+        let r: Value = serde_json::from_str(l).unwrap();
+        last_user.insert(r["key"].as_str().unwrap().to_string(), r["value"].clone());
+    }
+    for (place, log) in [(&a, &la), (&b, &lb)] {
+        let mine: Vec<u32> = if partitions_of(log) == Some(vec![0]) {
+            vec![0, 1]
+        } else {
+            vec![2]
+        };
+        for (user, value) in &last_user {
+            let p = weir::log::partitioner::partition_for_key(user.as_bytes(), 3);
+            let r = run(place.weir().args(["state", "get", &app, "by-user", user]));
+            let got = (
+                r.status.code(),
+                r.stdout.trim().to_string(),
+                r.stderr.trim().to_string(),
+            );
+            let want = if !mine.contains(&p) {
+                (
+                    Some(1),
+                    String::new(),
+                    format!(
+                        "no state for key {user:?} in step by-user of pipeline {app}: key {user:?} belongs to partition {p} of 3, which another instance of application {app} runs (this one runs partitions {mine:?}); query that one"
+                    ),
+                )
+            } else if value.is_null() {
+                (
+                    Some(1),
+                    String::new(),
+                    format!("no state for key {user:?} in step by-user of pipeline {app}"),
+                )
+            } else {
+                (
+                    Some(0),
+                    json!({"table": "right", "key": user, "value": value}).to_string(),
+                    String::new(),
+                )
+            };
+            assert_eq!(
+                got, want,
+                "{user} (partition {p}) from the instance running {mine:?}"
+            );
+        }
     }
     for c in [&mut ia, &mut ib] {
         c.kill().unwrap();

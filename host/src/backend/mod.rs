@@ -275,6 +275,15 @@ pub trait Assignor: Send {
     /// Waits up to `wait` for the assignment to change; returns the whole new
     /// assignment when it did (the first call returns the initial one).
     fn poll(&mut self, wait: Duration) -> anyhow::Result<Option<Assignment>>;
+
+    /// Names the steps whose state is partitioned as another source than
+    /// the input (step name, source topic): a foreign-key join's middle
+    /// part, partitioned as its right table. An assignor that tells state
+    /// queries which partitions this process runs (Kafka's) tells them
+    /// those steps' partitions too.
+    fn steps_partitioned_by(&mut self, steps: BTreeMap<String, String>) {
+        let _ = steps;
+    }
 }
 
 /// An assignor that assigns every partition once and never changes.

@@ -264,7 +264,11 @@ pub(crate) fn state_log(
 ) -> anyhow::Result<u8> {
     let mut found = 0usize;
     // Only the partitions this instance runs, when it says (on Kafka it may
-    // hold a stale copy of partitions it no longer runs).
+    // hold a stale copy of partitions it no longer runs); of a step
+    // partitioned as another source (a foreign-key join's middle part, as
+    // its right table), those of that source.
+    let own = instance.map(|i| i.for_step(step));
+    let instance = own.as_ref();
     let runs = |p: Option<&[u8]>| {
         instance.is_none_or(|i| {
             p.and_then(|b| <[u8; 4]>::try_from(b).ok())
@@ -417,6 +421,20 @@ pub(crate) fn state_log(
 pub(crate) struct Instance {
     pub partitions: Vec<u32>,
     pub of: u32,
+    /// Steps partitioned as another source than the input (a foreign-key
+    /// join's middle part, as its right table): their own.
+    #[serde(default)]
+    pub steps: std::collections::BTreeMap<String, Instance>,
+}
+
+impl Instance {
+    /// The partitions this instance runs of `step`'s state.
+    pub fn for_step(&self, step: &str) -> Instance {
+        self.steps
+            .get(step)
+            .cloned()
+            .unwrap_or_else(|| self.clone())
+    }
 }
 
 /// What the instance running the Kafka pipeline whose local state is `log`

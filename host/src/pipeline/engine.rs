@@ -483,6 +483,18 @@ pub fn start(
     let mut seen = BTreeSet::new();
     sources.retain(|(name, _)| seen.insert(name.clone()));
     let mut assignor = backend.assignor(&pipeline.name, &sources)?;
+    // The steps of a segment whose source has another count than the
+    // input's (a foreign-key join's middle part) keep state partitioned
+    // as that source.
+    let mut by_source = BTreeMap::new();
+    for (seg, &count) in shared.segments.iter().zip(&seg_parts) {
+        if count != parts {
+            for s in &pipeline.steps[seg.steps.clone()] {
+                by_source.insert(s.name.clone(), seg.source.clone());
+            }
+        }
+    }
+    assignor.steps_partitioned_by(by_source);
     let failure = Arc::new(Mutex::new(None));
     let supervisor = {
         let (shared, assigned, done) = (shared.clone(), assigned.clone(), done.clone());

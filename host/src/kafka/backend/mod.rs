@@ -29,7 +29,7 @@
 //!   from the checkpoint to their end first (all of them when the copy is
 //!   new or was deleted), so a restart on the same machine replays little.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -563,13 +563,17 @@ impl Backend for KafkaBackend {
             published: self.local.dir().join(ASSIGNMENT_FILE),
             input,
             partitions,
+            sources: sources.iter().cloned().collect(),
+            steps: BTreeMap::new(),
         }))
     }
 }
 
 /// The file in an application's local state directory that says which
 /// partitions this instance runs now, of how many:
-/// `{"partitions": [0, 2], "of": 4}`. A state query answers only for them:
+/// `{"partitions": [0, 2], "of": 4}`, and for a step partitioned as another
+/// source than the input, its own: `"steps": {"with-user": {"partitions":
+/// [2], "of": 3}}`. A state query answers only for them:
 /// the copy of a partition given away in a rebalance is stale. It goes when
 /// the run stops (the copy is then the newest there is for one instance).
 pub const ASSIGNMENT_FILE: &str = "assignment.json";
@@ -586,13 +590,30 @@ struct GroupAssignor {
     /// The pipeline's input and its partition count (what is published).
     input: String,
     partitions: u32,
+    /// Every source's partition count.
+    sources: BTreeMap<String, u32>,
+    /// The steps partitioned as another source (step, source).
+    steps: BTreeMap<String, String>,
 }
 
 impl GroupAssignor {
     /// Writes the assignment for state queries (a failure is a warning:
     /// queries then answer from the whole local copy).
-    fn publish(&self, set: &BTreeSet<u32>) {
-        let text = serde_json::json!({"partitions": set, "of": self.partitions}).to_string();
+    fn publish(&self, assignment: &Assignment) {
+        let mut steps = serde_json::Map::new();
+        for (step, source) in &self.steps {
+            let of = self.sources.get(source).copied().unwrap_or_default();
+            steps.insert(
+                step.clone(),
+                serde_json::json!({"partitions": assignment.of(source), "of": of}),
+            );
+        }
+        let text = serde_json::json!({
+            "partitions": assignment.of(&self.input),
+            "of": self.partitions,
+            "steps": steps,
+        })
+        .to_string();
         let tmp = self.published.with_extension("json.tmp");
         let written =
             std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &self.published));
@@ -639,8 +660,15 @@ impl Assignor for GroupAssignor {
         if tpl.count() > 0 {
             let _ = self.consumer.pause(&tpl);
         }
-        self.publish(&set.of(&self.input));
+        self.publish(&set);
         self.current = Some(set.clone());
         Ok(Some(set))
+    }
+
+    fn steps_partitioned_by(&mut self, steps: BTreeMap<String, String>) {
+        self.steps = steps;
+        if let Some(set) = &self.current {
+            self.publish(set);
+        }
     }
 }
