@@ -70,18 +70,20 @@ fn moving_orders(join: &str) -> (Vec<String>, Vec<String>, BTreeMap<String, Stri
     (order_lines, user_lines, want)
 }
 
+/// The last value per key of records in `lines` (`null` for a deletion).
+fn last_values(lines: &[&[String]]) -> BTreeMap<String, Value> {
+    let mut m = BTreeMap::new();
+    for l in lines.iter().flat_map(|l| l.iter()) {
+        let r: Value = serde_json::from_str(l).unwrap();
+        m.insert(r["key"].as_str().unwrap().to_string(), r["value"].clone());
+    }
+    m
+}
+
 /// What a foreign-key join on "/user" ends with over these inputs (merge_json
 /// under "right"): the last order per key joined with its user's last value.
 fn model(join: &str, orders: &[&[String]], users: &[&[String]]) -> BTreeMap<String, String> {
-    let last = |lines: &[&[String]]| {
-        let mut m: BTreeMap<String, Value> = BTreeMap::new();
-        for l in lines.iter().flat_map(|l| l.iter()) {
-            let r: Value = serde_json::from_str(l).unwrap();
-            m.insert(r["key"].as_str().unwrap().to_string(), r["value"].clone());
-        }
-        m
-    };
-    let (orders, users) = (last(orders), last(users));
+    let (orders, users) = (last_values(orders), last_values(users));
     let mut want = BTreeMap::new();
     for (k, v) in &orders {
         if v.is_null() {
@@ -415,11 +417,7 @@ fn on_kafka_two_instances_share_a_join_whose_right_table_has_more_partitions() {
     // first instance ran alone at first, so it also holds a stale copy of
     // partition 2, which it must not show.
     let app = format!("enrich-{s}");
-    let mut last_user: BTreeMap<String, Value> = BTreeMap::new();
-    for l in &user_lines {
-        let r: Value = serde_json::from_str(l).unwrap();
-        last_user.insert(r["key"].as_str().unwrap().to_string(), r["value"].clone());
-    }
+    let last_user = last_values(&[&user_lines]);
     for (place, log) in [(&a, &la), (&b, &lb)] {
         let mine: Vec<u32> = if partitions_of(log) == Some(vec![0]) {
             vec![0, 1]

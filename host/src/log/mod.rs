@@ -439,17 +439,13 @@ impl Log {
         let mut heads = self.lock_heads();
         let mut batch = WriteBatch::default();
         let mut offsets = Vec::with_capacity(commit.appends.len());
-        // The next offset of each partition appended to; a commit's appends
-        // come in runs of one partition, so the last one is looked at first.
+        // The next offset of each partition appended to (a fast hash: it is
+        // looked up for every append).
         let mut next: rustc_hash::FxHashMap<(u32, u32), u64> = Default::default();
-        let mut last: Option<((u32, u32), u64)> = None;
         for (topic, partition, mut packed) in commit.appends {
-            let n = match last {
-                Some((tp, n)) if tp == (topic, partition) => n,
-                _ => match next.get(&(topic, partition)) {
-                    Some(n) => *n,
-                    None => self.head(&mut heads, topic, partition)?,
-                },
+            let n = match next.get(&(topic, partition)) {
+                Some(n) => *n,
+                None => self.head(&mut heads, topic, partition)?,
             };
             match packed.get_mut(..8) {
                 Some(head) => head.copy_from_slice(&(n as i64).to_le_bytes()),
@@ -457,15 +453,7 @@ impl Log {
             }
             batch.put(record_key(topic, partition, n), &packed);
             offsets.push(n);
-            if let Some((tp, m)) = last
-                && tp != (topic, partition)
-            {
-                next.insert(tp, m);
-            }
-            last = Some(((topic, partition), n + 1));
-        }
-        if let Some((tp, m)) = last {
-            next.insert(tp, m);
+            next.insert((topic, partition), n + 1);
         }
         for (k, v) in commit.puts {
             match v {

@@ -123,20 +123,14 @@ impl Generations {
             return;
         };
         let add = entry.bytes();
-        if let Some(e) = self.young.replace(entry) {
-            self.young_bytes -= e.bytes();
-            self.young_bytes += add;
-            return;
-        }
-        if self.young_bytes + add > limit {
-            // The new entry went into the young generation, which now
-            // becomes the old one; it starts the next.
-            let entry = self.young.take(key);
+        // A new key that would overfill the young generation starts the
+        // next one (the young one becomes the old one).
+        if self.young_bytes + add > limit && !self.young.contains(key) {
             self.old = std::mem::take(&mut self.young);
             self.old_bytes = std::mem::take(&mut self.young_bytes);
-            if let Some(e) = entry {
-                self.young.insert(e);
-            }
+        }
+        if let Some(e) = self.young.replace(entry) {
+            self.young_bytes -= e.bytes();
         }
         self.young_bytes += add;
     }
