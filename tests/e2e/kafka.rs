@@ -595,10 +595,16 @@ fn records_sent_ahead_of_a_commit_count_only_once_it_commits() {
     let mut first = appends(&["thrown away"]);
     backend.send_ahead(task, &mut first).unwrap();
     assert!(first.is_empty(), "sent ahead, the records leave the commit");
+    // Sent ahead is sent, not yet delivered: it shows once the broker has
+    // it (read_uncommitted), before any commit.
+    let sent = r#"{"partition":0,"offset":0,"key":"k","value":"thrown away","timestamp":1000}"#;
+    crate::daemon::until("the record sent ahead (read_uncommitted)", || {
+        !consume(false).trim().is_empty()
+    });
     assert_lines(
         "sent ahead, before the commit (read_uncommitted)",
         &consume(false),
-        r#"{"partition":0,"offset":0,"key":"k","value":"thrown away","timestamp":1000}"#,
+        sent,
     );
     assert_lines("sent ahead, not committed", &consume(true), "");
     backend.abandon(task).unwrap();
