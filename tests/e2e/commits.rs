@@ -450,3 +450,95 @@ fn status_shows_what_the_state_cache_holds() {
     handle.stop();
     handle.wait().unwrap();
 }
+
+/// `weir bench --pipelines` runs word count over 100, 100,000 and 1,000,000
+/// distinct words and prints, for each, how many of them the lines hold,
+/// the rate, the outputs emitted and peak memory. With a commit interval
+/// longer than the run, each of the two split tasks commits once, at its
+/// end, so a count task commits at most twice: every word in the input is
+/// emitted once or twice, never once per occurrence.
+#[test]
+fn bench_pipelines_counts_words_over_three_key_spaces_and_emits_each_at_most_once_per_commit() {
+    let r = run(weir()
+        .args([
+            "bench",
+            "--pipelines",
+            "--records",
+            "4000",
+            "--commit-interval",
+            "1h",
+        ])
+        .arg("--module")
+        .arg(guest("uppercase")));
+    assert_eq!(r.status.code(), Some(0), "{}", r.stderr);
+    let rows = |header: &str| -> Vec<Vec<String>> {
+        let lines: Vec<&str> = r.stdout.lines().collect();
+        let at = lines
+            .iter()
+            .position(|l| *l == header)
+            .unwrap_or_else(|| panic!("no table {header:?} in\n{}", r.stdout));
+        lines[at + 2..]
+            .iter()
+            .take_while(|l| l.starts_with('|'))
+            .map(|l| {
+                l.split('|')
+                    .map(|c| c.trim().to_string())
+                    .collect::<Vec<_>>()
+            })
+            .map(|c| c[1..c.len() - 1].to_vec())
+            .collect()
+    };
+    let pipelines = rows(
+        "| pipeline      | steps  | input records/s | peak memory | ratio to native | ratio to storage |",
+    );
+    let names: Vec<(&str, &str)> = pipelines
+        .iter()
+        .map(|c| (c[0].as_str(), c[1].as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("storage limit", "none"),
+            ("map", "native"),
+            ("map", "wasm"),
+            ("wordcount", "native"),
+            ("wordcount", "wasm"),
+            ("bursts", "wasm"),
+        ]
+    );
+    let words = rows(
+        "| distinct words | in the input | lines/s | vs 100 words | outputs emitted | peak memory |",
+    );
+    assert_eq!(words.len(), 3, "{}", r.stdout);
+    let number = |s: &str| -> f64 {
+        s.trim_end_matches(" MB")
+            .parse()
+            .unwrap_or_else(|_| panic!("not a number: {s:?}"))
+    };
+    // 1,000 lines of 8 words: 8,000 draws from N words hold about
+    // N (1 - e^(-8000/N)) of them.
+    for (row, n) in words.iter().zip([100.0, 100_000.0, 1_000_000.0]) {
+        assert_eq!(number(&row[0]), n);
+        let seen = number(&row[1]);
+        let expected = n * (1.0 - (-8000.0 / n).exp());
+        assert!(
+            (seen - expected).abs() <= expected * 0.02,
+            "{n} words: {seen} in the input, expected about {expected:.0}"
+        );
+        assert!(number(&row[2]) > 0.0, "{n} words: rate {}", row[2]);
+        let outputs = number(&row[4]);
+        assert!(
+            outputs >= seen && outputs <= 2.0 * seen,
+            "{n} words: {outputs} outputs for {seen} words in the input"
+        );
+        assert!(number(&row[5]) > 0.0, "{n} words: memory {}", row[5]);
+    }
+    assert_eq!(number(&words[0][1]), 100.0);
+    assert_eq!(words[0][3], "1.00");
+    assert!(
+        r.stdout
+            .contains("so its outputs lie between that and the 8000 words)"),
+        "{}",
+        r.stdout
+    );
+}
