@@ -61,7 +61,7 @@ pub fn brokers() -> &'static str {
 }
 
 /// A topic name no other test (or earlier run on a kept broker) uses.
-fn unique(name: &str) -> String {
+pub(crate) fn unique(name: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -75,7 +75,7 @@ fn unique(name: &str) -> String {
 
 /// `weir` against the broker (and, for comparisons, an embedded data dir
 /// that is never used unless --brokers is removed).
-fn kweir(args: &[&str]) -> Command {
+pub(crate) fn kweir(args: &[&str]) -> Command {
     let mut c = weir();
     c.args(args).args(["--brokers", brokers()]);
     c
@@ -93,7 +93,7 @@ fn ok(cmd: &mut Command) -> String {
 }
 
 /// Runs `cmd` with `input` on stdin; returns (success, stdout, stderr).
-fn with_input(cmd: &mut Command, input: &str) -> (bool, String, String) {
+pub(crate) fn with_input(cmd: &mut Command, input: &str) -> (bool, String, String) {
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -7,6 +7,7 @@
 mod util;
 
 mod commits;
+mod console;
 mod daemon;
 mod daemon_admin;
 mod daemon_shadow;

@@ -59,6 +59,7 @@ fn follow(sock: &Path, topic: &str) -> anyhow::Result<mpsc::Receiver<(String, In
         partition: None,
         max: None,
         follow: true,
+        format: Default::default(),
     };
     let stream = UnixStream::connect(sock)?;
     writeln!(&stream, "{}", serde_json::to_string(&req)?)?;
@@ -223,6 +224,7 @@ fn one(args: &BenchArgs, which: &str, modules: &Path) -> anyhow::Result<(Row, Ro
         topic: "in".into(),
         partition: None,
         source: "bench".into(),
+        format: Default::default(),
     };
     let mut early = HashMap::new();
     // One at a time: the pipeline is idle when each record comes.

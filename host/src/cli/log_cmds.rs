@@ -27,6 +27,19 @@ mod records;
 pub use self::records::{ConsumeArgs, ProduceArgs, consume, produce};
 use self::records::{consume_log, produce_log};
 
+/// How `weir produce` reads its lines and `weir consume` prints records.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LineFormat {
+    /// JSON lines, the record format of [`weir::jsonl`].
+    #[default]
+    Json,
+    /// Plain text, as Kafka's console producer and consumer: a line is a
+    /// record's value; with a separator, the text before its first
+    /// occurrence is the key.
+    Text { key_separator: Option<String> },
+}
+
 /// Where the embedded log lives.
 #[derive(Args, Clone)]
 pub struct DataArgs {
@@ -194,6 +207,9 @@ pub enum Request {
         partition: Option<u32>,
         /// Where the records come from, for messages (`stdin`, a file).
         source: String,
+        /// How the lines are read.
+        #[serde(default)]
+        format: LineFormat,
     },
     /// `consume`.
     Consume {
@@ -202,6 +218,9 @@ pub enum Request {
         partition: Option<u32>,
         max: Option<usize>,
         follow: bool,
+        /// How the records are printed.
+        #[serde(default)]
+        format: LineFormat,
     },
     /// `reset`: forget a pipeline's positions and state, delete its
     /// repartition topics.
@@ -347,24 +366,24 @@ pub fn execute(
             topic,
             partition,
             source,
-        } => return produce_log(log, &topic, partition, input, &source, out),
+            format,
+        } => return produce_log(log, &topic, partition, input, &source, &format, out),
         Request::Consume {
             topic,
             from_beginning,
             partition,
             max,
             follow,
+            format,
         } => {
-            return consume_log(
-                log,
-                &topic,
+            let read = records::Reading {
                 from_beginning,
                 partition,
                 max,
                 follow,
-                out,
-                stop,
-            );
+                format,
+            };
+            return consume_log(log, &topic, &read, out, stop);
         }
         Request::Reset { pipeline } => return super::state_cmds::reset_log(log, &pipeline, out),
         Request::State {

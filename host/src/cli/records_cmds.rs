@@ -30,39 +30,119 @@ pub struct ProduceArgs {
     /// Read records from this file instead of stdin.
     #[arg(long, short)]
     input: Option<PathBuf>,
+    /// Each line is a record's value as it is, not a JSON record (as Kafka's
+    /// console producer): no key, no timestamp; an empty line is an empty
+    /// value.
+    #[arg(long)]
+    text: bool,
+    /// With --text: the text before the first SEP of a line is the record's
+    /// key, the rest its value (a line without SEP is an error).
+    #[arg(long, value_name = "SEP", requires = "text")]
+    key_separator: Option<String>,
     #[command(flatten)]
     data: DataArgs,
     #[command(flatten)]
     kafka: KafkaArgs,
 }
 
-/// Calls `each(line number, record)` for every record of `reader`; a
-/// malformed line is reported (to `out`'s standard error) and counted, not
-/// passed on.
+/// The format `--text` and `--key-separator` ask for.
+fn line_format(text: bool, key_separator: &Option<String>) -> anyhow::Result<LineFormat> {
+    if !text {
+        return Ok(LineFormat::Json);
+    }
+    if key_separator.as_deref() == Some("") {
+        bail!(
+            "--key-separator is empty; give the text that ends a line's key, such as ':' or a tab"
+        );
+    }
+    Ok(LineFormat::Text {
+        key_separator: key_separator.clone(),
+    })
+}
+
+/// The record a line of text stands for (see [`LineFormat::Text`]).
+fn text_record(line: &[u8], key_separator: Option<&str>) -> Result<weir::record::Record, String> {
+    let (key, value) = match key_separator {
+        None => (None, line),
+        Some(sep) => {
+            let sep = sep.as_bytes();
+            match line.windows(sep.len()).position(|w| w == sep) {
+                Some(at) => (Some(line[..at].to_vec()), &line[at + sep.len()..]),
+                None => {
+                    return Err(format!(
+                        "no key separator {:?} in the line (with --key-separator, every line is KEY{}VALUE)",
+                        String::from_utf8_lossy(sep),
+                        String::from_utf8_lossy(sep)
+                    ));
+                }
+            }
+        }
+    };
+    Ok(weir::record::Record {
+        key,
+        value: Some(value.to_vec()),
+        ..weir::record::Record::default()
+    })
+}
+
+/// Calls `each(line number, record, stamped)` for every record of `reader`,
+/// read as `format` says; a malformed line is reported (to `out`'s standard
+/// error) and counted, not passed on.
 fn for_each_record(
     reader: &mut dyn BufRead,
     source: &str,
+    format: &LineFormat,
     out: &mut dyn Out,
     mut each: impl FnMut(usize, weir::record::Record, bool) -> anyhow::Result<()>,
 ) -> anyhow::Result<usize> {
     let mut bad = 0usize;
-    for (n, line) in reader.lines().enumerate() {
-        let line = line.with_context(|| format!("cannot read {source} at line {}", n + 1))?;
-        if line.trim().is_empty() {
-            continue;
+    let mut buf = Vec::new();
+    let mut n = 0usize;
+    loop {
+        buf.clear();
+        let read = reader
+            .read_until(b'\n', &mut buf)
+            .with_context(|| format!("cannot read {source} at line {}", n + 1))?;
+        if read == 0 {
+            return Ok(bad);
         }
-        match jsonl::parse_line(&line, 0) {
-            Ok((r, stamped)) => each(n + 1, r, stamped)?,
+        n += 1;
+        let line = buf
+            .strip_suffix(b"\n")
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+            .unwrap_or(&buf);
+        let parsed = match format {
+            LineFormat::Text { key_separator } => {
+                text_record(line, key_separator.as_deref()).map(|r| (r, false))
+            }
+            LineFormat::Json => match std::str::from_utf8(line) {
+                Ok(l) if l.trim().is_empty() => continue,
+                Ok(l) => jsonl::parse_line(l, 0).map_err(|e| e.to_string()),
+                Err(e) => Err(format!(
+                    "the line is not UTF-8 text ({e}); give binary bytes as key_b64 / value_b64, or produce it with --text"
+                )),
+            },
+        };
+        match parsed {
+            Ok((r, stamped)) => each(n, r, stamped)?,
             Err(e) => {
-                out.err(&format!("error: {source}:{}: {e}", n + 1))?;
+                out.err(&format!("error: {source}:{n}: {e}"))?;
                 bad += 1;
             }
         }
     }
-    Ok(bad)
+}
+
+/// "N malformed line(s) in SOURCE was/were not produced".
+fn not_produced(bad: usize, source: &str) -> String {
+    match bad {
+        1 => format!("error: 1 malformed line in {source} was not produced"),
+        n => format!("error: {n} malformed lines in {source} were not produced"),
+    }
 }
 
 pub fn produce(args: ProduceArgs) -> anyhow::Result<ExitCode> {
+    let format = line_format(args.text, &args.key_separator)?;
     let (mut reader, source): (Box<dyn BufRead + Send>, String) = match &args.input {
         Some(path) => (
             Box::new(std::io::BufReader::new(
@@ -81,6 +161,7 @@ pub fn produce(args: ProduceArgs) -> anyhow::Result<ExitCode> {
             topic: args.topic.clone(),
             partition: args.partition,
             source,
+            format,
         };
         let stop = Arc::new(AtomicBool::new(false));
         return perform(&args.data.data, req, Some(reader), &stop);
@@ -88,17 +169,15 @@ pub fn produce(args: ProduceArgs) -> anyhow::Result<ExitCode> {
     let mut out = Terminal {
         out: std::io::BufWriter::new(std::io::stdout()),
     };
-    let (written, bad, refused) = produce_kafka(&conn, &args, &mut reader, &source, &mut out)?;
+    let (written, bad, refused) =
+        produce_kafka(&conn, &args, &mut reader, &source, &format, &mut out)?;
     eprintln!(
         "produced {written} record{} to {}",
         plural(written),
         args.topic
     );
     if bad > 0 {
-        eprintln!(
-            "error: {bad} malformed line{} in {source} were not produced",
-            plural(bad as u64)
-        );
+        eprintln!("{}", not_produced(bad, &source));
     }
     if refused > 0 {
         eprintln!(
@@ -122,6 +201,7 @@ pub(super) fn produce_log(
     partition: Option<u32>,
     reader: &mut dyn BufRead,
     source: &str,
+    format: &LineFormat,
     out: &mut dyn Out,
 ) -> anyhow::Result<u8> {
     let topic = log.require_topic(topic)?;
@@ -138,7 +218,7 @@ pub(super) fn produce_log(
     let mut pending = 0usize;
     let mut written = 0u64;
     let mut rr = 0u32;
-    let bad = for_each_record(reader, source, out, |_, record, _| {
+    let bad = for_each_record(reader, source, format, out, |_, record, _| {
         let p = match (partition, &record.key) {
             (Some(p), _) => p,
             (None, Some(k)) => partitioner::partition_for_key(k, topic.config.partitions),
@@ -162,10 +242,7 @@ pub(super) fn produce_log(
         topic.name
     ))?;
     if bad > 0 {
-        out.err(&format!(
-            "error: {bad} malformed line{} in {source} were not produced",
-            plural(bad as u64)
-        ))?;
+        out.err(&not_produced(bad, source))?;
         return Ok(1);
     }
     Ok(0)
@@ -178,6 +255,7 @@ fn produce_kafka(
     args: &ProduceArgs,
     reader: &mut dyn BufRead,
     source: &str,
+    format: &LineFormat,
     out: &mut dyn Out,
 ) -> anyhow::Result<(u64, usize, usize)> {
     let mut producer = kafka::produce::Producer::open(conn, &args.topic)?;
@@ -190,7 +268,7 @@ fn produce_kafka(
             producer.partitions() - 1
         );
     }
-    let bad = for_each_record(reader, source, out, |line, record, stamped| {
+    let bad = for_each_record(reader, source, format, out, |line, record, stamped| {
         let p = producer.partition_for(args.partition, record.key.as_deref());
         Ok(producer.send(p, &record, stamped, line)?)
     })?;
@@ -224,10 +302,26 @@ pub struct ConsumeArgs {
     /// aborted (the default is read_committed).
     #[arg(long, requires = "brokers")]
     read_uncommitted: bool,
+    /// Print each record's value as text, a line each, not a JSON record (as
+    /// Kafka's console consumer; `null` for none).
+    #[arg(long)]
+    text: bool,
+    /// With --text: print the key, SEP, then the value.
+    #[arg(long, value_name = "SEP", requires = "text")]
+    key_separator: Option<String>,
     #[command(flatten)]
     data: DataArgs,
     #[command(flatten)]
     kafka: KafkaArgs,
+}
+
+/// What `weir consume` reads, and how it prints it.
+pub(super) struct Reading {
+    pub from_beginning: bool,
+    pub partition: Option<u32>,
+    pub max: Option<usize>,
+    pub follow: bool,
+    pub format: LineFormat,
 }
 
 /// One consumed record as a JSON line: partition, offset, then the record.
@@ -239,7 +333,23 @@ fn consumed_line(partition: u32, r: &weir::record::Record) -> String {
     serde_json::Value::Object(obj).to_string()
 }
 
+/// One consumed record as `format` prints it.
+fn print_line(partition: u32, r: &weir::record::Record, format: &LineFormat) -> String {
+    let LineFormat::Text { key_separator } = format else {
+        return consumed_line(partition, r);
+    };
+    let text = |b: &Option<Vec<u8>>| match b {
+        Some(b) => String::from_utf8_lossy(b).into_owned(),
+        None => "null".to_string(),
+    };
+    match key_separator {
+        Some(sep) => format!("{}{sep}{}", text(&r.key), text(&r.value)),
+        None => text(&r.value),
+    }
+}
+
 pub fn consume(args: ConsumeArgs) -> anyhow::Result<ExitCode> {
+    let format = line_format(args.text, &args.key_separator)?;
     let stop = Arc::new(AtomicBool::new(false));
     if args.follow {
         let s = stop.clone();
@@ -255,7 +365,7 @@ pub fn consume(args: ConsumeArgs) -> anyhow::Result<ExitCode> {
         };
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
         kafka::consume::read(&conn, &args.topic, &opts, &stop, |p, r| {
-            writeln!(out, "{}", consumed_line(p, &r))?;
+            writeln!(out, "{}", print_line(p, &r, &format))?;
             if args.follow {
                 out.flush()?;
             }
@@ -270,6 +380,7 @@ pub fn consume(args: ConsumeArgs) -> anyhow::Result<ExitCode> {
         partition: args.partition,
         max: args.max,
         follow: args.follow,
+        format,
     };
     perform(&args.data.data, req, None, &stop)
 }
@@ -320,17 +431,20 @@ fn idle_now_and_then(out: &mut dyn Out, said: &mut Instant) -> anyhow::Result<()
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
 pub(super) fn consume_log(
     log: &Log,
     topic: &str,
-    from_beginning: bool,
-    partition: Option<u32>,
-    max: Option<usize>,
-    follow: bool,
+    read: &Reading,
     out: &mut dyn Out,
     stop: &AtomicBool,
 ) -> anyhow::Result<u8> {
+    let Reading {
+        from_beginning,
+        partition,
+        max,
+        follow,
+        ref format,
+    } = *read;
     let topic = match follow {
         false => log.require_topic(topic)?,
         true => match wait_for_topic(log, topic, out, stop)? {
@@ -380,7 +494,7 @@ pub(super) fn consume_log(
                 for s in batch {
                     let mut r = s.record()?;
                     r.offset = s.offset as i64;
-                    out.out(&consumed_line(*p, &r))?;
+                    out.out(&print_line(*p, &r, format))?;
                     next[i] = s.offset + 1;
                     printed += 1;
                 }
@@ -432,6 +546,49 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_text_line_is_a_value_or_a_key_and_a_value() {
+        let r = text_record(b"k1=>a=>b", Some("=>")).unwrap();
+        assert_eq!(
+            (r.key.as_deref(), r.value.as_deref()),
+            (Some(&b"k1"[..]), Some(&b"a=>b"[..]))
+        );
+        let r = text_record(b"k1=>a", None).unwrap();
+        assert_eq!((r.key, r.value.as_deref()), (None, Some(&b"k1=>a"[..])));
+        let r = text_record(b"", None).unwrap();
+        assert_eq!(r.value.as_deref(), Some(&b""[..]));
+        assert_eq!(
+            text_record(b"k1 a", Some("\t")).unwrap_err(),
+            r#"no key separator "\t" in the line (with --key-separator, every line is KEY	VALUE)"#
+        );
+    }
+
+    #[test]
+    fn a_json_line_that_is_not_utf8_is_named_and_the_others_are_read() {
+        let mut input: &[u8] = b"{\"value\":\"a\"}\n\xff\x01\n\n{\"value\":\"b\"}";
+        let mut lines = Lines::default();
+        let mut values = Vec::new();
+        let bad = for_each_record(
+            &mut input,
+            "in.jsonl",
+            &LineFormat::Json,
+            &mut lines,
+            |n, r, _| {
+                values.push((n, r.value));
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(bad, 1);
+        assert_eq!(values, [(1, Some(b"a".to_vec())), (4, Some(b"b".to_vec()))]);
+        assert_eq!(
+            lines.0,
+            [
+                "stderr: error: in.jsonl:2: the line is not UTF-8 text (invalid utf-8 sequence of 1 bytes from index 0); give binary bytes as key_b64 / value_b64, or produce it with --text"
+            ]
+        );
+    }
+
     /// A follower from the beginning that starts on an empty partition
     /// while a commit lands there prints that commit's records. (It used to
     /// start at the partition's end when it found no record and then read
@@ -472,16 +629,14 @@ mod tests {
                 std::thread::spawn(move || {
                     let mut lines = Lines::default();
                     both.wait();
-                    let code = consume_log(
-                        &log,
-                        &name,
-                        true,
-                        None,
-                        Some(RECORDS),
-                        true,
-                        &mut lines,
-                        &stop,
-                    );
+                    let read = Reading {
+                        from_beginning: true,
+                        partition: None,
+                        max: Some(RECORDS),
+                        follow: true,
+                        format: LineFormat::Json,
+                    };
+                    let code = consume_log(&log, &name, &read, &mut lines, &stop);
                     let _ = tx.send(());
                     (code.unwrap(), lines.0)
                 })

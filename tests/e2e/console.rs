@@ -1,0 +1,157 @@
+//! Kafka's console habits: `weir produce --text` takes each line as a
+//! record's value (with `--key-separator`, the text before the separator as
+//! its key), and `weir consume --text` prints values, or keys and values, a
+//! line each: on the embedded log, with and without a `weir run` serving
+//! the data directory, and on Kafka.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::kafka::{kweir, unique, with_input};
+use crate::util::{assert_lines, guest, run, tempdir, weir};
+
+fn on(data: &Path, args: &[&str]) -> Command {
+    let mut c = weir();
+    c.env("WEIR_DATA", data).args(args);
+    c
+}
+
+#[track_caller]
+fn ok(mut cmd: Command) -> String {
+    let r = run(&mut cmd);
+    assert!(r.status.success(), "{cmd:?}: {}", r.stderr);
+    r.stdout
+}
+
+#[test]
+fn text_lines_are_produced_and_consumed_as_kafkas_console_tools_do_with_and_without_an_owner() {
+    let tmp = tempdir();
+    let data = tmp.path().join("data");
+    ok(on(&data, &["topic", "create", "in", "--partitions", "1"]));
+
+    // Every line a value as it is: an empty line an empty value, a CR LF
+    // ending left out.
+    let (success, out, err) = with_input(
+        &mut on(&data, &["produce", "in", "--text"]),
+        "the river\n\nflows: on\r\n",
+    );
+    assert!(success, "{err}");
+    assert_eq!(out, "");
+    assert_lines("stderr", &err, "produced 3 records to in");
+    // The key is the text before the first separator; a line without one
+    // is named and the others are produced.
+    let (success, _, err) = with_input(
+        &mut on(&data, &["produce", "in", "--text", "--key-separator", ":"]),
+        "u1:a:b\nno separator here\nu2:\n",
+    );
+    assert!(!success);
+    assert_lines(
+        "stderr",
+        &err,
+        r#"error: stdin:2: no key separator ":" in the line (with --key-separator, every line is KEY:VALUE)
+           produced 2 records to in
+           error: 1 malformed line in stdin was not produced"#,
+    );
+    assert_lines(
+        "the records as JSON",
+        &ok(on(&data, &["consume", "in", "--from-beginning"])),
+        r#"{"partition":0,"offset":0,"key":null,"value":"the river","timestamp":0}
+           {"partition":0,"offset":1,"key":null,"value":"","timestamp":0}
+           {"partition":0,"offset":2,"key":null,"value":"flows: on","timestamp":0}
+           {"partition":0,"offset":3,"key":"u1","value":"a:b","timestamp":0}
+           {"partition":0,"offset":4,"key":"u2","value":"","timestamp":0}"#,
+    );
+    assert_eq!(
+        ok(on(&data, &["consume", "in", "--from-beginning", "--text"])),
+        "the river\n\nflows: on\na:b\n\n"
+    );
+    assert_eq!(
+        ok(on(
+            &data,
+            &[
+                "consume",
+                "in",
+                "--from-beginning",
+                "--text",
+                "--key-separator",
+                "\t"
+            ]
+        )),
+        "null\tthe river\nnull\t\nnull\tflows: on\nu1\ta:b\nu2\t\n"
+    );
+
+    // The same through a running pipeline that owns the directory (it
+    // upper-cases values from `in` to `out`).
+    let file = tmp.path().join("upper.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "name = \"upper\"\ninput = \"in\"\noutput = \"out\"\n[[steps]]\nname = \"case\"\nkind = \"map\"\nmodule = {:?}\n",
+            guest("uppercase")
+        ),
+    )
+    .unwrap();
+    let mut owner = on(&data, &["run", "--quiet"])
+        .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let socket = data.join("weir.sock");
+    let started = Instant::now();
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(20), "no owner");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (success, _, err) = with_input(
+        &mut on(&data, &["produce", "in", "--text", "--key-separator", "="]),
+        "k1=hello\nk2=a=b\n",
+    );
+    assert!(success, "{err}");
+    assert_lines("stderr", &err, "produced 2 records to in");
+    let expected = "null THE RIVER\nnull \nnull FLOWS: ON\nu1 A:B\nu2 \nk1 HELLO\nk2 A=B\n";
+    let args = [
+        "consume",
+        "out",
+        "--from-beginning",
+        "--text",
+        "--key-separator",
+        " ",
+    ];
+    let mut seen = String::new();
+    while seen != expected && started.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(20));
+        seen = ok(on(&data, &args));
+    }
+    let _ = owner.kill();
+    let _ = owner.wait();
+    assert_eq!(seen, expected);
+}
+
+#[test]
+fn text_lines_are_produced_to_and_consumed_from_kafka() {
+    let topic = unique("text");
+    ok(kweir(&["topic", "create", &topic, "--partitions", "1"]));
+    let (success, _, err) = with_input(
+        &mut kweir(&["produce", &topic, "--text", "--key-separator", ":"]),
+        "u1:x\nu2:y:z\n",
+    );
+    assert!(success, "{err}");
+    assert_lines("stderr", &err, &format!("produced 2 records to {topic}"));
+    assert_eq!(
+        ok(kweir(&[
+            "consume",
+            &topic,
+            "--from-beginning",
+            "--text",
+            "--key-separator",
+            ","
+        ])),
+        "u1,x\nu2,y:z\n"
+    );
+    assert_eq!(
+        ok(kweir(&["consume", &topic, "--from-beginning", "--text"])),
+        "x\ny:z\n"
+    );
+}
