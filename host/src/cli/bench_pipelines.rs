@@ -29,7 +29,7 @@ fn fill(
     n: usize,
     distinct: Option<usize>,
 ) -> anyhow::Result<(weir::log::Topic, u64)> {
-    let mut seen = vec![0u64; distinct.unwrap_or(0).div_ceil(64)];
+    let mut seen = vec![0u64; distinct.unwrap_or(0).max(1).div_ceil(64)];
     let topic = log.create_topic("in", TopicConfig::partitions(2))?;
     let words = [
         "stream", "river", "the", "weir", "log", "kafka", "state", "window", "join", "table",
