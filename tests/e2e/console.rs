@@ -120,7 +120,8 @@ fn text_lines_are_produced_and_consumed_as_kafkas_console_tools_do_with_and_with
         " ",
     ];
     let mut seen = String::new();
-    while seen != expected && started.elapsed() < Duration::from_secs(30) {
+    let waiting = Instant::now();
+    while seen != expected && waiting.elapsed() < Duration::from_secs(60) {
         std::thread::sleep(Duration::from_millis(20));
         seen = ok(on(&data, &args));
     }
