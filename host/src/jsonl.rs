@@ -21,6 +21,33 @@ use serde_json::{Map, Value};
 
 use crate::record::{DeadLetter, Output, Record};
 
+/// A line of plain text as a record, as Kafka's console producer reads one
+/// (`weir produce --text`, `weir test --text`): the line is the value; with
+/// `key_separator`, the text before its first occurrence is the key and the
+/// rest the value, and a line without it is refused. No timestamp (0).
+pub fn text_record(line: &[u8], key_separator: Option<&str>) -> Result<Record, BadLine> {
+    let (key, value) = match key_separator {
+        None => (None, line),
+        Some(sep) => {
+            let sep = sep.as_bytes();
+            match line.windows(sep.len().max(1)).position(|w| w == sep) {
+                Some(at) if !sep.is_empty() => (Some(line[..at].to_vec()), &line[at + sep.len()..]),
+                _ => {
+                    let sep = String::from_utf8_lossy(sep);
+                    return Err(BadLine(format!(
+                        "no key separator {sep:?} in the line (with --key-separator, every line is KEY{sep}VALUE)"
+                    )));
+                }
+            }
+        }
+    };
+    Ok(Record {
+        key,
+        value: Some(value.to_vec()),
+        ..Record::default()
+    })
+}
+
 /// A line that is not a record; the message says what is wrong with it.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{0}")]

@@ -156,3 +156,52 @@ fn text_lines_are_produced_to_and_consumed_from_kafka() {
         "x\ny:z\n"
     );
 }
+
+#[test]
+fn weir_test_reads_plain_text_inputs_with_text() {
+    let tmp = tempdir();
+    let lines = tmp.path().join("lines.txt");
+    std::fs::write(&lines, "a river\nthe weir\r\nriver\n").unwrap();
+    let r = run(weir()
+        .env("WEIR_MODULE_PATH", guest("count").parent().unwrap())
+        .arg("test")
+        .arg(crate::util::root().join("examples/pipelines/wordcount.toml"))
+        .arg("--input")
+        .arg(format!("lines={}", lines.display()))
+        .args(["--text", "--batch", "1"]));
+    assert_eq!(r.status.code(), Some(0), "{}", r.stderr);
+    // split-words drops "the"; one output per update with --batch 1.
+    assert_lines(
+        "stdout",
+        &r.stdout,
+        r#"{"topic":"counts","partition":0,"offset":0,"key":"a","value":1,"timestamp":0}
+           {"topic":"counts","partition":0,"offset":1,"key":"river","value":1,"timestamp":0}
+           {"topic":"counts","partition":0,"offset":2,"key":"weir","value":1,"timestamp":0}
+           {"topic":"counts","partition":0,"offset":3,"key":"river","value":2,"timestamp":0}"#,
+    );
+
+    let keyed = tmp.path().join("keyed.txt");
+    std::fs::write(&keyed, "k1:the river\nno separator\nk2:\n").unwrap();
+    let r = run(weir()
+        .arg("test")
+        .arg(guest("uppercase"))
+        .arg("--input")
+        .arg(&keyed)
+        .args(["--text", "--key-separator", ":"]));
+    assert_eq!(r.status.code(), Some(1), "{}", r.stderr);
+    assert_lines(
+        "stdout",
+        &r.stdout,
+        r#"{"output":null,"key":"k1","value":"THE RIVER","timestamp":0}
+           {"output":null,"key":"k2","value":"","timestamp":0}"#,
+    );
+    assert_lines(
+        "stderr",
+        &r.stderr,
+        &format!(
+            r#"error: {file}:2: no key separator ":" in the line (with --key-separator, every line is KEY:VALUE)
+               error: 1 malformed line in {file} (the other records were processed)"#,
+            file = keyed.display()
+        ),
+    );
+}

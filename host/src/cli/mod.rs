@@ -142,10 +142,17 @@ struct TestArgs {
     /// The component (.wasm) to run, or a pipeline file (.toml) to run in
     /// memory.
     module: PathBuf,
-    /// The records, one JSON object per line: FILE for a module;
-    /// TOPIC=FILE (repeatable) for a pipeline.
+    /// The records, one JSON object per line (or plain lines, with --text):
+    /// FILE for a module; TOPIC=FILE (repeatable) for a pipeline.
     #[arg(long, short, required = true)]
     input: Vec<String>,
+    /// Read the inputs as plain text, as `weir produce --text`: each line a
+    /// record's value (no key, timestamp 0).
+    #[arg(long)]
+    text: bool,
+    /// With --text: the text before the first SEP of a line is the key.
+    #[arg(long, value_name = "SEP", requires = "text")]
+    key_separator: Option<String>,
     /// Pipeline tests: partitions of every input topic.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
     partitions: u32,
@@ -286,10 +293,12 @@ fn require_module(path: &Path) -> anyhow::Result<()> {
 }
 
 fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
+    let text = args.text.then_some(args.key_separator.as_deref());
     if args.module.extension().is_some_and(|e| e == "toml") {
         return testdriver::run(testdriver::PipelineTest {
             pipeline: &args.module,
             inputs: &args.input,
+            text,
             partitions: args.partitions,
             advance_wall_ms: args.advance_wall.unwrap_or(0),
             batch: args.batch.unwrap_or(500) as usize,
@@ -319,6 +328,7 @@ fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
     module_test::run(module_test::ModuleTest {
         module: &args.module,
         input: Path::new(input),
+        text,
         config: &args.config,
         batch: args.batch.unwrap_or(100) as usize,
         runtime: &args.runtime,

@@ -39,6 +39,8 @@ use super::expect::Expected;
 pub struct ModuleTest<'a> {
     pub module: &'a Path,
     pub input: &'a Path,
+    /// A plain-text input (with the key separator, if any), not JSON lines.
+    pub text: Option<Option<&'a str>>,
     pub config: &'a [(String, String)],
     pub batch: usize,
     pub runtime: &'a RuntimeArgs,
@@ -109,6 +111,7 @@ pub fn run(t: ModuleTest<'_>) -> anyhow::Result<ExitCode> {
             super::testdriver::run_aggregator(
                 t.module,
                 t.input,
+                t.text,
                 t.config,
                 t.batch,
                 t.runtime,
@@ -164,6 +167,7 @@ fn compare(
 /// the records before it, and counted.
 fn batches(
     input: &Path,
+    text: Option<Option<&str>>,
     batch: usize,
     sink: &mut Sink,
     mut f: impl FnMut(&[Record], &mut Sink) -> anyhow::Result<()>,
@@ -177,10 +181,16 @@ fn batches(
         let number = n + 1;
         let line =
             line.with_context(|| format!("cannot read {} at line {number}", input.display()))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        match jsonl::parse_record(&line, offset) {
+        let parsed = match text {
+            Some(separator) => jsonl::text_record(
+                line.strip_suffix('\r').unwrap_or(&line).as_bytes(),
+                separator,
+            )
+            .map(|r| weir::record::Record { offset, ..r }),
+            None if line.trim().is_empty() => continue,
+            None => jsonl::parse_record(&line, offset),
+        };
+        match parsed {
             Ok(r) => {
                 records.push(r);
                 offset += 1;
@@ -211,7 +221,7 @@ fn batches(
 fn mapper(module: Module, t: &ModuleTest<'_>, sink: &mut Sink) -> anyhow::Result<usize> {
     let mut step = Step::new(module, "test", t.config.to_vec(), &t.runtime.options());
     step.start()?;
-    batches(t.input, t.batch.max(1), sink, |records, sink| {
+    batches(t.input, t.text, t.batch.max(1), sink, |records, sink| {
         let packed: Vec<Packed> = records.iter().map(Packed::from_record).collect();
         let (outcomes, _) = process_batch(&mut step, &packed, None)?;
         for (i, outcome) in outcomes {
@@ -294,7 +304,7 @@ fn processor(module: Module, t: &ModuleTest<'_>, sink: &mut Sink) -> anyhow::Res
         committed.apply(txn.take());
         Ok(())
     };
-    let bad_lines = batches(t.input, t.batch.max(1), sink, |records, sink| {
+    let bad_lines = batches(t.input, t.text, t.batch.max(1), sink, |records, sink| {
         call(Some(records), sink)
     })?;
     call(None, sink)?;

@@ -60,31 +60,6 @@ fn line_format(text: bool, key_separator: &Option<String>) -> anyhow::Result<Lin
     })
 }
 
-/// The record a line of text stands for (see [`LineFormat::Text`]).
-fn text_record(line: &[u8], key_separator: Option<&str>) -> Result<weir::record::Record, String> {
-    let (key, value) = match key_separator {
-        None => (None, line),
-        Some(sep) => {
-            let sep = sep.as_bytes();
-            match line.windows(sep.len()).position(|w| w == sep) {
-                Some(at) => (Some(line[..at].to_vec()), &line[at + sep.len()..]),
-                None => {
-                    return Err(format!(
-                        "no key separator {:?} in the line (with --key-separator, every line is KEY{}VALUE)",
-                        String::from_utf8_lossy(sep),
-                        String::from_utf8_lossy(sep)
-                    ));
-                }
-            }
-        }
-    };
-    Ok(weir::record::Record {
-        key,
-        value: Some(value.to_vec()),
-        ..weir::record::Record::default()
-    })
-}
-
 /// Calls `each(line number, record, stamped)` for every record of `reader`,
 /// read as `format` says; a malformed line is reported (to `out`'s standard
 /// error) and counted, not passed on.
@@ -113,7 +88,9 @@ fn for_each_record(
             .unwrap_or(&buf);
         let parsed = match format {
             LineFormat::Text { key_separator } => {
-                text_record(line, key_separator.as_deref()).map(|r| (r, false))
+                jsonl::text_record(line, key_separator.as_deref())
+                    .map(|r| (r, false))
+                    .map_err(|e| e.to_string())
             }
             LineFormat::Json => match std::str::from_utf8(line) {
                 Ok(l) if l.trim().is_empty() => continue,
@@ -548,17 +525,17 @@ mod tests {
 
     #[test]
     fn a_text_line_is_a_value_or_a_key_and_a_value() {
-        let r = text_record(b"k1=>a=>b", Some("=>")).unwrap();
+        let r = jsonl::text_record(b"k1=>a=>b", Some("=>")).unwrap();
         assert_eq!(
             (r.key.as_deref(), r.value.as_deref()),
             (Some(&b"k1"[..]), Some(&b"a=>b"[..]))
         );
-        let r = text_record(b"k1=>a", None).unwrap();
+        let r = jsonl::text_record(b"k1=>a", None).unwrap();
         assert_eq!((r.key, r.value.as_deref()), (None, Some(&b"k1=>a"[..])));
-        let r = text_record(b"", None).unwrap();
+        let r = jsonl::text_record(b"", None).unwrap();
         assert_eq!(r.value.as_deref(), Some(&b""[..]));
         assert_eq!(
-            text_record(b"k1 a", Some("\t")).unwrap_err(),
+            jsonl::text_record(b"k1 a", Some("\t")).unwrap_err().0,
             r#"no key separator "\t" in the line (with --key-separator, every line is KEY	VALUE)"#
         );
     }

@@ -29,6 +29,8 @@ pub struct PipelineTest<'a> {
     pub pipeline: &'a Path,
     /// `TOPIC=FILE` pairs.
     pub inputs: &'a [String],
+    /// Plain-text inputs (with the key separator, if any), not JSON lines.
+    pub text: Option<Option<&'a str>>,
     pub partitions: u32,
     pub advance_wall_ms: i64,
     pub batch: usize,
@@ -49,7 +51,7 @@ struct Input {
     phases: Vec<(Vec<Record>, i64)>,
 }
 
-fn read_input(topic: &str, file: &Path) -> anyhow::Result<Input> {
+fn read_input(topic: &str, file: &Path, text: Option<Option<&str>>) -> anyhow::Result<Input> {
     let f = std::fs::File::open(file)
         .with_context(|| format!("cannot open the input file {}", file.display()))?;
     let mut phases = vec![(Vec::new(), 0i64)];
@@ -57,6 +59,17 @@ fn read_input(topic: &str, file: &Path) -> anyhow::Result<Input> {
         let number = n + 1;
         let line =
             line.with_context(|| format!("cannot read {} at line {number}", file.display()))?;
+        if let Some(separator) = text {
+            let r = jsonl::text_record(
+                line.strip_suffix('\r').unwrap_or(&line).as_bytes(),
+                separator,
+            )
+            .map_err(|e| anyhow::anyhow!("{}:{number}: {e}", file.display()))?;
+            if let Some(last) = phases.last_mut() {
+                last.0.push(r);
+            }
+            continue;
+        }
         if line.trim().is_empty() {
             continue;
         }
@@ -103,7 +116,7 @@ pub fn run(t: PipelineTest<'_>) -> anyhow::Result<ExitCode> {
                 pipe.input
             );
         };
-        inputs.push(read_input(topic, &PathBuf::from(file))?);
+        inputs.push(read_input(topic, &PathBuf::from(file), t.text)?);
     }
     let mut known: BTreeSet<String> = BTreeSet::from([pipe.input.clone()]);
     known.extend(pipe.steps.iter().filter_map(|s| s.with.clone()));
@@ -341,13 +354,14 @@ pub fn one_step(
 pub fn run_aggregator(
     module: &Path,
     input: &Path,
+    text: Option<Option<&str>>,
     config: &[(String, String)],
     batch: usize,
     runtime: &RuntimeArgs,
     mut emit: impl FnMut(Map<String, Value>) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let pipe = one_step(module, "aggregate", config)?;
-    let inputs = [read_input("input", input)?];
+    let inputs = [read_input("input", input, text)?];
     let mem = execute(&pipe, &inputs, 1, 0, batch, runtime)?;
     // The last update of each key is its value at the end.
     let mut last: std::collections::BTreeMap<Option<Vec<u8>>, Record> = Default::default();
