@@ -4,36 +4,20 @@
 //! line each: on the embedded log, with and without a `weir run` serving
 //! the data directory, and on Kafka.
 
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-use crate::kafka::{kweir, unique, with_input};
+use crate::kafka::{kweir, ok, unique, with_input};
+use crate::live::{Data, map_pipeline, until};
 use crate::util::{assert_lines, guest, run, tempdir, weir};
-
-fn on(data: &Path, args: &[&str]) -> Command {
-    let mut c = weir();
-    c.env("WEIR_DATA", data).args(args);
-    c
-}
-
-#[track_caller]
-fn ok(mut cmd: Command) -> String {
-    let r = run(&mut cmd);
-    assert!(r.status.success(), "{cmd:?}: {}", r.stderr);
-    r.stdout
-}
 
 #[test]
 fn text_lines_are_produced_and_consumed_as_kafkas_console_tools_do_with_and_without_an_owner() {
-    let tmp = tempdir();
-    let data = tmp.path().join("data");
-    ok(on(&data, &["topic", "create", "in", "--partitions", "1"]));
+    let d = Data::new();
+    ok(d.weir()
+        .args(["topic", "create", "in", "--partitions", "1"]));
 
     // Every line a value as it is: an empty line an empty value, a CR LF
     // ending left out.
     let (success, out, err) = with_input(
-        &mut on(&data, &["produce", "in", "--text"]),
+        d.weir().args(["produce", "in", "--text"]),
         "the river\n\nflows: on\r\n",
     );
     assert!(success, "{err}");
@@ -42,7 +26,8 @@ fn text_lines_are_produced_and_consumed_as_kafkas_console_tools_do_with_and_with
     // The key is the text before the first separator; a line without one
     // is named and the others are produced.
     let (success, _, err) = with_input(
-        &mut on(&data, &["produce", "in", "--text", "--key-separator", ":"]),
+        d.weir()
+            .args(["produce", "in", "--text", "--key-separator", ":"]),
         "u1:a:b\nno separator here\nu2:\n",
     );
     assert!(!success);
@@ -55,7 +40,7 @@ fn text_lines_are_produced_and_consumed_as_kafkas_console_tools_do_with_and_with
     );
     assert_lines(
         "the records as JSON",
-        &ok(on(&data, &["consume", "in", "--from-beginning"])),
+        &ok(d.weir().args(["consume", "in", "--from-beginning"])),
         r#"{"partition":0,"offset":0,"key":null,"value":"the river","timestamp":0}
            {"partition":0,"offset":1,"key":null,"value":"","timestamp":0}
            {"partition":0,"offset":2,"key":null,"value":"flows: on","timestamp":0}
@@ -63,49 +48,29 @@ fn text_lines_are_produced_and_consumed_as_kafkas_console_tools_do_with_and_with
            {"partition":0,"offset":4,"key":"u2","value":"","timestamp":0}"#,
     );
     assert_eq!(
-        ok(on(&data, &["consume", "in", "--from-beginning", "--text"])),
+        ok(d.weir()
+            .args(["consume", "in", "--from-beginning", "--text"])),
         "the river\n\nflows: on\na:b\n\n"
     );
     assert_eq!(
-        ok(on(
-            &data,
-            &[
-                "consume",
-                "in",
-                "--from-beginning",
-                "--text",
-                "--key-separator",
-                "\t"
-            ]
-        )),
+        ok(d.weir().args([
+            "consume",
+            "in",
+            "--from-beginning",
+            "--text",
+            "--key-separator",
+            "\t"
+        ])),
         "null\tthe river\nnull\t\nnull\tflows: on\nu1\ta:b\nu2\t\n"
     );
 
     // The same through a running pipeline that owns the directory (it
     // upper-cases values from `in` to `out`).
-    let file = tmp.path().join("upper.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "name = \"upper\"\ninput = \"in\"\noutput = \"out\"\n[[steps]]\nname = \"case\"\nkind = \"map\"\nmodule = {:?}\n",
-            guest("uppercase")
-        ),
-    )
-    .unwrap();
-    let mut owner = on(&data, &["run", "--quiet"])
-        .arg(&file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let socket = data.join("weir.sock");
-    let started = Instant::now();
-    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(20), "no owner");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let dir = tempdir();
+    let owner = d.start(&map_pipeline(dir.path()));
     let (success, _, err) = with_input(
-        &mut on(&data, &["produce", "in", "--text", "--key-separator", "="]),
+        d.weir()
+            .args(["produce", "in", "--text", "--key-separator", "="]),
         "k1=hello\nk2=a=b\n",
     );
     assert!(success, "{err}");
@@ -120,20 +85,24 @@ fn text_lines_are_produced_and_consumed_as_kafkas_console_tools_do_with_and_with
         " ",
     ];
     let mut seen = String::new();
-    let waiting = Instant::now();
-    while seen != expected && waiting.elapsed() < Duration::from_secs(60) {
-        std::thread::sleep(Duration::from_millis(20));
-        seen = ok(on(&data, &args));
-    }
-    let _ = owner.kill();
-    let _ = owner.wait();
+    until("the owner's outputs", || {
+        seen = ok(d.weir().args(args));
+        seen == expected
+    });
+    drop(owner);
     assert_eq!(seen, expected);
 }
 
 #[test]
 fn text_lines_are_produced_to_and_consumed_from_kafka() {
     let topic = unique("text");
-    ok(kweir(&["topic", "create", &topic, "--partitions", "1"]));
+    ok(&mut kweir(&[
+        "topic",
+        "create",
+        &topic,
+        "--partitions",
+        "1",
+    ]));
     let (success, _, err) = with_input(
         &mut kweir(&["produce", &topic, "--text", "--key-separator", ":"]),
         "u1:x\nu2:y:z\n",
@@ -141,7 +110,7 @@ fn text_lines_are_produced_to_and_consumed_from_kafka() {
     assert!(success, "{err}");
     assert_lines("stderr", &err, &format!("produced 2 records to {topic}"));
     assert_eq!(
-        ok(kweir(&[
+        ok(&mut kweir(&[
             "consume",
             &topic,
             "--from-beginning",
@@ -152,7 +121,12 @@ fn text_lines_are_produced_to_and_consumed_from_kafka() {
         "u1,x\nu2,y:z\n"
     );
     assert_eq!(
-        ok(kweir(&["consume", &topic, "--from-beginning", "--text"])),
+        ok(&mut kweir(&[
+            "consume",
+            &topic,
+            "--from-beginning",
+            "--text"
+        ])),
         "x\ny:z\n"
     );
 }

@@ -81,7 +81,7 @@ pub(crate) fn kweir(args: &[&str]) -> Command {
     c
 }
 
-fn ok(cmd: &mut Command) -> String {
+pub(crate) fn ok(cmd: &mut Command) -> String {
     let r = run(cmd);
     assert!(
         r.status.success(),

@@ -13,19 +13,19 @@ use serde_json::Value;
 use crate::util::{assert_lines, guest, run, tempdir, weir};
 
 /// A data directory and its commands.
-struct Data {
+pub(crate) struct Data {
     _tmp: tempfile::TempDir,
-    path: PathBuf,
+    pub(crate) path: PathBuf,
 }
 
 impl Data {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let tmp = tempdir();
         let path = tmp.path().join("data");
         Data { _tmp: tmp, path }
     }
 
-    fn weir(&self) -> Command {
+    pub(crate) fn weir(&self) -> Command {
         let mut c = weir();
         c.env("WEIR_DATA", &self.path);
         c.env("WEIR_MODULE_PATH", guest("count").parent().unwrap());
@@ -78,7 +78,7 @@ impl Data {
 
     /// Starts `weir run pipeline` in the background and waits (bounded) for
     /// it to serve its socket.
-    fn start(&self, pipeline: &Path) -> Owner {
+    pub(crate) fn start(&self, pipeline: &Path) -> Owner {
         let child = self
             .weir()
             .args(["run", "--quiet"])
@@ -114,7 +114,7 @@ impl Data {
 }
 
 /// A `weir run` in the background; killed if the test ends early.
-struct Owner {
+pub(crate) struct Owner {
     child: Child,
 }
 
@@ -145,7 +145,7 @@ impl Drop for Owner {
 
 /// Polls `cond` every 10 ms for at most 20 s.
 #[track_caller]
-fn until(what: &str, mut cond: impl FnMut() -> bool) {
+pub(crate) fn until(what: &str, mut cond: impl FnMut() -> bool) {
     let started = Instant::now();
     while !cond() {
         assert!(
@@ -156,7 +156,7 @@ fn until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-fn map_pipeline(dir: &Path) -> PathBuf {
+pub(crate) fn map_pipeline(dir: &Path) -> PathBuf {
     let file = dir.join("upper.toml");
     std::fs::write(
         &file,

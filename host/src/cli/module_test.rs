@@ -182,11 +182,8 @@ fn batches(
         let line =
             line.with_context(|| format!("cannot read {} at line {number}", input.display()))?;
         let parsed = match text {
-            Some(separator) => jsonl::text_record(
-                line.strip_suffix('\r').unwrap_or(&line).as_bytes(),
-                separator,
-            )
-            .map(|r| weir::record::Record { offset, ..r }),
+            Some(separator) => jsonl::text_record(line.as_bytes(), separator)
+                .map(|r| weir::record::Record { offset, ..r }),
             None if line.trim().is_empty() => continue,
             None => jsonl::parse_record(&line, offset),
         };

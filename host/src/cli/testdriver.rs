@@ -60,11 +60,8 @@ fn read_input(topic: &str, file: &Path, text: Option<Option<&str>>) -> anyhow::R
         let line =
             line.with_context(|| format!("cannot read {} at line {number}", file.display()))?;
         if let Some(separator) = text {
-            let r = jsonl::text_record(
-                line.strip_suffix('\r').unwrap_or(&line).as_bytes(),
-                separator,
-            )
-            .map_err(|e| anyhow::anyhow!("{}:{number}: {e}", file.display()))?;
+            let r = jsonl::text_record(line.as_bytes(), separator)
+                .map_err(|e| anyhow::anyhow!("{}:{number}: {e}", file.display()))?;
             if let Some(last) = phases.last_mut() {
                 last.0.push(r);
             }
