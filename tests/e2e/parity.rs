@@ -459,6 +459,15 @@ fn parity_session_bridging_a_closed_session() {
     check("session-bridge");
 }
 
+/// Sliding windows (time difference 5 s, grace 2 s), update and close:
+/// records before the first 5 s sharing `[0, 5 s]`, out-of-order records
+/// that make left and right windows of their neighbours, equal timestamps,
+/// late records dropped, a null key and a null value skipped.
+#[test]
+fn parity_sliding_windows_update_and_close() {
+    check("sliding");
+}
+
 /// Stream-table inner and left joins: the table updated and deleted
 /// between stream records, null keys and values on both sides.
 #[test]
@@ -515,7 +524,7 @@ fn parity_stream_stream_joins_at_the_edges() {
 }
 
 /// An unwindowed count and every windowed count above (tumbling, hopping,
-/// session; update and close) over 300 random records of 6 keys, out of
+/// sliding, session; update and close) over 300 random records of 6 keys, out of
 /// order by up to 8 s.
 #[test]
 fn parity_random_windowed_counts() {

@@ -213,6 +213,11 @@ fn parity_on_kafka_hopping_windows() {
 }
 
 #[test]
+fn parity_on_kafka_sliding_windows_update_and_close() {
+    check_kafka("sliding");
+}
+
+#[test]
 fn parity_on_kafka_session_windows_update_and_close() {
     check_kafka("session");
 }

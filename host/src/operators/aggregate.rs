@@ -85,7 +85,7 @@ struct Group {
 pub fn windows_of(w: Option<Window>, ts: i64) -> impl Iterator<Item = (i64, i64)> {
     // (first start, advance, how many, size)
     let (first, advance, n, size) = match w {
-        None | Some(Window::Session { .. }) => (0, 1, 1, 0),
+        None | Some(Window::Session { .. } | Window::Sliding { .. }) => (0, 1, 1, 0),
         Some(Window::Tumbling { size }) => (ts.div_euclid(size) * size, size, 1, size),
         Some(Window::Hopping { size, advance }) => {
             let last = ts.div_euclid(advance) * advance;

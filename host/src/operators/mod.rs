@@ -23,6 +23,7 @@ pub mod map;
 mod pairs;
 pub mod processor;
 pub mod session;
+pub mod sliding;
 
 use std::sync::Arc;
 
@@ -231,6 +232,7 @@ pub fn build(cfg: StepConfig, guest: Box<dyn Guest>) -> Box<dyn Operator> {
         StepKind::Processor => Box::new(processor::Processor::new(cfg, guest)),
         StepKind::Aggregate => match cfg.window {
             Some(Window::Session { .. }) => Box::new(session::Session::new(cfg, guest)),
+            Some(Window::Sliding { .. }) => Box::new(sliding::Sliding::new(cfg, guest)),
             _ => Box::new(aggregate::Aggregate::new(cfg, guest)),
         },
         StepKind::Join => match (cfg.foreign_key.as_ref().map(|f| f.part), cfg.with_kind) {

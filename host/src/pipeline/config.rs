@@ -145,6 +145,13 @@ pub enum Window {
         /// Advance in ms.
         advance: i64,
     },
+    /// Sliding windows, as Kafka Streams' `SlidingWindows`: a window `[start,
+    /// start + size]` (both ends included) for every distinct set of a key's
+    /// records no further than `size` ms apart.
+    Sliding {
+        /// Kafka Streams' time difference, in ms.
+        size: i64,
+    },
     /// Activity sessions: records closer than `gap` ms share a window.
     Session {
         /// Inactivity gap in ms.

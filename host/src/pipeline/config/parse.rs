@@ -407,7 +407,7 @@ fn window(cx: &Ctx<'_>, step: &mut Step, w: &Spanned<WindowToml>) -> Result<(), 
     match kind {
         StepKind::Aggregate => {
             let Some(t) = &w.kind else {
-                return cx.err(span, format!("step {name}: the window needs a `type`: \"tumbling\", \"hopping\" or \"session\""));
+                return cx.err(span, format!("step {name}: the window needs a `type`: \"tumbling\", \"hopping\", \"sliding\" or \"session\""));
             };
             let need = |f: &Option<Spanned<String>>, field: &str| -> Result<i64, ConfigError> {
                 match f {
@@ -439,11 +439,14 @@ fn window(cx: &Ctx<'_>, step: &mut Step, w: &Spanned<WindowToml>) -> Result<(), 
                     }
                     Window::Hopping { size, advance }
                 }
+                "sliding" => Window::Sliding {
+                    size: need(&w.size, "size")?,
+                },
                 "session" => Window::Session {
                     gap: need(&w.gap, "gap")?,
                 },
                 other => {
-                    return cx.err(t.span(), format!("step {name}: unknown window type {other:?}; valid: \"tumbling\", \"hopping\", \"session\""));
+                    return cx.err(t.span(), format!("step {name}: unknown window type {other:?}; valid: \"tumbling\", \"hopping\", \"sliding\", \"session\""));
                 }
             });
             retention(cx, step, w.retention.as_ref())?;
@@ -452,7 +455,7 @@ fn window(cx: &Ctx<'_>, step: &mut Step, w: &Spanned<WindowToml>) -> Result<(), 
             if let Some(r) = &w.retention {
                 return cx.err(
                     r.span(),
-                    format!("step {name}: `window.retention` applies to an aggregate's tumbling and hopping windows; a join keeps its records for `before + after + grace`"),
+                    format!("step {name}: `window.retention` applies to an aggregate's tumbling, hopping and sliding windows; a join keeps its records for `before + after + grace`"),
                 );
             }
             if let Some(b) = &w.before {
@@ -475,9 +478,11 @@ fn window(cx: &Ctx<'_>, step: &mut Step, w: &Spanned<WindowToml>) -> Result<(), 
     Ok(())
 }
 
-/// Sets a tumbling or hopping window's retention: `window.retention`, at
-/// least its size plus grace (the default), as Kafka Streams requires of a
-/// window store's retention.
+/// Sets a tumbling, hopping or sliding window's retention:
+/// `window.retention`, at least its size plus grace (the default; twice the
+/// size plus grace for sliding windows, whose new windows are made from
+/// windows up to twice the size before a record), as Kafka Streams requires
+/// of a window store's retention.
 fn retention(
     cx: &Ctx<'_>,
     step: &mut Step,
@@ -485,12 +490,13 @@ fn retention(
 ) -> Result<(), ConfigError> {
     let size = match step.window {
         Some(Window::Tumbling { size } | Window::Hopping { size, .. }) => size,
+        Some(Window::Sliding { size }) => size.saturating_mul(2),
         _ => {
             return match r {
                 Some(r) => cx.err(
                     r.span(),
                     format!(
-                        "step {}: `window.retention` applies to tumbling and hopping windows; a session stays in the state as docs/pipeline.md says",
+                        "step {}: `window.retention` applies to tumbling, hopping and sliding windows; a session stays in the state as docs/pipeline.md says",
                         step.name
                     ),
                 ),
@@ -507,8 +513,13 @@ fn retention(
                 return cx.err(
                     r.span(),
                     format!(
-                        "step {}: `window.retention` ({ms} ms) is shorter than the window's size plus its grace ({least} ms): a window would leave the state while records can still update it",
-                        step.name
+                        "step {}: `window.retention` ({ms} ms) is shorter than {} plus its grace ({least} ms): a window would leave the state while records can still update it",
+                        step.name,
+                        if matches!(step.window, Some(Window::Sliding { .. })) {
+                            "twice the window's size"
+                        } else {
+                            "the window's size"
+                        }
                     ),
                 );
             }

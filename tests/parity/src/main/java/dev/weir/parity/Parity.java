@@ -41,6 +41,7 @@ import org.apache.kafka.streams.kstream.KTable;
 import org.apache.kafka.streams.kstream.Materialized;
 import org.apache.kafka.streams.kstream.Produced;
 import org.apache.kafka.streams.kstream.SessionWindows;
+import org.apache.kafka.streams.kstream.SlidingWindows;
 import org.apache.kafka.streams.kstream.StreamJoined;
 import org.apache.kafka.streams.kstream.Suppressed;
 import org.apache.kafka.streams.kstream.TimeWindows;
@@ -162,6 +163,10 @@ public final class Parity {
         all.add(new Variant("session-bridge", "update-cached", sessionCount(false), List.of("events"), Keys.SESSION_WINDOWED, 0));
         all.add(new Variant("session-bridge", "close-cached", sessionCount(true), List.of("events"), Keys.SESSION_WINDOWED, 0));
         all.add(new Variant("tumbling", "close-cached", windowedCount(tumbling(), true), List.of("events"), Keys.TIME_WINDOWED, 10_000));
+        // sliding: time difference 5 s, grace 2 s
+        for (String v : List.of("update", "close", "update-cached", "close-cached")) {
+            all.add(new Variant("sliding", v, slidingCount(v.startsWith("close")), List.of("events"), Keys.TIME_WINDOWED, 5_000));
+        }
 
         all.add(new Variant("stream-table", "inner", streamTable(false), List.of("left", "right"), Keys.PLAIN, 0));
         all.add(new Variant("stream-table", "left", streamTable(true), List.of("left", "right"), Keys.PLAIN, 0));
@@ -195,6 +200,10 @@ public final class Parity {
                 List.of("events"), Keys.TIME_WINDOWED, 10_000));
             all.add(new Variant("random-aggregates", "session-" + emit, sessionCount(close),
                 List.of("events"), Keys.SESSION_WINDOWED, 0));
+        }
+        for (String v : List.of("update", "close", "update-cached")) {
+            all.add(new Variant("random-aggregates", "sliding-" + v, slidingCount(v.startsWith("close")),
+                List.of("events"), Keys.TIME_WINDOWED, 5_000));
         }
         all.add(new Variant("random-aggregates", "count", keyedCount(), List.of("events"), Keys.PLAIN, 0));
         // the record cache on
@@ -306,6 +315,22 @@ public final class Parity {
         counts.toStream()
             .mapValues(v -> v == null ? null : v.toString())
             .to(OUT, Produced.with(WindowedSerdes.timeWindowedSerdeFrom(String.class, windows.size()), Serdes.String()));
+        return b.build();
+    }
+
+    static Topology slidingCount(boolean close) {
+        SlidingWindows windows = SlidingWindows.ofTimeDifferenceAndGrace(Duration.ofSeconds(5), Duration.ofSeconds(2));
+        StreamsBuilder b = new StreamsBuilder();
+        KTable<Windowed<String>, Long> counts = b.<String, String>stream("events")
+            .groupByKey()
+            .windowedBy(windows)
+            .count(Materialized.with(Serdes.String(), Serdes.Long()));
+        if (close) {
+            counts = counts.suppress(Suppressed.untilWindowCloses(Suppressed.BufferConfig.unbounded()));
+        }
+        counts.toStream()
+            .mapValues(v -> v == null ? null : v.toString())
+            .to(OUT, Produced.with(WindowedSerdes.timeWindowedSerdeFrom(String.class, 5_000), Serdes.String()));
         return b.build();
     }
 
