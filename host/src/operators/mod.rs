@@ -268,6 +268,8 @@ mod processor_tests;
 #[cfg(test)]
 mod session_tests;
 #[cfg(test)]
+mod sliding_tests;
+#[cfg(test)]
 mod stream_join_tests;
 #[cfg(test)]
 mod tests;
