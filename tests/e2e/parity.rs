@@ -468,6 +468,15 @@ fn parity_sliding_windows_update_and_close() {
     check("sliding");
 }
 
+/// Stream-global table joins, inner and left, looking up the user a value
+/// names and the record's own key: the table (read whole before the
+/// stream) deleted, updated, with a record timed after every order, a
+/// numeric user, records without a key, a value or a user.
+#[test]
+fn parity_global_table_joins() {
+    check("global-table");
+}
+
 /// Stream-table inner and left joins: the table updated and deleted
 /// between stream records, null keys and values on both sides.
 #[test]
@@ -554,6 +563,7 @@ fn parity_of_joins_whose_reads_deliver_part_of_a_topic() {
         "random-joins",
         "fk-join",
         "random-fk-join",
+        "global-table",
     ] {
         let (dir, variants, topics) = asserted(name);
         for (v, want) in &variants {

@@ -228,6 +228,11 @@ fn parity_on_kafka_session_bridging_a_closed_session() {
 }
 
 #[test]
+fn parity_on_kafka_global_table_joins() {
+    check_kafka("global-table");
+}
+
+#[test]
 fn parity_on_kafka_stream_table_joins() {
     check_kafka("stream-table");
 }

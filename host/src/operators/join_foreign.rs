@@ -52,9 +52,13 @@ fn state_key(cx: &Ctx<'_>, cfg: &StepConfig, kind: u8, key: &[u8]) -> Vec<u8> {
 /// The foreign key `pointer` finds in a left value: none when it is missing
 /// or null; an error (the record's dead-letter reason) when the value is not
 /// JSON.
-fn foreign_key_of(pointer: &str, value: &[u8]) -> Result<Option<Vec<u8>>, String> {
+pub(super) fn foreign_key_of(
+    field: &str,
+    pointer: &str,
+    value: &[u8],
+) -> Result<Option<Vec<u8>>, String> {
     let v: serde_json::Value = serde_json::from_slice(value).map_err(|e| {
-        format!("the value is not JSON, so `foreign_key` {pointer:?} cannot be read from it: {e}")
+        format!("the value is not JSON, so `{field}` {pointer:?} cannot be read from it: {e}")
     })?;
     Ok(match v.pointer(pointer) {
         None | Some(serde_json::Value::Null) => None,
@@ -160,7 +164,7 @@ impl Subscribe {
         // for a value without one.
         let new = match it.rec.value() {
             None => None,
-            Some(v) => match foreign_key_of(pointer, v) {
+            Some(v) => match foreign_key_of("foreign_key", pointer, v) {
                 Ok(fk) => Some(fk),
                 Err(why) => {
                     cx.out

@@ -17,6 +17,7 @@
 mod accumulate;
 pub mod aggregate;
 pub mod join_foreign;
+pub mod join_global;
 pub mod join_stream;
 pub mod join_table;
 pub mod map;
@@ -241,6 +242,7 @@ pub fn build(cfg: StepConfig, guest: Box<dyn Guest>) -> Box<dyn Operator> {
             (Some(FkPart::Resolve), _) => Box::new(join_foreign::Resolve::new(cfg, guest)),
             (None, WithKind::Table) => Box::new(join_table::TableJoin::new(cfg, guest)),
             (None, WithKind::Stream) => Box::new(join_stream::StreamJoin::new(cfg, guest)),
+            (None, WithKind::Global) => Box::new(join_global::GlobalJoin::new(cfg, guest)),
         },
     }
 }

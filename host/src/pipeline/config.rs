@@ -122,6 +122,9 @@ pub enum WithKind {
     Table,
     /// A stream: records within a time window of each other meet.
     Stream,
+    /// A global table, as Kafka Streams' `GlobalKTable`: every task keeps
+    /// all of it (every partition of `with`), read ahead of the stream.
+    Global,
 }
 
 /// How often a task commits when nothing else makes it commit sooner.
@@ -187,8 +190,11 @@ pub struct Step {
     pub emit: Emit,
     /// A join's other side (a topic).
     pub with: Option<String>,
-    /// Table or stream.
+    /// Table, stream or global table.
     pub with_kind: WithKind,
+    /// A global table join's lookup: a JSON pointer into the left value
+    /// whose value is the table key (`None`: the left record's key).
+    pub lookup: Option<String>,
     /// Inner, left or outer.
     pub join: JoinType,
     /// A stream-stream join's bounds: right records from `before` ms before

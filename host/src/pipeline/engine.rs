@@ -366,6 +366,8 @@ pub fn start(
                 .is_some_and(|f| f.part == config::FkPart::Join);
             if fk_middle {
                 count = t.config.partitions;
+            } else if s.with_kind == config::WithKind::Global {
+                // Every task reads every partition of a global table.
             } else if t.config.partitions != parts {
                 bail!(
                     "step {}: `with` topic {with} has {} partitions but the stream has {parts}; a join needs both sides co-partitioned (the same partition count and keys)",
@@ -475,7 +477,13 @@ pub fn start(
     for (seg, &count) in shared.segments.iter().zip(&seg_parts) {
         sources.push((seg.source.clone(), count));
         for s in &pipeline.steps[seg.steps.clone()] {
-            if let Some(with) = &s.with {
+            // A global table is read by hand, all of it, by every task:
+            // not through the group.
+            if let Some(with) = s
+                .with
+                .as_ref()
+                .filter(|_| s.with_kind != config::WithKind::Global)
+            {
                 sources.push((with.clone(), count));
             }
         }

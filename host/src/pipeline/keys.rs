@@ -67,6 +67,20 @@ pub fn step_time(pipe: &str, step_name: &str, partition: u32) -> Vec<u8> {
     step(pipe, b'e', step_name, partition)
 }
 
+/// Where a task is in one partition of the global table a join step reads
+/// (every task reads all of it): the next offset, as 8 big-endian bytes.
+/// Kept with the task's state, not as a consumer position.
+pub fn global_position(
+    pipe: &str,
+    step_name: &str,
+    partition: u32,
+    table_partition: u32,
+) -> Vec<u8> {
+    let mut k = step(pipe, b'g', step_name, partition);
+    k.extend_from_slice(&table_partition.to_be_bytes());
+    k
+}
+
 /// Appends a length-prefixed key.
 pub fn push_key(k: &mut Vec<u8>, key: &[u8]) {
     k.extend_from_slice(&(key.len() as u32).to_be_bytes());
@@ -251,7 +265,7 @@ pub fn changelog(key: &[u8]) -> Option<(String, u32)> {
             let p = u32_at(rest.get(4..)?)?;
             Some((format!("segment-{seg}"), p))
         }
-        b'a' | b'c' | b'q' | b'e' | b'j' | b'w' | b'x' | b'f' => {
+        b'a' | b'c' | b'q' | b'e' | b'j' | b'w' | b'x' | b'f' | b'g' => {
             let (step, at) = name(rest)?;
             Some((step, u32_at(rest.get(at..)?)?))
         }

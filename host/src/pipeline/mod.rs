@@ -31,7 +31,7 @@ use crate::backend::{Backend, Topic};
 use crate::runtime::Runtime;
 
 pub use self::config::Pipeline;
-use self::config::{FkPart, StepKind};
+use self::config::{FkPart, StepKind, WithKind};
 pub use self::engine::{PipelineHandle, Status, StepStatus, SwapState};
 
 /// How to run.
@@ -96,7 +96,13 @@ pub(crate) fn segments(p: &Pipeline) -> Vec<Segment> {
     let mut source = p.input.clone();
     let mut key_changed = false;
     for (i, s) in p.steps.iter().enumerate() {
-        let stateful = matches!(s.kind, StepKind::Aggregate | StepKind::Join);
+        // A global table join needs no repartition: every task has all of
+        // the table.
+        let stateful = match s.kind {
+            StepKind::Aggregate => true,
+            StepKind::Join => s.with_kind != WithKind::Global,
+            _ => false,
+        };
         // A foreign-key join's middle part reads the subscriptions (keyed
         // by the foreign key), its last part the responses (keyed by the
         // left key): each from a topic of its own.

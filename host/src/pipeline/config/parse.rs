@@ -50,6 +50,7 @@ struct StepToml {
     as_table: bool,
     memory_mb: Option<Spanned<u64>>,
     foreign_key: Option<Spanned<String>>,
+    lookup: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -336,6 +337,9 @@ fn step(
         if let Some(j) = &s.join {
             only("join", true, j.span(), "join")?;
         }
+        if let Some(l) = &s.lookup {
+            only("lookup", true, l.span(), "join")?;
+        }
     }
     if kind != StepKind::Processor
         && let Some(st) = s.stores.first()
@@ -359,6 +363,7 @@ fn step(
             .as_ref()
             .map(|w| *w.get_ref())
             .unwrap_or_default(),
+        lookup: s.lookup.as_ref().map(|l| l.get_ref().clone()),
         join: s.join.as_ref().map(|j| *j.get_ref()).unwrap_or_default(),
         before: 0,
         after: 0,
@@ -561,6 +566,35 @@ fn join_sides(cx: &Ctx<'_>, st: &Spanned<StepToml>, step: &Step) -> Result<(), C
     }
     if step.with_kind == WithKind::Stream && s.window.is_none() {
         return cx.err(st.span(), format!("step {name}: a stream-stream join needs `window = {{ before = \"...\", after = \"...\" }}`"));
+    }
+    if step.with_kind == WithKind::Global {
+        if let Some(w) = &s.window {
+            return cx.err(
+                w.span(),
+                format!("step {name}: a global table join takes no `window`: the table's newest value per key is always there"),
+            );
+        }
+        if step.join == JoinType::Outer {
+            let span = s.join.as_ref().map_or(st.span(), |j| j.span());
+            return cx.err(
+                span,
+                format!("step {name}: a global table join is \"inner\" or \"left\", as Kafka Streams' are"),
+            );
+        }
+    }
+    if let Some(l) = &s.lookup {
+        if step.with_kind != WithKind::Global {
+            return cx.err(
+                l.span(),
+                format!("step {name}: `lookup` applies to global table joins (`with_kind = \"global\"`); a table join looks up the record's key"),
+            );
+        }
+        if !l.get_ref().starts_with('/') {
+            return cx.err(
+                l.span(),
+                format!("step {name}: `lookup` = {:?} is not a JSON pointer into the left value: start it with `/`, as in \"/product_id\"", l.get_ref()),
+            );
+        }
     }
     Ok(())
 }

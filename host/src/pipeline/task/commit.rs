@@ -96,7 +96,7 @@ impl Task {
                 ));
                 r.headers.push((
                     "weir.partition".into(),
-                    self.partition.to_string().into_bytes(),
+                    self.sources[src].partition.to_string().into_bytes(),
                 ));
                 r.headers
                     .push(("weir.offset".into(), offset.to_string().into_bytes()));
@@ -165,6 +165,10 @@ impl Task {
         // log would otherwise keep every one for ever.
         let purge = std::time::Instant::now() >= self.purge_at;
         for src in &self.sources {
+            if let Some(k) = &src.global {
+                commit.put(k.clone(), Some(src.next.to_be_bytes().to_vec()));
+                continue;
+            }
             commit.position(pipe, &src.topic.name, self.partition, src.next);
             if purge && !src.external && src.next > src.purged {
                 commit.purge(&src.topic, self.partition, src.purged..src.next);

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use super::cache::StateCache;
-use super::config::StepKind;
+use super::config::{StepKind, WithKind};
 use super::engine::{Shared, SwapRejected};
 use super::keys;
 use super::pending::Pending;
@@ -196,18 +196,33 @@ impl Task {
         let pipe = &shared.pipeline;
         let backend = &shared.backend;
         let p = self.partition;
-        let source = |name: &str, enters_at: usize, side: bool, external: bool| {
+        let base = &self.base;
+        // `global`: the key of a global table partition's position.
+        let source = |name: &str,
+                      enters_at: usize,
+                      side: bool,
+                      external: bool,
+                      read: u32,
+                      global: Option<Vec<u8>>| {
             let topic = shared.topic(name)?;
-            let committed = backend
-                .position(&pipe.name, name, p)
-                .with_context(|| format!("pipeline {}", pipe.name))?
-                .unwrap_or(0);
-            let first = backend.first_offset(&topic, p)?.unwrap_or(0);
+            let committed = match &global {
+                Some(k) => base
+                    .get(k)?
+                    .and_then(|b| b.get(..8).and_then(|b| b.try_into().ok()))
+                    .map(u64::from_be_bytes),
+                None => backend
+                    .position(&pipe.name, name, p)
+                    .with_context(|| format!("pipeline {}", pipe.name))?,
+            }
+            .unwrap_or(0);
+            let first = backend.first_offset(&topic, read)?.unwrap_or(0);
             let next = committed.max(first);
             anyhow::Ok(Source {
                 next,
                 fetch: next,
                 topic,
+                partition: read,
+                global,
                 enters_at,
                 side,
                 buffer: VecDeque::new(),
@@ -215,13 +230,20 @@ impl Task {
                 purged: first,
             })
         };
-        let mut sources = vec![source(&seg.source, 0, false, self.seg_index == 0)?];
+        let mut sources = vec![source(&seg.source, 0, false, self.seg_index == 0, p, None)?];
         for (i, si) in seg.steps.clone().enumerate() {
             let cfg = &pipe.steps[si];
             if cfg.kind == StepKind::Join
                 && let Some(with) = &cfg.with
             {
-                sources.push(source(with, i, true, true)?);
+                if cfg.with_kind == WithKind::Global {
+                    for q in 0..shared.topic(with)?.config.partitions {
+                        let k = keys::global_position(&pipe.name, &cfg.name, p, q);
+                        sources.push(source(with, i, true, true, q, Some(k))?);
+                    }
+                } else {
+                    sources.push(source(with, i, true, true, p, None)?);
+                }
             }
         }
         self.sources = sources;
@@ -262,12 +284,12 @@ impl Task {
                 return Ok(false);
             }
             let end = if src.external {
-                self.shared.end_at_start(&src.topic.name, self.partition)
+                self.shared.end_at_start(&src.topic.name, src.partition)
             } else {
                 if !self.upstream_finished() {
                     return Ok(false);
                 }
-                self.shared.backend.end_offset(&src.topic, self.partition)?
+                self.shared.backend.end_offset(&src.topic, src.partition)?
             };
             if src.next < end {
                 return Ok(false);
@@ -472,7 +494,7 @@ impl Task {
             let rec = Packed::parse(stored.bytes).with_context(|| {
                 format!(
                     "the record at offset {offset} of {} partition {} is corrupt",
-                    self.sources[src].topic.name, self.partition
+                    self.sources[src].topic.name, self.sources[src].partition
                 )
             })?;
             self.seq += 1;

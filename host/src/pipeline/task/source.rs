@@ -5,6 +5,11 @@ use super::*;
 
 pub(super) struct Source {
     pub(super) topic: Topic,
+    /// The partition it reads: the task's, but for a global table's.
+    pub(super) partition: u32,
+    /// A global table's partition: read ahead of the other sources, and
+    /// its position kept in the task's state under this key.
+    pub(super) global: Option<Vec<u8>>,
     /// The position to commit: past the last record taken from the buffer.
     pub(super) next: u64,
     /// Where the next read starts (past the buffer, and past offsets that
@@ -36,14 +41,14 @@ impl Task {
                 // A run that stops once caught up reads external topics
                 // only to where they ended when it started.
                 let end = (src.external && until_caught_up)
-                    .then(|| self.shared.end_at_start(&src.topic.name, self.partition));
+                    .then(|| self.shared.end_at_start(&src.topic.name, src.partition));
                 let limit = end.map_or(batch, |end| end.saturating_sub(from) as usize);
                 let want = (batch - src.buffer.len()).min(limit);
                 if want > 0 {
                     let (mut records, mut next) =
                         self.shared
                             .backend
-                            .read_from(&src.topic, self.partition, from, want)?;
+                            .read_from(&src.topic, src.partition, from, want)?;
                     if let Some(end) = end
                         && let Some(cut) = records.iter().position(|r| r.offset >= end)
                     {
@@ -74,10 +79,17 @@ impl Task {
             for (i, src) in self.sources.iter().enumerate() {
                 if let Some(head) = src.buffer.front() {
                     let ts = head.timestamp();
+                    // A global table's records go first, whatever their
+                    // time, as Kafka Streams' global thread keeps its
+                    // tables up to date ahead of the stream.
                     let better = match best {
                         None => true,
                         Some((bi, bts)) => {
-                            ts < bts || (ts == bts && src.side && !self.sources[bi].side)
+                            let (g, bg) = (src.global.is_some(), self.sources[bi].global.is_some());
+                            (g && !bg)
+                                || (g == bg
+                                    && (ts < bts
+                                        || (ts == bts && src.side && !self.sources[bi].side)))
                         }
                     };
                     if better {
@@ -109,9 +121,9 @@ impl Task {
     fn holds_more(&self, i: usize) -> anyhow::Result<bool> {
         let src = &self.sources[i];
         let end = if src.external && self.shared.options.until_caught_up {
-            self.shared.end_at_start(&src.topic.name, self.partition)
+            self.shared.end_at_start(&src.topic.name, src.partition)
         } else {
-            self.shared.backend.end_offset(&src.topic, self.partition)?
+            self.shared.backend.end_offset(&src.topic, src.partition)?
         };
         Ok(src.fetch < end)
     }
