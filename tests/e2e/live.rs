@@ -32,7 +32,7 @@ impl Data {
         c
     }
 
-    fn ok(&self, args: &[&str]) -> String {
+    pub(crate) fn ok(&self, args: &[&str]) -> String {
         let r = run(self.weir().args(args));
         assert!(r.status.success(), "weir {args:?}: {}", r.stderr);
         r.stdout
@@ -40,7 +40,7 @@ impl Data {
 
     /// `weir produce topic` from another process, with `lines` on stdin;
     /// returns its standard error.
-    fn produce(&self, topic: &str, lines: &[String]) -> String {
+    pub(crate) fn produce(&self, topic: &str, lines: &[String]) -> String {
         crate::util::feed(self.weir().args(["produce", topic]), lines)
     }
 
@@ -120,7 +120,7 @@ pub(crate) struct Owner {
 
 impl Owner {
     /// Ctrl-C, then waits for it to exit; returns its standard error.
-    fn interrupt(mut self) -> String {
+    pub(crate) fn interrupt(mut self) -> String {
         let st = Command::new("kill")
             .args(["-INT", &self.child.id().to_string()])
             .status()

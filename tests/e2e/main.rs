@@ -19,6 +19,7 @@ mod foundation;
 mod hardening;
 mod hardening_limits;
 mod joins_foreign;
+mod joins_global;
 mod kafka;
 mod kafka_faults;
 mod kafka_pipelines;
