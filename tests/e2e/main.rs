@@ -33,3 +33,4 @@ mod pipelines;
 mod pipelines_stateful;
 mod testdriver;
 mod testdriver_expect;
+mod windows_sliding;

@@ -435,14 +435,6 @@ fn a_pipeline_file_mistake_names_the_line_and_field() {
             "8: step s: `window.retention` applies to tumbling, hopping and sliding windows; a session stays in the state as docs/pipeline.md says",
         ),
         (
-            "name = \"p\"\ninput = \"in\"\n\n[[steps]]\nname = \"s\"\nkind = \"aggregate\"\nmodule = \"count.wasm\"\nwindow = { type = \"sliding\", size = \"5s\", grace = \"2s\", retention = \"10s\" }\n",
-            "8: step s: `window.retention` (10000 ms) is shorter than twice the window's size plus its grace (12000 ms): a window would leave the state while records can still update it",
-        ),
-        (
-            "name = \"p\"\ninput = \"in\"\n\n[[steps]]\nname = \"s\"\nkind = \"aggregate\"\nmodule = \"count.wasm\"\nwindow = { type = \"sliding\", gap = \"5s\" }\n",
-            "8: step s: a sliding window needs `size`",
-        ),
-        (
             "name = \"p\"\ninput = \"in\"\nouput = \"x\"\n",
             "3: unknown field `ouput`, expected one of `name`, `input`, `output`, `dead_letter`, `commit_interval`, `cache_max_bytes`, `steps`",
         ),

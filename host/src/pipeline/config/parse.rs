@@ -552,7 +552,7 @@ fn join_sides(cx: &Ctx<'_>, st: &Spanned<StepToml>, step: &Step) -> Result<(), C
             ),
         );
     }
-    if step.join == JoinType::Outer && !s.as_table && step.with_kind != WithKind::Stream {
+    if step.join == JoinType::Outer && !s.as_table && step.with_kind == WithKind::Table {
         let span = s.join.as_ref().map_or(st.span(), |j| j.span());
         return cx.err(span, format!("step {name}: a stream-table join is \"inner\" or \"left\"; an outer join joins two tables (add `as_table = true`) or two streams (`with_kind = \"stream\"` and a window)"));
     }

@@ -1,0 +1,109 @@
+//! Sliding windows and global table joins as a user meets them beyond the
+//! parity scenarios: what `weir state` shows of sliding windows after a
+//! run, and the pipeline-file mistakes of both, each named by its line.
+
+use serde_json::json;
+
+use crate::live::Data;
+use crate::pipelines::write_pipeline;
+use crate::util::run;
+
+#[test]
+fn weir_state_shows_a_keys_sliding_windows_after_a_run() {
+    let d = Data::new();
+    d.ok(&["topic", "create", "events", "--partitions", "1"]);
+    let recs: Vec<String> = [("a", 1_000), ("a", 7_000), ("a", 4_000), ("b", 6_000)]
+        .iter()
+        .map(|(k, ts)| json!({"key": k, "value": "x", "timestamp": ts}).to_string())
+        .collect();
+    d.produce("events", &recs);
+    let file = write_pipeline(
+        d.path.parent().unwrap(),
+        r#"name = "sl"
+input = "events"
+output = "out"
+
+[[steps]]
+name = "count"
+kind = "aggregate"
+module = "count.wasm"
+window = { type = "sliding", size = "5s", grace = "2s" }
+"#,
+    );
+    d.ok(&[
+        "run",
+        "--until-caught-up",
+        "--quiet",
+        file.to_str().unwrap(),
+    ]);
+    // docs/pipeline.md's example: a's windows by start.
+    assert_eq!(
+        d.ok(&["state", "get", "sl", "count", "a"]),
+        concat!(
+            r#"{"key":"a","window":{"start":0,"end":5000},"value":2}"#,
+            "\n",
+            r#"{"key":"a","window":{"start":1001,"end":6001},"value":1}"#,
+            "\n",
+            r#"{"key":"a","window":{"start":2000,"end":7000},"value":2}"#,
+            "\n",
+            r#"{"key":"a","window":{"start":4001,"end":9001},"value":1}"#,
+            "\n",
+        )
+    );
+    assert_eq!(
+        d.ok(&["state", "get", "sl", "count", "b"]),
+        "{\"key\":\"b\",\"window\":{\"start\":1000,\"end\":6000},\"value\":1}\n"
+    );
+}
+
+#[test]
+fn sliding_window_and_global_join_mistakes_name_the_line_and_field() {
+    let d = Data::new();
+    let dir = d.path.parent().unwrap().to_path_buf();
+    let step = "name = \"p\"\ninput = \"in\"\n\n[[steps]]\nname = \"s\"\n";
+    let cases = [
+        (
+            "kind = \"aggregate\"\nmodule = \"count.wasm\"\nwindow = { type = \"sliding\", size = \"5s\", grace = \"2s\", retention = \"10s\" }\n",
+            "8: step s: `window.retention` (10000 ms) is shorter than twice the window's size plus its grace (12000 ms): a window would leave the state while records can still update it",
+        ),
+        (
+            "kind = \"aggregate\"\nmodule = \"count.wasm\"\nwindow = { type = \"sliding\", gap = \"5s\" }\n",
+            "8: step s: a sliding window needs `size`",
+        ),
+        (
+            "kind = \"aggregate\"\nmodule = \"count.wasm\"\nwindow = { type = \"slide\", size = \"5s\" }\n",
+            "8: step s: unknown window type \"slide\"; valid: \"tumbling\", \"hopping\", \"sliding\", \"session\"",
+        ),
+        (
+            "kind = \"join\"\nmodule = \"merge_json.wasm\"\nwith = \"t\"\nwith_kind = \"global\"\njoin = \"outer\"\n",
+            "10: step s: a global table join is \"inner\" or \"left\", as Kafka Streams' are",
+        ),
+        (
+            "kind = \"join\"\nmodule = \"merge_json.wasm\"\nwith = \"t\"\nwith_kind = \"global\"\nwindow = { before = \"1s\" }\n",
+            "10: step s: a global table join takes no `window`: the table's newest value per key is always there",
+        ),
+        (
+            "kind = \"join\"\nmodule = \"merge_json.wasm\"\nwith = \"t\"\nlookup = \"/user\"\n",
+            "9: step s: `lookup` applies to global table joins (`with_kind = \"global\"`); a table join looks up the record's key",
+        ),
+        (
+            "kind = \"join\"\nmodule = \"merge_json.wasm\"\nwith = \"t\"\nwith_kind = \"global\"\nlookup = \"user\"\n",
+            "10: step s: `lookup` = \"user\" is not a JSON pointer into the left value: start it with `/`, as in \"/product_id\"",
+        ),
+        (
+            "kind = \"map\"\nmodule = \"count.wasm\"\nlookup = \"/user\"\n",
+            "8: step s: `lookup` applies to join steps, not to a map step",
+        ),
+    ];
+    for (text, want) in cases {
+        let file = write_pipeline(&dir, &format!("{step}{text}"));
+        let r = run(d.weir().arg("run").arg(&file).arg("--until-caught-up"));
+        assert_eq!(r.status.code(), Some(1), "{want}");
+        let expected = format!("error: {}:{want}", file.display());
+        assert!(
+            r.stderr.starts_with(&expected),
+            "expected: {expected}\nactual: {}",
+            r.stderr
+        );
+    }
+}
