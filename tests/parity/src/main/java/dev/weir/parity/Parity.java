@@ -123,7 +123,7 @@ public final class Parity {
             // A global table is read whole before the stream (Kafka
             // Streams bootstraps global stores before it processes; Weir
             // reads a global table ahead of the stream).
-            List<In> piped = v.scenario().startsWith("global")
+            List<In> piped = v.scenario().startsWith("global") || v.name().startsWith("global")
                 ? java.util.stream.Stream.concat(inputs.get(1).stream(), inputs.get(0).stream()).toList()
                 : merge(inputs);
             List<String> lines = run(v, piped, state);
@@ -237,6 +237,8 @@ public final class Parity {
         }
         List<String> sides = List.of("left", "right");
         all.add(new Variant("random-joins", "stream-table-inner", streamTable(false), sides, Keys.PLAIN, 0));
+        all.add(new Variant("random-joins", "global-inner", globalJoin(false, false), sides, Keys.PLAIN, 0));
+        all.add(new Variant("random-joins", "global-left", globalJoin(true, false), sides, Keys.PLAIN, 0));
         all.add(new Variant("random-joins", "stream-table-left", streamTable(true), sides, Keys.PLAIN, 0));
         all.add(new Variant("random-joins", "stream-table-left-cached", streamTable(true), sides, Keys.PLAIN, 0));
         for (String kind : List.of("inner", "left", "outer")) {
