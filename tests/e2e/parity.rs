@@ -477,6 +477,16 @@ fn parity_global_table_joins() {
     check("global-table");
 }
 
+/// Stream-table joins over a versioned table (`history = "5s"`, Kafka
+/// Streams' versioned stores): stream records meet the value their key had
+/// at their time, out of order on either side, tombstones, table records
+/// past the history dropped, stream records past it meeting only the
+/// newest value.
+#[test]
+fn parity_versioned_table_joins() {
+    check("versioned-table");
+}
+
 /// Stream-table inner and left joins: the table updated and deleted
 /// between stream records, null keys and values on both sides.
 #[test]
@@ -564,6 +574,7 @@ fn parity_of_joins_whose_reads_deliver_part_of_a_topic() {
         "fk-join",
         "random-fk-join",
         "global-table",
+        "versioned-table",
     ] {
         let (dir, variants, topics) = asserted(name);
         for (v, want) in &variants {

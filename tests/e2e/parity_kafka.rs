@@ -233,6 +233,11 @@ fn parity_on_kafka_global_table_joins() {
 }
 
 #[test]
+fn parity_on_kafka_versioned_table_joins() {
+    check_kafka("versioned-table");
+}
+
+#[test]
 fn parity_on_kafka_stream_table_joins() {
     check_kafka("stream-table");
 }

@@ -7,6 +7,12 @@
 //! tombstone where Kafka Streams' table-table joins do. With the state
 //! cache on, a deletion of a key its side does not hold emits nothing, as
 //! Kafka Streams' cached tables never forward one.
+//!
+//! A stream-table join with `history` reads a versioned table, as Kafka
+//! Streams' versioned key-value stores keep one (see [`versioned`]): a
+//! stream record meets the value the table had at its timestamp.
+
+mod versioned;
 
 use super::pairs::{Pair, join};
 use super::{Ctx, Item, Operator};
@@ -93,15 +99,23 @@ impl Operator for TableJoin {
             // deletion that leaves no result emits a tombstone.
             let (left, right, ts, tombstone) = if !cfg.as_table {
                 if !is_left {
-                    // Stream-table: keep the table's newest value; a table
-                    // update emits nothing.
-                    match it.rec.value() {
-                        Some(v) => cx.txn.put(rk, v.to_vec()),
-                        None => cx.txn.delete(rk),
+                    // Stream-table: keep the table's newest value (and,
+                    // versioned, its older ones); a table update emits
+                    // nothing.
+                    match cfg.history {
+                        Some(h) => versioned::put(cx, cfg, &k, it.rec.value(), ts, h)?,
+                        None => match it.rec.value() {
+                            Some(v) => cx.txn.put(rk, v.to_vec()),
+                            None => cx.txn.delete(rk),
+                        },
                     }
                     continue;
                 }
-                (it.rec.value().map(<[u8]>::to_vec), cx.get(&rk)?, ts, false)
+                let right = match cfg.history {
+                    Some(h) => versioned::get(cx, cfg, &k, ts, h)?,
+                    None => cx.get(&rk)?,
+                };
+                (it.rec.value().map(<[u8]>::to_vec), right, ts, false)
             } else {
                 // Table-table: each side keeps its newest value and that
                 // value's timestamp; a result carries the larger of the two

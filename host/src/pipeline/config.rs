@@ -195,6 +195,10 @@ pub struct Step {
     /// A global table join's lookup: a JSON pointer into the left value
     /// whose value is the table key (`None`: the left record's key).
     pub lookup: Option<String>,
+    /// A stream-table join's versioned table: how long (ms, behind the
+    /// newest table record) it keeps older values, so that a stream record
+    /// meets the value the table had at its timestamp (`None`: the newest).
+    pub history: Option<i64>,
     /// Inner, left or outer.
     pub join: JoinType,
     /// A stream-stream join's bounds: right records from `before` ms before

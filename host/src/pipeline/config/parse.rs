@@ -51,6 +51,7 @@ struct StepToml {
     memory_mb: Option<Spanned<u64>>,
     foreign_key: Option<Spanned<String>>,
     lookup: Option<Spanned<String>>,
+    history: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -340,6 +341,9 @@ fn step(
         if let Some(l) = &s.lookup {
             only("lookup", true, l.span(), "join")?;
         }
+        if let Some(h) = &s.history {
+            only("history", true, h.span(), "join")?;
+        }
     }
     if kind != StepKind::Processor
         && let Some(st) = s.stores.first()
@@ -364,6 +368,10 @@ fn step(
             .map(|w| *w.get_ref())
             .unwrap_or_default(),
         lookup: s.lookup.as_ref().map(|l| l.get_ref().clone()),
+        history: match &s.history {
+            Some(h) => Some(cx.duration("history", h)?),
+            None => None,
+        },
         join: s.join.as_ref().map(|j| *j.get_ref()).unwrap_or_default(),
         before: 0,
         after: 0,
@@ -579,6 +587,20 @@ fn join_sides(cx: &Ctx<'_>, st: &Spanned<StepToml>, step: &Step) -> Result<(), C
             return cx.err(
                 span,
                 format!("step {name}: a global table join is \"inner\" or \"left\", as Kafka Streams' are"),
+            );
+        }
+    }
+    if let Some(h) = &s.history {
+        if step.with_kind != WithKind::Table || s.as_table || s.foreign_key.is_some() {
+            return cx.err(
+                h.span(),
+                format!("step {name}: `history` applies to stream-table joins (a versioned table, as Kafka Streams' versioned stores): leave out `as_table`, `foreign_key` and `with_kind`"),
+            );
+        }
+        if step.history.is_some_and(|ms| ms <= 0) {
+            return cx.err(
+                h.span(),
+                format!("step {name}: `history` must be longer than 0"),
             );
         }
     }

@@ -53,6 +53,7 @@ import org.apache.kafka.streams.kstream.WindowedSerdes;
 import org.apache.kafka.streams.processor.StateStore;
 import org.apache.kafka.streams.state.KeyValueIterator;
 import org.apache.kafka.streams.state.KeyValueStore;
+import org.apache.kafka.streams.state.Stores;
 import org.apache.kafka.streams.state.SessionStore;
 import org.apache.kafka.streams.state.ValueAndTimestamp;
 import org.apache.kafka.streams.state.WindowStore;
@@ -223,6 +224,11 @@ public final class Parity {
             List.of("events"), Keys.TIME_WINDOWED, 10_000));
         all.add(new Variant("random-aggregates", "session-update-cached", sessionCount(false),
             List.of("events"), Keys.SESSION_WINDOWED, 0));
+        // stream-table joins over a versioned table (history 5 s)
+        for (String kind : List.of("inner", "left")) {
+            all.add(new Variant("versioned-table", kind, versionedStreamTable(kind.equals("left")), List.of("left", "right"), Keys.PLAIN, 0));
+        }
+        all.add(new Variant("versioned-table", "left-cached", versionedStreamTable(true), List.of("left", "right"), Keys.PLAIN, 0));
         // stream-global table joins: the table read whole before the stream
         for (String kind : List.of("inner", "left")) {
             all.add(new Variant("global-table", kind, globalJoin(kind.equals("left"), true), List.of("left", "right"), Keys.PLAIN, 0));
@@ -238,6 +244,8 @@ public final class Parity {
         List<String> sides = List.of("left", "right");
         all.add(new Variant("random-joins", "stream-table-inner", streamTable(false), sides, Keys.PLAIN, 0));
         all.add(new Variant("random-joins", "global-inner", globalJoin(false, false), sides, Keys.PLAIN, 0));
+        all.add(new Variant("random-joins", "versioned-inner", versionedStreamTable(false, Duration.ofSeconds(3)), sides, Keys.PLAIN, 0));
+        all.add(new Variant("random-joins", "versioned-left", versionedStreamTable(true, Duration.ofSeconds(3)), sides, Keys.PLAIN, 0));
         all.add(new Variant("random-joins", "global-left", globalJoin(true, false), sides, Keys.PLAIN, 0));
         all.add(new Variant("random-joins", "stream-table-left", streamTable(true), sides, Keys.PLAIN, 0));
         all.add(new Variant("random-joins", "stream-table-left-cached", streamTable(true), sides, Keys.PLAIN, 0));
@@ -429,6 +437,19 @@ public final class Parity {
         // Kafka Streams calls the selector before it drops a record without a value.
         KeyValueMapper<String, String, String> select = byUser ? (k, v) -> v == null ? null : userOf(v) : (k, v) -> k;
         (left ? s.leftJoin(g, select, Parity::merge) : s.join(g, select, Parity::merge)).to(OUT);
+        return b.build();
+    }
+
+    static Topology versionedStreamTable(boolean left) {
+        return versionedStreamTable(left, Duration.ofSeconds(5));
+    }
+
+    static Topology versionedStreamTable(boolean left, Duration history) {
+        StreamsBuilder b = new StreamsBuilder();
+        KStream<String, String> s = b.stream("left");
+        KTable<String, String> t = b.table("right", Materialized.<String, String>as(
+            Stores.persistentVersionedKeyValueStore("right-versions", history)));
+        (left ? s.leftJoin(t, Parity::merge) : s.join(t, Parity::merge)).to(OUT);
         return b.build();
     }
 
