@@ -1,6 +1,7 @@
-//! Sliding windows and global table joins as a user meets them beyond the
-//! parity scenarios: what `weir state` shows of sliding windows after a
-//! run, and the pipeline-file mistakes of both, each named by its line.
+//! Sliding windows, global table joins and versioned tables as a user
+//! meets them beyond the parity scenarios: what `weir state` shows of
+//! sliding windows after a run, and the pipeline-file mistakes of all
+//! three, each named by its line.
 
 use serde_json::json;
 
@@ -57,7 +58,7 @@ window = { type = "sliding", size = "5s", grace = "2s" }
 }
 
 #[test]
-fn sliding_window_and_global_join_mistakes_name_the_line_and_field() {
+fn sliding_window_global_join_and_history_mistakes_name_the_line_and_field() {
     let d = Data::new();
     let dir = d.path.parent().unwrap().to_path_buf();
     let step = "name = \"p\"\ninput = \"in\"\n\n[[steps]]\nname = \"s\"\n";
@@ -93,6 +94,14 @@ fn sliding_window_and_global_join_mistakes_name_the_line_and_field() {
         (
             "kind = \"map\"\nmodule = \"count.wasm\"\nlookup = \"/user\"\n",
             "8: step s: `lookup` applies to join steps, not to a map step",
+        ),
+        (
+            "kind = \"join\"\nmodule = \"merge_json.wasm\"\nwith = \"t\"\nwith_kind = \"global\"\nhistory = \"5s\"\n",
+            "10: step s: `history` applies to stream-table joins (a versioned table, as Kafka Streams' versioned stores): leave out `as_table`, `foreign_key` and `with_kind`",
+        ),
+        (
+            "kind = \"join\"\nmodule = \"merge_json.wasm\"\nwith = \"t\"\nhistory = \"0s\"\n",
+            "9: step s: `history` must be longer than 0",
         ),
     ];
     for (text, want) in cases {
