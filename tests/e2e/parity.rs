@@ -487,6 +487,15 @@ fn parity_versioned_table_joins() {
     check("versioned-table");
 }
 
+/// A table's rows counted per group (`from_table = true` after a grouping
+/// map, Kafka Streams' `table.groupBy(..).count()`): a row that moves
+/// leaves its old group's count, a deleted row and a row its map rejects
+/// leave theirs, a row that stays in its group counts once.
+#[test]
+fn parity_grouped_table_counts() {
+    check("grouped-table");
+}
+
 /// Stream-table inner and left joins: the table updated and deleted
 /// between stream records, null keys and values on both sides.
 #[test]

@@ -238,6 +238,11 @@ fn parity_on_kafka_versioned_table_joins() {
 }
 
 #[test]
+fn parity_on_kafka_grouped_table_counts() {
+    check_kafka("grouped-table");
+}
+
+#[test]
 fn parity_on_kafka_stream_table_joins() {
     check_kafka("stream-table");
 }

@@ -25,6 +25,7 @@ mod pairs;
 pub mod processor;
 pub mod session;
 pub mod sliding;
+pub mod table_group;
 
 use std::sync::Arc;
 
@@ -229,8 +230,12 @@ pub trait Operator: Send {
 /// The operator for a step.
 pub fn build(cfg: StepConfig, guest: Box<dyn Guest>) -> Box<dyn Operator> {
     match cfg.kind {
+        StepKind::Map if cfg.groups_table => Box::new(table_group::TableGroup::new(cfg, guest)),
         StepKind::Map => Box::new(map::Map::new(cfg, guest)),
         StepKind::Processor => Box::new(processor::Processor::new(cfg, guest)),
+        StepKind::Aggregate if cfg.from_table => {
+            Box::new(table_group::TableAggregate::new(cfg, guest))
+        }
         StepKind::Aggregate => match cfg.window {
             Some(Window::Session { .. }) => Box::new(session::Session::new(cfg, guest)),
             Some(Window::Sliding { .. }) => Box::new(sliding::Sliding::new(cfg, guest)),

@@ -210,6 +210,14 @@ pub struct Step {
     pub stores: Vec<String>,
     /// The step keeps the record key as it is (no repartition after it).
     pub key_preserving: bool,
+    /// An aggregate over a table's rows (Kafka Streams' `KGroupedTable`):
+    /// the pipeline's input is a table, and a row that changes leaves the
+    /// group it was in and joins its new one.
+    pub from_table: bool,
+    /// The map step in front of a `from_table` aggregate: its function
+    /// groups the table's rows (Kafka Streams' `groupBy` selector), and the
+    /// host sends each row's old group its removal.
+    pub groups_table: bool,
     /// A join whose incoming records are a table's updates (a table-table
     /// join): both sides keep their newest value per key, and an update on
     /// either side emits the key's new join result.

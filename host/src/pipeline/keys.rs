@@ -265,7 +265,7 @@ pub fn changelog(key: &[u8]) -> Option<(String, u32)> {
             let p = u32_at(rest.get(4..)?)?;
             Some((format!("segment-{seg}"), p))
         }
-        b'a' | b'c' | b'q' | b'e' | b'j' | b'w' | b'x' | b'f' | b'g' => {
+        b'a' | b'c' | b'q' | b'e' | b'j' | b'w' | b'x' | b'f' | b'g' | b'm' | b'o' => {
             let (step, at) = name(rest)?;
             Some((step, u32_at(rest.get(at..)?)?))
         }

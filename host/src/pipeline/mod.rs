@@ -110,7 +110,8 @@ pub(crate) fn segments(p: &Pipeline) -> Vec<Segment> {
             .foreign_key
             .as_ref()
             .is_some_and(|f| f.part != FkPart::Subscribe);
-        if (stateful && key_changed) || fk_hop {
+        // A table's rows regrouped always go through a repartition topic.
+        if (stateful && key_changed) || fk_hop || s.from_table {
             let topic = repartition_topic(&p.name, &s.name);
             segs.push(Segment {
                 source: source.clone(),

@@ -52,6 +52,7 @@ struct StepToml {
     foreign_key: Option<Spanned<String>>,
     lookup: Option<Spanned<String>>,
     history: Option<Spanned<String>>,
+    from_table: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -188,7 +189,10 @@ pub fn parse_with(
     }
     let mut steps: Vec<Step> = Vec::new();
     for st in &raw.steps {
-        let next = step(&cx, base, resolve, st, &steps)?;
+        let mut next = step(&cx, base, resolve, st, &steps)?;
+        if next.from_table {
+            from_table(&cx, st, &mut next, &mut steps)?;
+        }
         if next.foreign_key.is_some() {
             let own = next.name.clone();
             for part in foreign_key_parts(next) {
@@ -377,6 +381,8 @@ fn step(
         after: 0,
         stores: s.stores.iter().map(|x| x.get_ref().clone()).collect(),
         key_preserving: s.key_preserving,
+        from_table: s.from_table.as_ref().is_some_and(|f| *f.get_ref()),
+        groups_table: false,
         as_table: s.as_table,
         memory_mb: match &s.memory_mb {
             Some(m) if *m.get_ref() == 0 || *m.get_ref() > 65_536 => {
@@ -540,6 +546,47 @@ fn retention(
         }
     };
     Ok(())
+}
+
+/// Checks a `from_table` aggregate: unwindowed, the pipeline's second step,
+/// after the one map step that groups the table's rows (which it marks).
+fn from_table(
+    cx: &Ctx<'_>,
+    st: &Spanned<StepToml>,
+    step: &mut Step,
+    before: &mut [Step],
+) -> Result<(), ConfigError> {
+    let span = st
+        .get_ref()
+        .from_table
+        .as_ref()
+        .map_or(st.span(), |f| f.span());
+    let name = &step.name;
+    if step.kind != StepKind::Aggregate {
+        return cx.err(
+            span,
+            format!(
+                "step {name}: `from_table` applies to aggregate steps, not to {}",
+                step.kind.with_article()
+            ),
+        );
+    }
+    if step.window.is_some() {
+        return cx.err(
+            span,
+            format!("step {name}: a `from_table` aggregate takes no `window` (a table's rows have no time window)"),
+        );
+    }
+    match before {
+        [map] if map.kind == StepKind::Map => {
+            map.groups_table = true;
+            Ok(())
+        }
+        _ => cx.err(
+            span,
+            format!("step {name}: a `from_table` aggregate groups the rows of the pipeline's input (a table) through one `map` step before it, its grouping (Kafka Streams' `groupBy` selector): make it the second step, after that map"),
+        ),
+    }
 }
 
 /// Checks a join step's sides: `with`, `join`, `as_table`, `with_kind`.

@@ -201,6 +201,8 @@ pub(super) fn changelogs(shared: &Shared, seg_index: usize) -> Vec<String> {
     for si in shared.segments[seg_index].steps.clone() {
         let cfg = &shared.pipeline.steps[si];
         match cfg.kind {
+            // A table's grouping keeps each row's group.
+            StepKind::Map if cfg.groups_table => names.push(cfg.name.clone()),
             StepKind::Map => {}
             StepKind::Aggregate | StepKind::Join => names.push(cfg.name.clone()),
             StepKind::Processor => {

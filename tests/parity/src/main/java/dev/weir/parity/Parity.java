@@ -229,6 +229,10 @@ public final class Parity {
             all.add(new Variant("versioned-table", kind, versionedStreamTable(kind.equals("left")), List.of("left", "right"), Keys.PLAIN, 0));
         }
         all.add(new Variant("versioned-table", "left-cached", versionedStreamTable(true), List.of("left", "right"), Keys.PLAIN, 0));
+        // a table's rows counted per group (KGroupedTable)
+        for (String v : List.of("per-region", "per-region-cached")) {
+            all.add(new Variant("grouped-table", v, groupedTableCount(), List.of("users"), Keys.PLAIN, 0));
+        }
         // stream-global table joins: the table read whole before the stream
         for (String kind : List.of("inner", "left")) {
             all.add(new Variant("global-table", kind, globalJoin(kind.equals("left"), true), List.of("left", "right"), Keys.PLAIN, 0));
@@ -451,6 +455,32 @@ public final class Parity {
             Stores.persistentVersionedKeyValueStore("right-versions", history)));
         (left ? s.leftJoin(t, Parity::merge) : s.join(t, Parity::merge)).to(OUT);
         return b.build();
+    }
+
+    /** Users counted per region: select_key.wasm with field "/region" groups them. */
+    static Topology groupedTableCount() {
+        StreamsBuilder b = new StreamsBuilder();
+        b.<String, String>table("users")
+            .groupBy((k, v) -> KeyValue.pair(fieldOf(v, "/region"), v))
+            .count()
+            .toStream()
+            .mapValues(v -> v == null ? null : v.toString())
+            .to(OUT);
+        return b.build();
+    }
+
+    /** A field of a JSON object (a string's text, another value's JSON), or null. */
+    static String fieldOf(String value, String pointer) {
+        JsonNode n;
+        try {
+            n = JSON.readTree(value).at(pointer);
+        } catch (IOException e) {
+            throw new IllegalArgumentException("the value is not JSON: " + value, e);
+        }
+        if (n.isMissingNode() || n.isNull()) {
+            return null;
+        }
+        return n.isTextual() ? n.asText() : n.toString();
     }
 
     static Topology tableTable(String kind) {
