@@ -1,9 +1,10 @@
-//! Sliding windows, global table joins and versioned tables as a user
-//! meets them beyond the parity scenarios: what `weir state` shows of
-//! sliding windows after a run, and the pipeline-file mistakes of all
-//! three, each named by its line.
+//! Kafka Streams DSL parts beyond the seed's (sliding windows, global table
+//! joins, versioned tables, aggregates over a table's rows) as a user meets
+//! them beyond the parity scenarios: what `weir state` shows after a run,
+//! a table grouped across partitions and runs, and the pipeline-file
+//! mistakes of each, named by their line.
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::live::Data;
 use crate::pipelines::write_pipeline;
@@ -58,7 +59,7 @@ window = { type = "sliding", size = "5s", grace = "2s" }
 }
 
 #[test]
-fn sliding_window_global_join_and_history_mistakes_name_the_line_and_field() {
+fn sliding_window_global_join_history_and_from_table_mistakes_name_the_line_and_field() {
     let d = Data::new();
     let dir = d.path.parent().unwrap().to_path_buf();
     let step = "name = \"p\"\ninput = \"in\"\n\n[[steps]]\nname = \"s\"\n";
@@ -103,6 +104,14 @@ fn sliding_window_global_join_and_history_mistakes_name_the_line_and_field() {
             "kind = \"join\"\nmodule = \"merge_json.wasm\"\nwith = \"t\"\nhistory = \"0s\"\n",
             "9: step s: `history` must be longer than 0",
         ),
+        (
+            "kind = \"aggregate\"\nmodule = \"count.wasm\"\nfrom_table = true\n",
+            "8: step s: a `from_table` aggregate groups the rows of the pipeline's input (a table) through one `map` step before it, its grouping (Kafka Streams' `groupBy` selector): make it the second step, after that map",
+        ),
+        (
+            "kind = \"map\"\nmodule = \"count.wasm\"\nfrom_table = true\n",
+            "8: step s: `from_table` applies to aggregate steps, not to a map step",
+        ),
     ];
     for (text, want) in cases {
         let file = write_pipeline(&dir, &format!("{step}{text}"));
@@ -115,4 +124,83 @@ fn sliding_window_global_join_and_history_mistakes_name_the_line_and_field() {
             r.stderr
         );
     }
+}
+
+/// Users on two partitions counted per region over two runs: moves between
+/// regions (so between tasks of the count), a deletion, and a rejected row
+/// in the second run; the counts are the table's as it ends, in the output
+/// topic's last record per region and in `weir state`.
+#[test]
+fn a_table_grouped_across_partitions_and_runs_counts_each_row_in_its_last_group() {
+    let d = Data::new();
+    d.ok(&["topic", "create", "users", "--partitions", "2"]);
+    let user = |k: &str, region: Option<&str>| match region {
+        Some(r) => json!({"key": k, "value": {"region": r}}).to_string(),
+        None => json!({"key": k, "value": null}).to_string(),
+    };
+    d.produce(
+        "users",
+        &[
+            user("u1", Some("eu")),
+            user("u2", Some("us")),
+            user("u3", Some("eu")),
+            user("u4", Some("asia")),
+            user("u5", Some("us")),
+        ],
+    );
+    let file = write_pipeline(
+        d.path.parent().unwrap(),
+        r#"name = "regions"
+input = "users"
+output = "per-region"
+
+[[steps]]
+name = "by-region"
+kind = "map"
+module = "select_key.wasm"
+config = { field = "/region" }
+
+[[steps]]
+name = "count"
+kind = "aggregate"
+module = "count.wasm"
+from_table = true
+"#,
+    );
+    let run_it = || {
+        d.ok(&[
+            "run",
+            "--until-caught-up",
+            "--quiet",
+            file.to_str().unwrap(),
+        ])
+    };
+    run_it();
+    d.produce(
+        "users",
+        &[
+            user("u1", Some("us")),
+            user("u2", None),
+            user("u4", Some("eu")),
+            json!({"key": "u5", "value": {"name": "no region"}}).to_string(),
+        ],
+    );
+    run_it();
+    let mut last = std::collections::BTreeMap::new();
+    for l in d.ok(&["consume", "per-region", "--from-beginning"]).lines() {
+        let v: Value = serde_json::from_str(l).unwrap();
+        last.insert(v["key"].as_str().unwrap().to_string(), v["value"].clone());
+    }
+    assert_eq!(
+        last,
+        std::collections::BTreeMap::from([
+            ("asia".to_string(), json!(0)),
+            ("eu".to_string(), json!(2)),
+            ("us".to_string(), json!(1)),
+        ])
+    );
+    assert_eq!(
+        d.ok(&["state", "get", "regions", "count", "eu"]),
+        "{\"key\":\"eu\",\"value\":2}\n"
+    );
 }
