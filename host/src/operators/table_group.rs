@@ -47,7 +47,7 @@ impl TableGroup {
 }
 
 fn sent_key(cx: &Ctx<'_>, cfg: &StepConfig, row: &[u8]) -> Vec<u8> {
-    let mut k = keys::step(cx.pipeline, b'o', &cfg.name, cx.partition);
+    let mut k = keys::step(cx.pipeline, b'n', &cfg.name, cx.partition);
     keys::push_key(&mut k, row);
     k
 }
@@ -122,6 +122,9 @@ impl Operator for TableGroup {
                 ),
                 None => None,
             };
+            // An output without a key or a value groups nothing (Kafka
+            // Streams skips a selected pair with a null key or value).
+            let new = new.filter(|n| n.value().is_some());
             let new_group = new.as_ref().and_then(Packed::key).map(<[u8]>::to_vec);
             if let Some(old) = &old_group
                 && new_group.as_ref() != Some(old)

@@ -9,6 +9,9 @@
 //! K pipeline 0 'j' step 0 side:u8 partition:u32 klen:u32 key [ts:i64 offset:u64] -> join state
 //! K pipeline 0 's' step 0 store 0 partition:u32 key      -> a processor's state store
 //! K pipeline 0 'f' step 0 partition:u32                  -> the format of the step's state (u32; absent: 0)
+//! K pipeline 0 'g' step 0 partition:u32 table-partition:u32 -> a global table join's next offset in the table (u64)
+//! K pipeline 0 'n' step 0 partition:u32 klen:u32 row      -> a table grouping's group of the row (bytes)
+//! K pipeline 0 'm' step 0 partition:u32 klen:u32 group klen:u32 row -> a `from_table` aggregate's rows
 //! ```
 //!
 //! Signed numbers are stored with the sign bit flipped, big-endian, so that
@@ -265,7 +268,7 @@ pub fn changelog(key: &[u8]) -> Option<(String, u32)> {
             let p = u32_at(rest.get(4..)?)?;
             Some((format!("segment-{seg}"), p))
         }
-        b'a' | b'c' | b'q' | b'e' | b'j' | b'w' | b'x' | b'f' | b'g' | b'm' | b'o' => {
+        b'a' | b'c' | b'q' | b'e' | b'j' | b'w' | b'x' | b'f' | b'g' | b'm' | b'n' => {
             let (step, at) = name(rest)?;
             Some((step, u32_at(rest.get(at..)?)?))
         }
@@ -304,6 +307,16 @@ mod tests {
             changelog(&step_time("wc", "count", 3)),
             Some(("count".to_string(), 3))
         );
+        assert_eq!(
+            changelog(&global_position("wc", "enrich", 3, 7)),
+            Some(("enrich".to_string(), 3))
+        );
+        assert_eq!(
+            changelog(&step("wc", b'n', "by-region", 3)),
+            Some(("by-region".to_string(), 3))
+        );
+        // A position is not state: it goes with the consumer group.
+        assert_eq!(changelog(&crate::log::position_key("wc", "lines", 3)), None);
         // A purge index entry reads as a close index entry does.
         let k = agg_purge("wc", "count", 3, 20_001, b"word", 5_000);
         assert_eq!(
