@@ -127,6 +127,17 @@ fn a_global_table_of_another_partition_count_is_updated_while_it_runs_and_restar
             "o7 p2 -"
         ]
     );
+    // Every task keeps the whole table; `weir state` shows each row once.
+    assert_eq!(
+        d.ok(&["state", "get", "enrich-live", "join", "p1"]),
+        "{\"table\":\"right\",\"key\":\"p1\",\"value\":{\"name\":\"pen2\"}}\n"
+    );
+    assert_eq!(
+        d.ok(&["state", "scan", "enrich-live", "join"])
+            .lines()
+            .count(),
+        2
+    );
     // No repartition topic: a global table join needs none.
     let topics = d.ok(&["topic", "list"]);
     assert!(!topics.contains("repartition"), "{topics}");

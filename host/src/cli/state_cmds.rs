@@ -117,7 +117,7 @@ pub(super) fn store_entry<'a>(
 /// side or `r` for the right, then the key): the newest value per key of a
 /// stream-table join's table, of both sides of a table-table join, and of a
 /// foreign-key join's right table (its middle part, keyed by the foreign
-/// key). Prints up to `max` entries of `key` (every key without one) in the
+/// key), and a global table join's table (once). Prints up to `max` entries of `key` (every key without one) in the
 /// partitions `runs` accepts, `{"table": "left"|"right", "key", "value"}`;
 /// returns how many.
 fn join_tables(
@@ -154,7 +154,14 @@ fn join_tables(
         }
     };
     let mut found = 0;
-    for (k, v) in entries.into_iter().take(max) {
+    // A global table join keeps the whole table in every partition: each
+    // row is shown once, from the first partition that has it (any other
+    // join keeps a key in one partition only).
+    let mut seen = std::collections::HashSet::new();
+    let entries = entries
+        .into_iter()
+        .filter(|(k, _)| seen.insert(k.get(side_at..).map(<[u8]>::to_vec).unwrap_or_default()));
+    for (k, v) in entries.take(max) {
         let side = if k.get(side_at) == Some(&b'l') {
             "left"
         } else {
