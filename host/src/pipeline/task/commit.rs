@@ -166,7 +166,9 @@ impl Task {
         let purge = std::time::Instant::now() >= self.purge_at;
         for src in &self.sources {
             if let Some(k) = &src.global {
-                commit.put(k.clone(), Some(src.next.to_be_bytes().to_vec()));
+                if src.next != src.saved {
+                    commit.put(k.clone(), Some(src.next.to_be_bytes().to_vec()));
+                }
                 continue;
             }
             commit.position(pipe, &src.topic.name, self.partition, src.next);
@@ -181,6 +183,9 @@ impl Task {
         // The cache already holds what this commit writes: if the commit
         // fails, the task clears it (`load_committed`) before going on.
         shared.backend.commit(commit)?;
+        for src in &mut self.sources {
+            src.saved = src.next;
+        }
         if purge {
             for src in &mut self.sources {
                 if !src.external {

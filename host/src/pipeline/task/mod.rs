@@ -223,6 +223,7 @@ impl Task {
                 topic,
                 partition: read,
                 global,
+                saved: committed,
                 enters_at,
                 side,
                 buffer: VecDeque::new(),

@@ -10,6 +10,9 @@ pub(super) struct Source {
     /// A global table's partition: read ahead of the other sources, and
     /// its position kept in the task's state under this key.
     pub(super) global: Option<Vec<u8>>,
+    /// A global table partition's position as last committed (it is
+    /// written again only when it moved).
+    pub(super) saved: u64,
     /// The position to commit: past the last record taken from the buffer.
     pub(super) next: u64,
     /// Where the next read starts (past the buffer, and past offsets that
