@@ -204,3 +204,49 @@ from_table = true
         "{\"key\":\"eu\",\"value\":2}\n"
     );
 }
+
+/// `input` as a list: a mistake in it is named by its line, and merged
+/// inputs of another partition count are refused before anything runs.
+#[test]
+fn a_list_of_inputs_must_name_topics_once_each_of_one_partition_count() {
+    let d = Data::new();
+    let dir = d.path.parent().unwrap().to_path_buf();
+    let steps = "\n[[steps]]\nname = \"s\"\nkind = \"map\"\nmodule = \"uppercase.wasm\"\n";
+    for (input, want) in [
+        (
+            "[]",
+            "2: `input` is a topic name, or a list of them (`input = [\"clicks-eu\", \"clicks-us\"]`), merged in timestamp order",
+        ),
+        (
+            "[\"a\", 7]",
+            "2: `input` is a topic name, or a list of them (`input = [\"clicks-eu\", \"clicks-us\"]`), merged in timestamp order",
+        ),
+        ("[\"a\", \"b\", \"a\"]", "2: `input` names \"a\" twice"),
+        (
+            "[\"a\", \"b c\"]",
+            "2: `input` = \"b c\": use 1 to 200 of the characters A-Z a-z 0-9 . _ -",
+        ),
+    ] {
+        let file = write_pipeline(&dir, &format!("name = \"p\"\ninput = {input}\n{steps}"));
+        let r = run(d.weir().arg("run").arg(&file).arg("--until-caught-up"));
+        assert_eq!(r.status.code(), Some(1), "{want}");
+        let expected = format!("error: {}:{want}", file.display());
+        assert!(
+            r.stderr.starts_with(&expected),
+            "expected: {expected}\nactual: {}",
+            r.stderr
+        );
+    }
+    d.ok(&["topic", "create", "a", "--partitions", "2"]);
+    d.ok(&["topic", "create", "b", "--partitions", "3"]);
+    let file = write_pipeline(
+        &dir,
+        &format!("name = \"p\"\ninput = [\"a\", \"b\"]\n{steps}"),
+    );
+    let r = run(d.weir().arg("run").arg(&file).arg("--until-caught-up"));
+    assert_eq!(r.status.code(), Some(1));
+    assert_eq!(
+        r.stderr,
+        "error: input b has 3 partitions but a has 2; merged inputs need the same partition count\n"
+    );
+}

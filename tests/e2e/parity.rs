@@ -430,6 +430,13 @@ fn parity_word_count() {
     check("wordcount");
 }
 
+/// Word count over two input topics (`input = ["lines", "more-lines"]`),
+/// merged in timestamp order as Kafka Streams' `stream(List.of(..))`.
+#[test]
+fn parity_word_count_over_merged_inputs() {
+    check("merged-inputs");
+}
+
 /// Tumbling windows with grace, emit update and close (`suppress`): late
 /// records dropped, a null value counted, a null key dropped.
 #[test]
@@ -584,6 +591,7 @@ fn parity_of_joins_whose_reads_deliver_part_of_a_topic() {
         "random-fk-join",
         "global-table",
         "versioned-table",
+        "merged-inputs",
     ] {
         let (dir, variants, topics) = asserted(name);
         for (v, want) in &variants {

@@ -130,8 +130,23 @@ fn weir_run_kafka(
             top &= !l.starts_with('[');
             let field = l.split('=').next().unwrap_or("").trim();
             let renamed = (top && field == "name") || ["input", "output", "with"].contains(&field);
-            match l.rfind('"') {
-                Some(end) if renamed => format!("{}-{s}\"\n", &l[..end]),
+            // Every quoted name on the line (`input` may list several).
+            match l.split_once('=') {
+                Some((f, v)) if renamed => {
+                    let parts: Vec<&str> = v.split('"').collect();
+                    let v: Vec<String> = parts
+                        .iter()
+                        .enumerate()
+                        .map(|(i, p)| {
+                            if i % 2 == 1 {
+                                format!("{p}-{s}")
+                            } else {
+                                p.to_string()
+                            }
+                        })
+                        .collect();
+                    format!("{f}={}\n", v.join("\""))
+                }
                 _ => format!("{l}\n"),
             }
         })
@@ -200,6 +215,11 @@ fn check_kafka(name: &str) {
 #[test]
 fn parity_on_kafka_word_count() {
     check_kafka("wordcount");
+}
+
+#[test]
+fn parity_on_kafka_word_count_over_merged_inputs() {
+    check_kafka("merged-inputs");
 }
 
 #[test]

@@ -116,6 +116,7 @@ pub fn run(t: PipelineTest<'_>) -> anyhow::Result<ExitCode> {
         inputs.push(read_input(topic, &PathBuf::from(file), t.text)?);
     }
     let mut known: BTreeSet<String> = BTreeSet::from([pipe.input.clone()]);
+    known.extend(pipe.merged.iter().cloned());
     known.extend(pipe.steps.iter().filter_map(|s| s.with.clone()));
     for i in &inputs {
         if !known.contains(&i.topic) {
@@ -249,6 +250,7 @@ fn execute(
     runtime: &RuntimeArgs,
 ) -> anyhow::Result<MemoryBackend> {
     let mut known: BTreeSet<String> = BTreeSet::from([pipe.input.clone()]);
+    known.extend(pipe.merged.iter().cloned());
     known.extend(pipe.steps.iter().filter_map(|s| s.with.clone()));
     let mem = MemoryBackend::new();
     let parts = partitions.max(1);

@@ -268,8 +268,12 @@ pub enum FkPart {
 pub struct Pipeline {
     /// The application id.
     pub name: String,
-    /// The input stream.
+    /// The input stream (the first topic of `input`).
     pub input: String,
+    /// More input topics (`input = ["a", "b"]`), merged with the first in
+    /// timestamp order as Kafka Streams' `builder.stream(List.of(..))`;
+    /// each has as many partitions as the first.
+    pub merged: Vec<String>,
     /// The last step's default output topic.
     pub output: Option<String>,
     /// The dead-letter topic.

@@ -344,6 +344,24 @@ pub fn start(
     let segs = segments(pipeline);
     let mut topics = BTreeMap::new();
     topics.insert(input.name.clone(), input.clone());
+    // Merged inputs are read beside the first, partition by partition.
+    for name in &pipeline.merged {
+        let t = backend.require_topic(name).with_context(|| {
+            format!(
+                "an input of pipeline {} ({})",
+                pipeline.name,
+                pipeline.file.display()
+            )
+        })?;
+        if t.config.partitions != parts {
+            bail!(
+                "input {name} has {} partitions but {} has {parts}; merged inputs need the same partition count",
+                t.config.partitions,
+                input.name
+            );
+        }
+        topics.insert(name.clone(), t);
+    }
     // Every segment runs as many tasks as its source has partitions: the
     // input's count, but for a foreign-key join's middle part, which reads
     // the subscriptions partitioned as its right table (as Kafka Streams
@@ -474,6 +492,9 @@ pub fn start(
     // A task's sources are co-partitioned: Kafka's consumer group assigns
     // partition N of all of them to the same process.
     let mut sources: Vec<(String, u32)> = Vec::new();
+    for name in &pipeline.merged {
+        sources.push((name.clone(), parts));
+    }
     for (seg, &count) in shared.segments.iter().zip(&seg_parts) {
         sources.push((seg.source.clone(), count));
         for s in &pipeline.steps[seg.steps.clone()] {

@@ -17,7 +17,7 @@ use super::{
 #[serde(deny_unknown_fields)]
 struct FileToml {
     name: Spanned<String>,
-    input: Spanned<String>,
+    input: Spanned<toml::Value>,
     output: Option<Spanned<String>>,
     dead_letter: Option<Spanned<String>>,
     commit_interval: Option<Spanned<String>>,
@@ -162,13 +162,39 @@ pub fn parse_with(
         }
     })?;
     let base = path.parent().unwrap_or(Path::new("."));
-    for (what, v) in [("name", Some(&raw.name)), ("input", Some(&raw.input))]
-        .into_iter()
-        .chain([
-            ("output", raw.output.as_ref()),
-            ("dead_letter", raw.dead_letter.as_ref()),
-        ])
+    // `input`: a topic, or a list of topics merged in timestamp order.
+    let inputs: Vec<String> = match raw.input.get_ref() {
+        toml::Value::String(t) => vec![t.clone()],
+        toml::Value::Array(a) if !a.is_empty() && a.iter().all(toml::Value::is_str) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
+        _ => {
+            return cx.err(
+                raw.input.span(),
+                "`input` is a topic name, or a list of them (`input = [\"clicks-eu\", \"clicks-us\"]`), merged in timestamp order",
+            );
+        }
+    };
+    for t in &inputs {
+        if !name_ok(t) {
+            return cx.err(
+                raw.input.span(),
+                format!("`input` = {t:?}: use 1 to 200 of the characters A-Z a-z 0-9 . _ -"),
+            );
+        }
+    }
+    if let Some(dup) = inputs
+        .iter()
+        .enumerate()
+        .find_map(|(i, t)| inputs[..i].contains(t).then_some(t))
     {
+        return cx.err(raw.input.span(), format!("`input` names {dup:?} twice"));
+    }
+    for (what, v) in [("name", Some(&raw.name))].into_iter().chain([
+        ("output", raw.output.as_ref()),
+        ("dead_letter", raw.dead_letter.as_ref()),
+    ]) {
         if let Some(v) = v
             && !name_ok(v.get_ref())
         {
@@ -232,7 +258,8 @@ pub fn parse_with(
             .cache_max_bytes
             .map_or(DEFAULT_CACHE_MAX_BYTES, Spanned::into_inner),
         name: raw.name.into_inner(),
-        input: raw.input.into_inner(),
+        input: inputs.first().cloned().unwrap_or_default(),
+        merged: inputs.get(1..).map(<[String]>::to_vec).unwrap_or_default(),
         output: raw.output.map(Spanned::into_inner),
         dead_letter: raw.dead_letter.map(Spanned::into_inner),
         steps,

@@ -77,15 +77,13 @@ impl Task {
                 let mut r = d.to_record();
                 r.headers
                     .push(("weir.step".into(), step.as_bytes().to_vec()));
-                // Where the record was read: a join's other side when only
-                // that side gave this offset in the batch, else the stream.
+                // Where the record was read: another source (a merged input,
+                // a join's other side) when only it gave this offset in the
+                // batch, else the segment's source.
                 let offset = r.offset.max(0) as u64;
-                let src = self
-                    .sources
-                    .iter()
-                    .enumerate()
-                    .position(|(i, s)| {
-                        s.side
+                let src = (0..self.sources.len())
+                    .position(|i| {
+                        i > 0
                             && self.taken.get(i).is_some_and(|t| t.contains(&offset))
                             && !self.taken.first().is_some_and(|t| t.contains(&offset))
                     })

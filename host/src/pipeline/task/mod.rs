@@ -232,6 +232,13 @@ impl Task {
             })
         };
         let mut sources = vec![source(&seg.source, 0, false, self.seg_index == 0, p, None)?];
+        // The first segment also reads the merged inputs, in timestamp
+        // order with the first.
+        if self.seg_index == 0 {
+            for name in &pipe.merged {
+                sources.push(source(name, 0, false, true, p, None)?);
+            }
+        }
         for (i, si) in seg.steps.clone().enumerate() {
             let cfg = &pipe.steps[si];
             if cfg.kind == StepKind::Join

@@ -146,6 +146,10 @@ public final class Parity {
     static List<Variant> variants() {
         List<Variant> all = new ArrayList<>();
         all.add(new Variant("wordcount", "count", wordCount(), List.of("lines"), Keys.PLAIN, 0));
+        // word count over two input topics merged in timestamp order
+        for (String v : List.of("count", "count-cached")) {
+            all.add(new Variant("merged-inputs", v, mergedWordCount(), List.of("lines", "more-lines"), Keys.PLAIN, 0));
+        }
 
         // tumbling: size 10 s, grace 5 s
         all.add(new Variant("tumbling", "update", windowedCount(tumbling(), false), List.of("events"), Keys.TIME_WINDOWED, 10_000));
@@ -310,6 +314,18 @@ public final class Parity {
     static Topology wordCount() {
         StreamsBuilder b = new StreamsBuilder();
         b.<String, String>stream("lines")
+            .flatMap((k, v) -> words(v))
+            .groupByKey()
+            .count()
+            .toStream()
+            .mapValues(v -> v == null ? null : v.toString())
+            .to(OUT);
+        return b.build();
+    }
+
+    static Topology mergedWordCount() {
+        StreamsBuilder b = new StreamsBuilder();
+        b.<String, String>stream(List.of("lines", "more-lines"))
             .flatMap((k, v) -> words(v))
             .groupByKey()
             .count()
