@@ -88,21 +88,24 @@ impl Daemon {
                 )));
             }
         }
-        let input = main.backend.require_topic(&main.pipeline.input)?;
-        for part in 0..input.config.partitions {
-            let a = main
-                .backend
-                .position(&main.pipeline.name, &input.name, part)?
-                .unwrap_or(0);
-            let b = shadow
-                .backend
-                .position(&shadow.pipeline.name, &input.name, part)?
-                .unwrap_or(0);
-            if a != b {
-                return Ok(Some(format!(
-                    "partition {part} of {}: the pipeline is at offset {a}, the shadow at {b}",
-                    input.name
-                )));
+        let p = &main.pipeline;
+        for name in std::iter::once(&p.input).chain(&p.merged) {
+            let input = main.backend.require_topic(name)?;
+            for part in 0..input.config.partitions {
+                let a = main
+                    .backend
+                    .position(&main.pipeline.name, &input.name, part)?
+                    .unwrap_or(0);
+                let b = shadow
+                    .backend
+                    .position(&shadow.pipeline.name, &input.name, part)?
+                    .unwrap_or(0);
+                if a != b {
+                    return Ok(Some(format!(
+                        "partition {part} of {}: the pipeline is at offset {a}, the shadow at {b}",
+                        input.name
+                    )));
+                }
             }
         }
         Ok(None)
