@@ -250,3 +250,70 @@ fn a_list_of_inputs_must_name_topics_once_each_of_one_partition_count() {
         "error: input b has 3 partitions but a has 2; merged inputs need the same partition count\n"
     );
 }
+
+/// A global table join after a step that changes keys needs no
+/// repartition topic (every task has all of the table), unlike a
+/// stream-table join there.
+#[test]
+fn a_global_join_after_a_key_change_needs_no_repartition() {
+    let d = Data::new();
+    d.ok(&["topic", "create", "orders", "--partitions", "2"]);
+    d.ok(&["topic", "create", "products", "--partitions", "3"]);
+    d.produce(
+        "products",
+        &[
+            json!({"key": "p1", "value": {"name": "pen"}}).to_string(),
+            json!({"key": "p2", "value": {"name": "ink"}}).to_string(),
+        ],
+    );
+    d.produce(
+        "orders",
+        &[
+            json!({"key": "o1", "value": {"product": "p1"}}).to_string(),
+            json!({"key": "o2", "value": {"product": "p2"}}).to_string(),
+            json!({"key": "o3", "value": {"product": "p1"}}).to_string(),
+        ],
+    );
+    let file = write_pipeline(
+        d.path.parent().unwrap(),
+        r#"name = "by-product"
+input = "orders"
+output = "out"
+
+[[steps]]
+name = "rekey"
+kind = "map"
+module = "select_key.wasm"
+config = { field = "/product" }
+
+[[steps]]
+name = "enrich"
+kind = "join"
+module = "merge_json.wasm"
+with = "products"
+with_kind = "global"
+"#,
+    );
+    d.ok(&[
+        "run",
+        "--until-caught-up",
+        "--quiet",
+        file.to_str().unwrap(),
+    ]);
+    let mut out: Vec<String> = d
+        .ok(&["consume", "out", "--from-beginning"])
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            format!(
+                "{} {}",
+                v["key"].as_str().unwrap(),
+                v["value"]["right"]["name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    out.sort();
+    assert_eq!(out, ["p1 pen", "p1 pen", "p2 ink"]);
+    let topics = d.ok(&["topic", "list"]);
+    assert!(!topics.contains("repartition"), "{topics}");
+}
