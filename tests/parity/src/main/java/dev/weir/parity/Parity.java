@@ -59,6 +59,8 @@ import org.apache.kafka.streams.state.ValueAndTimestamp;
 import org.apache.kafka.streams.state.WindowStore;
 import org.apache.kafka.streams.test.TestRecord;
 
+import static dev.weir.parity.Topologies.*;
+
 /**
  * Runs every scenario of tests/parity/ in Kafka Streams' TopologyTestDriver
  * and writes what it outputs as Weir's JSON lines.
@@ -70,7 +72,7 @@ import org.apache.kafka.streams.test.TestRecord;
  * Each scenario is a directory of SCENARIOS_DIR with its input topics
  * (TOPIC.jsonl, the record format of `weir produce`) and one Weir pipeline
  * per variant (VARIANT.toml); for each variant this program builds the
- * equivalent topology (below: the two are kept in step by hand), pipes the
+ * equivalent topology ({@link Topologies}: the two are kept in step by hand), pipes the
  * inputs in, and writes the records of the topic `out` to
  * OUT_DIR/SCENARIO/VARIANT.kafka-streams.jsonl, one
  * {"topic","key","value","headers","timestamp"} object a line, as
@@ -141,7 +143,7 @@ public final class Parity {
         System.err.printf("%d variants%n", n);
     }
 
-    // ---------------------------------------------------------------- topologies
+    // ---------------------------------------------------------------- variants
 
     static List<Variant> variants() {
         List<Variant> all = new ArrayList<>();
@@ -268,303 +270,29 @@ public final class Parity {
         }
         // joiners that give no value for some pairs (merge_json's none_if):
         // Kafka Streams forwards null, a tombstone in the table joins
-        all.add(new Variant("no-value-joins", "stream-table-inner", streamTable(false, Parity::mergeOrNull), sides, Keys.PLAIN, 0));
-        all.add(new Variant("no-value-joins", "stream-table-left", streamTable(true, Parity::mergeOrNull), sides, Keys.PLAIN, 0));
+        all.add(new Variant("no-value-joins", "stream-table-inner", streamTable(false, Topologies::mergeOrNull), sides, Keys.PLAIN, 0));
+        all.add(new Variant("no-value-joins", "stream-table-left", streamTable(true, Topologies::mergeOrNull), sides, Keys.PLAIN, 0));
         for (String kind : List.of("inner", "left", "outer")) {
-            all.add(new Variant("no-value-joins", "table-table-" + kind, tableTable(kind, Parity::mergeOrNull), sides, Keys.PLAIN, 0));
+            all.add(new Variant("no-value-joins", "table-table-" + kind, tableTable(kind, Topologies::mergeOrNull), sides, Keys.PLAIN, 0));
             all.add(new Variant("no-value-joins", "stream-stream-" + kind,
                 streamStream(kind, JoinWindows.ofTimeDifferenceAndGrace(Duration.ofSeconds(3), Duration.ofSeconds(1))
-                    .before(Duration.ofSeconds(2)), Parity::mergeOrNull),
+                    .before(Duration.ofSeconds(2)), Topologies::mergeOrNull),
                 sides, Keys.PLAIN, 0));
         }
         // the same over random-joins' inputs, whose left values have "drop" now and then
-        all.add(new Variant("random-joins", "stream-table-left-none", streamTable(true, Parity::mergeOrNull), sides, Keys.PLAIN, 0));
+        all.add(new Variant("random-joins", "stream-table-left-none", streamTable(true, Topologies::mergeOrNull), sides, Keys.PLAIN, 0));
         for (String kind : List.of("inner", "outer")) {
-            all.add(new Variant("random-joins", "table-table-" + kind + "-none", tableTable(kind, Parity::mergeOrNull), sides, Keys.PLAIN, 0));
-            all.add(new Variant("random-joins", "table-table-" + kind + "-none-cached", tableTable(kind, Parity::mergeOrNull), sides, Keys.PLAIN, 0));
+            all.add(new Variant("random-joins", "table-table-" + kind + "-none", tableTable(kind, Topologies::mergeOrNull), sides, Keys.PLAIN, 0));
+            all.add(new Variant("random-joins", "table-table-" + kind + "-none-cached", tableTable(kind, Topologies::mergeOrNull), sides, Keys.PLAIN, 0));
         }
         all.add(new Variant("random-joins", "stream-stream-outer-none",
             streamStream("outer", JoinWindows.ofTimeDifferenceAndGrace(Duration.ofSeconds(3), Duration.ofSeconds(1))
-                .before(Duration.ofSeconds(2)), Parity::mergeOrNull),
+                .before(Duration.ofSeconds(2)), Topologies::mergeOrNull),
             sides, Keys.PLAIN, 0));
         for (String kind : List.of("inner", "left")) {
-            all.add(new Variant("no-value-joins", "fk-" + kind, fkJoin(kind.equals("left"), Parity::mergeOrNull), sides, Keys.PLAIN, 0));
+            all.add(new Variant("no-value-joins", "fk-" + kind, fkJoin(kind.equals("left"), Topologies::mergeOrNull), sides, Keys.PLAIN, 0));
         }
         return all;
-    }
-
-    static TimeWindows tumbling() {
-        return TimeWindows.ofSizeAndGrace(Duration.ofSeconds(10), Duration.ofSeconds(5));
-    }
-
-    /** split_words.wasm: lower-cased runs of letters and digits, keyed by the word, without "the". */
-    static List<KeyValue<String, String>> words(String line) {
-        List<KeyValue<String, String>> out = new ArrayList<>();
-        if (line == null) {
-            return out; // Weir: a dead letter (the value is not text); no output either way
-        }
-        for (String w : line.toLowerCase(Locale.ROOT).split("[^\\p{L}\\p{N}]+")) {
-            if (!w.isEmpty() && !w.equals("the")) {
-                out.add(KeyValue.pair(w, w));
-            }
-        }
-        return out;
-    }
-
-    static Topology wordCount() {
-        StreamsBuilder b = new StreamsBuilder();
-        b.<String, String>stream("lines")
-            .flatMap((k, v) -> words(v))
-            .groupByKey()
-            .count()
-            .toStream()
-            .mapValues(v -> v == null ? null : v.toString())
-            .to(OUT);
-        return b.build();
-    }
-
-    static Topology mergedWordCount() {
-        StreamsBuilder b = new StreamsBuilder();
-        b.<String, String>stream(List.of("lines", "more-lines"))
-            .flatMap((k, v) -> words(v))
-            .groupByKey()
-            .count()
-            .toStream()
-            .mapValues(v -> v == null ? null : v.toString())
-            .to(OUT);
-        return b.build();
-    }
-
-    static Topology keyedCount() {
-        StreamsBuilder b = new StreamsBuilder();
-        b.<String, String>stream("events")
-            .groupByKey()
-            .count()
-            .toStream()
-            .mapValues(v -> v == null ? null : v.toString())
-            .to(OUT);
-        return b.build();
-    }
-
-    static Topology windowedCount(TimeWindows windows, boolean close) {
-        StreamsBuilder b = new StreamsBuilder();
-        KTable<Windowed<String>, Long> counts = b.<String, String>stream("events")
-            .groupByKey()
-            .windowedBy(windows)
-            .count(Materialized.with(Serdes.String(), Serdes.Long()));
-        if (close) {
-            counts = counts.suppress(Suppressed.untilWindowCloses(Suppressed.BufferConfig.unbounded()));
-        }
-        counts.toStream()
-            .mapValues(v -> v == null ? null : v.toString())
-            .to(OUT, Produced.with(WindowedSerdes.timeWindowedSerdeFrom(String.class, windows.size()), Serdes.String()));
-        return b.build();
-    }
-
-    static Topology slidingCount(boolean close) {
-        SlidingWindows windows = SlidingWindows.ofTimeDifferenceAndGrace(Duration.ofSeconds(5), Duration.ofSeconds(2));
-        StreamsBuilder b = new StreamsBuilder();
-        KTable<Windowed<String>, Long> counts = b.<String, String>stream("events")
-            .groupByKey()
-            .windowedBy(windows)
-            .count(Materialized.with(Serdes.String(), Serdes.Long()));
-        if (close) {
-            counts = counts.suppress(Suppressed.untilWindowCloses(Suppressed.BufferConfig.unbounded()));
-        }
-        counts.toStream()
-            .mapValues(v -> v == null ? null : v.toString())
-            .to(OUT, Produced.with(WindowedSerdes.timeWindowedSerdeFrom(String.class, 5_000), Serdes.String()));
-        return b.build();
-    }
-
-    static Topology sessionCount(boolean close) {
-        StreamsBuilder b = new StreamsBuilder();
-        KTable<Windowed<String>, Long> counts = b.<String, String>stream("events")
-            .groupByKey()
-            .windowedBy(SessionWindows.ofInactivityGapAndGrace(Duration.ofSeconds(5), Duration.ofSeconds(2)))
-            .count(Materialized.with(Serdes.String(), Serdes.Long()));
-        if (close) {
-            counts = counts.suppress(Suppressed.untilWindowCloses(Suppressed.BufferConfig.unbounded()));
-        }
-        counts.toStream()
-            .mapValues(v -> v == null ? null : v.toString())
-            .to(OUT, Produced.with(WindowedSerdes.sessionWindowedSerdeFrom(String.class), Serdes.String()));
-        return b.build();
-    }
-
-    /** merge_json.wasm with its default field: the right value goes into the left object under "right". */
-    static String merge(String left, String right) {
-        ObjectNode obj;
-        try {
-            obj = left == null ? JsonNodeFactory.instance.objectNode() : (ObjectNode) JSON.readTree(left);
-        } catch (IOException | ClassCastException e) {
-            throw new IllegalArgumentException("the left side is not a JSON object: " + left, e);
-        }
-        JsonNode r;
-        if (right == null) {
-            r = NullNode.getInstance();
-        } else {
-            try {
-                r = JSON.readTree(right);
-            } catch (IOException e) {
-                r = TextNode.valueOf(right);
-            }
-        }
-        obj.set("right", r);
-        return obj.toString();
-    }
-
-    /**
-     * merge_json.wasm with `none_if = "drop"`: no value (null) when either
-     * side is a JSON object whose "drop" is true, else {@link #merge}.
-     */
-    static String mergeOrNull(String left, String right) {
-        if (dropped(left) || dropped(right)) {
-            return null;
-        }
-        return merge(left, right);
-    }
-
-    static boolean dropped(String value) {
-        if (value == null) {
-            return false;
-        }
-        try {
-            JsonNode n = JSON.readTree(value);
-            return n.isObject() && n.path("drop").isBoolean() && n.path("drop").asBoolean();
-        } catch (IOException e) {
-            return false;
-        }
-    }
-
-    static Topology streamTable(boolean left) {
-        return streamTable(left, Parity::merge);
-    }
-
-    static Topology streamTable(boolean left, ValueJoiner<String, String, String> joiner) {
-        StreamsBuilder b = new StreamsBuilder();
-        KStream<String, String> s = b.stream("left");
-        KTable<String, String> t = b.table("right");
-        (left ? s.leftJoin(t, joiner) : s.join(t, joiner)).to(OUT);
-        return b.build();
-    }
-
-    /** A stream-global table join looking up the user the value names (`byUser`) or the record's key. */
-    static Topology globalJoin(boolean left, boolean byUser) {
-        StreamsBuilder b = new StreamsBuilder();
-        KStream<String, String> s = b.stream("left");
-        GlobalKTable<String, String> g = b.globalTable("right");
-        // Kafka Streams calls the selector before it drops a record without a value.
-        KeyValueMapper<String, String, String> select = byUser ? (k, v) -> v == null ? null : userOf(v) : (k, v) -> k;
-        (left ? s.leftJoin(g, select, Parity::merge) : s.join(g, select, Parity::merge)).to(OUT);
-        return b.build();
-    }
-
-    static Topology versionedStreamTable(boolean left) {
-        return versionedStreamTable(left, Duration.ofSeconds(5));
-    }
-
-    static Topology versionedStreamTable(boolean left, Duration history) {
-        StreamsBuilder b = new StreamsBuilder();
-        KStream<String, String> s = b.stream("left");
-        KTable<String, String> t = b.table("right", Materialized.<String, String>as(
-            Stores.persistentVersionedKeyValueStore("right-versions", history)));
-        (left ? s.leftJoin(t, Parity::merge) : s.join(t, Parity::merge)).to(OUT);
-        return b.build();
-    }
-
-    /** Users counted per region: select_key.wasm with field "/region" groups them. */
-    static Topology groupedTableCount() {
-        StreamsBuilder b = new StreamsBuilder();
-        b.<String, String>table("users")
-            .groupBy((k, v) -> KeyValue.pair(fieldOf(v, "/region"), v))
-            .count()
-            .toStream()
-            .mapValues(v -> v == null ? null : v.toString())
-            .to(OUT);
-        return b.build();
-    }
-
-    /** A field of a JSON object (a string's text, another value's JSON), or null. */
-    static String fieldOf(String value, String pointer) {
-        JsonNode n;
-        try {
-            n = JSON.readTree(value).at(pointer);
-        } catch (IOException e) {
-            throw new IllegalArgumentException("the value is not JSON: " + value, e);
-        }
-        if (n.isMissingNode() || n.isNull()) {
-            return null;
-        }
-        return n.isTextual() ? n.asText() : n.toString();
-    }
-
-    static Topology tableTable(String kind) {
-        return tableTable(kind, Parity::merge);
-    }
-
-    static Topology tableTable(String kind, ValueJoiner<String, String, String> joiner) {
-        StreamsBuilder b = new StreamsBuilder();
-        KTable<String, String> l = b.table("left");
-        KTable<String, String> r = b.table("right");
-        KTable<String, String> j = switch (kind) {
-            case "inner" -> l.join(r, joiner);
-            case "left" -> l.leftJoin(r, joiner);
-            default -> l.outerJoin(r, joiner);
-        };
-        j.toStream().to(OUT);
-        return b.build();
-    }
-
-    /**
-     * A foreign-key join of table "left" with table "right", keyed by the
-     * left value's field "user" (Weir: `foreign_key = "/user"`).
-     */
-    static Topology fkJoin(boolean left) {
-        return fkJoin(left, Parity::merge);
-    }
-
-    static Topology fkJoin(boolean left, ValueJoiner<String, String, String> joiner) {
-        StreamsBuilder b = new StreamsBuilder();
-        KTable<String, String> l = b.table("left");
-        KTable<String, String> r = b.table("right");
-        KTable<String, String> j = left
-            ? l.leftJoin(r, Parity::userOf, joiner)
-            : l.join(r, Parity::userOf, joiner);
-        j.toStream().to(OUT);
-        return b.build();
-    }
-
-    /** The field "user" of a JSON object (a string's text, another value's JSON), or null. */
-    static String userOf(String value) {
-        JsonNode n;
-        try {
-            n = JSON.readTree(value).at("/user");
-        } catch (IOException e) {
-            throw new IllegalArgumentException("the left value is not JSON: " + value, e);
-        }
-        if (n.isMissingNode() || n.isNull()) {
-            return null;
-        }
-        return n.isTextual() ? n.asText() : n.toString();
-    }
-
-    static Topology streamStream(String kind, JoinWindows w) {
-        return streamStream(kind, w, Parity::merge);
-    }
-
-    static Topology streamStream(String kind, JoinWindows w, ValueJoiner<String, String, String> joiner) {
-        StreamsBuilder b = new StreamsBuilder();
-        KStream<String, String> l = b.stream("left");
-        KStream<String, String> r = b.stream("right");
-        StreamJoined<String, String, String> sj = StreamJoined.with(Serdes.String(), Serdes.String(), Serdes.String());
-        KStream<String, String> j = switch (kind) {
-            case "inner" -> l.join(r, joiner, w, sj);
-            case "left" -> l.leftJoin(r, joiner, w, sj);
-            default -> l.outerJoin(r, joiner, w, sj);
-        };
-        j.to(OUT);
-        return b.build();
     }
 
     // ---------------------------------------------------------------- running
