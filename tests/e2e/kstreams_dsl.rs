@@ -317,3 +317,50 @@ with_kind = "global"
     let topics = d.ok(&["topic", "list"]);
     assert!(!topics.contains("repartition"), "{topics}");
 }
+
+/// A record of a merged input that a step rejects is a dead letter naming
+/// that input, its partition and offset.
+#[test]
+fn a_dead_letter_from_a_merged_input_names_its_topic() {
+    let d = Data::new();
+    d.ok(&["topic", "create", "a", "--partitions", "1"]);
+    d.ok(&["topic", "create", "b", "--partitions", "1"]);
+    let line = |v: Value, ts: i64| json!({"key": "k", "value": v, "timestamp": ts}).to_string();
+    d.produce("a", &[line(json!("one two"), 1), line(json!("two"), 3)]);
+    d.produce(
+        "b",
+        &[
+            line(json!("three"), 2),
+            line(json!("four"), 4),
+            line(Value::Null, 5),
+        ],
+    );
+    let file = write_pipeline(
+        d.path.parent().unwrap(),
+        "name = \"p\"\ninput = [\"a\", \"b\"]\noutput = \"words\"\n\n[[steps]]\nname = \"split\"\nkind = \"map\"\nmodule = \"split_words.wasm\"\n",
+    );
+    d.ok(&[
+        "run",
+        "--until-caught-up",
+        "--quiet",
+        file.to_str().unwrap(),
+    ]);
+    let words: Vec<String> = d
+        .ok(&["consume", "words", "--from-beginning"])
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            v["value"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(words, ["one", "two", "three", "two", "four"]);
+    let dead: Value = serde_json::from_str(
+        d.ok(&["consume", "p-dead-letters", "--from-beginning"])
+            .trim(),
+    )
+    .unwrap();
+    assert_eq!(dead["headers"]["weir.topic"], "b");
+    assert_eq!(dead["headers"]["weir.partition"], "0");
+    assert_eq!(dead["headers"]["weir.offset"], "2");
+    assert_eq!(dead["timestamp"], 5);
+}
