@@ -114,16 +114,22 @@ fn sliding_window_global_join_history_and_from_table_mistakes_name_the_line_and_
         ),
     ];
     for (text, want) in cases {
-        let file = write_pipeline(&dir, &format!("{step}{text}"));
-        let r = run(d.weir().arg("run").arg(&file).arg("--until-caught-up"));
-        assert_eq!(r.status.code(), Some(1), "{want}");
-        let expected = format!("error: {}:{want}", file.display());
-        assert!(
-            r.stderr.starts_with(&expected),
-            "expected: {expected}\nactual: {}",
-            r.stderr
-        );
+        refused(&d, &dir, &format!("{step}{text}"), want);
     }
+}
+
+/// `weir run` of the pipeline file `text` exits with 1 and the error
+/// `FILE:want`.
+fn refused(d: &Data, dir: &std::path::Path, text: &str, want: &str) {
+    let file = write_pipeline(dir, text);
+    let r = run(d.weir().arg("run").arg(&file).arg("--until-caught-up"));
+    assert_eq!(r.status.code(), Some(1), "{want}");
+    let expected = format!("error: {}:{want}", file.display());
+    assert!(
+        r.stderr.starts_with(&expected),
+        "expected: {expected}\nactual: {}",
+        r.stderr
+    );
 }
 
 /// Users on two partitions counted per region over two runs: moves between
@@ -227,14 +233,11 @@ fn a_list_of_inputs_must_name_topics_once_each_of_one_partition_count() {
             "2: `input` = \"b c\": use 1 to 200 of the characters A-Z a-z 0-9 . _ -",
         ),
     ] {
-        let file = write_pipeline(&dir, &format!("name = \"p\"\ninput = {input}\n{steps}"));
-        let r = run(d.weir().arg("run").arg(&file).arg("--until-caught-up"));
-        assert_eq!(r.status.code(), Some(1), "{want}");
-        let expected = format!("error: {}:{want}", file.display());
-        assert!(
-            r.stderr.starts_with(&expected),
-            "expected: {expected}\nactual: {}",
-            r.stderr
+        refused(
+            &d,
+            &dir,
+            &format!("name = \"p\"\ninput = {input}\n{steps}"),
+            want,
         );
     }
     d.ok(&["topic", "create", "a", "--partitions", "2"]);
