@@ -327,3 +327,76 @@ fn a_corrupt_stored_offset_is_an_error_naming_it() {
         )
     );
 }
+
+/// Every record of `topic`, partition by partition.
+fn all_records(log: &Log, topic: &str) -> Vec<Vec<(u64, Vec<u8>)>> {
+    let topic = log.require_topic(topic).unwrap();
+    (0..topic.config.partitions)
+        .map(|p| {
+            log.read(&topic, p, 0, usize::MAX)
+                .unwrap()
+                .into_iter()
+                .map(|s| (s.offset, s.bytes))
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn a_data_directory_from_before_the_records_column_family_is_read_and_moved_at_open() {
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    let log = Log::open(&data).unwrap();
+    let topic = log.create_topic("in", TopicConfig::partitions(2)).unwrap();
+    produce(&*log, &topic, 0, 25_000);
+    let before = all_records(&log, "in");
+    assert_eq!(before.iter().map(Vec::len).sum::<usize>(), 25_000);
+    drop(log);
+
+    // Puts the records back where Weir kept them before: in the default
+    // column family, with no `records` one.
+    {
+        let db_dir = data.join("db");
+        let opts = rocksdb::Options::default();
+        let db = rocksdb::DB::open_cf(&opts, &db_dir, ["default", "records"]).unwrap();
+        let records = db.cf_handle("records").unwrap();
+        let mut batch = rocksdb::WriteBatch::default();
+        for kv in db.iterator_cf(&records, rocksdb::IteratorMode::Start) {
+            let (k, v) = kv.unwrap();
+            batch.put(k, v);
+        }
+        db.write(batch).unwrap();
+        db.drop_cf("records").unwrap();
+    }
+
+    let reader = Log::open_reader(&data).unwrap();
+    assert_eq!(all_records(&reader, "in"), before);
+    drop(reader);
+
+    let log = Log::open(&data).unwrap();
+    assert_eq!(all_records(&log, "in"), before);
+    // Appends continue from each partition's end.
+    let ends: Vec<u64> = before.iter().map(|p| p.last().unwrap().0 + 1).collect();
+    produce(&*log, &topic, 25_000, 25_010);
+    let after = all_records(&log, "in");
+    for p in 0..2 {
+        assert_eq!(after[p][..before[p].len()], before[p][..]);
+        assert_eq!(after[p][before[p].len()].0, ends[p]);
+    }
+    assert_eq!(after.iter().map(Vec::len).sum::<usize>(), 25_010);
+    drop(log);
+
+    // Nothing is left in the default column family.
+    let db = rocksdb::DB::open_cf_for_read_only(
+        &rocksdb::Options::default(),
+        data.join("db"),
+        ["default", "records"],
+        false,
+    )
+    .unwrap();
+    let left = db
+        .prefix_iterator(b"R")
+        .take_while(|kv| kv.as_ref().is_ok_and(|(k, _)| k.starts_with(b"R")))
+        .count();
+    assert_eq!(left, 0);
+}

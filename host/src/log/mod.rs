@@ -3,7 +3,9 @@
 //! RocksDB database per data directory — so that a task commits its outputs,
 //! state changes, timers and input offsets in one atomic write batch.
 //!
-//! Keys (big-endian numbers, so that RocksDB's byte order is numeric order):
+//! Keys (big-endian numbers, so that RocksDB's byte order is numeric order;
+//! records in their own column family, the rest in the default one: see
+//! [`layout`]):
 //!
 //! ```text
 //! R topic-id:u32 partition:u32 offset:u64   -> a record, in the packed layout of wit/functions.wit
@@ -19,6 +21,8 @@
 //! every partition's offsets are dense and appear in order to readers.
 
 mod backend;
+mod layout;
+use layout::{has_database, open_error, records_family, require_data_dir};
 pub mod partitioner;
 mod retention;
 
@@ -42,6 +46,9 @@ pub struct Log {
     topics: Mutex<HashMap<String, Topic>>,
     secondary: Option<tempfile::TempDir>,
     writer: bool,
+    /// The column family of records: [`layout::RECORDS`], or the default
+    /// one in a directory written before the split that a reader opened.
+    records: &'static str,
     /// Bumped by every commit that appends: idle tasks wait on it.
     signal: DataSignal,
 }
@@ -52,7 +59,7 @@ impl Drop for Log {
     /// recovers from the log).
     fn drop(&mut self) {
         if self.writer
-            && let Err(e) = self.db.flush()
+            && let Err(e) = self.flush_all()
         {
             tracing::warn!("flushing {} on close: {e}", self.dir.display());
         }
@@ -88,8 +95,15 @@ pub fn check_name(what: &str, name: &str) -> anyhow::Result<()> {
 }
 
 impl Log {
-    fn wrap(db: DB, dir: &Path, secondary: Option<tempfile::TempDir>, writer: bool) -> Arc<Log> {
+    fn wrap(
+        db: DB,
+        dir: &Path,
+        secondary: Option<tempfile::TempDir>,
+        writer: bool,
+        records: &'static str,
+    ) -> Arc<Log> {
         Arc::new(Log {
+            records,
             db,
             dir: dir.to_path_buf(),
             heads: Mutex::new(HashMap::new()),
@@ -154,7 +168,14 @@ impl Log {
         // it serves batched reads (`StateRead::get_many`).
         let default =
             rocksdb::ColumnFamilyDescriptor::new(rocksdb::DEFAULT_COLUMN_FAMILY_NAME, opts.clone());
-        let db = DB::open_cf_descriptors(&opts, dir.join("db"), [default]).map_err(|e| {
+        let records =
+            rocksdb::ColumnFamilyDescriptor::new(layout::RECORDS, layout::records_options(&opts));
+        let old = !fresh
+            && !layout::families(&dir.join("db"))?
+                .iter()
+                .any(|f| f == layout::RECORDS);
+        opts.create_missing_column_families(true);
+        let db = DB::open_cf_descriptors(&opts, dir.join("db"), [default, records]).map_err(|e| {
             let msg = e.to_string();
             if msg.contains("lock") {
                 anyhow::anyhow!(
@@ -165,7 +186,15 @@ impl Log {
                 open_error(dir, &msg)
             }
         })?;
-        Ok(Log::wrap(db, dir, None, true))
+        let log = Log::wrap(db, dir, None, true, layout::RECORDS);
+        if old {
+            let moved = log.move_old_records()?;
+            tracing::info!(
+                "moved {moved} records of {} to their column family",
+                dir.display()
+            );
+        }
+        Ok(log)
     }
 
     /// Opens the log for reading as of now (read-only: it takes no lock, so
@@ -173,9 +202,10 @@ impl Log {
     pub fn open_reader(dir: &Path) -> anyhow::Result<Arc<Log>> {
         require_data_dir(dir)?;
         let opts = Options::default();
-        let db = DB::open_for_read_only(&opts, dir.join("db"), false)
+        let families = layout::families(&dir.join("db"))?;
+        let db = DB::open_cf_for_read_only(&opts, dir.join("db"), &families, false)
             .map_err(|e| open_error(dir, e.as_ref()))?;
-        Ok(Log::wrap(db, dir, None, false))
+        Ok(Log::wrap(db, dir, None, false, records_family(&families)))
     }
 
     /// Opens the log for following, beside a process that may be writing it
@@ -185,9 +215,21 @@ impl Log {
         let secondary = tempfile::tempdir().context("cannot make a temporary directory")?;
         let mut opts = Options::default();
         opts.set_max_open_files(-1);
-        let db = DB::open_as_secondary(&opts, &dir.join("db"), &secondary.path().to_path_buf())
-            .map_err(|e| open_error(dir, e.as_ref()))?;
-        Ok(Log::wrap(db, dir, Some(secondary), false))
+        let families = layout::families(&dir.join("db"))?;
+        let db = DB::open_cf_as_secondary(
+            &opts,
+            dir.join("db"),
+            secondary.path().to_path_buf(),
+            &families,
+        )
+        .map_err(|e| open_error(dir, e.as_ref()))?;
+        Ok(Log::wrap(
+            db,
+            dir,
+            Some(secondary),
+            false,
+            records_family(&families),
+        ))
     }
 
     /// Whether it follows another process's writes (a secondary instance):
@@ -296,7 +338,8 @@ impl Log {
         let topic = self.require_topic(name)?;
         let mut heads = self.lock_heads();
         let mut batch = WriteBatch::default();
-        batch.delete_range(
+        batch.delete_range_cf(
+            &self.rcf()?,
             record_key(topic.id, 0, 0),
             record_key(topic.id, u32::MAX, u64::MAX),
         );
@@ -304,6 +347,26 @@ impl Log {
         self.db.write(batch)?;
         heads.retain(|(id, _), _| *id != topic.id);
         self.lock_topics().remove(name);
+        Ok(())
+    }
+
+    /// The column family records are in.
+    fn rcf(&self) -> anyhow::Result<Arc<rocksdb::BoundColumnFamily<'_>>> {
+        self.db.cf_handle(self.records).with_context(|| {
+            format!(
+                "the column family {} is missing from {}",
+                self.records,
+                self.dir.display()
+            )
+        })
+    }
+
+    /// Writes both column families' memtables to table files.
+    fn flush_all(&self) -> anyhow::Result<()> {
+        self.db.flush()?;
+        if self.records != rocksdb::DEFAULT_COLUMN_FAMILY_NAME {
+            self.db.flush_cf(&self.rcf()?)?;
+        }
         Ok(())
     }
 
@@ -324,7 +387,7 @@ impl Log {
     fn first_last(&self, topic: u32, partition: u32) -> anyhow::Result<Option<(u64, u64)>> {
         let lo = record_key(topic, partition, 0);
         let hi = record_key(topic, partition, u64::MAX);
-        let mut it = self.db.raw_iterator();
+        let mut it = self.db.raw_iterator_cf(&self.rcf()?);
         it.seek(lo);
         let first = match it.key() {
             Some(k) if k.len() == 17 && k[..9] == lo[..9] => offset_of(k),
@@ -399,7 +462,7 @@ impl Log {
     ) -> anyhow::Result<Vec<Stored>> {
         let mut opts = ReadOptions::default();
         opts.set_iterate_upper_bound(record_key(topic.id, partition, u64::MAX).to_vec());
-        let mut it = self.db.raw_iterator_opt(opts);
+        let mut it = self.db.raw_iterator_cf_opt(&self.rcf()?, opts);
         it.seek(record_key(topic.id, partition, from));
         let mut out: Vec<Stored> = Vec::new();
         while out.len() < max && it.valid() {
@@ -438,6 +501,7 @@ impl Log {
     pub fn commit(&self, commit: Commit) -> anyhow::Result<Vec<u64>> {
         let mut heads = self.lock_heads();
         let mut batch = WriteBatch::default();
+        let records = self.rcf()?;
         let mut offsets = Vec::with_capacity(commit.appends.len());
         // The next offset of each partition appended to (a fast hash: it is
         // looked up for every append).
@@ -451,7 +515,7 @@ impl Log {
                 Some(head) => head.copy_from_slice(&(n as i64).to_le_bytes()),
                 None => bail!("an appended record is not in the packed layout"),
             }
-            batch.put(record_key(topic, partition, n), &packed);
+            batch.put_cf(&records, record_key(topic, partition, n), &packed);
             offsets.push(n);
             next.insert((topic, partition), n + 1);
         }
@@ -478,7 +542,8 @@ impl Log {
             };
             let to = offsets.end.min(end);
             if offsets.start < to {
-                batch.delete_range(
+                batch.delete_range_cf(
+                    &records,
                     record_key(topic, partition, offsets.start),
                     record_key(topic, partition, to),
                 );
@@ -501,8 +566,7 @@ impl Log {
     /// Writes what is in memory to table files (what a writer also does when
     /// it closes).
     pub fn flush(&self) -> anyhow::Result<()> {
-        self.db
-            .flush()
+        self.flush_all()
             .with_context(|| format!("cannot flush {}", self.dir.display()))
     }
 
@@ -586,16 +650,6 @@ impl Log {
     }
 }
 
-fn require_data_dir(dir: &Path) -> anyhow::Result<()> {
-    if !has_database(dir)? {
-        bail!(
-            "{} is not a weir data directory (no db/ inside); give --data or set WEIR_DATA",
-            dir.display()
-        );
-    }
-    Ok(())
-}
-
 /// Where a pipeline's position in a source partition is kept.
 pub fn position_key(group: &str, topic: &str, partition: u32) -> Vec<u8> {
     let mut k = Vec::with_capacity(group.len() + topic.len() + 12);
@@ -607,45 +661,6 @@ pub fn position_key(group: &str, topic: &str, partition: u32) -> Vec<u8> {
     k.push(0);
     k.extend_from_slice(&partition.to_be_bytes());
     k
-}
-
-/// Whether `dir/db` holds a database: `false` when it does not exist or is
-/// empty; an error naming the damage when it holds files but no `CURRENT`
-/// (the file that says which of them are live), which RocksDB would
-/// otherwise report as a new database clashing with old logs.
-fn has_database(dir: &Path) -> anyhow::Result<bool> {
-    let db = dir.join("db");
-    let mut entries = match std::fs::read_dir(&db) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => {
-            return Err(e)
-                .with_context(|| format!("cannot read the data directory {}", dir.display()));
-        }
-    };
-    if entries.next().is_none() {
-        return Ok(false);
-    }
-    if !db.join("CURRENT").exists() {
-        bail!(
-            "the data directory {} is damaged: {} is missing, so the database's files cannot be told apart from stale ones. Nothing was changed; restore the data directory from a backup",
-            dir.display(),
-            db.join("CURRENT").display()
-        );
-    }
-    Ok(true)
-}
-
-/// A readable error for a database that RocksDB refused to open.
-fn open_error(dir: &Path, msg: &str) -> anyhow::Error {
-    if msg.contains("Corruption") || msg.contains("checksum") || msg.contains("No such file") {
-        anyhow::anyhow!(
-            "the data directory {} is damaged and cannot be opened (RocksDB: {msg}). Nothing was changed; restore the data directory from a backup",
-            dir.display()
-        )
-    } else {
-        anyhow::anyhow!("cannot open the data directory {}: {msg}", dir.display())
-    }
 }
 
 fn end_marker(topic: u32, partition: u32) -> [u8; 9] {

@@ -66,9 +66,10 @@ impl Log {
         }
         let heads = self.lock_heads();
         let mut batch = WriteBatch::default();
+        let family = self.rcf()?;
         for (r, d) in records.iter().zip(&doomed) {
             if *d {
-                batch.delete(record_key(topic.id, partition, r.offset));
+                batch.delete_cf(&family, record_key(topic.id, partition, r.offset));
             }
         }
         if let Some(last) = records.last() {
