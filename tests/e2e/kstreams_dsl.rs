@@ -59,7 +59,7 @@ window = { type = "sliding", size = "5s", grace = "2s" }
 }
 
 #[test]
-fn sliding_window_global_join_history_and_from_table_mistakes_name_the_line_and_field() {
+fn sliding_window_global_join_history_grace_and_from_table_mistakes_name_the_line_and_field() {
     let d = Data::new();
     let dir = d.path.parent().unwrap().to_path_buf();
     let step = "name = \"p\"\ninput = \"in\"\n\n[[steps]]\nname = \"s\"\n";
@@ -103,6 +103,18 @@ fn sliding_window_global_join_history_and_from_table_mistakes_name_the_line_and_
         (
             "kind = \"join\"\nmodule = \"merge_json.wasm\"\nwith = \"t\"\nhistory = \"0s\"\n",
             "9: step s: `history` must be longer than 0",
+        ),
+        (
+            "kind = \"join\"\nmodule = \"merge_json.wasm\"\nwith = \"t\"\ngrace = \"2s\"\n",
+            "9: step s: `grace` buffers the stream records of a stream-table join over a versioned table: give the join `history` too (Kafka Streams' Joined.withGracePeriod needs a versioned table)",
+        ),
+        (
+            "kind = \"join\"\nmodule = \"merge_json.wasm\"\nwith = \"t\"\nhistory = \"2s\"\ngrace = \"5s\"\n",
+            "10: step s: `grace` (5000 ms) is longer than `history` (2000 ms): a buffered record could outlive the table versions it is to meet; make `history` at least the grace, as Kafka Streams requires",
+        ),
+        (
+            "kind = \"aggregate\"\nmodule = \"count.wasm\"\ngrace = \"2s\"\n",
+            "8: step s: `grace` at a step's top level buffers a stream-table join's stream records; the grace of a window goes in the `window` table",
         ),
         (
             "kind = \"aggregate\"\nmodule = \"count.wasm\"\nfrom_table = true\n",

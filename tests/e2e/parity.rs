@@ -494,6 +494,16 @@ fn parity_versioned_table_joins() {
     check("versioned-table");
 }
 
+/// Stream-table joins over a versioned table whose stream records wait
+/// `grace` for late table records (Kafka Streams' `Joined.withGracePeriod`):
+/// they join in timestamp order (then key, then arrival) once the buffer's
+/// time is `grace` past theirs, late ones join at once, and what is still
+/// buffered at the end is not emitted.
+#[test]
+fn parity_versioned_table_joins_with_grace() {
+    check("versioned-grace");
+}
+
 /// A table's rows counted per group (`from_table = true` after a grouping
 /// map, Kafka Streams' `table.groupBy(..).count()`): a row that moves
 /// leaves its old group's count, a deleted row and a row its map rejects
@@ -591,6 +601,7 @@ fn parity_of_joins_whose_reads_deliver_part_of_a_topic() {
         "random-fk-join",
         "global-table",
         "versioned-table",
+        "versioned-grace",
         "merged-inputs",
     ] {
         let (dir, variants, topics) = asserted(name);

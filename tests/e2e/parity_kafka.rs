@@ -258,6 +258,11 @@ fn parity_on_kafka_versioned_table_joins() {
 }
 
 #[test]
+fn parity_on_kafka_versioned_table_joins_with_grace() {
+    check_kafka("versioned-grace");
+}
+
+#[test]
 fn parity_on_kafka_grouped_table_counts() {
     check_kafka("grouped-table");
 }

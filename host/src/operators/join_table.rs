@@ -10,8 +10,11 @@
 //!
 //! A stream-table join with `history` reads a versioned table, as Kafka
 //! Streams' versioned key-value stores keep one (see [`versioned`]): a
-//! stream record meets the value the table had at its timestamp.
+//! stream record meets the value the table had at its timestamp. With
+//! `grace` too, stream records wait in a buffer for late table records
+//! (see [`buffer`]).
 
+mod buffer;
 mod versioned;
 
 use super::pairs::{Pair, join};
@@ -108,6 +111,29 @@ impl Operator for TableJoin {
                             Some(v) => cx.txn.put(rk, v.to_vec()),
                             None => cx.txn.delete(rk),
                         },
+                    }
+                    continue;
+                }
+                if let Some(h) = cfg.history
+                    && cfg.grace > 0
+                    && it.rec.value().is_some()
+                    && let Some(due) = buffer::put(cx, cfg, &k, &it.rec)?
+                {
+                    // Buffered: the records whose grace is over join now.
+                    for rec in due {
+                        let key = rec.key().map(<[u8]>::to_vec).unwrap_or_default();
+                        let right = versioned::get(cx, cfg, &key, rec.timestamp(), h)?;
+                        if joined(true, right.is_some()) {
+                            pairs.push(Pair {
+                                key: Some(key),
+                                ts: rec.timestamp(),
+                                left: rec.value().map(<[u8]>::to_vec),
+                                right,
+                                seq: it.seq,
+                                rec,
+                                headers_of: None,
+                            });
+                        }
                     }
                     continue;
                 }

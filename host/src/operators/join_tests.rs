@@ -94,6 +94,44 @@ fn stream_table_joins_as_kafka_streams() {
     );
 }
 
+/// A stream-table join over a versioned table with `grace` (Kafka Streams'
+/// `Joined.withGracePeriod`): a stream record waits until the buffer's time
+/// (its newest record's) is `grace` past it, then meets the table as of its
+/// timestamp, records of one time in key order; a record already `grace`
+/// behind joins at once; the last record stays buffered. A keyless record
+/// of a left join is emitted at once, alone (Kafka Streams 4.4 fails on it
+/// with a NullPointerException in its buffer).
+#[test]
+fn a_graced_stream_table_join_holds_stream_records_until_grace_past_them() {
+    let input = [
+        r("a", "A1", 1),
+        l("a", "s1", 5),
+        r("a", "A4", 4), // late, but before s1 joins: s1 meets it
+        l("b", "s2", 5),
+        l("", "k", 6),
+        l("a", "s3", 7), // the buffer at 7: s1 and s2 (at 5) join, a before b
+        l("a", "s0", 2), // 5 behind the buffer: joins at once, with A1
+        l("a", "s4", 9), // s3 joins; s4 stays buffered
+    ];
+    let graced = "history = \"10ms\"\ngrace = \"2ms\"\n";
+    check(
+        &format!("{graced}join = \"inner\""),
+        &input,
+        &["a=s1+A4@5", "a=s0+A1@2", "a=s3+A4@7"],
+    );
+    check(
+        &format!("{graced}join = \"left\""),
+        &input,
+        &[
+            "null=k+-@6",
+            "a=s1+A4@5",
+            "b=s2+-@5",
+            "a=s0+A1@2",
+            "a=s3+A4@7",
+        ],
+    );
+}
+
 const TABLES: &str = "as_table = true";
 
 /// Table-table (KTableKTable{Inner,Left,Outer,Right}Join): an update to the

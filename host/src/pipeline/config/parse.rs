@@ -55,6 +55,7 @@ struct StepToml {
     foreign_key: Option<Spanned<String>>,
     lookup: Option<Spanned<String>>,
     history: Option<Spanned<String>>,
+    grace: Option<Spanned<String>>,
     from_table: Option<Spanned<bool>>,
 }
 
@@ -378,6 +379,12 @@ fn step(
         if let Some(h) = &s.history {
             only("history", true, h.span(), "join")?;
         }
+        if let Some(g) = &s.grace {
+            return cx.err(
+                g.span(),
+                format!("step {name}: `grace` at a step's top level buffers a stream-table join's stream records; the grace of a window goes in the `window` table"),
+            );
+        }
     }
     if kind != StepKind::Processor
         && let Some(st) = s.stores.first()
@@ -440,7 +447,7 @@ fn step(
         foreign_key(cx, st, fk, &mut step)?;
     }
     if kind == StepKind::Join {
-        join_sides(cx, st, &step)?;
+        join_sides(cx, st, &mut step)?;
     }
     Ok(step)
 }

@@ -186,9 +186,9 @@ pub(super) fn from_table(
 pub(super) fn join_sides(
     cx: &Ctx<'_>,
     st: &Spanned<StepToml>,
-    step: &Step,
+    step: &mut Step,
 ) -> Result<(), ConfigError> {
-    let (s, name) = (st.get_ref(), &step.name);
+    let (s, name) = (st.get_ref(), step.name.clone());
     let Some(with) = &s.with else {
         return cx.err(
             st.span(),
@@ -247,6 +247,22 @@ pub(super) fn join_sides(
                 format!("step {name}: `history` must be longer than 0"),
             );
         }
+    }
+    if let Some(g) = &s.grace {
+        let Some(history) = step.history else {
+            return cx.err(
+                g.span(),
+                format!("step {name}: `grace` buffers the stream records of a stream-table join over a versioned table: give the join `history` too (Kafka Streams' Joined.withGracePeriod needs a versioned table)"),
+            );
+        };
+        let grace = cx.duration("grace", g)?;
+        if grace > history {
+            return cx.err(
+                g.span(),
+                format!("step {name}: `grace` ({grace} ms) is longer than `history` ({history} ms): a buffered record could outlive the table versions it is to meet; make `history` at least the grace, as Kafka Streams requires"),
+            );
+        }
+        step.grace = grace;
     }
     if let Some(l) = &s.lookup {
         if step.with_kind != WithKind::Global {

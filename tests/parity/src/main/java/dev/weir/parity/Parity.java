@@ -235,6 +235,11 @@ public final class Parity {
             all.add(new Variant("versioned-table", kind, versionedStreamTable(kind.equals("left")), List.of("left", "right"), Keys.PLAIN, 0));
         }
         all.add(new Variant("versioned-table", "left-cached", versionedStreamTable(true), List.of("left", "right"), Keys.PLAIN, 0));
+        // ... whose stream records wait 2 s for late table records (Joined.withGracePeriod)
+        for (String kind : List.of("inner", "left")) {
+            all.add(new Variant("versioned-grace", kind, versionedStreamTableGrace(kind.equals("left"),
+                Duration.ofSeconds(5), Duration.ofSeconds(2)), List.of("left", "right"), Keys.PLAIN, 0));
+        }
         // a table's rows counted per group (KGroupedTable)
         for (String v : List.of("per-region", "per-region-cached")) {
             all.add(new Variant("grouped-table", v, groupedTableCount(), List.of("users"), Keys.PLAIN, 0));
@@ -256,6 +261,7 @@ public final class Parity {
         all.add(new Variant("random-joins", "global-inner", globalJoin(false, false), sides, Keys.PLAIN, 0));
         all.add(new Variant("random-joins", "versioned-inner", versionedStreamTable(false, Duration.ofSeconds(3)), sides, Keys.PLAIN, 0));
         all.add(new Variant("random-joins", "versioned-left", versionedStreamTable(true, Duration.ofSeconds(3)), sides, Keys.PLAIN, 0));
+        all.add(new Variant("random-joins", "versioned-grace-inner", versionedStreamTableGrace(false, Duration.ofSeconds(3), Duration.ofSeconds(1)), sides, Keys.PLAIN, 0));
         all.add(new Variant("random-joins", "global-left", globalJoin(true, false), sides, Keys.PLAIN, 0));
         all.add(new Variant("random-joins", "stream-table-left", streamTable(true), sides, Keys.PLAIN, 0));
         all.add(new Variant("random-joins", "stream-table-left-cached", streamTable(true), sides, Keys.PLAIN, 0));

@@ -34,6 +34,7 @@ import org.apache.kafka.streams.TestOutputTopic;
 import org.apache.kafka.streams.Topology;
 import org.apache.kafka.streams.TopologyTestDriver;
 import org.apache.kafka.streams.kstream.JoinWindows;
+import org.apache.kafka.streams.kstream.Joined;
 import org.apache.kafka.streams.kstream.KStream;
 import org.apache.kafka.streams.kstream.KTable;
 import org.apache.kafka.streams.kstream.Materialized;
@@ -247,6 +248,17 @@ final class Topologies {
         KTable<String, String> t = b.table("right", Materialized.<String, String>as(
             Stores.persistentVersionedKeyValueStore("right-versions", history)));
         (left ? s.leftJoin(t, Topologies::merge) : s.join(t, Topologies::merge)).to(OUT);
+        return b.build();
+    }
+
+    /** A versioned stream-table join whose stream records wait `grace` for late table records. */
+    static Topology versionedStreamTableGrace(boolean left, Duration history, Duration grace) {
+        StreamsBuilder b = new StreamsBuilder();
+        KStream<String, String> s = b.stream("left");
+        KTable<String, String> t = b.table("right", Materialized.<String, String>as(
+            Stores.persistentVersionedKeyValueStore("right-versions", history)));
+        Joined<String, String, String> j = Joined.<String, String, String>as("join").withGracePeriod(grace);
+        (left ? s.leftJoin(t, Topologies::merge, j) : s.join(t, Topologies::merge, j)).to(OUT);
         return b.build();
     }
 
