@@ -98,7 +98,7 @@ fn sliding_window_global_join_history_grace_and_from_table_mistakes_name_the_lin
         ),
         (
             "kind = \"join\"\nmodule = \"merge_json.wasm\"\nwith = \"t\"\nwith_kind = \"global\"\nhistory = \"5s\"\n",
-            "10: step s: `history` applies to stream-table joins (a versioned table, as Kafka Streams' versioned stores): leave out `as_table`, `foreign_key` and `with_kind`",
+            "10: step s: `history` applies to stream-table and table-table joins (versioned tables, as Kafka Streams' versioned stores): leave out `foreign_key` and `with_kind`",
         ),
         (
             "kind = \"join\"\nmodule = \"merge_json.wasm\"\nwith = \"t\"\nhistory = \"0s\"\n",
@@ -111,6 +111,10 @@ fn sliding_window_global_join_history_grace_and_from_table_mistakes_name_the_lin
         (
             "kind = \"join\"\nmodule = \"merge_json.wasm\"\nwith = \"t\"\nhistory = \"2s\"\ngrace = \"5s\"\n",
             "10: step s: `grace` (5000 ms) is longer than `history` (2000 ms): a buffered record could outlive the table versions it is to meet; make `history` at least the grace, as Kafka Streams requires",
+        ),
+        (
+            "kind = \"join\"\nmodule = \"merge_json.wasm\"\nwith = \"t\"\nas_table = true\nhistory = \"5s\"\ngrace = \"1s\"\n",
+            "11: step s: `grace` buffers the stream records of a stream-table join; a table-table join (`as_table`) has none",
         ),
         (
             "kind = \"aggregate\"\nmodule = \"count.wasm\"\ngrace = \"2s\"\n",

@@ -504,6 +504,15 @@ fn parity_versioned_table_joins_with_grace() {
     check("versioned-grace");
 }
 
+/// Table-table joins of two versioned tables (`as_table` with `history`,
+/// Kafka Streams' KIP-914): an update older than its key's newest on its
+/// side, or than the side's history, joins nothing; tombstones, keyless
+/// records and equal timestamps as without versions.
+#[test]
+fn parity_versioned_table_table_joins() {
+    check("versioned-tables");
+}
+
 /// A table's rows counted per group (`from_table = true` after a grouping
 /// map, Kafka Streams' `table.groupBy(..).count()`): a row that moves
 /// leaves its old group's count, a deleted row and a row its map rejects
@@ -602,6 +611,7 @@ fn parity_of_joins_whose_reads_deliver_part_of_a_topic() {
         "global-table",
         "versioned-table",
         "versioned-grace",
+        "versioned-tables",
         "merged-inputs",
     ] {
         let (dir, variants, topics) = asserted(name);

@@ -263,6 +263,11 @@ fn parity_on_kafka_versioned_table_joins_with_grace() {
 }
 
 #[test]
+fn parity_on_kafka_versioned_table_table_joins() {
+    check_kafka("versioned-tables");
+}
+
+#[test]
 fn parity_on_kafka_grouped_table_counts() {
     check_kafka("grouped-table");
 }

@@ -106,7 +106,9 @@ impl Operator for TableJoin {
                     // versioned, its older ones); a table update emits
                     // nothing.
                     match cfg.history {
-                        Some(h) => versioned::put(cx, cfg, &k, it.rec.value(), ts, h)?,
+                        Some(h) => {
+                            versioned::put(cx, cfg, versioned::RIGHT, &k, it.rec.value(), ts, h)?;
+                        }
                         None => match it.rec.value() {
                             Some(v) => cx.txn.put(rk, v.to_vec()),
                             None => cx.txn.delete(rk),
@@ -154,22 +156,37 @@ impl Operator for TableJoin {
                 };
                 let this_old = cx.get(this_k)?;
                 let this_new = it.rec.value().map(<[u8]>::to_vec);
-                // A cached Kafka Streams table forwards a change only when
-                // its old or new value is there.
-                if self.cached && this_old.is_none() && this_new.is_none() {
-                    continue;
+                if let Some(h) = cfg.history {
+                    // Versioned sides (KIP-914): a record older than its
+                    // key's newest, or than the history, joins nothing. No
+                    // cache: Kafka Streams' versioned stores have none.
+                    let side = if is_left {
+                        versioned::LEFT
+                    } else {
+                        versioned::RIGHT
+                    };
+                    let put = versioned::put(cx, cfg, side, &k, this_new.as_deref(), ts, h)?;
+                    if put != versioned::Put::Latest {
+                        continue;
+                    }
+                } else {
+                    // A cached Kafka Streams table forwards a change only
+                    // when its old or new value is there.
+                    if self.cached && this_old.is_none() && this_new.is_none() {
+                        continue;
+                    }
+                    match &this_new {
+                        Some(v) => {
+                            cx.txn.put(this_k.clone(), v.clone());
+                            cx.txn.put(this_ts, keys::ord_i64(ts).to_vec());
+                        }
+                        None => {
+                            cx.txn.delete(this_k.clone());
+                            cx.txn.delete(this_ts);
+                        }
+                    }
                 }
                 let other = cx.get(other_k)?;
-                match &this_new {
-                    Some(v) => {
-                        cx.txn.put(this_k.clone(), v.clone());
-                        cx.txn.put(this_ts, keys::ord_i64(ts).to_vec());
-                    }
-                    None => {
-                        cx.txn.delete(this_k.clone());
-                        cx.txn.delete(this_ts);
-                    }
-                }
                 let ts = match &other {
                     Some(_) => cx
                         .get(&other_ts)?

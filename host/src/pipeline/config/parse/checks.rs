@@ -235,10 +235,10 @@ pub(super) fn join_sides(
         }
     }
     if let Some(h) = &s.history {
-        if step.with_kind != WithKind::Table || s.as_table || s.foreign_key.is_some() {
+        if step.with_kind != WithKind::Table || s.foreign_key.is_some() {
             return cx.err(
                 h.span(),
-                format!("step {name}: `history` applies to stream-table joins (a versioned table, as Kafka Streams' versioned stores): leave out `as_table`, `foreign_key` and `with_kind`"),
+                format!("step {name}: `history` applies to stream-table and table-table joins (versioned tables, as Kafka Streams' versioned stores): leave out `foreign_key` and `with_kind`"),
             );
         }
         if step.history.is_some_and(|ms| ms <= 0) {
@@ -249,6 +249,12 @@ pub(super) fn join_sides(
         }
     }
     if let Some(g) = &s.grace {
+        if s.as_table {
+            return cx.err(
+                g.span(),
+                format!("step {name}: `grace` buffers the stream records of a stream-table join; a table-table join (`as_table`) has none"),
+            );
+        }
         let Some(history) = step.history else {
             return cx.err(
                 g.span(),

@@ -188,6 +188,8 @@ public final class Parity {
 
         for (String kind : List.of("inner", "left", "outer")) {
             all.add(new Variant("table-table", kind, tableTable(kind), List.of("left", "right"), Keys.PLAIN, 0));
+            all.add(new Variant("versioned-tables", kind, tableTableVersioned(kind, Duration.ofSeconds(5)), List.of("left", "right"), Keys.PLAIN, 0));
+            all.add(new Variant("random-joins", "table-table-versioned-" + kind, tableTableVersioned(kind, Duration.ofSeconds(3)), List.of("left", "right"), Keys.PLAIN, 0));
         }
         // stream-stream: before 2 s, after 3 s, grace 1 s
         for (String kind : List.of("inner", "left", "outer")) {

@@ -305,6 +305,22 @@ final class Topologies {
         return b.build();
     }
 
+    /** A table-table join of two versioned tables (KIP-914: out-of-order updates join nothing). */
+    static Topology tableTableVersioned(String kind, Duration history) {
+        StreamsBuilder b = new StreamsBuilder();
+        KTable<String, String> l = b.table("left", Materialized.<String, String>as(
+            Stores.persistentVersionedKeyValueStore("left-versions", history)));
+        KTable<String, String> r = b.table("right", Materialized.<String, String>as(
+            Stores.persistentVersionedKeyValueStore("right-versions", history)));
+        KTable<String, String> j = switch (kind) {
+            case "inner" -> l.join(r, Topologies::merge);
+            case "left" -> l.leftJoin(r, Topologies::merge);
+            default -> l.outerJoin(r, Topologies::merge);
+        };
+        j.toStream().to(OUT);
+        return b.build();
+    }
+
     /**
      * A foreign-key join of table "left" with table "right", keyed by the
      * left value's field "user" (Weir: `foreign_key = "/user"`).
