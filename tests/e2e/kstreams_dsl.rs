@@ -59,7 +59,8 @@ window = { type = "sliding", size = "5s", grace = "2s" }
 }
 
 #[test]
-fn sliding_window_global_join_history_grace_and_from_table_mistakes_name_the_line_and_field() {
+fn sliding_window_global_join_history_grace_emit_after_and_from_table_mistakes_name_the_line_and_field()
+ {
     let d = Data::new();
     let dir = d.path.parent().unwrap().to_path_buf();
     let step = "name = \"p\"\ninput = \"in\"\n\n[[steps]]\nname = \"s\"\n";
@@ -115,6 +116,14 @@ fn sliding_window_global_join_history_grace_and_from_table_mistakes_name_the_lin
         (
             "kind = \"join\"\nmodule = \"merge_json.wasm\"\nwith = \"t\"\nas_table = true\nhistory = \"5s\"\ngrace = \"1s\"\n",
             "11: step s: `grace` buffers the stream records of a stream-table join; a table-table join (`as_table`) has none",
+        ),
+        (
+            "kind = \"map\"\nmodule = \"count.wasm\"\nemit_after = \"2s\"\n",
+            "8: step s: `emit_after` applies to aggregate steps, not to a map step",
+        ),
+        (
+            "kind = \"aggregate\"\nmodule = \"count.wasm\"\nwindow = { type = \"tumbling\", size = \"5s\" }\nemit = \"close\"\nemit_after = \"2s\"\n",
+            "10: step s: `emit_after` holds results emitted on update; `emit = \"close\"` already emits each window once, when it closes",
         ),
         (
             "kind = \"aggregate\"\nmodule = \"count.wasm\"\ngrace = \"2s\"\n",

@@ -354,6 +354,14 @@ pub(crate) fn differs(
     want: &[Value],
 ) -> String {
     let pipeline = std::fs::read_to_string(dir.join(format!("{v}.toml"))).unwrap();
+    if pipeline.contains("emit_after") {
+        // Which results are still held when the input ends depends on which
+        // updates reached the buffer (one per key per batch or commit here,
+        // one per commit in Kafka Streams with its cache): there are no
+        // final values to compare, only the aggregate's store (compared
+        // beside this) and `weir test --batch 1`'s records.
+        return String::new();
+    }
     if pipeline.contains("kind = \"aggregate\"")
         || pipeline.contains("as_table = true")
         || pipeline.contains("foreign_key")

@@ -25,6 +25,7 @@ mod pairs;
 pub mod processor;
 pub mod session;
 pub mod sliding;
+pub mod suppress;
 pub mod table_group;
 
 use std::sync::Arc;
@@ -229,6 +230,16 @@ pub trait Operator: Send {
 
 /// The operator for a step.
 pub fn build(cfg: StepConfig, guest: Box<dyn Guest>) -> Box<dyn Operator> {
+    if let Some(limit) = cfg.emit_after {
+        let inner = build(
+            StepConfig {
+                emit_after: None,
+                ..cfg
+            },
+            guest,
+        );
+        return Box::new(suppress::Suppress::new(inner, limit));
+    }
     match cfg.kind {
         StepKind::Map if cfg.groups_table => Box::new(table_group::TableGroup::new(cfg, guest)),
         StepKind::Map => Box::new(map::Map::new(cfg, guest)),

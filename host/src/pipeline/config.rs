@@ -188,6 +188,10 @@ pub struct Step {
     pub retention: i64,
     /// When an aggregate emits.
     pub emit: Emit,
+    /// An aggregate's results held this long (ms of stream time) from a
+    /// key's first held result, then its latest emitted (Kafka Streams'
+    /// `suppress(untilTimeLimit)`); `None`: not held.
+    pub emit_after: Option<i64>,
     /// A join's other side (a topic).
     pub with: Option<String>,
     /// Table, stream or global table.
@@ -195,9 +199,10 @@ pub struct Step {
     /// A global table join's lookup: a JSON pointer into the left value
     /// whose value is the table key (`None`: the left record's key).
     pub lookup: Option<String>,
-    /// A stream-table join's versioned table: how long (ms, behind the
-    /// newest table record) it keeps older values, so that a stream record
-    /// meets the value the table had at its timestamp (`None`: the newest).
+    /// A stream-table join's versioned table (a table-table join's two):
+    /// how long (ms, behind the newest table record) it keeps older values,
+    /// so that a stream record meets the value the table had at its
+    /// timestamp (`None`: the newest).
     pub history: Option<i64>,
     /// Inner, left or outer.
     pub join: JoinType,

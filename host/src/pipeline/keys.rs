@@ -268,7 +268,7 @@ pub fn changelog(key: &[u8]) -> Option<(String, u32)> {
             let p = u32_at(rest.get(4..)?)?;
             Some((format!("segment-{seg}"), p))
         }
-        b'a' | b'c' | b'q' | b'e' | b'j' | b'w' | b'x' | b'f' | b'g' | b'm' | b'n' => {
+        b'a' | b'c' | b'q' | b'e' | b'j' | b'w' | b'x' | b'f' | b'g' | b'm' | b'n' | b'u' => {
             let (step, at) = name(rest)?;
             Some((step, u32_at(rest.get(at..)?)?))
         }
@@ -313,6 +313,10 @@ mod tests {
         );
         assert_eq!(
             changelog(&step("wc", b'n', "by-region", 3)),
+            Some(("by-region".to_string(), 3))
+        );
+        assert_eq!(
+            changelog(&step("wc", b'u', "by-region", 3)),
             Some(("by-region".to_string(), 3))
         );
         // A position is not state: it goes with the consumer group.

@@ -42,6 +42,7 @@ struct StepToml {
     outputs: BTreeMap<String, Spanned<String>>,
     window: Option<Spanned<WindowToml>>,
     emit: Option<Spanned<Emit>>,
+    emit_after: Option<Spanned<String>>,
     with: Option<Spanned<String>>,
     with_kind: Option<Spanned<WithKind>>,
     join: Option<Spanned<JoinType>>,
@@ -366,6 +367,17 @@ fn step(
     {
         only("emit", true, e.span(), "aggregate")?;
     }
+    if let Some(e) = &s.emit_after {
+        if kind != StepKind::Aggregate {
+            only("emit_after", true, e.span(), "aggregate")?;
+        }
+        if s.emit.as_ref().is_some_and(|m| *m.get_ref() == Emit::Close) {
+            return cx.err(
+                e.span(),
+                format!("step {name}: `emit_after` holds results emitted on update; `emit = \"close\"` already emits each window once, when it closes"),
+            );
+        }
+    }
     if kind != StepKind::Join {
         if let Some(w) = &s.with {
             only("with", true, w.span(), "join")?;
@@ -402,6 +414,10 @@ fn step(
         grace: 0,
         retention: 0,
         emit: s.emit.as_ref().map(|e| *e.get_ref()).unwrap_or_default(),
+        emit_after: match &s.emit_after {
+            Some(e) => Some(cx.duration("emit_after", e)?),
+            None => None,
+        },
         with: s.with.as_ref().map(|w| w.get_ref().clone()),
         with_kind: s
             .with_kind

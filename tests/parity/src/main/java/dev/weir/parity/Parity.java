@@ -218,6 +218,15 @@ public final class Parity {
             all.add(new Variant("random-aggregates", "session-" + emit, sessionCount(close),
                 List.of("events"), Keys.SESSION_WINDOWED, 0));
         }
+        // results held 3 s of stream time (suppress(untilTimeLimit)), with and without the cache
+        Duration limit = Duration.ofSeconds(3);
+        for (String c : List.of("", "-cached")) {
+            all.add(new Variant("random-aggregates", "count-after" + c, keyedCount(limit), List.of("events"), Keys.PLAIN, 0));
+            all.add(new Variant("random-aggregates", "tumbling-after" + c, windowedCount(tumbling(), false, limit),
+                List.of("events"), Keys.TIME_WINDOWED, 10_000));
+            all.add(new Variant("random-aggregates", "session-after" + c, sessionCount(false, limit),
+                List.of("events"), Keys.SESSION_WINDOWED, 0));
+        }
         for (String v : List.of("update", "close", "update-cached")) {
             all.add(new Variant("random-aggregates", "sliding-" + v, slidingCount(v.startsWith("close")),
                 List.of("events"), Keys.TIME_WINDOWED, 5_000));

@@ -113,11 +113,20 @@ final class Topologies {
         return b.build();
     }
 
+    /** `t` held by suppress(untilTimeLimit(limit, unbounded)), or `t` when `limit` is null. */
+    static <K> KTable<K, Long> after(KTable<K, Long> t, Duration limit) {
+        return limit == null ? t : t.suppress(Suppressed.untilTimeLimit(limit, Suppressed.BufferConfig.unbounded()));
+    }
+
     static Topology keyedCount() {
+        return keyedCount(null);
+    }
+
+    static Topology keyedCount(Duration limit) {
         StreamsBuilder b = new StreamsBuilder();
-        b.<String, String>stream("events")
+        after(b.<String, String>stream("events")
             .groupByKey()
-            .count()
+            .count(), limit)
             .toStream()
             .mapValues(v -> v == null ? null : v.toString())
             .to(OUT);
@@ -125,6 +134,10 @@ final class Topologies {
     }
 
     static Topology windowedCount(TimeWindows windows, boolean close) {
+        return windowedCount(windows, close, null);
+    }
+
+    static Topology windowedCount(TimeWindows windows, boolean close, Duration limit) {
         StreamsBuilder b = new StreamsBuilder();
         KTable<Windowed<String>, Long> counts = b.<String, String>stream("events")
             .groupByKey()
@@ -133,7 +146,7 @@ final class Topologies {
         if (close) {
             counts = counts.suppress(Suppressed.untilWindowCloses(Suppressed.BufferConfig.unbounded()));
         }
-        counts.toStream()
+        after(counts, limit).toStream()
             .mapValues(v -> v == null ? null : v.toString())
             .to(OUT, Produced.with(WindowedSerdes.timeWindowedSerdeFrom(String.class, windows.size()), Serdes.String()));
         return b.build();
@@ -156,6 +169,10 @@ final class Topologies {
     }
 
     static Topology sessionCount(boolean close) {
+        return sessionCount(close, null);
+    }
+
+    static Topology sessionCount(boolean close, Duration limit) {
         StreamsBuilder b = new StreamsBuilder();
         KTable<Windowed<String>, Long> counts = b.<String, String>stream("events")
             .groupByKey()
@@ -164,7 +181,7 @@ final class Topologies {
         if (close) {
             counts = counts.suppress(Suppressed.untilWindowCloses(Suppressed.BufferConfig.unbounded()));
         }
-        counts.toStream()
+        after(counts, limit).toStream()
             .mapValues(v -> v == null ? null : v.toString())
             .to(OUT, Produced.with(WindowedSerdes.sessionWindowedSerdeFrom(String.class), Serdes.String()));
         return b.build();
