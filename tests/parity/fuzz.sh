@@ -189,8 +189,10 @@ for scenario in ["wordcount", "random-aggregates", "random-joins", "fk-join"]:
             print(f"    Kafka Streams {ks[i] if i < len(ks) else '(none)'}")
         # `weir run` with commits and batches of its own ends on Kafka
         # Streams' final values (the stream-stream joins' outputs have no
-        # final value to compare: their records are compared above).
-        if "stream-stream" in variant:
+        # final value to compare: their records are compared above; nor do
+        # results held by `emit_after`, where what stays held at the end
+        # depends on commits).
+        if "stream-stream" in variant or "-after" in variant:
             continue
         ran, err = weir_run(d, toml, topics)
         if ran is None:
