@@ -474,6 +474,14 @@ fn parity_session_bridging_a_closed_session() {
     check("session-bridge");
 }
 
+/// Closed sessions reached again, with the state cache, by records that
+/// stretch a later session of their key back to them (Kafka Streams' record
+/// cache keeps them while the key's last session can still grow).
+#[test]
+fn parity_session_stretched_back_to_a_closed_session() {
+    check("session-stretch");
+}
+
 /// Sliding windows (time difference 5 s, grace 2 s), update and close:
 /// records before the first 5 s sharing `[0, 5 s]`, out-of-order records
 /// that make left and right windows of their neighbours, equal timestamps,

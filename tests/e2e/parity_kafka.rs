@@ -248,6 +248,11 @@ fn parity_on_kafka_session_bridging_a_closed_session() {
 }
 
 #[test]
+fn parity_on_kafka_session_stretched_back_to_a_closed_session() {
+    check_kafka("session-stretch");
+}
+
+#[test]
 fn parity_on_kafka_global_table_joins() {
     check_kafka("global-table");
 }

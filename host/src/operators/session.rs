@@ -17,9 +17,10 @@
 //!
 //! A session leaves the state once no record can reach it: without the
 //! cache as it closes (the session store's retention, gap + grace), with
-//! it once no record can reach it in time, directly or by bridging it to
-//! the key's next session (see `Session::reachable`); a purge index entry
-//! written with it says when to look.
+//! it once no record can reach it in time, directly or through the key's
+//! later sessions, stretched back while the last is open (see
+//! `Session::reachable`); a purge index entry written with it says when to
+//! look.
 
 use anyhow::Context;
 
@@ -105,6 +106,11 @@ fn tombstone(key: &[u8], s: i64, e: i64, seq: u64, carry: Option<&Packed>) -> It
 /// still holds it, and merges into it any record that reaches it), first
 /// looked at once no record could reach it in time, past end + 3 × gap +
 /// grace (see `Session::reachable`).
+/// With the state cache on, how many later sessions of its key a closed
+/// session may have and still be kept for records that stretch the last
+/// one back to it (see `Session::reachable`).
+const KEPT_LATER: usize = 64;
+
 fn leaves_at(end: i64, gap: i64, grace: i64, cached: bool) -> i64 {
     let at = end.saturating_add(gap).saturating_add(grace);
     if cached {
@@ -176,11 +182,15 @@ impl Session {
     /// With the state cache on, until when a record may still merge into
     /// the session of `key` that ends at `end` (Kafka Streams' record cache
     /// keeps every session it holds within reach, closed or not). A record
-    /// within the gap after it is in time until end + 2 × gap + grace. One
-    /// that bridges it to the key's next session (one starting within 2 ×
-    /// gap of `end`) is in time as long as that session's end is: until
-    /// that end + gap + grace, however old this one is; and such a next
-    /// session may still begin, in time, until end + 3 × gap + grace.
+    /// within the gap after it is in time until end + 2 × gap + grace, and a
+    /// session of the key may still begin next to it, in time, until end +
+    /// 3 × gap + grace. While a later session of the key is open (until its
+    /// end + gap + grace, or until a record in time can still extend it,
+    /// end + 2 × gap + grace), records in time can stretch that one back,
+    /// record by record, until it meets this one, however old this one is:
+    /// so it stays as long as the key's last session can grow, up to
+    /// [`KEPT_LATER`] sessions back (Kafka Streams' cache holds them while it
+    /// has room; beyond that, Weir lets them go).
     fn reachable(&self) -> impl Fn(&Ctx<'_>, &[u8], i64) -> anyhow::Result<Option<i64>> + use<'_> {
         move |cx: &Ctx<'_>, key: &[u8], end: i64| {
             let (gap, grace) = (self.gap, self.cfg.grace);
@@ -194,16 +204,17 @@ impl Session {
                 key,
                 end.saturating_add(1),
             );
-            let next = cx.range(&from, &keys::prefix_end(&prefix), 1)?;
-            let Some((k, v)) = next.first() else {
+            let later = cx.range(&from, &keys::prefix_end(&prefix), KEPT_LATER + 1)?;
+            let Some((_, v)) = later.last() else {
                 return Ok(Some(own));
             };
-            let (s, _) = keys::take_i64(&k[prefix.len()..]).context("a session key is corrupt")?;
-            let (e, _) = keys::agg_value(v).context("a session's accumulator is corrupt")?;
-            if s.saturating_sub(end) > 2 * gap {
+            if later.len() > KEPT_LATER {
                 return Ok(Some(own));
             }
-            Ok(Some(own.max(e.saturating_add(gap).saturating_add(grace))))
+            let (e, _) = keys::agg_value(v).context("a session's accumulator is corrupt")?;
+            Ok(Some(
+                own.max(e.saturating_add(2 * gap).saturating_add(grace)),
+            ))
         }
     }
 

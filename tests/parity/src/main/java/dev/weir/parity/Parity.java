@@ -177,6 +177,9 @@ public final class Parity {
         all.add(new Variant("session-bridge", "close", sessionCount(true), List.of("events"), Keys.SESSION_WINDOWED, 0));
         all.add(new Variant("session-bridge", "update-cached", sessionCount(false), List.of("events"), Keys.SESSION_WINDOWED, 0));
         all.add(new Variant("session-bridge", "close-cached", sessionCount(true), List.of("events"), Keys.SESSION_WINDOWED, 0));
+        for (String v : List.of("update", "close", "update-cached", "close-cached")) {
+            all.add(new Variant("session-stretch", v, sessionCount(v.startsWith("close")), List.of("events"), Keys.SESSION_WINDOWED, 0));
+        }
         all.add(new Variant("tumbling", "close-cached", windowedCount(tumbling(), true), List.of("events"), Keys.TIME_WINDOWED, 10_000));
         // sliding: time difference 5 s, grace 2 s
         for (String v : List.of("update", "close", "update-cached", "close-cached")) {
