@@ -109,7 +109,7 @@ fn tombstone(key: &[u8], s: i64, e: i64, seq: u64, carry: Option<&Packed>) -> It
 /// With the state cache on, how many later sessions of its key a closed
 /// session may have and still be kept for records that stretch the last
 /// one back to it (see `Session::reachable`).
-const KEPT_LATER: usize = 64;
+const KEPT_LATER: usize = 16;
 
 fn leaves_at(end: i64, gap: i64, grace: i64, cached: bool) -> i64 {
     let at = end.saturating_add(gap).saturating_add(grace);
