@@ -262,8 +262,7 @@ final class Topologies {
     static Topology versionedStreamTable(boolean left, Duration history) {
         StreamsBuilder b = new StreamsBuilder();
         KStream<String, String> s = b.stream("left");
-        KTable<String, String> t = b.table("right", Materialized.<String, String>as(
-            Stores.persistentVersionedKeyValueStore("right-versions", history)));
+        KTable<String, String> t = versioned(b, "right", history);
         (left ? s.leftJoin(t, Topologies::merge) : s.join(t, Topologies::merge)).to(OUT);
         return b.build();
     }
@@ -272,8 +271,7 @@ final class Topologies {
     static Topology versionedStreamTableGrace(boolean left, Duration history, Duration grace) {
         StreamsBuilder b = new StreamsBuilder();
         KStream<String, String> s = b.stream("left");
-        KTable<String, String> t = b.table("right", Materialized.<String, String>as(
-            Stores.persistentVersionedKeyValueStore("right-versions", history)));
+        KTable<String, String> t = versioned(b, "right", history);
         Joined<String, String, String> j = Joined.<String, String, String>as("join").withGracePeriod(grace);
         (left ? s.leftJoin(t, Topologies::merge, j) : s.join(t, Topologies::merge, j)).to(OUT);
         return b.build();
@@ -313,28 +311,32 @@ final class Topologies {
         StreamsBuilder b = new StreamsBuilder();
         KTable<String, String> l = b.table("left");
         KTable<String, String> r = b.table("right");
-        KTable<String, String> j = switch (kind) {
+        joinTables(kind, l, r, joiner).toStream().to(OUT);
+        return b.build();
+    }
+
+    /** Table `topic` in a versioned store keeping `history` (store TOPIC-versions). */
+    static KTable<String, String> versioned(StreamsBuilder b, String topic, Duration history) {
+        return b.table(topic, Materialized.<String, String>as(
+            Stores.persistentVersionedKeyValueStore(topic + "-versions", history)));
+    }
+
+    /** The table-table join of `kind` ("inner", "left", "outer"). */
+    static KTable<String, String> joinTables(String kind, KTable<String, String> l, KTable<String, String> r,
+                                             ValueJoiner<String, String, String> joiner) {
+        return switch (kind) {
             case "inner" -> l.join(r, joiner);
             case "left" -> l.leftJoin(r, joiner);
             default -> l.outerJoin(r, joiner);
         };
-        j.toStream().to(OUT);
-        return b.build();
     }
 
     /** A table-table join of two versioned tables (KIP-914: out-of-order updates join nothing). */
     static Topology tableTableVersioned(String kind, Duration history) {
         StreamsBuilder b = new StreamsBuilder();
-        KTable<String, String> l = b.table("left", Materialized.<String, String>as(
-            Stores.persistentVersionedKeyValueStore("left-versions", history)));
-        KTable<String, String> r = b.table("right", Materialized.<String, String>as(
-            Stores.persistentVersionedKeyValueStore("right-versions", history)));
-        KTable<String, String> j = switch (kind) {
-            case "inner" -> l.join(r, Topologies::merge);
-            case "left" -> l.leftJoin(r, Topologies::merge);
-            default -> l.outerJoin(r, Topologies::merge);
-        };
-        j.toStream().to(OUT);
+        KTable<String, String> l = versioned(b, "left", history);
+        KTable<String, String> r = versioned(b, "right", history);
+        joinTables(kind, l, r, Topologies::merge).toStream().to(OUT);
         return b.build();
     }
 
