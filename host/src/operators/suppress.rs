@@ -13,7 +13,8 @@
 //! result (packed), `u i ID` its buffer time, `u T` the buffer's stream
 //! time, where `ID` is the result's key bytes, then its window (start and
 //! end; end and start for a session, in the order of Kafka Streams'
-//! windowed key serializers).
+//! windowed key serializers); `u T` also holds a floor under every held
+//! time, so that the buffer is scanned only when something may be due.
 
 use super::{Ctx, Item, Operator};
 use crate::pipeline::config::{Step as StepConfig, Window};
@@ -63,38 +64,45 @@ impl Suppress {
             return Ok(items);
         }
         let time_key = self.prefix(cx, b'T');
-        let mut now = cx
-            .get(&time_key)?
-            .filter(|b| b.len() == 8)
-            .map(|b| keys::from_ord_i64(&b));
-        let before = now;
+        // The buffer's stream time, and a floor under every held time (as
+        // Kafka Streams' buffer keeps its minimum): the buffer is scanned
+        // only when something may be due.
+        let stored = cx.get(&time_key)?;
+        let (mut now, mut floor) = match stored.as_deref() {
+            Some(b) if b.len() == 16 => (Some(keys::from_ord_i64(b)), keys::from_ord_i64(&b[8..])),
+            Some(b) if b.len() == 8 => (Some(keys::from_ord_i64(b)), i64::MIN),
+            _ => (None, i64::MAX),
+        };
+        let (from, ids) = (self.prefix(cx, b'b'), self.prefix(cx, b'i'));
         let mut out = Vec::new();
         for it in items {
             let ts = it.rec.timestamp();
             let t = now.map_or(ts, |n| n.max(ts));
             now = Some(t);
             let id = self.id(&it.rec);
-            let mut ik = self.prefix(cx, b'i');
+            let mut ik = ids.clone();
             ik.extend_from_slice(&id);
             let at = match cx.get(&ik)?.filter(|b| b.len() == 8) {
                 Some(b) => keys::from_ord_i64(&b),
                 None => {
                     cx.txn.put(ik, keys::ord_i64(ts).to_vec());
+                    floor = floor.min(ts);
                     ts
                 }
             };
-            let mut bk = self.prefix(cx, b'b');
+            let mut bk = from.clone();
             bk.extend_from_slice(&keys::ord_i64(at));
             bk.extend_from_slice(&id);
             cx.txn.put(bk, it.rec.bytes().to_vec());
 
-            let from = self.prefix(cx, b'b');
+            let due = t.saturating_sub(self.limit);
+            if floor > due {
+                continue;
+            }
             let mut to = from.clone();
-            to.extend_from_slice(&keys::ord_i64(
-                t.saturating_sub(self.limit).saturating_add(1),
-            ));
+            to.extend_from_slice(&keys::ord_i64(due.saturating_add(1)));
             for (k, bytes) in cx.range(&from, &to, usize::MAX)? {
-                let mut ik = self.prefix(cx, b'i');
+                let mut ik = ids.clone();
                 ik.extend_from_slice(k.get(from.len() + 8..).unwrap_or_default());
                 cx.txn.delete(ik);
                 cx.txn.delete(k);
@@ -106,11 +114,14 @@ impl Suppress {
                 })?;
                 out.push(Item { seq: it.seq, rec });
             }
+            floor = due.saturating_add(1);
         }
-        if now != before
-            && let Some(t) = now
-        {
-            cx.txn.put(time_key, keys::ord_i64(t).to_vec());
+        if let Some(t) = now {
+            let mut meta = keys::ord_i64(t).to_vec();
+            meta.extend_from_slice(&keys::ord_i64(floor));
+            if stored.as_deref() != Some(meta.as_slice()) {
+                cx.txn.put(time_key, meta);
+            }
         }
         Ok(out)
     }

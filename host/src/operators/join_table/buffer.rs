@@ -14,7 +14,8 @@
 //!
 //! Layout, beside the join's other keys: `j b TIME KEY SEQ` a buffered
 //! record (packed; the key's raw bytes, so that keys order as Kafka
-//! Streams' do), `j B` the buffer's time and the next sequence number.
+//! Streams' do), `j B` the buffer's time, the next sequence number and a
+//! floor under the buffered records' times.
 
 use crate::operators::Ctx;
 use crate::pipeline::config::Step as StepConfig;
@@ -27,15 +28,18 @@ fn prefix(cx: &Ctx<'_>, cfg: &StepConfig, side: u8) -> Vec<u8> {
     k
 }
 
-/// The buffer's time and next sequence number.
-fn meta(cx: &Ctx<'_>, cfg: &StepConfig) -> anyhow::Result<(Option<i64>, u32)> {
+/// The buffer's time, its next sequence number, and a floor under every
+/// buffered record's time (as Kafka Streams' buffer keeps its minimum), so
+/// that the buffer is scanned only when something may be due.
+fn meta(cx: &Ctx<'_>, cfg: &StepConfig) -> anyhow::Result<(Option<i64>, u32, i64)> {
     Ok(match cx.get(&prefix(cx, cfg, b'B'))? {
-        Some(b) if b.len() == 12 => {
+        Some(b) if b.len() == 12 || b.len() == 20 => {
             let mut seq = [0u8; 4];
             seq.copy_from_slice(&b[8..12]);
-            (Some(keys::from_ord_i64(&b)), u32::from_be_bytes(seq))
+            let floor = b.get(12..20).map_or(i64::MIN, keys::from_ord_i64);
+            (Some(keys::from_ord_i64(&b)), u32::from_be_bytes(seq), floor)
         }
-        _ => (None, 0),
+        _ => (None, 0, i64::MAX),
     })
 }
 
@@ -50,37 +54,40 @@ pub(super) fn put(
     rec: &Packed,
 ) -> anyhow::Result<Option<Vec<Packed>>> {
     let ts = rec.timestamp();
-    let (time, seq) = meta(cx, cfg)?;
+    let (time, seq, floor) = meta(cx, cfg)?;
     if time.is_some_and(|t| t.saturating_sub(cfg.grace) > ts) {
         return Ok(None);
     }
     let now = time.map_or(ts, |t| t.max(ts));
-    let mut bk = prefix(cx, cfg, b'b');
+    let from = prefix(cx, cfg, b'b');
+    let mut bk = from.clone();
     bk.extend_from_slice(&keys::ord_i64(ts));
     bk.extend_from_slice(k);
     bk.extend_from_slice(&seq.to_be_bytes());
     cx.txn.put(bk, rec.bytes().to_vec());
-    let mut m = keys::ord_i64(now).to_vec();
-    m.extend_from_slice(&seq.wrapping_add(1).to_be_bytes());
-    cx.txn.put(prefix(cx, cfg, b'B'), m);
 
     // Everything at or before `now - grace` leaves.
-    let from = prefix(cx, cfg, b'b');
-    let mut to = from.clone();
-    to.extend_from_slice(&keys::ord_i64(
-        now.saturating_sub(cfg.grace).saturating_add(1),
-    ));
-    let due = cx.range(&from, &to, usize::MAX)?;
-    let mut out = Vec::with_capacity(due.len());
-    for (key, bytes) in due {
-        cx.txn.delete(key);
-        let rec = Packed::parse(bytes).map_err(|e| {
-            anyhow::anyhow!(
-                "step {}: a record in the join's buffer is damaged ({e}); reset the pipeline",
-                cfg.name
-            )
-        })?;
-        out.push(rec);
+    let due = now.saturating_sub(cfg.grace);
+    let mut floor = floor.min(ts);
+    let mut out = Vec::new();
+    if floor <= due {
+        let mut to = from.clone();
+        to.extend_from_slice(&keys::ord_i64(due.saturating_add(1)));
+        for (key, bytes) in cx.range(&from, &to, usize::MAX)? {
+            cx.txn.delete(key);
+            let rec = Packed::parse(bytes).map_err(|e| {
+                anyhow::anyhow!(
+                    "step {}: a record in the join's buffer is damaged ({e}); reset the pipeline",
+                    cfg.name
+                )
+            })?;
+            out.push(rec);
+        }
+        floor = due.saturating_add(1);
     }
+    let mut m = keys::ord_i64(now).to_vec();
+    m.extend_from_slice(&seq.wrapping_add(1).to_be_bytes());
+    m.extend_from_slice(&keys::ord_i64(floor));
+    cx.txn.put(prefix(cx, cfg, b'B'), m);
     Ok(Some(out))
 }
