@@ -126,6 +126,18 @@ fn sliding_window_global_join_history_grace_emit_after_and_from_table_mistakes_n
             "10: step s: `emit_after` holds results emitted on update; `emit = \"close\"` already emits each window once, when it closes",
         ),
         (
+            "kind = \"aggregate\"\nmodule = \"count.wasm\"\nemit_after_max_records = 2\n",
+            "8: step s: `emit_after_max_records` bounds what `emit_after` holds; set `emit_after` too (e.g. `emit_after = \"10s\"`)",
+        ),
+        (
+            "kind = \"aggregate\"\nmodule = \"count.wasm\"\nemit_after = \"2s\"\nemit_after_when_full = \"stop\"\n",
+            "9: step s: `emit_after_when_full` says what happens past a bound; set `emit_after_max_records` or `emit_after_max_bytes` too",
+        ),
+        (
+            "kind = \"aggregate\"\nmodule = \"count.wasm\"\nemit_after = \"2s\"\nemit_after_max_records = 2\nemit_after_when_full = \"halt\"\n",
+            "10: `emit_after_when_full`: unknown variant `halt`, expected `emit-early` or `stop`",
+        ),
+        (
             "kind = \"aggregate\"\nmodule = \"count.wasm\"\ngrace = \"2s\"\n",
             "8: step s: `grace` at a step's top level buffers a stream-table join's stream records; the grace of a window goes in the `window` table",
         ),
@@ -391,4 +403,84 @@ fn a_dead_letter_from_a_merged_input_names_its_topic() {
     assert_eq!(dead["headers"]["weir.partition"], "0");
     assert_eq!(dead["headers"]["weir.offset"], "2");
     assert_eq!(dead["timestamp"], 5);
+}
+
+/// `emit_after` with a bound (Kafka Streams' `BufferConfig.maxRecords` /
+/// `maxBytes`): with `emit_after_when_full = "stop"` a third held result
+/// stops the run before its batch commits, so nothing is emitted or lost;
+/// the same input with the default (emit early) lets the oldest held
+/// result out as the third comes in, and time lets the rest out. A bound
+/// in bytes that fits two results does the same.
+#[test]
+fn emit_after_with_a_bound_emits_the_oldest_early_or_stops_the_run_losing_nothing() {
+    let d = Data::new();
+    d.ok(&["topic", "create", "ev", "--partitions", "1"]);
+    let ev = |k: &str, ts: i64| json!({"key": k, "value": "x", "timestamp": ts}).to_string();
+    d.produce("ev", &[ev("a", 1000), ev("b", 2000), ev("c", 3000)]);
+    let dir = d.path.parent().unwrap().to_path_buf();
+    let pipeline = |name: &str, bound: &str| {
+        write_pipeline(
+            &dir,
+            &format!(
+                "name = \"{name}\"\ninput = \"ev\"\noutput = \"{name}-out\"\ncache_max_bytes = 0\n\n[[steps]]\nname = \"count\"\nkind = \"aggregate\"\nmodule = \"count.wasm\"\nemit_after = \"1h\"\n{bound}"
+            ),
+        )
+    };
+    let outputs = |topic: &str| -> Vec<(String, String, i64)> {
+        d.ok(&["consume", topic, "--from-beginning"])
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                let key = v["key"].as_str().unwrap().to_string();
+                (
+                    key,
+                    v["value"].to_string(),
+                    v["timestamp"].as_i64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let run_once = |file: &std::path::Path| {
+        run(d
+            .weir()
+            .args(["run", "--until-caught-up", "--quiet"])
+            .arg(file))
+    };
+
+    // Stopped at the third: each held result takes 47 bytes (its key, the
+    // packed record of key `a`, value `1` and no headers, and 16).
+    let file = pipeline(
+        "p",
+        "emit_after_max_records = 2\nemit_after_when_full = \"stop\"\n",
+    );
+    let r = run_once(&file);
+    assert_eq!(r.status.code(), Some(1), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("step count: `emit_after` holds 3 results (141 bytes), over its bound (emit_after_max_records = 2); `emit_after_when_full = \"stop\"` stops the run here, before the batch commits. Raise the bound, or drop `emit_after_when_full` to emit the oldest results early"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(outputs("p-out"), []);
+
+    // The same input again, emitting early: `a`, held first, leaves.
+    let file = pipeline("p", "emit_after_max_records = 2\n");
+    let r = run_once(&file);
+    assert_eq!(r.status.code(), Some(0), "{}", r.stderr);
+    let a = ("a".to_string(), "1".to_string(), 1000);
+    assert_eq!(outputs("p-out"), std::slice::from_ref(&a));
+
+    // An hour after `b` and `c`: both leave by time, in held order; `d`
+    // stays held.
+    d.produce("ev", &[ev("d", 3_603_000)]);
+    let r = run_once(&file);
+    assert_eq!(r.status.code(), Some(0), "{}", r.stderr);
+    let b = ("b".to_string(), "1".to_string(), 2000);
+    let c = ("c".to_string(), "1".to_string(), 3000);
+    assert_eq!(outputs("p-out"), [a.clone(), b.clone(), c.clone()]);
+
+    // 100 bytes hold two results of 47, not three.
+    let file = pipeline("q", "emit_after_max_bytes = 100\n");
+    let r = run_once(&file);
+    assert_eq!(r.status.code(), Some(0), "{}", r.stderr);
+    assert_eq!(outputs("q-out"), [a, b, c]);
 }

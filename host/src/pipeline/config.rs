@@ -100,6 +100,32 @@ pub enum Emit {
     Close,
 }
 
+/// A bound on what `emit_after` holds: Kafka Streams' `BufferConfig`
+/// (`maxRecords`, `maxBytes`, `emitEarlyWhenFull`, `shutDownWhenFull`).
+/// The default holds without bound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct HoldLimit {
+    /// At most this many results held (one per key and window).
+    pub max_records: Option<u64>,
+    /// At most this many bytes held (a result's key, window, value and
+    /// headers as the host packs them, plus 16).
+    pub max_bytes: Option<u64>,
+    /// Past a bound: emit the oldest held results early, or stop.
+    pub when_full: WhenFull,
+}
+
+/// What `emit_after` does when it holds more than its bound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum WhenFull {
+    /// Emit the held results of the oldest hold times until within bounds
+    /// (`emitEarlyWhenFull`, Kafka Streams' default for a bounded buffer).
+    #[default]
+    EmitEarly,
+    /// Fail the task, so that the run stops (`shutDownWhenFull`).
+    Stop,
+}
+
 /// Inner, left or outer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -192,6 +218,8 @@ pub struct Step {
     /// key's first held result, then its latest emitted (Kafka Streams'
     /// `suppress(untilTimeLimit)`); `None`: not held.
     pub emit_after: Option<i64>,
+    /// How much `emit_after` may hold, and what happens past that.
+    pub hold_limit: HoldLimit,
     /// A join's other side (a topic).
     pub with: Option<String>,
     /// Table, stream or global table.

@@ -10,10 +10,11 @@ use toml::Spanned;
 
 mod checks;
 
-use self::checks::{foreign_key, foreign_key_parts, from_table, join_sides, window};
+use self::checks::{foreign_key, foreign_key_parts, from_table, hold_limit, join_sides, window};
 use super::{
     ConfigError, DEFAULT_CACHE_MAX_BYTES, DEFAULT_COMMIT_INTERVAL, Emit, FkPart, Guarantee,
-    JoinType, KafkaSettings, Pipeline, Step, StepKind, Window, WithKind, is_registry_ref,
+    HoldLimit, JoinType, KafkaSettings, Pipeline, Step, StepKind, WhenFull, Window, WithKind,
+    is_registry_ref,
 };
 
 #[derive(Deserialize)]
@@ -43,6 +44,9 @@ struct StepToml {
     window: Option<Spanned<WindowToml>>,
     emit: Option<Spanned<Emit>>,
     emit_after: Option<Spanned<String>>,
+    emit_after_max_records: Option<Spanned<u64>>,
+    emit_after_max_bytes: Option<Spanned<u64>>,
+    emit_after_when_full: Option<Spanned<WhenFull>>,
     with: Option<Spanned<String>>,
     with_kind: Option<Spanned<WithKind>>,
     join: Option<Spanned<JoinType>>,
@@ -378,6 +382,7 @@ fn step(
             );
         }
     }
+    let hold_limit = hold_limit(cx, &name, s)?;
     if kind != StepKind::Join {
         if let Some(w) = &s.with {
             only("with", true, w.span(), "join")?;
@@ -418,6 +423,7 @@ fn step(
             Some(e) => Some(cx.duration("emit_after", e)?),
             None => None,
         },
+        hold_limit,
         with: s.with.as_ref().map(|w| w.get_ref().clone()),
         with_kind: s
             .with_kind

@@ -354,3 +354,44 @@ pub(super) fn foreign_key_parts(join: Step) -> [Step; 3] {
     );
     [subscribe, join, resolve]
 }
+
+/// Reads the bounds on what `emit_after` holds (`emit_after_max_records`,
+/// `emit_after_max_bytes`, `emit_after_when_full`).
+pub(super) fn hold_limit(cx: &Ctx<'_>, name: &str, s: &StepToml) -> Result<HoldLimit, ConfigError> {
+    let limit = HoldLimit {
+        max_records: s.emit_after_max_records.as_ref().map(|m| *m.get_ref()),
+        max_bytes: s.emit_after_max_bytes.as_ref().map(|m| *m.get_ref()),
+        when_full: s
+            .emit_after_when_full
+            .as_ref()
+            .map(|w| *w.get_ref())
+            .unwrap_or_default(),
+    };
+    let spans = [
+        s.emit_after_max_records
+            .as_ref()
+            .map(|m| ("emit_after_max_records", m.span())),
+        s.emit_after_max_bytes
+            .as_ref()
+            .map(|m| ("emit_after_max_bytes", m.span())),
+        s.emit_after_when_full
+            .as_ref()
+            .map(|w| ("emit_after_when_full", w.span())),
+    ];
+    let Some((field, span)) = spans.into_iter().flatten().next() else {
+        return Ok(limit);
+    };
+    if s.emit_after.is_none() {
+        return cx.err(
+            span,
+            format!("step {name}: `{field}` bounds what `emit_after` holds; set `emit_after` too (e.g. `emit_after = \"10s\"`)"),
+        );
+    }
+    if limit.max_records.is_none() && limit.max_bytes.is_none() {
+        return cx.err(
+            span,
+            format!("step {name}: `emit_after_when_full` says what happens past a bound; set `emit_after_max_records` or `emit_after_max_bytes` too"),
+        );
+    }
+    Ok(limit)
+}

@@ -230,6 +230,17 @@ public final class Parity {
             all.add(new Variant("random-aggregates", "session-after" + c, sessionCount(false, limit),
                 List.of("events"), Keys.SESSION_WINDOWED, 0));
         }
+        // ... in a buffer of at most 2 results (one per key and window), which
+        // lets the oldest out early when a third comes (emitEarlyWhenFull)
+        for (String c : List.of("", "-cached")) {
+            Suppressed.BufferConfig<?> two = Suppressed.BufferConfig.maxRecords(2);
+            all.add(new Variant("random-aggregates", "count-after-max2" + c, keyedCount(limit, two),
+                List.of("events"), Keys.PLAIN, 0));
+            all.add(new Variant("random-aggregates", "tumbling-after-max2" + c, windowedCount(tumbling(), false, limit, two),
+                List.of("events"), Keys.TIME_WINDOWED, 10_000));
+            all.add(new Variant("random-aggregates", "session-after-max2" + c, sessionCount(false, limit, two),
+                List.of("events"), Keys.SESSION_WINDOWED, 0));
+        }
         for (String v : List.of("update", "close", "update-cached")) {
             all.add(new Variant("random-aggregates", "sliding-" + v, slidingCount(v.startsWith("close")),
                 List.of("events"), Keys.TIME_WINDOWED, 5_000));

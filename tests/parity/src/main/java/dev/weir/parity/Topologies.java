@@ -115,7 +115,12 @@ final class Topologies {
 
     /** `t` held by suppress(untilTimeLimit(limit, unbounded)), or `t` when `limit` is null. */
     static <K> KTable<K, Long> after(KTable<K, Long> t, Duration limit) {
-        return limit == null ? t : t.suppress(Suppressed.untilTimeLimit(limit, Suppressed.BufferConfig.unbounded()));
+        return after(t, limit, Suppressed.BufferConfig.unbounded());
+    }
+
+    /** `t` held by suppress(untilTimeLimit(limit, buffer)), or `t` when `limit` is null. */
+    static <K> KTable<K, Long> after(KTable<K, Long> t, Duration limit, Suppressed.BufferConfig<?> buffer) {
+        return limit == null ? t : t.suppress(Suppressed.untilTimeLimit(limit, buffer));
     }
 
     static Topology keyedCount() {
@@ -123,10 +128,14 @@ final class Topologies {
     }
 
     static Topology keyedCount(Duration limit) {
+        return keyedCount(limit, Suppressed.BufferConfig.unbounded());
+    }
+
+    static Topology keyedCount(Duration limit, Suppressed.BufferConfig<?> buffer) {
         StreamsBuilder b = new StreamsBuilder();
         after(b.<String, String>stream("events")
             .groupByKey()
-            .count(), limit)
+            .count(), limit, buffer)
             .toStream()
             .mapValues(v -> v == null ? null : v.toString())
             .to(OUT);
@@ -138,6 +147,10 @@ final class Topologies {
     }
 
     static Topology windowedCount(TimeWindows windows, boolean close, Duration limit) {
+        return windowedCount(windows, close, limit, Suppressed.BufferConfig.unbounded());
+    }
+
+    static Topology windowedCount(TimeWindows windows, boolean close, Duration limit, Suppressed.BufferConfig<?> buffer) {
         StreamsBuilder b = new StreamsBuilder();
         KTable<Windowed<String>, Long> counts = b.<String, String>stream("events")
             .groupByKey()
@@ -146,7 +159,7 @@ final class Topologies {
         if (close) {
             counts = counts.suppress(Suppressed.untilWindowCloses(Suppressed.BufferConfig.unbounded()));
         }
-        after(counts, limit).toStream()
+        after(counts, limit, buffer).toStream()
             .mapValues(v -> v == null ? null : v.toString())
             .to(OUT, Produced.with(WindowedSerdes.timeWindowedSerdeFrom(String.class, windows.size()), Serdes.String()));
         return b.build();
@@ -173,6 +186,10 @@ final class Topologies {
     }
 
     static Topology sessionCount(boolean close, Duration limit) {
+        return sessionCount(close, limit, Suppressed.BufferConfig.unbounded());
+    }
+
+    static Topology sessionCount(boolean close, Duration limit, Suppressed.BufferConfig<?> buffer) {
         StreamsBuilder b = new StreamsBuilder();
         KTable<Windowed<String>, Long> counts = b.<String, String>stream("events")
             .groupByKey()
@@ -181,7 +198,7 @@ final class Topologies {
         if (close) {
             counts = counts.suppress(Suppressed.untilWindowCloses(Suppressed.BufferConfig.unbounded()));
         }
-        after(counts, limit).toStream()
+        after(counts, limit, buffer).toStream()
             .mapValues(v -> v == null ? null : v.toString())
             .to(OUT, Produced.with(WindowedSerdes.sessionWindowedSerdeFrom(String.class), Serdes.String()));
         return b.build();
