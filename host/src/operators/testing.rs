@@ -452,6 +452,12 @@ impl Harness {
         Ok(held.into_iter().map(|it| it.rec.to_record()).collect())
     }
 
+    /// Writes `value` under `key` with the next commit (state as an earlier
+    /// build left it).
+    pub fn put_state(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.txn.put(key, value);
+    }
+
     /// Drops the uncommitted batches, as a task does when one fails.
     pub fn discard(&mut self) {
         self.txn.clear();

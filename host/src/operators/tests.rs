@@ -515,3 +515,39 @@ fn held_updates_give_the_same_final_values_as_per_batch_emission() {
         }
     }
 }
+
+/// A buffer written before `emit_after` counted what it holds (a time key
+/// of 16 bytes, held times of 8) is counted at the next result put in, so
+/// that a bound set since holds for what it already held: here a third
+/// result lets the first out.
+#[test]
+fn emit_after_counts_a_buffer_written_before_it_counted_and_bounds_it() {
+    let cfg = step(
+        r#"name = "count"
+kind = "aggregate"
+module = "count.wasm"
+emit_after = "1h"
+emit_after_max_records = 2"#,
+    );
+    let mut h = Harness::new(cfg, counter());
+    let out = h
+        .batch(&stream(&[rec("a", "x", 1), rec("b", "x", 2)]))
+        .unwrap();
+    assert!(out.is_empty());
+    let prefix = crate::pipeline::keys::step("p", b'u', "count", 0);
+    let mut old = 0;
+    for (k, v) in h.backend.state() {
+        match k.strip_prefix(prefix.as_slice()).and_then(|r| r.first()) {
+            Some(b'T') => h.put_state(k, v[..16].to_vec()),
+            Some(b'i') => h.put_state(k, v[..8].to_vec()),
+            _ => continue,
+        }
+        old += 1;
+    }
+    assert_eq!(old, 3);
+    assert!(h.batch(&[]).unwrap().is_empty());
+    let out = h.batch(&stream(&[rec("c", "x", 3)])).unwrap();
+    assert_eq!(out.iter().map(show).collect::<Vec<_>>(), ["a=1@1"]);
+    let out = h.batch(&stream(&[rec("d", "x", 3_600_003)])).unwrap();
+    assert_eq!(out.iter().map(show).collect::<Vec<_>>(), ["b=1@2", "c=1@3"]);
+}
