@@ -204,8 +204,9 @@ fn emit_close_without_a_window_never_emits_and_sessions_close_after_their_gap() 
     // As docs/pipeline.md says: an unwindowed aggregate never closes (its
     // state stays queryable); a session closes when the stream time reaches
     // its end + gap + grace, and is then emitted; with the state cache on
-    // (the default here), it leaves the state once no record could still
-    // merge into it in time.
+    // (the default here), it stays in the state a day of stream time past
+    // its end, as records in time could still stretch a later session of
+    // its key back to it.
     let (out, state) = count_with("emit = \"close\"", &RECORDS);
     assert_eq!(out, Vec::<String>::new());
     assert_lines("unwindowed", &state("a").stdout, r#"{"key":"a","value":3}"#);
@@ -214,13 +215,12 @@ fn emit_close_without_a_window_never_emits_and_sessions_close_after_their_gap() 
         &RECORDS,
     );
     assert_eq!(out, ["a@1000=2", "a@12000=1"]);
-    // At 25 s, a[1 s, 2 s] is out of reach; a[12 s, 12 s] is not (a
-    // session of a that begins by 22 s, in time, and a record between the
-    // two could merge it, until 12 s + 3 × gap).
+    // At 25 s both sessions of a are closed, and kept.
     assert_lines(
         "sessions of a",
         &state("a").stdout,
-        r#"{"key":"a","window":{"start":12000,"end":12000},"value":1}"#,
+        r#"{"key":"a","window":{"start":1000,"end":2000},"value":2}
+        {"key":"a","window":{"start":12000,"end":12000},"value":1}"#,
     );
 
     assert_lines(

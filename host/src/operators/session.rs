@@ -17,10 +17,9 @@
 //!
 //! A session leaves the state once no record can reach it: without the
 //! cache as it closes (the session store's retention, gap + grace), with
-//! it once no record can reach it in time, directly or through the key's
-//! later sessions, stretched back while the last is open (see
-//! `Session::reachable`); a purge index entry written with it says when to
-//! look.
+//! it a day of stream time past its end (see `Session::reachable`), or at
+//! once when its key has more than [`KEPT_LATER`] sessions after it; a
+//! purge index entry written with it says when to look.
 
 use anyhow::Context;
 
@@ -100,17 +99,21 @@ fn tombstone(key: &[u8], s: i64, e: i64, seq: u64, carry: Option<&Packed>) -> It
     }
 }
 
-/// When a session ending at `end` leaves the state: as Kafka Streams'
-/// session store stops returning it, at end + gap + grace (its retention)
-/// without the state cache (`cached`); with it (Kafka Streams' record cache
-/// still holds it, and merges into it any record that reaches it), first
-/// looked at once no record could reach it in time, past end + 3 × gap +
-/// grace (see `Session::reachable`).
 /// With the state cache on, how many later sessions of its key a closed
 /// session may have and still be kept for records that stretch the last
 /// one back to it (see `Session::reachable`).
 const KEPT_LATER: usize = 16;
 
+/// With the state cache on, how long (in stream time past its end) a closed
+/// session with at most [`KEPT_LATER`] later sessions is kept: a day.
+const KEPT_FOR: i64 = 24 * 60 * 60 * 1000;
+
+/// When a session ending at `end` leaves the state: as Kafka Streams'
+/// session store stops returning it, at end + gap + grace (its retention)
+/// without the state cache (`cached`); with it (Kafka Streams' record cache
+/// still holds it, and merges into it any record that reaches it), first
+/// looked at once no record could reach it directly in time, past end + 3
+/// × gap + grace (see `Session::reachable`).
 fn leaves_at(end: i64, gap: i64, grace: i64, cached: bool) -> i64 {
     let at = end.saturating_add(gap).saturating_add(grace);
     if cached {
@@ -184,17 +187,17 @@ impl Session {
     /// keeps every session it holds within reach, closed or not). A record
     /// within the gap after it is in time until end + 2 × gap + grace, and a
     /// session of the key may still begin next to it, in time, until end +
-    /// 3 × gap + grace. While a later session of the key is open (until its
-    /// end + gap + grace, or until a record in time can still extend it,
-    /// end + 2 × gap + grace), records in time can stretch that one back,
-    /// record by record, until it meets this one, however old this one is:
-    /// so it stays as long as the key's last session can grow, up to
-    /// [`KEPT_LATER`] sessions back (Kafka Streams' cache holds them while it
-    /// has room; beyond that, Weir lets them go).
+    /// 3 × gap + grace. Any later session of the key, open now or begun
+    /// later, can be stretched back by records in time, record by record,
+    /// until it meets this one, however old this one is: so it stays for
+    /// [`KEPT_FOR`] of stream time, and as long as the key's last session
+    /// can grow, up to [`KEPT_LATER`] sessions back (Kafka Streams' cache
+    /// holds them while it has room; beyond that, Weir lets them go).
     fn reachable(&self) -> impl Fn(&Ctx<'_>, &[u8], i64) -> anyhow::Result<Option<i64>> + use<'_> {
         move |cx: &Ctx<'_>, key: &[u8], end: i64| {
             let (gap, grace) = (self.gap, self.cfg.grace);
             let own = end.saturating_add(3 * gap).saturating_add(grace);
+            let kept = own.max(end.saturating_add(KEPT_FOR));
             let mut prefix = keys::step(cx.pipeline, b'a', &self.cfg.name, cx.partition);
             keys::push_key(&mut prefix, key);
             let from = keys::agg(
@@ -206,14 +209,14 @@ impl Session {
             );
             let later = cx.range(&from, &keys::prefix_end(&prefix), KEPT_LATER + 1)?;
             let Some((_, v)) = later.last() else {
-                return Ok(Some(own));
+                return Ok(Some(kept));
             };
             if later.len() > KEPT_LATER {
                 return Ok(Some(own));
             }
             let (e, _) = keys::agg_value(v).context("a session's accumulator is corrupt")?;
             Ok(Some(
-                own.max(e.saturating_add(2 * gap).saturating_add(grace)),
+                kept.max(e.saturating_add(2 * gap).saturating_add(grace)),
             ))
         }
     }
@@ -245,9 +248,17 @@ impl Session {
         let mut prefix = keys::step(cx.pipeline, b'a', &name, cx.partition);
         keys::push_key(&mut prefix, key);
         let sessions = cx.range(&prefix, &keys::prefix_end(&prefix), usize::MAX)?;
+        // With the cache, closed sessions with more than `KEPT_LATER` later
+        // ones leave now, so that a key's sessions stay few (no record can
+        // reach them in time: see `reachable`).
+        let trim = if self.defer {
+            sessions.len().saturating_sub(KEPT_LATER + 1)
+        } else {
+            0
+        };
         let (mut start, mut end) = (ts, ts);
         let mut overlapping = Vec::new();
-        for (k, v) in sessions {
+        for (i, (k, v)) in sessions.into_iter().enumerate() {
             let (s, _) = keys::take_i64(&k[prefix.len()..]).context("a session key is corrupt")?;
             let (e, acc) = keys::agg_value(&v).context("a session's accumulator is corrupt")?;
             // Without the state cache, a closed session (its end + gap +
@@ -258,7 +269,16 @@ impl Session {
             // own (the closed one leaves the state after the batch). With the
             // cache, Kafka Streams finds it in its record cache, which
             // does not check retention, and merges it: so does Weir.
-            if !self.defer && e <= prev.saturating_sub(gap).saturating_sub(self.cfg.grace) {
+            let closed = e <= prev.saturating_sub(gap).saturating_sub(self.cfg.grace);
+            if !self.defer && closed {
+                continue;
+            }
+            if i < trim
+                && closed
+                && !(e >= ts - gap && s <= ts + gap)
+                && !self.index.contains_key(&(key.to_vec(), s, e))
+            {
+                cx.txn.delete(k);
                 continue;
             }
             if e >= ts - gap && s <= ts + gap {

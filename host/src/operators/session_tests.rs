@@ -240,10 +240,9 @@ fn with_the_cache_a_record_next_to_a_closed_session_merges_into_it() {
 /// With `emit = "close"` and the cache on, Kafka Streams' record cache still
 /// holds a session its suppression has emitted, and a record within the gap
 /// merges into it; the merged session is emitted when it closes in turn
-/// (tests/parity/session/close-cached). Weir keeps a closed session until
-/// no record can merge into it without being late (its end + 3 × gap +
-/// grace, with no next session to bridge it to), then forgets it. gap 5 s,
-/// grace 2 s.
+/// (tests/parity/session/close-cached). Weir keeps a closed session for a
+/// day of stream time past its end (records in time can stretch a later
+/// session of its key back to it), then forgets it. gap 5 s, grace 2 s.
 #[test]
 fn with_the_cache_a_closed_session_is_kept_for_merging_then_forgotten() {
     use crate::backend::StateRead;
@@ -272,42 +271,36 @@ fn with_the_cache_a_closed_session_is_kept_for_merging_then_forgotten() {
     assert!(feed(&mut h, "d", 74_000).is_empty());
     // d[70 s, 74 s] closes at 81 s.
     assert_eq!(feed(&mut h, "x", 81_000), ["d[70000,74000]=2@74000"]);
-    // Kept while a record could still merge: a record within the gap until
-    // 74 s + 10 s + 2 s, and one bridging it to a session that may still
-    // begin (up to 84 s, in time until 91 s) until 74 s + 15 s + 2 s
-    // (e[77 s, 77 s] closes at 84 s meanwhile).
+    // Kept while a record could still merge into it, directly or through a
+    // later session of its key stretched back to it record by record: a
+    // day of stream time past its end (e[77 s, 77 s] closes at 84 s
+    // meanwhile).
     assert_eq!(feed(&mut h, "x", 86_000), ["e[77000,77000]=1@77000"]);
-    assert!(stored(&h, "d", 70_000));
-    assert!(feed(&mut h, "z", 91_000).is_empty());
-    assert!(stored(&h, "d", 70_000));
-    // Past 91 s, d's session is forgotten; e's is kept until 94 s.
     assert!(feed(&mut h, "w", 91_001).is_empty());
-    assert!(!stored(&h, "d", 70_000));
+    assert!(stored(&h, "d", 70_000));
     assert!(stored(&h, "e", 77_000));
     assert_eq!(h.late, 0);
-    // At 100 s, e's is forgotten; x[81 s, 86 s], z's and w's close, and are
-    // kept (x's until 103 s).
+    // A day past 74 s, d's session is forgotten; e's a day past 77 s.
     assert_eq!(
-        feed(&mut h, "y", 100_000),
-        [
-            "x[81000,86000]=2@86000",
-            "z[91000,91000]=1@91000",
-            "w[91001,91001]=1@91001"
-        ]
+        feed(&mut h, "y", 74_000 + DAY + 1),
+        ["x[81000,86000]=2@86000", "w[91001,91001]=1@91001"]
     );
+    assert!(!stored(&h, "d", 70_000));
+    assert!(stored(&h, "e", 77_000));
+    assert!(feed(&mut h, "z", 77_000 + DAY + 1).is_empty());
     assert!(!stored(&h, "e", 77_000));
     assert!(stored(&h, "x", 81_000));
-    // At 103.001 s, x's is forgotten.
-    assert!(feed(&mut h, "y", 103_001).is_empty());
-    assert!(!stored(&h, "x", 81_000));
 }
+
+/// A day of stream time: how long the cache keeps a closed session.
+const DAY: i64 = 24 * 60 * 60 * 1000;
 
 /// With `emit = "update"`, a session leaves the state as Kafka Streams'
 /// session store stops returning it: at its end + gap + grace without the
 /// cache (a record next to it starts a session of its own by then); with
-/// the cache, once no record can merge into it without being late (past
-/// end + 3 × gap + grace, when no next session keeps it within reach),
-/// after the commit has emitted it. gap 5 s, grace 2 s.
+/// the cache, a day of stream time past its end (a later session of its
+/// key could be stretched back to it until then), after the commit has
+/// emitted it. gap 5 s, grace 2 s.
 #[test]
 fn emitted_on_update_a_session_leaves_the_state_when_it_can_no_longer_grow() {
     use crate::backend::StateRead;
@@ -349,9 +342,14 @@ fn emitted_on_update_a_session_leaves_the_state_when_it_can_no_longer_grow() {
     assert_eq!(feed(&mut h, "b", 86_000), ["b[86000,86000]=1@86000"]);
     assert!(stored(&h, "a", 70_000));
     assert_eq!(feed(&mut h, "c", 87_000), ["c[87000,87000]=1@87000"]);
-    // a[70 s, 74 s]: until 74 s + 15 s + 2 s.
-    assert!(stored(&h, "a", 70_000));
+    // a[70 s, 74 s]: kept a day past its end (a later session of `a`
+    // could still be stretched back to it).
     assert_eq!(feed(&mut h, "d", 91_001), ["d[91001,91001]=1@91001"]);
+    assert!(stored(&h, "a", 70_000));
+    assert_eq!(
+        feed(&mut h, "d", 74_000 + DAY + 1),
+        ["d[86474001,86474001]=1@86474001"]
+    );
     assert!(!stored(&h, "a", 70_000));
     assert!(stored(&h, "b", 77_000));
     assert_eq!(h.late, 0);
