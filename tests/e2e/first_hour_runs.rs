@@ -137,10 +137,10 @@ fn with_emit_update_a_window_stays_queryable_for_its_retention() {
 
 /// However long a windowed aggregate runs, its state holds only the windows
 /// within retention: ten minutes of one record a second, in 10 s windows,
-/// leave one window in the state; a session every 10 s, the last 17 (with
-/// the state cache on, a closed session stays while the key's last session
-/// can still grow, 590 s + 2 × 5 s, since records in time could stretch
-/// that one back to it, up to 16 later sessions back).
+/// leave one window in the state; a session every hour for 60 hours, those
+/// of the last day (with the state cache on, a closed session stays a day
+/// of stream time past its end, since records in time could stretch a
+/// later session of its key back to it).
 #[test]
 fn a_long_windowed_run_keeps_only_the_windows_within_retention() {
     let records: Vec<(&str, i64)> = (0..600).map(|i| ("a", i * 1000)).collect();
@@ -157,8 +157,10 @@ fn a_long_windowed_run_keeps_only_the_windows_within_retention() {
         &a.stdout,
         r#"{"key":"a","window":{"start":590000,"end":600000},"value":10}"#,
     );
-    // Sessions: a record every 10 s with a gap of 5 s makes a session each.
-    let records: Vec<(&str, i64)> = (0..60).map(|i| ("a", i * 10_000)).collect();
+    // Sessions: a record every hour with a gap of 5 s makes a session each;
+    // at 59 h, those that ended by 35 h are a day old.
+    const HOUR: i64 = 3_600_000;
+    let records: Vec<(&str, i64)> = (0..60).map(|i| ("a", i * HOUR)).collect();
     let (out, state) = count_with(
         "window = { type = \"session\", gap = \"5s\" }\nemit = \"update\"",
         &records,
@@ -166,9 +168,9 @@ fn a_long_windowed_run_keeps_only_the_windows_within_retention() {
     assert_eq!(out.len(), 60);
     let a = state("a");
     assert!(a.status.success(), "{}", a.stderr);
-    let kept: String = (43..60)
+    let kept: String = (35..60)
         .map(|i| {
-            let t = i * 10_000;
+            let t = i * HOUR;
             format!("{{\"key\":\"a\",\"window\":{{\"start\":{t},\"end\":{t}}},\"value\":1}}\n")
         })
         .collect();

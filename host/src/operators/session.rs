@@ -17,9 +17,12 @@
 //!
 //! A session leaves the state once no record can reach it: without the
 //! cache as it closes (the session store's retention, gap + grace), with
-//! it a day of stream time past its end (see `Session::reachable`), or at
-//! once when its key has more than [`KEPT_LATER`] sessions after it; a
-//! purge index entry written with it says when to look.
+//! it a day of stream time past its end, or later while the key's last
+//! session can still grow and be stretched back to it (see
+//! `Session::reachable`); a purge index entry written with it says when
+//! to look. A record reads only the sessions of its key that may
+//! touch it: those starting within the step's longest session (kept
+//! beside its stream time) plus `gap` before it.
 
 use anyhow::Context;
 
@@ -105,19 +108,20 @@ fn tombstone(key: &[u8], s: i64, e: i64, seq: u64, carry: Option<&Packed>) -> It
 const KEPT_LATER: usize = 16;
 
 /// With the state cache on, how long (in stream time past its end) a closed
-/// session with at most [`KEPT_LATER`] later sessions is kept: a day.
+/// session is kept: a day.
 const KEPT_FOR: i64 = 24 * 60 * 60 * 1000;
 
 /// When a session ending at `end` leaves the state: as Kafka Streams'
 /// session store stops returning it, at end + gap + grace (its retention)
 /// without the state cache (`cached`); with it (Kafka Streams' record cache
 /// still holds it, and merges into it any record that reaches it), first
-/// looked at once no record could reach it directly in time, past end + 3
-/// × gap + grace (see `Session::reachable`).
+/// looked at [`KEPT_FOR`] past its end (see `Session::reachable`).
 fn leaves_at(end: i64, gap: i64, grace: i64, cached: bool) -> i64 {
     let at = end.saturating_add(gap).saturating_add(grace);
     if cached {
-        at.saturating_add(2 * gap).saturating_add(1)
+        at.saturating_add(2 * gap)
+            .max(end.saturating_add(KEPT_FOR))
+            .saturating_add(1)
     } else {
         at
     }
@@ -221,6 +225,40 @@ impl Session {
         }
     }
 
+    /// Where the length of the step's longest session is kept (beside its
+    /// stream time).
+    fn longest_key(&self, cx: &Ctx<'_>) -> Vec<u8> {
+        let mut k = keys::step_time(cx.pipeline, &self.cfg.name, cx.partition);
+        k.push(b'L');
+        k
+    }
+
+    /// The length of the step's longest session so far (end - start); in
+    /// state written before it was kept, found by reading every session
+    /// once.
+    fn longest(&self, cx: &Ctx<'_>) -> anyhow::Result<i64> {
+        if let Some(b) = cx.get(&self.longest_key(cx))? {
+            let b: [u8; 8] = b
+                .as_slice()
+                .try_into()
+                .context("a session step's longest length is corrupt")?;
+            return Ok(i64::from_be_bytes(b));
+        }
+        let prefix = keys::step(cx.pipeline, b'a', &self.cfg.name, cx.partition);
+        let mut longest = 0;
+        for (k, v) in cx.range(&prefix, &keys::prefix_end(&prefix), usize::MAX)? {
+            let s = k
+                .len()
+                .checked_sub(8)
+                .and_then(|at| k.get(at..))
+                .map(keys::from_ord_i64)
+                .context("a session key is corrupt")?;
+            let (e, _) = keys::agg_value(&v).context("a session's accumulator is corrupt")?;
+            longest = longest.max(e.saturating_sub(s));
+        }
+        Ok(longest)
+    }
+
     fn close_key(&self, cx: &Ctx<'_>, end: i64, key: &[u8], start: i64) -> Vec<u8> {
         keys::agg_close(
             cx.pipeline,
@@ -247,18 +285,29 @@ impl Session {
         let ts = it.rec.timestamp();
         let mut prefix = keys::step(cx.pipeline, b'a', &name, cx.partition);
         keys::push_key(&mut prefix, key);
-        let sessions = cx.range(&prefix, &keys::prefix_end(&prefix), usize::MAX)?;
-        // With the cache, closed sessions with more than `KEPT_LATER` later
-        // ones leave now, so that a key's sessions stay few (no record can
-        // reach them in time: see `reachable`).
-        let trim = if self.defer {
-            sessions.len().saturating_sub(KEPT_LATER + 1)
-        } else {
-            0
-        };
+        // Only sessions that may touch `ts`: ending at or after `ts - gap`,
+        // so starting no earlier than that minus the longest session of
+        // the step (a key keeps its closed sessions a day, with the cache:
+        // reading them all would cost each record as much).
+        let longest = self.longest(cx)?;
+        let from = keys::agg(
+            cx.pipeline,
+            &name,
+            cx.partition,
+            key,
+            ts.saturating_sub(gap).saturating_sub(longest),
+        );
+        let to = keys::agg(
+            cx.pipeline,
+            &name,
+            cx.partition,
+            key,
+            ts.saturating_add(gap).saturating_add(1),
+        );
+        let sessions = cx.range(&from, &to, usize::MAX)?;
         let (mut start, mut end) = (ts, ts);
         let mut overlapping = Vec::new();
-        for (i, (k, v)) in sessions.into_iter().enumerate() {
+        for (k, v) in sessions {
             let (s, _) = keys::take_i64(&k[prefix.len()..]).context("a session key is corrupt")?;
             let (e, acc) = keys::agg_value(&v).context("a session's accumulator is corrupt")?;
             // Without the state cache, a closed session (its end + gap +
@@ -269,16 +318,7 @@ impl Session {
             // own (the closed one leaves the state after the batch). With the
             // cache, Kafka Streams finds it in its record cache, which
             // does not check retention, and merges it: so does Weir.
-            let closed = e <= prev.saturating_sub(gap).saturating_sub(self.cfg.grace);
-            if !self.defer && closed {
-                continue;
-            }
-            if i < trim
-                && closed
-                && !(e >= ts - gap && s <= ts + gap)
-                && !self.index.contains_key(&(key.to_vec(), s, e))
-            {
-                cx.txn.delete(k);
+            if !self.defer && e <= prev.saturating_sub(gap).saturating_sub(self.cfg.grace) {
                 continue;
             }
             if e >= ts - gap && s <= ts + gap {
@@ -348,6 +388,12 @@ impl Session {
                     out.push(tombstone(key, s, e, it.seq, None));
                 }
             }
+        }
+        if end.saturating_sub(start) > longest {
+            cx.txn.put(
+                self.longest_key(cx),
+                end.saturating_sub(start).to_be_bytes().to_vec(),
+            );
         }
         let k = keys::agg(cx.pipeline, &name, cx.partition, key, start);
         cx.txn.put(k, keys::agg_entry(end, end, &acc));

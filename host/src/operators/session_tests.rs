@@ -417,3 +417,34 @@ fn with_the_cache_a_record_bridging_to_a_later_session_merges_an_old_one() {
         }
     }
 }
+
+/// A record reads only the sessions of its key that can touch it, those
+/// starting within the step's longest session plus the gap before it: a
+/// record 5 s after a session 100 s long merges into it, and so it does in
+/// state written before the longest length was kept (found by reading
+/// every session once). gap 5 s.
+#[test]
+fn a_record_after_a_long_session_merges_into_it_with_or_without_its_kept_length() {
+    use crate::pipeline::keys;
+
+    let window = "window = { type = \"session\", gap = \"5s\" }";
+    let cfg = step(&format!("{COUNT}\n{window}\nemit = \"update\""));
+    for forget in [false, true] {
+        let mut h = Harness::new(cfg.clone(), counter());
+        let records: Vec<_> = (0..=25).map(|i| rec("a", "x", i * 4_000)).collect();
+        h.batch(&stream(&records)).unwrap();
+        h.batch(&stream(&[rec("b", "x", 100_000)])).unwrap();
+        if forget {
+            let mut k = keys::step_time("p", "count", 0);
+            k.push(b'L');
+            h.delete_state(k);
+            h.batch(&[]).unwrap();
+        }
+        let out = h.batch(&stream(&[rec("a", "x", 105_000)])).unwrap();
+        assert_eq!(
+            out.iter().map(show).collect::<Vec<_>>(),
+            ["a[0,100000]=null@100000", "a[0,105000]=27@105000"],
+            "forget: {forget}"
+        );
+    }
+}

@@ -458,6 +458,12 @@ impl Harness {
         self.txn.put(key, value);
     }
 
+    /// Deletes `key` with the next commit (state as an earlier build left
+    /// it).
+    pub fn delete_state(&mut self, key: Vec<u8>) {
+        self.txn.delete(key);
+    }
+
     /// Drops the uncommitted batches, as a task does when one fails.
     pub fn discard(&mut self) {
         self.txn.clear();
