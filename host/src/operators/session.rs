@@ -233,16 +233,17 @@ impl Session {
         k
     }
 
-    /// The length of the step's longest session so far (end - start); in
-    /// state written before it was kept, found by reading every session
-    /// once.
-    fn longest(&self, cx: &Ctx<'_>) -> anyhow::Result<i64> {
+    /// The length of the step's longest session so far (end - start), and
+    /// whether it is kept; in state written before it was kept (or with no
+    /// session yet), found by reading every session, once: the caller keeps
+    /// it.
+    fn longest(&self, cx: &Ctx<'_>) -> anyhow::Result<(i64, bool)> {
         if let Some(b) = cx.get(&self.longest_key(cx))? {
             let b: [u8; 8] = b
                 .as_slice()
                 .try_into()
                 .context("a session step's longest length is corrupt")?;
-            return Ok(i64::from_be_bytes(b));
+            return Ok((i64::from_be_bytes(b), true));
         }
         let prefix = keys::step(cx.pipeline, b'a', &self.cfg.name, cx.partition);
         let mut longest = 0;
@@ -256,7 +257,7 @@ impl Session {
             let (e, _) = keys::agg_value(&v).context("a session's accumulator is corrupt")?;
             longest = longest.max(e.saturating_sub(s));
         }
-        Ok(longest)
+        Ok((longest, false))
     }
 
     fn close_key(&self, cx: &Ctx<'_>, end: i64, key: &[u8], start: i64) -> Vec<u8> {
@@ -289,7 +290,7 @@ impl Session {
         // so starting no earlier than that minus the longest session of
         // the step (a key keeps its closed sessions a day, with the cache:
         // reading them all would cost each record as much).
-        let longest = self.longest(cx)?;
+        let (longest, kept) = self.longest(cx)?;
         let from = keys::agg(
             cx.pipeline,
             &name,
@@ -389,10 +390,13 @@ impl Session {
                 }
             }
         }
-        if end.saturating_sub(start) > longest {
+        if !kept || end.saturating_sub(start) > longest {
             cx.txn.put(
                 self.longest_key(cx),
-                end.saturating_sub(start).to_be_bytes().to_vec(),
+                longest
+                    .max(end.saturating_sub(start))
+                    .to_be_bytes()
+                    .to_vec(),
             );
         }
         let k = keys::agg(cx.pipeline, &name, cx.partition, key, start);

@@ -425,19 +425,32 @@ fn with_the_cache_a_record_bridging_to_a_later_session_merges_an_old_one() {
 /// every session once). gap 5 s.
 #[test]
 fn a_record_after_a_long_session_merges_into_it_with_or_without_its_kept_length() {
+    use crate::backend::StateRead;
     use crate::pipeline::keys;
 
     let window = "window = { type = \"session\", gap = \"5s\" }";
     let cfg = step(&format!("{COUNT}\n{window}\nemit = \"update\""));
+    let mut longest_key = keys::step_time("p", "count", 0);
+    longest_key.push(b'L');
+    // Kept from the first session on, even one of a single record (else
+    // every record would read all sessions to find it).
+    let mut h = Harness::new(cfg.clone(), counter());
+    h.batch(&stream(&[rec("z", "x", 1)])).unwrap();
+    assert_eq!(
+        h.backend.get(&longest_key).unwrap(),
+        Some(0i64.to_be_bytes().to_vec())
+    );
     for forget in [false, true] {
         let mut h = Harness::new(cfg.clone(), counter());
         let records: Vec<_> = (0..=25).map(|i| rec("a", "x", i * 4_000)).collect();
         h.batch(&stream(&records)).unwrap();
         h.batch(&stream(&[rec("b", "x", 100_000)])).unwrap();
+        assert_eq!(
+            h.backend.get(&longest_key).unwrap(),
+            Some(100_000i64.to_be_bytes().to_vec())
+        );
         if forget {
-            let mut k = keys::step_time("p", "count", 0);
-            k.push(b'L');
-            h.delete_state(k);
+            h.delete_state(longest_key.clone());
             h.batch(&[]).unwrap();
         }
         let out = h.batch(&stream(&[rec("a", "x", 105_000)])).unwrap();
