@@ -149,6 +149,14 @@ fn sliding_window_global_join_history_grace_emit_after_and_from_table_mistakes_n
             "kind = \"map\"\nmodule = \"count.wasm\"\nfrom_table = true\n",
             "8: step s: `from_table` applies to aggregate steps, not to a map step",
         ),
+        (
+            "kind = \"aggregate\"\nmodule = \"count.wasm\"\nas_table = true\n",
+            "8: step s: `as_table` applies to join and map steps, not to an aggregate step",
+        ),
+        (
+            "kind = \"map\"\nmodule = \"select_key.wasm\"\nas_table = true\n\n[[steps]]\nname = \"count\"\nkind = \"aggregate\"\nmodule = \"count.wasm\"\nfrom_table = true\n",
+            "14: step count: the map step in front of a `from_table` aggregate picks each row's group, a new key, and `as_table = true` keeps keys: drop `as_table` on step s (the host already reads the pipeline's input as a table here)",
+        ),
     ];
     for (text, want) in cases {
         refused(&d, &dir, &format!("{step}{text}"), want);
@@ -403,6 +411,127 @@ fn a_dead_letter_from_a_merged_input_names_its_topic() {
     assert_eq!(dead["headers"]["weir.partition"], "0");
     assert_eq!(dead["headers"]["weir.offset"], "2");
     assert_eq!(dead["timestamp"], 5);
+}
+
+/// A map step with `as_table = true` (Kafka Streams' `KTable.filter` /
+/// `mapValues`) on `weir run`: each row keeps its key, a dropped row is its
+/// key's deletion, a deletion passes on, a keyless record is skipped; a
+/// function that changes a row's key, returns several outputs for it or
+/// rejects it sends the row to the dead letters with the reason and emits
+/// nothing for it, and the run goes on.
+#[test]
+fn a_table_map_keeps_keys_and_dead_letters_a_row_whose_function_breaks_that() {
+    let d = Data::new();
+    d.ok(&["topic", "create", "users", "--partitions", "1"]);
+    let row = |k: Option<&str>, v: Value, ts: i64| {
+        json!({"key": k, "value": v, "timestamp": ts}).to_string()
+    };
+    d.produce(
+        "users",
+        &[
+            row(
+                Some("u1"),
+                json!({"email": "ann@example.com", "region": "eu"}),
+                1,
+            ),
+            row(Some("u2"), json!({"region": "us"}), 2),
+            row(None, json!({"email": "x@example.com", "region": "eu"}), 3),
+            row(Some("u1"), Value::Null, 4),
+            row(Some("u3"), json!("two words"), 5),
+            row(Some("u4"), json!({"email": "dee@example.com"}), 6),
+        ],
+    );
+    let dir = d.path.parent().unwrap();
+    let pipeline = |name: &str, module: &str, config: &str| {
+        write_pipeline(
+            dir,
+            &format!(
+                "name = \"{name}\"\ninput = \"users\"\noutput = \"{name}-out\"\n\n[[steps]]\nname = \"t\"\nkind = \"map\"\nmodule = \"{module}\"\nconfig = {{ {config} }}\nas_table = true\n"
+            ),
+        )
+    };
+    let records = |topic: &str| -> Vec<Value> {
+        d.ok(&["consume", topic, "--from-beginning"])
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                let reason = &v["headers"]["weir.error"];
+                if reason.is_null() {
+                    json!([v["key"], v["value"], v["timestamp"]])
+                } else {
+                    json!([v["key"], v["timestamp"], reason])
+                }
+            })
+            .collect()
+    };
+    for (name, module, config) in [
+        ("emails", "pick_field.wasm", "field = \"/email\""),
+        ("regions", "select_key.wasm", "field = \"/region\""),
+        ("words", "split_words.wasm", ""),
+    ] {
+        let file = pipeline(name, module, config);
+        d.ok(&[
+            "run",
+            "--until-caught-up",
+            "--quiet",
+            file.to_str().unwrap(),
+        ]);
+    }
+    // pick_field: u2 has no email (a deletion), the keyless record is
+    // skipped, u1's deletion passes on, u3's value is not JSON.
+    assert_eq!(
+        records("emails-out"),
+        [
+            json!(["u1", "ann@example.com", 1]),
+            json!(["u2", null, 2]),
+            json!(["u1", null, 4]),
+            json!(["u4", "dee@example.com", 6]),
+        ]
+    );
+    assert_eq!(
+        records("emails-dead-letters"),
+        [json!([
+            "u3",
+            5,
+            "the value is not JSON, so \"/email\" cannot be read from it"
+        ])]
+    );
+    // select_key changes keys: each row it keys anew is a dead letter.
+    let changed = |from: &str, to: &str| {
+        format!(
+            "step t: a table's map keeps each row's key (`as_table = true`, Kafka Streams' KTable.mapValues), and the function changed the key \"{from}\" to \"{to}\"; drop `as_table` to map a stream"
+        )
+    };
+    assert_eq!(records("regions-out"), [json!(["u1", null, 4])]);
+    assert_eq!(
+        records("regions-dead-letters"),
+        [
+            json!(["u1", 1, changed("u1", "eu")]),
+            json!(["u2", 2, changed("u2", "us")]),
+            json!([
+                "u3",
+                5,
+                "the value is not JSON, so \"/region\" cannot be read from it"
+            ]),
+            json!(["u4", 6, "the value has no \"/region\""]),
+        ]
+    );
+    // split_words gives each row as many outputs as it has words.
+    let several = |k: &str, n: usize| {
+        format!(
+            "step t: a table's map gives each row one value or none (`as_table = true`), and the function returned {n} outputs for the row \"{k}\""
+        )
+    };
+    assert_eq!(records("words-out"), [json!(["u1", null, 4])]);
+    assert_eq!(
+        records("words-dead-letters"),
+        [
+            json!(["u1", 1, several("u1", 6)]),
+            json!(["u2", 2, several("u2", 2)]),
+            json!(["u3", 5, several("u3", 2)]),
+            json!(["u4", 6, several("u4", 4)]),
+        ]
+    );
 }
 
 /// `emit_after` with a bound (Kafka Streams' `BufferConfig.maxRecords` /

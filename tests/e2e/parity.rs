@@ -538,6 +538,22 @@ fn parity_grouped_table_counts() {
     check("grouped-table");
 }
 
+/// A table's rows filtered and mapped (`as_table = true` on a map step,
+/// Kafka Streams' `KTable.filter` + `mapValues`): rows the function drops
+/// become deletions, deletions pass on, keyless records are skipped, out
+/// of order too.
+#[test]
+fn parity_table_filter_and_map_values() {
+    check("table-map");
+}
+
+/// The same in front of table-table inner, left and outer joins: a row
+/// that loses its profile leaves the join as a deletion does.
+#[test]
+fn parity_table_filter_and_map_values_before_a_join() {
+    check("table-map-join");
+}
+
 /// Stream-table inner and left joins: the table updated and deleted
 /// between stream records, null keys and values on both sides.
 #[test]

@@ -278,6 +278,16 @@ fn parity_on_kafka_grouped_table_counts() {
 }
 
 #[test]
+fn parity_on_kafka_table_filter_and_map_values() {
+    check_kafka("table-map");
+}
+
+#[test]
+fn parity_on_kafka_table_filter_and_map_values_before_a_join() {
+    check_kafka("table-map-join");
+}
+
+#[test]
 fn parity_on_kafka_stream_table_joins() {
     check_kafka("stream-table");
 }

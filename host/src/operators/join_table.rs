@@ -171,8 +171,19 @@ impl Operator for TableJoin {
                     }
                 } else {
                     // A cached Kafka Streams table forwards a change only
-                    // when its old or new value is there.
-                    if self.cached && this_old.is_none() && this_new.is_none() {
+                    // when its old or new value is there. Behind a filter
+                    // (a map with `as_table`), a change from nothing to
+                    // nothing reaches an inner join whatever the cache (the
+                    // filter forwards what its source held and it dropped)
+                    // and never a left or outer one (whose filter sends old
+                    // values, and drops such a change).
+                    let nothing = this_old.is_none() && this_new.is_none();
+                    let skipped = match (cfg.after_table_map && is_left, cfg.join) {
+                        (false, _) => self.cached,
+                        (true, JoinType::Inner) => false,
+                        (true, JoinType::Left | JoinType::Outer) => true,
+                    };
+                    if nothing && skipped {
                         continue;
                     }
                     match &this_new {

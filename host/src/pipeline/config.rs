@@ -253,8 +253,16 @@ pub struct Step {
     pub groups_table: bool,
     /// A join whose incoming records are a table's updates (a table-table
     /// join): both sides keep their newest value per key, and an update on
-    /// either side emits the key's new join result.
+    /// either side emits the key's new join result. On a map step: it maps
+    /// a table's changes (Kafka Streams' `KTable.filter` / `mapValues`),
+    /// keeping keys, a dropped row becoming its key's deletion.
     pub as_table: bool,
+    /// A table-table join whose own side comes through a map with
+    /// `as_table` (Kafka Streams' `KTable.filter` in front of the join):
+    /// a deletion of a key its side does not hold is a change from nothing
+    /// to nothing, which such a filter forwards to an inner join and drops
+    /// in front of a left or outer one (which asks it for old values).
+    pub after_table_map: bool,
     /// The most memory the step's instances may have, in MiB (`None`: the
     /// run's `--memory-mb`); it also sets what one call may hand the host.
     pub memory_mb: Option<usize>,

@@ -54,14 +54,20 @@ struct StepToml {
     stores: Vec<Spanned<String>>,
     #[serde(default)]
     key_preserving: bool,
-    #[serde(default)]
-    as_table: bool,
+    as_table: Option<Spanned<bool>>,
     memory_mb: Option<Spanned<u64>>,
     foreign_key: Option<Spanned<String>>,
     lookup: Option<Spanned<String>>,
     history: Option<Spanned<String>>,
     grace: Option<Spanned<String>>,
     from_table: Option<Spanned<bool>>,
+}
+
+impl StepToml {
+    /// Whether the step reads its input as a table (`as_table = true`).
+    fn as_table(&self) -> bool {
+        self.as_table.as_ref().is_some_and(|t| *t.get_ref())
+    }
 }
 
 #[derive(Deserialize)]
@@ -225,6 +231,11 @@ pub fn parse_with(
     let mut steps: Vec<Step> = Vec::new();
     for st in &raw.steps {
         let mut next = step(&cx, base, resolve, st, &steps)?;
+        next.after_table_map = next.kind == StepKind::Join
+            && next.as_table
+            && steps
+                .last()
+                .is_some_and(|p| p.kind == StepKind::Map && p.as_table);
         if next.from_table {
             from_table(&cx, st, &mut next, &mut steps)?;
         }
@@ -403,6 +414,11 @@ fn step(
             );
         }
     }
+    if !matches!(kind, StepKind::Join | StepKind::Map)
+        && let Some(t) = &s.as_table
+    {
+        only("as_table", *t.get_ref(), t.span(), "join and map")?;
+    }
     if kind != StepKind::Processor
         && let Some(st) = s.stores.first()
     {
@@ -439,10 +455,11 @@ fn step(
         before: 0,
         after: 0,
         stores: s.stores.iter().map(|x| x.get_ref().clone()).collect(),
-        key_preserving: s.key_preserving,
+        key_preserving: s.key_preserving || (kind == StepKind::Map && s.as_table()),
         from_table: s.from_table.as_ref().is_some_and(|f| *f.get_ref()),
         groups_table: false,
-        as_table: s.as_table,
+        after_table_map: false,
+        as_table: s.as_table(),
         memory_mb: match &s.memory_mb {
             Some(m) if *m.get_ref() == 0 || *m.get_ref() > 65_536 => {
                 return cx.err(

@@ -171,6 +171,10 @@ pub(super) fn from_table(
         );
     }
     match before {
+        [map] if map.kind == StepKind::Map && map.as_table => cx.err(
+            span,
+            format!("step {name}: the map step in front of a `from_table` aggregate picks each row's group, a new key, and `as_table = true` keeps keys: drop `as_table` on step {} (the host already reads the pipeline's input as a table here)", map.name),
+        ),
         [map] if map.kind == StepKind::Map => {
             map.groups_table = true;
             Ok(())
@@ -204,11 +208,11 @@ pub(super) fn join_sides(
             ),
         );
     }
-    if step.join == JoinType::Outer && !s.as_table && step.with_kind == WithKind::Table {
+    if step.join == JoinType::Outer && !s.as_table() && step.with_kind == WithKind::Table {
         let span = s.join.as_ref().map_or(st.span(), |j| j.span());
         return cx.err(span, format!("step {name}: a stream-table join is \"inner\" or \"left\"; an outer join joins two tables (add `as_table = true`) or two streams (`with_kind = \"stream\"` and a window)"));
     }
-    if s.as_table && step.with_kind != WithKind::Table {
+    if s.as_table() && step.with_kind != WithKind::Table {
         return cx.err(
             st.span(),
             format!(
@@ -249,7 +253,7 @@ pub(super) fn join_sides(
         }
     }
     if let Some(g) = &s.grace {
-        if s.as_table {
+        if s.as_table() {
             return cx.err(
                 g.span(),
                 format!("step {name}: `grace` buffers the stream records of a stream-table join; a table-table join (`as_table`) has none"),

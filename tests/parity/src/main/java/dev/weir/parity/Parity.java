@@ -269,6 +269,13 @@ public final class Parity {
         for (String v : List.of("per-region", "per-region-cached")) {
             all.add(new Variant("grouped-table", v, groupedTableCount(), List.of("users"), Keys.PLAIN, 0));
         }
+        // a table's rows filtered and mapped (KTable.filter + mapValues), alone and before a join
+        for (String c : List.of("", "-cached")) {
+            all.add(new Variant("table-map", "filter-map" + c, tableFilterMap(), List.of("users"), Keys.PLAIN, 0));
+            for (String kind : List.of("inner", "left", "outer")) {
+                all.add(new Variant("table-map-join", "filter-join-" + kind + c, tableFilterJoin(kind), List.of("left", "right"), Keys.PLAIN, 0));
+            }
+        }
         // stream-global table joins: the table read whole before the stream
         for (String kind : List.of("inner", "left")) {
             all.add(new Variant("global-table", kind, globalJoin(kind.equals("left"), true), List.of("left", "right"), Keys.PLAIN, 0));

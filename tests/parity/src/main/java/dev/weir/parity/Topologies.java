@@ -320,6 +320,26 @@ final class Topologies {
         return n.isTextual() ? n.asText() : n.toString();
     }
 
+    /** pick_field.wasm in a map step with `as_table`: KTable.filter + mapValues on a field. */
+    static KTable<String, String> picked(KTable<String, String> t, String pointer) {
+        return t.filter((k, v) -> fieldOf(v, pointer) != null).mapValues(v -> fieldOf(v, pointer));
+    }
+
+    /** Users' emails as a table: rows without one leave it. */
+    static Topology tableFilterMap() {
+        StreamsBuilder b = new StreamsBuilder();
+        picked(b.<String, String>table("users"), "/email").toStream().to(OUT);
+        return b.build();
+    }
+
+    /** Profiles picked from the left table, then a table-table join of `kind`. */
+    static Topology tableFilterJoin(String kind) {
+        StreamsBuilder b = new StreamsBuilder();
+        KTable<String, String> l = picked(b.<String, String>table("left"), "/profile");
+        joinTables(kind, l, b.table("right"), Topologies::merge).toStream().to(OUT);
+        return b.build();
+    }
+
     static Topology tableTable(String kind) {
         return tableTable(kind, Topologies::merge);
     }

@@ -1,0 +1,31 @@
+//! Makes each record's value one field of its JSON value, keeping its key,
+//! time and headers: the setting `field` is a JSON pointer (default "", the
+//! whole value); a string becomes the value as it is, another JSON value its
+//! JSON text. A record without the field (or with it null) is dropped, one
+//! whose value is not JSON is rejected. On a stream, Kafka Streams'
+//! `mapValues` and `filter`; in a map step with `as_table = true`, over a
+//! table, `KTable.filter` and `KTable.mapValues`: a dropped row becomes a
+//! deletion of its key.
+
+use weir_guest::serde_json::Value;
+use weir_guest::{Error, Output, Record, reject};
+
+#[weir_guest::map]
+fn pick_field(r: Record) -> Result<Option<Output>, Error> {
+    let field = weir_guest::config().get("field").unwrap_or("");
+    let Some(value) = r.value else {
+        return Ok(None);
+    };
+    let Ok(json) = weir_guest::serde_json::from_slice::<Value>(value) else {
+        reject!("the value is not JSON, so {field:?} cannot be read from it")
+    };
+    let picked = match json.pointer(field) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(s)) => s.clone().into_bytes(),
+        Some(other) => other.to_string().into_bytes(),
+    };
+    Ok(Some(Output {
+        value: Some(picked),
+        ..Output::forward(&r)
+    }))
+}
