@@ -143,7 +143,7 @@ fn sliding_window_global_join_history_grace_emit_after_and_from_table_mistakes_n
         ),
         (
             "kind = \"aggregate\"\nmodule = \"count.wasm\"\nfrom_table = true\n",
-            "8: step s: a `from_table` aggregate groups the rows of the pipeline's input (a table) through one `map` step before it, its grouping (Kafka Streams' `groupBy` selector): make it the second step, after that map",
+            "8: step s: a `from_table` aggregate groups the rows of the pipeline's input (a table) through one `map` step before it, its grouping (Kafka Streams' `groupBy` selector): make it the second step, after that map (maps with `as_table = true` may come first, to filter or map the table)",
         ),
         (
             "kind = \"map\"\nmodule = \"count.wasm\"\nfrom_table = true\n",

@@ -554,6 +554,14 @@ fn parity_table_filter_and_map_values_before_a_join() {
     check("table-map-join");
 }
 
+/// A table filtered (`as_table = true` with pick_field's `only_if`) and
+/// then grouped and counted (`from_table`): a row that turns inactive
+/// leaves its group as a deleted row does.
+#[test]
+fn parity_table_filtered_then_grouped() {
+    check("table-map-grouped");
+}
+
 /// Stream-table inner and left joins: the table updated and deleted
 /// between stream records, null keys and values on both sides.
 #[test]

@@ -278,6 +278,11 @@ fn parity_on_kafka_grouped_table_counts() {
 }
 
 #[test]
+fn parity_on_kafka_table_filtered_then_grouped() {
+    check_kafka("table-map-grouped");
+}
+
+#[test]
 fn parity_on_kafka_table_filter_and_map_values() {
     check_kafka("table-map");
 }

@@ -1,11 +1,12 @@
 //! Makes each record's value one field of its JSON value, keeping its key,
 //! time and headers: the setting `field` is a JSON pointer (default "", the
 //! whole value); a string becomes the value as it is, another JSON value its
-//! JSON text. A record without the field (or with it null) is dropped, one
-//! whose value is not JSON is rejected. On a stream, Kafka Streams'
-//! `mapValues` and `filter`; in a map step with `as_table = true`, over a
-//! table, `KTable.filter` and `KTable.mapValues`: a dropped row becomes a
-//! deletion of its key.
+//! JSON text. A record without the field (or with it null) is dropped, and
+//! with the setting `only_if` (a JSON pointer too) so is one whose value
+//! does not have `true` there; one whose value is not JSON is rejected. On
+//! a stream, Kafka Streams' `filter` and `mapValues`; in a map step with
+//! `as_table = true`, over a table, `KTable.filter` and `KTable.mapValues`:
+//! a dropped row becomes a deletion of its key.
 
 use weir_guest::serde_json::Value;
 use weir_guest::{Error, Output, Record, reject};
@@ -19,9 +20,15 @@ fn pick_field(r: Record) -> Result<Option<Output>, Error> {
     let Ok(json) = weir_guest::serde_json::from_slice::<Value>(value) else {
         reject!("the value is not JSON, so {field:?} cannot be read from it")
     };
+    if let Some(flag) = weir_guest::config().get("only_if")
+        && json.pointer(flag) != Some(&Value::Bool(true))
+    {
+        return Ok(None);
+    }
     let picked = match json.pointer(field) {
         None | Some(Value::Null) => return Ok(None),
-        Some(Value::String(s)) => s.clone().into_bytes(),
+        Some(Value::String(s)) if !field.is_empty() => s.clone().into_bytes(),
+        Some(_) if field.is_empty() => value.to_vec(),
         Some(other) => other.to_string().into_bytes(),
     };
     Ok(Some(Output {

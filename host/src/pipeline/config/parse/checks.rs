@@ -141,8 +141,9 @@ pub(super) fn retention(
     Ok(())
 }
 
-/// Checks a `from_table` aggregate: unwindowed, the pipeline's second step,
-/// after the one map step that groups the table's rows (which it marks).
+/// Checks a `from_table` aggregate: unwindowed, after the one map step
+/// that groups the table's rows (which it marks), and before that only
+/// maps with `as_table`.
 pub(super) fn from_table(
     cx: &Ctx<'_>,
     st: &Spanned<StepToml>,
@@ -170,18 +171,21 @@ pub(super) fn from_table(
             format!("step {name}: a `from_table` aggregate takes no `window` (a table's rows have no time window)"),
         );
     }
+    let table_maps = |steps: &[Step]| steps.iter().all(|s| s.kind == StepKind::Map && s.as_table);
     match before {
-        [map] if map.kind == StepKind::Map && map.as_table => cx.err(
+        [.., map] if map.kind == StepKind::Map && map.as_table => cx.err(
             span,
             format!("step {name}: the map step in front of a `from_table` aggregate picks each row's group, a new key, and `as_table = true` keeps keys: drop `as_table` on step {} (the host already reads the pipeline's input as a table here)", map.name),
         ),
-        [map] if map.kind == StepKind::Map => {
+        // Maps with `as_table` may filter the table first (Kafka Streams'
+        // `table.filter(...).groupBy(...)`).
+        [filters @ .., map] if map.kind == StepKind::Map && table_maps(filters) => {
             map.groups_table = true;
             Ok(())
         }
         _ => cx.err(
             span,
-            format!("step {name}: a `from_table` aggregate groups the rows of the pipeline's input (a table) through one `map` step before it, its grouping (Kafka Streams' `groupBy` selector): make it the second step, after that map"),
+            format!("step {name}: a `from_table` aggregate groups the rows of the pipeline's input (a table) through one `map` step before it, its grouping (Kafka Streams' `groupBy` selector): make it the second step, after that map (maps with `as_table = true` may come first, to filter or map the table)"),
         ),
     }
 }

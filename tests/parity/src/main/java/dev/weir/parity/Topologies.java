@@ -332,6 +332,29 @@ final class Topologies {
         return b.build();
     }
 
+    /** Active users counted per region: pick_field.wasm with only_if "/active" in front of the grouping. */
+    static Topology filteredGroupedTableCount() {
+        StreamsBuilder b = new StreamsBuilder();
+        b.<String, String>table("users")
+            .filter((k, v) -> isTrue(v, "/active"))
+            .groupBy((k, v) -> KeyValue.pair(fieldOf(v, "/region"), v))
+            .count()
+            .toStream()
+            .mapValues(v -> v == null ? null : v.toString())
+            .to(OUT);
+        return b.build();
+    }
+
+    /** Whether a JSON value has `true` at `pointer` (pick_field's only_if). */
+    static boolean isTrue(String value, String pointer) {
+        try {
+            JsonNode n = JSON.readTree(value).at(pointer);
+            return n.isBoolean() && n.booleanValue();
+        } catch (IOException e) {
+            throw new IllegalArgumentException("the value is not JSON: " + value, e);
+        }
+    }
+
     /** Profiles picked from the left table, then a table-table join of `kind`. */
     static Topology tableFilterJoin(String kind) {
         StreamsBuilder b = new StreamsBuilder();
