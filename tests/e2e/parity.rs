@@ -562,6 +562,13 @@ fn parity_table_filtered_then_grouped() {
     check("table-map-grouped");
 }
 
+/// Open orders (a table filtered with `as_table`) in foreign-key inner and
+/// left joins: an order that closes unsubscribes as a deleted one does.
+#[test]
+fn parity_table_filtered_then_foreign_key_joined() {
+    check("table-map-fk");
+}
+
 /// Stream-table inner and left joins: the table updated and deleted
 /// between stream records, null keys and values on both sides.
 #[test]

@@ -283,6 +283,11 @@ fn parity_on_kafka_table_filtered_then_grouped() {
 }
 
 #[test]
+fn parity_on_kafka_table_filtered_then_foreign_key_joined() {
+    check_kafka("table-map-fk");
+}
+
+#[test]
 fn parity_on_kafka_table_filter_and_map_values() {
     check_kafka("table-map");
 }

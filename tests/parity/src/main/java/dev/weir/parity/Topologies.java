@@ -409,8 +409,15 @@ final class Topologies {
     }
 
     static Topology fkJoin(boolean left, ValueJoiner<String, String, String> joiner) {
+        return fkJoin(left, joiner, false);
+    }
+
+    /** The foreign-key join, its left table first filtered to open orders (pick_field's only_if "/open") when `open`. */
+    static Topology fkJoin(boolean left, ValueJoiner<String, String, String> joiner, boolean open) {
         StreamsBuilder b = new StreamsBuilder();
-        KTable<String, String> l = b.table("left");
+        KTable<String, String> l = open
+            ? b.<String, String>table("left").filter((k, v) -> isTrue(v, "/open"))
+            : b.table("left");
         KTable<String, String> r = b.table("right");
         KTable<String, String> j = left
             ? l.leftJoin(r, Topologies::userOf, joiner)
