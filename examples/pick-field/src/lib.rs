@@ -3,7 +3,8 @@
 //! whole value); a string becomes the value as it is, another JSON value its
 //! JSON text. A record without the field (or with it null) is dropped, and
 //! with the setting `only_if` (a JSON pointer too) so is one whose value
-//! does not have `true` there; one whose value is not JSON is rejected. On
+//! does not have `true` there, with `drop_if` one whose value has `true`
+//! there; one whose value is not JSON is rejected. On
 //! a stream, Kafka Streams' `filter` and `mapValues`; in a map step with
 //! `as_table = true`, over a table, `KTable.filter` and `KTable.mapValues`:
 //! a dropped row becomes a deletion of its key.
@@ -20,9 +21,12 @@ fn pick_field(r: Record) -> Result<Option<Output>, Error> {
     let Ok(json) = weir_guest::serde_json::from_slice::<Value>(value) else {
         reject!("the value is not JSON, so {field:?} cannot be read from it")
     };
-    if let Some(flag) = weir_guest::config().get("only_if")
-        && json.pointer(flag) != Some(&Value::Bool(true))
-    {
+    let flag = |name: &str| {
+        weir_guest::config()
+            .get(name)
+            .map(|f| json.pointer(f) == Some(&Value::Bool(true)))
+    };
+    if flag("only_if") == Some(false) || flag("drop_if") == Some(true) {
         return Ok(None);
     }
     let picked = match json.pointer(field) {

@@ -9,6 +9,7 @@
 
 use super::{Collector, Ctx, Item, Operator};
 use crate::pipeline::config::Step as StepConfig;
+use crate::pipeline::keys;
 use crate::record::{Failure, Packed};
 use crate::runtime::Guest;
 use crate::runtime::guest::{Emitted, process_batch};
@@ -17,12 +18,18 @@ use crate::runtime::guest::{Emitted, process_batch};
 pub struct Map {
     cfg: StepConfig,
     guest: Box<dyn Guest>,
+    /// The task has a state cache (see [`Operator::defer_updates`]).
+    cached: bool,
 }
 
 impl Map {
     /// A map step running `guest`.
     pub fn new(cfg: StepConfig, guest: Box<dyn Guest>) -> Self {
-        Map { cfg, guest }
+        Map {
+            cfg,
+            guest,
+            cached: false,
+        }
     }
 }
 
@@ -55,10 +62,13 @@ impl Map {
     fn run_table(&mut self, cx: &mut Ctx<'_>, flow: Vec<Item>) -> anyhow::Result<Vec<Item>> {
         // A table holds no row without a key (Kafka Streams' table source
         // skips such a record); a deletion needs no call.
-        let flow: Vec<Item> = flow
+        let mut flow: Vec<Item> = flow
             .into_iter()
             .filter(|it| it.rec.key().is_some())
             .collect();
+        if self.cfg.tracks_rows && self.cached {
+            flow = self.held_changes(cx, flow)?;
+        }
         let called: Vec<usize> = (0..flow.len())
             .filter(|&i| flow[i].rec.value().is_some())
             .collect();
@@ -132,6 +142,29 @@ impl Map {
     }
 }
 
+impl Map {
+    /// Keeps which keys the input table holds, and leaves out a deletion of
+    /// a key it does not hold: Kafka Streams' cached source table forwards
+    /// none, and an inner join after a filter would emit a tombstone for it.
+    fn held_changes(&self, cx: &mut Ctx<'_>, flow: Vec<Item>) -> anyhow::Result<Vec<Item>> {
+        let mut kept = Vec::with_capacity(flow.len());
+        for it in flow {
+            let Some(key) = it.rec.key() else { continue };
+            let mut hk = keys::step(cx.pipeline, b'h', &self.cfg.name, cx.partition);
+            keys::push_key(&mut hk, key);
+            let held = cx.get(&hk)?.is_some();
+            match (it.rec.value().is_some(), held) {
+                (true, false) => cx.txn.put(hk, Vec::new()),
+                (false, true) => cx.txn.delete(hk),
+                (false, false) => continue,
+                (true, true) => {}
+            }
+            kept.push(it);
+        }
+        Ok(kept)
+    }
+}
+
 /// A key as a message shows it: its text, quoted, or its bytes.
 fn shown(key: Option<&[u8]>) -> String {
     match key {
@@ -163,6 +196,10 @@ impl Operator for Map {
         let inputs: Vec<&Packed> = flow.iter().map(|it| &it.rec).collect();
         let (outcomes, _) = process_batch(self.guest.as_mut(), &inputs, None)?;
         Ok(route(&self.cfg, cx.out, &flow, outcomes))
+    }
+
+    fn defer_updates(&mut self, on: bool) {
+        self.cached = on;
     }
 
     fn guest(&self) -> &dyn Guest {

@@ -263,6 +263,11 @@ pub struct Step {
     /// to nothing, which such a filter forwards to an inner join and drops
     /// in front of a left or outer one (which asks it for old values).
     pub after_table_map: bool,
+    /// A map with `as_table`, the first of those in front of an inner
+    /// table-table join: with the state cache on, it keeps which keys its
+    /// input holds and passes on no deletion of a key it does not hold, as
+    /// Kafka Streams' cached source table forwards none.
+    pub tracks_rows: bool,
     /// The most memory the step's instances may have, in MiB (`None`: the
     /// run's `--memory-mb`); it also sets what one call may hand the host.
     pub memory_mb: Option<usize>,

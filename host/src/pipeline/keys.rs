@@ -11,6 +11,7 @@
 //! K pipeline 0 'f' step 0 partition:u32                  -> the format of the step's state (u32; absent: 0)
 //! K pipeline 0 'g' step 0 partition:u32 table-partition:u32 -> a global table join's next offset in the table (u64)
 //! K pipeline 0 'n' step 0 partition:u32 klen:u32 row      -> a table grouping's group of the row (bytes)
+//! K pipeline 0 'h' step 0 partition:u32 klen:u32 row      -> a table map's input holds the row (empty)
 //! K pipeline 0 'm' step 0 partition:u32 klen:u32 group klen:u32 row -> a `from_table` aggregate's rows
 //! ```
 //!
@@ -268,7 +269,8 @@ pub fn changelog(key: &[u8]) -> Option<(String, u32)> {
             let p = u32_at(rest.get(4..)?)?;
             Some((format!("segment-{seg}"), p))
         }
-        b'a' | b'c' | b'q' | b'e' | b'j' | b'w' | b'x' | b'f' | b'g' | b'm' | b'n' | b'u' => {
+        b'a' | b'c' | b'q' | b'e' | b'j' | b'w' | b'x' | b'f' | b'g' | b'm' | b'n' | b'u'
+        | b'h' => {
             let (step, at) = name(rest)?;
             Some((step, u32_at(rest.get(at..)?)?))
         }
@@ -310,6 +312,10 @@ mod tests {
         assert_eq!(
             changelog(&global_position("wc", "enrich", 3, 7)),
             Some(("enrich".to_string(), 3))
+        );
+        assert_eq!(
+            changelog(&step("wc", b'h', "active", 3)),
+            Some(("active".to_string(), 3))
         );
         assert_eq!(
             changelog(&step("wc", b'n', "by-region", 3)),

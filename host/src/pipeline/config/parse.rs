@@ -63,6 +63,27 @@ struct StepToml {
     from_table: Option<Spanned<bool>>,
 }
 
+/// Marks the first of the maps with `as_table` in front of each inner
+/// table-table join: that map sees the table itself, so it alone can tell
+/// a deletion of a row the table never held (see [`Step::tracks_rows`]).
+fn mark_row_tracking(steps: &mut [Step]) {
+    for i in 0..steps.len() {
+        let j = &steps[i];
+        if !(j.after_table_map && j.join == JoinType::Inner && j.history.is_none()) {
+            continue;
+        }
+        let mut first = i;
+        while first > 0 && steps[first - 1].kind == StepKind::Map && steps[first - 1].as_table {
+            first -= 1;
+        }
+        if let Some(map) = steps.get_mut(first)
+            && first < i
+        {
+            map.tracks_rows = true;
+        }
+    }
+}
+
 impl StepToml {
     /// Whether the step reads its input as a table (`as_table = true`).
     fn as_table(&self) -> bool {
@@ -263,6 +284,7 @@ pub fn parse_with(
             steps.push(next);
         }
     }
+    mark_row_tracking(&mut steps);
     let kafka = match &raw.kafka {
         None => None,
         Some(section) => Some(kafka(&cx, section)?),
@@ -459,6 +481,7 @@ fn step(
         from_table: s.from_table.as_ref().is_some_and(|f| *f.get_ref()),
         groups_table: false,
         after_table_map: false,
+        tracks_rows: false,
         as_table: s.as_table(),
         memory_mb: match &s.memory_mb {
             Some(m) if *m.get_ref() == 0 || *m.get_ref() > 65_536 => {

@@ -204,8 +204,9 @@ pub(super) fn changelogs(shared: &Shared, seg_index: usize) -> Vec<String> {
     for si in shared.segments[seg_index].steps.clone() {
         let cfg = &shared.pipeline.steps[si];
         match cfg.kind {
-            // A table's grouping keeps each row's group.
-            StepKind::Map if cfg.groups_table => names.push(cfg.name.clone()),
+            // A table's grouping keeps each row's group, a table map in
+            // front of an inner join the keys its input holds.
+            StepKind::Map if cfg.groups_table || cfg.tracks_rows => names.push(cfg.name.clone()),
             StepKind::Map => {}
             StepKind::Aggregate | StepKind::Join => names.push(cfg.name.clone()),
             StepKind::Processor => {

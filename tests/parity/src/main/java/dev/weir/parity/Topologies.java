@@ -355,6 +355,14 @@ final class Topologies {
         }
     }
 
+    /** The left table without rows marked "drop" (pick_field's drop_if), then a table-table join of `kind`. */
+    static Topology tableFilterNotJoin(String kind) {
+        StreamsBuilder b = new StreamsBuilder();
+        KTable<String, String> l = b.<String, String>table("left").filterNot((k, v) -> isTrue(v, "/drop"));
+        joinTables(kind, l, b.table("right"), Topologies::merge).toStream().to(OUT);
+        return b.build();
+    }
+
     /** Profiles picked from the left table, then a table-table join of `kind`. */
     static Topology tableFilterJoin(String kind) {
         StreamsBuilder b = new StreamsBuilder();
