@@ -140,9 +140,7 @@ impl Map {
         }
         Ok(next)
     }
-}
 
-impl Map {
     /// Keeps which keys the input table holds, and leaves out a deletion of
     /// a key it does not hold: Kafka Streams' cached source table forwards
     /// none, and an inner join after a filter would emit a tombstone for it.
