@@ -32,12 +32,7 @@ module = "count.wasm"
 window = { type = "sliding", size = "5s", grace = "2s" }
 "#,
     );
-    d.ok(&[
-        "run",
-        "--until-caught-up",
-        "--quiet",
-        file.to_str().unwrap(),
-    ]);
+    d.run_caught_up(&file);
     // docs/pipeline.md's example: a's windows by start.
     assert_eq!(
         d.ok(&["state", "get", "sl", "count", "a"]),
@@ -218,14 +213,7 @@ module = "count.wasm"
 from_table = true
 "#,
     );
-    let run_it = || {
-        d.ok(&[
-            "run",
-            "--until-caught-up",
-            "--quiet",
-            file.to_str().unwrap(),
-        ])
-    };
+    let run_it = || d.run_caught_up(&file);
     run_it();
     d.produce(
         "users",
@@ -342,12 +330,7 @@ with = "products"
 with_kind = "global"
 "#,
     );
-    d.ok(&[
-        "run",
-        "--until-caught-up",
-        "--quiet",
-        file.to_str().unwrap(),
-    ]);
+    d.run_caught_up(&file);
     let mut out: Vec<String> = d
         .ok(&["consume", "out", "--from-beginning"])
         .lines()
@@ -387,12 +370,7 @@ fn a_dead_letter_from_a_merged_input_names_its_topic() {
         d.path.parent().unwrap(),
         "name = \"p\"\ninput = [\"a\", \"b\"]\noutput = \"words\"\n\n[[steps]]\nname = \"split\"\nkind = \"map\"\nmodule = \"split_words.wasm\"\n",
     );
-    d.ok(&[
-        "run",
-        "--until-caught-up",
-        "--quiet",
-        file.to_str().unwrap(),
-    ]);
+    d.run_caught_up(&file);
     let words: Vec<String> = d
         .ok(&["consume", "words", "--from-beginning"])
         .lines()
@@ -470,12 +448,7 @@ fn a_table_map_keeps_keys_and_dead_letters_a_row_whose_function_breaks_that() {
         ("words", "split_words.wasm", ""),
     ] {
         let file = pipeline(name, module, config);
-        d.ok(&[
-            "run",
-            "--until-caught-up",
-            "--quiet",
-            file.to_str().unwrap(),
-        ]);
+        d.run_caught_up(&file);
     }
     // pick_field: u2 has no email (a deletion), the keyless record is
     // skipped, u1's deletion passes on, u3's value is not JSON.

@@ -38,6 +38,12 @@ impl Data {
         r.stdout
     }
 
+    /// `weir run PIPELINE --until-caught-up --quiet`, which must succeed.
+    pub(crate) fn run_caught_up(&self, pipeline: &Path) -> String {
+        let file = pipeline.to_str().expect("a test's pipeline path is UTF-8");
+        self.ok(&["run", "--until-caught-up", "--quiet", file])
+    }
+
     /// `weir produce topic` from another process, with `lines` on stdin;
     /// returns its standard error.
     pub(crate) fn produce(&self, topic: &str, lines: &[String]) -> String {

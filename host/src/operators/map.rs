@@ -146,9 +146,10 @@ impl Map {
     /// none, and an inner join after a filter would emit a tombstone for it.
     fn held_changes(&self, cx: &mut Ctx<'_>, flow: Vec<Item>) -> anyhow::Result<Vec<Item>> {
         let mut kept = Vec::with_capacity(flow.len());
+        let prefix = keys::step(cx.pipeline, b'h', &self.cfg.name, cx.partition);
         for it in flow {
             let Some(key) = it.rec.key() else { continue };
-            let mut hk = keys::step(cx.pipeline, b'h', &self.cfg.name, cx.partition);
+            let mut hk = prefix.clone();
             keys::push_key(&mut hk, key);
             let held = cx.get(&hk)?.is_some();
             match (it.rec.value().is_some(), held) {

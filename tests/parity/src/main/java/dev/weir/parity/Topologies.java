@@ -296,8 +296,17 @@ final class Topologies {
 
     /** Users counted per region: select_key.wasm with field "/region" groups them. */
     static Topology groupedTableCount() {
+        return groupedTableCount(false);
+    }
+
+    /**
+     * Users counted per region, only the active ones when `activeOnly`
+     * (pick_field.wasm with only_if "/active" in front of the grouping).
+     */
+    static Topology groupedTableCount(boolean activeOnly) {
         StreamsBuilder b = new StreamsBuilder();
-        b.<String, String>table("users")
+        KTable<String, String> users = b.table("users");
+        (activeOnly ? users.filter((k, v) -> isTrue(v, "/active")) : users)
             .groupBy((k, v) -> KeyValue.pair(fieldOf(v, "/region"), v))
             .count()
             .toStream()
@@ -329,19 +338,6 @@ final class Topologies {
     static Topology tableFilterMap() {
         StreamsBuilder b = new StreamsBuilder();
         picked(b.<String, String>table("users"), "/email").toStream().to(OUT);
-        return b.build();
-    }
-
-    /** Active users counted per region: pick_field.wasm with only_if "/active" in front of the grouping. */
-    static Topology filteredGroupedTableCount() {
-        StreamsBuilder b = new StreamsBuilder();
-        b.<String, String>table("users")
-            .filter((k, v) -> isTrue(v, "/active"))
-            .groupBy((k, v) -> KeyValue.pair(fieldOf(v, "/region"), v))
-            .count()
-            .toStream()
-            .mapValues(v -> v == null ? null : v.toString())
-            .to(OUT);
         return b.build();
     }
 
